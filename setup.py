@@ -31,6 +31,7 @@ setup(
         "luigi>=3.3",
         "pyyaml>=6",
         "xmltodict>=0.13",
+        "tqdm>=4.60",
     ],
     extras_require={
         "test": [

@@ -1,0 +1,140 @@
+"""Turn staged payload files into a complete, validated BagIt 1.0 bag.
+
+The payload digests were computed while copying, so this module writes manifests from them
+instead of re-hashing (the `bagit` library's `make_bag` would read every byte again). The
+bag is assembled in a hidden `.incomplete/` folder, fully validated (every payload digest
+re-computed from the staged copy: that is the check that the copy is right), and only then
+renamed to its final name. A crash therefore never leaves a half bag that looks whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from strongroom import NAME, __version__
+from strongroom.errors import PreservationError
+
+from . import bagit_spec, metadata, premis
+from .naming import BagId
+from .stage import StagedFile
+from .supplied import SuppliedDigest
+from .validate import validate_bag
+
+
+@dataclass
+class BagPlan:
+    """Everything needed to finish one bag whose payload is already staged in `work_dir/data`."""
+
+    bag_id: BagId
+    work_dir: Path
+    files: List[StagedFile]
+    algorithms: Sequence[str]
+    part_count: int
+    external_id: str
+    info: Dict[str, str] = field(default_factory=dict)  # extra bag-info lines (type, title, policy...)
+    empty_dirs: List[str] = field(default_factory=list)
+    supplied: List[SuppliedDigest] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuiltBag:
+    bag_id: BagId
+    path: Path
+    external_id: str
+    file_count: int
+    byte_count: int
+    files: Sequence[StagedFile]
+
+
+def bag_info(plan: BagPlan, library: str, collection: str, when: datetime) -> List[tuple]:
+    total = sum(f.size for f in plan.files)
+    items = [
+        ("Source-Organization", library),
+        ("Bagging-Date", when.astimezone(timezone.utc).strftime("%Y-%m-%d")),
+        ("External-Identifier", f"urn:uuid:{plan.external_id}"),
+        ("Internal-Sender-Identifier", collection),
+        ("Bag-Group-Identifier", plan.bag_id.group),
+        ("Bag-Count", f"{plan.bag_id.part} of {plan.part_count}"),
+        ("Payload-Oxum", bagit_spec.payload_oxum(total, len(plan.files))),
+        ("Bag-Software-Agent", f"{NAME} {__version__}"),
+        ("Strongroom-Bag-Id", str(plan.bag_id)),
+    ]
+    items.extend(plan.info.items())
+    return items
+
+
+def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) -> BuiltBag:
+    """Write tag files, validate, and move the bag into place. Raises PreservationError if invalid."""
+    work = plan.work_dir
+    os.makedirs(work / "data", exist_ok=True)
+    os.makedirs(work / "metadata", exist_ok=True)
+    bagit_spec.write_bagit_txt(work)
+    for alg in plan.algorithms:
+        bagit_spec.write_manifest(
+            work / f"manifest-{alg}.txt", (("data/" + f.relpath, f.digests[alg]) for f in plan.files)
+        )
+    bagit_spec.write_tag_file(work / "bag-info.txt", _info(plan, provenance))
+    md = work / "metadata"
+    metadata.atomic_write_bytes(str(md / "formats.csv"), metadata.formats_csv(plan.files))
+    metadata.atomic_write_bytes(str(md / "file-attributes.csv"), metadata.file_attributes_csv(plan.files))
+    if plan.empty_dirs:
+        metadata.atomic_write_bytes(str(md / "empty-directories.txt"), metadata.empty_dirs_txt(plan.empty_dirs))
+    if plan.supplied:
+        metadata.atomic_write_bytes(str(md / "supplied-checksums.csv"), metadata.supplied_csv(plan.supplied))
+
+    # Full validation of the payload as staged: every digest recomputed from the copy.
+    report = validate_bag(work)
+    if not report.valid:
+        raise PreservationError(
+            f"bag {plan.bag_id} failed validation in staging; nothing was kept",
+            path=str(work), problems=[str(p) for p in report.problems],
+        )
+    validated_at = datetime.now(timezone.utc)
+    unidentified = sum(1 for f in plan.files if not getattr(f.identification, "puid", ""))
+    objects, events, agents = metadata.premis_for_bag(
+        str(plan.bag_id), plan.files, plan.algorithms, provenance,
+        supplied_count=len(plan.supplied), validated_at=validated_at, unidentified=unidentified,
+    )
+    premis.write_premis(md / "premis.xml", objects, events, agents)
+    bagit_spec.write_tag_manifests(work, plan.algorithms)
+    # Tag files changed since the full check: check structure, Oxum and tag manifests again
+    # (payload bytes are unchanged and were verified above).
+    report = validate_bag(work, completeness_only=True)
+    if not report.valid:
+        raise PreservationError(
+            f"bag {plan.bag_id} failed its final check in staging; nothing was kept",
+            path=str(work), problems=[str(p) for p in report.problems],
+        )
+    _sync_tree(work)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(work, final_dir)  # atomic within one file system; fails if final_dir exists
+    _fsync_dir(final_dir.parent)
+    return BuiltBag(plan.bag_id, final_dir, plan.external_id, len(plan.files),
+                    sum(f.size for f in plan.files), plan.files)
+
+
+def _info(plan: BagPlan, provenance: metadata.Provenance) -> List[tuple]:
+    return bag_info(plan, provenance.library, plan.bag_id.collection, provenance.when)
+
+
+def _sync_tree(path: Path) -> None:
+    """Make the staged bag durable before it gets its final name (one sync instead of one per file)."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def discard(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""Ingest one deposit: from a library's source folder to validated bag(s) in staging.
+
+The steps are domain functions (scan, stage, supplied-checksum check, bag) so the Luigi
+tasks in `pipelines/` stay thin and everything here is testable without Luigi.
+Nothing in the source is written; if anything fails, every partly built bag is removed and
+the error names each file concerned.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from strongroom.errors import InputError, PreservationError, UsageError
+
+from . import supplied as supplied_mod
+from .bag import BagPlan, BuiltBag, discard, finish_bag
+from .metadata import Provenance
+from .naming import BagId, check_code, deposit_stamp
+from .scan import ScanResult, SourceFile, scan_source
+from .split import plan_parts
+from .stage import StagedFile, StageTask, make_parent_dirs, stage_files
+
+COLLECTION_TYPES = ("purchased", "self-built")
+INCOMPLETE = ".incomplete"
+
+
+@dataclass
+class DepositRequest:
+    source: Path
+    library: str
+    collection: str
+    collection_type: str
+    policy: object  # policies.model.Policy
+    staging: Path
+    title: str = ""
+    workers: int = 1
+    follow_internal_links: bool = False
+    now: Optional[datetime] = None
+    progress: Optional[Callable[[int, int], None]] = None
+
+
+@dataclass
+class DepositResult:
+    bags: List[BuiltBag]
+    scan: ScanResult
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def file_count(self) -> int:
+        return sum(b.file_count for b in self.bags)
+
+    @property
+    def byte_count(self) -> int:
+        return sum(b.byte_count for b in self.bags)
+
+
+def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = None) -> DepositResult:
+    """Scan, stage, check supplied checksums, bag and validate. Returns the bags built."""
+    check_code(req.library, "library")
+    check_code(req.collection, "collection")
+    if req.collection_type not in COLLECTION_TYPES:
+        raise UsageError(f"--type must be one of {', '.join(COLLECTION_TYPES)}, not {req.collection_type!r}")
+    source = Path(os.path.abspath(req.source))
+    staging = Path(os.path.abspath(req.staging))
+    _check_apart(source, staging)
+    if scan is None:
+        scan = scan_source(source, follow_internal_links=req.follow_internal_links)
+    policy = req.policy
+    if identifier is None:
+        from .identify import Identifier  # loading FIDO's signatures takes a moment: only when needed
+
+        identifier = Identifier()
+
+    now = req.now or datetime.now(timezone.utc)
+    stamp = _free_stamp(staging / req.library / req.collection, now)
+    parts = plan_parts(scan.files, max_bytes=policy.bag.max_bytes, max_files=policy.bag.max_files)
+    bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
+    work_root = staging / INCOMPLETE
+    work_root.mkdir(parents=True, exist_ok=True)
+    work_dirs = [work_root / f"{stamp}-{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(len(parts))]
+    try:
+        return _build(req, scan, parts, bag_ids, work_dirs, identifier, staging, now)
+    finally:
+        for w in work_dirs:
+            if w.exists():
+                discard(w)
+
+
+def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now: datetime) -> DepositResult:
+    policy = req.policy
+    tasks: Dict[str, StageTask] = {}
+    part_of: Dict[str, int] = {}
+    for i, (files, work) in enumerate(zip(parts, work_dirs)):
+        data = os.fsencode(work / "data")
+        for f in files:
+            tasks[f.relpath] = StageTask(f, data + b"/" + f.relpath.encode("utf-8"))
+            part_of[f.relpath] = i
+    make_parent_dirs(tasks.values())
+    for w in work_dirs:
+        (w / "data").mkdir(parents=True, exist_ok=True)
+
+    # 1. Checksum files the depositor supplied: stage them first, then read the staged copies,
+    #    so we know which extra algorithms to compute without reading any source byte twice.
+    def read_staged(rel: str) -> bytes:
+        with open(tasks[rel].dest, "rb") as fh:
+            return fh.read()
+
+    first = [t for rel, t in tasks.items() if supplied_mod.may_hold_checksums(rel)]
+    first_rel = {t.source.relpath for t in first}
+    algorithms = list(policy.checksums)
+    staged_first, problems = stage_files(first, algorithms, identifier=identifier, workers=1)
+    if problems:
+        raise InputError("could not stage the source", path=str(scan.root), problems=problems)
+    checksum_specs = supplied_mod.find_checksum_files(first_rel, read_staged)
+    supplied: List[supplied_mod.SuppliedDigest] = []
+    parse_problems: List[str] = []
+    for spec in checksum_specs:
+        found, bad = supplied_mod.parse_checksum_file(spec, read_staged(spec.relpath))
+        supplied.extend(found)
+        parse_problems.extend(bad)
+    if parse_problems:
+        raise InputError("a supplied checksum file cannot be read", path=str(scan.root), problems=parse_problems)
+    extra = [a for a in supplied_mod.algorithms_needed(supplied) if a not in algorithms]
+    if extra and staged_first:
+        # The checksum files themselves may be listed in another checksum file: rare; hash those few again.
+        staged_first = _rehash(staged_first, tasks, algorithms + extra)
+
+    # 2. Everything else, one read per byte, spread over the workers.
+    rest = [t for rel, t in tasks.items() if rel not in first_rel]
+    staged_rest, problems = stage_files(rest, algorithms + extra, identifier=identifier,
+                                        workers=req.workers, progress=req.progress)
+    if problems:
+        raise InputError(f"could not stage {len(problems)} file(s) of the source", path=str(scan.root),
+                         problems=problems)
+    staged: Dict[str, StagedFile] = {s.relpath: s for s in staged_first + staged_rest}
+
+    # 3. Supplied checksums must match the bytes received.
+    mismatches = supplied_mod.verify_supplied(supplied, {k: v.digests for k, v in staged.items()})
+    if mismatches:
+        raise PreservationError(
+            f"{len(mismatches)} file(s) do not match the checksums supplied with the deposit; nothing was kept",
+            path=str(scan.root), problems=mismatches,
+        )
+
+    warnings = []
+    unidentified = [rel for rel, s in staged.items() if not getattr(s.identification, "puid", "")]
+    if unidentified:
+        message = f"{len(unidentified)} file(s) in no format FIDO knows: " + ", ".join(unidentified[:10]) + (
+            " ..." if len(unidentified) > 10 else "")
+        if policy.formats.unidentified == "fail":
+            raise PreservationError(f"policy {policy.name} refuses unidentified formats", path=str(scan.root),
+                                    problems=[f"{rel}: format not identified" for rel in unidentified])
+        warnings.append(message)
+    at_risk = [f"{rel}: {s.identification.puid} is listed as at risk by policy {policy.name}"
+               for rel, s in staged.items() if getattr(s.identification, "puid", "") in set(policy.formats.at_risk)]
+    warnings.extend(at_risk)
+
+    # 4. One bag per part, each validated before it gets its final name.
+    provenance = Provenance(req.library, identifier.fido_version, identifier.signature_version, now)
+    info = {
+        "Strongroom-Collection-Type": req.collection_type,
+        "Strongroom-Policy": policy.name,
+    }
+    if req.title:
+        info["External-Description"] = req.title
+        info["Strongroom-Collection-Title"] = req.title
+    built: List[BuiltBag] = []
+    final_dirs = []
+    try:
+        for i, (files, work, bag_id) in enumerate(zip(parts, work_dirs, bag_ids)):
+            in_part = [staged[f.relpath] for f in files]
+            plan = BagPlan(
+                bag_id=bag_id, work_dir=work, files=in_part, algorithms=tuple(algorithms + extra),
+                part_count=len(parts), external_id=str(uuid.uuid4()), info=dict(info),
+                empty_dirs=list(scan.empty_dirs) if i == 0 else [],
+                supplied=[s for s in supplied if part_of.get(s.path) == i],
+            )
+            final = staging / bag_id.library / bag_id.collection / bag_id.name
+            built.append(finish_bag(plan, provenance, final))
+            final_dirs.append(final)
+    except BaseException:
+        for d in final_dirs:  # a deposit is all of its parts or nothing
+            discard(d)
+        raise
+    return DepositResult(built, scan, warnings)
+
+
+def _rehash(staged: List[StagedFile], tasks, algorithms) -> List[StagedFile]:
+    from strongroom.checksums import hash_file
+
+    out = []
+    for s in staged:
+        _, digests = hash_file(tasks[s.relpath].dest, algorithms)
+        out.append(StagedFile(s.relpath, s.size, s.mtime_ns, digests, s.identification))
+    return out
+
+
+def _check_apart(source: Path, staging: Path) -> None:
+    real_source, real_staging = os.path.realpath(source), os.path.realpath(staging)
+    if os.path.commonpath([real_source, real_staging]) in (real_source, real_staging):
+        raise UsageError(
+            f"the source ({source}) and the staging folder ({staging}) must not contain one another",
+            path=str(source),
+        )
+
+
+def _free_stamp(collection_dir: Path, now: datetime) -> str:
+    """A deposit time stamp not yet used in this collection's staging folder (second resolution)."""
+    t = now
+    while True:
+        stamp = deposit_stamp(t)
+        if not any(collection_dir.glob(f"{stamp}-*")):
+            return stamp
+        t = t + timedelta(seconds=1)

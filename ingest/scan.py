@@ -1,0 +1,176 @@
+"""Walk a deposit's source folder safely, before a single payload byte is read.
+
+The source belongs to the library: it is only ever listed and read, never changed. Scanning
+first (stat only) lets a deposit refuse bad input as a whole, naming every offending path,
+instead of failing half way through a copy:
+
+* symbolic links are refused (never followed outside the source; with
+  `follow_internal_links=True`, a link to a regular file inside the source is taken as that file);
+* FIFOs, sockets and devices are refused (reading a FIFO can block forever);
+* names that are not valid UTF-8 are refused (BagIt manifests are UTF-8 text);
+* two names that differ only in Unicode normalisation (NFC vs NFD) are refused: many file
+  systems and every BagIt validator would treat them as one file;
+* unreadable files and folders are refused;
+* empty folders are recorded, because a bag cannot hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from strongroom.errors import InputError
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A regular file of the source, as it was when scanned."""
+
+    relpath: str  # POSIX path relative to the source root, exactly as on disk (not normalised)
+    abspath: bytes  # the path to open (bytes: what the OS gave us)
+    size: int
+    mtime_ns: int
+    mode: int
+    inode: Tuple[int, int]  # (st_dev, st_ino): to notice a file swapped between scan and copy
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    files: List[SourceFile] = field(default_factory=list)
+    empty_dirs: List[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def describe_name(raw: bytes) -> str:
+    """A printable form of a path whose bytes may not be valid UTF-8."""
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
+    """List the source's files, or raise InputError listing every problem found."""
+    root_path = Path(root)
+    if not root_path.exists() and not root_path.is_symlink():
+        raise InputError("source does not exist", path=str(root_path))
+    if root_path.is_symlink():
+        raise InputError("source is a symbolic link; give the real folder", path=str(root_path))
+    if not root_path.is_dir():
+        raise InputError("source is not a folder (deposit a folder of files)", path=str(root_path))
+    root_bytes = os.fsencode(os.path.abspath(root_path))
+    real_root = os.path.realpath(root_bytes)
+    result = ScanResult(root=Path(os.fsdecode(root_bytes)))
+    problems: List[str] = []
+
+    def rel(raw_rel: bytes) -> str:
+        return raw_rel.decode("utf-8")
+
+    def walk(dir_abs: bytes, dir_rel: bytes) -> None:
+        try:
+            entries = sorted(os.scandir(dir_abs), key=lambda e: e.name)
+        except PermissionError:
+            problems.append(f"{describe_name(dir_rel) or '.'}: folder cannot be read (permission denied)")
+            return
+        except OSError as exc:
+            problems.append(f"{describe_name(dir_rel) or '.'}: folder cannot be read ({exc.strerror})")
+            return
+        if not entries and dir_rel:
+            result.empty_dirs.append(rel(dir_rel))
+        for entry in entries:
+            raw_rel = dir_rel + b"/" + entry.name if dir_rel else entry.name
+            shown = describe_name(raw_rel)
+            try:
+                rel(raw_rel)
+            except UnicodeDecodeError:
+                problems.append(f"{shown}: name is not valid UTF-8 (rename it; BagIt manifests are UTF-8)")
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                problems.append(f"{shown}: cannot be examined ({exc.strerror})")
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                target = _internal_link_target(entry.path, real_root) if follow_internal_links else None
+                if target is None:
+                    why = "points outside the source or not to a regular file" if follow_internal_links else \
+                        "symbolic links are refused (copy the real file into the source instead)"
+                    problems.append(f"{shown}: symbolic link -> {describe_name(os.readlink(entry.path))}: {why}")
+                    continue
+                st = os.stat(target)
+                _add_file(result, problems, raw_rel, entry.path, st)
+            elif stat.S_ISDIR(st.st_mode):
+                walk(entry.path, raw_rel)
+            elif stat.S_ISREG(st.st_mode):
+                _add_file(result, problems, raw_rel, entry.path, st)
+            else:
+                problems.append(f"{shown}: {_kind(st.st_mode)} refused (only regular files can be deposited)")
+
+    walk(root_bytes, b"")
+    problems.extend(_normalisation_clashes(result))
+    if problems:
+        raise InputError(
+            f"cannot deposit this source: {len(problems)} problem(s) found", path=str(root_path), problems=problems
+        )
+    return result
+
+
+def _add_file(result: ScanResult, problems: List[str], raw_rel: bytes, abspath: bytes, st: os.stat_result) -> None:
+    relpath = raw_rel.decode("utf-8")
+    if not os.access(abspath, os.R_OK):
+        problems.append(f"{relpath}: file cannot be read (permission denied)")
+        return
+    result.files.append(
+        SourceFile(
+            relpath=relpath,
+            abspath=abspath,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            mode=stat.S_IMODE(st.st_mode),
+            inode=(st.st_dev, st.st_ino),
+        )
+    )
+
+
+def _internal_link_target(link: bytes, real_root: bytes):
+    target = os.path.realpath(link)
+    if os.path.commonpath([target, real_root]) != real_root:
+        return None
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None
+    return target if stat.S_ISREG(st.st_mode) else None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
+
+
+def _normalisation_clashes(result: ScanResult) -> List[str]:
+    seen: Dict[str, str] = {}
+    clashes = []
+    names = [f.relpath for f in result.files] + list(result.empty_dirs)
+    for name in names:
+        key = unicodedata.normalize("NFC", name)
+        if key in seen and seen[key] != name:
+            clashes.append(
+                f"{seen[key]!r} and {name!r}: names differ only in Unicode normalisation (NFC/NFD); "
+                "rename one of them, BagIt treats them as the same file"
+            )
+        else:
+            seen[key] = name
+    return clashes

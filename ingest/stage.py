@@ -1,0 +1,208 @@
+"""Copy source files into a bag's payload folder, reading every source byte exactly once.
+
+While a file is copied, the same bytes feed every checksum the policy (and any supplied
+checksum file) asks for, and the first/last bytes FIDO needs are kept, so format
+identification costs no further read of the source. A file that changes while it is being
+copied (size, mtime or inode differ from the scan, or the byte count read differs) fails the
+deposit: a bag must never hold a mixture of two versions of a file.
+
+Work is spread over processes (hashing and FIDO's regular expressions are CPU-bound; the
+identifier is built once in the parent and shared with forked workers).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from strongroom.checksums import MultiHasher
+
+from .scan import SourceFile
+
+CHUNK = 1 << 20  # 1 MiB: large enough for hashlib to release the GIL and for sequential reads
+
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A payload file as copied: what the manifests, catalog and PREMIS record of it."""
+
+    relpath: str  # relative to the source root == relative to the bag's data/ folder
+    size: int
+    mtime_ns: int
+    digests: Dict[str, str]
+    identification: object = None  # ingest.identify.Identification, or None when not asked
+
+
+@dataclass(frozen=True)
+class StageTask:
+    source: SourceFile
+    dest: bytes  # absolute path of the copy inside the bag being built
+
+
+class StageFailure(Exception):
+    """A file could not be staged; `problem` names it and says why."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(problem)
+
+
+def _open_source(path: bytes) -> int:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    if _O_NOATIME:
+        try:
+            return os.open(path, flags | _O_NOATIME)  # leave the source's atime alone too, where allowed
+        except PermissionError:
+            pass
+    return os.open(path, flags)
+
+
+def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int) -> Tuple[int, Dict[str, str], bytes, bytes]:
+    """Copy one file; return (size, digests, head, tail) with head/tail of up to `keep` bytes."""
+    src = task.source
+    try:
+        fd = _open_source(src.abspath)
+    except PermissionError:
+        raise StageFailure(f"{src.relpath}: file cannot be read (permission denied)")
+    except OSError as exc:
+        raise StageFailure(f"{src.relpath}: cannot be opened ({exc.strerror})")
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise StageFailure(f"{src.relpath}: is no longer a regular file")
+        _check_unchanged(src, before, "before copying")
+        hasher = MultiHasher(algorithms)
+        head = b""
+        tail = b""
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        out = os.open(task.dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            while True:
+                try:
+                    n = os.readv(fd, [buf])
+                except OSError as exc:
+                    raise StageFailure(f"{src.relpath}: read error ({exc.strerror})")
+                if not n:
+                    break
+                chunk = view[:n]
+                hasher.update(chunk)
+                _write_all(out, chunk)
+                if len(head) < keep:
+                    head += bytes(chunk[: keep - len(head)])
+                if n >= keep:
+                    tail = bytes(chunk[n - keep:])
+                else:
+                    tail = (tail + bytes(chunk))[-keep:] if keep else b""
+        finally:
+            os.close(out)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if hasher.size != src.size or after.st_size != src.size:
+        raise StageFailure(
+            f"{src.relpath}: changed while being staged (size was {src.size} bytes at scan, "
+            f"{hasher.size} bytes read, now {after.st_size}); deposit it again once it is stable"
+        )
+    _check_unchanged(src, after, "while being staged")
+    copied = os.stat(task.dest)
+    if copied.st_size != src.size:
+        raise StageFailure(f"{src.relpath}: staged copy has {copied.st_size} bytes, source {src.size}")
+    os.utime(task.dest, ns=(src.mtime_ns, src.mtime_ns))
+    return hasher.size, hasher.hexdigests(), head, tail
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _check_unchanged(src: SourceFile, st: os.stat_result, when: str) -> None:
+    if (st.st_dev, st.st_ino) != src.inode:
+        raise StageFailure(f"{src.relpath}: file was replaced {when}; deposit it again once it is stable")
+    if st.st_size != src.size or st.st_mtime_ns != src.mtime_ns:
+        raise StageFailure(
+            f"{src.relpath}: changed {when} (size {src.size} -> {st.st_size}, mtime changed: "
+            f"{st.st_mtime_ns != src.mtime_ns}); deposit it again once it is stable"
+        )
+
+
+# --- running many files -------------------------------------------------------------------
+
+_worker_state: dict = {}
+
+
+def _stage_one(task: StageTask):
+    algorithms = _worker_state["algorithms"]
+    identifier = _worker_state["identifier"]
+    keep = identifier.bufsize if identifier is not None else 0
+    try:
+        size, digests, head, tail = copy_with_digests(task, algorithms, keep)
+        ident = None
+        if identifier is not None:
+            name = os.path.basename(task.source.relpath)
+            ident = identifier.identify_buffers(name, size, head, tail, path=os.fsdecode(task.dest))
+        return StagedFile(task.source.relpath, size, task.source.mtime_ns, digests, ident), None
+    except StageFailure as exc:
+        return None, exc.problem
+    except OSError as exc:
+        return None, f"{task.source.relpath}: {exc.strerror or exc}"
+
+
+def stage_files(
+    tasks: Sequence[StageTask],
+    algorithms: Sequence[str],
+    *,
+    identifier=None,
+    workers: int = 1,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Tuple[List[StagedFile], List[str]]:
+    """Stage every task; return (staged files in task order, problems). Never raises per file.
+
+    `progress(files_done, bytes_done)` is called as files complete.
+    """
+    _worker_state["algorithms"] = tuple(algorithms)
+    _worker_state["identifier"] = identifier
+    results: List[Optional[StagedFile]] = []
+    problems: List[str] = []
+    done_files = 0
+    done_bytes = 0
+
+    def collect(outcome):
+        nonlocal done_files, done_bytes
+        staged, problem = outcome
+        results.append(staged)
+        if problem:
+            problems.append(problem)
+        else:
+            done_files += 1
+            done_bytes += staged.size
+        if progress:
+            progress(done_files, done_bytes)
+
+    if workers <= 1 or len(tasks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for task in tasks:
+            collect(_stage_one(task))
+    else:
+        ctx = multiprocessing.get_context("fork")  # children inherit the loaded FIDO signatures
+        chunksize = max(1, min(64, len(tasks) // (workers * 8) or 1))
+        with ctx.Pool(processes=workers) as pool:
+            for outcome in pool.imap(_stage_one, tasks, chunksize=chunksize):
+                collect(outcome)
+    staged = [r for r in results if r is not None]
+    return staged, problems
+
+
+def make_parent_dirs(tasks: Iterable[StageTask]) -> None:
+    made = set()
+    for task in tasks:
+        parent = os.path.dirname(task.dest)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)

@@ -1,0 +1,142 @@
+"""Checksums a depositor supplied with the source are checked, not ignored.
+
+Vendors and digitisation projects often ship `MD5SUMS`, `*.sha256` files or a whole BagIt bag.
+Those digests are the only evidence of what the files were *before* they reached the library,
+so staging verifies them against the bytes it reads (no extra read: the algorithms are added
+to the ones computed while copying) and a mismatch fails the deposit, naming each file.
+
+Recognised (names case-insensitive):
+* `MD5SUMS`, `SHA1SUMS`, `SHA256SUMS`, `SHA512SUMS` (and the singular `...SUM`),
+  `*.md5`, `*.sha1`, `*.sha256`, `*.sha512`: GNU coreutils format (`<hex>  name`,
+  `<hex> *name`) or BSD format (`MD5 (name) = <hex>`); paths relative to the checksum file's
+  folder.
+* `manifest-<alg>.txt` / `tagmanifest-<alg>.txt` beside a `bagit.txt`: a BagIt bag; paths
+  relative to the bag's folder, percent-decoded as that bag's BagIt version requires.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from strongroom.checksums import SUPPORTED
+
+from .bagit_spec import decode_path, safe_relpath
+
+_HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+_SUMS_NAME = re.compile(r"^(md5|sha1|sha256|sha512)sums?$", re.IGNORECASE)
+_SUFFIX_NAME = re.compile(r"^.+\.(md5|sha1|sha256|sha512)$", re.IGNORECASE)
+_BAG_MANIFEST = re.compile(r"^(?:tag)?manifest-(md5|sha1|sha256|sha512)\.txt$")
+_GNU_LINE = re.compile(r"^\\?([0-9a-fA-F]{32,128})[ \t]+\*?(.+)$")
+_BSD_LINE = re.compile(r"^(MD5|SHA1|SHA256|SHA512) ?\((.+)\) ?= ?([0-9a-fA-F]{32,128})$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SuppliedChecksumFile:
+    relpath: str  # the checksum file, relative to the source root
+    algorithm: Optional[str]  # from its name, or None when only the digest length can tell
+    kind: str  # "sums" | "bagit"
+    bag_version: str = ""
+
+
+@dataclass(frozen=True)
+class SuppliedDigest:
+    listed_in: str  # checksum file (relative to source root)
+    line: int
+    path: str  # the file it names, relative to the source root
+    algorithm: str
+    digest: str  # lower-case hex
+
+
+def may_hold_checksums(relpath: str) -> bool:
+    """Files to stage (and so read) first: checksum files and the `bagit.txt` that dates a bag."""
+    name = posixpath.basename(relpath)
+    return bool(name == "bagit.txt" or _BAG_MANIFEST.match(name) or _SUMS_NAME.match(name) or _SUFFIX_NAME.match(name))
+
+
+def find_checksum_files(relpaths: Iterable[str], read_small) -> List[SuppliedChecksumFile]:
+    """Which of these files are checksum files. `read_small(relpath)` reads one (from the staged copy)."""
+    relset = set(relpaths)
+    found = []
+    for rel in sorted(relset):
+        folder, name = posixpath.split(rel)
+        m = _BAG_MANIFEST.match(name)
+        bagit_txt = posixpath.join(folder, "bagit.txt")
+        if m and bagit_txt in relset:
+            found.append(SuppliedChecksumFile(rel, m.group(1), "bagit", _bag_version(read_small(bagit_txt))))
+            continue
+        m = _SUMS_NAME.match(name) or _SUFFIX_NAME.match(name)
+        if m:
+            found.append(SuppliedChecksumFile(rel, m.group(1).lower(), "sums"))
+    return found
+
+
+def _bag_version(text: bytes) -> str:
+    m = re.search(rb"BagIt-Version:\s*([0-9.]+)", text)
+    return m.group(1).decode("ascii") if m else "1.0"
+
+
+def parse_checksum_file(spec: SuppliedChecksumFile, data: bytes) -> Tuple[List[SuppliedDigest], List[str]]:
+    """Digests listed in one checksum file, and problems (malformed or unsafe lines)."""
+    digests: List[SuppliedDigest] = []
+    problems: List[str] = []
+    folder = posixpath.dirname(spec.relpath)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return [], [f"{spec.relpath}: checksum file is not UTF-8 text"]
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        algorithm = spec.algorithm
+        bsd = _BSD_LINE.match(line)
+        if spec.kind == "bagit":
+            parts = line.split(None, 1) if " " in line or "\t" in line else []
+            if len(parts) != 2:
+                problems.append(f"{spec.relpath}, line {number}: not '<checksum> <path>'")
+                continue
+            digest, name = parts[0], decode_path(parts[1].lstrip(" \t").lstrip("*"), spec.bag_version)
+            name = name[2:] if name.startswith("./") else name
+        elif bsd:
+            algorithm, name, digest = bsd.group(1).lower(), bsd.group(2), bsd.group(3)
+        else:
+            gnu = _GNU_LINE.match(line)
+            if not gnu:
+                problems.append(f"{spec.relpath}, line {number}: not a checksum line ('<hex>  <name>')")
+                continue
+            digest, name = gnu.group(1), gnu.group(2)
+            if line.startswith("\\"):  # GNU escapes names holding '\n' or '\\'
+                name = name.replace("\\n", "\n").replace("\\\\", "\\")
+        if algorithm is None:
+            algorithm = _HEX_LENGTHS.get(len(digest))
+        if algorithm not in SUPPORTED or _HEX_LENGTHS.get(len(digest)) != algorithm:
+            problems.append(f"{spec.relpath}, line {number}: '{digest}' is not a {algorithm or 'known'} digest")
+            continue
+        if not safe_relpath(name):
+            problems.append(f"{spec.relpath}, line {number}: unsafe path {name!r} (absolute or with '..')")
+            continue
+        path = posixpath.normpath(posixpath.join(folder, name)) if folder else posixpath.normpath(name)
+        digests.append(SuppliedDigest(spec.relpath, number, path, algorithm, digest.lower()))
+    return digests, problems
+
+
+def verify_supplied(supplied: Sequence[SuppliedDigest], actual: Dict[str, Dict[str, str]]) -> List[str]:
+    """Compare supplied digests with those computed while staging (`actual[path][algorithm]`)."""
+    problems = []
+    for s in supplied:
+        got = actual.get(s.path)
+        if got is None:
+            problems.append(f"{s.path}: listed in {s.listed_in} (line {s.line}) but not in the source")
+        elif got.get(s.algorithm) != s.digest:
+            problems.append(
+                f"{s.path}: {s.algorithm} does not match {s.listed_in} (line {s.line}): "
+                f"supplied {s.digest}, file has {got.get(s.algorithm)}"
+            )
+    return problems
+
+
+def algorithms_needed(supplied: Iterable[SuppliedDigest]) -> List[str]:
+    return sorted({s.algorithm for s in supplied})
