@@ -20,7 +20,7 @@ setup(
     ]),
     package_data={
         "policies": ["defaults/*.yaml"],
-        "pipelines": ["sample/**/*", "sample/*"],
+        "pipelines": ["sample/*", "sample/*/*"],
     },
     include_package_data=True,
     install_requires=[
