@@ -1,0 +1,40 @@
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """A fresh `strongroom init` folder and its loaded config."""
+    from policies.config import load_config, write_default_config
+
+    path = write_default_config(tmp_path / "archive")
+    return load_config(path)
+
+
+@pytest.fixture(scope="session")
+def identifier():
+    """FIDO's signatures load once for the whole test session."""
+    from ingest.identify import Identifier
+
+    return Identifier()
+
+
+def tree_state(root: Path) -> dict:
+    """Everything a deposit must leave untouched: names, types, bytes, modes and mtimes."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(root)):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            digest = None
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).hexdigest()
+            state[os.path.relpath(p, os.fsencode(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+    return state
