@@ -1,0 +1,560 @@
+"""Preservation policies (policies/NAME.yaml) and the strict reading shared with the config.
+
+A policy decides how a collection is kept: which digests, which storage targets, how often the
+copies are checked, how deposits are cut into bags, which formats need attention and whether
+copies are locked. A typo here silently weakens preservation (a misspelt `deep_every` would
+fall back to a default nobody chose), so every file is read strictly: unknown keys, wrong types
+and bad values are errors that name the file, the key (as a dotted path such as
+`fixity.deep_every` or `checksums[1]`) and what is allowed. All problems found in a file are
+reported together, so a librarian fixes them in one pass rather than one per run.
+
+This module checks a policy's own structure only; whether its replicas exist in the config and
+sit on distinct sites is checked by `policies.config.load_config`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import yaml
+
+from strongroom.checksums import SUPPORTED
+from strongroom.errors import ConfigError
+from policies.units import format_duration, format_size, parse_duration, parse_size
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_HELP = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+PUID_PATTERN = re.compile(r"^(x-)?fmt/\d+$")
+UNIDENTIFIED_CHOICES = ("warn", "fail")
+RETENTION_MODES = ("none", "governance", "compliance")
+MAX_RETENTION_YEARS = 100  # S3 Object Lock caps retention at 100 years (36500 days)
+
+
+@dataclass(frozen=True)
+class FixityCadence:
+    """How often every copy is re-checked, and how many bytes an audit day may read."""
+
+    deep_every: datetime.timedelta      # full re-hash of every file
+    quick_every: datetime.timedelta     # existence + size (and stored-checksum) check
+    daily_byte_budget: int              # bytes a single day's deep audits may read
+
+
+@dataclass(frozen=True)
+class CadenceOverride:
+    """A storage target's own cadence (e.g. a cold bucket re-hashed every 180d); None = policy's."""
+
+    deep_every: Optional[datetime.timedelta] = None
+    quick_every: Optional[datetime.timedelta] = None
+
+    def apply(self, cadence: FixityCadence) -> FixityCadence:
+        return FixityCadence(
+            deep_every=self.deep_every or cadence.deep_every,
+            quick_every=self.quick_every or cadence.quick_every,
+            daily_byte_budget=cadence.daily_byte_budget,
+        )
+
+
+@dataclass(frozen=True)
+class BagLimits:
+    """Deposits larger than this are split into several bags, so each copy and audit stays tractable."""
+
+    max_bytes: int
+    max_files: int
+
+
+@dataclass(frozen=True)
+class FormatRules:
+    """PRONOM PUIDs that need attention, and what to do with files no signature recognises."""
+
+    at_risk: Tuple[str, ...]
+    unidentified: str  # "warn" or "fail"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """S3 Object Lock on targets that support it; `years` is 0 when mode is "none"."""
+
+    mode: str
+    years: int
+
+
+DEFAULT_FIXITY = FixityCadence(
+    deep_every=datetime.timedelta(days=90),
+    quick_every=datetime.timedelta(days=7),
+    daily_byte_budget=500 * 10**9,
+)
+DEFAULT_BAG = BagLimits(max_bytes=100 * 10**9, max_files=100_000)
+DEFAULT_FORMATS = FormatRules(at_risk=(), unidentified="warn")
+DEFAULT_RETENTION = Retention(mode="none", years=0)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One validated policy file. `checksums[0]` is the primary digest used to compare copies."""
+
+    name: str
+    checksums: Tuple[str, ...]
+    replicas: Tuple[str, ...]
+    distinct_sites: bool = True
+    fixity: FixityCadence = DEFAULT_FIXITY
+    bag: BagLimits = DEFAULT_BAG
+    formats: FormatRules = DEFAULT_FORMATS
+    retention: Retention = DEFAULT_RETENTION
+    description: str = ""
+    source: Optional[Path] = None
+
+    @property
+    def primary_checksum(self) -> str:
+        return self.checksums[0]
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Plain values in the file's own notation (90d, 500GB), for --json output and records."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "checksums": list(self.checksums),
+            "replicas": list(self.replicas),
+            "distinct_sites": self.distinct_sites,
+            "fixity": {
+                "deep_every": format_duration(self.fixity.deep_every),
+                "quick_every": format_duration(self.fixity.quick_every),
+                "daily_byte_budget": format_size(self.fixity.daily_byte_budget),
+            },
+            "bag": {"max_bytes": format_size(self.bag.max_bytes), "max_files": self.bag.max_files},
+            "formats": {"at_risk": list(self.formats.at_risk), "unidentified": self.formats.unidentified},
+            "retention": {"mode": self.retention.mode, "years": self.retention.years},
+            "source": None if self.source is None else str(self.source),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Collecting problems
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem: the file, the dotted key (None for the file as a whole) and what is wrong."""
+
+    file: str
+    key: Optional[str]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+
+
+class Problems:
+    """Gathers every problem found while reading one or several files, then raises them at once."""
+
+    def __init__(self) -> None:
+        self.issues: List[Issue] = []
+
+    def add(self, file: Any, key: Optional[str], message: str) -> None:
+        self.issues.append(Issue(str(file), key or None, message))
+
+    def __bool__(self) -> bool:
+        return bool(self.issues)
+
+    def raise_if_any(self) -> None:
+        if self.issues:
+            raise to_config_error(self.issues)
+
+
+def to_config_error(issues: Sequence[Issue]) -> ConfigError:
+    """A ConfigError whose path/key/message are the first issue, followed by the others.
+
+    The others are written into the message (one per line, each naming its own file) so
+    whoever prints the error shows them all; `.issues` keeps them for programs.
+    """
+    first = issues[0]
+    message = first.message
+    if len(issues) > 1:
+        message += f"\n  and {len(issues) - 1} more problem{'s' if len(issues) > 2 else ''}:"
+        message += "".join(f"\n  - {issue}" for issue in issues[1:])
+    error = ConfigError(message, path=first.file, key=first.key)
+    error.issues = list(issues)  # type: ignore[attr-defined]
+    return error
+
+
+# --------------------------------------------------------------------------------------------
+# Strict YAML reading
+# --------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        if isinstance(node, yaml.MappingNode):
+            seen: Dict[Any, Any] = {}
+            for key_node, _value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            "while reading a mapping", node.start_mark,
+                            f"key {key!r} is written twice (first on line {seen[key].line + 1})",
+                            key_node.start_mark)
+                    seen[key] = key_node.start_mark
+                except TypeError:
+                    pass  # unhashable key: SafeLoader reports it below
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, *, what: str) -> Any:
+    """Parse one YAML file with yaml.safe_load semantics; ConfigError for missing/empty/malformed.
+
+    Syntax errors give the line and column but not PyYAML's quoted snippet of the line, which
+    could be a secret someone pasted in by mistake.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} does not exist", path=str(path))
+    if path.is_dir():
+        raise ConfigError(f"{what} is a folder, not a YAML file", path=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} is not UTF-8 text (byte {exc.start})", path=str(path))
+    except OSError as exc:
+        raise ConfigError(f"{what} cannot be read: {exc.strerror}", path=str(path))
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"YAML syntax error at {where}: {problem}", path=str(path))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", path=str(path))
+    if data is None:
+        raise ConfigError(f"{what} is empty; it must be a YAML mapping of keys to values", path=str(path))
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Typed checks (each records a problem and returns None when the value is unusable)
+# --------------------------------------------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"secret|passw|token|access_?key|private_?key|api_?key", re.IGNORECASE)
+
+
+def looks_like_secret_key(name: str) -> bool:
+    """True for key names that would hold a credential itself rather than a reference to one."""
+    return bool(_SECRET_KEY.search(name)) and not name.lower().endswith("_env")
+
+
+def join_key(parent: str, child: Any) -> str:
+    if isinstance(child, int):
+        return f"{parent}[{child}]"
+    return f"{parent}.{child}" if parent else str(child)
+
+
+def show_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+SECRET_HELP = ("secrets are never written in the file: put them in environment variables and "
+               "reference them with credentials: {access_key_env: NAME, secret_key_env: NAME}, "
+               "or name an AWS profile with credentials: {profile: NAME}")
+
+
+class Reader:
+    """Reads values of one file into typed Python values, recording problems with their key."""
+
+    def __init__(self, file: Path, problems: Problems):
+        self.file = Path(file)
+        self.problems = problems
+
+    def problem(self, key: Optional[str], message: str) -> None:
+        self.problems.add(self.file, key, message)
+
+    def mapping(self, value: Any, key: str, allowed: Iterable[str], required: Iterable[str] = (),
+                *, describe: str = "a mapping") -> Optional[Dict[str, Any]]:
+        """Check a mapping's type and keys; return it (unknown/secret keys removed) or None."""
+        allowed = list(allowed)
+        if not isinstance(value, dict):
+            self.problem(key or None, f"must be {describe} with keys {', '.join(allowed)}; "
+                                      f"got {type_name(value)}")
+            return None
+        result: Dict[str, Any] = {}
+        for name, item in value.items():
+            sub = join_key(key, name)
+            if not isinstance(name, str):
+                self.problem(sub, f"keys must be text; allowed keys here: {', '.join(allowed)}")
+                continue
+            if name not in allowed:
+                if looks_like_secret_key(name):
+                    self.problem(sub, f"a literal secret is not allowed here; {SECRET_HELP}")
+                    continue
+                close = difflib.get_close_matches(name, allowed, n=1) or \
+                    [a for a in allowed if a.startswith(name) or name.startswith(a)][:1]
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.problem(sub, f"unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+                continue
+            result[name] = item
+        for name in required:
+            if name not in value:
+                self.problem(join_key(key, name), f"is required but missing; "
+                                                  f"allowed keys here: {', '.join(allowed)}")
+        return result
+
+    def text(self, value: Any, key: str, *, pattern: Optional[re.Pattern] = None,
+             help: str = "text", allow_empty: bool = False) -> Optional[str]:
+        if not isinstance(value, str):
+            self.problem(key, f"must be {help}; got {type_name(value)} {show_value(value)}")
+            return None
+        if not allow_empty and not value.strip():
+            self.problem(key, f"must not be empty; must be {help}")
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.problem(key, f"{show_value(value)} is not allowed; must be {help}")
+            return None
+        return value
+
+    def boolean(self, value: Any, key: str) -> Optional[bool]:
+        if not isinstance(value, bool):
+            self.problem(key, f"must be true or false; got {type_name(value)} {show_value(value)}")
+            return None
+        return value
+
+    def integer(self, value: Any, key: str, *, minimum: int, maximum: Optional[int] = None) -> Optional[int]:
+        limits = f"a whole number >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(key, f"must be {limits}; got {type_name(value)} {show_value(value)}")
+            return None
+        if value < minimum or (maximum is not None and value > maximum):
+            self.problem(key, f"must be {limits}; got {value}")
+            return None
+        return value
+
+    def choice(self, value: Any, key: str, choices: Sequence[str]) -> Optional[str]:
+        if not isinstance(value, str) or value not in choices:
+            self.problem(key, f"must be one of {', '.join(choices)}; got {show_value(value)}")
+            return None
+        return value
+
+    def size(self, value: Any, key: str, *, minimum: int = 1, maximum: Optional[int] = None) -> Optional[int]:
+        try:
+            number = parse_size(value, where=key)
+        except ConfigError as exc:
+            self.problem(key, exc.message)
+            return None
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = f"at least {format_size(minimum)}" + (f" and at most {format_size(maximum)}"
+                                                         if maximum is not None else "")
+            self.problem(key, f"must be {bound}; got {show_value(value)}")
+            return None
+        return number
+
+    def duration(self, value: Any, key: str) -> Optional[datetime.timedelta]:
+        try:
+            return parse_duration(value, where=key)
+        except ConfigError as exc:
+            self.problem(key, exc.message)
+            return None
+
+    def unique_list(self, value: Any, key: str, *, help: str, allow_empty: bool = False) -> Optional[list]:
+        """A YAML list without repeated entries; the entries are checked by the caller."""
+        if not isinstance(value, list):
+            self.problem(key, f"must be a list of {help}; got {type_name(value)} {show_value(value)}")
+            return None
+        if not value and not allow_empty:
+            self.problem(key, f"must not be empty; must be a list of {help}")
+            return None
+        seen: Dict[Any, int] = {}
+        for index, item in enumerate(value):
+            try:
+                if item in seen:
+                    self.problem(join_key(key, index),
+                                 f"{show_value(item)} is listed twice (also at {key}[{seen[item]}]); "
+                                 f"each entry may appear once")
+                    continue
+                seen[item] = index
+            except TypeError:
+                pass
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# Policy
+# --------------------------------------------------------------------------------------------
+
+POLICY_KEYS = ("name", "description", "checksums", "replicas", "distinct_sites", "fixity", "bag",
+               "formats", "retention")
+POLICY_REQUIRED = ("name", "checksums", "replicas")
+CHECKSUM_HELP = f"one of {', '.join(SUPPORTED)}"
+
+
+def read_cadence_override(reader: Reader, value: Any, key: str) -> Optional[CadenceOverride]:
+    """A storage target's `fixity: {deep_every, quick_every}` (either or both)."""
+    data = reader.mapping(value, key, ("deep_every", "quick_every"))
+    if data is None:
+        return None
+    if not value:
+        reader.problem(key, "must set deep_every and/or quick_every (or be left out)")
+        return None
+    deep = reader.duration(data["deep_every"], join_key(key, "deep_every")) if "deep_every" in data else None
+    quick = reader.duration(data["quick_every"], join_key(key, "quick_every")) if "quick_every" in data else None
+    if deep and quick and quick > deep:
+        reader.problem(join_key(key, "quick_every"),
+                       f"({format_duration(quick)}) must not be longer than deep_every ({format_duration(deep)})")
+    return CadenceOverride(deep_every=deep, quick_every=quick)
+
+
+def _read_fixity(reader: Reader, value: Any) -> FixityCadence:
+    data = reader.mapping(value, "fixity", ("deep_every", "quick_every", "daily_byte_budget"))
+    if data is None:
+        return DEFAULT_FIXITY
+    deep = reader.duration(data["deep_every"], "fixity.deep_every") if "deep_every" in data else DEFAULT_FIXITY.deep_every
+    quick = reader.duration(data["quick_every"], "fixity.quick_every") if "quick_every" in data else DEFAULT_FIXITY.quick_every
+    budget = (reader.size(data["daily_byte_budget"], "fixity.daily_byte_budget")
+              if "daily_byte_budget" in data else DEFAULT_FIXITY.daily_byte_budget)
+    if deep and quick and quick > deep:
+        reader.problem("fixity.quick_every",
+                       f"({format_duration(quick)}) must not be longer than "
+                       f"fixity.deep_every ({format_duration(deep)}): quick checks run between deep ones")
+    return FixityCadence(deep_every=deep or DEFAULT_FIXITY.deep_every,
+                         quick_every=quick or DEFAULT_FIXITY.quick_every,
+                         daily_byte_budget=budget or DEFAULT_FIXITY.daily_byte_budget)
+
+
+def _read_bag(reader: Reader, value: Any) -> BagLimits:
+    data = reader.mapping(value, "bag", ("max_bytes", "max_files"))
+    if data is None:
+        return DEFAULT_BAG
+    max_bytes = reader.size(data["max_bytes"], "bag.max_bytes") if "max_bytes" in data else DEFAULT_BAG.max_bytes
+    max_files = (reader.integer(data["max_files"], "bag.max_files", minimum=1)
+                 if "max_files" in data else DEFAULT_BAG.max_files)
+    return BagLimits(max_bytes=max_bytes or DEFAULT_BAG.max_bytes, max_files=max_files or DEFAULT_BAG.max_files)
+
+
+def _read_formats(reader: Reader, value: Any) -> FormatRules:
+    data = reader.mapping(value, "formats", ("at_risk", "unidentified"))
+    if data is None:
+        return DEFAULT_FORMATS
+    at_risk: List[str] = []
+    if "at_risk" in data:
+        items = reader.unique_list(data["at_risk"], "formats.at_risk", allow_empty=True,
+                                   help="PRONOM PUIDs such as fmt/104 or x-fmt/190")
+        for index, item in enumerate(items or []):
+            puid = reader.text(item, f"formats.at_risk[{index}]", pattern=PUID_PATTERN,
+                               help="a PRONOM PUID such as fmt/104 or x-fmt/190 (fmt/N or x-fmt/N)")
+            if puid and puid not in at_risk:
+                at_risk.append(puid)
+    unidentified = DEFAULT_FORMATS.unidentified
+    if "unidentified" in data:
+        unidentified = reader.choice(data["unidentified"], "formats.unidentified", UNIDENTIFIED_CHOICES) or unidentified
+    return FormatRules(at_risk=tuple(at_risk), unidentified=unidentified)
+
+
+def _read_retention(reader: Reader, value: Any) -> Retention:
+    data = reader.mapping(value, "retention", ("mode", "years"))
+    if data is None:
+        return DEFAULT_RETENTION
+    mode = reader.choice(data.get("mode", "none"), "retention.mode", RETENTION_MODES) if "mode" in data else "none"
+    if mode is None:
+        return DEFAULT_RETENTION
+    if mode == "none":
+        if "years" in data:
+            reader.problem("retention.years", "is only meaningful with retention.mode governance or "
+                                              "compliance; set the mode or remove years")
+        return DEFAULT_RETENTION
+    if "years" not in data:
+        reader.problem("retention.years", f"is required when retention.mode is {mode}; "
+                                          f"must be a whole number of years from 1 to {MAX_RETENTION_YEARS}")
+        return DEFAULT_RETENTION
+    years = reader.integer(data["years"], "retention.years", minimum=1, maximum=MAX_RETENTION_YEARS)
+    return Retention(mode=mode, years=years or 1)
+
+
+def read_policy(data: Any, source: Path, problems: Problems) -> Optional[Policy]:
+    """Build a Policy from parsed YAML, recording every problem; None if there were any."""
+    before = len(problems.issues)
+    reader = Reader(source, problems)
+    top = reader.mapping(data, "", POLICY_KEYS, POLICY_REQUIRED, describe="a policy (a YAML mapping)")
+    if top is None:
+        return None
+
+    name = None
+    if "name" in top:
+        name = reader.text(top["name"], "name", pattern=NAME_PATTERN, help=f"a policy name: {NAME_HELP}")
+        if name is not None and Path(source).stem != name:
+            reader.problem("name", f"{name!r} does not match the file name {Path(source).name!r}; "
+                                   f"a policy named {name!r} must be in {name}.yaml")
+
+    checksums: List[str] = []
+    if "checksums" in top:
+        items = reader.unique_list(top["checksums"], "checksums", help=f"checksum algorithms ({CHECKSUM_HELP})")
+        for index, item in enumerate(items or []):
+            algorithm = reader.choice(item, f"checksums[{index}]", SUPPORTED)
+            if algorithm and algorithm not in checksums:
+                checksums.append(algorithm)
+
+    replicas: List[str] = []
+    if "replicas" in top:
+        items = reader.unique_list(top["replicas"], "replicas", help="storage target names from the config")
+        for index, item in enumerate(items or []):
+            target = reader.text(item, f"replicas[{index}]", pattern=NAME_PATTERN,
+                                 help="the name of a storage target in the config")
+            if target and target not in replicas:
+                replicas.append(target)
+
+    distinct = True
+    if "distinct_sites" in top:
+        distinct = reader.boolean(top["distinct_sites"], "distinct_sites")
+        distinct = True if distinct is None else distinct
+
+    description = ""
+    if "description" in top:
+        description = reader.text(top["description"], "description", help="text", allow_empty=True) or ""
+
+    fixity = _read_fixity(reader, top["fixity"]) if "fixity" in top else DEFAULT_FIXITY
+    bag = _read_bag(reader, top["bag"]) if "bag" in top else DEFAULT_BAG
+    formats = _read_formats(reader, top["formats"]) if "formats" in top else DEFAULT_FORMATS
+    retention = _read_retention(reader, top["retention"]) if "retention" in top else DEFAULT_RETENTION
+
+    if len(problems.issues) > before or name is None:
+        return None
+    return Policy(name=name, checksums=tuple(checksums), replicas=tuple(replicas), distinct_sites=distinct,
+                  fixity=fixity, bag=bag, formats=formats, retention=retention,
+                  description=description.strip(), source=Path(source))
+
+
+def load_policy(path: Any) -> Policy:
+    """Read and check one policy file on its own (not against any config); ConfigError if bad."""
+    source = Path(os.path.abspath(os.path.expanduser(str(path))))
+    data = read_yaml(source, what="policy file")
+    problems = Problems()
+    policy = read_policy(data, source, problems)
+    problems.raise_if_any()
+    assert policy is not None
+    return policy
+
+
+__all__ = [
+    "BagLimits", "CadenceOverride", "FixityCadence", "FormatRules", "Issue", "Policy", "Problems",
+    "Reader", "Retention", "DEFAULT_BAG", "DEFAULT_FIXITY", "DEFAULT_FORMATS", "DEFAULT_RETENTION",
+    "load_policy", "read_policy", "read_yaml", "to_config_error",
+]
