@@ -400,6 +400,20 @@ def _check_overlaps(reader: Reader, places: List[Tuple[str, Path]]) -> None:
                                       f"catalog must be separate folders, none inside another")
 
 
+def _check_bucket_overlaps(reader: Reader, storage: Dict[str, StorageTarget]) -> None:
+    """Two S3 targets on the same endpoint and bucket need prefixes that do not contain each other."""
+    s3 = [t for t in storage.values() if t.type == "s3"]
+    for i, a in enumerate(s3):
+        for b in s3[i + 1:]:
+            same_bucket = (a.options["endpoint"], a.options["bucket"]) == (b.options["endpoint"], b.options["bucket"])
+            pa, pb = a.options["prefix"] + "/", b.options["prefix"] + "/"
+            if same_bucket and (pa.startswith(pb) or pb.startswith(pa) or "/" in (pa, pb)):
+                reader.problem(f"storage.{b.name}.prefix",
+                               f"overlaps storage.{a.name} (same endpoint and bucket {b.options['bucket']!r}, "
+                               f"prefixes {a.options['prefix']!r} and {b.options['prefix']!r}); two targets "
+                               f"in one place are one copy: use another bucket or separate prefixes")
+
+
 def _load_policies(config_file: Path, policies_dir: Path, storage: Dict[str, StorageTarget],
                    declared: set, problems: Problems) -> Dict[str, Policy]:
     policies: Dict[str, Policy] = {}
@@ -500,6 +514,7 @@ def load_config(path: Any) -> Config:
     if catalog is not None and not catalog.startswith("s3://"):
         places.append(("catalog", Path(catalog)))
     _check_overlaps(reader, places)
+    _check_bucket_overlaps(reader, storage)
 
     policies: Dict[str, Policy] = {}
     if policies_dir is not None:

@@ -470,6 +470,16 @@ def test_replica_folders_must_not_overlap(tmp_path):
     assert_names(config_error(load_config, config_file), config_file, "staging", "overlaps")
 
 
+def test_s3_targets_in_the_same_place_are_refused(tmp_path):
+    data = copy.deepcopy(GOOD_CONFIG)
+    data["storage"]["s3-west"] = dict(data["storage"]["s3-east"], prefix="preservation/west", site="chengdu")
+    config_file = make_archive(tmp_path / "conf", data)
+    assert_names(config_error(load_config, config_file), config_file, "storage.s3-west.prefix",
+                 "overlaps storage.s3-east", "separate prefixes")
+    data["storage"]["s3-west"]["prefix"] = "west"
+    assert "s3-west" in load_config(make_archive(tmp_path / "conf2", data)).storage
+
+
 def test_target_cadence_override(tmp_path):
     data = copy.deepcopy(GOOD_CONFIG)
     data["storage"]["s3-east"]["fixity"] = {"deep_every": "180d"}
