@@ -1,0 +1,336 @@
+"""What every storage target offers: per-file, never-overwrite storage of bag files.
+
+The interface is shaped by the weakest target Strongroom must support, an S3 bucket:
+  * one object per bag file under `<prefix>/<LIB>/<COLL>/<bag-name>/<path inside bag>` (DESIGN.md),
+    so a single damaged file can be repaired without touching the rest of the bag;
+  * no directory renames: a bag becomes complete file by file, each file atomically, so a rerun
+    after a crash only puts what is missing;
+  * no listing of other bags' keys to write or verify one bag;
+  * `put_file` never overwrites. Something different already stored under a key is a conflict
+    (ReplicaConflict), because a preservation copy must never be silently replaced. Only
+    `replace_file`, used by repair after a good copy has been verified, may replace a file;
+  * whatever checksums the storage itself keeps (S3 x-amz-checksum-*) come back from
+    `stat_file`, so a quick audit can compare them without reading the bytes.
+
+Errors are StorageError (a PreservationError: exit code 1), naming the target, the file
+location and the reason, e.g. "site-b: /x/y/data/a.tif: not writable (permission denied)".
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO, Dict, Iterator, Mapping, Optional, Tuple, Union
+
+from ingest import bagit_spec
+from ingest.naming import BagId
+from strongroom.checksums import SUPPORTED, MultiHasher
+from strongroom.errors import PreservationError, UsageError
+
+CHUNK = 1 << 20  # 1 MiB reads: large enough for hashlib to release the GIL and for sequential I/O
+
+#: A file to store: a local path, or a readable binary stream (e.g. another target's open_file).
+Source = Union[str, "os.PathLike[str]", BinaryIO, IO[bytes]]
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+_DIGEST_LENGTHS = {alg: hashlib.new(alg).digest_size * 2 for alg in SUPPORTED}
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class StorageError(PreservationError):
+    """A storage operation failed. `target` is the target's name, `location` the file/object.
+
+    The message says what failed and why ("not writable (permission denied)", "cannot write:
+    no space left on device"); credentials never appear in it.
+    """
+
+    def __init__(self, message: str, *, target: str, location: Optional[str] = None,
+                 problems: Optional[list] = None):
+        self.target = target
+        self.location = location
+        super().__init__(message, path=location, problems=problems)
+
+    def __str__(self) -> str:
+        where = f"{self.target}: "
+        if self.location:
+            where += f"{self.location}: "
+        return where + self.message
+
+
+class NotFound(StorageError):
+    """The file (or the bag) is not on this target."""
+
+
+class ReplicaConflict(StorageError):
+    """A different file is already stored under the key; it was left as it is."""
+
+
+class UnsafePath(StorageError):
+    """The key is refused: an untrusted path ('..', absolute, NUL...), or a symbolic link inside
+    the target that would lead the write or read somewhere else."""
+
+
+class SourceMismatch(StorageError):
+    """The bytes read from the source do not match the size or digests they were given with:
+    nothing was stored (the staged or repair copy itself is bad)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+class PutOutcome(enum.Enum):
+    WRITTEN = "written"
+    ALREADY_PRESENT = "already-present-identical"
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What a target knows about a stored file without reading it.
+
+    `mtime` is seconds since the epoch (None if the target keeps none). `stored_digests` are
+    lower-case hex digests by algorithm name that the storage itself recorded and checks (S3
+    full-object checksums); empty where the storage keeps none (a plain file system).
+    """
+
+    size: int
+    mtime: Optional[float]
+    stored_digests: Mapping[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+
+
+def check_relpath(relpath: str) -> Tuple[str, ...]:
+    """The '/'-separated segments of a bag-relative path; ValueError if it is unsafe or not canonical.
+
+    Paths come from bags and manifests, so they are untrusted: the rules are those of
+    `ingest.bagit_spec.path_problem` (no '..', absolute path, NUL, backslash...), plus canonical
+    form (no '.', empty segment or trailing '/'), so one file has exactly one key.
+    """
+    if not isinstance(relpath, str):
+        raise ValueError(f"{relpath!r}: a bag path must be text")
+    problem = bagit_spec.path_problem(relpath)
+    if problem:
+        raise ValueError(f"{relpath!r}: {problem}")
+    segments = tuple(relpath.split("/"))
+    if any(s in ("", ".") for s in segments):
+        raise ValueError(f"{relpath!r}: not a canonical bag path (no '.', '//' or trailing '/')")
+    return segments
+
+
+def bag_segments(bag_id: BagId) -> Tuple[str, str, str]:
+    """(LIB, COLL, bag-name): checked again here because BagId can be built without `parse`."""
+    text = str(bag_id)
+    try:
+        canonical = BagId.parse(text) == bag_id
+    except UsageError:
+        canonical = False
+    if not canonical:
+        raise ValueError(f"{text!r} is not a canonical bag id (LIB/COLL/YYYYMMDDTHHMMSSZ-N)")
+    return bag_id.library, bag_id.collection, bag_id.name
+
+
+def bag_key(bag_id: BagId, relpath: Optional[str] = None) -> str:
+    """`LIB/COLL/bag-name[/relpath]`: the key of a bag file relative to a target's prefix."""
+    key = "/".join(bag_segments(bag_id))
+    if relpath:
+        key += "/" + "/".join(check_relpath(relpath))
+    return key
+
+
+def check_digests(digests: Mapping[str, str]) -> Dict[str, str]:
+    """Digests by algorithm, lower-cased; ValueError if none are given or one is malformed."""
+    if not digests:
+        raise ValueError("at least one digest is needed to store a file (it is how an identical copy is recognised)")
+    out: Dict[str, str] = {}
+    for alg, value in digests.items():
+        if alg not in SUPPORTED:
+            raise ValueError(f"unsupported checksum algorithm {alg!r}; allowed: {', '.join(SUPPORTED)}")
+        value = str(value).lower()
+        if not _HEX.match(value) or len(value) != _DIGEST_LENGTHS[alg]:
+            raise ValueError(f"{alg} digest {value!r} is not {_DIGEST_LENGTHS[alg]} hex digits")
+        out[alg] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Streams
+
+
+class HashingReader(io.RawIOBase):
+    """Wraps a source stream and digests every byte read through it.
+
+    Used by every adapter's put: the same read that feeds the target feeds the checksums, and
+    `check` then proves the stored bytes are the ones the manifest describes (a bad staged copy
+    is refused before it gets a final name). Works as a file object for boto3's uploads too.
+    """
+
+    def __init__(self, stream: BinaryIO, algorithms):
+        super().__init__()
+        self._stream = stream
+        self.hasher = MultiHasher(algorithms)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            n = readinto(view)
+            n = 0 if n is None else n
+        else:
+            data = self._stream.read(len(view))
+            n = len(data)
+            view[:n] = data
+        if n:
+            self.hasher.update(view[:n])
+        return n
+
+    def check(self, size: int, digests: Mapping[str, str], *, target: str, location: str) -> None:
+        """SourceMismatch unless the bytes read so far have exactly this size and these digests."""
+        if self.hasher.size != size:
+            raise SourceMismatch(f"the source gave {self.hasher.size} bytes, not the expected {size}; "
+                                 "nothing was stored", target=target, location=location)
+        found = self.hasher.hexdigests()
+        wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
+        if wrong:
+            raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); "
+                                 "nothing was stored", target=target, location=location)
+
+
+@contextlib.contextmanager
+def open_source(src: Source, *, target: str) -> Iterator[BinaryIO]:
+    """A binary stream for a path or an already open stream (which is left open for its owner)."""
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            fh = open(src, "rb", buffering=0)
+        except OSError as exc:
+            raise StorageError(f"cannot read the source file ({exc.strerror or exc})",
+                               target=target, location=os.fspath(src)) from exc
+        with fh:
+            yield fh
+    else:
+        yield src  # type: ignore[misc]
+
+
+def hash_stream(stream: BinaryIO, algorithms, chunk_size: int = CHUNK) -> Tuple[int, Dict[str, str]]:
+    """(size, digests) of everything left in a stream, memory flat."""
+    reader = HashingReader(stream, algorithms)
+    buf = bytearray(chunk_size)
+    while reader.readinto(buf):
+        pass
+    return reader.hasher.size, reader.hasher.hexdigests()
+
+
+# --------------------------------------------------------------------------------------------
+# The interface
+
+
+class StorageAdapter(abc.ABC):
+    """One storage target (a folder, a bucket prefix) holding bags as one file/object per bag file.
+
+    Bag paths (`relpath`) are bag-relative, '/'-separated, decoded (not percent-encoded) and
+    canonical, e.g. 'data/images/a b.tif' or 'manifest-sha256.txt'. Implementations must be
+    safe to call from several threads at once.
+    """
+
+    #: the target type as written in strongroom.yaml ("filesystem", "s3")
+    type: str = ""
+
+    def __init__(self, name: str, site: str):
+        self.name = name
+        self.site = site
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} ({self.site})>"
+
+    # --- where things are ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def location(self, bag_id: BagId, relpath: Optional[str] = None) -> str:
+        """Human- and PREMIS-readable place of a bag or a bag file (a path, an s3:// URL)."""
+
+    @abc.abstractmethod
+    def describe(self) -> Dict[str, object]:
+        """name, type, site and where the target is, for `status`; never credentials."""
+
+    # --- writing -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_file(self, bag_id: BagId, relpath: str, src: Source, *, size: int, digests: Mapping[str, str],
+                 mtime: Optional[float] = None) -> PutOutcome:
+        """Store one bag file atomically under its key, checking the bytes against size/digests.
+
+        ALREADY_PRESENT if an identical file (same size and digests) is already stored: nothing
+        is written. ReplicaConflict if a different one is: it is left untouched. SourceMismatch
+        if the source's bytes do not match: nothing is stored under the key. `mtime` (seconds)
+        is kept where the target can keep it.
+        """
+
+    @abc.abstractmethod
+    def replace_file(self, bag_id: BagId, relpath: str, src: Source, *, size: int, digests: Mapping[str, str],
+                     mtime: Optional[float] = None) -> PutOutcome:
+        """Repair only: atomically replace a (damaged or missing) copy with bytes that match
+        size/digests. Readers see the old file or the whole new one, never a mixture."""
+
+    @abc.abstractmethod
+    def delete_file(self, bag_id: BagId, relpath: str) -> None:
+        """Repair only: remove one stored file (e.g. an extra file planted in a bag). NotFound if absent."""
+
+    # --- reading -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def open_file(self, bag_id: BagId, relpath: str) -> BinaryIO:
+        """A binary stream of the stored bytes (use it as a context manager). NotFound if absent."""
+
+    @abc.abstractmethod
+    def stat_file(self, bag_id: BagId, relpath: str) -> Optional[FileStat]:
+        """Size, mtime and storage-kept digests of a stored file, or None if it is not there."""
+
+    @abc.abstractmethod
+    def list_bag_files(self, bag_id: BagId) -> Iterator[str]:
+        """Bag paths of every file stored for this bag (only this bag), in sorted order.
+
+        Leftovers of interrupted writes are not listed. Nothing if the bag is not there.
+        """
+
+    @abc.abstractmethod
+    def list_bags(self) -> Iterator[BagId]:
+        """Every bag with something stored on this target (for `catalog rebuild`), sorted.
+
+        Only LIB/COLL/bag-name levels that form a valid bag id are reported; anything else is
+        ignored. A bag whose bagit.txt is missing was not completely replicated (replicate_bag
+        stores bagit.txt last).
+        """
+
+    def has_bag(self, bag_id: BagId) -> bool:
+        """True when at least one file of the bag is stored here."""
+        for _ in self.list_bag_files(bag_id):
+            return True
+        return False
+
+    def cleanup_temp(self, bag_id: BagId) -> int:
+        """Remove leftovers of interrupted writes of this bag; how many were removed.
+
+        Targets whose writes cannot leave leftovers under the bag's keys return 0.
+        """
+        return 0
+
+
+__all__ = [
+    "CHUNK", "Source", "StorageError", "NotFound", "ReplicaConflict", "UnsafePath", "SourceMismatch",
+    "PutOutcome", "FileStat", "StorageAdapter", "HashingReader",
+    "check_relpath", "bag_segments", "bag_key", "check_digests", "open_source", "hash_stream",
+]

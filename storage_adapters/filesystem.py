@@ -1,0 +1,530 @@
+"""The embedded default target: bags as plain folders under a root folder (a local disk, a NAS mount).
+
+Layout: `<root>/<LIB>/<COLL>/<bag-name>/<path inside bag>`, one file per bag file.
+
+How a file is written, so that a crash (kill -9, power loss) never leaves a partial file under
+its final name and a rerun does only what is missing:
+  1. the bytes go to `.<name>.strongroom-part` in the same folder, opened with O_EXCL and held
+     under an exclusive flock() for as long as the writer lives; every byte is digested on the
+     way and checked against the manifest digests before the file may get its name;
+  2. the temp file is fsynced, made read-only (0444) and hard-linked to the final name:
+     link() fails if the name exists, so nothing is ever overwritten, even by a concurrent
+     writer. (On file systems without hard links, an existence check plus rename is used.)
+  3. the temp name is removed and the folder fsynced.
+A temp file left by a crash is no longer locked: the next put of that file, or cleanup_temp(),
+removes it; a locked one belongs to a live writer and is left alone. Temp names are never
+listed.
+
+Every path below the root is opened relative to its parent folder's descriptor with O_NOFOLLOW
+(openat-style), so a symbolic link planted inside the target - at any level - is refused rather
+than followed out of the root. The root itself may be a link (an admin's choice in the config).
+A missing root is an error, never created here: writing into an unmounted mount point would
+fill the local disk instead of the NAS. Needs POSIX (flock, *at system calls): Linux, macOS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Dict, Iterator, Mapping, Optional, Tuple
+
+from ingest.naming import BagId
+
+from .base import (
+    CHUNK,
+    FileStat,
+    HashingReader,
+    NotFound,
+    PutOutcome,
+    ReplicaConflict,
+    Source,
+    StorageAdapter,
+    StorageError,
+    UnsafePath,
+    bag_segments,
+    check_digests,
+    check_relpath,
+    hash_stream,
+    open_source,
+)
+
+TEMP_SUFFIX = ".strongroom-part"
+NAME_MAX = 255
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = os.O_NOFOLLOW
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_BAG_NAME = re.compile(r"^\d{8}T\d{6}Z-\d+$")
+
+# link() errors meaning "this file system has no hard links" (FAT/exFAT, some SMB mounts).
+_NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.EMLINK}
+
+_WRITE_REASONS = {
+    errno.EACCES: "not writable (permission denied)",
+    errno.EPERM: "not writable (operation not permitted)",
+    errno.EROFS: "not writable (read-only file system)",
+    errno.ENOSPC: "cannot write: no space left on device",
+    getattr(errno, "EDQUOT", -1): "cannot write: disk quota exceeded",
+    errno.EFBIG: "cannot write: file too large for this file system",
+    errno.ENAMETOOLONG: "cannot write: name too long for this file system",
+}
+
+
+def temp_name(name: str) -> str:
+    """The temp name of a file being written; deterministic, so a rerun finds a crash's leftover."""
+    candidate = "." + name + TEMP_SUFFIX
+    if len(os.fsencode(candidate)) <= NAME_MAX:
+        return candidate
+    return "." + hashlib.sha256(os.fsencode(name)).hexdigest()[:40] + TEMP_SUFFIX
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX) and len(name) > len(TEMP_SUFFIX) + 1
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+class FilesystemAdapter(StorageAdapter):
+    """Bags as folders under `root`. Thread-safe: every call uses its own descriptors."""
+
+    type = "filesystem"
+
+    def __init__(self, name: str, site: str, root):
+        super().__init__(name, site)
+        self.root = Path(os.path.abspath(os.fspath(root)))
+
+    # ------------------------------------------------------------------ where things are
+
+    def location(self, bag_id: BagId, relpath: Optional[str] = None) -> str:
+        parts = [str(self.root), *bag_segments(bag_id)]
+        if relpath:
+            parts.append(relpath)
+        return "/".join(parts)
+
+    def describe(self) -> Dict[str, object]:
+        return {"name": self.name, "type": self.type, "site": self.site, "root": str(self.root),
+                "available": self.root.is_dir()}
+
+    def _key(self, bag_id: BagId, relpath: str) -> Tuple[Tuple[str, ...], str, str]:
+        """(folders below the root, file name, location for messages); UnsafePath for a bad path."""
+        loc = self.location(bag_id, relpath)
+        try:
+            segments = check_relpath(relpath)
+        except ValueError as exc:
+            raise UnsafePath(f"refused bag path: {exc}", target=self.name, location=loc) from None
+        for seg in segments:
+            if is_temp_name(seg):
+                raise UnsafePath(f"refused bag path: {seg!r} has the form Strongroom reserves for its "
+                                 f"temporary files (.NAME{TEMP_SUFFIX})", target=self.name, location=loc)
+        return bag_segments(bag_id) + segments[:-1], segments[-1], loc
+
+    # ------------------------------------------------------------------ errors
+
+    def _failure(self, exc: OSError, location: str, *, writing: bool) -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        if writing and exc.errno in _WRITE_REASONS:
+            message = _WRITE_REASONS[exc.errno]
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            message = "not readable (permission denied)"
+        else:
+            message = f"cannot {'write' if writing else 'read'} ({exc.strerror or exc})"
+        err = StorageError(message, target=self.name, location=location)
+        err.__cause__ = exc
+        return err
+
+    # ------------------------------------------------------------------ folders
+
+    def _open_root(self) -> int:
+        try:
+            return os.open(self.root, _DIR_FLAGS)
+        except FileNotFoundError:
+            raise StorageError("storage folder does not exist (is the volume mounted? `strongroom init` "
+                               "creates the folders of a new archive)", target=self.name,
+                               location=str(self.root)) from None
+        except NotADirectoryError:
+            raise StorageError("storage root is not a folder", target=self.name, location=str(self.root)) from None
+        except OSError as exc:
+            raise self._failure(exc, str(self.root), writing=False) from None
+
+    @contextlib.contextmanager
+    def _dir(self, segments: Tuple[str, ...], *, create: bool) -> Iterator[int]:
+        """A descriptor of root/segments..., walked without following any symbolic link."""
+        fd = self._open_root()
+        path = str(self.root)
+        try:
+            for seg in segments:
+                path += "/" + seg
+                try:
+                    child = self._open_child_dir(fd, seg, path, create)
+                except OSError as exc:
+                    raise self._failure(exc, path, writing=create) from None
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_child_dir(self, parent: int, name: str, path: str, create: bool) -> int:
+        try:
+            return os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise NotFound("not stored here", target=self.name, location=path) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            self._refuse_non_dir(parent, name, path)
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass  # made by a concurrent writer: fine, opened below
+        else:
+            os.fsync(parent)  # the new folder's entry must survive a crash before files go in
+        try:
+            return os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            self._refuse_non_dir(parent, name, path)
+            raise
+
+    def _refuse_non_dir(self, parent: int, name: str, path: str) -> None:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath("is a symbolic link inside the storage target; refused (Strongroom never follows "
+                             "links inside a target: it could lead outside the root)", target=self.name,
+                             location=path)
+        raise StorageError("should be a folder but is not", target=self.name, location=path)
+
+    # ------------------------------------------------------------------ writing
+
+    def put_file(self, bag_id: BagId, relpath: str, src: Source, *, size: int, digests: Mapping[str, str],
+                 mtime: Optional[float] = None) -> PutOutcome:
+        digests = check_digests(digests)
+        dirs, name, loc = self._key(bag_id, relpath)
+        with self._dir(dirs, create=True) as dfd:
+            return self._store(dfd, name, loc, src, size, digests, mtime, replace=False)
+
+    def replace_file(self, bag_id: BagId, relpath: str, src: Source, *, size: int, digests: Mapping[str, str],
+                     mtime: Optional[float] = None) -> PutOutcome:
+        digests = check_digests(digests)
+        dirs, name, loc = self._key(bag_id, relpath)
+        with self._dir(dirs, create=True) as dfd:
+            return self._store(dfd, name, loc, src, size, digests, mtime, replace=True)
+
+    def _store(self, dfd: int, name: str, loc: str, src: Source, size: int, digests: Dict[str, str],
+               mtime: Optional[float], *, replace: bool) -> PutOutcome:
+        if not replace and self._same_as_existing(dfd, name, loc, size, digests):
+            return PutOutcome.ALREADY_PRESENT
+        tmp, fd = self._create_temp(dfd, name, loc)
+        tmp_gone = False
+        try:
+            self._fill(fd, src, size, digests, mtime, loc)
+            try:
+                if replace:
+                    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                    tmp_gone = True
+                    outcome = PutOutcome.WRITTEN
+                else:
+                    outcome, tmp_gone = self._link_new(dfd, tmp, name, loc, size, digests)
+                os.fsync(dfd)
+            except OSError as exc:
+                raise self._failure(exc, loc, writing=True) from None
+            return outcome
+        finally:
+            if not tmp_gone:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+            os.close(fd)  # releases the lock last: nobody may remove the temp name while it is ours
+
+    def _link_new(self, dfd: int, tmp: str, name: str, loc: str, size: int,
+                  digests: Dict[str, str]) -> Tuple[PutOutcome, bool]:
+        """Give the finished temp file its final name without ever replacing anything there."""
+        try:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            return PutOutcome.WRITTEN, False
+        except FileExistsError:
+            pass  # a concurrent writer was faster
+        except OSError as exc:
+            if exc.errno not in _NO_HARDLINKS:
+                raise
+            if not self._same_as_existing(dfd, name, loc, size, digests):
+                # No hard links here: rename, after a fresh check (a tiny race window remains).
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                return PutOutcome.WRITTEN, True
+            return PutOutcome.ALREADY_PRESENT, False
+        if self._same_as_existing(dfd, name, loc, size, digests):
+            return PutOutcome.ALREADY_PRESENT, False
+        raise StorageError("appeared and vanished again while being written; try again", target=self.name,
+                           location=loc)
+
+    def _same_as_existing(self, dfd: int, name: str, loc: str, size: int, digests: Dict[str, str]) -> bool:
+        """False if nothing is stored under `name`; True if the same bytes are; else ReplicaConflict."""
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._failure(exc, loc, writing=False) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath("a symbolic link is stored here; refused (never followed, never replaced by a "
+                             "plain put)", target=self.name, location=loc)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReplicaConflict("something other than a regular file is stored here; not overwriting it",
+                                  target=self.name, location=loc)
+        if st.st_size != size:
+            raise ReplicaConflict(f"a different file is already stored here ({st.st_size} bytes; the new one "
+                                  f"has {size}); not overwriting it", target=self.name, location=loc)
+        with self._open_regular(dfd, name, loc) as fh:
+            try:
+                found_size, found = hash_stream(fh, digests.keys())
+            except OSError as exc:
+                raise self._failure(exc, loc, writing=False) from None
+        wrong = [f"{a} {found[a]} stored, {digests[a]} new" for a in digests if found[a] != digests[a]]
+        if found_size != size or wrong:
+            detail = "; ".join(wrong) or f"{found_size} bytes read"
+            raise ReplicaConflict(f"a different file is already stored here ({detail}); not overwriting it",
+                                  target=self.name, location=loc)
+        return True
+
+    def _create_temp(self, dfd: int, name: str, loc: str) -> Tuple[str, int]:
+        """Create and lock this file's temp file; a crash's unlocked leftover is removed first."""
+        tmp = temp_name(name)
+        busy = StorageError("is being written by another process right now (its temporary file is locked); "
+                            "try again when that process has finished", target=self.name, location=loc)
+        for _ in range(2):
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600,
+                             dir_fd=dfd)
+            except FileExistsError:
+                if not self._remove_if_stale(dfd, tmp, loc):
+                    raise busy from None
+                continue
+            except OSError as exc:
+                raise self._failure(exc, loc, writing=True) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # A cleaner may have removed the name between our create and our lock.
+                if os.stat(tmp, dir_fd=dfd, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                    raise BlockingIOError
+            except (BlockingIOError, FileNotFoundError):
+                os.close(fd)
+                raise busy from None
+            except BaseException:
+                os.close(fd)
+                raise
+            return tmp, fd
+        raise busy
+
+    def _remove_if_stale(self, dfd: int, tmp: str, loc: str) -> bool:
+        """Remove a temp file nobody holds locked (its writer died); False if a live writer has it."""
+        try:
+            fd = os.open(tmp, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise self._failure(exc, loc, writing=True) from None
+            fd = None  # a link planted under our temp name: removing the link itself is safe
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(tmp, dir_fd=dfd, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                        return False  # replaced by a new writer's file meanwhile
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._failure(exc, loc, writing=True) from None
+            return True
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _fill(self, fd: int, src: Source, size: int, digests: Dict[str, str], mtime: Optional[float],
+              loc: str) -> None:
+        """Copy the source into the temp file, digesting it; durable and read-only when it returns."""
+        with open_source(src, target=self.name) as stream:
+            reader = HashingReader(stream, digests.keys())
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while True:
+                try:
+                    n = reader.readinto(buf)
+                except StorageError:
+                    raise
+                except OSError as exc:
+                    raise StorageError(f"cannot read the source ({exc.strerror or exc}); nothing was stored",
+                                       target=self.name, location=loc) from exc
+                if not n:
+                    break
+                try:
+                    _write_all(fd, view[:n])
+                except OSError as exc:
+                    raise self._failure(exc, loc, writing=True) from None
+                if reader.hasher.size > size:
+                    break  # longer than announced: stop filling the disk, check() says so
+            reader.check(size, digests, target=self.name, location=loc)
+        try:
+            os.fchmod(fd, 0o444)  # a preservation copy is not edited in place
+            if mtime is not None:
+                whole = int(mtime // 1)  # split first: a float has too few digits for epoch nanoseconds
+                ns = whole * 1_000_000_000 + int(round((mtime - whole) * 1_000_000_000))
+                os.utime(fd, ns=(ns, ns))
+            os.fsync(fd)
+        except OSError as exc:
+            raise self._failure(exc, loc, writing=True) from None
+
+    def delete_file(self, bag_id: BagId, relpath: str) -> None:
+        dirs, name, loc = self._key(bag_id, relpath)
+        with self._dir(dirs, create=False) as dfd:
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    raise StorageError("is a folder, not a file; not deleted", target=self.name, location=loc)
+                os.unlink(name, dir_fd=dfd)  # a symbolic link is removed itself, never followed
+                os.fsync(dfd)
+            except FileNotFoundError:
+                raise NotFound("not stored here", target=self.name, location=loc) from None
+            except OSError as exc:
+                raise self._failure(exc, loc, writing=True) from None
+
+    # ------------------------------------------------------------------ reading
+
+    @contextlib.contextmanager
+    def _open_regular(self, dfd: int, name: str, loc: str):
+        fd = self._open_read_fd(dfd, name, loc)
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            yield fh
+
+    def _open_read_fd(self, dfd: int, name: str, loc: str) -> int:
+        flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a planted FIFO must not hang us
+        try:
+            try:
+                fd = os.open(name, flags | _O_NOATIME, dir_fd=dfd) if _O_NOATIME else os.open(name, flags, dir_fd=dfd)
+            except PermissionError:
+                if not _O_NOATIME:
+                    raise
+                fd = os.open(name, flags, dir_fd=dfd)  # O_NOATIME needs ownership; audits still work without
+        except FileNotFoundError:
+            raise NotFound("not stored here", target=self.name, location=loc) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePath("is a symbolic link inside the storage target; refused (never followed)",
+                                 target=self.name, location=loc) from None
+            raise self._failure(exc, loc, writing=False) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise StorageError(f"is {what}; a stored bag file must be a regular file", target=self.name,
+                               location=loc)
+        os.set_blocking(fd, True)
+        return fd
+
+    def open_file(self, bag_id: BagId, relpath: str):
+        dirs, name, loc = self._key(bag_id, relpath)
+        with self._dir(dirs, create=False) as dfd:
+            fd = self._open_read_fd(dfd, name, loc)
+        return os.fdopen(fd, "rb")
+
+    def stat_file(self, bag_id: BagId, relpath: str) -> Optional[FileStat]:
+        dirs, name, loc = self._key(bag_id, relpath)
+        try:
+            with self._dir(dirs, create=False) as dfd:
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return None
+                except OSError as exc:
+                    raise self._failure(exc, loc, writing=False) from None
+        except NotFound:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath("is a symbolic link inside the storage target; refused (never followed)",
+                             target=self.name, location=loc)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise StorageError(f"is {what}; a stored bag file must be a regular file", target=self.name,
+                               location=loc)
+        return FileStat(size=st.st_size, mtime=st.st_mtime, stored_digests={})
+
+    # ------------------------------------------------------------------ listing
+
+    def _entries(self, segments: Tuple[str, ...]):
+        """Sorted (name, is_real_folder) of one folder; None if it is not there."""
+        try:
+            with self._dir(segments, create=False) as fd:
+                try:
+                    with os.scandir(fd) as it:
+                        return sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+                except OSError as exc:
+                    raise self._failure(exc, "/".join((str(self.root),) + segments), writing=False) from None
+        except NotFound:
+            return None
+
+    def _walk(self, segments: Tuple[str, ...], prefix: str = "") -> Iterator[Tuple[Tuple[str, ...], str, str]]:
+        """(folder segments, name, bag path) of every non-folder entry, temp files included.
+
+        A symbolic link (to anything) is reported as an entry, never descended into, so that
+        verification names it instead of silently skipping it. Descriptors are closed before
+        anything is yielded: abandoning the walk leaks nothing.
+        """
+        entries = self._entries(segments)
+        for name, is_dir in entries or ():
+            if is_dir:
+                yield from self._walk(segments + (name,), f"{prefix}{name}/")
+            else:
+                yield segments, name, prefix + name
+
+    def list_bag_files(self, bag_id: BagId) -> Iterator[str]:
+        for _, name, relpath in self._walk(bag_segments(bag_id)):
+            if not is_temp_name(name):
+                yield relpath
+
+    def list_bags(self) -> Iterator[BagId]:
+        for lib, lib_dir in self._entries(()) or ():
+            if not (lib_dir and _CODE.match(lib)):
+                continue
+            for coll, coll_dir in self._entries((lib,)) or ():
+                if not (coll_dir and _CODE.match(coll)):
+                    continue
+                for name, bag_dir in self._entries((lib, coll)) or ():
+                    if bag_dir and _BAG_NAME.match(name):
+                        yield BagId.parse(f"{lib}/{coll}/{name}")
+
+    def cleanup_temp(self, bag_id: BagId) -> int:
+        removed = 0
+        for segments, name, relpath in list(self._walk(bag_segments(bag_id))):
+            if not is_temp_name(name):
+                continue
+            loc = "/".join((str(self.root),) + segments + (name,))
+            try:
+                with self._dir(segments, create=False) as dfd:
+                    if self._remove_if_stale(dfd, name, loc):
+                        removed += 1
+                        os.fsync(dfd)
+            except NotFound:
+                continue
+        return removed
+
+
+__all__ = ["FilesystemAdapter", "TEMP_SUFFIX", "temp_name", "is_temp_name"]

@@ -1,0 +1,352 @@
+"""Copy a staged bag to any storage target, and verify a stored bag against its manifests.
+
+Both work per file through the `StorageAdapter` interface only, so the same code serves the
+filesystem and S3 targets. Copying is idempotent: every put is atomic and skips a file that is
+already stored identically, so a rerun after a crash (kill -9 included) copies only what is
+missing. bagit.txt is stored last: a bag folder without it on a target was not completely
+replicated.
+
+What a bag holds comes from its own manifests (`bag_inventory`): payload digests from
+manifest-<alg>.txt, tag file digests from tagmanifest-<alg>.txt. The tag manifests themselves,
+and any tag file no tag manifest lists, are digested from the staged copy, so every stored file
+has digests to be verified against.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from ingest import bagit_spec
+from ingest.naming import BagId
+from strongroom.checksums import SUPPORTED, hash_file
+from strongroom.errors import PreservationError
+
+from .base import CHUNK, HashingReader, PutOutcome, StorageAdapter, StorageError
+
+Progress = Callable[[int, int], None]  # (files done, bytes done), like pipelines.progress.ByteProgress
+Digests = Dict[str, Dict[str, str]]    # bag path -> {algorithm: hex digest}
+
+
+class BagInventory(NamedTuple):
+    """Every file of a staged bag: digests (by bag path, by algorithm) and sizes in bytes."""
+
+    digests: Digests
+    sizes: Dict[str, int]
+
+
+@dataclass(frozen=True)
+class ReplicateResult:
+    target: str
+    bag_id: str
+    files_total: int
+    bytes_total: int
+    files_written: int
+    bytes_written: int
+    files_already_present: int
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of checking one bag on one target. `problems` has one line per file, naming it.
+
+    `bytes_checked` counts bytes re-read and re-hashed (0 for a quick check), which is what a
+    daily byte budget limits. `missing`, `damaged` and `extra` list bag paths, for repair.
+    """
+
+    ok: bool
+    problems: List[str]
+    files_checked: int
+    bytes_checked: int
+    target: str = ""
+    bag_id: str = ""
+    deep: bool = True
+    missing: List[str] = field(default_factory=list)
+    damaged: List[str] = field(default_factory=list)
+    extra: List[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Inventory of a staged bag
+
+
+def _supported(algorithm: str) -> Optional[str]:
+    name = bagit_spec.hashlib_name(algorithm)
+    return name if name in SUPPORTED else None
+
+
+def _walk_bag(bag_dir: Path, problems: List[str]) -> List[str]:
+    """Every regular file of the bag, as bag paths; symbolic links and special files are problems."""
+    found: List[str] = []
+
+    def walk(folder: Path, prefix: str) -> None:
+        with os.scandir(folder) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    problems.append(f"{rel}: is a symbolic link; a bag to be stored holds regular files only")
+                elif entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), rel + "/")
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(rel)
+                else:
+                    problems.append(f"{rel}: is not a regular file")
+
+    walk(bag_dir, "")
+    return found
+
+
+def bag_inventory(bag_dir) -> BagInventory:
+    """Digests and sizes of every file of a staged bag, from its own manifests and tag manifests.
+
+    Raises PreservationError listing every problem: a file a payload manifest lists but the
+    bag lacks, a payload file no manifest lists, conflicting digests, unreadable manifests.
+    Manifests of algorithms Strongroom does not compute are ignored (see strongroom.checksums).
+    """
+    bag_dir = Path(bag_dir)
+    problems: List[str] = []
+    try:
+        decl = bagit_spec.parse_bagit_txt((bag_dir / bagit_spec.BAGIT_TXT).read_bytes())
+    except OSError as exc:
+        raise PreservationError(f"cannot read bagit.txt ({exc.strerror or exc}); not a bag that can be stored",
+                                path=str(bag_dir)) from None
+    if decl.rules is None or decl.encoding is None:
+        raise PreservationError("bagit.txt is not valid; not a bag that can be stored", path=str(bag_dir),
+                                problems=[f"bagit.txt: {i}" for i in decl.issues if i.error])
+
+    files = _walk_bag(bag_dir, problems)
+    on_disk = set(files)
+    digests: Digests = {}
+    payload_algorithms: List[str] = []
+    manifests = sorted(p for p in on_disk if "/" not in p and
+                       (bagit_spec.MANIFEST_RE.match(p) or bagit_spec.TAGMANIFEST_RE.match(p)))
+    for name in manifests:
+        algorithm = _supported(bagit_spec.manifest_algorithm(name) or "")
+        if algorithm is None:
+            continue
+        is_tag = bool(bagit_spec.TAGMANIFEST_RE.match(name))
+        if not is_tag:
+            payload_algorithms.append(algorithm)
+        try:
+            entries = bagit_spec.read_manifest(bag_dir / name, decl.rules, decl.encoding)
+        except bagit_spec.BagItSyntaxError as exc:
+            problems.extend(f"{name}: {issue}" for issue in exc.issues)
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{name}: cannot be read ({exc})")
+            continue
+        for relpath, digest in entries:
+            if not is_tag and not bagit_spec.is_payload_path(relpath):
+                problems.append(f"{name}: lists {relpath!r}, which is outside data/")
+                continue
+            if relpath not in on_disk:
+                problems.append(f"{relpath}: listed in {name} but not in the bag")
+                continue
+            known = digests.setdefault(relpath, {})
+            if known.get(algorithm, digest) != digest:
+                problems.append(f"{relpath}: listed twice in {name} with different {algorithm} checksums")
+            known[algorithm] = digest
+    if not payload_algorithms:
+        problems.append("the bag has no payload manifest of a supported algorithm "
+                        f"({', '.join(SUPPORTED)})")
+
+    local_algorithms = list(dict.fromkeys(payload_algorithms)) or ["sha256"]
+    sizes: Dict[str, int] = {}
+    for relpath in files:
+        if relpath not in digests:
+            if bagit_spec.is_payload_path(relpath):
+                problems.append(f"{relpath}: payload file not listed in any payload manifest")
+                continue
+            # Tag manifests (and any tag file they do not list): digest the staged copy.
+            _, digests[relpath] = hash_file(bag_dir / relpath, local_algorithms)
+        elif bagit_spec.is_payload_path(relpath):
+            missing = [a for a in payload_algorithms if a not in digests[relpath]]
+            if missing:
+                problems.append(f"{relpath}: not listed in manifest-{missing[0]}.txt")
+        sizes[relpath] = (bag_dir / relpath).stat().st_size
+    if problems:
+        raise PreservationError(f"bag cannot be stored: {len(problems)} problem(s) in its files or manifests",
+                                path=str(bag_dir), problems=problems)
+    return BagInventory({p: digests[p] for p in files}, sizes)
+
+
+# --------------------------------------------------------------------------------------------
+# Replication
+
+
+def _store_order(paths: Iterable[str]) -> Tuple[List[str], List[str]]:
+    """(everything but bagit.txt, [bagit.txt]): bagit.txt last marks a completely stored bag."""
+    rest = [p for p in paths if p != bagit_spec.BAGIT_TXT]
+    last = [p for p in paths if p == bagit_spec.BAGIT_TXT]
+    return rest, last
+
+
+def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: Optional[Progress] = None,
+                  inventory: Optional[BagInventory] = None, workers: int = 1) -> ReplicateResult:
+    """Store every file of a staged bag on `adapter`, each atomically; skip identical ones.
+
+    Every byte is checked against the bag's manifests while it is copied (a bad staged copy is
+    never stored). Stops at the first failure and raises it (StorageError: ReplicaConflict if a
+    different file is already stored under a key). `workers` > 1 copies files in parallel
+    threads (useful for S3). `inventory` saves re-reading the manifests if the caller has it.
+    """
+    bag_dir = Path(bag_dir)
+    if inventory is None:
+        inventory = bag_inventory(bag_dir)
+    digests, sizes = inventory
+    files_done = bytes_done = written = bytes_written = present = 0
+
+    def put(relpath: str) -> Tuple[str, PutOutcome]:
+        src = bag_dir / relpath
+        try:
+            mtime = src.stat().st_mtime
+        except OSError as exc:
+            raise StorageError(f"cannot read the staged file ({exc.strerror or exc})", target=adapter.name,
+                               location=str(src)) from None
+        return relpath, adapter.put_file(bag_id, relpath, src, size=sizes[relpath], digests=digests[relpath],
+                                         mtime=mtime)
+
+    def record(relpath: str, outcome: PutOutcome) -> None:
+        nonlocal files_done, bytes_done, written, bytes_written, present
+        files_done += 1
+        bytes_done += sizes[relpath]
+        if outcome is PutOutcome.WRITTEN:
+            written += 1
+            bytes_written += sizes[relpath]
+        else:
+            present += 1
+        if progress is not None:
+            progress(files_done, bytes_done)
+
+    for group in _store_order(sorted(digests)):
+        if workers <= 1 or len(group) <= 1:
+            for relpath in group:
+                record(*put(relpath))
+            continue
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"put-{adapter.name}") as pool:
+            pending = {pool.submit(put, p) for p in group}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    if fut.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise fut.exception()
+                    record(*fut.result())
+    return ReplicateResult(target=adapter.name, bag_id=str(bag_id), files_total=len(digests),
+                           bytes_total=sum(sizes.values()), files_written=written, bytes_written=bytes_written,
+                           files_already_present=present)
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+
+
+def _check_one(adapter: StorageAdapter, bag_id: BagId, relpath: str, expected: Mapping[str, str],
+               size: Optional[int], deep: bool, algorithms: Optional[Sequence[str]]
+               ) -> Tuple[Optional[str], str, int]:
+    """(problem or None, kind: ok|missing|damaged, bytes read) for one listed file."""
+    try:
+        st = adapter.stat_file(bag_id, relpath)
+    except StorageError as exc:
+        return f"{relpath}: {exc.message}", "damaged", 0
+    if st is None:
+        return f"{relpath}: missing", "missing", 0
+    if size is not None and st.size != size:
+        how = "truncated" if st.size < size else "longer than expected"
+        return f"{relpath}: size differs ({how}: {st.size} bytes stored, {size} expected)", "damaged", 0
+    wanted = [a for a in (algorithms or expected) if a in expected]
+    stored = {a: v for a, v in st.stored_digests.items() if a in expected}
+    wrong = [f"{a} stored checksum {v}, expected {expected[a]}" for a, v in stored.items() if v != expected[a]]
+    if wrong:
+        return f"{relpath}: checksum mismatch ({'; '.join(wrong)})", "damaged", 0
+    if not deep:
+        return None, "ok", 0
+    if not wanted:
+        return f"{relpath}: no digest of a requested algorithm to check against", "damaged", 0
+    try:
+        with adapter.open_file(bag_id, relpath) as stream:
+            reader = HashingReader(stream, wanted)
+            buf = bytearray(CHUNK)
+            while reader.readinto(buf):
+                pass
+    except StorageError as exc:
+        return f"{relpath}: {exc.message}", "damaged", 0
+    except OSError as exc:
+        return f"{relpath}: cannot be read ({exc.strerror or exc})", "damaged", 0
+    n = reader.hasher.size
+    if size is not None and n != size:
+        return f"{relpath}: size differs ({n} bytes read, {size} expected)", "damaged", n
+    found = reader.hasher.hexdigests()
+    wrong = [f"{a} expected {expected[a]}, found {found[a]}" for a in wanted if found[a] != expected[a].lower()]
+    if wrong:
+        return f"{relpath}: checksum mismatch ({'; '.join(wrong)})", "damaged", n
+    return None, "ok", n
+
+
+def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[str, Mapping[str, str]],
+                   sizes: Mapping[str, int], *, deep: bool = True, algorithms: Optional[Sequence[str]] = None,
+                   workers: int = 1) -> VerifyResult:
+    """Check a stored bag against what it should hold (`bag_inventory`, or the catalog).
+
+    deep: every file is re-read as a stream and its digests recomputed (`algorithms` limits
+    which, e.g. only the primary one; default all known for the file). quick: existence and
+    size, plus any checksum the storage itself keeps. Both report files missing from the target
+    and extra files the manifests do not list. Problems never stop the check: every file is
+    looked at and named.
+    """
+    for alg in algorithms or ():
+        if alg not in SUPPORTED:
+            raise ValueError(f"unsupported checksum algorithm {alg!r}; allowed: {', '.join(SUPPORTED)}")
+    problems: List[str] = []
+    missing: List[str] = []
+    damaged: List[str] = []
+    extra: List[str] = []
+    try:
+        stored = set(adapter.list_bag_files(bag_id))
+    except StorageError as exc:
+        stored = None
+        problems.append(f"(bag {bag_id}): cannot be listed: {exc}")
+
+    expected = sorted(manifests)
+    outcomes: Dict[str, Tuple[Optional[str], str, int]] = {}
+    to_check = []
+    for relpath in expected:
+        if stored is not None and relpath not in stored:
+            outcomes[relpath] = (f"{relpath}: missing", "missing", 0)
+        else:
+            to_check.append(relpath)
+
+    def check(relpath: str):
+        return relpath, _check_one(adapter, bag_id, relpath, {a: d.lower() for a, d in manifests[relpath].items()},
+                                   sizes.get(relpath), deep, algorithms)
+
+    if workers > 1 and len(to_check) > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{adapter.name}") as pool:
+            for relpath, outcome in pool.map(check, to_check):
+                outcomes[relpath] = outcome
+    else:
+        for relpath in to_check:
+            outcomes[relpath] = check(relpath)[1]
+
+    files_checked = bytes_checked = 0
+    for relpath in expected:
+        problem, kind, n = outcomes[relpath]
+        bytes_checked += n
+        if kind != "missing":
+            files_checked += 1
+        if problem:
+            problems.append(problem)
+            (missing if kind == "missing" else damaged).append(relpath)
+    for relpath in sorted((stored or set()) - set(manifests)):
+        extra.append(relpath)
+        problems.append(f"{relpath}: extra file, not in the bag's manifests")
+    return VerifyResult(ok=not problems, problems=problems, files_checked=files_checked,
+                        bytes_checked=bytes_checked, target=adapter.name, bag_id=str(bag_id), deep=deep,
+                        missing=missing, damaged=damaged, extra=extra)
+
+
+__all__ = ["BagInventory", "ReplicateResult", "VerifyResult", "bag_inventory", "replicate_bag", "verify_replica"]
