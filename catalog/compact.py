@@ -1,0 +1,183 @@
+"""Which files of a table are live, and compaction: many small files into one, queries unchanged.
+
+Writers add one small file per write, named after the bag it concerns (`bag-<key>-...`), so a
+per-bag query opens only that bag's files plus the compacted ones. Compaction merges a table's
+live files into `compact-<stamp>-<uuid>.parquet`, sorted by bag (so row-group statistics let
+per-bag queries skip the rest), then deletes the files it merged.
+
+Crash safety without rewriting anything: the compacted file lists, in its Parquet metadata
+(`strongroom.compact.replaces`), every file it replaces. Readers treat a listed file as gone even
+while it still exists, so a compaction that dies after writing its output but before deleting its
+inputs never shows a row twice; the next compaction deletes the leftovers.
+
+Compaction keeps every row (the replica log stays a log; duplicate or orphaned rows, which the
+queries already ignore, stay too), so `Catalog` queries return the same tables before and after.
+It never touches `events/`: merging ledger segments would break the hash chain.
+One compaction at a time per catalog (a `_compact.lock` file); writers may keep writing meanwhile.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import socket
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from catalog.schema import BATCH, RECORD_ID, RECORDED, SCHEMA_VERSION, TABLE_SCHEMAS
+from catalog.store import CatalogError, Store, StoredFile
+
+COMPACT_PREFIX = "compact-"
+KEY_REPLACES = b"strongroom.compact.replaces"
+KEY_TABLE = b"strongroom.table"
+KEY_VERSION = b"strongroom.schema_version"
+LOCK_NAME = "_compact.lock"
+COMPACTED_TABLES = ("bags", "files", "replicas")
+ROW_GROUP_ROWS = 32768
+
+SORT_KEYS: Dict[str, List[Tuple[str, str]]] = {
+    "bags": [("bag_id", "ascending"), (RECORDED, "ascending"), (BATCH, "ascending")],
+    "files": [("bag_id", "ascending"), ("path", "ascending"), (BATCH, "ascending")],
+    "replicas": [("bag_id", "ascending"), ("target", "ascending"), ("recorded_at", "ascending"),
+                 (RECORD_ID, "ascending")],
+}
+
+
+def bag_key(bag_id: str) -> str:
+    """A fixed-length, name-safe stand-in for a bag id in file names (ids contain '/')."""
+    return hashlib.sha256(bag_id.encode("utf-8")).hexdigest()[:32]
+
+
+def bag_file_prefix(bag_id: str) -> str:
+    return f"bag-{bag_key(bag_id)}"
+
+
+def table_bytes(table: pa.Table, name: str, extra_meta: Optional[Dict[bytes, bytes]] = None,
+                row_group_rows: Optional[int] = None) -> bytes:
+    meta = {KEY_TABLE: name.encode(), KEY_VERSION: SCHEMA_VERSION.encode(), **(extra_meta or {})}
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata(meta), sink, compression="zstd",
+                   row_group_size=row_group_rows)
+    return sink.getvalue().to_pybytes()
+
+
+class ReplacedCache:
+    """`replaces` lists of compacted files, by path: they are immutable, so read each once."""
+
+    def __init__(self) -> None:
+        self._seen: Dict[str, FrozenSet[str]] = {}
+
+    def replaces(self, store: Store, f: StoredFile) -> FrozenSet[str]:
+        found = self._seen.get(f.path)
+        if found is None:
+            try:
+                with store.fs.open_input_file(f.path) as fh:
+                    meta = pq.read_metadata(fh).metadata or {}
+                found = frozenset(json.loads(meta.get(KEY_REPLACES, b"[]").decode("utf-8")))
+            except FileNotFoundError:
+                found = frozenset()  # removed by a newer compaction since the listing
+            except Exception as exc:
+                raise CatalogError(f"compacted catalog file cannot be read: {exc}", path=f.path)
+            self._seen[f.path] = found
+        return found
+
+
+def live_files(store: Store, table: str, bag_id: Optional[str] = None,
+               cache: Optional[ReplacedCache] = None) -> List[StoredFile]:
+    """The files a query of `table` must read (only those that can hold `bag_id`, if given)."""
+    cache = cache or ReplacedCache()
+    base = store.path(table)
+    names = [n for n in store.names(table) if n.endswith(".parquet")]
+    compacted = [StoredFile(n, f"{base}/{n}") for n in names if n.startswith(COMPACT_PREFIX)]
+    replaced: set = set()
+    for f in compacted:
+        replaced |= cache.replaces(store, f)
+    if bag_id is not None:
+        prefix = bag_file_prefix(bag_id)
+        names = [n for n in names if n.startswith(prefix) or n.startswith(COMPACT_PREFIX)]
+    return [StoredFile(n, f"{base}/{n}") for n in names if n not in replaced]
+
+
+def read_files(store: Store, table: str, files: List[StoredFile], **scan) -> pa.Table:
+    schema = TABLE_SCHEMAS[table]
+    if not files:
+        empty = schema.empty_table()
+        return empty.select(scan["columns"]) if scan.get("columns") else empty
+    try:
+        dataset = ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=store.fs)
+        return dataset.to_table(**scan)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CatalogError(f"the {table} table cannot be read: {exc}", path=store.path(table))
+
+
+@dataclass(frozen=True)
+class TableCompaction:
+    table: str
+    files_before: int
+    files_after: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    tables: Tuple[TableCompaction, ...]
+
+    @property
+    def files_before(self) -> int:
+        return sum(t.files_before for t in self.tables)
+
+    @property
+    def files_after(self) -> int:
+        return sum(t.files_after for t in self.tables)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"files_before": self.files_before, "files_after": self.files_after,
+                "tables": [t.__dict__.copy() for t in self.tables]}
+
+
+def compact_store(store: Store, cache: Optional[ReplacedCache] = None) -> CompactResult:
+    """Merge each table's files into one; safe against concurrent writers and crashes (see above)."""
+    cache = cache or ReplacedCache()
+    lock = _take_lock(store)
+    try:
+        results = tuple(_compact_table(store, name, cache) for name in COMPACTED_TABLES)
+    finally:
+        store.delete(lock)
+    return CompactResult(results)
+
+
+def _compact_table(store: Store, name: str, cache: ReplacedCache) -> TableCompaction:
+    everything = [f for f in store.list(name) if f.name.endswith(".parquet")]
+    live = live_files(store, name, cache=cache)
+    live_names = {f.name for f in live}
+    leftovers = [f for f in everything if f.name not in live_names]  # inputs of a crashed compaction
+    if len(live) < 2:
+        rows = read_files(store, name, live, columns=[]).num_rows if live else 0
+        for f in leftovers:
+            store.delete(f.path)
+        return TableCompaction(name, len(everything), len(live), rows)
+    table = read_files(store, name, live).sort_by(SORT_KEYS[name])
+    replaced = sorted(f.name for f in everything)
+    data = table_bytes(table, name, {KEY_REPLACES: json.dumps(replaced).encode("utf-8")}, ROW_GROUP_ROWS)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    store.write_new(name, f"{COMPACT_PREFIX}{stamp}-{uuid.uuid4().hex}.parquet", data)
+    for f in everything:
+        store.delete(f.path)
+    return TableCompaction(name, len(everything), 1, table.num_rows)
+
+
+def _take_lock(store: Store) -> str:
+    note = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}).encode()
+    if not store.create_exclusive("", LOCK_NAME, note):
+        path = store.path(LOCK_NAME)
+        raise CatalogError(f"another compaction holds the lock (or one crashed): if no "
+                           f"`strongroom catalog compact` is running, remove this file and retry", path=path)
+    return store.path(LOCK_NAME)

@@ -1,0 +1,202 @@
+"""Where the catalog's files live: a local folder, or `s3://bucket/prefix`, through `pyarrow.fs`.
+
+The catalog never rewrites a file: every write adds a new, uniquely named file, and readers see
+a file either whole or not at all. That is what lets several Luigi workers and several machines
+write to one catalog without a lock:
+
+* local folder: write `.tmp-<uuid>` in the same folder, fsync, then rename (or hard-link, for
+  a write that must not replace an existing name) — both are atomic on POSIX file systems;
+  fsync the folder so the new name survives a power cut.
+* object stores (S3 and compatible): a single PUT is atomic (an object appears whole or not at
+  all), so the bytes are sent in one request to the final key. "Create only if absent" is the
+  conditional PUT `If-None-Match: *` (S3 since 2024, MinIO, Ceph); `pyarrow.fs` cannot send it
+  yet, so on non-local file systems `create_exclusive` is check-then-put, which leaves a small
+  race between two writers. The ledger tolerates the loser of such a race only if a later
+  version sends the conditional PUT (boto3 `put_object(IfNoneMatch="*")`): see `ledger.py`.
+
+Names that start with `.` or `_` are never data: temp files of a crashed writer are ignored
+by every reader (pyarrow.dataset skips them too).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import List, Optional
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from strongroom.errors import ConfigError, StrongroomError
+
+TEMP_PREFIX = ".tmp-"
+
+
+class CatalogError(StrongroomError):
+    """The catalog cannot be read or written as asked (unreadable file, busy, conflicting bag)."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str   # base name inside its folder
+    path: str   # full path for the Store's file system
+
+
+class Store:
+    """A catalog root on some `pyarrow.fs` file system, with append-only write primitives."""
+
+    def __init__(self, location: str, filesystem: Optional[pafs.FileSystem] = None):
+        if not isinstance(location, str) or not location:
+            raise ConfigError(f"catalog location must be a folder path or s3://bucket/prefix, got {location!r}")
+        self.location = location
+        if filesystem is not None:
+            self.fs = filesystem
+            # The caller's file system knows its endpoint and credentials: only drop the scheme.
+            root = location.split("://", 1)[1] if "://" in location else location
+        elif "://" in location:
+            try:
+                self.fs, root = pafs.FileSystem.from_uri(location)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+                raise ConfigError(f"catalog location {location!r} cannot be opened: {exc}")
+        else:
+            self.fs = pafs.LocalFileSystem()
+            root = os.path.abspath(os.path.expanduser(location))
+        self.root = root.rstrip("/") or "/"
+        if not self.root:
+            raise ConfigError(f"catalog location {location!r} names no folder or bucket")
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r})"
+
+    # -- paths and listing ----------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        parts = tuple(p for p in parts if p)
+        return "/".join([self.root, *parts]) if self.root != "/" else "/" + "/".join(parts)
+
+    def exists(self) -> bool:
+        """True if the catalog root exists (an s3 prefix "exists" once it holds a file)."""
+        info = self.fs.get_file_info(self.root)
+        return info.type != pafs.FileType.NotFound
+
+    def list(self, folder: str) -> List[StoredFile]:
+        """Data files directly in `folder`, sorted by name; temp and hidden names are left out."""
+        base = self.path(folder)
+        return [StoredFile(name, f"{base}/{name}") for name in self.names(folder)]
+
+    def names(self, folder: str) -> List[str]:
+        """Sorted base names of the data files in `folder` (cheaper than `list` for big folders)."""
+        base = self.path(folder)
+        if self.is_local:
+            try:
+                with os.scandir(base) as it:
+                    found = [e.name for e in it if e.name[0] not in "._" and e.is_file()]
+            except FileNotFoundError:
+                return []
+        else:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+            found = [i.base_name for i in infos
+                     if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
+        found.sort()
+        return found
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as fh:
+            return fh.read()
+
+    def delete(self, path: str) -> None:
+        """Remove a file; a file already gone is fine (another compaction or cleanup took it)."""
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+                raise exc
+
+    def _ensure_folder(self, folder: str) -> str:
+        base = self.path(folder)
+        self.fs.create_dir(base, recursive=True)
+        return base
+
+    # -- writing ----------------------------------------------------------------------------
+    def write_new(self, folder: str, name: str, data: bytes) -> str:
+        """Write a new file atomically; `name` must be unique (callers put a uuid in it)."""
+        base = self._ensure_folder(folder)
+        final = f"{base}/{name}"
+        if not self.is_local:
+            self._put(final, data)
+            return final
+        tmp = self._write_temp(base, data)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        _fsync_dir(base)
+        return final
+
+    def create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
+        """Write `name` only if no file has that name; False (and nothing written) if one has.
+
+        Local: hard-link a fully written temp file to the final name; link() fails with
+        EEXIST if the name is taken, atomically, even across processes and NFSv3+.
+        """
+        base = self._ensure_folder(folder)
+        final = f"{base}/{name}"
+        if not self.is_local:
+            # TODO(S3): conditional PUT with If-None-Match: * (boto3) makes this atomic.
+            if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
+                return False
+            self._put(final, data)
+            return True
+        tmp = self._write_temp(base, data)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
+        finally:
+            _unlink_quietly(tmp)
+        _fsync_dir(base)
+        return True
+
+    def _put(self, path: str, data: bytes) -> None:
+        with self.fs.open_output_stream(path) as out:
+            out.write(data)
+
+    def _write_temp(self, base: str, data: bytes) -> str:
+        tmp = os.path.join(base, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

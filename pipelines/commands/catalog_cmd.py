@@ -1,0 +1,59 @@
+"""`strongroom catalog ACTION`: maintenance of the catalog (compact; rebuild comes from elsewhere).
+
+Other modules add actions without touching this file's code paths: put a module name in
+`SUBCOMMAND_MODULES`; that module's `register(actions)` receives the `catalog` parser's
+sub-parsers object and adds its parser with `set_defaults(run=...)`, like a top-level command.
+`register` also returns that object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import List
+
+# e.g. "pipelines.commands.catalog_rebuild" (exposing register(actions)) for `strongroom catalog rebuild`.
+SUBCOMMAND_MODULES: List[str] = []
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("catalog", help="catalog maintenance (compact, rebuild)",
+                                   description="Maintenance of the catalog's Parquet tables.")
+    actions = parser.add_subparsers(dest="catalog_command", metavar="ACTION")
+    actions.required = True
+    compact = actions.add_parser(
+        "compact", help="merge each catalog table's small files into one (queries unchanged)",
+        description="Merge the small Parquet files that writers append (one per write) into one file "
+                    "per table. Query results do not change; the event ledger is never touched. "
+                    "Safe while other processes write; one compaction at a time.")
+    compact.set_defaults(run=run_compact)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(actions)
+    return actions
+
+
+def open_catalog(args: argparse.Namespace):
+    """The Catalog named by the config (shared by catalog actions)."""
+    from catalog.catalog import Catalog
+    from pipelines.cli import config_path
+    from policies.config import load_config
+    from strongroom.errors import ConfigError
+
+    config = load_config(config_path(args))
+    catalog = Catalog(config.catalog)
+    if not config.catalog_is_s3 and not catalog.store.exists():
+        raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init`, "
+                          f"or fix `catalog`)", path=str(config.path), key="catalog")
+    return catalog
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    from pipelines.output import emit
+
+    catalog = open_catalog(args)
+    result = catalog.compact()
+    lines = [f"compacted {catalog.location}: {result.files_before} file(s) -> {result.files_after}"]
+    for t in result.tables:
+        lines.append(f"  {t.table}: {t.files_before} -> {t.files_after} file(s), {t.rows} row(s)")
+    emit(args, {"catalog": catalog.location, **result.to_dict()}, "\n".join(lines))
+    return 0
