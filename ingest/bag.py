@@ -99,6 +99,7 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
     objects, events, agents = metadata.premis_for_bag(
         str(plan.bag_id), plan.files, plan.algorithms, provenance,
         supplied_count=len(plan.supplied), validated_at=validated_at, unidentified=unidentified,
+        title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
     )
     premis.write_premis(md / "premis.xml", objects, events, agents)
     bagit_spec.write_tag_manifests(work, plan.algorithms)

@@ -41,7 +41,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence]) -> bytes:
     out = io.StringIO(newline="")
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 CRLF rows: the csv module then quotes any field holding CR or LF (file names may).
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue().encode("utf-8")
@@ -109,11 +110,16 @@ def premis_for_bag(
     supplied_count: int,
     validated_at: datetime,
     unidentified: int,
+    title: str = "",
+    external_id: str = "",
 ) -> tuple:
     """(objects, events, agents) describing one bag's ingest."""
     when = provenance.when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     validated = validated_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    objects = []
+    objects: list = [premis.IntellectualEntity(
+        "strongroom-bag", bag_id, title=title,
+        other_identifiers=(("UUID", external_id),) if external_id else (),
+    )]
     for f in files:
         ident = f.identification
         objects.append(premis.FileObject(

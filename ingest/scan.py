@@ -102,8 +102,7 @@ def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
                         "symbolic links are refused (copy the real file into the source instead)"
                     problems.append(f"{shown}: symbolic link -> {describe_name(os.readlink(entry.path))}: {why}")
                     continue
-                st = os.stat(target)
-                _add_file(result, problems, raw_rel, entry.path, st)
+                _add_file(result, problems, raw_rel, target, os.stat(target))  # read the file itself
             elif stat.S_ISDIR(st.st_mode):
                 walk(entry.path, raw_rel)
             elif stat.S_ISREG(st.st_mode):

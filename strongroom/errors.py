@@ -14,8 +14,10 @@ class StrongroomError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, path: Optional[str] = None, key: Optional[str] = None):
+    def __init__(self, message: str, *, path: Optional[str] = None, key: Optional[str] = None,
+                 problems: Optional[list] = None):
         self.message = message
+        self.problems = list(problems or [])  # every offending item, each naming its file
         self.path = None if path is None else str(path)
         self.key = key
         super().__init__(str(self))
@@ -48,8 +50,3 @@ class PreservationError(StrongroomError):
     """A preservation problem was found: bytes that do not match their checksums, an invalid bag."""
 
     exit_code = 1
-
-    def __init__(self, message: str, *, path: Optional[str] = None, key: Optional[str] = None,
-                 problems: Optional[list] = None):
-        self.problems = list(problems or [])
-        super().__init__(message, path=path, key=key)
