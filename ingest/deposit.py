@@ -41,6 +41,7 @@ class DepositRequest:
     workers: int = 1
     follow_internal_links: bool = False
     now: Optional[datetime] = None
+    stamp: Optional[str] = None  # fixed by the workflow so a rerun rebuilds the same bag ids
     progress: Optional[Callable[[int, int], None]] = None
 
 
@@ -77,7 +78,7 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
         identifier = Identifier()
 
     now = req.now or datetime.now(timezone.utc)
-    stamp = _free_stamp(staging / req.library / req.collection, now)
+    stamp = req.stamp or _free_stamp(staging / req.library / req.collection, now)
     parts = plan_parts(scan.files, max_bytes=policy.bag.max_bytes, max_files=policy.bag.max_files)
     bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
     work_root = staging / INCOMPLETE

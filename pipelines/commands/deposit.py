@@ -1,16 +1,21 @@
-"""`strongroom deposit SOURCE --library LIB --collection COLL --type purchased|self-built`."""
+"""`strongroom deposit SOURCE --library LIB --collection COLL --type purchased|self-built`.
+
+Stage, identify, bag, validate, replicate to every policy target, verify each copy, register.
+The work runs as Luigi tasks (local scheduler, or `--scheduler-url` for luigid); a rerun of
+the same command after a crash resumes the unfinished deposit and does only what is missing.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pipelines.cli import config_path
 from pipelines.output import emit, warn
-from pipelines.progress import ByteProgress
 
 
 def register(sub) -> None:
-    p = sub.add_parser("deposit", help="package a source folder as validated BagIt bag(s) and preserve them")
+    p = sub.add_parser("deposit", help="package a source folder as BagIt bag(s) and preserve them on every replica")
     p.add_argument("source", help="folder holding the collection (never modified)")
     p.add_argument("--library", required=True, help="library code, e.g. PKU")
     p.add_argument("--collection", required=True, help="collection code, e.g. rare-books")
@@ -23,53 +28,88 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ingest.deposit import DepositRequest, ingest
     from policies.config import load_config
 
     config = load_config(config_path(args))
-    policy = config.policy_for_type(args.collection_type, args.policy)
-    request = DepositRequest(
-        source=Path(args.source), library=args.library, collection=args.collection,
-        collection_type=args.collection_type, policy=policy, staging=config.staging, title=args.title,
-        workers=args.workers, follow_internal_links=args.follow_internal_links,
-    )
-    result = deposit_with_progress(request, show=not args.json)
-    for w in result.warnings:
-        warn(w)
-    emit(args, deposit_summary(result, policy), deposit_text(result, policy))
-    return 0
+    outcome = deposit(config, args, source=args.source, library=args.library, collection=args.collection,
+                      collection_type=args.collection_type, policy_name=args.policy, title=args.title,
+                      follow_internal_links=args.follow_internal_links)
+    emit(args, outcome, outcome_text(outcome))
+    return outcome["exit_code"]
 
 
-def deposit_with_progress(request, show: bool):
-    from ingest.deposit import ingest
+def deposit(config, args, *, source, library, collection, collection_type, policy_name=None, title="",
+            follow_internal_links=False) -> dict:
+    """Run a deposit through Luigi and gather what happened (also used by `demo`)."""
+    from ingest.naming import check_code
     from ingest.scan import scan_source
+    from pipelines import flow
+    from pipelines.runner import run_tasks
+    from pipelines.tasks import Deposit
 
-    # The scan is cheap (stat only); it sizes the progress bar.
-    scan = scan_source(request.source, follow_internal_links=request.follow_internal_links)
-    with ByteProgress(scan.total_bytes, len(scan.files), "staging", enabled=None if show else False) as update:
-        request.progress = update
-        return ingest(request, scan=scan)
+    policy = config.policy_for_type(collection_type, policy_name)
+    check_code(library, "library")
+    check_code(collection, "collection")
+    for name in policy.replicas:
+        config.target(name)
+    scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work (exit 2)
+    state = flow.open_deposit(config, source=source, library=library, collection=collection,
+                              collection_type=collection_type, policy=policy.name, title=title,
+                              follow_internal_links=follow_internal_links)
+    run = run_tasks([Deposit(str(config.path), state.key, workers=args.workers)], workers=args.workers,
+                    scheduler_url=args.scheduler_url, verbose=args.verbose)
+    return gather(config, state, policy, run)
 
 
-def deposit_summary(result, policy) -> dict:
+def gather(config, state, policy, run) -> dict:
+    """The deposit's state after a run: bags, each replica's state, failures and warnings."""
+    from catalog.catalog import Catalog
+    from pipelines import flow
+
+    state_dir = state.state_dir(Path(config.staging))
+    bags_file = state_dir / "bags.json"
+    built = json.loads(bags_file.read_text("utf-8")) if bags_file.exists() else {"bags": [], "warnings": []}
+    catalog = Catalog(config.catalog)
+    bags = []
+    for bag in built["bags"]:
+        replicas = {}
+        current = {r["target"]: r for r in catalog.replicas(bag_id=bag["id"]).to_pylist()}
+        for target in policy.replicas:
+            rec = current.get(target, {})
+            verified = (state_dir / f"{bag['id'].replace('/', '__')}.{target}.verified.json").exists()
+            replicas[target] = {"state": "verified" if verified else rec.get("state") or "pending",
+                                "site": config.target(target).site,
+                                "detail": None if verified else rec.get("detail")}
+        bags.append({**bag, "replicas": replicas,
+                     "preserved": all(r["state"] == "verified" for r in replicas.values())})
+    failed = flow.failures(Path(config.staging), state)
+    done = (state_dir / "done.json").exists()
+    exit_code = 0 if done and run.ok else max([f.get("exit_code", 1) for f in failed] or [1])
     return {
-        "state": "staged",
-        "policy": policy.name,
-        "files": result.file_count,
-        "bytes": result.byte_count,
-        "empty_directories": len(result.scan.empty_dirs),
-        "bags": [
-            {"id": str(b.bag_id), "path": str(b.path), "external_identifier": f"urn:uuid:{b.external_id}",
-             "files": b.file_count, "bytes": b.byte_count}
-            for b in result.bags
-        ],
-        "warnings": result.warnings,
+        "deposit": state.key, "state": "preserved" if done else "incomplete", "policy": policy.name,
+        "source": state.source, "bags": bags, "warnings": built.get("warnings", []), "failures": failed,
+        "exit_code": exit_code, "luigi": run.status, "luigi_summary": run.summary if not run.ok else "",
     }
 
 
-def deposit_text(result, policy) -> str:
-    lines = [f"Packaged {result.file_count} file(s), {result.byte_count:,} bytes, as {len(result.bags)} "
-             f"validated bag(s) (policy {policy.name}):"]
-    for b in result.bags:
-        lines.append(f"  {b.bag_id}  {b.file_count} file(s)  {b.path}")
+def outcome_text(outcome: dict) -> str:
+    lines = []
+    for w in outcome["warnings"]:
+        warn(w)
+    files = sum(b["files"] for b in outcome["bags"])
+    size = sum(b["bytes"] for b in outcome["bags"])
+    if outcome["state"] == "preserved":
+        lines.append(f"Preserved {files} file(s), {size:,} bytes, as {len(outcome['bags'])} bag(s) "
+                     f"(policy {outcome['policy']}):")
+    else:
+        lines.append(f"Deposit NOT complete ({outcome['deposit']}); rerun the same command to resume.")
+    for b in outcome["bags"]:
+        lines.append(f"  {b['id']}  {b['files']} file(s)  {b['bytes']:,} bytes")
+        for target, r in b["replicas"].items():
+            extra = f"  ({r['detail']})" if r.get("detail") and r["state"] != "verified" else ""
+            lines.append(f"      {target:<12} {r['site']:<12} {r['state']}{extra}")
+    for f in outcome["failures"]:
+        lines.append(f"  failed: {f['step']}: {f['message']}")
+        for p in f.get("problems", [])[:50]:
+            lines.append(f"      - {p}")
     return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""The deposit workflow's steps as plain functions (the Luigi tasks in `tasks.py` only wire them).
+
+A deposit's progress lives in a small state folder in staging (`.state/<deposit key>/`):
+the request (`deposit.json`), the bags built (`bags.json`) and one marker per finished step.
+Every marker is written atomically after its step's effects are durable, so a rerun after a
+crash (kill -9 included) redoes at most the step that was interrupted, and every step is
+idempotent: storage puts skip identical files, catalog writes skip what is already recorded,
+events carry ids derived from (deposit, bag, target, step) and are appended only once.
+
+A second deposit of the same source (same library and collection) while the first is not
+finished *resumes* it; once the first has finished, it is a new deposit with new bag ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from catalog.bag_records import folder_reader, records_from_bag
+from catalog.catalog import Catalog
+from catalog.schema import EventRecord, ReplicaRecord
+from ingest.naming import BagId, deposit_stamp
+from strongroom import NAME, __version__
+from strongroom.errors import PreservationError, UsageError
+
+STATE_DIR = ".state"
+AGENT = f"{NAME} {__version__}"
+_EVENT_NS = uuid.UUID("7f0c6a52-3f43-4d0e-9a55-5b1d2b3c0a11")
+
+
+@dataclass
+class DepositState:
+    """What was asked for; stored in `deposit.json` so reruns and luigid workers agree."""
+
+    key: str
+    source: str
+    library: str
+    collection: str
+    collection_type: str
+    policy: str
+    title: str
+    stamp: str
+    created_at: str
+    config_path: str
+    follow_internal_links: bool = False
+
+    def state_dir(self, staging: Path) -> Path:
+        return Path(staging) / STATE_DIR / self.key
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def failure_record(step: str, exc: BaseException) -> dict:
+    """What the CLI needs to report a failed step: message, every problem, exit code."""
+    from strongroom.errors import StrongroomError
+
+    if isinstance(exc, StrongroomError):
+        return {"step": step, "message": str(exc), "problems": [str(p) for p in exc.problems],
+                "exit_code": exc.exit_code}
+    return {"step": step, "message": f"{type(exc).__name__}: {exc}", "problems": [], "exit_code": 1}
+
+
+def failures(staging: Path, state: DepositState) -> List[dict]:
+    folder = state.state_dir(staging) / "failures"
+    return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+# --- opening a deposit ------------------------------------------------------------------------
+
+def open_deposit(config, *, source, library: str, collection: str, collection_type: str,
+                 policy: str, title: str = "", follow_internal_links: bool = False,
+                 now: Optional[datetime] = None) -> DepositState:
+    """Resume the unfinished deposit of this source into this collection, or start a new one."""
+    staging = Path(config.staging)
+    real_source = os.path.realpath(source)
+    for existing in _deposit_states(staging):
+        if (existing.source, existing.library, existing.collection) == (real_source, library, collection) \
+                and not (existing.state_dir(staging) / "done.json").exists():
+            if existing.policy != policy or existing.collection_type != collection_type:
+                raise UsageError(
+                    f"an unfinished deposit of {real_source} into {library}/{collection} "
+                    f"(started {existing.created_at}, policy {existing.policy}, type {existing.collection_type}) "
+                    "must be finished first: rerun it with the same --type/--policy"
+                )
+            return existing
+    now = now or datetime.now(timezone.utc)
+    stamp = _free_stamp(staging, library, collection, now)
+    key = hashlib.sha256(f"{real_source}\0{library}\0{collection}\0{stamp}".encode()).hexdigest()[:16]
+    state = DepositState(
+        key=f"{library}-{collection}-{stamp}-{key}", source=real_source, library=library, collection=collection,
+        collection_type=collection_type, policy=policy, title=title, stamp=stamp,
+        created_at=now.isoformat(), config_path=str(config.path), follow_internal_links=follow_internal_links,
+    )
+    write_json_atomic(state.state_dir(staging) / "deposit.json", asdict(state))
+    return state
+
+
+def load_deposit(staging: Path, key: str) -> DepositState:
+    return DepositState(**read_json(Path(staging) / STATE_DIR / key / "deposit.json"))
+
+
+def _deposit_states(staging: Path):
+    root = staging / STATE_DIR
+    if not root.is_dir():
+        return
+    for entry in sorted(root.iterdir()):
+        f = entry / "deposit.json"
+        if f.is_file():
+            yield DepositState(**read_json(f))
+
+
+def _free_stamp(staging: Path, library: str, collection: str, now: datetime) -> str:
+    from datetime import timedelta
+
+    taken = {s.stamp for s in _deposit_states(staging) if (s.library, s.collection) == (library, collection)}
+    t = now
+    while True:
+        stamp = deposit_stamp(t)
+        if stamp not in taken and not any((staging / library / collection).glob(f"{stamp}-*")):
+            return stamp
+        t += timedelta(seconds=1)
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, identifier=None) -> List[dict]:
+    """Ingest the source into validated bag(s) in staging; returns [{'id', 'path', ...}]."""
+    from ingest.deposit import DepositRequest, ingest
+
+    staging = Path(config.staging)
+    for stale in (staging / state.library / state.collection).glob(f"{state.stamp}-*"):
+        shutil.rmtree(stale)  # built by a run that crashed before recording them: rebuild
+    request = DepositRequest(
+        source=Path(state.source), library=state.library, collection=state.collection,
+        collection_type=state.collection_type, policy=config.policy(state.policy), staging=staging,
+        title=state.title, workers=workers, follow_internal_links=state.follow_internal_links,
+        stamp=state.stamp, progress=progress,
+    )
+    result = ingest(request, identifier=identifier)
+    return [
+        {"id": str(b.bag_id), "path": str(b.path), "files": b.file_count, "bytes": b.byte_count,
+         "external_identifier": f"urn:uuid:{b.external_id}"}
+        for b in result.bags
+    ], result.warnings
+
+
+def event_id(state: DepositState, *parts: str) -> str:
+    return str(uuid.uuid5(_EVENT_NS, "/".join((state.key,) + parts)))
+
+
+def append_once(catalog: Catalog, events: Sequence[EventRecord]) -> None:
+    """Append events not yet in the ledger (a rerun of a step must not record it twice)."""
+    known = set()
+    for bag_id in {e.bag_id for e in events}:
+        known.update(catalog.events(bag_id=bag_id).column("event_id").to_pylist())
+    fresh = [e for e in events if e.event_id not in known]
+    if fresh:
+        catalog.append_events(fresh)
+
+
+def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, progress=None):
+    """Copy one staged bag to one target (skipping files already there identically)."""
+    from storage_adapters.registry import open_target
+    from storage_adapters.replicate import replicate_bag
+
+    target = config.target(target_name)
+    catalog = Catalog(config.catalog)
+    bag_id = BagId.parse(bag["id"])
+    try:
+        adapter = open_target(target)
+        result = replicate_bag(adapter, bag["path"], bag_id, progress=progress)
+    except PreservationError as exc:
+        _record_failure(catalog, state, bag_id, target, "replication", str(exc))
+        raise
+    return result
+
+
+def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progress=None):
+    """Re-read the replica, compare every digest with the staged bag's manifests, record the outcome."""
+    from storage_adapters.registry import open_target
+    from storage_adapters.replicate import bag_inventory, verify_replica
+
+    target = config.target(target_name)
+    catalog = Catalog(config.catalog)
+    bag_id = BagId.parse(bag["id"])
+    inventory = bag_inventory(bag["path"])
+    try:
+        adapter = open_target(target)
+        result = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True)
+    except PreservationError as exc:
+        _record_failure(catalog, state, bag_id, target, "fixity check", str(exc))
+        raise
+    now = datetime.now(timezone.utc)
+    if not result.ok:
+        detail = "; ".join(result.problems[:20])
+        _record_failure(catalog, state, bag_id, target, "fixity check", detail)
+        raise PreservationError(f"replica of {bag_id} on {target_name} failed verification after writing",
+                                path=adapter.location(bag_id), problems=result.problems)
+    catalog.record_replica(ReplicaRecord(
+        bag_id=str(bag_id), target=target.name, site=target.site, state="verified", verified_at=now,
+        last_audit_at=now, last_audit_kind="deep", last_audit_outcome="success",
+        detail=f"{result.files_checked} files, {result.bytes_checked} bytes re-read and matched",
+    ))
+    append_once(catalog, [
+        EventRecord(type="replication", outcome="success", agent=AGENT, object_type="replica",
+                    bag_id=str(bag_id), target=target.name,
+                    detail=f"copied to {adapter.location(bag_id)} ({target.site})",
+                    event_id=event_id(state, bag["id"], target.name, "replication"), datetime=now),
+        EventRecord(type="fixity check", outcome="success", agent=AGENT, object_type="replica",
+                    bag_id=str(bag_id), target=target.name,
+                    detail=f"deep verification after writing: {result.files_checked} files matched their manifests",
+                    event_id=event_id(state, bag["id"], target.name, "verify"), datetime=now),
+    ])
+    return result
+
+
+def _record_failure(catalog: Catalog, state: DepositState, bag_id: BagId, target, kind: str, detail: str) -> None:
+    now = datetime.now(timezone.utc)
+    catalog.record_replica(ReplicaRecord(bag_id=str(bag_id), target=target.name, site=target.site,
+                                         state="failed", detail=detail[:2000]))
+    catalog.append_events([EventRecord(type=kind, outcome="failure",
+                                       agent=AGENT, object_type="replica", bag_id=str(bag_id), target=target.name,
+                                       detail=detail[:2000], datetime=now)])
+
+
+def register(config, state: DepositState, bag: dict) -> None:
+    """Record the bag and its files in the catalog once every policy replica is verified."""
+    catalog = Catalog(config.catalog)
+    bag_id = BagId.parse(bag["id"])
+    record, files = records_from_bag(folder_reader(bag["path"]), bag_id, bag["path"])
+    record = type(record)(**{**asdict(record), "source_path": state.source})
+    catalog.add_bag(record, files)
+    policy = config.policy(state.policy)
+    append_once(catalog, [EventRecord(
+        type="ingestion", outcome="success", agent=AGENT, object_type="bag", bag_id=str(bag_id),
+        detail=f"preserved: {record.file_count} files, {record.byte_count} bytes, verified on "
+               f"{', '.join(policy.replicas)} (policy {policy.name})",
+        event_id=event_id(state, bag["id"], "register"),
+    )])
+
+
+def finish(config, state: DepositState, bags: List[dict]) -> dict:
+    """All bags preserved: drop the staged copies (the verified replicas are the archive)."""
+    for bag in bags:
+        shutil.rmtree(bag["path"], ignore_errors=True)
+    summary = {"deposit": state.key, "bags": [b["id"] for b in bags],
+               "finished_at": datetime.now(timezone.utc).isoformat()}
+    write_json_atomic(state.state_dir(Path(config.staging)) / "done.json", summary)
+    return summary

@@ -1,0 +1,35 @@
+"""Run Luigi tasks the way the CLI promises: local scheduler by default, `luigid` on request."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import luigi
+
+
+@dataclass
+class RunOutcome:
+    ok: bool
+    summary: str
+    status: str
+
+
+def run_tasks(tasks: Sequence[luigi.Task], *, workers: int = 1, scheduler_url: Optional[str] = None,
+              verbose: int = 0) -> RunOutcome:
+    """Build `tasks`; Luigi's own summary is kept for the CLI to show on failure or with -v."""
+    params = dict(workers=workers, detailed_summary=True, log_level="INFO" if verbose else "WARNING")
+    if scheduler_url:
+        params["scheduler_url"] = scheduler_url
+    else:
+        params["local_scheduler"] = True
+    if not verbose:
+        # Luigi logs every scheduling decision; the CLI prints its own one-screen summary instead.
+        for name in ("luigi", "luigi-interface", "luigi.scheduler"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    result = luigi.build(list(tasks), **params)
+    from luigi.execution_summary import LuigiStatusCode
+
+    ok = result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+    return RunOutcome(ok=ok, summary=result.summary_text, status=result.status.name)

@@ -1,0 +1,176 @@
+"""Luigi tasks of a deposit: per bag, and per bag x storage target; never per file.
+
+    BuildBags(deposit) ─► ValidateBag(bag) ─► Replicate(bag, target) ─► Verify(bag, target) ─► Register(bag)
+                                                                   Deposit(deposit) wraps them all
+
+Each task is a thin wrapper around a function of `pipelines.flow`; its output is a small
+marker file in the deposit's state folder written atomically after the step's effects are
+durable, so Luigi's "complete" means "done and safe" and a rerun does only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+
+from pipelines import flow
+
+
+class _DepositTask(luigi.Task):
+    config_path = luigi.Parameter(description="strongroom.yaml of the archive")
+    deposit_key = luigi.Parameter(description="the deposit's key (its state folder in staging)")
+
+    @property
+    def config(self):
+        if not hasattr(self, "_config"):
+            from policies.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def state(self) -> flow.DepositState:
+        if not hasattr(self, "_state"):
+            self._state = flow.load_deposit(self.config.staging, self.deposit_key)
+        return self._state
+
+    def marker(self, name: str) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.state.state_dir(self.config.staging) / name))
+
+    def write_marker(self, data) -> None:
+        flow.write_json_atomic(Path(self.output().path), data)
+
+    def progress(self, label: str):
+        """A callback(files, bytes) that shows progress in luigid's UI."""
+        def update(files_done: int, bytes_done: int) -> None:
+            self.set_status_message(f"{label}: {files_done} files, {bytes_done:,} bytes")
+        return update
+
+    def failure_path(self) -> Path:
+        return self.state.state_dir(self.config.staging) / "failures" / f"{self.task_id}.json"
+
+    def on_failure(self, exception):
+        """Leave the reason where the CLI can read it, whichever process or machine ran the task."""
+        try:
+            flow.write_json_atomic(self.failure_path(), flow.failure_record(self.task_family, exception))
+        except Exception:  # never hide the original failure behind a bookkeeping one
+            pass
+        return super().on_failure(exception)
+
+    def on_success(self):
+        self.failure_path().unlink(missing_ok=True)
+        return super().on_success()
+
+    def bags(self):
+        return json.loads(Path(BuildBags(self.config_path, self.deposit_key).output().path).read_text("utf-8"))["bags"]
+
+    def bag(self, bag_id: str) -> dict:
+        return next(b for b in self.bags() if b["id"] == bag_id)
+
+
+class BuildBags(_DepositTask):
+    workers = luigi.IntParameter(default=1, significant=False)
+
+    def output(self):
+        return self.marker("bags.json")
+
+    def run(self):
+        self.set_status_message("staging, identifying and bagging")
+        bags, warnings = flow.build_bags(self.config, self.state, workers=self.workers,
+                                         progress=self.progress("staged"))
+        self.write_marker({"bags": bags, "warnings": warnings})
+
+
+class ValidateBag(_DepositTask):
+    """Ingest validated every digest while building; this re-checks the bag as it now sits in
+    staging (structure, completeness, Payload-Oxum, tag manifests) before anything is copied."""
+
+    bag_id = luigi.Parameter()
+
+    def requires(self):
+        return BuildBags(self.config_path, self.deposit_key)
+
+    def output(self):
+        return self.marker(f"{_safe(self.bag_id)}.valid.json")
+
+    def run(self):
+        from ingest.validate import require_valid
+
+        report = require_valid(self.bag(self.bag_id)["path"], completeness_only=True)
+        self.write_marker({"bag": self.bag_id, "valid": True, "files": report.payload_files})
+
+
+class Replicate(_DepositTask):
+    bag_id = luigi.Parameter()
+    target = luigi.Parameter()
+
+    def requires(self):
+        return ValidateBag(self.config_path, self.deposit_key, self.bag_id)
+
+    def output(self):
+        return self.marker(f"{_safe(self.bag_id)}.{self.target}.copied.json")
+
+    def run(self):
+        bag = self.bag(self.bag_id)
+        total = bag["bytes"] or 1
+
+        def update(files_done: int, bytes_done: int) -> None:
+            self.set_progress_percentage(min(100, int(100 * bytes_done / total)))
+            self.set_status_message(f"copied {files_done} files, {bytes_done:,} bytes to {self.target}")
+
+        result = flow.replicate_to(self.config, self.state, bag, self.target, progress=update)
+        self.write_marker({"bag": self.bag_id, "target": self.target, "files_written": result.files_written,
+                           "files_already_present": result.files_already_present})
+
+
+class Verify(_DepositTask):
+    bag_id = luigi.Parameter()
+    target = luigi.Parameter()
+
+    def requires(self):
+        return Replicate(self.config_path, self.deposit_key, self.bag_id, self.target)
+
+    def output(self):
+        return self.marker(f"{_safe(self.bag_id)}.{self.target}.verified.json")
+
+    def run(self):
+        self.set_status_message(f"re-reading the copy on {self.target}")
+        result = flow.verify_on(self.config, self.state, self.bag(self.bag_id), self.target)
+        self.write_marker({"bag": self.bag_id, "target": self.target, "files": result.files_checked,
+                           "bytes": result.bytes_checked})
+
+
+class Register(_DepositTask):
+    bag_id = luigi.Parameter()
+
+    def requires(self):
+        policy = self.config.policy(self.state.policy)
+        return [Verify(self.config_path, self.deposit_key, self.bag_id, t) for t in policy.replicas]
+
+    def output(self):
+        return self.marker(f"{_safe(self.bag_id)}.registered.json")
+
+    def run(self):
+        flow.register(self.config, self.state, self.bag(self.bag_id))
+        self.write_marker({"bag": self.bag_id, "registered": True})
+
+
+class Deposit(_DepositTask):
+    """The whole deposit: bags are only known once built, so they are yielded as dynamic deps."""
+
+    workers = luigi.IntParameter(default=1, significant=False)
+
+    def output(self):
+        return self.marker("done.json")
+
+    def run(self):
+        yield BuildBags(self.config_path, self.deposit_key, workers=self.workers)
+        bags = self.bags()
+        yield [Register(self.config_path, self.deposit_key, b["id"]) for b in bags]
+        flow.finish(self.config, self.state, bags)
+
+
+def _safe(bag_id: str) -> str:
+    return bag_id.replace("/", "__")
