@@ -17,14 +17,20 @@ from typing import List, Optional
 from strongroom import __version__
 from strongroom.errors import StrongroomError
 
-# Order is the order of `strongroom --help`.
-COMMAND_MODULES = [
-    "init",
-    "deposit",
-    "validate",
-    "identify",
-    "demo",
+# The order of `strongroom --help`; any other module in pipelines/commands/ follows, by name.
+COMMAND_ORDER = [
+    "init", "deposit", "status", "audit", "restore", "report", "validate", "identify",
+    "ledger", "catalog_cmd", "demo",
 ]
+
+
+def command_modules() -> List[str]:
+    import pkgutil
+
+    import pipelines.commands as package
+
+    found = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+    return [n for n in COMMAND_ORDER if n in found] + sorted(found - set(COMMAND_ORDER))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         module = importlib.import_module(f"pipelines.commands.{name}")
         module.register(sub)
     return parser
