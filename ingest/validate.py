@@ -37,8 +37,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
@@ -527,7 +526,9 @@ class _Validator:
             except OSError as exc:
                 return exc
 
-        for (rel, want), result in _ordered_map(work, jobs, self.processes):
+        if self.processes > 1:   # largest first, so the last file to finish is a small one
+            jobs = sorted(jobs, key=lambda j: -self.payload.get(j[0], self.tags.get(j[0], 0)))
+        for (rel, want), result in _map_threads(work, jobs, self.processes):
             if isinstance(result, OSError):
                 self.error(rel, f"cannot be read: {result.strerror or result}")
                 continue
@@ -585,22 +586,29 @@ def _digest_file(path: Path, algorithms: List[str]) -> Tuple[int, Dict[str, str]
     return hasher.size, digests
 
 
-def _ordered_map(fn, items: List, workers: int):
-    """(item, fn(item)) in input order; with workers > 1 a bounded window runs in threads."""
+def _map_threads(fn, items: List, workers: int):
+    """(item, fn(item)) pairs as they finish; with workers > 1, threads with a bounded backlog.
+
+    Results come in completion order (the report is sorted afterwards), so one huge file does
+    not hold up the small ones queued behind it; at most 4 jobs per worker are pending.
+    """
     if workers <= 1 or len(items) <= 1:
         for item in items:
             yield item, fn(item)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bag-hash") as pool:
-        window: deque = deque()
-        for item in items:
-            window.append((item, pool.submit(fn, item)))
-            if len(window) >= workers * 4:
-                done, fut = window.popleft()
-                yield done, fut.result()
-        while window:
-            done, fut = window.popleft()
-            yield done, fut.result()
+        pending: Dict = {}
+        queue = iter(items)
+        while True:
+            for item in queue:
+                pending[pool.submit(fn, item)] = item
+                if len(pending) >= workers * 4:
+                    break
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield pending.pop(fut), fut.result()
 
 
 __all__ = ["Problem", "ValidationReport", "validate_bag", "require_valid", "printable"]

@@ -318,3 +318,13 @@ def test_bag_written_with_these_rules_passes_bagit_python(tmp_path):
     bag = bagit.Bag(str(root))
     bag.validate()
     assert bag.info["Payload-Oxum"] == "10.2"
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n", "\n"])
+def test_large_manifests_keep_every_line_whatever_the_line_ending(tmp_path, ending):
+    """Streaming reads in chunks: a CR at the end of one chunk and LF at the start of the next
+    must still be one line break (20,000 lines cross many read buffers)."""
+    m = tmp_path / "manifest-md5.txt"
+    rows = [(f"data/{i:05d}-文件.txt", hashlib.md5(str(i).encode()).hexdigest()) for i in range(20000)]
+    m.write_bytes("".join(f"{d}  {p}{ending}" for p, d in rows).encode("utf-8"))
+    assert spec.read_manifest(m, "1.0") == rows

@@ -54,8 +54,8 @@ def _text(report, printable) -> str:
     algs = ", ".join(report.algorithms) or "none"
     scope = "completeness only, payload not re-read" if report.completeness_only else \
         f"{report.files_hashed} files hashed"
-    summary = (f"{what}; manifests: {algs}; {report.payload_files} payload files, "
-               f"{report.payload_bytes} bytes; {scope}")
+    files = f"{report.payload_files} payload file{'s' if report.payload_files != 1 else ''}"
+    summary = f"{what}; manifests: {algs}; {files}, {report.payload_bytes} bytes; {scope}"
     if report.valid:
         return f"valid: {printable(report.bag_dir)} ({summary})"
     n = len(report.problems)
