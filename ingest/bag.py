@@ -111,7 +111,10 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
             f"bag {plan.bag_id} failed its final check in staging; nothing was kept",
             path=str(work), problems=[str(p) for p in report.problems],
         )
-    _sync_tree(work)
+    # No fsync of the staged files: staging is a work area, not a copy of record. Every byte is
+    # checked against the manifests again while it is copied to a replica, and each replica is
+    # re-read and verified before it counts, so a staged file damaged by a power cut can never
+    # become a preserved copy. The rename below is what makes a crash (kill -9) safe.
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     os.rename(work, final_dir)  # atomic within one file system; fails if final_dir exists
     _fsync_dir(final_dir.parent)
@@ -121,12 +124,6 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
 
 def _info(plan: BagPlan, provenance: metadata.Provenance) -> List[tuple]:
     return bag_info(plan, provenance.library, plan.bag_id.collection, provenance.when)
-
-
-def _sync_tree(path: Path) -> None:
-    """Make the staged bag durable before it gets its final name (one sync instead of one per file)."""
-    if hasattr(os, "sync"):
-        os.sync()
 
 
 def _fsync_dir(path: Path) -> None:
