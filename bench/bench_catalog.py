@@ -80,25 +80,37 @@ QUERIES = {
 }
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). ru_maxrss is no good here: Linux carries the parent's
+    peak over fork+exec into the child's."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(root: str, name: str, bid: str, out) -> None:
     cat = Catalog(root)
+    base = peak_rss_mb()
     t = time.perf_counter()
-    rows = QUERIES[name](cat, bid)
-    out.send((time.perf_counter() - t, rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    rows = QUERIES[name](cat, bid) if name != "compact" else cat.compact().to_dict()
+    out.send((time.perf_counter() - t, rows, peak_rss_mb(), base))
+
+
+def in_child(root: str, name: str, bid: str) -> dict:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_child, args=(root, name, bid, child))
+    p.start()
+    seconds, rows, rss, base = parent.recv()
+    p.join()
+    # base: the interpreter with pyarrow and the catalog imported, before the query
+    return {"seconds": round(seconds, 3), "rows": rows, "peak_rss_mb": round(rss), "rss_before_mb": round(base)}
 
 
 def run_queries(root: str, bid: str) -> dict:
-    ctx = mp.get_context("spawn")
-    # Baseline: interpreter + pyarrow + catalog imported, no query.
-    results = {}
-    for name in QUERIES:
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_child, args=(root, name, bid, child))
-        p.start()
-        seconds, rows, rss = parent.recv()
-        p.join()
-        results[name] = {"seconds": round(seconds, 3), "rows": rows, "peak_rss_mb": round(rss)}
-    return results
+    return {name: in_child(root, name, bid) for name in QUERIES}
 
 
 def count_files(root: str) -> int:
@@ -122,12 +134,8 @@ def main() -> None:
     bid = bag_id(args.bags // 2)
     report["catalog_files_before_compact"] = count_files(args.dir)
     report["before_compact"] = run_queries(args.dir, bid)
-    t = time.perf_counter()
-    result = Catalog(args.dir).compact()
-    report["compact_seconds"] = round(time.perf_counter() - t, 1)
-    report["compact_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    report["compact"] = in_child(args.dir, "compact", bid)
     report["catalog_files_after_compact"] = count_files(args.dir)
-    report["compact"] = result.to_dict()
     report["after_compact"] = run_queries(args.dir, bid)
     json.dump(report, sys.stdout, indent=2)
     print()

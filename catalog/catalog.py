@@ -41,6 +41,7 @@ __all__ = ["Catalog", "BagRecord", "FileRecord", "ReplicaRecord", "EventRecord",
 # When two replica records carry the same recorded_at, the worse state wins: a preservation
 # system should never report "verified" when it was also told "damaged" at the same instant.
 TIE_ORDER = ("missing", "damaged", "failed", "pending", "repaired", "copied", "verified")
+READ_ATTEMPTS = 5
 
 
 class BagConflict(InputError):
@@ -97,7 +98,8 @@ class Catalog:
         return self._ledger.append(list(events))
 
     def compact(self) -> CompactResult:
-        """Merge each table's small files (not the ledger's segments); query results stay the same."""
+        """Merge each table's small files; for the ledger (whose segments are never merged) extend
+        the query cache instead. Query results stay the same."""
         return compact_store(self.store, self._replaced)
 
     # ------------------------------------------------------------------------------------
@@ -160,8 +162,7 @@ class Catalog:
         flt = None
         for c in conditions:
             flt = c if flt is None else flt & c
-        segments = [s.file for s in self._ledger.segments()]
-        return read_files(self.store, EVENTS_FOLDER, segments, filter=flt)
+        return self._read(EVENTS_FOLDER, None, filter=flt)
 
     def has_bag(self, bag_id: str) -> bool:
         return self._committed_bags(bag_id).num_rows > 0
@@ -196,8 +197,18 @@ class Catalog:
 
     # ------------------------------------------------------------------------------------
     def _read(self, table: str, bag_id: Optional[str], **scan) -> pa.Table:
-        files = live_files(self.store, table, bag_id, self._replaced)
-        return read_files(self.store, table, files, **scan)
+        for attempt in range(READ_ATTEMPTS):
+            if table == EVENTS_FOLDER:
+                files = self._ledger.query_files()  # in ledger order
+            else:
+                files = live_files(self.store, table, bag_id, self._replaced)
+            try:
+                return read_files(self.store, table, files, **scan)
+            except FileNotFoundError as exc:  # a compaction replaced files between listing and reading
+                if attempt == READ_ATTEMPTS - 1:
+                    raise CatalogError(f"the {table} table kept changing while being read: {exc}",
+                                       path=self.store.path(table))
+        raise AssertionError("unreachable")
 
     def _committed_bags(self, bag_id: Optional[str] = None) -> pa.Table:
         """Bag rows with bookkeeping columns, one per bag id (the first registered), by bag_id."""

@@ -12,7 +12,9 @@ inputs never shows a row twice; the next compaction deletes the leftovers.
 
 Compaction keeps every row (the replica log stays a log; duplicate or orphaned rows, which the
 queries already ignore, stay too), so `Catalog` queries return the same tables before and after.
-It never touches `events/`: merging ledger segments would break the hash chain.
+It never touches `events/`: merging ledger segments would break the hash chain. Instead it
+extends the ledger's query cache (`ledger-cache/`, see ledger.py), a derived copy that lets
+event queries read one file rather than one per segment.
 One compaction at a time per catalog (a `_compact.lock` file); writers may keep writing meanwhile.
 """
 
@@ -31,6 +33,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from catalog.ledger import Ledger
 from catalog.schema import BATCH, RECORD_ID, RECORDED, SCHEMA_VERSION, TABLE_SCHEMAS
 from catalog.store import CatalogError, Store, StoredFile
 
@@ -90,11 +93,12 @@ class ReplacedCache:
 
 
 def live_files(store: Store, table: str, bag_id: Optional[str] = None,
-               cache: Optional[ReplacedCache] = None) -> List[StoredFile]:
-    """The files a query of `table` must read (only those that can hold `bag_id`, if given)."""
+               cache: Optional[ReplacedCache] = None, names: Optional[List[str]] = None) -> List[StoredFile]:
+    """The files a query of `table` must read (only those that can hold `bag_id`, if given).
+    `names` is a listing already made (compaction must decide from one single listing)."""
     cache = cache or ReplacedCache()
     base = store.path(table)
-    names = [n for n in store.names(table) if n.endswith(".parquet")]
+    names = [n for n in (store.names(table) if names is None else names) if n.endswith(".parquet")]
     compacted = [StoredFile(n, f"{base}/{n}") for n in names if n.startswith(COMPACT_PREFIX)]
     replaced: set = set()
     for f in compacted:
@@ -113,6 +117,8 @@ def read_files(store: Store, table: str, files: List[StoredFile], **scan) -> pa.
     try:
         dataset = ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=store.fs)
         return dataset.to_table(**scan)
+    except FileNotFoundError:
+        raise  # removed by a compaction since the listing: the caller lists again
     except (pa.ArrowInvalid, OSError) as exc:
         raise CatalogError(f"the {table} table cannot be read: {exc}", path=store.path(table))
 
@@ -128,6 +134,7 @@ class TableCompaction:
 @dataclass(frozen=True)
 class CompactResult:
     tables: Tuple[TableCompaction, ...]
+    events_cached: int = 0   # events the ledger's query cache now covers
 
     @property
     def files_before(self) -> int:
@@ -139,7 +146,7 @@ class CompactResult:
 
     def to_dict(self) -> Dict[str, object]:
         return {"files_before": self.files_before, "files_after": self.files_after,
-                "tables": [t.__dict__.copy() for t in self.tables]}
+                "tables": [t.__dict__.copy() for t in self.tables], "events_cached": self.events_cached}
 
 
 def compact_store(store: Store, cache: Optional[ReplacedCache] = None) -> CompactResult:
@@ -148,14 +155,17 @@ def compact_store(store: Store, cache: Optional[ReplacedCache] = None) -> Compac
     lock = _take_lock(store)
     try:
         results = tuple(_compact_table(store, name, cache) for name in COMPACTED_TABLES)
+        events_cached = Ledger(store).build_cache()
     finally:
         store.delete(lock)
-    return CompactResult(results)
+    return CompactResult(results, events_cached)
 
 
 def _compact_table(store: Store, name: str, cache: ReplacedCache) -> TableCompaction:
-    everything = [f for f in store.list(name) if f.name.endswith(".parquet")]
-    live = live_files(store, name, cache=cache)
+    # One listing decides everything: a file written after it is neither merged nor deleted.
+    names = [n for n in store.names(name) if n.endswith(".parquet")]
+    everything = [StoredFile(n, store.path(name, n)) for n in names]
+    live = live_files(store, name, cache=cache, names=names)
     live_names = {f.name for f in live}
     leftovers = [f for f in everything if f.name not in live_names]  # inputs of a crashed compaction
     if len(live) < 2:

@@ -26,12 +26,12 @@ one S3 catalog must be serialised (e.g. one Luigi task writes events at a time).
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import random
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -43,6 +43,13 @@ from catalog.schema import EVENTS_SCHEMA, SCHEMA_VERSION, EventRecord, records_t
 from catalog.store import Store, StoredFile
 
 FOLDER = "events"
+# Derived, disposable copy of a chain prefix, so queries read one file instead of thousands of
+# segments. Never part of the chain; `verify_ledger` checks it against the segments too.
+CACHE_FOLDER = "ledger-cache"
+CACHE_RE = re.compile(r"^upto-(\d{12})-[0-9a-f]{32}\.parquet$")
+KEY_CACHE_UPTO = b"strongroom.ledger_cache.upto"
+KEY_CACHE_HEAD = b"strongroom.ledger_cache.head_sha256"
+SEQ_COLUMN = "_seq"
 GENESIS = "0" * 64
 SEGMENT_RE = re.compile(r"^seg-(\d{12})\.parquet$")
 KEY_SEQ = b"strongroom.ledger.seq"
@@ -66,25 +73,26 @@ def sha256_hex(data: bytes) -> str:
 
 
 def content_digest(table: pa.Table) -> str:
-    """SHA-256 of the events as canonical JSON lines, independent of how Parquet encoded them.
+    """SHA-256 of the events as canonical JSON, independent of how Parquet encoded them.
 
-    A Python pass over the rows, on purpose: the form must stay the same across pyarrow
-    versions, and verification is not a hot path (about a second per 100,000 events).
+    Column-major: `{"columns": [names], "values": [[column values], ...]}` with timestamps as
+    integer microseconds since 1970-01-01 UTC (the value Arrow stores), compact separators,
+    UTF-8. Stable across pyarrow versions, and one json.dumps per segment keeps it fast.
     """
-    h = hashlib.sha256()
     names = EVENTS_SCHEMA.names
-    h.update(json.dumps(names).encode("utf-8") + b"\n")
-    columns = [table.column(n).to_pylist() for n in names]
-    for row in zip(*columns):
-        h.update(json.dumps([_canonical(v) for v in row], ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
+    values = []
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        values.append(column.to_pylist())
+    text = json.dumps({"columns": names, "values": values}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _canonical(value):
-    if isinstance(value, _dt.datetime):
-        return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value
+def read_segment_bytes(data: bytes) -> pa.Table:
+    """A segment's table from its bytes (single-threaded: segments are small, threads cost more)."""
+    return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
 
 
 def events_table(events: Sequence[EventRecord]) -> pa.Table:
@@ -164,6 +172,74 @@ class Ledger:
         raise RuntimeError(f"could not claim a ledger sequence number in {self.store.path(FOLDER)} "
                            f"after {MAX_CLAIM_ATTEMPTS} attempts")
 
+    # -- query cache ------------------------------------------------------------------------
+    def caches(self) -> List[Tuple[int, StoredFile]]:
+        """Query-cache files as (upto seq, file), newest first."""
+        found = []
+        for f in self.store.list(CACHE_FOLDER):
+            m = CACHE_RE.match(f.name)
+            if m:
+                found.append((int(m.group(1)), f))
+        found.sort(key=lambda c: (-c[0], c[1].name))
+        return found
+
+    def query_files(self) -> List[StoredFile]:
+        """What an events query reads, in ledger order: the newest cache that still matches the
+        segment it ends with, then the segments after it; all segments if no cache matches."""
+        segs = self.segments()
+        by_seq = {s.seq: s for s in segs}
+        for upto, cache in self.caches():
+            seg = by_seq.get(upto)
+            if seg is None or _cache_meta(self.store, cache).get(KEY_CACHE_HEAD) != \
+                    sha256_hex(self.store.read_bytes(seg.file.path)).encode():
+                continue
+            return [cache] + [s.file for s in segs if s.seq > upto]
+        return [s.file for s in segs]
+
+    def build_cache(self) -> int:
+        """Extend the query cache to the newest segment (called by compaction); returns how many
+        events it covers. Only an unbroken chain prefix from seg 0 is cached."""
+        segs = self.segments()
+        old = self.caches()
+        base: Optional[pa.Table] = None
+        upto = -1
+        query = self.query_files()
+        if query and CACHE_RE.match(query[0].name):
+            upto = int(CACHE_RE.match(query[0].name).group(1))
+            with self.store.fs.open_input_file(query[0].path) as fh:
+                base = pq.ParquetFile(fh).read(use_threads=False)
+        tables = [] if base is None else [base]
+        head_hash = None
+        for seg in segs:
+            if seg.seq <= upto:
+                continue
+            if seg.seq != upto + 1:
+                break  # a gap: leave the rest to `ledger verify` to report
+            data = self.store.read_bytes(seg.file.path)
+            table = read_segment_bytes(data).replace_schema_metadata(None)
+            tables.append(table.append_column(SEQ_COLUMN, pa.array([seg.seq] * table.num_rows, pa.int64())))
+            upto, head_hash = seg.seq, sha256_hex(data)
+        if head_hash is None:  # nothing new
+            return 0 if base is None else base.num_rows
+        merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+        meta = {KEY_CACHE_UPTO: str(upto).encode(), KEY_CACHE_HEAD: head_hash.encode(),
+                KEY_VERSION: SCHEMA_VERSION.encode()}
+        sink = pa.BufferOutputStream()
+        pq.write_table(merged.replace_schema_metadata(meta), sink, compression="zstd", row_group_size=65536)
+        self.store.write_new(CACHE_FOLDER, f"upto-{upto:012d}-{uuid.uuid4().hex}.parquet",
+                             sink.getvalue().to_pybytes())
+        for _, f in old:
+            self.store.delete(f.path)
+        return merged.num_rows
+
+
+def _cache_meta(store: Store, f: StoredFile) -> Dict[bytes, bytes]:
+    try:
+        with store.fs.open_input_file(f.path) as fh:
+            return pq.read_metadata(fh).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return {}
+
 
 @dataclass
 class LedgerReport:
@@ -198,6 +274,7 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
     segs = ledger.segments()
     hashes: Dict[str, int] = {}
     seen_ids: Dict[str, str] = {}
+    contents: Dict[int, str] = {}
     events = 0
     expected_seq = 0
     prev_hash: Optional[str] = GENESIS
@@ -214,7 +291,7 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
         digest = sha256_hex(data)
         hashes[digest] = seg.seq
         try:
-            table = pq.read_table(pa.BufferReader(data))
+            table = read_segment_bytes(data)
         except Exception as exc:  # any decoding failure is damage to report, not to crash on
             problems.append(f"{name}: not a readable Parquet segment ({exc})")
             prev_hash, prev_name = digest, name
@@ -228,8 +305,9 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
         if recorded_seq != str(seg.seq):
             problems.append(f"{name}: records sequence number {recorded_seq or '(none)'}, not {seg.seq}: "
                             f"segments were renamed, swapped or forged")
-        if table.schema.remove_metadata() != EVENTS_SCHEMA or recorded_count != str(table.num_rows) \
-                or content_digest(table) != recorded_content:
+        actual = content_digest(table) if table.schema.remove_metadata() == EVENTS_SCHEMA else "(wrong columns)"
+        contents[seg.seq] = actual
+        if recorded_count != str(table.num_rows) or actual != recorded_content:
             problems.append(f"{name}: its events do not match the digest recorded when it was written "
                             f"(an event was edited, added or removed)")
         if seg.seq == 0 and recorded_prev != GENESIS:
@@ -248,6 +326,7 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
                 seen_ids[event_id] = name
         prev_hash, prev_name = digest, name
 
+    problems += _check_caches(ledger, contents)
     head_seq = segs[-1].seq if segs else None
     head_hash = prev_hash if segs else None
     if expected_head is not None:
@@ -261,3 +340,38 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
                             f"segments were removed, or the expected head's segment was altered")
     return LedgerReport(ok=not problems, head_hash=head_hash, segments=len(segs), events=events,
                         problems=problems, head_seq=head_seq)
+
+
+def _check_caches(ledger: Ledger, contents: Dict[int, str]) -> List[str]:
+    """Each query-cache file must hold exactly the events of segments 0..upto, in order."""
+    problems = []
+    for upto, f in ledger.caches():
+        where = f"{CACHE_FOLDER}/{f.name}"
+        try:
+            with ledger.store.fs.open_input_file(f.path) as fh:
+                table = pq.ParquetFile(fh).read(use_threads=False)
+        except (OSError, pa.ArrowInvalid) as exc:
+            problems.append(f"{where}: not a readable query cache ({exc}); delete it, `strongroom catalog "
+                            f"compact` rebuilds it")
+            continue
+        if SEQ_COLUMN not in table.column_names:
+            problems.append(f"{where}: has no {SEQ_COLUMN} column; delete it, `strongroom catalog compact` rebuilds it")
+            continue
+        seqs = table.column(SEQ_COLUMN).to_pylist()
+        runs: List[Tuple[int, int, int]] = []  # (seq, start, length)
+        for i, sq in enumerate(seqs):
+            if runs and runs[-1][0] == sq:
+                runs[-1] = (sq, runs[-1][1], runs[-1][2] + 1)
+            else:
+                runs.append((sq, i, 1))
+        bad = [sq for sq, _, _ in runs]
+        if bad != list(range(upto + 1)):
+            problems.append(f"{where}: does not hold segments 0..{upto} in order (altered); delete it, "
+                            f"`strongroom catalog compact` rebuilds it")
+            continue
+        events = table.select(EVENTS_SCHEMA.names)
+        for sq, start, length in runs:
+            if sq in contents and content_digest(events.slice(start, length)) != contents[sq]:
+                problems.append(f"{where}: its copy of {segment_name(sq)} differs from the segment (the "
+                                f"cache or the segment was altered); queries read the cache")
+    return problems

@@ -317,11 +317,10 @@ def _register(root: str, worker: int, start) -> None:
 def test_parallel_writers_never_clash(tmp_path):
     root = str(tmp_path / "catalog")
     ctx = mp.get_context("spawn")
-    start = ctx.Event()
+    start = ctx.Barrier(2)
     procs = [ctx.Process(target=_register, args=(root, w, start)) for w in range(2)]
     for p in procs:
         p.start()
-    start.set()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0

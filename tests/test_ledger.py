@@ -211,11 +211,10 @@ def test_two_processes_appending_at_once(tmp_path):
     root = str(tmp_path / "cat")
     Catalog(root).append_events([EventRecord("ingestion", "success", detail="first")])
     ctx = mp.get_context("spawn")
-    start = ctx.Event()
+    start = ctx.Barrier(2)
     procs = [ctx.Process(target=_append_many, args=(root, w, 25, start)) for w in range(2)]
     for p in procs:
         p.start()
-    start.set()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
@@ -276,3 +275,51 @@ def test_cli_ledger_verify_rejects_bad_hash(archive):
     with pytest.raises(UsageError) as err:
         _cli(archive.path, "ledger", "verify", "--expected-head", "abc")
     assert err.value.exit_code == 2
+
+
+# ----------------------------------------------------------------------------------------
+# The query cache that compaction builds (segments themselves are never merged)
+
+def _cache_files(root):
+    folder = Path(root) / "ledger-cache"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_compaction_caches_events_without_touching_segments(ledger):
+    root, cat = ledger
+    before = cat.events()
+    segments = {p.name: p.read_bytes() for p in (root / "events").iterdir()}
+    assert cat.compact().events_cached == 15
+    assert {p.name: p.read_bytes() for p in (root / "events").iterdir()} == segments
+    (cache,) = _cache_files(root)
+    assert cache.name.startswith("upto-000000000004-")
+    assert Catalog(str(root)).events().equals(before)
+    assert cat.events(bag_id="L/C/B2").num_rows == 3
+    # appends after the cache are read from their segments, after the cached ones
+    cat.append_events([EventRecord("repair", "success", bag_id="L/C/B2")])
+    assert cat.events().column("type").to_pylist() == ["fixity check"] * 15 + ["repair"]
+    assert cat.compact().events_cached == 16
+    (newer,) = _cache_files(root)
+    assert newer.name.startswith("upto-000000000005-")
+    assert cat.events(bag_id="L/C/B2").column("type").to_pylist() == ["fixity check"] * 3 + ["repair"]
+    assert verify_ledger(str(root)).ok
+
+
+def test_altered_cache_is_reported(ledger):
+    root, cat = ledger
+    cat.compact()
+    (cache,) = _cache_files(root)
+    _rewrite_with_edit(cache)
+    report = verify_ledger(str(root))
+    assert not report.ok
+    assert report.problems == [f"ledger-cache/{cache.name}: its copy of seg-000000000000.parquet differs "
+                               f"from the segment (the cache or the segment was altered); queries read the cache"]
+
+
+def test_cache_is_not_used_once_its_last_segment_changed(ledger):
+    root, cat = ledger
+    cat.compact()
+    _rewrite_with_edit(seg_path(root, 4))
+    details = cat.events().column("detail").to_pylist()
+    assert "s4 e1 (edited)" in details  # queries read the segments, not the stale cache
+    assert not verify_ledger(str(root)).ok
