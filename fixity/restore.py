@@ -1,0 +1,747 @@
+"""Restore: write a preserved bag (or only its payload, the original source tree) back to a folder.
+
+Why it works the way it does:
+
+* **The catalog is the authority for payload bytes.** Every payload file is streamed once from
+  a replica into the destination and hashed on the way with *all* digests the catalog holds for
+  it (`MultiHasher`), so memory stays flat and no copy is read twice. A copy that is missing,
+  unreadable, of the wrong size or with a wrong digest is not used: that one file is taken from
+  the next verified replica instead, and the finding is recorded (a "fixity check" failure for
+  the bad copy, a "recovery" success naming where the good copy came from) and the replica's
+  state becomes "damaged", so `status` shows it and the next audit repairs it. Restore itself
+  never repairs a replica: repair is the audit's job.
+* **Tag files come from a replica too**, and are checked as a set: the restored bag must pass
+  BagIt validation (`completeness_only`: structure, completeness, Payload-Oxum, tag manifest
+  digests; payload digests were already checked while streaming) and its payload manifests must
+  say exactly what the catalog says. If one replica's tag files fail, the next replica's are
+  tried; replicas whose tag files failed are marked damaged only once another replica's tag
+  files passed (if none passes, the catalog itself may be the odd one out, so nobody is blamed
+  and the restore fails).
+* **The destination is all or nothing.** Everything is written into a hidden sibling folder
+  (`.DEST.restore-<uuid>`) and renamed into place at the end, so DEST is either absent (or the
+  empty folder it was) or complete. Any failure removes the temporary folder.
+* **Untrusted paths.** Paths from the replica (tag file names, empty-directories.txt) pass
+  `storage_adapters.base.check_relpath` before anything is created; payload paths come from the
+  catalog and are checked the same way.
+
+Which replicas: only those whose current catalog state is "verified" (`USABLE_STATES`), in
+this order: `from_target` first when given, then the bag's policy's replica order, then any
+other verified replica in catalog order. A target that cannot be reached (its root is not
+mounted, listing fails) is skipped with a warning and blamed for nothing; a reachable target
+that holds nothing of the bag is recorded as "missing".
+
+Event types (LoC PREMIS eventType vocabulary, see ingest/premis.py): "fixity check" (failure,
+per bad copy of a file, or per replica whose tag files failed), "recovery" (success, per file
+taken from a fallback replica), "dissemination" (per restore: success, or failure when no good
+copy exists).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import errno
+import logging
+import os
+import shutil
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from catalog.bag_records import folder_reader, read_payload_digests
+from catalog.catalog import Catalog
+from catalog.schema import EventRecord, FileRecord
+from ingest import bagit_spec
+from ingest.naming import BagId
+from strongroom import NAME, __version__
+from strongroom.checksums import SUPPORTED
+from strongroom.errors import ConfigError, InputError, PreservationError, StrongroomError, UsageError
+from storage_adapters.base import CHUNK, HashingReader, NotFound, StorageAdapter, StorageError, check_relpath
+
+log = logging.getLogger(__name__)
+
+AGENT = f"{NAME} {__version__}"
+#: Catalog replica states a restore may read from.
+USABLE_STATES = ("verified",)
+TEMP_MARK = ".restore-"
+EMPTY_DIRS_FILE = "metadata/empty-directories.txt"
+ATTRIBUTES_FILE = "metadata/file-attributes.csv"
+_DETAIL_MAX = 2000
+
+Progress = Callable[[int, int], None]  # (payload files done, payload bytes done)
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class CopyProblem:
+    """One bad copy of one file on one replica: `problem` says what ("missing", digests...)."""
+
+    target: str
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.target}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A payload file whose good copy came from `source` after the copies in `failed` were refused."""
+
+    path: str
+    source: str
+    failed: Tuple[CopyProblem, ...]
+
+
+@dataclass
+class RestoreResult:
+    bag_id: str
+    dest: str
+    payload_only: bool
+    files: int = 0                      # payload files restored
+    bytes: int = 0                      # payload bytes restored
+    tag_files: int = 0                  # tag files in the restored bag (0 with payload_only)
+    empty_dirs: int = 0                 # empty folders recreated (payload_only)
+    sources: Dict[str, Dict[str, int]] = field(default_factory=dict)   # target -> {files, bytes}
+    tag_source: Optional[str] = None    # the replica whose tag files were used
+    fallbacks: List[Fallback] = field(default_factory=list)
+    damaged: Dict[str, List[str]] = field(default_factory=dict)       # target -> problems found
+    events: List[str] = field(default_factory=list)                   # event ids recorded
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "bag": self.bag_id, "dest": self.dest, "payload_only": self.payload_only,
+            "files": self.files, "bytes": self.bytes, "tag_files": self.tag_files,
+            "empty_dirs": self.empty_dirs, "sources": self.sources, "tag_source": self.tag_source,
+            "fallback_files": [{"path": f.path, "from": f.source,
+                                "instead_of": [{"target": p.target, "problem": p.problem} for p in f.failed]}
+                               for f in self.fallbacks],
+            "damaged_replicas": self.damaged, "events": self.events, "warnings": self.warnings,
+        }
+
+
+class RestoreError(PreservationError):
+    """No good copy of some file (or of the tag files) exists: nothing was left at DEST.
+
+    `problems` names every file concerned and what each replica had; `result` holds what was
+    found and recorded (events, replicas marked damaged) for machine-readable output.
+    """
+
+    def __init__(self, message: str, *, path: str, problems: list, result: RestoreResult):
+        super().__init__(message, path=path, problems=problems)
+        self.result = result
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_target: Optional[str] = None,
+                workers: int = 1, progress: Optional[Progress] = None,
+                catalog: Optional[Catalog] = None) -> RestoreResult:
+    """Restore bag `bag` (a bag id) into the new folder `dest`; see the module docstring.
+
+    Raises UsageError (exit 2) for a malformed or unknown bag id, a DEST that is not empty,
+    or a `from_target` that holds no verified copy; ConfigError for an unknown target name;
+    PreservationError (exit 1) when there is no verified replica, and RestoreError (exit 1)
+    when some file has no good copy anywhere.
+    """
+    try:
+        bag_id = BagId.parse(bag)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; `strongroom status` lists the bags held") from None
+    dest_path = check_dest(dest, config)
+    catalog = catalog or Catalog(config.catalog)
+    record = catalog.bag(str(bag_id))
+    if record is None:
+        raise UsageError(_unknown_bag_message(catalog, bag_id))
+    files = catalog.file_records(str(bag_id))
+    _check_catalog_paths(files, str(bag_id))
+    result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only)
+    targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
+    result.warnings.extend(skipped)
+    adapters = _open_adapters(config, targets)
+    job = _Restore(catalog, bag_id, files, adapters, dest_path, payload_only, result, workers, progress)
+    return job.run()
+
+
+def check_dest(dest, config=None) -> Path:
+    """DEST as an absolute path; UsageError unless it is absent or an empty real folder whose parent exists."""
+    text = os.fspath(dest)
+    if not text:
+        raise UsageError("the destination folder is empty text")
+    path = Path(os.path.abspath(text))
+    if path.name in ("", ".", ".."):
+        raise UsageError("cannot restore into the root folder; give a folder to create", path=str(path))
+    if os.path.islink(path):
+        raise UsageError("is a symbolic link; give a real folder that does not exist yet (or is empty)",
+                         path=str(path))
+    if os.path.lexists(path):
+        if not path.is_dir():
+            raise UsageError("already exists and is not a folder; restore needs a new or empty folder",
+                             path=str(path))
+        try:
+            with os.scandir(path) as it:
+                entries = [e.name for e in it]
+        except OSError as exc:
+            raise UsageError(f"cannot be read ({exc.strerror or exc})", path=str(path)) from None
+        if entries:
+            raise UsageError(f"is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+                             f"e.g. {sorted(entries)[0]!r}); restore never writes into a folder that holds "
+                             "something: give a new or empty folder", path=str(path))
+    if not path.parent.is_dir():
+        raise UsageError("its parent folder does not exist; create it first", path=str(path))
+    if config is not None:
+        for target in getattr(config, "storage", {}).values():
+            root = getattr(target, "root", None)
+            if root is not None and _inside(path, Path(os.path.abspath(root))):
+                raise UsageError(f"is inside storage target {target.name}'s folder ({root}); restore "
+                                 "somewhere outside the archive", path=str(path))
+    return path
+
+
+def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[str],
+                  from_target: Optional[str] = None) -> Tuple[List, List[str]]:
+    """(StorageTargets to read from, best first; warnings about verified replicas left out).
+
+    Only replicas whose current state is in USABLE_STATES count. PreservationError when none
+    is verified; UsageError when `from_target` is not one of them.
+    """
+    states = {r["target"]: r for r in catalog.replicas(bag_id).to_pylist()}
+    usable = [t for t, r in states.items() if r["state"] in USABLE_STATES]
+    if from_target is not None:
+        config.target(from_target)  # ConfigError naming the known targets
+        if from_target not in usable:
+            have = states.get(from_target)
+            why = f"its copy is {have['state']!r}" if have else "the catalog knows no copy of the bag there"
+            raise UsageError(f"--from {from_target}: {why}, not verified; verified copies of {bag_id}: "
+                             f"{', '.join(usable) or 'none'}", key="--from")
+    if not usable:
+        lines = [f"{t}: {r['state']}" + (f" ({r['detail']})" if r.get("detail") else "") for t, r in states.items()]
+        raise PreservationError(f"no verified replica of {bag_id} to restore from "
+                                f"(`strongroom audit --bag {bag_id}` checks and repairs the copies)",
+                                problems=lines or ["the catalog records no replica of this bag"])
+    order: List[str] = []
+    if from_target is not None:
+        order.append(from_target)
+    policy = getattr(config, "policies", {}).get(policy_name) if policy_name else None
+    for name in list(policy.replicas if policy else ()) + sorted(states):
+        if name in usable and name not in order:
+            order.append(name)
+    targets, warnings = [], []
+    for name in order:
+        try:
+            targets.append(config.target(name))
+        except ConfigError:
+            warnings.append(f"{name}: holds a verified copy but is no longer in the config; not used")
+    if not targets:
+        raise PreservationError(f"no verified replica of {bag_id} is on a storage target of this config",
+                                path=str(getattr(config, "path", "")), problems=warnings)
+    return targets, warnings
+
+
+# --------------------------------------------------------------------------------------------
+# The work
+
+
+class _Restore:
+    def __init__(self, catalog: Catalog, bag_id: BagId, files: List[FileRecord], adapters: List[StorageAdapter],
+                 dest: Path, payload_only: bool, result: RestoreResult, workers: int, progress: Optional[Progress]):
+        self.catalog = catalog
+        self.bag_id = bag_id
+        self.files = files
+        self.adapters = adapters
+        self.dest = dest
+        self.payload_only = payload_only
+        self.result = result
+        self.workers = max(1, int(workers))
+        self.progress = progress
+        self.tmp = dest.parent / f".{dest.name}{TEMP_MARK}{uuid.uuid4().hex}"
+        self.events: List[EventRecord] = []
+        self.damaged: Dict[str, List[str]] = {}     # target -> problems (-> state "damaged")
+        self.missing: Dict[str, str] = {}           # target -> detail (-> state "missing")
+        self._reachable: Dict[str, bool] = {}
+        self._lock = threading.Lock()         # results shared by worker threads
+        self._probe_lock = threading.Lock()   # one reachability probe per target
+        self._done = [0, 0]
+        self._bag_version = bagit_spec.BAGIT_VERSION  # as bagit.txt declares, once validated
+
+    # ------------------------------------------------------------------ orchestration
+
+    def run(self) -> RestoreResult:
+        try:
+            os.mkdir(self.tmp)
+        except OSError as exc:
+            raise InputError(f"cannot create a temporary folder next to the destination ({exc.strerror or exc})",
+                             path=str(self.tmp)) from None
+        try:
+            hopeless = self._restore_payload()
+            if hopeless:
+                self._fail(f"{len(hopeless)} file(s) of {self.bag_id} have no good copy on any verified replica; "
+                           "nothing was restored", hopeless)
+            tag_failures = self._restore_tags()
+            if self.result.tag_source is None:
+                self._fail(f"the tag files of {self.bag_id} (bag-info, manifests, metadata) are damaged or "
+                           "disagree with the catalog on every verified replica; nothing was restored",
+                           tag_failures)
+            self._finish_tree()
+            self._put_in_place()
+        except BaseException as exc:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            try:
+                self._record(success=False, reason=str(exc) or type(exc).__name__)
+            except Exception:  # never hide the restore's own failure behind a bookkeeping one
+                log.exception("restore of %s: the findings could not be recorded in the catalog", self.bag_id)
+            raise
+        self._record(success=True)
+        return self.result
+
+    def _fail(self, message: str, problems: List[str]) -> None:
+        raise RestoreError(message, path=str(self.dest), problems=problems, result=self.result)
+
+    # ------------------------------------------------------------------ replicas
+
+    def _usable(self, adapter: StorageAdapter) -> bool:
+        """Reachable and holding the bag (checked once per target, lazily: fallbacks may never be needed)."""
+        with self._probe_lock:
+            known = self._reachable.get(adapter.name)
+            if known is None:
+                known = self._reachable[adapter.name] = self._probe(adapter)
+            return known
+
+    def _probe(self, adapter: StorageAdapter) -> bool:
+        try:
+            ok = adapter.has_bag(self.bag_id)
+            if not ok:
+                detail = f"nothing of the bag is stored at {adapter.location(self.bag_id)}"
+                with self._lock:
+                    self.missing[adapter.name] = detail
+                    self.events.append(self._event("fixity check", "failure", "replica", adapter.name, None,
+                                                   f"restore: {detail}"))
+        except StorageError as exc:
+            ok = False
+            with self._lock:
+                self.result.warnings.append(f"{adapter.name}: cannot be reached ({exc}); not used")
+        return ok
+
+    def _unusable_notes(self) -> List[str]:
+        return [f"{a.name}: " + (f"missing ({self.missing[a.name]})" if a.name in self.missing else "unreachable")
+                for a in self.adapters if self._reachable.get(a.name) is False]
+
+    # ------------------------------------------------------------------ payload
+
+    def _restore_payload(self) -> List[str]:
+        """Stream every payload file; returns one line per file that has no good copy."""
+        (self.tmp / bagit_spec.PAYLOAD_DIR).mkdir()
+        if self.workers > 1 and len(self.files) > 1:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
+                outcomes = list(pool.map(self._restore_file, self.files))
+        else:
+            outcomes = [self._restore_file(f) for f in self.files]
+        hopeless: List[str] = []
+        for rec, (source, failed) in zip(self.files, outcomes):
+            for p in failed:
+                self.damaged.setdefault(p.target, []).append(f"{p.path}: {p.problem}")
+                self.events.append(self._event("fixity check", "failure", "file", p.target, p.path,
+                                               f"restore: copy refused: {p.problem}"))
+            if source is None:
+                tried = "; ".join([f"{p.target}: {p.problem}" for p in failed] + self._unusable_notes()) \
+                    or "no verified replica holds it"
+                hopeless.append(f"{rec.path}: {tried}")
+                continue
+            s = self.result.sources.setdefault(source, {"files": 0, "bytes": 0})
+            s["files"] += 1
+            s["bytes"] += rec.size
+            self.result.files += 1
+            self.result.bytes += rec.size
+            if failed:
+                self.result.fallbacks.append(Fallback(rec.path, source, tuple(failed)))
+                refused = ", ".join(sorted({p.target for p in failed}))
+                self.events.append(self._event("recovery", "success", "file", source, rec.path,
+                                               f"restore: the copy on {refused} was refused; this good copy "
+                                               f"(size and {', '.join(sorted(rec.digests))} match the catalog) "
+                                               f"was used instead"))
+        return hopeless
+
+    def _restore_file(self, rec: FileRecord) -> Tuple[Optional[str], List[CopyProblem]]:
+        """(target the good copy came from or None, the copies refused on the way)."""
+        out = self.tmp / rec.path
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create a folder of the restored bag ({exc.strerror or exc})",
+                             path=str(out.parent)) from None
+        failed: List[CopyProblem] = []
+        for adapter in self.adapters:
+            if not self._usable(adapter):
+                continue  # unreachable, or the whole bag is absent there: said once, not per file
+            problem = copy_verified(adapter, self.bag_id, rec.path, out, rec.size, rec.digests)
+            if problem is None:
+                with self._lock:
+                    self._done[0] += 1
+                    self._done[1] += rec.size
+                    if self.progress is not None:
+                        self.progress(self._done[0], self._done[1])
+                return adapter.name, failed
+            failed.append(CopyProblem(adapter.name, rec.path, problem))
+        return None, failed
+
+    # ------------------------------------------------------------------ tag files
+
+    def _restore_tags(self) -> List[str]:
+        """Tag files from the first replica whose set makes a valid bag agreeing with the catalog.
+
+        Returns the problems of every replica tried when none did.
+        """
+        tried: List[Tuple[str, List[str]]] = []
+        expected = {f.path: f.digests for f in self.files}
+        for adapter in self.adapters:
+            if not self._usable(adapter):
+                continue
+            problems, count = self._fetch_tags(adapter)
+            if not problems:
+                problems = self._check_bag(expected)
+            if not problems:
+                self.result.tag_source = adapter.name
+                self.result.tag_files = count
+                for name, found in tried:  # blamed only now that a good set shows the catalog agrees
+                    self.damaged.setdefault(name, []).extend(found)
+                    self.events.append(self._event("fixity check", "failure", "replica", name, None,
+                                                   "restore: tag files refused: " + "; ".join(found)))
+                return []
+            tried.append((adapter.name, problems))
+            self._remove_tags()
+        return [f"{name}: {p}" for name, found in tried for p in found] or \
+            ["no reachable verified replica holds the bag's tag files"]
+
+    def _fetch_tags(self, adapter: StorageAdapter) -> Tuple[List[str], int]:
+        problems: List[str] = []
+        try:
+            listed = [p for p in adapter.list_bag_files(self.bag_id) if not p.startswith(bagit_spec.PAYLOAD_DIR + "/")]
+        except StorageError as exc:
+            return [f"cannot list the bag ({exc.message})"], 0
+        if bagit_spec.BAGIT_TXT not in listed:
+            problems.append(f"{bagit_spec.BAGIT_TXT}: missing")
+        count = 0
+        for relpath in listed:
+            try:
+                check_relpath(relpath)
+                if relpath == bagit_spec.PAYLOAD_DIR:
+                    raise ValueError(f"{relpath!r}: a file where the payload folder belongs")
+            except ValueError as exc:
+                problems.append(f"refused path: {exc}")
+                continue
+            out = self.tmp / relpath
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                problems.append(f"{relpath}: cannot be placed ({exc.strerror or exc})")
+                continue
+            problem = copy_verified(adapter, self.bag_id, relpath, out, None, {})
+            if problem:
+                problems.append(f"{relpath}: {problem}")
+            else:
+                count += 1
+        return problems, count
+
+    def _check_bag(self, expected: Mapping[str, Mapping[str, str]]) -> List[str]:
+        from ingest.validate import validate_bag
+
+        report = validate_bag(self.tmp, completeness_only=True)
+        problems = [str(p) for p in report.problems]
+        self._bag_version = report.version or bagit_spec.BAGIT_VERSION
+        if problems:
+            return problems
+        try:
+            manifests = read_payload_digests(folder_reader(self.tmp), str(self.tmp), self._bag_version)
+        except PreservationError as exc:
+            return [str(exc)] + [str(p) for p in exc.problems]
+        for path in sorted(set(manifests) | set(expected)):
+            have, want = manifests.get(path), dict(expected.get(path) or {})
+            if have is None:
+                problems.append(f"{path}: in the catalog but not in the bag's payload manifests")
+            elif not want:
+                problems.append(f"{path}: in the bag's payload manifests but not in the catalog")
+            elif {a: d.lower() for a, d in have.items()} != {a: d.lower() for a, d in want.items()}:
+                problems.append(f"{path}: the payload manifests say {_digests_text(have)}, "
+                                f"the catalog {_digests_text(want)}")
+        return problems
+
+    def _remove_tags(self) -> None:
+        for entry in os.scandir(self.tmp):
+            if entry.name == bagit_spec.PAYLOAD_DIR and entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+    # ------------------------------------------------------------------ finishing
+
+    def _finish_tree(self) -> None:
+        """Modification times from metadata/file-attributes.csv; empty folders for the payload tree."""
+        mtimes = self._recorded_mtimes()
+        for rec in self.files:
+            ns = mtimes.get(rec.path, rec.mtime_ns)
+            if ns is None:
+                self.result.warnings.append(f"{rec.path}: no modification time recorded; left as restored")
+                continue
+            os.utime(self.tmp / rec.path, ns=(ns, ns), follow_symlinks=False)
+        if self.payload_only:
+            self.result.empty_dirs = self._make_empty_dirs()
+
+    def _recorded_mtimes(self) -> Dict[str, int]:
+        path = self.tmp / ATTRIBUTES_FILE
+        if not path.is_file():
+            self.result.warnings.append(f"{ATTRIBUTES_FILE} is absent; modification times from the catalog")
+            return {}
+        wanted = {f.path for f in self.files}
+        out: Dict[str, int] = {}
+        with open(path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                p, ns = row.get("path"), (row.get("mtime_ns") or "").strip()
+                if p in wanted and ns.lstrip("-").isdigit():
+                    out[p] = int(ns)  # only paths of files we wrote are ever touched
+        return out
+
+    def _make_empty_dirs(self) -> int:
+        path = self.tmp / EMPTY_DIRS_FILE
+        if not path.is_file():
+            return 0
+        made = 0
+        try:
+            lines = list(bagit_spec.iter_lines(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            self.result.warnings.append(f"{EMPTY_DIRS_FILE}: cannot be read ({exc}); no empty folder recreated")
+            return 0
+        for number, line in lines:
+            if not line.strip():
+                continue
+            rel = bagit_spec.decode_path(line, self._bag_version)
+            try:
+                check_relpath(rel)
+                if not bagit_spec.is_payload_path(rel):
+                    raise ValueError(f"{rel!r} is outside data/")
+            except ValueError as exc:
+                self.result.warnings.append(f"{EMPTY_DIRS_FILE} line {number}: refused ({exc})")
+                continue
+            try:
+                (self.tmp / rel).mkdir(parents=True, exist_ok=True)
+                made += 1
+            except OSError as exc:
+                self.result.warnings.append(f"{EMPTY_DIRS_FILE} line {number}: {rel!r} not created "
+                                            f"({exc.strerror or exc})")
+        return made
+
+    def _put_in_place(self) -> None:
+        source = self.tmp / bagit_spec.PAYLOAD_DIR if self.payload_only else self.tmp
+        try:
+            os.rename(source, self.dest)  # replaces DEST only if it is (still) an empty folder
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise UsageError("was changed while the restore ran (it is no longer absent or empty); "
+                                 "nothing was restored", path=str(self.dest)) from None
+            if exc.errno in (errno.EXDEV, errno.EBUSY):
+                raise UsageError("cannot be replaced (is it a mount point?); restore into a new folder "
+                                 "inside it", path=str(self.dest)) from None
+            raise InputError(f"cannot be created ({exc.strerror or exc})", path=str(self.dest)) from None
+        if self.payload_only:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        _fsync_dir(self.dest.parent)
+
+    # ------------------------------------------------------------------ the record
+
+    def _event(self, type_: str, outcome: str, object_type: str, target: Optional[str], path: Optional[str],
+               detail: str) -> EventRecord:
+        return EventRecord(type=type_, outcome=outcome, detail=detail[:_DETAIL_MAX], agent=AGENT,
+                           object_type=object_type, bag_id=str(self.bag_id), target=target, path=path)
+
+    def _record(self, success: bool, reason: str = "") -> None:
+        """Events and replica states; written even when the restore failed (the findings are real)."""
+        r = self.result
+        if success:
+            srcs = ", ".join(f"{t} ({s['files']} files)" for t, s in r.sources.items())
+            what = "payload (source tree)" if self.payload_only else "whole bag"
+            detail = (f"restored {what} to {r.dest}: {r.files} files, {r.bytes} bytes, verified against the "
+                      f"catalog while streaming; payload from {srcs or 'no file'}; tag files from {r.tag_source}")
+            if r.fallbacks:
+                detail += f"; {len(r.fallbacks)} file(s) taken from a fallback replica"
+            self.events.append(self._event("dissemination", "success", "bag", None, None, detail))
+        else:
+            self.events.append(self._event("dissemination", "failure", "bag", None, None,
+                                           f"restore to {r.dest} failed, nothing was written there: {reason}"))
+        now = datetime.now(timezone.utc)
+        for name, detail in sorted(self.missing.items()):
+            self._set_state(name, "missing", f"restore found: {detail}", now)
+        for name, problems in sorted(self.damaged.items()):
+            if name in self.missing:
+                continue
+            r.damaged[name] = list(problems)
+            self._set_state(name, "damaged", f"restore found {len(problems)} bad file(s): " + "; ".join(problems), now)
+        for name in self.missing:
+            r.damaged[name] = [self.missing[name]]
+        if self.events:
+            self.catalog.append_events(self.events)
+            r.events = [e.event_id for e in self.events]
+
+    def _set_state(self, target: str, state: str, detail: str, now: datetime) -> None:
+        current = self.catalog.replica(str(self.bag_id), target)
+        if current is None:
+            return
+        self.catalog.record_replica(dataclasses.replace(current, state=state, detail=detail[:_DETAIL_MAX],
+                                                        recorded_at=now))
+
+
+# --------------------------------------------------------------------------------------------
+# One file
+
+
+def copy_verified(adapter: StorageAdapter, bag_id: BagId, relpath: str, out: Path, size: Optional[int],
+                  digests: Mapping[str, str]) -> Optional[str]:
+    """Stream one stored file into `out` (created, never overwritten), hashing as it goes.
+
+    Returns None when the copy matches `size` and every digest in `digests` (no check when they
+    are None/empty), else what was wrong, with `out` removed. Errors writing `out` are not the
+    replica's fault and raise InputError.
+    """
+    algorithms = [a for a in digests if a in SUPPORTED]
+    try:
+        stream = adapter.open_file(bag_id, relpath)
+    except NotFound:
+        return "missing"
+    except StorageError as exc:
+        return f"cannot be read ({exc.message})"
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        stream.close()
+        raise InputError(f"cannot create a restored file ({exc.strerror or exc})", path=str(out)) from None
+    problem: Optional[str] = None
+    try:
+        with stream:
+            reader = HashingReader(stream, algorithms)
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while True:
+                try:
+                    n = reader.readinto(buf)
+                except (OSError, StorageError) as exc:
+                    problem = f"cannot be read ({getattr(exc, 'message', None) or exc.strerror or exc})"
+                    break
+                if not n:
+                    break
+                _write_all(fd, view[:n], out)
+                if size is not None and reader.hasher.size > size:
+                    problem = f"longer than expected (more than the {size} bytes the catalog records)"
+                    break
+            if problem is None:
+                os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        _unlink(out)
+        raise InputError(f"cannot write a restored file ({exc.strerror or exc})", path=str(out)) from None
+    except BaseException:
+        os.close(fd)
+        _unlink(out)
+        raise
+    os.close(fd)
+    if problem is None and size is not None and reader.hasher.size != size:
+        problem = f"size differs ({reader.hasher.size} bytes read, {size} expected: truncated)"
+    if problem is None and algorithms:
+        found = reader.hasher.hexdigests()
+        wrong = [f"{a} expected {digests[a].lower()}, found {found[a]}" for a in algorithms
+                 if found[a] != digests[a].lower()]
+        if wrong:
+            problem = "checksum mismatch (" + "; ".join(wrong) + ")"
+    if problem is not None:
+        _unlink(out)
+    return problem
+
+
+def _write_all(fd: int, data: memoryview, out: Path) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _open_adapters(config, targets: Sequence) -> List[StorageAdapter]:
+    from storage_adapters.registry import open_target
+
+    return [open_target(t) for t in targets]
+
+
+def _check_catalog_paths(files: Iterable[FileRecord], bag_id: str) -> None:
+    bad = []
+    for f in files:
+        try:
+            check_relpath(f.path)
+            if not bagit_spec.is_payload_path(f.path):
+                raise ValueError(f"{f.path!r} is not under data/")
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise PreservationError(f"the catalog's file list of {bag_id} holds unsafe paths; nothing was restored",
+                                problems=bad)
+
+
+def _unknown_bag_message(catalog: Catalog, bag_id: BagId) -> str:
+    message = (f"no bag {bag_id} in the catalog ({catalog.location}). `strongroom status` lists the bags "
+               f"held; `strongroom status --library {bag_id.library} --collection {bag_id.collection}` "
+               "those of one collection")
+    try:
+        same = catalog.bags(library=bag_id.library, collection=bag_id.collection).column("bag_id").to_pylist()
+    except StrongroomError:
+        same = []
+    if same:
+        shown = ", ".join(same[:10]) + (f" and {len(same) - 10} more" if len(same) > 10 else "")
+        message += f". Bags of {bag_id.library}/{bag_id.collection}: {shown}"
+    return message
+
+
+def _digests_text(digests: Mapping[str, str]) -> str:
+    return ", ".join(f"{a} {d}" for a, d in sorted(digests.items()))
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    try:
+        inner.relative_to(outer)
+        return True
+    except ValueError:
+        return False
+
+
+__all__ = ["AGENT", "USABLE_STATES", "CopyProblem", "Fallback", "RestoreResult", "RestoreError",
+           "restore_bag", "check_dest", "replica_order", "copy_verified"]
