@@ -128,7 +128,8 @@ class Catalog:
         else:
             flt = ds.field(BATCH).isin(batches.combine_chunks() if isinstance(batches, pa.ChunkedArray) else batches)
         table = self._read("files", bag_id, filter=flt, columns=FILES_SCHEMA.names)
-        table = table.sort_by([("bag_id", "ascending"), ("path", "ascending")])
+        if not _is_sorted(table, ["bag_id", "path"]):  # compacted files already are: skip a copy
+            table = table.sort_by([("bag_id", "ascending"), ("path", "ascending")])
         return table.select(public_columns(FILES_SCHEMA))
 
     def replicas(self, bag_id: Optional[str] = None, current: bool = True) -> pa.Table:
@@ -274,3 +275,19 @@ def _first_per_key(table: pa.Table, keys: List[str], order: List[Tuple[str, str]
         mask = changed if mask is None else pc.or_(mask, changed)
     first = pa.chunked_array([pa.array([True])] + list(mask.chunks), type=pa.bool_())
     return table.filter(first)
+
+
+def _is_sorted(table: pa.Table, keys: List[str]) -> bool:
+    """True if rows are in ascending lexicographic order of `keys` (vectorised; O(n), no copy of rows)."""
+    n = table.num_rows
+    if n < 2:
+        return True
+    ordered = None  # rows i, i+1 in order considering keys[j:] (built from the last key backwards)
+    for k in reversed(keys):
+        col = table.column(k)
+        a, b = col.slice(0, n - 1), col.slice(1)
+        if ordered is None:
+            ordered = pc.less_equal(a, b)
+        else:
+            ordered = pc.or_(pc.less(a, b), pc.and_(pc.equal(a, b), ordered))
+    return bool(pc.all(ordered).as_py())

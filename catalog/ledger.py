@@ -22,6 +22,14 @@ fails if another writer took that number first; the loser re-reads the head, re-
 segment onto it and tries the next number. On S3 the same claim is a conditional PUT
 (`If-None-Match: *`, answered 412 when the key exists); until `store.Store` sends it, appenders to
 one S3 catalog must be serialised (e.g. one Luigi task writes events at a time).
+
+Segments are never merged (that would change the bytes the chain commits to). So that event
+queries do not open one file per segment forever, compaction writes a query cache,
+`ledger-cache/upto-<seq>-<uuid>.parquet`: the events of segments 0..seq in order, with a `_seq`
+column, and the hash of segment `seq` in its metadata. Queries use the newest cache whose
+recorded hash still matches that segment, plus the segments after it. The cache is derived and
+disposable; `verify_ledger` checks every cache against the segments, so a doctored cache cannot
+hide behind an intact chain.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """`strongroom catalog ACTION`: maintenance of the catalog (compact; rebuild comes from elsewhere).
 
-Other modules add actions without touching this file's code paths: put a module name in
-`SUBCOMMAND_MODULES`; that module's `register(actions)` receives the `catalog` parser's
-sub-parsers object and adds its parser with `set_defaults(run=...)`, like a top-level command.
-`register` also returns that object.
+Other modules add actions: put the module's name in `SUBCOMMAND_MODULES`; its
+`register(actions)` receives the `catalog` parser's sub-parsers object and adds its parser with
+`set_defaults(run=...)`, like a top-level command. `register` also returns that object. Such a
+module must not live in `pipelines/commands/` under a plain name: `pipelines.cli` registers every
+module there as a top-level command (name it `_catalog_rebuild.py`, or put it elsewhere, e.g.
+`pipelines/catalog_rebuild.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import argparse
 import importlib
 from typing import List
 
-# e.g. "pipelines.commands.catalog_rebuild" (exposing register(actions)) for `strongroom catalog rebuild`.
-SUBCOMMAND_MODULES: List[str] = []
+# e.g. "pipelines.catalog_rebuild" (exposing register(actions)) for `strongroom catalog rebuild`.
+SUBCOMMAND_MODULES: List[str] = ["pipelines.commands.catalog_rebuild"]
 
 
 def register(subparsers):
