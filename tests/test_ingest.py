@@ -366,7 +366,8 @@ def test_deposit_cli_exit_codes(archive, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["bags"][0]["id"].startswith("PKU/theses/")
-    assert out["files"] == 1
+    assert out["state"] == "preserved"
+    assert sum(b["files"] for b in out["bags"]) == 1
     assert main(["--config", str(archive.path), "deposit", str(tmp_path / "missing"), "--library", "PKU",
                  "--collection", "theses", "--type", "self-built"]) == 2
     assert "missing" in capsys.readouterr().err
