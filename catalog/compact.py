@@ -2,8 +2,9 @@
 
 Writers add one small file per write, named after the bag it concerns (`bag-<key>-...`), so a
 per-bag query opens only that bag's files plus the compacted ones. Compaction merges a table's
-live files into `compact-<stamp>-<uuid>.parquet`, sorted by bag (so row-group statistics let
-per-bag queries skip the rest), then deletes the files it merged.
+small files into `compact-<stamp>-<uuid>.parquet`, sorted by bag (so row-group statistics let
+per-bag queries skip the rest), then deletes the files it merged. Earlier compacted files join
+the merge in size tiers (see TIER_FACTOR), so a big table ends up as a few large files.
 
 Crash safety without rewriting anything: the compacted file lists, in its Parquet metadata
 (`strongroom.compact.replaces`), every file it replaces. Readers treat a listed file as gone even
@@ -44,6 +45,11 @@ KEY_VERSION = b"strongroom.schema_version"
 LOCK_NAME = "_compact.lock"
 COMPACTED_TABLES = ("bags", "files", "replicas")
 ROW_GROUP_ROWS = 32768
+# A compacted file is merged again only into new data at least 1/TIER_FACTOR of its size, and
+# never into a result over MAX_MERGE_ROWS rows: each row is rewritten O(log n) times and a
+# compaction holds at most about that many rows in memory (plus the new small files).
+TIER_FACTOR = 4
+MAX_MERGE_ROWS = 1_000_000
 
 SORT_KEYS: Dict[str, List[Tuple[str, str]]] = {
     "bags": [("bag_id", "ascending"), (RECORDED, "ascending"), (BATCH, "ascending")],
@@ -72,24 +78,32 @@ def table_bytes(table: pa.Table, name: str, extra_meta: Optional[Dict[bytes, byt
 
 
 class ReplacedCache:
-    """`replaces` lists of compacted files, by path: they are immutable, so read each once."""
+    """What compacted files replace, and their row counts, by path: they are immutable, so each
+    footer is read once per Catalog object."""
 
     def __init__(self) -> None:
-        self._seen: Dict[str, FrozenSet[str]] = {}
+        self._seen: Dict[str, Tuple[FrozenSet[str], int]] = {}
 
-    def replaces(self, store: Store, f: StoredFile) -> FrozenSet[str]:
+    def _info(self, store: Store, f: StoredFile) -> Tuple[FrozenSet[str], int]:
         found = self._seen.get(f.path)
         if found is None:
             try:
                 with store.fs.open_input_file(f.path) as fh:
-                    meta = pq.read_metadata(fh).metadata or {}
-                found = frozenset(json.loads(meta.get(KEY_REPLACES, b"[]").decode("utf-8")))
+                    md = pq.read_metadata(fh)
+                meta = md.metadata or {}
+                found = (frozenset(json.loads(meta.get(KEY_REPLACES, b"[]").decode("utf-8"))), md.num_rows)
             except FileNotFoundError:
-                found = frozenset()  # removed by a newer compaction since the listing
+                return frozenset(), 0  # removed by a newer compaction since the listing
             except Exception as exc:
-                raise CatalogError(f"compacted catalog file cannot be read: {exc}", path=f.path)
+                raise CatalogError(f"catalog file cannot be read: {exc}", path=f.path)
             self._seen[f.path] = found
         return found
+
+    def replaces(self, store: Store, f: StoredFile) -> FrozenSet[str]:
+        return self._info(store, f)[0]
+
+    def rows(self, store: Store, f: StoredFile) -> int:
+        return self._info(store, f)[1]
 
 
 def live_files(store: Store, table: str, bag_id: Optional[str] = None,
@@ -162,25 +176,42 @@ def compact_store(store: Store, cache: Optional[ReplacedCache] = None) -> Compac
 
 
 def _compact_table(store: Store, name: str, cache: ReplacedCache) -> TableCompaction:
+    """Merge the small files, plus the compacted files that are small next to them (size tiers,
+    so a big table is not rewritten for a few new rows, and memory stays bounded)."""
     # One listing decides everything: a file written after it is neither merged nor deleted.
     names = [n for n in store.names(name) if n.endswith(".parquet")]
     everything = [StoredFile(n, store.path(name, n)) for n in names]
     live = live_files(store, name, cache=cache, names=names)
     live_names = {f.name for f in live}
     leftovers = [f for f in everything if f.name not in live_names]  # inputs of a crashed compaction
-    if len(live) < 2:
-        rows = read_files(store, name, live, columns=[]).num_rows if live else 0
+    small = [f for f in live if not f.name.startswith(COMPACT_PREFIX)]
+    compacted = sorted((f for f in live if f.name.startswith(COMPACT_PREFIX)), key=lambda f: cache.rows(store, f))
+    small_table = read_files(store, name, small) if len(small) > 1 or compacted else None
+    rows = 0 if small_table is None else small_table.num_rows
+    chosen: List[StoredFile] = []
+    for f in compacted:
+        r = cache.rows(store, f)
+        if rows + r > MAX_MERGE_ROWS or ((small or chosen) and r > TIER_FACTOR * max(rows, 1)):
+            break
+        chosen.append(f)
+        rows += r
+    inputs = small + chosen
+    if len(inputs) < 2:
         for f in leftovers:
             store.delete(f.path)
-        return TableCompaction(name, len(everything), len(live), rows)
-    table = read_files(store, name, live).sort_by(SORT_KEYS[name])
-    replaced = sorted(f.name for f in everything)
+        total = sum(cache.rows(store, f) for f in live)
+        return TableCompaction(name, len(everything), len(live), total)
+    parts = ([] if small_table is None else [small_table]) + ([read_files(store, name, chosen)] if chosen else [])
+    table = pa.concat_tables(parts).sort_by(SORT_KEYS[name])
+    replaced = sorted(f.name for f in inputs + leftovers)
     data = table_bytes(table, name, {KEY_REPLACES: json.dumps(replaced).encode("utf-8")}, ROW_GROUP_ROWS)
+    del table, parts, small_table
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    store.write_new(name, f"{COMPACT_PREFIX}{stamp}-{uuid.uuid4().hex}.parquet", data)
-    for f in everything:
+    out = store.write_new(name, f"{COMPACT_PREFIX}{stamp}-{uuid.uuid4().hex}.parquet", data)
+    for f in inputs + leftovers:
         store.delete(f.path)
-    return TableCompaction(name, len(everything), 1, table.num_rows)
+    remaining = [f for f in live if f not in inputs] + [StoredFile(out.rsplit("/", 1)[-1], out)]
+    return TableCompaction(name, len(everything), len(remaining), sum(cache.rows(store, f) for f in remaining))
 
 
 def _take_lock(store: Store) -> str:

@@ -243,17 +243,58 @@ def test_compact_keeps_answers_and_reduces_files(cat, tmp_path):
     assert verify_ledger(str(root)).ok
 
     # writes after compaction, then a second compaction that merges old and new
-    bag, files = make_bag(9, library="NLC")
-    cat.add_bag(bag, files)
-    cat.add_bag(bag, files)  # still idempotent once compacted
+    new_ids = []
+    for i in (7, 8, 9):
+        bag, files = make_bag(i, n_files=8, library="NLC")
+        cat.add_bag(bag, files)
+        cat.add_bag(bag, files)  # still idempotent once compacted
+        cat.record_replica(ReplicaRecord(bag.bag_id, "site-b", "wuhan", "copied", recorded_at=T0))
+        new_ids.append(bag.bag_id)
     with pytest.raises(BagConflict):
         cat.add_bag(dataclasses.replace(make_bag(0)[0], title="changed"), make_bag(0)[1])
     cat.record_replica(ReplicaRecord(ids[0], "site-a", "beijing", "damaged", recorded_at=T0 + dt.timedelta(days=1)))
-    mid = _snapshot(cat, ids + [bag.bag_id])
-    assert mid["files"].num_rows == 24 and cat.replica(ids[0], "site-a").state == "damaged"
+    mid = _snapshot(cat, ids + new_ids)
+    assert mid["files"].num_rows == 45 and cat.replica(ids[0], "site-a").state == "damaged"
     cat.compact()
     assert {t: len(data_files(root, t)) for t in ("bags", "files", "replicas")} == {"bags": 1, "files": 1, "replicas": 1}
-    _assert_same(mid, _snapshot(cat, ids + [bag.bag_id]))
+    _assert_same(mid, _snapshot(cat, ids + new_ids))
+
+
+def test_compaction_tiers_keep_big_files_and_answers(cat, tmp_path, monkeypatch):
+    """Compacted files are merged again only with data of similar size and never past the cap,
+    and whatever the file layout, the answers are the same."""
+    import catalog.compact as compact
+
+    monkeypatch.setattr(compact, "MAX_MERGE_ROWS", 40)
+    root = tmp_path / "catalog"
+    ids = []
+
+    def add(first, count, n_files):
+        for i in range(first, first + count):
+            bag, files = make_bag(i, n_files=n_files)
+            cat.add_bag(bag, files)
+            ids.append(bag.bag_id)
+
+    def files_rows():
+        return sorted(pq.read_metadata(root / "files" / n).num_rows for n in data_files(root, "files"))
+
+    add(0, 10, 3)            # 30 rows in 10 small files
+    before = cat.files()
+    cat.compact()
+    assert files_rows() == [30] and cat.files().equals(before)
+    add(10, 1, 2)            # one small file (2 rows): nothing to merge it with (30 > 4 * 2)
+    cat.compact()
+    assert files_rows() == [2, 30]
+    add(11, 3, 3)            # 9 new rows + the 2-row file = 11; 30 <= 4 * 11, but 11 + 30 > the cap
+    expected = cat.files()
+    cat.compact()
+    assert files_rows() == [11, 30]
+    assert cat.files().equals(expected) and cat.files().num_rows == 41
+    for b in (ids[0], ids[10], ids[13]):
+        assert cat.file_records(b) == make_bag(int(b.rsplit("-", 1)[1]), n_files=len(cat.file_records(b)))[1]
+    monkeypatch.setattr(compact, "MAX_MERGE_ROWS", 1000)
+    cat.compact()            # no new data: the 11-row file takes in the 30-row one (30 <= 4 * 11)
+    assert files_rows() == [41] and cat.files().equals(expected)
 
 
 def test_compaction_interrupted_before_deleting_inputs(cat, tmp_path):
