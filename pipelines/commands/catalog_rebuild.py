@@ -1,0 +1,80 @@
+"""`strongroom catalog rebuild [--quick]`: rebuild the catalog from what the storage targets hold.
+
+Registered through `pipelines.commands.catalog_cmd.SUBCOMMAND_MODULES`. The work is
+`catalog.rebuild.rebuild_catalog` (see there for what is read, verified and recorded); this
+module only parses options and prints the summary. Exit 0 when every copy found verified and
+every copy the policies ask for was found; 1 when a copy is damaged or missing, copies disagree,
+or a target could not be listed; 2 for a config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelines.output import emit
+
+
+def register(actions):
+    parser = actions.add_parser(
+        "rebuild", help="rebuild the catalog from the bags on every storage target (verifying each copy)",
+        description="List every storage target of the config, read each bag's own tag files (bag-info, "
+                    "manifests, metadata/) and register what the catalog lacks: bags, files and the "
+                    "state of every copy after verifying it against the bag's own manifests (deep: "
+                    "every byte re-read; --quick: sizes only). Bags and copies the catalog already "
+                    "knows are left as they are. Works into an empty or missing catalog folder. "
+                    "Exit 1 if a copy is damaged or missing or copies disagree.")
+    parser.add_argument("--quick", action="store_true",
+                        help="check existence and size only, without re-reading the bytes")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from catalog.catalog import Catalog
+    from catalog.rebuild import rebuild_catalog
+    from pipelines.cli import config_path
+    from policies.config import load_config
+
+    config = load_config(config_path(args))
+    catalog = Catalog(config.catalog)
+
+    def progress(done: int, total: int, bag_id: str) -> None:
+        if getattr(args, "verbose", 0) and not getattr(args, "json", False):
+            print(f"[{done + 1}/{total}] {bag_id}", file=sys.stderr, flush=True)
+
+    result = rebuild_catalog(config, catalog, deep=not args.quick, workers=getattr(args, "workers", 1) or 1,
+                             progress=progress)
+    emit(args, result.to_dict(), format_result(result))
+    return result.exit_code
+
+
+def format_result(result) -> str:
+    from policies.units import format_size
+
+    d = result.to_dict()["summary"]
+    mode = "deep: every byte re-read" if result.deep else "quick: sizes only"
+    lines = [f"Catalog rebuild into {result.catalog} ({mode})"]
+    for t in result.targets:
+        lines.append(f"  target {t.name} ({t.site}): " + (f"CANNOT BE LISTED: {t.error}" if t.error else
+                                                          f"{t.bags} bag(s)"))
+    lines.append(f"{d['bags_found']} bag(s) found: {d['bags_added']} added, {d['bags_already_registered']} "
+                 f"already registered")
+    lines.append(f"copies: {d['copies_verified']} verified, {d['copies_damaged']} damaged, "
+                 f"{d['copies_missing']} missing, {d['copies_already_known']} already known")
+    for b in result.bags:
+        if b.ok and b.action == "already registered" and all(c.state == "known" for c in b.copies):
+            continue
+        copies = ", ".join(f"{c.target} {c.state}" for c in b.copies)
+        lines.append(f"  {b.bag_id}  {b.files} file(s)  {format_size(b.bytes)}  {b.action}: {copies}")
+        for c in b.copies:
+            if c.state in ("damaged", "missing"):
+                lines.append(f"      {c.target}: {c.state.upper()}: {c.detail}")
+        for text in b.conflicts:
+            lines.append(f"      CONFLICT: {text}")
+        for text in b.problems:
+            lines.append(f"      PROBLEM: {text}")
+    lines.append("OK: every copy found is intact." if result.ok else
+                 "ATTENTION: damaged or missing copies, conflicts or unlisted targets (exit 1); "
+                 "`strongroom status` shows them.")
+    return "\n".join(lines)

@@ -1,0 +1,596 @@
+"""What the archive holds, where, and what needs attention: the query behind `strongroom status`.
+
+Read-only. Everything comes from the catalog (bags, the replica-state log, the ledger head)
+plus the config (which targets each policy asks for, audit cadences) plus the deposit state
+folders in staging (deposits not finished yet). The per-bag and per-replica work is done with
+pyarrow joins and group-bys over the bags and replica tables; file rows are never read, since
+each bag row already carries its file and byte counts (checked equal to its file rows when the
+bag was registered), so the query costs the same for ten files or ten million.
+
+Replica states come from the catalog (verified, repaired, copied, pending, failed, damaged,
+missing) plus one pseudo-state, `absent`: the bag's policy asks for a copy on a target and the
+catalog has no record of one there.
+
+Flags, and what they mean for the exit code of `strongroom status`:
+  problems (exit 1)  damaged, failed, missing, absent, unverified (pending/copied: never
+                     verified), deposit-failed (an unfinished deposit with a recorded failure)
+  warnings (exit 0)  overdue-deep, overdue-quick, unknown-policy, deposit-unfinished
+Overdue is a schedule matter, not damage: `strongroom audit --due` clears it. A replica is
+overdue for a deep audit when no deep audit (a re-hash of every file) finished within the
+cadence's `deep_every` of now; verification at deposit or rebuild counts as a deep audit at
+`verified_at` (unless it was recorded as a quick check). It is overdue for a quick audit when
+no check of any kind finished within `quick_every`. Inconclusive audits do not count. Cadences
+are per target: `config.cadence_for(policy, target)`. Only replicas in a good state (verified,
+repaired) are checked for overdue: the others are problems already.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from catalog.catalog import Catalog
+from catalog.schema import TIMESTAMP, utc_now
+from strongroom.errors import UsageError
+
+GOOD_STATES = ("verified", "repaired")
+UNVERIFIED_STATES = ("pending", "copied")
+BAD_STATES = ("failed", "damaged", "missing")
+ABSENT = "absent"
+
+PROBLEM_FLAGS = ("damaged", "failed", "missing", "absent", "unverified", "deposit-failed")
+WARNING_FLAGS = ("overdue-deep", "overdue-quick", "unknown-policy", "deposit-unfinished")
+
+_DURATION = pa.duration("us")
+_NO_ORDER = 1 << 30  # sorts replicas on targets outside the policy after the policy's own
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One thing that needs attention, naming what it concerns."""
+
+    flag: str
+    severity: str                # "problem" or "warning"
+    message: str
+    bag_id: Optional[str] = None
+    target: Optional[str] = None
+    deposit: Optional[str] = None
+
+
+@dataclass
+class ReplicaStatus:
+    target: str
+    site: Optional[str]
+    state: str                   # a catalog replica state, or "absent"
+    in_policy: bool              # the bag's policy asks for a copy on this target
+    verified_at: Optional[_dt.datetime]
+    last_audit_kind: Optional[str]
+    last_audit_at: Optional[_dt.datetime]
+    last_audit_outcome: Optional[str]
+    last_deep_at: Optional[_dt.datetime]   # newest deep audit, or verification counting as one
+    last_check_at: Optional[_dt.datetime]  # newest audit or verification of any kind
+    deep_due_at: Optional[_dt.datetime]
+    quick_due_at: Optional[_dt.datetime]
+    detail: Optional[str]
+    recorded_at: Optional[_dt.datetime]
+    flags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class BagStatus:
+    bag_id: str
+    library: str
+    collection: str
+    title: Optional[str]
+    policy: str
+    part: int
+    part_count: int
+    files: int
+    bytes: int
+    created_at: _dt.datetime
+    replicas: List[ReplicaStatus] = field(default_factory=list)
+    flags: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f in PROBLEM_FLAGS for f in self.flags)
+
+
+@dataclass
+class Totals:
+    """Counts over a set of bags; `replicas` counts replica states (absent included)."""
+
+    bags: int = 0
+    files: int = 0
+    bytes: int = 0
+    replicas: Dict[str, int] = field(default_factory=dict)
+    problems: int = 0
+    warnings: int = 0
+
+
+@dataclass
+class CollectionTotals:
+    library: str
+    collection: str
+    policies: List[str]
+    totals: Totals
+
+
+@dataclass
+class LibraryTotals:
+    library: str
+    totals: Totals
+
+
+@dataclass
+class DepositStatus:
+    """A deposit in staging that has not finished (no done.json in its state folder)."""
+
+    key: str
+    library: Optional[str]
+    collection: Optional[str]
+    source: Optional[str]
+    policy: Optional[str]
+    started_at: Optional[str]
+    stage: str                    # "bagging", "replicating", "unreadable"
+    bags: List[Dict[str, Any]]    # [{"id", "registered", "verified_on": [targets]}]
+    failures: List[Dict[str, Any]]
+    flags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Status:
+    catalog: str
+    generated_at: _dt.datetime
+    ledger_seq: Optional[int]     # None when the ledger is empty
+    ledger_hash: Optional[str]
+    filters: Dict[str, Optional[str]]
+    bags: List[BagStatus]
+    collections: List[CollectionTotals]
+    libraries: List[LibraryTotals]
+    totals: Totals
+    deposits: List[DepositStatus]
+    problems: List[Flag]
+    warnings: List[Flag]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        """1 when anything is damaged, failed, missing, absent or unverified; overdue alone is 0."""
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-ready values with stable keys (timestamps as ISO 8601 UTC strings)."""
+        return {
+            "catalog": self.catalog,
+            "generated_at": _iso(self.generated_at),
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "ledger_head": {"seq": self.ledger_seq, "hash": self.ledger_hash},
+            "filters": dict(self.filters),
+            "totals": _plain(self.totals),
+            "libraries": [_plain(x) for x in self.libraries],
+            "collections": [_plain(x) for x in self.collections],
+            "bags": [{**_plain(b), "ok": b.ok} for b in self.bags],
+            "deposits": [_plain(d) for d in self.deposits],
+            "problems": [_plain(f) for f in self.problems],
+            "warnings": [_plain(f) for f in self.warnings],
+        }
+
+
+def _iso(value: Optional[_dt.datetime]) -> Optional[str]:
+    return None if value is None else value.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, _dt.datetime):
+        return _iso(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# The query
+
+
+def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional[str] = None,
+                 collection: Optional[str] = None, bag_id: Optional[str] = None,
+                 now: Optional[_dt.datetime] = None) -> Status:
+    """The status of every bag matching the filters, their replicas, totals and unfinished deposits.
+
+    UsageError (exit 2) when a filter matches nothing at all (no bag and no unfinished deposit),
+    naming what is known, so a typo is not mistaken for an empty archive.
+    """
+    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    now = (now or utc_now()).astimezone(_dt.timezone.utc)
+    filters = {"library": library, "collection": collection, "bag": bag_id}
+
+    bags = catalog.bags(library, collection, bag_id)
+    deposits = unfinished_deposits(Path(config.staging), library=library, collection=collection, bag_id=bag_id)
+    if bags.num_rows == 0 and not deposits and any(v is not None for v in filters.values()):
+        raise UsageError(_nothing_matches(catalog, library, collection, bag_id),
+                         key="--bag" if bag_id else "--collection" if collection else "--library")
+
+    replicas = replica_table(config, catalog, bags, bag_id=bag_id, now=now)
+    bag_list, problems, warnings = _bags_and_flags(config, bags, replicas)
+    for dep in deposits:
+        for flag in dep.flags:
+            what = "has failed" if flag == "deposit-failed" else "is not finished"
+            first = dep.failures[0]["message"] if dep.failures else None
+            msg = f"deposit of {dep.source or '?'} into {dep.library}/{dep.collection} {what} ({dep.stage})"
+            if first:
+                msg += f": {first}"
+            (problems if flag in PROBLEM_FLAGS else warnings).append(
+                Flag(flag, _severity(flag), msg, deposit=dep.key))
+
+    collections, libraries, totals = _totals(bags, replicas, bag_list)
+    seq, head = catalog.ledger_head()
+    return Status(
+        catalog=catalog.location, generated_at=now,
+        ledger_seq=None if seq < 0 else seq, ledger_hash=None if seq < 0 else head,
+        filters=filters, bags=bag_list, collections=collections, libraries=libraries, totals=totals,
+        deposits=deposits, problems=problems, warnings=warnings,
+    )
+
+
+def replica_table(config, catalog: Catalog, bags: pa.Table, *, bag_id: Optional[str] = None,
+                  now: Optional[_dt.datetime] = None) -> pa.Table:
+    """One row per (bag, target) that the policy asks for or the catalog has a record of.
+
+    Columns: bag_id, target, site, state ("absent" when only the policy knows it), in_policy,
+    verified_at, last_audit_*, detail, recorded_at, last_deep_at, last_check_at, deep_due_at,
+    quick_due_at, overdue_deep, overdue_quick, policy_known. Sorted by bag_id, then the policy's
+    target order, then the other targets by name. Joins and group-bys only: no row loops.
+    """
+    now = (now or utc_now()).astimezone(_dt.timezone.utc)
+    ids = bags.column("bag_id")
+    current = catalog.replicas(bag_id)
+    log = catalog.replicas(bag_id, current=False)
+    if bag_id is None:  # narrow to the selected bags (replica records of unregistered bags too)
+        current = current.filter(pc.is_in(current.column("bag_id"), value_set=ids.combine_chunks()))
+        log = log.filter(pc.is_in(log.column("bag_id"), value_set=ids.combine_chunks()))
+
+    # Expected copies: bag x the targets its policy lists.
+    policy_targets = _policy_targets(config)
+    expected = bags.select(["bag_id", "policy"]).join(policy_targets, "policy", join_type="inner")
+    expected = expected.select(["bag_id", "target", "order", "expected_site"])
+    rows = expected.join(current, ["bag_id", "target"], join_type="full outer")
+    rows = rows.join(_audit_history(log), ["bag_id", "target"], join_type="left outer")
+    rows = rows.join(bags.select(["bag_id", "policy"]), "bag_id", join_type="left outer")
+    rows = rows.join(_cadences(config), ["policy", "target"], join_type="left outer")
+    rows = rows.join(_policy_cadences(config), "policy", join_type="left outer")
+
+    in_policy = pc.is_valid(rows.column("order"))
+    state = pc.coalesce(rows.column("state"), pa.scalar(ABSENT))
+    site = pc.coalesce(rows.column("site"), rows.column("expected_site"))
+    deep_every = pc.coalesce(rows.column("deep_every"), rows.column("policy_deep_every"))
+    quick_every = pc.coalesce(rows.column("quick_every"), rows.column("policy_quick_every"))
+    last_deep = _newest(rows.column("deep_audit_at"), rows.column("deep_verified_at"))
+    last_check = _newest(rows.column("check_at"), rows.column("any_verified_at"), last_deep)
+    deep_due = pc.add(last_deep, deep_every)
+    quick_due = pc.add(last_check, quick_every)
+    now_scalar = pa.scalar(now, type=TIMESTAMP)
+    checkable = pc.and_(pc.is_in(state, value_set=pa.array(GOOD_STATES)), pc.is_valid(deep_every))
+    overdue_deep = pc.and_(checkable, pc.fill_null(pc.less(deep_due, now_scalar), True))
+    overdue_quick = pc.and_(checkable, pc.fill_null(pc.less(quick_due, now_scalar), True))
+
+    out = pa.table({
+        "bag_id": rows.column("bag_id"),
+        "target": rows.column("target"),
+        "site": site,
+        "state": state,
+        "in_policy": in_policy,
+        "order": pc.coalesce(rows.column("order"), pa.scalar(_NO_ORDER, pa.int64())),
+        "verified_at": rows.column("verified_at"),
+        "last_audit_at": rows.column("last_audit_at"),
+        "last_audit_kind": rows.column("last_audit_kind"),
+        "last_audit_outcome": rows.column("last_audit_outcome"),
+        "detail": rows.column("detail"),
+        "recorded_at": rows.column("recorded_at"),
+        "last_deep_at": last_deep,
+        "last_check_at": last_check,
+        "deep_due_at": deep_due,
+        "quick_due_at": quick_due,
+        "overdue_deep": overdue_deep,
+        "overdue_quick": overdue_quick,
+        "policy_known": pc.is_valid(rows.column("policy_deep_every")),
+    })
+    return out.sort_by([("bag_id", "ascending"), ("order", "ascending"), ("target", "ascending")])
+
+
+def _newest(*columns) -> pa.ChunkedArray:
+    """Element-wise newest timestamp, nulls skipped (max_element_wise has no timestamp kernel)."""
+    as_int = [pc.cast(c, pa.int64()) for c in columns]
+    return pc.cast(pc.max_element_wise(*as_int, skip_nulls=True), TIMESTAMP)
+
+
+def _policy_targets(config) -> pa.Table:
+    """(policy, target, order, expected_site) for every policy of the config: a tiny table."""
+    cols: Dict[str, list] = {"policy": [], "target": [], "order": [], "expected_site": []}
+    for policy in config.policies.values():
+        for order, name in enumerate(policy.replicas):
+            cols["policy"].append(policy.name)
+            cols["target"].append(name)
+            cols["order"].append(order)
+            cols["expected_site"].append(config.storage[name].site if name in config.storage else None)
+    return pa.table(cols, schema=pa.schema([("policy", pa.string()), ("target", pa.string()),
+                                            ("order", pa.int64()), ("expected_site", pa.string())]))
+
+
+def _cadences(config) -> pa.Table:
+    """(policy, target) -> deep_every, quick_every with each target's own override applied."""
+    cols: Dict[str, list] = {"policy": [], "target": [], "deep_every": [], "quick_every": []}
+    for policy in config.policies.values():
+        for name in config.storage:
+            cadence = config.cadence_for(policy, name)
+            cols["policy"].append(policy.name)
+            cols["target"].append(name)
+            cols["deep_every"].append(cadence.deep_every)
+            cols["quick_every"].append(cadence.quick_every)
+    return pa.table(cols, schema=pa.schema([("policy", pa.string()), ("target", pa.string()),
+                                            ("deep_every", _DURATION), ("quick_every", _DURATION)]))
+
+
+def _policy_cadences(config) -> pa.Table:
+    """policy -> its own cadence: for copies on targets the config no longer declares."""
+    names = list(config.policies)
+    return pa.table({
+        "policy": pa.array(names, pa.string()),
+        "policy_deep_every": pa.array([config.policies[n].fixity.deep_every for n in names], _DURATION),
+        "policy_quick_every": pa.array([config.policies[n].fixity.quick_every for n in names], _DURATION),
+    })
+
+
+def _audit_history(log: pa.Table) -> pa.Table:
+    """Per (bag, target), from the whole replica-state log: when it was last deep-audited (or
+    verified, which counts as a deep audit unless recorded as a quick check), and last checked
+    at all. The current record alone cannot say: a quick audit hides the deep one before it."""
+    kind = log.column("last_audit_kind")
+    outcome = log.column("last_audit_outcome")
+    audit_at = log.column("last_audit_at")
+    verified_at = log.column("verified_at")
+    null_ts = pa.scalar(None, type=TIMESTAMP)
+    conclusive = pc.fill_null(pc.not_equal(outcome, "inconclusive"), True)
+    is_deep = pc.fill_null(pc.equal(kind, "deep"), False)
+    not_quick = pc.fill_null(pc.not_equal(kind, "quick"), True)
+    table = pa.table({
+        "bag_id": log.column("bag_id"),
+        "target": log.column("target"),
+        "deep_audit_at": pc.if_else(pc.and_(is_deep, conclusive), audit_at, null_ts),
+        "deep_verified_at": pc.if_else(not_quick, verified_at, null_ts),
+        "check_at": pc.if_else(conclusive, audit_at, null_ts),
+        "any_verified_at": verified_at,
+    })
+    agg = table.group_by(["bag_id", "target"]).aggregate(
+        [(c, "max") for c in ("deep_audit_at", "deep_verified_at", "check_at", "any_verified_at")])
+    return agg.rename_columns([n[:-len("_max")] if n.endswith("_max") else n for n in agg.column_names])
+
+
+# --------------------------------------------------------------------------------------------
+# Flags and totals (loops over bags and replicas here, never over files)
+
+
+def _severity(flag: str) -> str:
+    return "problem" if flag in PROBLEM_FLAGS else "warning"
+
+
+def _fmt_time(value: Optional[_dt.datetime]) -> str:
+    return "never" if value is None else value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _replica_flags(r: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """(flag, message) for one replica row of `replica_table`."""
+    state, target = r["state"], r["target"]
+    out: List[Tuple[str, str]] = []
+    detail = f": {r['detail']}" if r.get("detail") else ""
+    if state in BAD_STATES:
+        out.append((state, f"copy on {target} is {state}{detail}"))
+    elif state in UNVERIFIED_STATES:
+        out.append(("unverified", f"copy on {target} is {state} but was never verified{detail}"))
+    elif state == ABSENT:
+        out.append((ABSENT, f"the policy asks for a copy on {target}; the catalog records none"))
+    if r["overdue_deep"]:
+        out.append(("overdue-deep", f"copy on {target}: never deep-audited (only quick checks)"
+                    if r["last_deep_at"] is None else
+                    f"copy on {target}: no deep audit since {_fmt_time(r['last_deep_at'])} "
+                    f"(was due {_fmt_time(r['deep_due_at'])})"))
+    if r["overdue_quick"]:
+        out.append(("overdue-quick", f"copy on {target}: never audited" if r["last_check_at"] is None else
+                    f"copy on {target}: no audit since {_fmt_time(r['last_check_at'])} "
+                    f"(was due {_fmt_time(r['quick_due_at'])})"))
+    return out
+
+
+def _bags_and_flags(config, bags: pa.Table, replicas: pa.Table):
+    by_bag: Dict[str, List[Dict[str, Any]]] = {}
+    for r in replicas.to_pylist():
+        by_bag.setdefault(r["bag_id"], []).append(r)
+    problems: List[Flag] = []
+    warnings: List[Flag] = []
+    out: List[BagStatus] = []
+    for b in bags.to_pylist():
+        bag = BagStatus(bag_id=b["bag_id"], library=b["library"], collection=b["collection"], title=b["title"],
+                        policy=b["policy"], part=b["part"], part_count=b["part_count"], files=b["file_count"],
+                        bytes=b["byte_count"], created_at=b["created_at"])
+        flags: List[str] = []
+        if b["policy"] not in config.policies:
+            flags.append("unknown-policy")
+            warnings.append(Flag("unknown-policy", "warning",
+                                 f"policy {b['policy']!r} is not in the config: required copies and audit "
+                                 f"cadence unknown", bag_id=bag.bag_id))
+        for r in by_bag.get(bag.bag_id, []):
+            rflags = _replica_flags(r)
+            bag.replicas.append(ReplicaStatus(
+                target=r["target"], site=r["site"], state=r["state"], in_policy=r["in_policy"],
+                verified_at=r["verified_at"], last_audit_kind=r["last_audit_kind"],
+                last_audit_at=r["last_audit_at"], last_audit_outcome=r["last_audit_outcome"],
+                last_deep_at=r["last_deep_at"], last_check_at=r["last_check_at"],
+                deep_due_at=r["deep_due_at"], quick_due_at=r["quick_due_at"],
+                detail=r["detail"], recorded_at=r["recorded_at"], flags=[f for f, _ in rflags]))
+            for flag, message in rflags:
+                (problems if flag in PROBLEM_FLAGS else warnings).append(
+                    Flag(flag, _severity(flag), message, bag_id=bag.bag_id, target=r["target"]))
+                if flag not in flags:
+                    flags.append(flag)
+        bag.flags = flags
+        out.append(bag)
+    return out, problems, warnings
+
+
+def _totals(bags: pa.Table, replicas: pa.Table, bag_list: Sequence[BagStatus]
+            ) -> Tuple[List[CollectionTotals], List[LibraryTotals], Totals]:
+    """Group-bys over the bag and replica tables; problem/warning counts from the bags' flags."""
+    keyed = replicas.join(bags.select(["bag_id", "library", "collection"]), "bag_id", join_type="inner")
+    states_cc = keyed.group_by(["library", "collection", "state"]).aggregate([("bag_id", "count")]).to_pylist()
+    per_cc = bags.group_by(["library", "collection"]).aggregate(
+        [("bag_id", "count"), ("file_count", "sum"), ("byte_count", "sum"), ("policy", "distinct")]).to_pylist()
+    per_lib = bags.group_by(["library"]).aggregate(
+        [("bag_id", "count"), ("file_count", "sum"), ("byte_count", "sum")]).to_pylist()
+
+    flag_counts: Dict[Tuple[str, str], List[int]] = {}
+    for bag in bag_list:
+        counts = flag_counts.setdefault((bag.library, bag.collection), [0, 0])
+        for r in bag.replicas:
+            counts[0] += sum(1 for f in r.flags if f in PROBLEM_FLAGS)
+            counts[1] += sum(1 for f in r.flags if f in WARNING_FLAGS)
+        counts[1] += bag.flags.count("unknown-policy")
+
+    states: Dict[Tuple[str, str], Dict[str, int]] = {}
+    for row in states_cc:
+        states.setdefault((row["library"], row["collection"]), {})[row["state"]] = row["bag_id_count"]
+
+    collections = []
+    for row in sorted(per_cc, key=lambda r: (r["library"], r["collection"])):
+        key = (row["library"], row["collection"])
+        p, w = flag_counts.get(key, [0, 0])
+        collections.append(CollectionTotals(
+            library=row["library"], collection=row["collection"], policies=sorted(row["policy_distinct"]),
+            totals=Totals(bags=row["bag_id_count"], files=row["file_count_sum"] or 0,
+                          bytes=row["byte_count_sum"] or 0, replicas=dict(sorted(states.get(key, {}).items())),
+                          problems=p, warnings=w)))
+    libraries = []
+    for row in sorted(per_lib, key=lambda r: r["library"]):
+        mine = [c.totals for c in collections if c.library == row["library"]]
+        libraries.append(LibraryTotals(library=row["library"], totals=Totals(
+            bags=row["bag_id_count"], files=row["file_count_sum"] or 0, bytes=row["byte_count_sum"] or 0,
+            replicas=_sum_states(t.replicas for t in mine),
+            problems=sum(t.problems for t in mine), warnings=sum(t.warnings for t in mine))))
+    everything = [c.totals for c in collections]
+    totals = Totals(bags=sum(t.bags for t in everything), files=sum(t.files for t in everything),
+                    bytes=sum(t.bytes for t in everything), replicas=_sum_states(t.replicas for t in everything),
+                    problems=sum(t.problems for t in everything), warnings=sum(t.warnings for t in everything))
+    return collections, libraries, totals
+
+
+def _sum_states(items) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for states in items:
+        for state, n in states.items():
+            out[state] = out.get(state, 0) + n
+    return dict(sorted(out.items()))
+
+
+def _nothing_matches(catalog: Catalog, library, collection, bag_id) -> str:
+    everything = catalog.bags()
+    if bag_id is not None:
+        what = f"no bag {bag_id!r} in the catalog"
+        if library or collection:
+            what += f" within {library or '*'}/{collection or '*'}"
+        return what + " (bag ids look like LIB/COLL/YYYYMMDDTHHMMSSZ-N; `strongroom status` lists them)"
+    pairs = sorted(set(zip(everything.column("library").to_pylist(), everything.column("collection").to_pylist())))
+    if library is not None and collection is not None:
+        known = ", ".join(f"{l}/{c}" for l, c in pairs if l == library) or "none"
+        return f"no bags in {library}/{collection} (collections of {library}: {known})"
+    if library is not None:
+        known = ", ".join(sorted({l for l, _ in pairs})) or "none (the catalog is empty)"
+        return f"no bags in library {library!r} (libraries: {known})"
+    known = ", ".join(sorted({c for _, c in pairs})) or "none (the catalog is empty)"
+    return f"no bags in collection {collection!r} (collections: {known})"
+
+
+# --------------------------------------------------------------------------------------------
+# Unfinished deposits (staging/.state/<key>/, written by pipelines.flow)
+
+
+def unfinished_deposits(staging: Path, *, library: Optional[str] = None, collection: Optional[str] = None,
+                        bag_id: Optional[str] = None) -> List[DepositStatus]:
+    """Deposits whose state folder has no done.json, with their recorded failures, by key."""
+    from pipelines.flow import STATE_DIR, read_json
+
+    root = Path(staging) / STATE_DIR
+    if not root.is_dir():
+        return []
+    out: List[DepositStatus] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (folder / "done.json").exists() or not (folder / "deposit.json").exists():
+            continue
+        dep = _deposit_status(folder, read_json)
+        if library is not None and dep.library != library:
+            continue
+        if collection is not None and dep.collection != collection:
+            continue
+        if bag_id is not None and bag_id not in [b["id"] for b in dep.bags]:
+            continue
+        out.append(dep)
+    return out
+
+
+def _deposit_status(folder: Path, read_json) -> DepositStatus:
+    failures = []
+    for f in sorted((folder / "failures").glob("*.json")) if (folder / "failures").is_dir() else []:
+        try:
+            failures.append(read_json(f))
+        except (OSError, ValueError) as exc:
+            failures.append({"step": f.stem, "message": f"failure record {f} cannot be read: {exc}",
+                             "problems": [], "exit_code": 1})
+    try:
+        info = read_json(folder / "deposit.json")
+    except (OSError, ValueError) as exc:
+        failures.append({"step": "deposit.json", "message": f"{folder / 'deposit.json'} cannot be read: {exc}",
+                         "problems": [], "exit_code": 2})
+        return DepositStatus(key=folder.name, library=None, collection=None, source=None, policy=None,
+                             started_at=None, stage="unreadable", bags=[], failures=failures,
+                             flags=["deposit-failed"])
+    bags: List[Dict[str, Any]] = []
+    stage = "bagging"
+    try:
+        built = read_json(folder / "bags.json") if (folder / "bags.json").exists() else None
+    except (OSError, ValueError):
+        built = None
+    if built is not None:
+        stage = "replicating"
+        for b in built.get("bags", []):
+            safe = str(b["id"]).replace("/", "__")
+            verified = sorted(p.name[len(safe) + 1:-len(".verified.json")]
+                              for p in folder.glob(f"{safe}.*.verified.json"))
+            bags.append({"id": b["id"], "registered": (folder / f"{safe}.registered.json").exists(),
+                         "verified_on": verified})
+        if bags and all(b["registered"] for b in bags):
+            stage = "finishing"
+    return DepositStatus(
+        key=folder.name, library=info.get("library"), collection=info.get("collection"),
+        source=info.get("source"), policy=info.get("policy"), started_at=info.get("created_at"),
+        stage=stage, bags=bags, failures=failures,
+        flags=["deposit-failed" if failures else "deposit-unfinished"])
+
+
+__all__ = ["Status", "BagStatus", "ReplicaStatus", "DepositStatus", "Totals", "CollectionTotals", "LibraryTotals",
+           "Flag", "build_status", "replica_table", "unfinished_deposits",
+           "GOOD_STATES", "UNVERIFIED_STATES", "BAD_STATES", "ABSENT", "PROBLEM_FLAGS", "WARNING_FLAGS"]
