@@ -40,6 +40,7 @@ import random
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -287,7 +288,7 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
     expected_seq = 0
     prev_hash: Optional[str] = GENESIS
     prev_name: Optional[str] = None
-    for seg in segs:
+    for seg, data, table, error in _load_segments(store, segs):
         name = seg.file.name
         if seg.seq > expected_seq:
             missing = (segment_name(expected_seq) if seg.seq == expected_seq + 1
@@ -295,13 +296,14 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
             problems.append(f"{missing}: missing (deleted?) before {name}")
             prev_hash = None
         expected_seq = seg.seq + 1
-        data = store.read_bytes(seg.file.path)
+        if data is None:
+            problems.append(f"{name}: removed while the ledger was being verified ({error})")
+            prev_hash, prev_name = None, name
+            continue
         digest = sha256_hex(data)
         hashes[digest] = seg.seq
-        try:
-            table = read_segment_bytes(data)
-        except Exception as exc:  # any decoding failure is damage to report, not to crash on
-            problems.append(f"{name}: not a readable Parquet segment ({exc})")
+        if table is None:
+            problems.append(f"{name}: not a readable Parquet segment ({error})")
             prev_hash, prev_name = digest, name
             continue
         meta = table.schema.metadata or {}
@@ -348,6 +350,24 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
                             f"segments were removed, or the expected head's segment was altered")
     return LedgerReport(ok=not problems, head_hash=head_hash, segments=len(segs), events=events,
                         problems=problems, head_seq=head_seq)
+
+
+def _load_segments(store: Store, segs: List[Segment], window: int = 256):
+    """(segment, bytes, table or None, error) in order; reads and decodes a window of segments
+    in threads (file reads and Parquet decoding release the GIL), holding at most `window`."""
+    def load(seg: Segment):
+        try:
+            data = store.read_bytes(seg.file.path)
+        except FileNotFoundError as exc:
+            return seg, None, None, exc
+        try:
+            return seg, data, read_segment_bytes(data), None
+        except Exception as exc:  # any decoding failure is damage to report, not to crash on
+            return seg, data, None, exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for start in range(0, len(segs), window):
+            yield from pool.map(load, segs[start:start + window])
 
 
 def _check_caches(ledger: Ledger, contents: Dict[int, str]) -> List[str]:
