@@ -215,3 +215,13 @@ def test_unlistable_target_is_reported(capsys, arch):
     assert "does not exist" in targets["site-b"]["error"]
     # an unlistable target is not declared "missing": nothing is known about it
     assert all(c["target"] == "site-a" for b in run.data["bags"] for c in b["copies"])
+
+
+def test_rebuild_is_only_a_catalog_action(capsys, arch):
+    from pipelines.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--config", str(arch.config), "rebuild"])
+    assert exc.value.code == 2
+    args = build_parser().parse_args(["--config", str(arch.config), "catalog", "rebuild", "--quick"])
+    assert args.quick and args.run.__module__ == "pipelines.commands.catalog_rebuild"

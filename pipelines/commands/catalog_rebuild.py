@@ -14,8 +14,15 @@ import sys
 
 from pipelines.output import emit
 
+CATALOG_ACTIONS_DEST = "catalog_command"  # the `dest` of pipelines.commands.catalog_cmd's sub-parsers
+
 
 def register(actions):
+    """Add `rebuild` to the `catalog` parser's actions. `pipelines.cli` also calls this, with the
+    top-level sub-parsers, because it registers every module in this folder: then add nothing,
+    since rebuild is `strongroom catalog rebuild`, not a command of its own."""
+    if getattr(actions, "dest", None) != CATALOG_ACTIONS_DEST:
+        return None
     parser = actions.add_parser(
         "rebuild", help="rebuild the catalog from the bags on every storage target (verifying each copy)",
         description="List every storage target of the config, read each bag's own tag files (bag-info, "
