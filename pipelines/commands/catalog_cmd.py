@@ -2,10 +2,10 @@
 
 Other modules add actions: put the module's name in `SUBCOMMAND_MODULES`; its
 `register(actions)` receives the `catalog` parser's sub-parsers object and adds its parser with
-`set_defaults(run=...)`, like a top-level command. `register` also returns that object. Such a
-module must not live in `pipelines/commands/` under a plain name: `pipelines.cli` registers every
-module there as a top-level command (name it `_catalog_rebuild.py`, or put it elsewhere, e.g.
-`pipelines/catalog_rebuild.py`).
+`set_defaults(run=...)`, like a top-level command. `register` also returns that object. Note that
+`pipelines.cli` registers every module in `pipelines/commands/` as a top-level command too: such a
+module's `register` must add nothing when `actions.dest != "catalog_command"` (as
+`catalog_rebuild` does), or the module must live elsewhere.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ def register(subparsers):
     actions = parser.add_subparsers(dest="catalog_command", metavar="ACTION")
     actions.required = True
     compact = actions.add_parser(
-        "compact", help="merge each catalog table's small files into one (queries unchanged)",
-        description="Merge the small Parquet files that writers append (one per write) into one file "
-                    "per table. Query results do not change; the event ledger is never touched. "
-                    "Safe while other processes write; one compaction at a time.")
+        "compact", help="merge each catalog table's small files into a few large ones (queries unchanged)",
+        description="Merge the small Parquet files that writers append (one per write) into a few "
+                    "large files per table (in size tiers, at most about a million rows per merge), and "
+                    "extend the event ledger's query cache. Query results do not change; ledger "
+                    "segments are never touched. Safe while other processes write; one compaction "
+                    "at a time.")
     compact.set_defaults(run=run_compact)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(actions)
