@@ -71,12 +71,10 @@ def run(args) -> int:
 
 def _status(config, outcome):
     """The archive's status as `strongroom status` shows it."""
-    try:
-        from reports import status as status_mod
-    except ImportError:  # pragma: no cover - status arrives with its own module
-        return {}, "  (status not available)"
-    data = status_mod.build_status(config)
-    return data, status_mod.status_text(data)
+    from reports import status as status_mod
+
+    status = status_mod.build_status(config)
+    return status.to_dict(), status_mod.status_text(status)
 
 
 def compare_trees(original: Path, restored: Path) -> list:
