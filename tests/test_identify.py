@@ -281,6 +281,14 @@ def test_command_json_and_workers(samples, no_config, capsys):
     assert rows[0]["puid"] == Identifier().identify_path(files[0]).puid
 
 
+def test_command_options_after_the_command(samples, no_config, capsys):
+    files = [str(p) for p in samples[:3]]
+    assert cli.main(["identify", *files, "--json", "--workers", "2"]) == 0
+    assert [r["path"] for r in json.loads(capsys.readouterr().out)] == files
+    assert cli.main(["identify", files[0]]) == 0  # without them: CSV
+    assert capsys.readouterr().out.startswith("path,puid,")
+
+
 def test_command_missing_path_exits_2(tmp_path, no_config, capsys):
     missing = tmp_path / "not-there.pdf"
     assert cli.main(["identify", str(missing)]) == 2
