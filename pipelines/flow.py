@@ -143,8 +143,8 @@ def _free_stamp(staging: Path, library: str, collection: str, now: datetime) -> 
 
 # --- the steps ------------------------------------------------------------------------------
 
-def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, identifier=None) -> List[dict]:
-    """Ingest the source into validated bag(s) in staging; returns [{'id', 'path', ...}]."""
+def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, identifier=None, scan=None):
+    """Ingest the source into validated bag(s) in staging; returns ([{'id', 'path', ...}], warnings)."""
     from ingest.deposit import DepositRequest, ingest
 
     staging = Path(config.staging)
@@ -156,7 +156,7 @@ def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, 
         title=state.title, workers=workers, follow_internal_links=state.follow_internal_links,
         stamp=state.stamp, progress=progress,
     )
-    result = ingest(request, identifier=identifier)
+    result = ingest(request, identifier=identifier, scan=scan)
     return [
         {"id": str(b.bag_id), "path": str(b.path), "files": b.file_count, "bytes": b.byte_count,
          "external_identifier": f"urn:uuid:{b.external_id}"}

@@ -11,11 +11,13 @@ durable, so Luigi's "complete" means "done and safe" and a rerun does only what 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import luigi
 
 from pipelines import flow
+from pipelines.progress import ByteProgress
 
 
 class _DepositTask(luigi.Task):
@@ -42,11 +44,16 @@ class _DepositTask(luigi.Task):
     def write_marker(self, data) -> None:
         flow.write_json_atomic(Path(self.output().path), data)
 
-    def progress(self, label: str):
-        """A callback(files, bytes) that shows progress in luigid's UI."""
-        def update(files_done: int, bytes_done: int) -> None:
-            self.set_status_message(f"{label}: {files_done} files, {bytes_done:,} bytes")
-        return update
+    @contextmanager
+    def progress(self, label: str, total_bytes: int, total_files: int):
+        """A callback(files, bytes) shown in luigid's UI and, at a terminal, as a progress bar."""
+        with ByteProgress(total_bytes, total_files, label) as bar:
+            def update(files_done: int, bytes_done: int) -> None:
+                bar(files_done, bytes_done)
+                if total_bytes:
+                    self.set_progress_percentage(min(100, int(100 * bytes_done / total_bytes)))
+                self.set_status_message(f"{label}: {files_done}/{total_files} files, {bytes_done:,} bytes")
+            yield update
 
     def failure_path(self) -> Path:
         return self.state.state_dir(self.config.staging) / "failures" / f"{self.task_id}.json"
@@ -77,9 +84,12 @@ class BuildBags(_DepositTask):
         return self.marker("bags.json")
 
     def run(self):
-        self.set_status_message("staging, identifying and bagging")
-        bags, warnings = flow.build_bags(self.config, self.state, workers=self.workers,
-                                         progress=self.progress("staged"))
+        from ingest.scan import scan_source
+
+        scan = scan_source(self.state.source, follow_internal_links=self.state.follow_internal_links)
+        with self.progress("staging", scan.total_bytes, len(scan.files)) as update:
+            bags, warnings = flow.build_bags(self.config, self.state, workers=self.workers, progress=update,
+                                             scan=scan)
         self.write_marker({"bags": bags, "warnings": warnings})
 
 
@@ -114,13 +124,8 @@ class Replicate(_DepositTask):
 
     def run(self):
         bag = self.bag(self.bag_id)
-        total = bag["bytes"] or 1
-
-        def update(files_done: int, bytes_done: int) -> None:
-            self.set_progress_percentage(min(100, int(100 * bytes_done / total)))
-            self.set_status_message(f"copied {files_done} files, {bytes_done:,} bytes to {self.target}")
-
-        result = flow.replicate_to(self.config, self.state, bag, self.target, progress=update)
+        with self.progress(f"copying to {self.target}", bag["bytes"], bag["files"]) as update:
+            result = flow.replicate_to(self.config, self.state, bag, self.target, progress=update)
         self.write_marker({"bag": self.bag_id, "target": self.target, "files_written": result.files_written,
                            "files_already_present": result.files_already_present})
 
