@@ -168,14 +168,29 @@ def event_id(state: DepositState, *parts: str) -> str:
     return str(uuid.uuid5(_EVENT_NS, "/".join((state.key,) + parts)))
 
 
-def append_once(catalog: Catalog, events: Sequence[EventRecord]) -> None:
-    """Append events not yet in the ledger (a rerun of a step must not record it twice)."""
-    known = set()
-    for bag_id in {e.bag_id for e in events}:
-        known.update(catalog.events(bag_id=bag_id).column("event_id").to_pylist())
-    fresh = [e for e in events if e.event_id not in known]
+def append_once(catalog: Catalog, events: Sequence[EventRecord], journal: Path) -> None:
+    """Append events not yet in the ledger: a rerun of a step must not record it twice.
+
+    The step's events get a journal file once appended. Only when an earlier run crashed
+    between declaring its intent and writing that journal is the ledger itself searched (a scan
+    of every segment); the ordinary path costs two small local files, not a ledger query.
+    """
+    journal.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256("".join(e.event_id for e in events).encode()).hexdigest()[:24]
+    done, intent = journal / f"{name}.done", journal / f"{name}.intent"
+    if done.exists():
+        return
+    fresh = list(events)
+    if intent.exists():
+        known = set()
+        for bag_id in {e.bag_id for e in events}:
+            known.update(catalog.events(bag_id=bag_id).column("event_id").to_pylist())
+        fresh = [e for e in events if e.event_id not in known]
+    else:
+        write_json_atomic(intent, [e.event_id for e in events])
     if fresh:
         catalog.append_events(fresh)
+    write_json_atomic(done, [e.event_id for e in events])
 
 
 def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, progress=None):
@@ -221,7 +236,7 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
         last_audit_at=now, last_audit_kind="deep", last_audit_outcome="success",
         detail=f"{result.files_checked} files, {result.bytes_checked} bytes re-read and matched",
     ))
-    append_once(catalog, [
+    append_once(catalog, journal=state.state_dir(Path(config.staging)) / "events", events=[
         EventRecord(type="replication", outcome="success", agent=AGENT, object_type="replica",
                     bag_id=str(bag_id), target=target.name,
                     detail=f"copied to {adapter.location(bag_id)} ({target.site})",
@@ -251,7 +266,7 @@ def register(config, state: DepositState, bag: dict) -> None:
     record = type(record)(**{**asdict(record), "source_path": state.source})
     catalog.add_bag(record, files)
     policy = config.policy(state.policy)
-    append_once(catalog, [EventRecord(
+    append_once(catalog, journal=state.state_dir(Path(config.staging)) / "events", events=[EventRecord(
         type="ingestion", outcome="success", agent=AGENT, object_type="bag", bag_id=str(bag_id),
         detail=f"preserved: {record.file_count} files, {record.byte_count} bytes, verified on "
                f"{', '.join(policy.replicas)} (policy {policy.name})",
