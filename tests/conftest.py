@@ -38,3 +38,19 @@ def tree_state(root: Path) -> dict:
                     digest = hashlib.sha256(fh.read()).hexdigest()
             state[os.path.relpath(p, os.fsencode(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
     return state
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One real SeaweedFS server (`weed server -s3`) for the whole session, killed by pid at the end.
+
+    Tests make their own buckets with `seaweed.make_bucket()`; fault tests may stop() and
+    start() it on the same data folder (ports and credentials stay the same).
+    """
+    from tests.seaweed import SeaweedServer
+
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

