@@ -60,6 +60,12 @@ class DepositResult:
         return sum(b.byte_count for b in self.bags)
 
 
+def work_dir_prefix(library: str, collection: str, stamp: str) -> str:
+    """Start of the names of one deposit's work folders in staging/.incomplete/ ('+' is in no
+    library or collection code): a rerun after a crash removes its own leftovers, never another's."""
+    return f"{library}+{collection}+{stamp}-"
+
+
 def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = None) -> DepositResult:
     """Scan, stage, check supplied checksums, bag and validate. Returns the bags built."""
     check_code(req.library, "library")
@@ -83,7 +89,8 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
     bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
     work_root = staging / INCOMPLETE
     work_root.mkdir(parents=True, exist_ok=True)
-    work_dirs = [work_root / f"{stamp}-{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(len(parts))]
+    prefix = work_dir_prefix(req.library, req.collection, stamp)
+    work_dirs = [work_root / f"{prefix}{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(len(parts))]
     try:
         return _build(req, scan, parts, bag_ids, work_dirs, identifier, staging, now)
     finally:

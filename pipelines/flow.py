@@ -145,11 +145,13 @@ def _free_stamp(staging: Path, library: str, collection: str, now: datetime) -> 
 
 def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, identifier=None, scan=None):
     """Ingest the source into validated bag(s) in staging; returns ([{'id', 'path', ...}], warnings)."""
-    from ingest.deposit import DepositRequest, ingest
+    from ingest.deposit import INCOMPLETE, DepositRequest, ingest, work_dir_prefix
 
     staging = Path(config.staging)
     for stale in (staging / state.library / state.collection).glob(f"{state.stamp}-*"):
         shutil.rmtree(stale)  # built by a run that crashed before recording them: rebuild
+    for stale in (staging / INCOMPLETE).glob(work_dir_prefix(state.library, state.collection, state.stamp) + "*"):
+        shutil.rmtree(stale)  # half-built by a run that was killed while staging
     request = DepositRequest(
         source=Path(state.source), library=state.library, collection=state.collection,
         collection_type=state.collection_type, policy=config.policy(state.policy), staging=staging,
@@ -204,6 +206,9 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
     try:
         adapter = open_target(target)
         result = replicate_bag(adapter, bag["path"], bag_id, progress=progress)
+        # A run killed between naming a file and removing its temp name leaves that temp behind;
+        # the file itself is whole, so the rerun skips it and nothing else would remove the temp.
+        adapter.cleanup_temp(bag_id)
     except PreservationError as exc:
         _record_failure(catalog, state, bag_id, target, "replication", str(exc))
         raise

@@ -19,7 +19,9 @@ class RunOutcome:
 def run_tasks(tasks: Sequence[luigi.Task], *, workers: int = 1, scheduler_url: Optional[str] = None,
               verbose: int = 0) -> RunOutcome:
     """Build `tasks`; Luigi's own summary is kept for the CLI to show on failure or with -v."""
-    params = dict(workers=workers, detailed_summary=True, log_level="INFO" if verbose else "WARNING")
+    # Without -v the CLI reports every failed step itself, from the failure records tasks leave;
+    # Luigi's ERROR lines (each failed task's traceback, printed twice) would only bury that.
+    params = dict(workers=workers, detailed_summary=True, log_level="INFO" if verbose else "CRITICAL")
     if scheduler_url:
         params["scheduler_url"] = scheduler_url
     else:
@@ -27,7 +29,7 @@ def run_tasks(tasks: Sequence[luigi.Task], *, workers: int = 1, scheduler_url: O
     if not verbose:
         # Luigi logs every scheduling decision; the CLI prints its own one-screen summary instead.
         for name in ("luigi", "luigi-interface", "luigi.scheduler"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     result = luigi.build(list(tasks), **params)
     from luigi.execution_summary import LuigiStatusCode
 
