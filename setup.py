@@ -32,6 +32,8 @@ setup(
         "pyyaml>=6",
         "xmltodict>=0.13",
         "tqdm>=4.60",
+        "jinja2>=3.1",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "test": [
