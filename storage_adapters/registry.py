@@ -9,11 +9,15 @@ from .base import StorageAdapter, StorageError
 from .filesystem import FilesystemAdapter
 
 
-def open_target(target) -> StorageAdapter:
+def open_target(target, retention=None) -> StorageAdapter:
     """The adapter for `target` (a StorageTarget: name, type, site, root, options).
 
     Opening touches no storage: errors about a missing folder or bucket come from the first
-    operation, naming the target and the place.
+    operation, naming the target and the place. `retention` (a policy's Retention, a
+    (mode, years) pair, or None) is what a writer must apply to every object: S3 targets apply
+    it with Object Lock (see S3Adapter.check_retention_supported); folders cannot lock files and
+    ignore it. An S3 target's credentials are read from the environment here (ConfigError
+    naming a missing variable), never shown.
     """
     if target.type == "filesystem":
         if target.root is None:
@@ -21,9 +25,9 @@ def open_target(target) -> StorageAdapter:
                                location=None if getattr(target, "source", None) is None else str(target.source))
         return FilesystemAdapter(target.name, target.site, target.root)
     if target.type == "s3":
-        raise StorageError("S3 storage targets are not available yet in this version of Strongroom; "
-                           "use filesystem targets (type: filesystem) for now", target=target.name,
-                           location=None if getattr(target, "source", None) is None else str(target.source))
+        from .s3 import S3Adapter  # boto3 is imported only when an S3 target is used
+
+        return S3Adapter.from_target(target, retention=retention)
     raise StorageError(f"unknown storage type {target.type!r} (known: filesystem, s3)", target=target.name)
 
 
