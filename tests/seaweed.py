@@ -128,6 +128,10 @@ class SeaweedServer:
     def command(self) -> list[str]:
         p = self.ports
         store = self.data_dir / "store"
+        # The filer's unix socket defaults to /tmp/seaweedfs-filer-<port>.sock and outlives a
+        # SIGKILL; keep it in the data folder when the path fits a socket address (108 bytes).
+        sock = self.data_dir / "filer.sock"
+        sock_args = [f"-filer.localSocket={sock}"] if len(os.fsencode(str(sock))) < 100 else []
         return [
             str(weed_binary()),
             "server",
@@ -150,7 +154,9 @@ class SeaweedServer:
             "-volume.max=300",
             "-master.volumeSizeLimitMB=1024",
             "-master.telemetry=false",
+            # A restarted single master otherwise waits ~20 s for a Raft election it cannot lose.
             "-master.electionTimeout=1s",
+            *sock_args,
         ]
 
     # -- lifecycle ---------------------------------------------------------------------
