@@ -31,4 +31,18 @@ def open_target(target, retention=None) -> StorageAdapter:
     raise StorageError(f"unknown storage type {target.type!r} (known: filesystem, s3)", target=target.name)
 
 
-__all__ = ["open_target"]
+def check_retention(targets, retention) -> None:
+    """Before any upload of a deposit: StorageError naming the first target that cannot apply
+    the policy's `retention` (an S3 bucket without Object Lock, or an S3 target not declared
+    with object_lock: true). Folders cannot lock files and are not refused (see policy docs).
+    Touches each S3 target's bucket (HEAD, Object Lock and versioning configuration) only when
+    a retention is asked for.
+    """
+    for target in targets:
+        adapter = open_target(target, retention=retention)
+        check = getattr(adapter, "check_retention_supported", None)
+        if check is not None:
+            check()
+
+
+__all__ = ["open_target", "check_retention"]

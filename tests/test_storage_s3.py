@@ -466,3 +466,20 @@ def test_registry_opens_s3_targets_with_credentials_from_named_variables(seaweed
     with pytest.raises(ConfigError, match="SR_TEST_REG_SECRET") as info:
         open_target(_target(seaweed, buckets["a"]))
     assert info.value.exit_code == 2 and seaweed.access_key not in str(info.value)
+
+
+def test_check_retention_refuses_the_first_target_that_cannot_lock(seaweed, buckets, monkeypatch, tmp_path):
+    from policies.model import Retention
+    from storage_adapters.registry import check_retention
+
+    monkeypatch.setenv("SR_TEST_REG_KEY", seaweed.access_key)
+    monkeypatch.setenv("SR_TEST_REG_SECRET", seaweed.secret_key)
+    folder = StorageTarget(name="local", type="filesystem", site="beijing", root=tmp_path, options={})
+    locked = _target(seaweed, buckets["locked"], object_lock=True)
+    plain = _target(seaweed, buckets["a"], object_lock=True)
+    wants = Retention(mode="compliance", years=7)
+    check_retention([folder, locked], wants)                  # folders ignore it, the locked bucket can
+    check_retention([folder, locked, plain], None)            # nothing asked, nothing refused
+    with pytest.raises(StorageError, match="has no Object Lock") as info:
+        check_retention([folder, locked, plain], wants)
+    assert str(info.value).startswith(f"s3-reg: s3://{buckets['a']}")
