@@ -1,0 +1,130 @@
+"""`strongroom audit [--due | --all] [--library L] [--collection C] [--bag B] [--quick | --deep]
+[--all-digests] [--no-repair]`.
+
+Select the copies to check (`fixity.due`), run one Luigi check task per bag x target and one
+judgement/repair task per bag (`pipelines.audit_tasks`), then print one summary and write it
+as JSON for monitoring (`fixity.summary`). Without --due or --all: --all when --bag is given
+(audit that bag's copies now), else --due.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from pipelines.cli import config_path
+from pipelines.output import emit
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "audit", help="check the copies (fixity) on schedule and repair damage from a good copy",
+        description="Fixity audit. --due (the default) checks the copies whose deep or quick audit is overdue "
+                    "by their policy's cadence (a storage target may set its own), never-audited and most "
+                    "overdue first, deep audits limited to the policy's daily_byte_budget. --all checks every "
+                    "copy of the selected bags. --deep re-reads every file and recomputes its primary digest; "
+                    "--quick checks presence, size and storage-kept checksums without reading. Damaged, "
+                    "missing and extra files are repaired from a copy verified in this run unless --no-repair. "
+                    "Exit 0 all intact (or repaired), 1 damage remains or a copy could not be audited, 2 usage "
+                    "or configuration error. Safe to run from cron: a second run does no duplicate work.")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--due", action="store_true", help="only copies overdue by their cadence (default)")
+    which.add_argument("--all", action="store_true", help="every copy of the selected bags, ignoring cadence and budget")
+    p.add_argument("--library", default=None, help="only bags of this library")
+    p.add_argument("--collection", default=None, help="only bags of this collection")
+    p.add_argument("--bag", default=None, help="only this bag (LIB/COLL/YYYYMMDDTHHMMSSZ-N); implies --all "
+                                               "unless --due is given")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--quick", action="store_true", help="presence, size and storage checksums only")
+    how.add_argument("--deep", action="store_true", help="re-read and re-hash every file")
+    p.add_argument("--all-digests", action="store_true",
+                   help="deep: recompute every digest the catalog holds, not only the policy's primary one")
+    p.add_argument("--no-repair", action="store_true", help="only report; change nothing on the storage targets")
+    p.set_defaults(run=run)
+
+
+def now() -> _dt.datetime:
+    """The audit's clock (tests replace it)."""
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def run(args) -> int:
+    from catalog.store import Store
+    from policies.config import load_config
+    from strongroom.errors import ConfigError
+
+    config = load_config(config_path(args))
+    if not config.catalog_is_s3 and not Store(config.catalog).exists():
+        raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init`, or fix `catalog`)",
+                          path=str(config.path), key="catalog")
+    mode = "all" if args.all or (args.bag and not args.due) else "due"
+    kind = "quick" if args.quick else "deep" if args.deep else None
+    summary = run_audit(config, mode=mode, kind=kind, library=args.library, collection=args.collection,
+                        bag=args.bag, repair=not args.no_repair, all_digests=args.all_digests,
+                        workers=args.workers, scheduler_url=args.scheduler_url, verbose=args.verbose)
+    emit(args, summary.to_dict(), summary.text())
+    return summary.exit_code
+
+
+def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library: Optional[str] = None,
+              collection: Optional[str] = None, bag: Optional[str] = None, repair: bool = True,
+              all_digests: bool = False, workers: int = 1, scheduler_url: Optional[str] = None, verbose: int = 0,
+              clock=None):
+    """Select, run the Luigi tasks, gather: the run's AuditSummary (already written to disk)."""
+    from catalog.catalog import Catalog
+    from fixity import due
+    from fixity.repair import BagAudit
+    from fixity.summary import AuditSummary, new_run_id, summaries_dir
+    from pipelines.audit_tasks import AUDIT_DIR, AuditBag, failure_path, plan_text
+    from pipelines.runner import run_tasks
+
+    clock = clock or now
+    started = clock()
+    catalog = Catalog(config.catalog)
+    if bag is not None:
+        from ingest.naming import BagId
+
+        BagId.parse(bag)  # UsageError for a malformed id
+    selection = due.select(config, catalog, mode=mode, kind=kind, library=library, collection=collection, bag=bag,
+                           now=started)
+    by_bag = selection.by_bag()
+    luigi_workers = max(1, min(workers, len(by_bag)))
+    threads = max(1, workers // luigi_workers)
+    tasks: Dict[str, AuditBag] = {}
+    for bag_id, cands in by_bag.items():
+        plan = plan_text([(c.target, c.kind, c.basis) for c in cands])
+        tasks[bag_id] = AuditBag(str(config.path), bag_id, plan, all_digests=all_digests, repair=repair,
+                                 threads=threads)
+    if tasks:
+        run_tasks(list(tasks.values()), workers=luigi_workers, scheduler_url=scheduler_url, verbose=verbose)
+
+    bags: List[BagAudit] = []
+    errors: List[dict] = []
+    unfinished: List[str] = []
+    audit_dir = Path(config.staging) / AUDIT_DIR
+    for bag_id, task in tasks.items():
+        out = Path(task.output().path)
+        if out.exists():
+            with open(out, encoding="utf-8") as fh:
+                bags.append(BagAudit.from_dict(json.load(fh)))
+            continue
+        failed = [failure_path(audit_dir, t.task_id) for t in [task] + list(task.requires())]
+        records = [json.loads(p.read_text("utf-8")) for p in failed if p.exists()]
+        if records:
+            errors.append({"bag": bag_id, "message": records[0].get("message", "failed"),
+                           "problems": records[0].get("problems", [])})
+        else:
+            unfinished.append(bag_id)
+
+    after = due.select(config, catalog, mode="due", library=library, collection=collection, bag=bag, now=clock())
+    overdue = {"deep": sum(1 for c in after.chosen + after.deferred if c.kind == "deep"),
+               "quick": sum(1 for c in after.chosen if c.kind == "quick")}
+    seq, head = catalog.ledger_head()
+    summary = AuditSummary(run_id=new_run_id(started), started_at=started, finished_at=clock(), mode=mode, kind=kind,
+                           repair=repair, filters={"library": library, "collection": collection, "bag": bag},
+                           selection=selection, bags=bags, errors=errors, unfinished=unfinished,
+                           overdue_after=overdue, ledger_head=None if seq < 0 else {"seq": seq, "hash": head})
+    summary.write(summaries_dir(config))
+    return summary
