@@ -203,8 +203,9 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
     target = config.target(target_name)
     catalog = Catalog(config.catalog)
     bag_id = BagId.parse(bag["id"])
+    retention = config.policy(state.policy).retention
     try:
-        adapter = open_target(target)
+        adapter = open_target(target, retention=retention)
         result = replicate_bag(adapter, bag["path"], bag_id, progress=progress)
         # A run killed between naming a file and removing its temp name leaves that temp behind;
         # the file itself is whole, so the rerun skips it and nothing else would remove the temp.

@@ -50,8 +50,9 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     policy = config.policy_for_type(collection_type, policy_name)
     check_code(library, "library")
     check_code(collection, "collection")
-    for name in policy.replicas:
-        config.target(name)
+    from storage_adapters.registry import check_retention
+
+    check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
     scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work (exit 2)
     state = flow.open_deposit(config, source=source, library=library, collection=collection,
                               collection_type=collection_type, policy=policy.name, title=title,
