@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,7 +69,7 @@ def bag_info(plan: BagPlan, library: str, collection: str, when: datetime) -> Li
     return items
 
 
-def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) -> BuiltBag:
+def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, *, workers: int = 1) -> BuiltBag:
     """Write tag files, validate, and move the bag into place. Raises PreservationError if invalid."""
     work = plan.work_dir
     os.makedirs(work / "data", exist_ok=True)
@@ -87,21 +88,30 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
     if plan.supplied:
         metadata.atomic_write_bytes(str(md / "supplied-checksums.csv"), metadata.supplied_csv(plan.supplied))
 
-    # Full validation of the payload as staged: every digest recomputed from the copy.
-    report = validate_bag(work)
+    # Full validation of the payload as staged (every digest recomputed from the copy) runs in
+    # a thread while PREMIS is generated: hashing releases the GIL, XML generation holds it.
+    # premis.xml is written outside the bag and moved in only once the bag proved valid.
+    started = datetime.now(timezone.utc)
+    unidentified = sum(1 for f in plan.files if not getattr(f.identification, "puid", ""))
+    pending_premis = pending_premis_path(work)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        validation = pool.submit(validate_bag, work, processes=workers)
+        objects, events, agents = metadata.premis_for_bag(
+            str(plan.bag_id), plan.files, plan.algorithms, provenance,
+            supplied_count=len(plan.supplied), validated_at=started, unidentified=unidentified,
+            title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
+        )
+        try:
+            premis.write_premis(pending_premis, objects, events, agents)
+        finally:
+            report = validation.result()
     if not report.valid:
+        pending_premis.unlink(missing_ok=True)
         raise PreservationError(
             f"bag {plan.bag_id} failed validation in staging; nothing was kept",
             path=str(work), problems=[str(p) for p in report.problems],
         )
-    validated_at = datetime.now(timezone.utc)
-    unidentified = sum(1 for f in plan.files if not getattr(f.identification, "puid", ""))
-    objects, events, agents = metadata.premis_for_bag(
-        str(plan.bag_id), plan.files, plan.algorithms, provenance,
-        supplied_count=len(plan.supplied), validated_at=validated_at, unidentified=unidentified,
-        title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
-    )
-    premis.write_premis(md / "premis.xml", objects, events, agents)
+    os.replace(pending_premis, md / "premis.xml")
     bagit_spec.write_tag_manifests(work, plan.algorithms)
     # Tag files changed since the full check: check structure, Oxum and tag manifests again
     # (payload bytes are unchanged and were verified above).
@@ -134,5 +144,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def discard(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def pending_premis_path(work: Path) -> Path:
+    return work.parent / f"{work.name}.premis.xml"
+
+
+def discard(work: Path) -> None:
+    """Remove a bag under construction and anything written beside it."""
+    if work.is_file():
+        work.unlink()
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    pending_premis_path(work).unlink(missing_ok=True)

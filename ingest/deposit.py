@@ -95,8 +95,7 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
         return _build(req, scan, parts, bag_ids, work_dirs, identifier, staging, now)
     finally:
         for w in work_dirs:
-            if w.exists():
-                discard(w)
+            discard(w)
 
 
 def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now: datetime) -> DepositResult:
@@ -189,7 +188,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
                 supplied=[s for s in supplied if part_of.get(s.path) == i],
             )
             final = staging / bag_id.library / bag_id.collection / bag_id.name
-            built.append(finish_bag(plan, provenance, final))
+            built.append(finish_bag(plan, provenance, final, workers=req.workers))
             final_dirs.append(final)
     except BaseException:
         for d in final_dirs:  # a deposit is all of its parts or nothing

@@ -145,13 +145,14 @@ def _free_stamp(staging: Path, library: str, collection: str, now: datetime) -> 
 
 def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, identifier=None, scan=None):
     """Ingest the source into validated bag(s) in staging; returns ([{'id', 'path', ...}], warnings)."""
+    from ingest.bag import discard
     from ingest.deposit import INCOMPLETE, DepositRequest, ingest, work_dir_prefix
 
     staging = Path(config.staging)
     for stale in (staging / state.library / state.collection).glob(f"{state.stamp}-*"):
         shutil.rmtree(stale)  # built by a run that crashed before recording them: rebuild
     for stale in (staging / INCOMPLETE).glob(work_dir_prefix(state.library, state.collection, state.stamp) + "*"):
-        shutil.rmtree(stale)  # half-built by a run that was killed while staging
+        discard(stale)  # half-built by a run that was killed while staging
     request = DepositRequest(
         source=Path(state.source), library=state.library, collection=state.collection,
         collection_type=state.collection_type, policy=config.policy(state.policy), staging=staging,
