@@ -1,0 +1,70 @@
+"""`strongroom report preservation|fixity|formats [--library L] [--collection C] [--since D]
+[--until D] [--format html|csv|json|premis] [--lang en|zh] -o PATH`: reports for staff and auditors.
+
+preservation  holdings, copies per site and their state, retention, audits, overdue copies, open
+              damage, repairs in the period, and the NDSA Levels (v2.0) each collection reaches,
+              with the evidence and what is missing for the next level
+fixity        for auditors: every audit and repair event of the period (one row per event in CSV
+              and JSON), damage found and its repair, copies never or not recently audited, and
+              the ledger's verification with its head hash
+formats       files and bytes per PRONOM format, unidentified files, files in at-risk formats
+
+Dates: YYYY-MM-DD is a whole day in UTC (`--until 2026-12-31` includes the 31st); an ISO 8601
+date-time is that instant. Exit 0 when the report is written (even if it shows problems: the
+report is the finding), 2 for a bad option, an unknown library or collection, or a config error.
+The file appears complete or not at all (written beside PATH, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+KINDS = ("preservation", "fixity", "formats")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="preservation, fixity and format reports (HTML, CSV, JSON, PREMIS; English or Chinese)",
+        description="Write a report over the catalog: preservation (holdings, copies, audits, NDSA levels), "
+                    "fixity (every audit event of a period, damage and repairs, ledger verification) or "
+                    "formats (PRONOM formats, unidentified and at-risk files). Exit 0 written, 2 usage or "
+                    "config error.")
+    parser.add_argument("kind", choices=KINDS, help="which report")
+    parser.add_argument("--library", default=None, help="only this library")
+    parser.add_argument("--collection", default=None, help="only this collection")
+    parser.add_argument("--since", default=None, metavar="DATE",
+                        help="period start, inclusive: YYYY-MM-DD (UTC) or an ISO 8601 date-time")
+    parser.add_argument("--until", default=None, metavar="DATE",
+                        help="period end: YYYY-MM-DD includes that whole day (UTC); a date-time is exclusive")
+    parser.add_argument("--format", dest="report_format", default="html", choices=("html", "csv", "json", "premis"),
+                        help="html (default; one self-contained file), csv, json or premis (PREMIS 3 XML)")
+    parser.add_argument("--lang", default="en", choices=("en", "zh"), help="en (default) or zh (Simplified Chinese)")
+    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from catalog.catalog import Catalog
+    from pipelines.cli import config_path
+    from pipelines.output import emit
+    from policies.config import load_config
+    from pathlib import Path
+
+    from reports.common import iso, make_scope
+    from reports.render import write
+    from reports.write import build_report
+    from strongroom.errors import ConfigError
+
+    scope = make_scope(library=args.library, collection=args.collection, since=args.since, until=args.until)
+    config = load_config(config_path(args))
+    catalog = Catalog(config.catalog)
+    if not config.catalog_is_s3 and not catalog.store.exists():
+        raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init` for a new "
+                          f"archive, or `strongroom catalog rebuild` if the catalog was lost)",
+                          path=str(config.path), key="catalog")
+    report = build_report(config, args.kind, scope, catalog)
+    path = write(report, args.report_format, args.lang, Path(args.output), config, catalog)
+    emit(args, {"report": args.kind, "format": args.report_format, "lang": args.lang, "path": str(path),
+                "scope": scope.to_dict(), "generated_at": iso(report.generated_at)},
+         f"{args.kind} report written to {path}")
+    return 0

@@ -1,0 +1,170 @@
+"""The fixity report, for auditors: every audit event of the period, per bag and copy, with
+its outcome, the damage found and how it was repaired, the copies never or not recently
+audited, and the ledger's verification with its head hash at report time.
+
+Its CSV and JSON forms list one row per event (`events`), so an auditor can re-count every
+total from the rows. Audit events are "fixity check" events (audits, and verification after
+copying, which is a deep check too) and repair events (`REPAIR_TYPES`). A failed fixity check
+counts as *repaired* by the first successful repair event of the same bag and copy at or after
+it (and of the same file, when both name one); `repaired_at` is empty when there is none.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from catalog.catalog import Catalog
+from catalog.ledger import verify_store
+from reports.common import Scope, in_period, make_scope, plain, select_bags
+from reports.preservation import (AUDIT_TYPE, REPAIR_TYPES, Ledger, copies_table, scope_events)
+from reports.status import GOOD_STATES
+
+EVENT_LIMIT_HTML = 500
+ROW_LIMIT_HTML = 200
+
+EVENT_COLUMNS = ["event_id", "datetime", "type", "outcome", "library", "collection", "bag_id", "target", "site",
+                 "object_type", "path", "agent", "detail", "damage", "repaired_at", "repair_event_id", "repair_type"]
+
+
+@dataclass
+class FixityReport:
+    kind: str
+    catalog: str
+    generated_at: _dt.datetime
+    scope: Scope
+    ledger: Ledger
+    summary: Dict[str, int]
+    by_type: List[Dict[str, Any]]          # type, outcome, events
+    by_month: List[Dict[str, Any]]         # month (YYYY-MM), outcome, events (fixity checks)
+    per_copy: List[Dict[str, Any]]         # one row per copy: audits in the period by outcome, state now
+    damage: List[Dict[str, Any]]           # failed fixity checks with their repair, if any
+    not_audited: List[Dict[str, Any]]      # copies never audited, overdue, or not audited in the period
+    events: List[Dict[str, Any]]           # one row per audit or repair event in the period
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = plain(self)
+        data["scope"] = self.scope.to_dict()
+        return data
+
+
+def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scope] = None) -> FixityReport:
+    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    scope = scope or make_scope()
+    bags = select_bags(catalog, scope)
+    copies = copies_table(config, catalog, bags, scope.now)
+    events = scope_events(catalog, bags, scope)
+    kinds = pa.array((AUDIT_TYPE,) + REPAIR_TYPES)
+    events = in_period(events.filter(pc.is_in(events.column("type"), value_set=kinds)), "datetime", scope)
+    events = events.join(bags.select(["bag_id", "library", "collection"]), "bag_id", join_type="left outer")
+    sites = copies.select(["bag_id", "target", "site"])
+    events = events.join(sites, ["bag_id", "target"], join_type="left outer")
+    events = _with_repairs(events).sort_by([("datetime", "ascending"), ("event_id", "ascending")])
+    ledger = Ledger.of(verify_store(catalog.store))
+
+    is_check = pc.equal(events.column("type"), AUDIT_TYPE)
+    outcome = events.column("outcome")
+    checks = events.filter(is_check)
+    damage = events.filter(events.column("damage"))
+    per_copy = _per_copy(copies, checks)
+    not_audited = [r for r in per_copy if r["never_audited"] or r["overdue_deep"] or r["overdue_quick"]
+                   or (r["audits"] == 0 and r["state"] in GOOD_STATES)]
+    repairs = pc.and_(pc.is_in(events.column("type"), value_set=pa.array(REPAIR_TYPES)), pc.equal(outcome, "success"))
+    summary = {
+        "events": events.num_rows,
+        "fixity_checks": checks.num_rows,
+        "passed": _count(pc.and_(is_check, pc.equal(outcome, "success"))),
+        "failed": _count(pc.and_(is_check, pc.equal(outcome, "failure"))),
+        "inconclusive": _count(pc.and_(is_check, pc.equal(outcome, "inconclusive"))),
+        "repairs": _count(repairs),
+        "damage_found": damage.num_rows,
+        "damage_repaired": _count(pc.is_valid(damage.column("repaired_at"))) if damage.num_rows else 0,
+        "copies": copies.num_rows,
+        "copies_audited": sum(1 for r in per_copy if r["audits"]),
+        "copies_not_audited": len(not_audited),
+        "copies_damaged_now": sum(1 for r in per_copy if r["state"] not in GOOD_STATES),
+        "bags": bags.num_rows,
+    }
+    return FixityReport(
+        kind="fixity", catalog=catalog.location, generated_at=scope.now, scope=scope, ledger=ledger,
+        summary=summary, by_type=_group_count(events, ["type", "outcome"]),
+        by_month=_group_count(checks.append_column("month", pc.strftime(checks.column("datetime"), "%Y-%m")),
+                              ["month", "outcome"]) if checks.num_rows else [],
+        per_copy=per_copy, damage=damage.select(EVENT_COLUMNS).to_pylist(), not_audited=not_audited,
+        events=events.select(EVENT_COLUMNS).to_pylist())
+
+
+def _count(mask) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+
+def _group_count(table: pa.Table, keys: List[str]) -> List[Dict[str, Any]]:
+    if table.num_rows == 0:
+        return []
+    agg = table.group_by(keys).aggregate([([], "count_all")]).sort_by([(k, "ascending") for k in keys])
+    return agg.rename_columns(keys + ["events"]).to_pylist()
+
+
+def _with_repairs(events: pa.Table) -> pa.Table:
+    """Add damage (a failed fixity check), repaired_at, repair_event_id, repair_type: joins only."""
+    damage = pc.and_(pc.equal(events.column("type"), AUDIT_TYPE), pc.equal(events.column("outcome"), "failure"))
+    events = events.append_column("damage", damage)
+    fails = events.filter(damage).select(["event_id", "bag_id", "target", "path", "datetime"])
+    fails = fails.rename_columns(["fail_id", "bag_id", "target", "fail_path", "fail_at"])
+    rep_mask = pc.and_(pc.is_in(events.column("type"), value_set=pa.array(REPAIR_TYPES)),
+                       pc.equal(events.column("outcome"), "success"))
+    reps = events.filter(rep_mask).select(["event_id", "bag_id", "target", "path", "datetime", "type"])
+    reps = reps.rename_columns(["repair_event_id", "bag_id", "target", "repair_path", "repaired_at", "repair_type"])
+    empty = pa.table({"fail_id": pa.array([], pa.string()), "repaired_at": pa.array([], events.schema.field("datetime").type),
+                      "repair_event_id": pa.array([], pa.string()), "repair_type": pa.array([], pa.string())})
+    matched = empty
+    if fails.num_rows and reps.num_rows:
+        pairs = fails.join(reps, ["bag_id", "target"], join_type="inner")
+        ok = pc.and_(pc.greater_equal(pairs.column("repaired_at"), pairs.column("fail_at")),
+                     pc.or_(pc.or_(pc.is_null(pairs.column("fail_path")), pc.is_null(pairs.column("repair_path"))),
+                            pc.fill_null(pc.equal(pairs.column("fail_path"), pairs.column("repair_path")), False)))
+        pairs = pairs.filter(pc.fill_null(ok, False))
+        if pairs.num_rows:
+            first = pairs.group_by(["fail_id"]).aggregate([("repaired_at", "min")])
+            first = first.rename_columns(["fail_id", "repaired_at"])
+            pairs = pairs.join(first, ["fail_id", "repaired_at"], join_type="inner")
+            pick = pairs.group_by(["fail_id", "repaired_at"]).aggregate([("repair_event_id", "min"),
+                                                                         ("repair_type", "min")])
+            matched = pick.rename_columns(["fail_id", "repaired_at", "repair_event_id", "repair_type"])
+    return events.join(matched.rename_columns(["event_id", "repaired_at", "repair_event_id", "repair_type"]),
+                       "event_id", join_type="left outer")
+
+
+def _per_copy(copies: pa.Table, checks: pa.Table) -> List[Dict[str, Any]]:
+    """Every copy in scope with its fixity checks in the period, by outcome, and its state now."""
+    if copies.num_rows == 0:
+        return []
+    if checks.num_rows:
+        table = pa.table({
+            "bag_id": checks.column("bag_id"), "target": checks.column("target"), "datetime": checks.column("datetime"),
+            **{o: pc.cast(pc.equal(checks.column("outcome"), o), pa.int64())
+               for o in ("success", "failure", "inconclusive", "warning")}})
+        agg = table.group_by(["bag_id", "target"]).aggregate(
+            [([], "count_all"), ("datetime", "max")] + [(o, "sum") for o in ("success", "failure", "inconclusive",
+                                                                             "warning")])
+        agg = agg.rename_columns(["bag_id", "target", "audits", "last_in_period", "passed", "failed", "inconclusive",
+                                  "warning"])
+        rows = copies.join(agg, ["bag_id", "target"], join_type="left outer")
+    else:
+        rows = copies
+        for name, typ in (("audits", pa.int64()), ("last_in_period", copies.schema.field("last_check_at").type),
+                          ("passed", pa.int64()), ("failed", pa.int64()), ("inconclusive", pa.int64()),
+                          ("warning", pa.int64())):
+            rows = rows.append_column(name, pa.nulls(rows.num_rows, typ))
+    for name in ("audits", "passed", "failed", "inconclusive", "warning"):
+        rows = rows.set_column(rows.schema.get_field_index(name), name, pc.fill_null(rows.column(name), 0))
+    rows = rows.append_column("never_audited", pc.is_null(rows.column("last_check_at")))
+    rows = rows.sort_by([("bag_id", "ascending"), ("order", "ascending"), ("target", "ascending")])
+    return rows.select(["bag_id", "library", "collection", "target", "site", "state", "audits", "passed", "failed",
+                        "inconclusive", "warning", "last_in_period", "last_deep_at", "last_quick_at",
+                        "last_check_at", "deep_due_at", "quick_due_at", "overdue_deep", "overdue_quick",
+                        "never_audited"]).to_pylist()
