@@ -28,6 +28,7 @@ from typing import List, Optional
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from strongroom.durable import fsync_dir, unlink_quietly
 from strongroom.errors import ConfigError, StrongroomError
 
 TEMP_PREFIX = ".tmp-"
@@ -132,9 +133,9 @@ class Store:
         try:
             os.replace(tmp, final)
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
-        _fsync_dir(base)
+        fsync_dir(base)
         return final
 
     def create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
@@ -157,8 +158,8 @@ class Store:
         except FileExistsError:
             return False
         finally:
-            _unlink_quietly(tmp)
-        _fsync_dir(base)
+            unlink_quietly(tmp)
+        fsync_dir(base)
         return True
 
     def _put(self, path: str, data: bytes) -> None:
@@ -176,27 +177,7 @@ class Store:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
         os.close(fd)
         return tmp
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -59,6 +59,7 @@ from ingest import bagit_spec
 from ingest.naming import BagId
 from strongroom import NAME, __version__
 from strongroom.checksums import SUPPORTED
+from strongroom.durable import fsync_dir, unlink_quietly, write_all
 from strongroom.errors import ConfigError, InputError, PreservationError, StrongroomError, UsageError
 from storage_adapters.base import CHUNK, HashingReader, NotFound, StorageAdapter, StorageError, check_relpath
 
@@ -555,7 +556,7 @@ class _Restore:
             raise InputError(f"cannot be created ({exc.strerror or exc})", path=str(self.dest)) from None
         if self.payload_only:
             shutil.rmtree(self.tmp, ignore_errors=True)
-        _fsync_dir(self.dest.parent)
+        fsync_dir(self.dest.parent)
 
     # ------------------------------------------------------------------ the record
 
@@ -639,7 +640,7 @@ def copy_verified(adapter: StorageAdapter, bag_id: BagId, relpath: str, out: Pat
                     break
                 if not n:
                     break
-                _write_all(fd, view[:n], out)
+                write_all(fd, view[:n])
                 if size is not None and reader.hasher.size > size:
                     problem = f"longer than expected (more than the {size} bytes the catalog records)"
                     break
@@ -647,11 +648,11 @@ def copy_verified(adapter: StorageAdapter, bag_id: BagId, relpath: str, out: Pat
                 os.fsync(fd)
     except OSError as exc:
         os.close(fd)
-        _unlink(out)
+        unlink_quietly(out)
         raise InputError(f"cannot write a restored file ({exc.strerror or exc})", path=str(out)) from None
     except BaseException:
         os.close(fd)
-        _unlink(out)
+        unlink_quietly(out)
         raise
     os.close(fd)
     if problem is None and size is not None and reader.hasher.size != size:
@@ -663,34 +664,8 @@ def copy_verified(adapter: StorageAdapter, bag_id: BagId, relpath: str, out: Pat
         if wrong:
             problem = "checksum mismatch (" + "; ".join(wrong) + ")"
     if problem is not None:
-        _unlink(out)
+        unlink_quietly(out)
     return problem
-
-
-def _write_all(fd: int, data: memoryview, out: Path) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from strongroom import NAME, __version__
+from strongroom.durable import atomic_write_bytes, fsync_dir
 from strongroom.errors import PreservationError
 
 from . import bagit_spec, metadata, premis
@@ -81,12 +82,12 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
         )
     bagit_spec.write_tag_file(work / "bag-info.txt", _info(plan, provenance))
     md = work / "metadata"
-    metadata.atomic_write_bytes(str(md / "formats.csv"), metadata.formats_csv(plan.files))
-    metadata.atomic_write_bytes(str(md / "file-attributes.csv"), metadata.file_attributes_csv(plan.files))
+    atomic_write_bytes(md / "formats.csv", metadata.formats_csv(plan.files))
+    atomic_write_bytes(md / "file-attributes.csv", metadata.file_attributes_csv(plan.files))
     if plan.empty_dirs:
-        metadata.atomic_write_bytes(str(md / "empty-directories.txt"), metadata.empty_dirs_txt(plan.empty_dirs))
+        atomic_write_bytes(md / "empty-directories.txt", metadata.empty_dirs_txt(plan.empty_dirs))
     if plan.supplied:
-        metadata.atomic_write_bytes(str(md / "supplied-checksums.csv"), metadata.supplied_csv(plan.supplied))
+        atomic_write_bytes(md / "supplied-checksums.csv", metadata.supplied_csv(plan.supplied))
 
     # Full validation of the payload as staged (every digest recomputed from the copy) runs in
     # a thread while PREMIS is generated: hashing releases the GIL, XML generation holds it.
@@ -127,21 +128,13 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
     # become a preserved copy. The rename below is what makes a crash (kill -9) safe.
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     os.rename(work, final_dir)  # atomic within one file system; fails if final_dir exists
-    _fsync_dir(final_dir.parent)
+    fsync_dir(final_dir.parent)
     return BuiltBag(plan.bag_id, final_dir, plan.external_id, len(plan.files),
                     sum(f.size for f in plan.files), plan.files)
 
 
 def _info(plan: BagPlan, provenance: metadata.Provenance) -> List[tuple]:
     return bag_info(plan, provenance.library, plan.bag_id.collection, provenance.when)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def pending_premis_path(work: Path) -> Path:

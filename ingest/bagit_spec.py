@@ -27,17 +27,16 @@ path before that check.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import io
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from strongroom.checksums import hash_file
+from strongroom.durable import atomic_writer
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -514,32 +513,6 @@ def read_manifest(path: PathLike, version: str = BAGIT_VERSION, encoding: str = 
 # Writing
 
 
-@contextlib.contextmanager
-def _atomic_writer(path: PathLike) -> Iterator[BinaryIO]:
-    """A temp file in the target's folder, fsynced and renamed over the target on success.
-
-    Readers (and a crash) see either the old file or the complete new one, never half of it.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def manifest_line(digest: str, relpath: str, version: str = BAGIT_VERSION) -> str:
     """'<digest>  <encoded path>\\n' (two spaces, as sha256sum writes, so its -c can read it)."""
     if not re.fullmatch(r"[0-9A-Fa-f]+", digest or ""):
@@ -563,7 +536,7 @@ def write_manifest(path: PathLike, entries: Iterable[Tuple[str, str]], version: 
         if prev[0] == cur[0]:
             raise ValueError(f"{path}: {cur[0]!r} is given twice")
     lines = [manifest_line(digest, relpath, version) for relpath, digest in rows]
-    with _atomic_writer(path) as fh:
+    with atomic_writer(path) as fh:
         for line in lines:
             fh.write(line.encode("utf-8"))
 
@@ -572,7 +545,7 @@ def write_bagit_txt(bag_dir: PathLike, version: str = BAGIT_VERSION) -> Path:
     """bagit.txt: exactly two lines, UTF-8 without BOM, LF line ends."""
     parse_version(version)
     target = Path(bag_dir) / BAGIT_TXT
-    with _atomic_writer(target) as fh:
+    with atomic_writer(target) as fh:
         fh.write(f"BagIt-Version: {version}\nTag-File-Character-Encoding: {TAG_ENCODING}\n".encode("utf-8"))
     return target
 
@@ -599,7 +572,7 @@ def tag_line(label: str, value: str) -> str:
 def write_tag_file(path: PathLike, items: Sequence[Tuple[str, str]]) -> None:
     """A bag-info style file ('Label: value' lines, order and duplicates kept), UTF-8, atomic."""
     text = "".join(tag_line(label, value) for label, value in items)
-    with _atomic_writer(path) as fh:
+    with atomic_writer(path) as fh:
         fh.write(text.encode("utf-8"))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,16 +26,6 @@ FORMAT_COLUMNS = [
     "path", "size", "puid", "format_name", "format_version", "mime", "method", "alternatives",
     "fido_version", "signature_version",
 ]
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write a small file so that it is either absent or whole (temp name, fsync, rename)."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence]) -> bytes:

@@ -46,6 +46,8 @@ from urllib.parse import unquote_to_bytes
 
 import xmltodict
 
+from strongroom.durable import fsync_dir, unlink_quietly
+
 __all__ = [
     "PREMIS_NS", "XSI_NS", "PREMIS_XSD_URL", "PREMIS_VERSION",
     "EVENT_TYPES", "AGENT_TYPES", "AGENT_ROLES", "OBJECT_ROLES", "EVENT_OUTCOMES", "HASH_FUNCTIONS",
@@ -480,24 +482,7 @@ def write_premis(path: Union[str, os.PathLike], objects: Iterable[PremisObject],
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        unlink_quietly(tmp)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)

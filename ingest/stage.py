@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from strongroom.checksums import MultiHasher
+from strongroom.durable import write_all
 
 from .scan import SourceFile
 
@@ -92,7 +93,7 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int) -> 
                     break
                 chunk = view[:n]
                 hasher.update(chunk)
-                _write_all(out, chunk)
+                write_all(out, chunk)
                 if len(head) < keep:
                     head += bytes(chunk[: keep - len(head)])
                 if n >= keep:
@@ -115,12 +116,6 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int) -> 
         raise StageFailure(f"{src.relpath}: staged copy has {copied.st_size} bytes, source {src.size}")
     os.utime(task.dest, ns=(src.mtime_ns, src.mtime_ns))
     return hasher.size, hasher.hexdigests(), head, tail
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
 
 
 def _check_unchanged(src: SourceFile, st: os.stat_result, when: str) -> None:

@@ -28,6 +28,7 @@ from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
 from ingest.naming import BagId, deposit_stamp
 from strongroom import NAME, __version__
+from strongroom.durable import atomic_write_json as write_json_atomic
 from strongroom.errors import PreservationError, UsageError
 
 STATE_DIR = ".state"
@@ -53,16 +54,6 @@ class DepositState:
 
     def state_dir(self, staging: Path) -> Path:
         return Path(staging) / STATE_DIR / self.key
-
-
-def write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path):
