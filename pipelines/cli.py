@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="config file (default: $STRONGROOM_CONFIG or ./strongroom.yaml)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    parser.add_argument("--workers", type=_positive_int, default=1, help="parallel workers (default 1)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="parallel workers (default 1)")
     parser.add_argument(
         "--scheduler-url", default=None, help="use a central luigid scheduler instead of the local one"
     )
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:

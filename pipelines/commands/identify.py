@@ -26,6 +26,8 @@ PARALLEL_THRESHOLD = 1000
 
 
 def register(subparsers) -> None:
+    from pipelines.cli import positive_int
+
     parser = subparsers.add_parser(
         "identify",
         help="identify file formats with FIDO/PRONOM (CSV, or JSON with --json)",
@@ -39,19 +41,9 @@ def register(subparsers) -> None:
     # SUPPRESS leaves the global value alone when they are not repeated here.
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="JSON list instead of CSV (same as the global --json)")
-    parser.add_argument("--workers", type=_positive_int, default=argparse.SUPPRESS,
+    parser.add_argument("--workers", type=positive_int, default=argparse.SUPPRESS,
                         help="processes to use (same as the global --workers)")
     parser.set_defaults(run=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
 
 
 def list_files(paths: List[str]) -> Iterator[str]:
