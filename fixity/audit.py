@@ -89,6 +89,12 @@ POOL_MIN_FILES = 64
 POOL_MIN_BYTES = 64 << 20
 
 AdapterFactory = Callable[[], StorageAdapter]
+
+
+def utcnow() -> _dt.datetime:
+    """The audit's clock: every time an audit records (check times, replica records, events,
+    the due selection of the command) comes from here, so tests can move it."""
+    return _dt.datetime.now(_dt.timezone.utc)
 Progress = Callable[[int, int], None]   # (payload files checked, payload bytes read)
 
 
@@ -289,6 +295,9 @@ class Retry:
             if delay > 0:
                 time.sleep(delay)
 
+
+#: The retry policy used when a caller gives none (tests make it instant).
+DEFAULT_RETRY = Retry()
 
 _BUGS = (TypeError, AttributeError, NameError, AssertionError, KeyError, IndexError, ImportError)
 
@@ -664,13 +673,14 @@ def current_basis(catalog, bag_id: str, target: str) -> str:
 
 
 def check_target(config, catalog, bag_id: str, target: str, *, kind: str, basis: Optional[str] = None,
-                 all_digests: bool = False, retry: Retry = Retry(), workers: int = 1,
+                 all_digests: bool = False, retry: Optional[Retry] = None, workers: int = 1,
                  open_adapter: Optional[Callable] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
     """Check `bag_id` on the config's storage target `target`: {"check": ReplicaCheck as a dict},
     or {"skipped": why} when the copy's catalog record is no longer `basis` (another run
     audited it since this one was planned)."""
     from storage_adapters.registry import open_target
 
+    retry = retry or DEFAULT_RETRY
     if basis is not None:
         now_basis = current_basis(catalog, bag_id, target)
         if now_basis != basis:
@@ -687,7 +697,7 @@ def check_target(config, catalog, bag_id: str, target: str, *, kind: str, basis:
 
 
 def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str = DEEP, all_digests: bool = False,
-                  retry: Retry = Retry(), workers: int = 1, open_adapter: Optional[AdapterFactory] = None,
+                  retry: Optional[Retry] = None, workers: int = 1, open_adapter: Optional[AdapterFactory] = None,
                   progress: Optional[Progress] = None, now: Optional[Callable[[], _dt.datetime]] = None
                   ) -> ReplicaCheck:
     """Check one copy of `expected` on `adapter` (see the module docstring).
@@ -695,7 +705,8 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     Never raises for what it finds; storage failures become `unreachable` / `unreadable`
     findings. `open_adapter` builds a fresh adapter for each pool process (workers > 1).
     """
-    clock = now or (lambda: _dt.datetime.now(_dt.timezone.utc))
+    clock = now or (lambda: utcnow())
+    retry = retry or DEFAULT_RETRY
     bag_id = BagId.parse(expected.bag_id)
     check = ReplicaCheck(bag_id=expected.bag_id, target=adapter.name, site=adapter.site, kind=kind,
                          started_at=clock().isoformat())
@@ -900,7 +911,7 @@ def _bag_info_issues(raw: bytes, version: str, expected: ExpectedBag) -> List[st
 __all__ = [
     "DEEP", "QUICK", "TAGS", "CORRUPTED", "TRUNCATED", "GROWN", "MISSING", "EXTRA", "NOT_A_FILE", "TAG_DAMAGED",
     "TAG_MISSING", "BAG_MISSING", "MANIFEST_DISAGREES", "CATALOG_DISAGREES", "NO_GOOD_COPY", "TAG_IN_DOUBT",
-    "UNREADABLE", "UNREACHABLE", "DAMAGE_KINDS", "INCONCLUSIVE_KINDS", "Finding", "FileProblem", "TagCopy",
+    "UNREADABLE", "UNREACHABLE", "DAMAGE_KINDS", "INCONCLUSIVE_KINDS", "DEFAULT_RETRY", "Finding", "FileProblem", "TagCopy",
     "ReplicaCheck", "ExpectedBag", "Retry", "basis_of", "current_basis", "check_target", "FileChecker", "is_transient", "describe", "with_retry", "CopyRead", "read_copy",
     "check_payload", "check_replica", "list_copy", "is_payload", "tag_algorithms", "read_tag_file",
 ]

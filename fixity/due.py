@@ -156,8 +156,11 @@ def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = N
         deep.append((key, make(DEEP, reason_deep, due_at), fallback))
 
     _apply_budget(config, catalog, selection, sorted(deep, key=lambda x: x[0]), facts, now)
-    selection.chosen.sort(key=lambda c: (0 if c.kind == DEEP else 1, c.due_at is not None,
-                                         c.due_at or now, c.bag_id, c.order, c.target))
+    # Deep audits in priority order (as the budget took them), then quick checks, most overdue first.
+    deep_chosen = [c for c in selection.chosen if c.kind == DEEP]
+    quick_chosen = sorted((c for c in selection.chosen if c.kind == QUICK),
+                          key=lambda c: (c.due_at is not None, c.due_at or now, c.bag_id, c.order, c.target))
+    selection.chosen = deep_chosen + quick_chosen
     return selection
 
 

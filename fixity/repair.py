@@ -375,12 +375,14 @@ def judge_tags(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], ove
                 cand.qualified = False
                 cand.why = f"cannot be parsed ({look.tag_manifest_errors.get(alg, 'invalid')})"
             else:
+                # An entry is contradicted when copies of that file exist and none has its digest;
+                # a file no copy holds is not evidence against the tag manifest (it is reported itself).
                 bad = [q for q, d in entries.items()
-                       if not any(c.qualified and c.digests.get(alg) == d for c in cands.get(q, {}).values())]
+                       if cands.get(q) and not any(c.digests.get(alg) == d for c in cands[q].values())]
                 lacking = sorted(q for q in fixed if not _tm_alg(q) and q not in entries)
                 if bad:
                     cand.qualified = False
-                    cand.why = f"lists {alg} digests that match no good copy ({', '.join(sorted(bad)[:5])})"
+                    cand.why = f"lists {alg} digests that match no copy ({', '.join(sorted(bad)[:5])})"
                 elif lacking:
                     cand.qualified = False
                     cand.why = f"does not list {', '.join(lacking[:5])}"
@@ -456,11 +458,17 @@ def tag_fixes(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], refs
         if ref is None:
             seen = {t: look.tag_copies[path].digests["sha256"][:12] for t, look in looks.items()
                     if path in look.tag_copies}
+            if not seen:
+                unreadable = sorted(t for t, look in looks.items() if path in look.tag_unreadable)
+                doubts.append(A.Finding(A.NO_GOOD_COPY, None, path,
+                                        "tag file missing on every copy" + (
+                                            f" that could be read (unreadable on {', '.join(unreadable)})"
+                                            if unreadable else "") + "; nothing to repair it from"))
+                continue
             reasons = sorted({w for w in why.get(path, {}).values()})
             doubts.append(A.Finding(A.TAG_IN_DOUBT, None, path,
                                     "no copy of this tag file can be shown to be right ("
-                                    + ("; ".join(f"{t} has sha256 {d}..." for t, d in sorted(seen.items()))
-                                       or "no copy holds it")
+                                    + "; ".join(f"{t} has sha256 {d}..." for t, d in sorted(seen.items()))
                                     + (f"; {'; '.join(reasons[:3])}" if reasons else "")
                                     + "); nothing was overwritten"))
     for target, look in sorted(looks.items()):
@@ -675,7 +683,7 @@ def _missing_bag_fixes(expected: A.ExpectedBag, target: str, copies: _Copies,
 
 
 def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], checks: Mapping[str, A.ReplicaCheck],
-              *, repair: bool = True, retry: A.Retry = A.Retry(), open_adapter: Optional[Callable] = None,
+              *, repair: bool = True, retry: Optional[A.Retry] = None, open_adapter: Optional[Callable] = None,
               clock: Optional[Callable[[], _dt.datetime]] = None, skipped: Mapping[str, str] = {}) -> BagAudit:
     """Judge every copy of the bag, repair (unless `repair` is False), record events and states.
 
@@ -688,7 +696,8 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
     from storage_adapters.registry import open_target
 
     open_adapter = open_adapter or open_target
-    clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
+    retry = retry or A.DEFAULT_RETRY
+    clock = clock or (lambda: A.utcnow())
     started = clock()
     record = catalog.bag(bag_id)
     if record is None:
@@ -790,7 +799,7 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
 
 
 def finish_bag(config, catalog: Catalog, bag_id: str, plan: Sequence[Tuple[str, str, str]],
-               results: Mapping[str, Mapping[str, Any]], *, repair: bool = True, retry: A.Retry = A.Retry(),
+               results: Mapping[str, Mapping[str, Any]], *, repair: bool = True, retry: Optional[A.Retry] = None,
                open_adapter: Optional[Callable] = None, clock: Optional[Callable[[], _dt.datetime]] = None) -> BagAudit:
     """`audit_bag` from the outputs of the per-copy check tasks: `plan` lists (target, kind,
     basis) as selected, `results` what `fixity.audit.check_target` returned for each. A copy
@@ -829,6 +838,8 @@ def _assemble(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], payl
             continue
         planned = {f.path: f for f in fixes_by_target[target]}
         for p in look.payload_problems:
+            if p.path in overrides and target in overrides[p.path].holders:
+                continue  # this copy is right; the catalog is not (a bag-level finding says so)
             fix = planned.get(p.path)
             out.append(fix.finding if fix is not None else A.Finding(p.kind, target, p.path, p.detail))
         if look.kind != A.TAGS:
