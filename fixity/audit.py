@@ -635,6 +635,38 @@ def parse_manifest(data: bytes, version: str, algorithm: str) -> Tuple[pa.Table,
     return pa.table({"path": pa.concat_arrays(paths), "digest": pa.concat_arrays(digests)}), errors
 
 
+def manifest_matches(raw: bytes, expected: ExpectedBag, algorithm: str, version: str) -> bool:
+    """True when a payload manifest says exactly what the catalog says, checked without parsing
+    it line by line: its lines, sorted, equal the lines Strongroom writes for the catalog's
+    entries (`<digest>  <encoded path>`). Anything else (other spacing, order of duplicates,
+    upper-case digests, a real difference) is left to the full parse. Vectorised: a manifest
+    of 100,000 lines costs milliseconds instead of a second."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+    lines = pc.utf8_rtrim(lines, characters="\r")
+    lines = pc.filter(lines, pc.not_equal(lines, ""))
+    paths = expected.files.column("path").cast(pa.large_string())
+    if bagit_spec.is_v1(version):
+        paths = pc.replace_substring(paths, "%", "%25")
+    paths = pc.replace_substring(pc.replace_substring(paths, "\n", "%0A"), "\r", "%0D")
+    digests = expected.files.column(algorithm).cast(pa.large_string())
+    wanted = pc.binary_join_element_wise(digests, paths, pa.scalar("  ", pa.large_string()))
+    if len(lines) != len(wanted):
+        return False
+    if len(lines) == 0:
+        return True
+    ours = pc.take(lines, pc.array_sort_indices(lines))
+    theirs = pc.take(wanted, pc.array_sort_indices(wanted))
+    if isinstance(theirs, pa.ChunkedArray):
+        theirs = theirs.combine_chunks()
+    return bool(pc.all(pc.equal(ours, theirs)).as_py())
+
+
 def compare_manifest(expected: ExpectedBag, manifest: pa.Table, algorithm: str
                      ) -> Dict[str, Optional[str]]:
     """Paths where a payload manifest and the catalog disagree: path -> the manifest's digest
@@ -842,6 +874,9 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
         raw = kept.pop(name, None)
         if raw is None:
             check.manifest_state[alg] = "unreadable" if name in check.tag_unreadable else "missing"
+            continue
+        if manifest_matches(raw, expected, alg, version):
+            check.manifest_state[alg] = "agrees"
             continue
         try:
             table, errors = parse_manifest(raw, version, alg)
