@@ -723,19 +723,22 @@ def check_target(config, catalog, bag_id: str, target: str, *, kind: str, basis:
     expected = ExpectedBag.from_catalog(catalog, bag_id, policy)
     spec = config.target(target)
     adapter = opener(spec)
+    recorded = catalog.replica(bag_id, target) is not None
     check = check_replica(adapter, expected, kind=kind, all_digests=all_digests, retry=retry, workers=workers,
-                          open_adapter=lambda: opener(spec), progress=progress)
+                          open_adapter=lambda: opener(spec), progress=progress, empty_target_ok=not recorded)
     return {"check": check.to_dict()}
 
 
 def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str = DEEP, all_digests: bool = False,
                   retry: Optional[Retry] = None, workers: int = 1, open_adapter: Optional[AdapterFactory] = None,
-                  progress: Optional[Progress] = None, now: Optional[Callable[[], _dt.datetime]] = None
-                  ) -> ReplicaCheck:
+                  progress: Optional[Progress] = None, now: Optional[Callable[[], _dt.datetime]] = None,
+                  empty_target_ok: bool = False) -> ReplicaCheck:
     """Check one copy of `expected` on `adapter` (see the module docstring).
 
     Never raises for what it finds; storage failures become `unreachable` / `unreadable`
     findings. `open_adapter` builds a fresh adapter for each pool process (workers > 1).
+    A target holding no bag at all is taken as unmounted (unreachable), unless
+    `empty_target_ok` (the copy was never made: a new target is legitimately empty).
     """
     clock = now or (lambda: utcnow())
     retry = retry or DEFAULT_RETRY
@@ -751,7 +754,7 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
             raise
         return _unreachable(check, f"the bag's files cannot be listed ({describe(exc)})", clock)
     if len(listing) == 0:
-        return _bag_missing(adapter, check, retry, clock)
+        return _bag_missing(adapter, check, retry, clock, empty_target_ok)
 
     payload_mask = pc.starts_with(listing, bagit_spec.PAYLOAD_DIR + "/")
     tag_paths = sorted(pc.filter(listing, pc.invert(payload_mask)).to_pylist())
@@ -796,11 +799,12 @@ def _unreachable(check: ReplicaCheck, reason: str, clock) -> ReplicaCheck:
     return check
 
 
-def _bag_missing(adapter: StorageAdapter, check: ReplicaCheck, retry: Retry, clock) -> ReplicaCheck:
+def _bag_missing(adapter: StorageAdapter, check: ReplicaCheck, retry: Retry, clock,
+                 empty_target_ok: bool = False) -> ReplicaCheck:
     """Nothing of the bag is stored. On a target that holds no bag at all, that more likely
     means an unmounted volume or a wrong root than a lost copy: inconclusive, not repaired."""
     try:
-        holds_any = with_retry(retry, lambda: next(iter(adapter.list_bags()), None) is not None)
+        holds_any = empty_target_ok or with_retry(retry, lambda: next(iter(adapter.list_bags()), None) is not None)
     except Exception as exc:
         if not is_transient(exc):
             raise

@@ -717,7 +717,7 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
             looks[target] = checks[target]
         else:
             looks[target] = A.check_replica(adapters[target], expected, kind=A.TAGS, retry=retry,
-                                            now=clock)
+                                            now=clock, empty_target_ok=target not in current)
     copies = _Copies(expected, looks)
     payload_fixes, overrides, bag_findings = judge_payload(expected, copies, adapters, retry)
     refs, why = judge_tags(expected, looks, overrides)

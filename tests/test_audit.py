@@ -549,3 +549,22 @@ def test_second_run_while_one_is_going_does_no_duplicate_work(arch, tmp_path):
     audits = [e for e in catalog.events(type="fixity check").to_pylist()
               if e["object_type"] == "replica" and (e["detail"] or "").startswith("audit ")]
     assert sorted(e["target"] for e in audits) == ["site-a", "site-a", "site-b", "site-b", "site-c", "site-c"]
+
+
+def test_a_target_added_to_the_policy_gets_its_copies(capsys, arch):
+    """A new, empty target the policy now lists: the bags are absent there, and --due copies them."""
+    (arch.folder / "replicas" / "d").mkdir()
+    with open(arch.cfg, "a", encoding="utf-8") as fh:
+        fh.write("  site-d: {type: filesystem, root: ./replicas/d, site: xian}\n")
+    policy = arch.folder / "policies" / "self-built.yaml"
+    policy.write_text(policy.read_text("utf-8").replace("site-c]", "site-c, site-d]"), encoding="utf-8")
+    arch = Archive(arch.folder, arch.bags)
+    code, s, _ = arch.audit(capsys)
+    assert code == 0, s["remaining"]
+    assert sorted((r["bag"], r["target"], r["outcome"]) for r in s["replicas"]) == [
+        (b, "site-d", "repaired") for b in sorted(arch.bags)]
+    for b in arch.bags:
+        assert arch.tree("site-d", b) == arch.tree("site-a", b)
+        assert arch.replica("site-d", b).state == "repaired"
+    code, s, _ = arch.audit(capsys)
+    assert code == 0 and s["replicas"] == []

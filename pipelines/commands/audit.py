@@ -46,8 +46,10 @@ def register(sub) -> None:
 
 
 def now() -> _dt.datetime:
-    """The audit's clock (tests replace it)."""
-    return _dt.datetime.now(_dt.timezone.utc)
+    """The audit's clock (`fixity.audit.utcnow`, which tests replace)."""
+    from fixity import audit
+
+    return audit.utcnow()
 
 
 def run(args) -> int:
@@ -83,6 +85,7 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
     clock = clock or now
     started = clock()
     catalog = Catalog(config.catalog)
+    prune_outputs(Path(config.staging) / AUDIT_DIR)
     if bag is not None:
         from ingest.naming import BagId
 
@@ -128,3 +131,30 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
                            overdue_after=overdue, ledger_head=None if seq < 0 else {"seq": seq, "hash": head})
     summary.write(summaries_dir(config))
     return summary
+
+
+#: Task outputs (checks, bag results, failure records) older than this are removed at the start
+#: of a run: they only serve runs in progress and reruns after a crash.
+KEEP_OUTPUTS_DAYS = 7
+
+
+def prune_outputs(audit_dir: Path, keep_days: float = KEEP_OUTPUTS_DAYS) -> int:
+    """Remove old task outputs and their lock files (best effort); the per-bag locks and the
+    summaries are left alone. An output's lock is only ever used for that output's copy state
+    (basis), which a week later is long gone."""
+    import time
+
+    cutoff = time.time() - keep_days * 86400
+    removed = 0
+    for sub in ("checks", "bags", "failures"):
+        folder = audit_dir / sub
+        if not folder.is_dir():
+            continue
+        for path in [*folder.rglob("*.json"), *folder.rglob("*.json.lock")]:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    return removed
