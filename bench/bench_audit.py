@@ -49,7 +49,6 @@ if __package__ in (None, ""):
 
 from catalog.catalog import Catalog  # noqa: E402
 from catalog.schema import BagRecord, FileRecord, ReplicaRecord  # noqa: E402
-from ingest import bagit_spec  # noqa: E402
 
 ALGS = ("sha256", "md5")
 STAMP = "20240101T000000Z"

@@ -37,7 +37,6 @@ import datetime as _dt
 import hashlib
 import io
 import multiprocessing
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -51,6 +50,7 @@ from ingest import bagit_spec
 from ingest.naming import BagId
 from strongroom.checksums import SUPPORTED
 from storage_adapters.base import CHUNK, NotFound, StorageAdapter, StorageError, UnsafePath
+from strongroom.errors import StrongroomError
 
 DEEP, QUICK, TAGS = "deep", "quick", "tags"   # TAGS: tag files only (a copy looked at for comparison)
 
@@ -722,7 +722,11 @@ def check_target(config, catalog, bag_id: str, target: str, *, kind: str, basis:
     policy = config.policies.get(record.policy) if record is not None else None
     expected = ExpectedBag.from_catalog(catalog, bag_id, policy)
     spec = config.target(target)
-    adapter = opener(spec)
+    try:
+        adapter = opener(spec)
+    except StrongroomError as exc:   # e.g. an S3 target whose credentials are not set
+        check = ReplicaCheck(bag_id=bag_id, target=target, site=spec.site, kind=kind, started_at=utcnow().isoformat())
+        return {"check": mark_unreachable(check, f"the target cannot be opened ({exc})", utcnow).to_dict()}
     recorded = catalog.replica(bag_id, target) is not None
     check = check_replica(adapter, expected, kind=kind, all_digests=all_digests, retry=retry, workers=workers,
                           open_adapter=lambda: opener(spec), progress=progress, empty_target_ok=not recorded)
@@ -752,7 +756,7 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     except Exception as exc:
         if not is_transient(exc):
             raise
-        return _unreachable(check, f"the bag's files cannot be listed ({describe(exc)})", clock)
+        return mark_unreachable(check, f"the bag's files cannot be listed ({describe(exc)})", clock)
     if len(listing) == 0:
         return _bag_missing(adapter, check, retry, clock, empty_target_ok)
 
@@ -791,7 +795,8 @@ def _add_problem(check: ReplicaCheck, problem: FileProblem) -> None:
     check.findings.append(Finding(problem.kind, check.target, problem.path, problem.detail))
 
 
-def _unreachable(check: ReplicaCheck, reason: str, clock) -> ReplicaCheck:
+def mark_unreachable(check: ReplicaCheck, reason: str, clock) -> ReplicaCheck:
+    """The copy could not be looked at (listing failed, target cannot be opened): inconclusive."""
     check.reachable = False
     check.unreachable_reason = reason
     check.findings.append(Finding(UNREACHABLE, check.target, None, reason + "; inconclusive, not damage"))
@@ -808,9 +813,9 @@ def _bag_missing(adapter: StorageAdapter, check: ReplicaCheck, retry: Retry, clo
     except Exception as exc:
         if not is_transient(exc):
             raise
-        return _unreachable(check, f"the target cannot be listed ({describe(exc)})", clock)
+        return mark_unreachable(check, f"the target cannot be listed ({describe(exc)})", clock)
     if not holds_any:
-        return _unreachable(check, f"the target holds no bags at all ({adapter.location(BagId.parse(check.bag_id))} "
+        return mark_unreachable(check, f"the target holds no bags at all ({adapter.location(BagId.parse(check.bag_id))} "
                                    "and everything around it is empty): is the volume mounted or the "
                                    "bucket/prefix right?", clock)
     check.bag_present = False
@@ -950,7 +955,9 @@ def _bag_info_issues(raw: bytes, version: str, expected: ExpectedBag) -> List[st
 __all__ = [
     "DEEP", "QUICK", "TAGS", "CORRUPTED", "TRUNCATED", "GROWN", "MISSING", "EXTRA", "NOT_A_FILE", "TAG_DAMAGED",
     "TAG_MISSING", "BAG_MISSING", "MANIFEST_DISAGREES", "CATALOG_DISAGREES", "NO_GOOD_COPY", "TAG_IN_DOUBT",
-    "UNREADABLE", "UNREACHABLE", "DAMAGE_KINDS", "INCONCLUSIVE_KINDS", "DEFAULT_RETRY", "Finding", "FileProblem", "TagCopy",
-    "ReplicaCheck", "ExpectedBag", "Retry", "basis_of", "current_basis", "check_target", "FileChecker", "is_transient", "describe", "with_retry", "CopyRead", "read_copy",
-    "check_payload", "check_replica", "list_copy", "is_payload", "tag_algorithms", "read_tag_file",
+    "UNREADABLE", "UNREACHABLE", "DAMAGE_KINDS", "INCONCLUSIVE_KINDS", "DEFAULT_RETRY", "Finding", "FileProblem",
+    "TagCopy", "ReplicaCheck", "ExpectedBag", "Retry", "basis_of", "current_basis", "check_target", "FileChecker",
+    "is_transient", "describe", "with_retry", "CopyRead", "read_copy", "check_payload", "check_replica", "list_copy",
+    "is_payload", "tag_algorithms", "read_tag_file", "utcnow", "manifest_matches", "compare_manifest",
+    "parse_manifest",
 ]

@@ -155,7 +155,7 @@ def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = N
         key = (group, due_at or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc), r["bag_id"], r["order"], r["target"])
         deep.append((key, make(DEEP, reason_deep, due_at), fallback))
 
-    _apply_budget(config, catalog, selection, sorted(deep, key=lambda x: x[0]), facts, now)
+    _apply_budget(config, catalog, selection, sorted(deep, key=lambda x: x[0]), now)
     # Deep audits in priority order (as the budget took them), then quick checks, most overdue first.
     deep_chosen = [c for c in selection.chosen if c.kind == DEEP]
     quick_chosen = sorted((c for c in selection.chosen if c.kind == QUICK),
@@ -236,8 +236,8 @@ def bytes_read_today(catalog: Catalog, now: _dt.datetime) -> Dict[str, int]:
     return dict(zip(sums.column("policy").to_pylist(), sums.column("byte_count_sum").to_pylist()))
 
 
-def _apply_budget(config, catalog: Catalog, selection: Selection, deep: List[Tuple[Tuple, Candidate, Optional[Candidate]]],
-                  facts: Dict[str, Dict[str, Any]], now: _dt.datetime) -> None:
+def _apply_budget(config, catalog: Catalog, selection: Selection,
+                  deep: List[Tuple[Tuple, Candidate, Optional[Candidate]]], now: _dt.datetime) -> None:
     used = bytes_read_today(catalog, now) if deep else {}
     for _, cand, fallback in deep:
         budget = config.policies[cand.policy].fixity.daily_byte_budget

@@ -45,9 +45,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord, check_bag_path
@@ -55,6 +55,7 @@ from fixity import audit as A
 from ingest import bagit_spec
 from ingest.naming import BagId
 from strongroom import NAME, __version__
+from strongroom.errors import StrongroomError
 from storage_adapters.base import NotFound, SourceMismatch, StorageAdapter, StorageError
 
 log = logging.getLogger(__name__)
@@ -712,7 +713,14 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
     adapters: Dict[str, StorageAdapter] = {}
     looks: Dict[str, A.ReplicaCheck] = {}
     for target in targets:
-        adapters[target] = open_adapter(config.target(target))
+        spec = config.target(target)
+        try:
+            adapters[target] = open_adapter(spec)
+        except StrongroomError as exc:   # e.g. an S3 target whose credentials are not set
+            look = A.ReplicaCheck(bag_id=bag_id, target=target, site=spec.site, kind=plan.get(target, A.TAGS),
+                                  started_at=clock().isoformat())
+            looks[target] = A.mark_unreachable(look, f"the target cannot be opened ({exc})", clock)
+            continue
         if target in checks and target in plan and target not in skipped:
             looks[target] = checks[target]
         else:
@@ -786,7 +794,7 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
         listed = findings[:A.MAX_LISTED]
         state_before = current.get(target, {}).get("state")
         result.replicas.append(ReplicaOutcome(
-            target=target, site=adapters[target].site, kind=look.kind if audited else A.TAGS, audited=audited,
+            target=target, site=config.target(target).site, kind=look.kind if audited else A.TAGS, audited=audited,
             outcome=outcome, state_before=state_before, state_after=state_before,
             files_checked=look.files_checked if audited else 0, bytes_checked=look.bytes_checked if audited else 0,
             findings=listed, repairs=repairer.actions.get(target, []), remaining=remaining[:A.MAX_LISTED],
@@ -933,8 +941,9 @@ def _replica_record(catalog: Catalog, config, bag: str, ro: ReplicaOutcome, look
     out: List[ReplicaRecord] = []
     summary = _replica_detail(ro, look)
     if ro.outcome == INCONCLUSIVE:
-        state = before or "damaged"
-        out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=state, verified_at=verified_at,
+        if before is None:
+            return out  # never recorded (absent): it stays absent, so it stays due; the event says why
+        out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=before, verified_at=verified_at,
                                  last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="inconclusive",
                                  detail=summary[:DETAIL_MAX], recorded_at=checked_at))
         return out
@@ -1016,6 +1025,6 @@ def _parse_time(text: Optional[str]) -> Optional[_dt.datetime]:
     return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
 
 
-__all__ = ["Reference", "RepairAction", "ReplicaOutcome", "BagAudit", "audit_bag", "finish_bag", "judge_payload", "judge_tags",
-           "tag_fixes", "expected_tag_names", "DETAIL_PREFIX", "SUCCESS", "REPAIRED", "FAILURE", "INCONCLUSIVE",
-           "SKIPPED"]
+__all__ = ["Reference", "RepairAction", "ReplicaOutcome", "BagAudit", "audit_bag", "finish_bag", "judge_payload",
+           "judge_tags", "tag_fixes", "expected_tag_names", "DETAIL_PREFIX", "SUCCESS", "REPAIRED", "FAILURE",
+           "INCONCLUSIVE", "SKIPPED"]

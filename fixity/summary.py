@@ -198,7 +198,8 @@ class AuditSummary:
             lines += _more(len(blocking))
         waiting = len(self.selection.not_audited) - len(blocking)
         if waiting:
-            lines.append(f"{waiting} cop{'y' if waiting == 1 else 'ies'} not verified by their deposit yet (left alone)")
+            lines.append(f"{waiting} cop{'y' if waiting == 1 else 'ies'} not verified by their deposit yet "
+                         "(left alone)")
         if self.selection.deferred:
             lines.append(f"{len(self.selection.deferred)} deep audit(s) wait for tomorrow's byte budget")
         if self.overdue_after:

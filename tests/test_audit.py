@@ -197,7 +197,7 @@ def instant_retry(monkeypatch):
 
 
 def test_intact_copies_pass_deep_then_quick(capsys, arch):
-    code, s, _ = arch.audit(capsys, "--all")
+    code, s, _ = arch.audit(capsys, "--all", workers=2)     # two Luigi worker processes, one per bag
     assert code == 0, s
     assert s["counts"]["success"] == 6 and s["counts"]["failure"] == 0 and s["bags"] == 2
     payload = sum(len(v) for v in FILES.values()) + len(b"another bag\n")
@@ -568,3 +568,23 @@ def test_a_target_added_to_the_policy_gets_its_copies(capsys, arch):
         assert arch.replica("site-d", b).state == "repaired"
     code, s, _ = arch.audit(capsys)
     assert code == 0 and s["replicas"] == []
+
+
+def test_parallel_check_finds_what_a_single_process_finds(arch):
+    """The pool of checker processes (each with its own adapter) reports the same problems."""
+    from storage_adapters.registry import open_target
+
+    arch.flip("site-a", "data/a.txt")
+    arch.truncate("site-a", "data/same-2.bin")
+    policy = arch.config.policy("self-built")
+    expected = A.ExpectedBag.from_catalog(arch.catalog, arch.bag, policy)
+    spec = arch.config.target("site-a")
+    results = []
+    for workers in (1, 2):
+        files, nbytes, problems = A.check_payload(
+            open_target(spec), arch.bag, expected.iter_files(), deep=True, algorithms=["sha256"],
+            retry=A.Retry(), workers=workers, open_adapter=lambda: open_target(spec), use_pool=True)
+        results.append((files, nbytes, sorted((p.path, p.kind, p.size) for p in problems)))
+    assert results[0] == results[1]
+    assert results[0][2] == [("data/a.txt", A.CORRUPTED, len(FILES["a.txt"])),
+                             ("data/same-2.bin", A.TRUNCATED, 2500)]

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 

@@ -31,7 +31,8 @@ def register(sub) -> None:
                     "or configuration error. Safe to run from cron: a second run does no duplicate work.")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--due", action="store_true", help="only copies overdue by their cadence (default)")
-    which.add_argument("--all", action="store_true", help="every copy of the selected bags, ignoring cadence and budget")
+    which.add_argument("--all", action="store_true",
+                       help="every copy of the selected bags, ignoring cadence and budget")
     p.add_argument("--library", default=None, help="only bags of this library")
     p.add_argument("--collection", default=None, help="only bags of this collection")
     p.add_argument("--bag", default=None, help="only this bag (LIB/COLL/YYYYMMDDTHHMMSSZ-N); implies --all "
