@@ -3,8 +3,10 @@
 Both work per file through the `StorageAdapter` interface only, so the same code serves the
 filesystem and S3 targets. Copying is idempotent: every put is atomic and skips a file that is
 already stored identically, so a rerun after a crash (kill -9 included) copies only what is
-missing. bagit.txt is stored last: a bag folder without it on a target was not completely
-replicated.
+missing. bagit.txt is stored last, in a batch of its own: a bag folder without it on a target
+was not completely replicated. Files go to the target in batches (`put_files`, up to
+BATCH_FILES files / BATCH_BYTES bytes), so a target can make a whole batch durable at once
+instead of flushing after every small file.
 
 What a bag holds comes from its own manifests (`bag_inventory`): payload digests from
 manifest-<alg>.txt, tag file digests from tagmanifest-<alg>.txt. The tag manifests themselves,
@@ -15,19 +17,25 @@ has digests to be verified against.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ingest import bagit_spec
 from ingest.naming import BagId
 from strongroom.checksums import SUPPORTED, hash_file
 from strongroom.errors import PreservationError
 
-from .base import CHUNK, HashingReader, PutOutcome, StorageAdapter, StorageError
+from .base import CHUNK, HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError
 
 Progress = Callable[[int, int], None]  # (files done, bytes done), like pipelines.progress.ByteProgress
+
+#: Files per put_files call, and bytes: enough to share one flush among many small files, small
+#: enough to bound the memory waiting to be written back and the work a crash throws away.
+BATCH_FILES = 1000
+BATCH_BYTES = 1 << 30
 Digests = Dict[str, Dict[str, str]]    # bag path -> {algorithm: hex digest}
 
 
@@ -184,50 +192,84 @@ def _store_order(paths: Iterable[str]) -> Tuple[List[str], List[str]]:
     return rest, last
 
 
+def _batches(paths: Sequence[str], sizes: Mapping[str, int], max_files: int, max_bytes: int) -> Iterator[List[str]]:
+    """Consecutive runs of paths of at most max_files files and max_bytes bytes (a bigger file alone)."""
+    batch: List[str] = []
+    total = 0
+    for relpath in paths:
+        if batch and (len(batch) >= max_files or total + sizes[relpath] > max_bytes):
+            yield batch
+            batch, total = [], 0
+        batch.append(relpath)
+        total += sizes[relpath]
+    if batch:
+        yield batch
+
+
 def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: Optional[Progress] = None,
                   inventory: Optional[BagInventory] = None, workers: int = 1) -> ReplicateResult:
     """Store every file of a staged bag on `adapter`, each atomically; skip identical ones.
 
     Every byte is checked against the bag's manifests while it is copied (a bad staged copy is
     never stored). Stops at the first failure and raises it (StorageError: ReplicaConflict if a
-    different file is already stored under a key). `workers` > 1 copies files in parallel
-    threads (useful for S3). `inventory` saves re-reading the manifests if the caller has it.
+    different file is already stored under a key). Files go in batches through `put_files`;
+    `workers` > 1 stores batches in parallel threads (useful for S3). `progress` is called once
+    per file (files done, bytes done), from one thread at a time. `inventory` saves re-reading
+    the manifests if the caller has it.
     """
     bag_dir = Path(bag_dir)
     if inventory is None:
         inventory = bag_inventory(bag_dir)
     digests, sizes = inventory
     files_done = bytes_done = written = bytes_written = present = 0
+    lock = threading.Lock()
 
-    def put(relpath: str) -> Tuple[str, PutOutcome]:
+    def item(relpath: str) -> PutItem:
         src = bag_dir / relpath
         try:
             mtime = src.stat().st_mtime
         except OSError as exc:
             raise StorageError(f"cannot read the staged file ({exc.strerror or exc})", target=adapter.name,
                                location=str(src)) from None
-        return relpath, adapter.put_file(bag_id, relpath, src, size=sizes[relpath], digests=digests[relpath],
-                                         mtime=mtime)
+        return PutItem(relpath, src, sizes[relpath], digests[relpath], mtime)
 
     def record(relpath: str, outcome: PutOutcome) -> None:
         nonlocal files_done, bytes_done, written, bytes_written, present
-        files_done += 1
-        bytes_done += sizes[relpath]
-        if outcome is PutOutcome.WRITTEN:
-            written += 1
-            bytes_written += sizes[relpath]
-        else:
-            present += 1
-        if progress is not None:
-            progress(files_done, bytes_done)
+        with lock:
+            files_done += 1
+            bytes_done += sizes[relpath]
+            if outcome is PutOutcome.WRITTEN:
+                written += 1
+                bytes_written += sizes[relpath]
+            else:
+                present += 1
+            if progress is not None:
+                progress(files_done, bytes_done)
+
+    def put(batch: List[str]) -> None:
+        items = [item(p) for p in batch]
+        reported = [False] * len(batch)
+
+        def done(index: int, outcome: PutOutcome) -> None:
+            if not reported[index]:
+                reported[index] = True
+                record(batch[index], outcome)
+
+        outcomes = adapter.put_files(bag_id, items, on_done=done)
+        for index, outcome in enumerate(outcomes):
+            done(index, outcome)  # an adapter that does not report as it goes is counted here
 
     for group in _store_order(sorted(digests)):
-        if workers <= 1 or len(group) <= 1:
-            for relpath in group:
-                record(*put(relpath))
+        if not group:
+            continue
+        per_batch = BATCH_FILES if workers <= 1 else max(1, min(BATCH_FILES, -(-len(group) // workers)))
+        batches = list(_batches(group, sizes, per_batch, BATCH_BYTES))
+        if workers <= 1 or len(batches) <= 1:
+            for batch in batches:
+                put(batch)
             continue
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"put-{adapter.name}") as pool:
-            pending = {pool.submit(put, p) for p in group}
+            pending = {pool.submit(put, b) for b in batches}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for fut in done:
@@ -235,7 +277,6 @@ def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: 
                         for other in pending:
                             other.cancel()
                         raise fut.exception()
-                    record(*fut.result())
     return ReplicateResult(target=adapter.name, bag_id=str(bag_id), files_total=len(digests),
                            bytes_total=sum(sizes.values()), files_written=written, bytes_written=bytes_written,
                            files_already_present=present)
@@ -349,4 +390,5 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
                         missing=missing, damaged=damaged, extra=extra)
 
 
-__all__ = ["BagInventory", "ReplicateResult", "VerifyResult", "bag_inventory", "replicate_bag", "verify_replica"]
+__all__ = ["BATCH_FILES", "BATCH_BYTES", "BagInventory", "ReplicateResult", "VerifyResult", "bag_inventory",
+           "replicate_bag", "verify_replica"]

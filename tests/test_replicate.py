@@ -248,3 +248,111 @@ def test_verify_of_a_bag_that_is_not_there_lists_every_file_missing(bag, adapter
     result = verify_replica(adapter, BAG, digests, sizes)
     assert not result.ok and sorted(result.missing) == sorted(digests)
     assert result.files_checked == 0 and result.bytes_checked == 0
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+def many_small_files(n: int) -> dict:
+    return {f"d{i // 7}/f{i:03d}.bin": hashlib.sha256(str(i).encode()).digest() * (1 + i % 5) for i in range(n)}
+
+
+class RecordingAdapter(FilesystemAdapter):
+    """Records every put_files call (the bag paths of each batch)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = []
+
+    def put_files(self, bag_id, items, *, on_done=None):
+        self.calls.append([i.relpath for i in items])
+        return super().put_files(bag_id, items, on_done=on_done)
+
+
+def test_replication_goes_in_batches_with_bagit_txt_last_and_alone(tmp_path, monkeypatch):
+    import storage_adapters.replicate as replicate_module
+
+    monkeypatch.setattr(replicate_module, "BATCH_FILES", 10)
+    bag = make_bag(tmp_path / "staging" / BAG.name, many_small_files(45))
+    (tmp_path / "r").mkdir()
+    adapter = RecordingAdapter("site-a", "beijing", tmp_path / "r")
+    seen = []
+    result = replicate_bag(adapter, bag, BAG, progress=lambda n, b: seen.append((n, b)))
+    files = all_files(bag)
+    assert result.files_written == len(files)
+    assert adapter.calls[-1] == ["bagit.txt"]
+    assert all("bagit.txt" not in call for call in adapter.calls[:-1])
+    assert all(len(call) <= 10 for call in adapter.calls) and len(adapter.calls) == 1 + -(-(len(files) - 1) // 10)
+    assert sorted(p for call in adapter.calls for p in call) == sorted(files)
+    # progress once per file, counting up to the totals
+    assert [n for n, _ in seen] == list(range(1, len(files) + 1))
+    assert seen[-1][1] == result.bytes_total and all(a[1] <= b[1] for a, b in zip(seen, seen[1:]))
+    digests, sizes = bag_inventory(bag)
+    assert verify_replica(adapter, BAG, digests, sizes).ok
+
+
+def test_parallel_batches_give_the_same_copy_and_count_every_file_once(tmp_path, monkeypatch):
+    import storage_adapters.replicate as replicate_module
+
+    monkeypatch.setattr(replicate_module, "BATCH_FILES", 8)
+    bag = make_bag(tmp_path / "staging" / BAG.name, many_small_files(60))
+    (tmp_path / "r").mkdir()
+    adapter = RecordingAdapter("site-a", "beijing", tmp_path / "r")
+    seen = []
+    result = replicate_bag(adapter, bag, BAG, workers=3, progress=lambda n, b: seen.append(n))
+    files = all_files(bag)
+    assert (result.files_written, result.files_already_present) == (len(files), 0)
+    assert sorted(seen) == list(range(1, len(files) + 1))
+    assert adapter.calls[-1] == ["bagit.txt"] and len(adapter.calls) > 3
+    digests, sizes = bag_inventory(bag)
+    assert verify_replica(adapter, BAG, digests, sizes, workers=3).ok
+    again = replicate_bag(adapter, bag, BAG, workers=3)
+    assert (again.files_written, again.files_already_present) == (0, len(files))
+
+
+KILLED_WHILE_WRITING = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[1])
+    from pathlib import Path
+    from ingest.naming import BagId
+    import storage_adapters.filesystem as fs
+    from storage_adapters.filesystem import FilesystemAdapter
+    from storage_adapters.replicate import replicate_bag
+
+    real = fs._write_all
+    calls = [0]
+    def write_then_die(fd, data):
+        calls[0] += 1
+        if calls[0] == 6:
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9 while the batch is being written
+        real(fd, data)
+    fs._write_all = write_then_die
+    replicate_bag(FilesystemAdapter("site-a", "beijing", Path(sys.argv[2])), Path(sys.argv[3]),
+                  BagId.parse(sys.argv[4]))
+""")
+
+
+def test_kill_9_while_a_batch_is_written_leaves_no_named_file_and_the_rerun_completes(bag, adapter):
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(REPO), str(adapter.root), str(bag),
+                           str(BAG)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert list(adapter.list_bag_files(BAG)) == []  # written, not yet flushed: nothing has a name
+    leftovers = [p for p in adapter.root.rglob("*") if p.is_file()]
+    assert len(leftovers) >= 5 and all(p.name.endswith(".strongroom-part") for p in leftovers)
+
+    files = all_files(bag)
+    result = replicate_bag(adapter, bag, BAG)
+    assert (result.files_already_present, result.files_written) == (0, len(files))
+    assert {p: stored(adapter, p).read_bytes() for p in files} == files
+    assert not [p for p in adapter.root.rglob("*") if p.name.endswith(".strongroom-part")]
+    digests, sizes = bag_inventory(bag)
+    assert verify_replica(adapter, BAG, digests, sizes).ok
+
+
+def test_files_stored_before_a_kill_9_are_complete(bag, adapter):
+    proc = subprocess.run([sys.executable, "-c", KILLED_REPLICATION, str(REPO), str(adapter.root), str(bag), str(BAG)],
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    files = all_files(bag)
+    named = list(adapter.list_bag_files(BAG))
+    assert named and {p: stored(adapter, p).read_bytes() for p in named} == {p: files[p] for p in named}

@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from ingest.naming import BagId
+from storage_adapters import filesystem as fs_module
 from storage_adapters.base import (
     FileStat,
     NotFound,
+    PutItem,
     PutOutcome,
     ReplicaConflict,
     SourceMismatch,
@@ -30,7 +32,6 @@ from storage_adapters.base import (
     UnsafePath,
 )
 from storage_adapters.filesystem import TEMP_SUFFIX, FilesystemAdapter, temp_name
-from strongroom.errors import PreservationError
 
 REPO = Path(__file__).resolve().parents[1]
 BAG = BagId.parse("LIB/COLL/20240102T030405Z-1")
@@ -507,13 +508,362 @@ def test_registry_builds_adapters_from_config_targets(archive):
                                       "root": str(target.root), "available": True}
 
 
-def test_registry_s3_is_not_available_yet():
+def test_registry_refuses_an_s3_target_whose_credentials_are_not_set(monkeypatch):
+    """S3 targets open through the registry now (tests/test_storage_s3.py); without the named
+    credential variables that is a configuration error naming the variable, before any request."""
     from policies.config import StorageTarget
     from storage_adapters.registry import open_target
+    from strongroom.errors import ConfigError
 
+    monkeypatch.delenv("SR_UNSET_KEY", raising=False)
     target = StorageTarget(name="s3-east", type="s3", site="shanghai", root=None,
-                           options={"bucket": "strongroom", "credentials": {"access_key_env": "K"}})
-    with pytest.raises(StorageError, match="not available yet") as info:
+                           options={"bucket": "strongroom", "credentials": {"access_key_env": "SR_UNSET_KEY"}})
+    with pytest.raises(ConfigError, match="SR_UNSET_KEY") as info:
         open_target(target)
-    assert str(info.value).startswith("s3-east: ")
-    assert isinstance(info.value, PreservationError) and info.value.exit_code == 1
+    assert "s3-east" in str(info.value) and info.value.exit_code == 2
+
+
+# ------------------------------------------------------------------------------ batch put (put_files)
+
+
+def batch_items(tmp_path: Path, files: dict, mtime=None) -> list:
+    out = []
+    for i, (rel, data) in enumerate(files.items()):
+        src = src_file(tmp_path, data, f"batch-{i}.bin")
+        out.append(PutItem(rel, src, len(data), digests(data), mtime))
+    return out
+
+
+def temp_leftovers(root: Path) -> list:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*" + TEMP_SUFFIX))
+
+
+def final_files(root: Path) -> dict:
+    """Bag path -> bytes of every stored file of BAG that has its final name."""
+    base = root / "LIB/COLL" / BAG.name
+    if not base.exists():
+        return {}
+    return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(TEMP_SUFFIX)}
+
+
+BATCH = {
+    "data/a.txt": b"alpha\n",
+    "data/sub/b.bin": os.urandom(70_000),
+    "data/sub/deeper/c.bin": os.urandom(1_500_000),  # more than one copy chunk
+    "data/sub/empty": b"",
+    "data/\u53e4\u7c4d/100% d.txt": b"percent and CJK",
+    "tagmanifest-sha256.txt": b"0" * 64 + b"  bagit.txt\n",
+}
+
+
+def test_put_files_stores_a_batch_and_an_identical_reput_is_already_present(adapter, root, tmp_path):
+    items = batch_items(tmp_path, BATCH, mtime=1_600_000_000.5)
+    seen = []
+    outcomes = adapter.put_files(BAG, items, on_done=lambda i, o: seen.append((i, o)))
+    assert outcomes == [PutOutcome.WRITTEN] * len(BATCH)
+    assert sorted(seen) == [(i, PutOutcome.WRITTEN) for i in range(len(BATCH))]
+    assert final_files(root) == BATCH and temp_leftovers(root) == []
+    for rel in BATCH:
+        path = root / "LIB/COLL" / BAG.name / rel
+        assert stat.S_IMODE(path.stat().st_mode) == 0o444
+        assert path.stat().st_mtime == 1_600_000_000.5
+    inodes = {rel: (root / "LIB/COLL" / BAG.name / rel).stat().st_ino for rel in BATCH}
+
+    seen.clear()
+    again = adapter.put_files(BAG, batch_items(tmp_path, BATCH, mtime=1_700_000_000),
+                              on_done=lambda i, o: seen.append((i, o)))
+    assert again == [PutOutcome.ALREADY_PRESENT] * len(BATCH)
+    assert sorted(seen) == [(i, PutOutcome.ALREADY_PRESENT) for i in range(len(BATCH))]
+    assert {rel: (root / "LIB/COLL" / BAG.name / rel).stat().st_ino for rel in BATCH} == inodes
+    assert (root / "LIB/COLL" / BAG.name / "data/a.txt").stat().st_mtime == 1_600_000_000.5
+    assert final_files(root) == BATCH and temp_leftovers(root) == []
+
+
+def test_put_files_mixes_new_and_present_files(adapter, root, tmp_path):
+    first = dict(list(BATCH.items())[:3])
+    adapter.put_files(BAG, batch_items(tmp_path, first))
+    outcomes = adapter.put_files(BAG, batch_items(tmp_path, BATCH))
+    assert outcomes == [PutOutcome.ALREADY_PRESENT] * 3 + [PutOutcome.WRITTEN] * (len(BATCH) - 3)
+    assert final_files(root) == BATCH and temp_leftovers(root) == []
+
+
+class FlushLog:
+    """Records writes to temp files, flushes and links, to check that no file gets its final
+    name before its bytes were made durable (by syncfs of its file system or fsync of it)."""
+
+    def __init__(self, monkeypatch):
+        self.events = []
+        real_write, real_fsync, real_link, real_syncfs = os.write, os.fsync, os.link, fs_module.syncfs
+
+        def write(fd, data):
+            self.events.append(("write", os.fstat(fd).st_ino))
+            return real_write(fd, data)
+
+        def fsync(fd):
+            st = os.fstat(fd)
+            self.events.append(("fsync-dir" if stat.S_ISDIR(st.st_mode) else "fsync-file", st.st_ino))
+            return real_fsync(fd)
+
+        def syncfs(fd):
+            self.events.append(("syncfs", os.fstat(fd).st_dev))
+            return real_syncfs(fd)
+
+        def link(src, dst, *, src_dir_fd=None, dst_dir_fd=None, follow_symlinks=True):
+            ino = os.stat(src, dir_fd=src_dir_fd, follow_symlinks=False).st_ino
+            self.events.append(("link", ino, os.fstat(dst_dir_fd).st_ino))
+            return real_link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks)
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "link", link)
+        monkeypatch.setattr(fs_module, "syncfs", syncfs)
+
+    def kinds(self, kind):
+        return [e for e in self.events if e[0] == kind]
+
+    def check_flushed_before_named(self):
+        for pos, event in enumerate(self.events):
+            if event[0] != "link":
+                continue
+            ino = event[1]
+            last_write = max(i for i, e in enumerate(self.events[:pos]) if e == ("write", ino))
+            flushes = [e for e in self.events[last_write:pos] if e[0] == "syncfs" or e == ("fsync-file", ino)]
+            assert flushes, f"file {ino} was linked without a flush after its last write"
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_put_files_makes_bytes_durable_before_any_name_and_syncs_each_folder_once(adapter, root, tmp_path,
+                                                                                 monkeypatch, trusted):
+    if not trusted:  # NFS, SMB, FUSE...: syncfs() is not trusted there, every file is fsynced
+        monkeypatch.setattr(fs_module, "syncfs_is_durable", lambda fd: False)
+    adapter.batch_files = 4  # 10 files: three batches (4, 4, 2)
+    files = {f"data/{'x' if i % 2 else 'y'}/f{i}.bin": os.urandom(1000 + i) for i in range(10)}
+    items = batch_items(tmp_path, files)
+    log = FlushLog(monkeypatch)
+    assert adapter.put_files(BAG, items) == [PutOutcome.WRITTEN] * 10
+    assert final_files(root) == files and temp_leftovers(root) == []
+    assert len(log.kinds("link")) == 10
+    log.check_flushed_before_named()
+    if trusted:
+        assert len(log.kinds("syncfs")) == 3 and log.kinds("fsync-file") == []
+    else:
+        assert log.kinds("syncfs") == [] and len(log.kinds("fsync-file")) == 10
+    # After each batch's links, each folder holding one of its files is fsynced exactly once.
+    links = [i for i, e in enumerate(log.events) if e[0] == "link"]
+    batches = [links[0:4], links[4:8], links[8:10]]
+    for n, batch in enumerate(batches):
+        end = batches[n + 1][0] if n + 1 < len(batches) else len(log.events)
+        folder_syncs = [e[1] for e in log.events[batch[-1]:end] if e[0] == "fsync-dir"]
+        folders = {log.events[i][2] for i in batch}
+        assert sorted(folder_syncs) == sorted(folders)
+
+
+def test_put_files_never_overwrites_and_stores_nothing_of_a_conflicting_batch(adapter, root, tmp_path):
+    folder = root / "LIB/COLL" / BAG.name / "data/sub"
+    folder.mkdir(parents=True)
+    (folder / "b.bin").write_bytes(b"someone else's bytes")
+    ino = (folder / "b.bin").stat().st_ino
+    seen = []
+    with pytest.raises(ReplicaConflict, match="not overwriting") as info:
+        adapter.put_files(BAG, batch_items(tmp_path, BATCH), on_done=lambda i, o: seen.append(i))
+    assert str(info.value).startswith(f"site-a: {folder}/b.bin: a different file is already stored here")
+    assert (folder / "b.bin").read_bytes() == b"someone else's bytes" and (folder / "b.bin").stat().st_ino == ino
+    assert final_files(root) == {"data/sub/b.bin": b"someone else's bytes"}
+    assert temp_leftovers(root) == [] and seen == []
+
+
+class WritesFinalNameOf:
+    """A source stream that, while it is read, makes another file appear under the final name of
+    an earlier item of the same batch (after that item's existence check, before its link)."""
+
+    def __init__(self, data: bytes, final: Path, other: bytes):
+        self.data, self.final, self.other, self.pos = data, final, other, 0
+
+    def read(self, n):
+        if not self.final.exists():
+            self.final.write_bytes(self.other)
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += len(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_put_files_never_replaces_a_file_that_appears_during_the_batch(adapter, root, tmp_path, same):
+    first, second = os.urandom(5000), os.urandom(6000)
+    other = first if same else os.urandom(5000)
+    final = root / "LIB/COLL" / BAG.name / "data/first.bin"
+    items = [PutItem("data/first.bin", src_file(tmp_path, first, "1"), len(first), digests(first)),
+             PutItem("data/second.bin", WritesFinalNameOf(second, final, other), len(second), digests(second))]
+    if same:
+        assert adapter.put_files(BAG, items) == [PutOutcome.ALREADY_PRESENT, PutOutcome.WRITTEN]
+        assert final_files(root) == {"data/first.bin": first, "data/second.bin": second}
+    else:
+        with pytest.raises(ReplicaConflict, match="not overwriting"):
+            adapter.put_files(BAG, items)
+        assert final_files(root) == {"data/first.bin": other}  # untouched; the rest not stored
+    assert temp_leftovers(root) == []
+
+
+def test_put_files_with_a_bad_source_stores_nothing_of_the_batch(adapter, root, tmp_path):
+    items = batch_items(tmp_path, BATCH)
+    victim = items[2]
+    data = bytearray(Path(victim.src).read_bytes())
+    data[1000] ^= 1  # bit rot in the staged copy, same size
+    Path(victim.src).write_bytes(bytes(data))
+    seen = []
+    with pytest.raises(SourceMismatch, match="does not match its checksums") as info:
+        adapter.put_files(BAG, items, on_done=lambda i, o: seen.append(i))
+    assert "data/sub/deeper/c.bin" in str(info.value)
+    assert final_files(root) == {} and temp_leftovers(root) == [] and seen == []
+    assert list(adapter.list_bag_files(BAG)) == []
+
+
+def test_put_files_refuses_bad_input_before_writing_anything(adapter, root, tmp_path):
+    items = batch_items(tmp_path, BATCH)
+    before = tree(root)
+    with pytest.raises(ValueError, match="given twice"):
+        adapter.put_files(BAG, items + [items[0]])
+    with pytest.raises(ValueError, match="hex digits"):
+        adapter.put_files(BAG, items + [PutItem("data/z", items[0].src, 6, {"sha256": "abc"})])
+    with pytest.raises(UnsafePath, match="refused bag path"):
+        adapter.put_files(BAG, items + [PutItem("data/../../x", items[0].src, 6, digests(b"alpha\n"))])
+    assert tree(root) == before
+
+
+def test_put_files_splits_batches_to_stay_under_the_open_file_limit(adapter, root, tmp_path, monkeypatch):
+    monkeypatch.setattr(fs_module, "fd_budget", lambda: 16)
+    files = {f"data/f{i:03d}.bin": os.urandom(100) for i in range(40)}
+    log = FlushLog(monkeypatch)
+    assert adapter.put_files(BAG, batch_items(tmp_path, files)) == [PutOutcome.WRITTEN] * 40
+    assert final_files(root) == files and temp_leftovers(root) == []
+    assert len(log.kinds("syncfs")) >= 3  # at most ~10 files wait at once with 16 descriptors
+    log.check_flushed_before_named()
+
+
+def test_rerun_reads_each_stored_file_once_and_no_source(adapter, root, tmp_path, monkeypatch):
+    adapter.put_files(BAG, batch_items(tmp_path, BATCH))
+    items = batch_items(tmp_path, BATCH)
+    shutil.rmtree(tmp_path / "sources")  # a source that is opened would now fail the put
+    hashed = []
+    real = fs_module.hash_stream
+
+    def counting(stream, algorithms, *a, **kw):
+        size, found = real(stream, algorithms, *a, **kw)
+        hashed.append((size, found["sha256"]))
+        return size, found
+
+    monkeypatch.setattr(fs_module, "hash_stream", counting)
+    assert adapter.put_files(BAG, items) == [PutOutcome.ALREADY_PRESENT] * len(BATCH)
+    assert sorted(hashed) == sorted((len(d), digests(d)["sha256"]) for d in BATCH.values())
+
+
+BATCH_CRASH_SCRIPT = textwrap.dedent("""
+    import hashlib, os, signal, sys
+    sys.path.insert(0, sys.argv[1])
+    from pathlib import Path
+    from ingest.naming import BagId
+    from storage_adapters.base import PutItem
+    from storage_adapters.filesystem import FilesystemAdapter
+
+    root, src_dir, when = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[5]
+
+    class DiesWhenRead:
+        # The 6th file's source: the writer is killed (kill -9) while copying it.
+        def read(self, n):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    items = []
+    for i, src in enumerate(sorted(src_dir.iterdir())):
+        data = src.read_bytes()
+        sums = {"sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+        source = DiesWhenRead() if when == "writing" and i == 5 else src
+        items.append(PutItem("data/" + src.name, source, len(data), sums))
+
+    def on_done(index, outcome):
+        if when == "naming" and index == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # some files have their names, the rest wait
+
+    FilesystemAdapter("site-a", "beijing", root).put_files(BagId.parse(sys.argv[4]), items, on_done=on_done)
+""")
+
+
+@pytest.mark.parametrize("when", ["writing", "naming"])
+def test_kill_9_in_the_middle_of_a_batch_leaves_only_complete_files_and_the_rerun_completes(adapter, root,
+                                                                                          tmp_path, when):
+    src_dir = tmp_path / "batch-sources"
+    src_dir.mkdir()
+    files = {f"f{i:02d}.bin": os.urandom(200_000 + i) for i in range(10)}
+    for name, data in files.items():
+        (src_dir / name).write_bytes(data)
+    proc = subprocess.run([sys.executable, "-c", BATCH_CRASH_SCRIPT, str(REPO), str(root), str(src_dir), str(BAG),
+                           when], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    expected = {"data/" + name: data for name, data in files.items()}
+    stored = final_files(root)
+    for rel, data in stored.items():
+        assert data == expected[rel], f"{rel} has its final name but not its bytes"
+    if when == "writing":
+        assert stored == {}  # killed before the flush: no file of the batch has a name
+        assert len(temp_leftovers(root)) >= 5  # the written temp files were left behind
+    else:
+        assert 1 <= len(stored) < len(files) and temp_leftovers(root)
+    assert sorted(adapter.list_bag_files(BAG)) == sorted(stored)
+
+    outcomes = adapter.put_files(BAG, batch_items(tmp_path, expected))  # the rerun
+    assert outcomes.count(PutOutcome.ALREADY_PRESENT) == len(stored)
+    assert outcomes.count(PutOutcome.WRITTEN) == len(files) - len(stored)
+    assert final_files(root) == expected and temp_leftovers(root) == []
+
+
+def test_full_disk_in_the_middle_of_a_batch_leaves_no_partial_file(tmp_path, monkeypatch):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = _mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small))
+    try:
+        if not mounted:
+            # No mount privilege: temp file writes fail like a full disk once 256 KiB were written.
+            real_write = os.write
+            written = [0]
+
+            def full_write(fd, data):
+                if Path(os.readlink(f"/proc/self/fd/{fd}")).name.endswith(TEMP_SUFFIX):
+                    if written[0] + len(data) > 256 * 1024:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    written[0] += len(data)
+                return real_write(fd, data)
+
+            monkeypatch.setattr(os, "write", full_write)
+        full = FilesystemAdapter("site-small", "here", small)
+        files = {f"data/f{i}.bin": os.urandom(48 * 1024) for i in range(10)}  # 480 KiB > 256 KiB
+        seen = []
+        with pytest.raises(StorageError) as info:
+            full.put_files(BAG, batch_items(tmp_path, files), on_done=lambda i, o: seen.append(i))
+        message = str(info.value)
+        assert message.startswith(f"site-small: {small}/LIB/COLL/{BAG.name}/data/f"), message
+        assert message.endswith(".bin: cannot write: no space left on device"), message
+        assert info.value.exit_code == 1 and seen == []
+        assert os.listdir(small / "LIB/COLL" / BAG.name / "data") == []  # neither final nor temp names
+        assert list(full.list_bag_files(BAG)) == []
+        if mounted:
+            # The failed batch gave its space back: a smaller batch fits.
+            few = dict(list(files.items())[:3])
+            assert full.put_files(BAG, batch_items(tmp_path, few)) == [PutOutcome.WRITTEN] * 3
+            assert final_files(small) == few
+    finally:
+        if mounted:
+            _umount(small)
+
+
+def test_default_put_files_loops_over_put_file(adapter, root, tmp_path):
+    """The StorageAdapter default (what an adapter without its own batch put gets)."""
+    from storage_adapters.base import StorageAdapter
+
+    seen = []
+    outcomes = StorageAdapter.put_files(adapter, BAG, batch_items(tmp_path, BATCH),
+                                        on_done=lambda i, o: seen.append((i, o)))
+    assert outcomes == [PutOutcome.WRITTEN] * len(BATCH) and seen == [(i, PutOutcome.WRITTEN) for i in range(len(BATCH))]
+    assert final_files(root) == BATCH
+    assert StorageAdapter.put_files(adapter, BAG, batch_items(tmp_path, BATCH)) == [PutOutcome.ALREADY_PRESENT] * len(BATCH)
+    with pytest.raises(ValueError, match="given twice"):
+        StorageAdapter.put_files(adapter, BAG, batch_items(tmp_path, BATCH) * 2)
