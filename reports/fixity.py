@@ -4,9 +4,12 @@ audited, and the ledger's verification with its head hash at report time.
 
 Its CSV and JSON forms list one row per event (`events`), so an auditor can re-count every
 total from the rows. Audit events are "fixity check" events (audits, and verification after
-copying, which is a deep check too) and repair events (`REPAIR_TYPES`). A failed fixity check
-counts as *repaired* by the first successful repair event of the same bag and copy at or after
-it (and of the same file, when both name one); `repaired_at` is empty when there is none.
+copying, which is a deep check too) and repair events (`reports.preservation.repair_mask`:
+"replication"/"deletion" whose detail starts "repair:", as fixity.repair writes them, and
+"repair"/"recovery"); the `repair` column marks the latter. A failed fixity check counts as
+*repaired* by the first successful repair event of the same bag and copy at or after it (and of
+the same file, when both name one); `repaired_at` is empty when there is none. Bag-level
+failures (no copy named) are never matched: nothing repairs "no good copy".
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ import pyarrow.compute as pc
 from catalog.catalog import Catalog
 from catalog.ledger import verify_store
 from reports.common import Scope, in_period, make_scope, plain, select_bags
-from reports.preservation import (AUDIT_TYPE, REPAIR_TYPES, Ledger, copies_table, scope_events)
+from reports.preservation import AUDIT_TYPE, Ledger, copies_table, repair_mask, scope_events
 from reports.status import GOOD_STATES
 
 EVENT_LIMIT_HTML = 500
 ROW_LIMIT_HTML = 200
 
 EVENT_COLUMNS = ["event_id", "datetime", "type", "outcome", "library", "collection", "bag_id", "target", "site",
-                 "object_type", "path", "agent", "detail", "damage", "repaired_at", "repair_event_id", "repair_type"]
+                 "object_type", "path", "agent", "detail", "repair", "damage", "repaired_at", "repair_event_id",
+                 "repair_type"]
 
 
 @dataclass
@@ -58,8 +62,9 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
     bags = select_bags(catalog, scope)
     copies = copies_table(config, catalog, bags, scope.now)
     events = scope_events(catalog, bags, scope)
-    kinds = pa.array((AUDIT_TYPE,) + REPAIR_TYPES)
-    events = in_period(events.filter(pc.is_in(events.column("type"), value_set=kinds)), "datetime", scope)
+    events = events.append_column("repair", repair_mask(events))
+    wanted = pc.or_(pc.equal(events.column("type"), AUDIT_TYPE), events.column("repair"))
+    events = in_period(events.filter(wanted), "datetime", scope)
     events = events.join(bags.select(["bag_id", "library", "collection"]), "bag_id", join_type="left outer")
     sites = copies.select(["bag_id", "target", "site"])
     events = events.join(sites, ["bag_id", "target"], join_type="left outer")
@@ -73,7 +78,7 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
     per_copy = _per_copy(copies, checks)
     not_audited = [r for r in per_copy if r["never_audited"] or r["overdue_deep"] or r["overdue_quick"]
                    or (r["audits"] == 0 and r["state"] in GOOD_STATES)]
-    repairs = pc.and_(pc.is_in(events.column("type"), value_set=pa.array(REPAIR_TYPES)), pc.equal(outcome, "success"))
+    repairs = pc.and_(events.column("repair"), pc.equal(outcome, "success"))
     summary = {
         "events": events.num_rows,
         "fixity_checks": checks.num_rows,
@@ -115,8 +120,7 @@ def _with_repairs(events: pa.Table) -> pa.Table:
     events = events.append_column("damage", damage)
     fails = events.filter(damage).select(["event_id", "bag_id", "target", "path", "datetime"])
     fails = fails.rename_columns(["fail_id", "bag_id", "target", "fail_path", "fail_at"])
-    rep_mask = pc.and_(pc.is_in(events.column("type"), value_set=pa.array(REPAIR_TYPES)),
-                       pc.equal(events.column("outcome"), "success"))
+    rep_mask = pc.and_(events.column("repair"), pc.equal(events.column("outcome"), "success"))
     reps = events.filter(rep_mask).select(["event_id", "bag_id", "target", "path", "datetime", "type"])
     reps = reps.rename_columns(["repair_event_id", "bag_id", "target", "repair_path", "repaired_at", "repair_type"])
     empty = pa.table({"fail_id": pa.array([], pa.string()), "repaired_at": pa.array([], events.schema.field("datetime").type),

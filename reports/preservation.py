@@ -27,9 +27,13 @@ from reports.scan import file_aggregate, sum_by
 from reports.status import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
 
 AUDIT_TYPE = "fixity check"
-# Event types that put a copy or file right again. "repair" is what audits record; "recovery" is
-# what restore records when it takes a file from another copy. Other types are shown as they are.
+# How repairs appear in the ledger. Audits (fixity.repair) record a file replaced from a good copy
+# as "replication" and an extra file removed as "deletion", each with a detail starting "repair:"
+# (the LoC eventType vocabulary has no "repair"); "repair" itself and "recovery" (restore taking a
+# file from another copy) count too. Other event types are shown as they are.
 REPAIR_TYPES = ("repair", "recovery")
+REPAIR_TAGGED_TYPES = ("replication", "deletion")
+REPAIR_PREFIX = "repair:"
 REPLICA_LIMIT_HTML = 200
 
 
@@ -111,6 +115,14 @@ def _last_quick(catalog: Catalog, bags: pa.Table) -> pa.Table:
     return agg.rename_columns(["bag_id", "target", "last_quick_at"])
 
 
+def repair_mask(events: pa.Table) -> pa.ChunkedArray:
+    """True for the events that record a repair (see REPAIR_TYPES), whatever their outcome."""
+    kind = events.column("type")
+    tagged = pc.and_(pc.is_in(kind, value_set=pa.array(REPAIR_TAGGED_TYPES)),
+                     pc.fill_null(pc.starts_with(events.column("detail"), REPAIR_PREFIX), False))
+    return pc.or_(pc.is_in(kind, value_set=pa.array(REPAIR_TYPES)), tagged)
+
+
 def scope_events(catalog: Catalog, bags: pa.Table, scope: Scope) -> pa.Table:
     """Every event of the bags in scope (all time); with no filter, events without a bag too."""
     events = catalog.events()
@@ -147,7 +159,7 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
         replicas=_replica_rows(copies),
         overdue=[r for r in _replica_rows(copies) if r["overdue_deep"] or r["overdue_quick"]],
         open_damage=[r for r in _replica_rows(copies) if r["state"] not in GOOD_STATES],
-        repairs=_event_rows(period.filter(pc.is_in(period.column("type"), value_set=pa.array(REPAIR_TYPES)))),
+        repairs=_event_rows(period.filter(repair_mask(period))),
         events_by_type=_counts(period, ["type", "outcome"], "events"),
         ndsa=[ndsa.assess(f) for f in facts],
         facts=facts,
@@ -330,8 +342,7 @@ def _facts(config, bags: pa.Table, copies: pa.Table, agg: pa.Table, events: pa.T
     fixity_events = count(events, pc.equal(ev_type, AUDIT_TYPE))
     with_type = {t: per(events, [("bag_id", "count_distinct")], pc.equal(ev_type, t))
                  for t in ("ingestion", "replication", AUDIT_TYPE)}
-    repairs = count(period, pc.and_(pc.is_in(period.column("type"), value_set=pa.array(REPAIR_TYPES)),
-                                    pc.equal(period.column("outcome"), "success")))
+    repairs = count(period, pc.and_(repair_mask(period), pc.equal(period.column("outcome"), "success")))
 
     out = []
     for key in sorted(bag_facts):

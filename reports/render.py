@@ -354,7 +354,7 @@ def _attention_files(report: Any, config, catalog) -> Iterator[Any]:
     """File objects for unidentified files and files in their policy's at-risk formats, streamed."""
     from catalog.schema import DIGEST_ALGORITHMS
     from ingest import premis
-    from reports.scan import at_risk_table, file_batches
+    from reports.scan import at_risk_mask, at_risk_table, file_batches
 
     risk = at_risk_table(config)
     puids = pc.unique(risk.column("puid")) if risk.num_rows else pa.array([], pa.string())
@@ -362,8 +362,7 @@ def _attention_files(report: Any, config, catalog) -> Iterator[Any]:
     bags = catalog.bags(report.scope.library, report.scope.collection)
     columns = ["path", "size", "puid", "format_name", "format_version", "identification_method", *DIGEST_ALGORITHMS]
     for batch in file_batches(catalog, bags, columns, filter=flt):
-        batch = batch.join(risk, ["policy", "puid"], join_type="left outer")
-        keep = pc.or_(pc.is_null(batch.column("puid")), pc.fill_null(batch.column("_risk"), False))
+        keep = pc.or_(pc.is_null(batch.column("puid")), at_risk_mask(batch, risk))
         batch = batch.filter(keep).sort_by([("bag_id", "ascending"), ("path", "ascending")])
         for r in batch.to_pylist():
             name = r["path"][len("data/"):] if r["path"].startswith("data/") else r["path"]

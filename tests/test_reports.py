@@ -391,8 +391,12 @@ def test_fixity_report_one_row_per_event_with_repairs_and_ledger(arch, tmp_path)
                     bag_id=books, target="site-a", object_type="replica", datetime=at(400)),
         EventRecord("fixity check", "failure", detail="checksum mismatch", agent="strongroom audit",
                     object_type="file", bag_id=books, target="site-b", path="data/img.png", datetime=at(10)),
-        EventRecord("repair", "success", detail="replaced from site-a", agent="strongroom audit",
-                    object_type="file", bag_id=books, target="site-b", path="data/img.png", datetime=at(9)),
+        # as fixity.repair records a repair: a "replication" whose detail starts "repair:"
+        EventRecord("replication", "success", detail="repair: replaced with the copy from site-a",
+                    agent="strongroom audit", object_type="file", bag_id=books, target="site-b", path="data/img.png",
+                    datetime=at(9)),
+        EventRecord("recovery", "success", detail="restore took data/doc.pdf from site-b", agent="strongroom restore",
+                    object_type="file", bag_id=books, target="site-b", path="data/doc.pdf", datetime=at(8)),
         EventRecord("fixity check", "failure", detail="file missing", agent="strongroom audit",
                     object_type="file", bag_id=maps, target="site-a", path="data/map.tif", datetime=at(6)),
         EventRecord("fixity check", "inconclusive", detail="read timeout", agent="strongroom audit",
@@ -406,11 +410,14 @@ def test_fixity_report_one_row_per_event_with_repairs_and_ledger(arch, tmp_path)
     data = read_json(report(arch, "fixity", "json", tmp_path, since=since))
     rows = read_csv(report(arch, "fixity", "csv", tmp_path, since=since))
 
-    expected = [e for e in arch.catalog.events().to_pylist()
-                if e["type"] in ("fixity check", "repair", "recovery") and e["datetime"] >= since]
+    def audit_or_repair(e):
+        return e["type"] in ("fixity check", "repair", "recovery") or \
+            e["type"] in ("replication", "deletion") and (e["detail"] or "").startswith("repair:")
+
+    expected = [e for e in arch.catalog.events().to_pylist() if audit_or_repair(e) and e["datetime"] >= since]
     assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in expected)
     assert [r["event_id"] for r in rows] == [e["event_id"] for e in data["events"]]
-    assert len(rows) == data["summary"]["events"] == 6 + 4  # 6 deposit checks (3 bags x 2) + 4 written
+    assert len(rows) == data["summary"]["events"] == 6 + 5  # 6 deposit checks (3 bags x 2) + 5 written
     # Totals re-counted from the rows.
     s = data["summary"]
     checks = [r for r in rows if r["type"] == "fixity check"]
@@ -418,13 +425,14 @@ def test_fixity_report_one_row_per_event_with_repairs_and_ledger(arch, tmp_path)
     assert s["passed"] == sum(r["outcome"] == "success" for r in checks)
     assert (s["failed"], s["inconclusive"]) == (2, 1) == (sum(r["outcome"] == "failure" for r in checks),
                                                          sum(r["outcome"] == "inconclusive" for r in checks))
-    assert s["repairs"] == sum(r["type"] == "repair" for r in rows) == 1
+    assert s["repairs"] == sum(r["repair"] == "true" for r in rows) == 2
+    assert {r["type"] for r in rows if r["repair"] == "true"} == {"replication", "recovery"}
     assert {(r["type"], r["outcome"]): r["events"] for r in data["by_type"]} == \
         Counter((r["type"], r["outcome"]) for r in rows)
     # Damage and how it was repaired.
     damage = {r["path"]: r for r in rows if r["damage"] == "true"}
     assert set(damage) == {"data/img.png", "data/map.tif"}
-    repair = next(r for r in rows if r["type"] == "repair")
+    repair = next(r for r in rows if r["type"] == "replication")
     assert damage["data/img.png"]["repaired_at"] == repair["datetime"]
     assert damage["data/img.png"]["repair_event_id"] == repair["event_id"]
     assert damage["data/map.tif"]["repaired_at"] == "" and s["damage_found"] == 2 and s["damage_repaired"] == 1
