@@ -11,7 +11,7 @@ run over collections, sites and policies only, never over files or events.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import pyarrow as pa

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
-UTC_PATTERN = re.compile(r"\b(UTC)\b")
 SAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "sample"
 KINDS = ("preservation", "fixity", "formats")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
