@@ -21,6 +21,7 @@ setup(
     package_data={
         "policies": ["defaults/*.yaml"],
         "pipelines": ["sample/*", "sample/*/*"],
+        "reports": ["templates/*.html"],
     },
     include_package_data=True,
     install_requires=[

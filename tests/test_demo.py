@@ -1,6 +1,7 @@
 """The README's main-job command, end to end, on the embedded default."""
 
 import json
+from pathlib import Path
 
 from pipelines.cli import main
 
@@ -15,6 +16,10 @@ def test_demo_deposits_restores_and_proves_identity(tmp_path, capsys):
     assert out["restore"] and all(r["identical"] for r in out["restore"])
     assert out["restore"][0]["files"] == bag["files"] == 10
     assert out["status"]["totals"]
+    reports = [Path(p) for p in out["reports"]]
+    assert sorted(p.name for p in reports) == sorted(
+        f"{kind}{lang}.html" for kind in ("preservation", "fixity", "formats") for lang in ("", "-zh"))
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in reports)
     # A second run reuses the archive and makes a new deposit of the same collection.
     assert main(["--json", "demo", str(target)]) == 0
     again = json.loads(capsys.readouterr().out)

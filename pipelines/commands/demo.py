@@ -4,7 +4,8 @@ It is the README's first command: on a fresh machine it shows, with no set-up, w
 does. It makes (or reuses) an `init` folder (two filesystem replicas, Luigi's local
 scheduler), deposits the sample collection (real formats, Chinese names, a supplied MD5SUMS),
 shows the archive's status, restores the collection from a replica and proves that the
-restored files equal the originals, byte for byte.
+restored files equal the originals, byte for byte, and writes the preservation, fixity and
+format reports (HTML, English and Chinese).
 """
 
 from __future__ import annotations
@@ -64,7 +65,14 @@ def run(args) -> int:
         verdict = "identical to the originals" if not problems else f"DIFFERENT: {'; '.join(problems[:5])}"
         lines.append(f"  {bag['id']} -> {dest}: {result.files} file(s), {verdict}")
     summary["restore"] = checks
-    lines += ["", f"Try: strongroom --config {os.path.relpath(config_file)} status"]
+
+    lines += ["", "== reports"]
+    import reports
+
+    written = [str(p) for lang in ("en", "zh") for p in reports.write_all(config, base / "reports", lang=lang)]
+    lines += [f"  {p}" for p in written]
+    summary["reports"] = written
+    lines += ["", f"Try: strongroom --config {os.path.relpath(config_file)} audit --all --deep"]
     emit(args, summary, "\n".join(lines))
     return 0 if all(c["identical"] for c in checks) else 1
 
