@@ -262,14 +262,16 @@ class ExpectedBag:
             out[p] = (s, {a: cols[a][i] for a in self.algorithms if cols[a][i]})
         return out
 
-    def iter_files(self, table: Optional[pa.Table] = None, batch: int = 4096
-                   ) -> Iterator[Tuple[str, int, Dict[str, str]]]:
-        """(path, size, digests) of every row, batch by batch (no list of every file)."""
+    def iter_files(self, table: Optional[pa.Table] = None, batch: int = 4096,
+                   algorithms: Optional[Sequence[str]] = None) -> Iterator[Tuple[str, int, Dict[str, str]]]:
+        """(path, size, digests) of every row, batch by batch (no list of every file);
+        `algorithms` limits the digests given (less to hand to worker processes)."""
         table = self.files if table is None else table
+        wanted = [a for a in self.algorithms if algorithms is None or a in algorithms]
         for rb in table.to_batches(max_chunksize=batch):
             paths = rb.column("path").to_pylist()
             sizes = rb.column("size").to_pylist()
-            cols = [(a, rb.column(rb.schema.get_field_index(a)).to_pylist()) for a in self.algorithms]
+            cols = [(a, rb.column(rb.schema.get_field_index(a)).to_pylist()) for a in wanted]
             for i, p in enumerate(paths):
                 yield p, sizes[i], {a: c[i] for a, c in cols if c[i]}
 
@@ -775,7 +777,8 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
         to_check = expected.files.filter(present)
         big = to_check.num_rows >= POOL_MIN_FILES or (pc.sum(to_check.column("size")).as_py() or 0) >= POOL_MIN_BYTES
         files, nbytes, problems = check_payload(
-            adapter, expected.bag_id, expected.iter_files(to_check), deep=(kind == DEEP), algorithms=algorithms,
+            adapter, expected.bag_id, expected.iter_files(to_check, algorithms=algorithms if kind == DEEP else None),
+            deep=(kind == DEEP), algorithms=algorithms,
             retry=retry, workers=workers, open_adapter=open_adapter, progress=progress, use_pool=bool(big))
         check.files_checked, check.bytes_checked = files, nbytes
         for p in sorted(problems, key=lambda p: p.path):

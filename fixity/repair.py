@@ -389,37 +389,34 @@ def judge_tags(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], ove
                     cand.why = f"does not list {', '.join(lacking[:5])}"
             for t in cand.holders:
                 consistent[(t, alg)] = cand.qualified
-    # Winners of the tag manifests (by copies held), then what they list is expected.
+    # Winners of the tag manifests Strongroom writes (one per catalog algorithm; any other tag
+    # manifest is extra), by copies held; what the winners list is expected.
     refs: Dict[str, Optional[Reference]] = {}
-    tm_paths = {p for p in cands if _tm_alg(p)} | {p for p in fixed if _tm_alg(p)}
+    tm_paths = {p for p in fixed if _tm_alg(p)}
+    tm_algs = {_tm_alg(p) for p in tm_paths}
     listed: Set[str] = set()
     any_winner = False
     for path in tm_paths:
         ref = _winner(cands.get(path, {}), lambda c: len(c.holders))
         refs[path] = ref
-        if ref is not None and path in fixed | set(cands):
+        if ref is not None:
             any_winner = True
-            alg = _tm_alg(path)
-            listed.update(usable[ref.holders[0]].tag_manifests.get(alg, {}))
+            listed.update(usable[ref.holders[0]].tag_manifests.get(_tm_alg(path), {}))
     if not any_winner:
         for (target, alg), ok in consistent.items():
-            if ok:
+            if ok and alg in tm_algs:
                 listed.update(usable[target].tag_manifests.get(alg, {}))
     # Endorsements of the other tag files by consistent tag manifests of every copy.
     for (target, alg), ok in consistent.items():
-        if not ok:
+        if not ok or alg not in tm_algs:
             continue
         for q, d in usable[target].tag_manifests.get(alg, {}).items():
             for cand in cands.get(q, {}).values():
                 if cand.digests.get(alg) == d:
                     cand.endorsements += 1
-    wanted = (fixed | listed) - tm_paths
+    wanted = (fixed | listed) - tm_paths - {p for p in listed if _tm_alg(p)}
     for path in wanted:
         refs[path] = _winner(cands.get(path, {}), lambda c: len(c.holders) + c.endorsements)
-    # Tag manifests of algorithms Strongroom did not write and nobody lists are extra, not expected.
-    for path in list(refs):
-        if path in tm_paths and path not in fixed and refs[path] is None and not cands.get(path):
-            del refs[path]
     why = {path: {k: c.why for k, c in by_key.items() if c.why} for path, by_key in cands.items()}
     return refs, why
 

@@ -246,6 +246,7 @@ def _damage_cases():
         ("same-size", "site-b", "data/same-1.bin", A.CORRUPTED),
         ("stray", "site-c", "data/stray.bin", A.EXTRA),
         ("stray", "site-a", "notes.txt", A.EXTRA),
+        ("stray-tagmanifest", "site-b", "tagmanifest-sha1.txt", A.EXTRA),
         ("delete", "site-b", "bag-info.txt", A.TAG_MISSING),
         ("delete", "site-c", "metadata/formats.csv", A.TAG_MISSING),
         ("delete", "site-a", "tagmanifest-md5.txt", A.TAG_MISSING),
@@ -263,6 +264,12 @@ def test_each_damage_is_found_and_named(capsys, arch, how, target, relpath, kind
         arch.put(target, relpath, arch.path(target, "data/same-2.bin").read_bytes())
     elif how == "stray":
         arch.put(target, relpath, b"not part of the bag")
+    elif how == "stray-tagmanifest":   # a well-formed, consistent tag manifest Strongroom never wrote
+        import hashlib
+
+        names = ["bagit.txt", "bag-info.txt", "manifest-md5.txt", "manifest-sha256.txt"]
+        arch.put(target, relpath, "".join(f"{hashlib.sha1(arch.path(target, n).read_bytes()).hexdigest()}  {n}\n"
+                                          for n in names).encode())
     elif how == "rmbag":
         shutil.rmtree(arch.path(target))
     else:
