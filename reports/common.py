@@ -19,7 +19,7 @@ import os
 import secrets
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -115,6 +115,23 @@ def in_period(table: pa.Table, column: str, scope: Scope) -> pa.Table:
         m = pc.less(col, pa.scalar(scope.until, col.type))
         mask = m if mask is None else pc.and_(mask, m)
     return table if mask is None else table.filter(mask)
+
+
+def lookup(table: pa.Table, keys: List[str], ref: pa.Table, ref_keys: List[str], columns: List[str]) -> pa.Table:
+    """`table` with `columns` of `ref` appended where the keys match (null where none does): a left
+    join that keeps `table`'s rows and order, done as a value lookup (`index_in` + `take`), which
+    needs far less memory than a hash join on tables of events (ref keys must be unique)."""
+    index = pc.index_in(_key(table, keys), value_set=_key(ref, ref_keys))
+    for name in columns:
+        table = table.append_column(name, ref.column(name).take(index))
+    return table
+
+
+def _key(table: pa.Table, keys: List[str]) -> pa.Array:
+    """One key column: the column itself, or the columns joined with a separator (null if any is)."""
+    cols = [table.column(k) for k in keys]
+    key = cols[0] if len(cols) == 1 else pc.binary_join_element_wise(*cols, "\x1f")
+    return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
 
 
 def iso(value: Optional[_dt.datetime]) -> Optional[str]:

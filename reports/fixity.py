@@ -15,20 +15,19 @@ failures (no copy named) are never matched: nothing repairs "no good copy".
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.catalog import Catalog
 from catalog.ledger import verify_store
-from reports.common import Scope, in_period, make_scope, plain, select_bags
+from reports.common import Scope, in_period, lookup, make_scope, plain, select_bags
 from reports.preservation import AUDIT_TYPE, Ledger, copies_table, repair_mask, scope_events
 from reports.status import GOOD_STATES
 
-EVENT_LIMIT_HTML = 500
-ROW_LIMIT_HTML = 200
+CHUNK_ROWS = 10_000
 
 EVENT_COLUMNS = ["event_id", "datetime", "type", "outcome", "library", "collection", "bag_id", "target", "site",
                  "object_type", "path", "agent", "detail", "repair", "damage", "repaired_at", "repair_event_id",
@@ -48,12 +47,25 @@ class FixityReport:
     per_copy: List[Dict[str, Any]]         # one row per copy: audits in the period by outcome, state now
     damage: List[Dict[str, Any]]           # failed fixity checks with their repair, if any
     not_audited: List[Dict[str, Any]]      # copies never audited, overdue, or not audited in the period
-    events: List[Dict[str, Any]]           # one row per audit or repair event in the period
+    events: pa.Table                       # one row per audit or repair event in the period (EVENT_COLUMNS)
 
-    def to_dict(self) -> Dict[str, Any]:
-        data = plain(self)
+    def to_dict(self, events: bool = True) -> Dict[str, Any]:
+        """Plain values; `events=False` leaves the rows out (writers stream them: event_rows)."""
+        data = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name != "events"}
         data["scope"] = self.scope.to_dict()
+        if events:
+            data["events"] = [row for chunk in self.event_rows() for row in chunk]
         return data
+
+    def event_rows(self, chunk: int = CHUNK_ROWS) -> Iterator[List[Dict[str, Any]]]:
+        """The event rows as plain dicts, a chunk at a time (never all 100,000 as Python objects)."""
+        for batch in self.events.to_batches(max_chunksize=chunk):
+            yield batch.to_pylist()
+
+    def latest_events(self, n: int) -> List[Dict[str, Any]]:
+        """The newest n rows, newest first (what the HTML form shows)."""
+        start = max(self.events.num_rows - n, 0)
+        return list(reversed(self.events.slice(start).to_pylist()))
 
 
 def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scope] = None) -> FixityReport:
@@ -65,9 +77,8 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
     events = events.append_column("repair", repair_mask(events))
     wanted = pc.or_(pc.equal(events.column("type"), AUDIT_TYPE), events.column("repair"))
     events = in_period(events.filter(wanted), "datetime", scope)
-    events = events.join(bags.select(["bag_id", "library", "collection"]), "bag_id", join_type="left outer")
-    sites = copies.select(["bag_id", "target", "site"])
-    events = events.join(sites, ["bag_id", "target"], join_type="left outer")
+    events = lookup(events, ["bag_id"], bags, ["bag_id"], ["library", "collection"])
+    events = lookup(events, ["bag_id", "target"], copies, ["bag_id", "target"], ["site"])
     events = _with_repairs(events).sort_by([("datetime", "ascending"), ("event_id", "ascending")])
     ledger = Ledger.of(verify_store(catalog.store))
 
@@ -100,7 +111,7 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
         by_month=_group_count(checks.append_column("month", pc.strftime(checks.column("datetime"), "%Y-%m")),
                               ["month", "outcome"]) if checks.num_rows else [],
         per_copy=per_copy, damage=damage.select(EVENT_COLUMNS).to_pylist(), not_audited=not_audited,
-        events=events.select(EVENT_COLUMNS).to_pylist())
+        events=events.select(EVENT_COLUMNS))
 
 
 def _count(mask) -> int:
@@ -139,8 +150,8 @@ def _with_repairs(events: pa.Table) -> pa.Table:
             pick = pairs.group_by(["fail_id", "repaired_at"]).aggregate([("repair_event_id", "min"),
                                                                          ("repair_type", "min")])
             matched = pick.rename_columns(["fail_id", "repaired_at", "repair_event_id", "repair_type"])
-    return events.join(matched.rename_columns(["event_id", "repaired_at", "repair_event_id", "repair_type"]),
-                       "event_id", join_type="left outer")
+    matched = matched.rename_columns(["event_id", "repaired_at", "repair_event_id", "repair_type"])
+    return lookup(events, ["event_id"], matched, ["event_id"], ["repaired_at", "repair_event_id", "repair_type"])
 
 
 def _per_copy(copies: pa.Table, checks: pa.Table) -> List[Dict[str, Any]]:

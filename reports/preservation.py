@@ -22,7 +22,7 @@ from catalog.ledger import LedgerReport, verify_store
 from catalog.schema import TIMESTAMP
 from policies.units import format_duration
 from reports import ndsa
-from reports.common import Scope, in_period, plain, select_bags
+from reports.common import Scope, in_period, lookup, plain, select_bags
 from reports.scan import file_aggregate, sum_by
 from reports.status import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
 
@@ -142,7 +142,7 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
     copies = copies_table(config, catalog, bags, scope.now)
     agg = file_aggregate(config, catalog, bags)
     events = scope_events(catalog, bags, scope)
-    keyed_events = events.join(bags.select(["bag_id", "library", "collection"]), "bag_id", join_type="left outer")
+    keyed_events = lookup(events, ["bag_id"], bags, ["bag_id"], ["library", "collection"])
     period = in_period(keyed_events, "datetime", scope)
     ledger = Ledger.of(verify_store(catalog.store))
 

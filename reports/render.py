@@ -84,7 +84,7 @@ def html(report: Any, tr: Translator) -> str:
         "areas": ndsa.AREAS, "rules": ndsa.RULES,
     }
     if report.kind == "fixity":
-        context["events_shown"] = list(reversed(report.events[-HTML_EVENT_LIMIT:]))
+        context["events_shown"] = report.latest_events(HTML_EVENT_LIMIT)
     if report.kind == "formats":
         grouped: Dict[tuple, List[dict]] = {}
         for row in report.by_collection:
@@ -147,8 +147,9 @@ class _Charts(dict):
 # JSON
 
 
-def to_json_data(report: Any, tr: Translator) -> Dict[str, Any]:
-    data = report.to_dict()
+def to_json_data(report: Any, tr: Translator, events: bool = True) -> Dict[str, Any]:
+    """The JSON form as one dict (for the fixity report with `events=False`, without its rows)."""
+    data = report.to_dict(events=events) if report.kind == "fixity" else report.to_dict()
     data = {"report": report.kind, "lang": tr.lang, "title": tr.t(f"title.{report.kind}"),
             "strongroom": __version__, **{k: v for k, v in data.items() if k != "kind"}}
     if report.kind == "preservation":
@@ -177,8 +178,19 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(report: Any, tr: Translator, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(to_json_data(report, tr), fh, ensure_ascii=False, indent=1, default=str)
-        fh.write("\n")
+        if report.kind != "fixity":
+            json.dump(to_json_data(report, tr), fh, ensure_ascii=False, indent=1, default=str)
+            fh.write("\n")
+            return
+        # The fixity rows are streamed a chunk at a time: one JSON document, never one big list.
+        head = json.dumps(to_json_data(report, tr, events=False), ensure_ascii=False, indent=1, default=str)
+        fh.write(head[:-2] + ',\n "events": [')
+        first = True
+        for chunk in report.event_rows():
+            for row in chunk:
+                fh.write(("\n  " if first else ",\n  ") + json.dumps(_jsonable(row), ensure_ascii=False))
+                first = False
+        fh.write("\n ]\n}\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,8 +207,9 @@ def csv_rows(report: Any, tr: Translator) -> Iterator[List[Any]]:
         from reports.fixity import EVENT_COLUMNS
 
         yield EVENT_COLUMNS
-        for e in report.events:
-            yield [_cell(e[c]) for c in EVENT_COLUMNS]
+        for chunk in report.event_rows():
+            for e in chunk:
+                yield [_cell(e[c]) for c in EVENT_COLUMNS]
     elif report.kind == "formats":
         yield FORMATS_CSV
         for r in report.formats:
@@ -304,19 +317,20 @@ def premis_parts(report: Any, config, catalog):
     if report.kind == "formats":
         objects: Iterable = _chain([catalog_entity], entities, _attention_files(report, config, catalog))
         return objects, [], [reporter]
-    rows = report.events if report.kind == "fixity" else _period_events(report, catalog)
-    agent_names = sorted({r["agent"] for r in rows if r.get("agent")})
+    table = report.events if report.kind == "fixity" else _period_events(report, catalog)
+    agent_names = sorted(n for n in pc.unique(table.column("agent")).to_pylist() if n) if table.num_rows else []
     agents = [reporter] + [premis.Agent("local", name, name, "software") for name in agent_names if name != "strongroom"]
-    events: List[Any] = [_premis_event(r) for r in rows]
+    events: Iterable = (_premis_event(r) for batch in table.to_batches(max_chunksize=10_000)
+                        for r in batch.to_pylist())
     if report.kind == "fixity":
         led = report.ledger
         detail = (f"ledger hash chain verified by the fixity report: {led.segments} segments, {led.events} events, "
                   f"head seg-{led.head_seq if led.head_seq is not None else -1:012d} sha256:{led.head_hash or '-'}")
-        events.append(premis.Event(
+        events = _chain(events, [premis.Event(
             "UUID", str(uuid.uuid4()), "fixity check", iso(report.generated_at), detail,
             "success" if led.ok else "failure", "; ".join(led.problems[:20]),
             agents=(("local", "strongroom", "executing program"),),
-            objects=(("strongroom-catalog", report.catalog, "source"),)))
+            objects=(("strongroom-catalog", report.catalog, "source"),))])
     return _chain([catalog_entity], entities), events, agents
 
 
@@ -336,13 +350,13 @@ def _premis_event(r: Dict[str, Any]):
                         agents=agents, objects=tuple(objects))
 
 
-def _period_events(report: Any, catalog) -> List[Dict[str, Any]]:
+def _period_events(report: Any, catalog) -> pa.Table:
     from reports.common import in_period
     from reports.preservation import scope_events
 
     bags = catalog.bags(report.scope.library, report.scope.collection)
     events = in_period(scope_events(catalog, bags, report.scope), "datetime", report.scope)
-    return events.sort_by([("datetime", "ascending")]).to_pylist()
+    return events.sort_by([("datetime", "ascending")])
 
 
 def _bags(catalog, scope: Scope) -> List[Dict[str, Any]]:
