@@ -81,9 +81,14 @@ def reports_dir(tmp_path_factory):
                     object_type="file", bag_id=bags[0], target="site-b", path="data/README.txt", datetime=ago(3)),
         EventRecord("fixity check", "inconclusive", detail="read timeout", agent="strongroom audit",
                     object_type="replica", bag_id=bags[1], target="site-a", datetime=ago(2)),
-        EventRecord("fixity check", "failure", detail="data/web/index.html missing", agent="strongroom audit",
+        EventRecord("fixity check", "failure", agent="strongroom audit", detail="data/web/index.html missing",
                     object_type="file", bag_id=bags[1], target="site-b", path="data/web/index.html",
                     datetime=ago(1)),
+        # Details are untrusted text: escaped by the templates, or the page's CSP would log the
+        # blocked image and script as console messages (an old event: at the end of the event list).
+        EventRecord("fixity check", "inconclusive", agent="strongroom audit", object_type="replica",
+                    detail="read error <img src=http://127.0.0.1:9/x.png><script>alert(1)</script>",
+                    bag_id=bags[1], target="site-a", datetime=ago(400)),
     ])
     catalog.record_replica(ReplicaRecord(bags[1], "site-b", config.target("site-b").site, "damaged",
                                          last_audit_at=ago(1), last_audit_kind="deep", last_audit_outcome="failure",
@@ -159,6 +164,8 @@ def test_reports_open_in_headless_chromium_without_errors(reports_dir, tmp_path)
         assert [s.get("id") for s in doc.xpath("//main/section")] == SECTIONS[kind]
         assert doc.xpath("//figure[@class='chart']/*[local-name()='svg']"), f"{kind}-{lang}: no chart"
         assert not doc.xpath("//script|//link|//iframe|//img[not(starts-with(@src, 'data:'))]")
+        if kind == "fixity":
+            assert "<script>alert(1)</script>" in doc.xpath("string(//section[@id='events'])")  # shown as text
         if save:
             keep_small(png, Path(save) / png.name)
 
