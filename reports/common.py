@@ -15,11 +15,10 @@ offset is taken as UTC. `since` is inclusive, `until` exclusive, as in `Catalog.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import secrets
+import io
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -155,25 +154,26 @@ def plain(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` for a temp file beside `path`, then rename it into place: a reader (or a
-    crash) sees the old report or the new one, never half of one."""
+def check_output(path: Path) -> Path:
+    """The output path, or UsageError (exit 2) when its folder is missing or it is a folder."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"folder {folder} does not exist; create it first", key="-o")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give a file name", key="-o")
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    return path
+
+
+def write_atomic(path: Path, write: Callable[[TextIO], None]) -> Path:
+    """Call `write(text_file)` on a temp file beside `path`, then rename it into place
+    (strongroom.durable): a reader, or a crash, sees the old report or the new one, never half."""
+    from strongroom.durable import atomic_writer
+
+    path = check_output(path)
+    with atomic_writer(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        write(text)
+        text.flush()
+        text.detach()
     return path

@@ -16,7 +16,8 @@
   their agents. The format report's PREMIS lists, as file objects with format and fixity, the
   files that need attention (unidentified or in an at-risk format), streamed from the catalog.
 
-Every form is written to a temp file beside the output and renamed into place.
+Every form is written to a temp file beside the output and renamed into place (strongroom.durable,
+and ingest.premis.write_premis for PREMIS).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import csv
 import json
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List
+from typing import Any, Dict, Iterable, Iterator, List, TextIO
 
 import jinja2
 import pyarrow as pa
@@ -33,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from reports import charts, ndsa
-from reports.common import Scope, iso, write_atomic
+from reports.common import Scope, check_output, iso, write_atomic
 from reports.i18n import Translator
 from strongroom import __version__
 
@@ -176,21 +177,20 @@ def _jsonable(value: Any) -> Any:
     return plain(value)
 
 
-def write_json(report: Any, tr: Translator, path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        if report.kind != "fixity":
-            json.dump(to_json_data(report, tr), fh, ensure_ascii=False, indent=1, default=str)
-            fh.write("\n")
-            return
-        # The fixity rows are streamed a chunk at a time: one JSON document, never one big list.
-        head = json.dumps(to_json_data(report, tr, events=False), ensure_ascii=False, indent=1, default=str)
-        fh.write(head[:-2] + ',\n "events": [')
-        first = True
-        for chunk in report.event_rows():
-            for row in chunk:
-                fh.write(("\n  " if first else ",\n  ") + json.dumps(_jsonable(row), ensure_ascii=False))
-                first = False
-        fh.write("\n ]\n}\n")
+def write_json(report: Any, tr: Translator, fh: TextIO) -> None:
+    if report.kind != "fixity":
+        json.dump(to_json_data(report, tr), fh, ensure_ascii=False, indent=1, default=str)
+        fh.write("\n")
+        return
+    # The fixity rows are streamed a chunk at a time: one JSON document, never one big list.
+    head = json.dumps(to_json_data(report, tr, events=False), ensure_ascii=False, indent=1, default=str)
+    fh.write(head[:-2] + ',\n "events": [')
+    first = True
+    for chunk in report.event_rows():
+        for row in chunk:
+            fh.write(("\n  " if first else ",\n  ") + json.dumps(_jsonable(row), ensure_ascii=False))
+            first = False
+    fh.write("\n ]\n}\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,10 +292,8 @@ def _preservation_rows(report: Any, tr: Translator) -> Iterator[List[Any]]:
                 yield row("ndsa_rule", r.key, "" if r.met is None else r.met, key=a.area, **lc)
 
 
-def write_csv(report: Any, tr: Translator, path: Path) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerows(csv_rows(report, tr))
+def write_csv(report: Any, tr: Translator, fh: TextIO) -> None:
+    csv.writer(fh).writerows(csv_rows(report, tr))
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,11 +391,12 @@ def _chain(*iterables: Iterable) -> Iterator:
         yield from it
 
 
-def write_premis_file(report: Any, config, catalog, path: Path) -> None:
+def write_premis_file(report: Any, config, catalog, path: Path) -> Path:
+    """ingest.premis.write_premis streams into a temp file beside `path` and renames it (atomic)."""
     from ingest.premis import write_premis
 
     objects, events, agents = premis_parts(report, config, catalog)
-    write_premis(path, objects, events, agents)
+    return write_premis(check_output(path), objects, events, agents)
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,13 +406,13 @@ def write(report: Any, fmt: str, lang: str, path: Path, config, catalog) -> Path
     tr = Translator(lang)
     if fmt == "html":
         text = html(report, tr)
-        return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return write_atomic(path, lambda fh: fh.write(text))
     if fmt == "json":
-        return write_atomic(path, lambda tmp: write_json(report, tr, tmp))
+        return write_atomic(path, lambda fh: write_json(report, tr, fh))
     if fmt == "csv":
-        return write_atomic(path, lambda tmp: write_csv(report, tr, tmp))
+        return write_atomic(path, lambda fh: write_csv(report, tr, fh))
     if fmt == "premis":
-        return write_atomic(path, lambda tmp: write_premis_file(report, config, catalog, tmp))
+        return write_premis_file(report, config, catalog, path)
     raise ValueError(f"unknown report format {fmt!r}")
 
 

@@ -533,8 +533,9 @@ def test_output_is_atomic_a_failed_write_keeps_the_old_report(deposited, tmp_pat
     path = tmp_path / "formats.html"
     path.write_text("the previous report", encoding="utf-8")
 
-    def broken_csv(report, tr, tmp):
-        Path(tmp).write_text("half a report", encoding="utf-8")
+    def broken_csv(report, tr, fh):
+        fh.write("half a report")
+        fh.flush()
         raise OSError("disk full")
 
     monkeypatch.setattr(render, "write_csv", broken_csv)
