@@ -31,7 +31,6 @@ from typing import Any, Dict, Iterable, Iterator, List, TextIO
 import jinja2
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from reports import charts, ndsa
 from reports.common import Scope, check_output, iso, write_atomic
@@ -369,13 +368,14 @@ def _attention_files(report: Any, config, catalog) -> Iterator[Any]:
     from reports.scan import at_risk_mask, at_risk_table, file_batches
 
     risk = at_risk_table(config)
-    puids = pc.unique(risk.column("puid")) if risk.num_rows else pa.array([], pa.string())
-    flt = ds.field("puid").is_null() | ds.field("puid").isin(puids)
     bags = catalog.bags(report.scope.library, report.scope.collection)
     columns = ["path", "size", "puid", "format_name", "format_version", "identification_method", *DIGEST_ALGORITHMS]
-    for batch in file_batches(catalog, bags, columns, filter=flt):
-        keep = pc.or_(pc.is_null(batch.column("puid")), at_risk_mask(batch, risk))
-        batch = batch.filter(keep).sort_by([("bag_id", "ascending"), ("path", "ascending")])
+
+    def needs_attention(batch: pa.Table) -> pa.ChunkedArray:
+        return pc.or_(pc.is_null(batch.column("puid")), at_risk_mask(batch, risk))
+
+    for batch in file_batches(catalog, bags, columns, keep=needs_attention):
+        batch = batch.sort_by([("bag_id", "ascending"), ("path", "ascending")])
         for r in batch.to_pylist():
             name = r["path"][len("data/"):] if r["path"].startswith("data/") else r["path"]
             yield premis.FileObject(
