@@ -595,3 +595,23 @@ def test_parallel_check_finds_what_a_single_process_finds(arch):
     assert results[0] == results[1]
     assert results[0][2] == [("data/a.txt", A.CORRUPTED, len(FILES["a.txt"])),
                              ("data/same-2.bin", A.TRUNCATED, 2500)]
+
+
+def test_manifest_fast_comparison_agrees_with_the_full_parse(arch):
+    """The vectorised manifest check accepts exactly what parsing accepts as the catalog's entries
+    (BOM, CRLF, any line order) and hands everything else to the parse."""
+    expected = A.ExpectedBag.from_catalog(arch.catalog, arch.bag, arch.config.policy("self-built"))
+    raw = arch.path("site-a", "manifest-sha256.txt").read_bytes()
+    lines = raw.decode("utf-8").splitlines(keepends=True)
+    same = [raw, b"\xef\xbb\xbf" + raw, raw.replace(b"\n", b"\r\n"), "".join(reversed(lines)).encode()]
+    different = [raw[:-1] + b"0\n",                          # a digit of the last digest... or its path
+                 "".join(lines[1:]).encode(),                 # a file left out
+                 raw + lines[0].encode(),                     # a file listed twice
+                 raw.replace(b"pct%2541.txt", b"pct%41.txt"),  # '%' not encoded (BagIt 1.0 requires %25)
+                 raw.upper()]                                # upper-case digests: only the parse may accept
+    for data in same:
+        assert A.manifest_matches(data, expected, "sha256", "1.0")
+    for data in different:
+        assert not A.manifest_matches(data, expected, "sha256", "1.0")
+    table, errors = A.parse_manifest(raw.upper(), "1.0", "sha256")
+    assert errors or A.compare_manifest(expected, table, "sha256")   # the parse decides, and sees a difference
