@@ -99,6 +99,20 @@ def build(root: Path, files: int, per_bag: int, events: int, per_segment: int) -
             "build_events_s": round(t_events, 1), "compact_s": round(t_compact, 1)}
 
 
+def catalog_size(config_path: str) -> dict:
+    """What the catalog holds (with --reuse the command-line sizes say nothing)."""
+    import pyarrow.compute as pc
+
+    from catalog.catalog import Catalog
+    from catalog.ledger import verify_ledger
+    from policies.config import load_config
+
+    cat = Catalog(load_config(config_path).catalog)
+    bags = cat.bags()
+    return {"bags": bags.num_rows, "files": int(pc.sum(bags.column("file_count")).as_py() or 0),
+            "events": verify_ledger(cat.location).events}
+
+
 def peak_rss_mb() -> float:
     """This process's own peak RSS (VmHWM); ru_maxrss would carry the parent's over fork+exec."""
     with open("/proc/self/status") as fh:
@@ -151,6 +165,8 @@ def main() -> None:
         result["build"] = build(root, args.files, args.files_per_bag, args.events, args.events_per_segment)
         print(json.dumps(result["build"]), flush=True)
     config_path = str(root / "strongroom.yaml")
+    result["catalog"] = catalog_size(config_path)
+    print(json.dumps({"catalog": result["catalog"], "load_average": os.getloadavg()}), flush=True)
     out_dir = root / "reports"
     out_dir.mkdir(exist_ok=True)
     result["reports"] = {}
