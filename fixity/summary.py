@@ -175,7 +175,7 @@ class AuditSummary:
                       + (f"from {r['source']}" if r["source"] else "(extra file removed)")
                       for r in repaired[:SCREEN_LINES]]
             lines += _more(len(repaired))
-        remaining = self._remaining()
+        remaining = sorted(self._remaining(), key=lambda r: r["target"] is not None)  # judgements of a bag first
         if remaining:
             lines.append(f"DAMAGE REMAINS ({len(remaining)}):")
             lines += [f"  {r['bag']} {r['target'] or '(all copies)'}: {r['kind']} {r['path'] or ''} {r['detail']}"[:200]
