@@ -219,6 +219,9 @@ class ReplicaCheck:
 # What the bag should hold (from the catalog)
 
 
+_EXPECTED_CACHE: Dict[Tuple, "ExpectedBag"] = {}
+
+
 @dataclass
 class ExpectedBag:
     """The catalog's record of a bag: payload files (an Arrow table) and bag facts."""
@@ -235,7 +238,22 @@ class ExpectedBag:
     @classmethod
     def from_catalog(cls, catalog, bag_id: str, policy=None) -> "ExpectedBag":
         """The bag's catalog record. `policy` (a policies.model.Policy, if known) names the
-        primary digest, and the algorithms of a bag without payload files."""
+        primary digest, and the algorithms of a bag without payload files.
+
+        The last one read is kept (per process): a registered bag's rows never change (the
+        catalog refuses different content under a bag id), and the check of a copy and the
+        judgement of the bag, run one after the other, need the same rows."""
+        key = (str(getattr(catalog, "location", id(catalog))), bag_id, getattr(policy, "primary_checksum", None),
+               tuple(getattr(policy, "checksums", ()) or ()))
+        cached = _EXPECTED_CACHE.get(key)
+        if cached is not None:
+            return cached
+        _EXPECTED_CACHE.clear()
+        _EXPECTED_CACHE[key] = expected = cls._read(catalog, bag_id, policy)
+        return expected
+
+    @classmethod
+    def _read(cls, catalog, bag_id: str, policy=None) -> "ExpectedBag":
         record = catalog.bag(bag_id)
         if record is None:
             raise KeyError(bag_id)
