@@ -743,8 +743,9 @@ def check_target(config, catalog, bag_id: str, target: str, *, kind: str, basis:
     from storage_adapters.registry import open_target
 
     retry = retry or DEFAULT_RETRY
+    current = catalog.replica(bag_id, target)
     if basis is not None:
-        now_basis = current_basis(catalog, bag_id, target)
+        now_basis = basis_of(current.recorded_at if current is not None else None)
         if now_basis != basis:
             return {"skipped": f"audited by another run meanwhile (its catalog record changed at {now_basis})"}
     opener = open_adapter or open_target
@@ -757,7 +758,7 @@ def check_target(config, catalog, bag_id: str, target: str, *, kind: str, basis:
     except StrongroomError as exc:   # e.g. an S3 target whose credentials are not set
         check = ReplicaCheck(bag_id=bag_id, target=target, site=spec.site, kind=kind, started_at=utcnow().isoformat())
         return {"check": mark_unreachable(check, f"the target cannot be opened ({exc})", utcnow).to_dict()}
-    recorded = catalog.replica(bag_id, target) is not None
+    recorded = current is not None
     check = check_replica(adapter, expected, kind=kind, all_digests=all_digests, retry=retry, workers=workers,
                           open_adapter=lambda: opener(spec), progress=progress, empty_target_ok=not recorded)
     return {"check": check.to_dict()}

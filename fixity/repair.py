@@ -799,7 +799,7 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
             note=skipped.get(target, ""), checked_at=look.finished_at or look.started_at))
 
     result.finished_at = clock().isoformat()
-    _record(catalog, config, result, looks, now)
+    _record(catalog, config, result, looks, now, current)
     return result
 
 
@@ -813,13 +813,14 @@ def finish_bag(config, catalog: Catalog, bag_id: str, plan: Sequence[Tuple[str, 
     checks: Dict[str, A.ReplicaCheck] = {}
     skipped: Dict[str, str] = {}
     kinds: Dict[str, str] = {}
+    recorded = {r["target"]: r["recorded_at"] for r in catalog.replicas(bag_id).to_pylist()}
     for target, kind, basis in plan:
         kinds[target] = kind
         out = results.get(target) or {"skipped": "not checked"}
         if "skipped" in out:
             skipped[target] = out["skipped"]
             continue
-        now_basis = A.current_basis(catalog, bag_id, target)
+        now_basis = A.basis_of(recorded.get(target))
         if now_basis != basis:
             skipped[target] = f"audited by another run meanwhile (its catalog record changed at {now_basis})"
             continue
@@ -879,7 +880,7 @@ def _assemble(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], payl
 
 
 def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.ReplicaCheck],
-            now: _dt.datetime) -> None:
+            now: _dt.datetime, current: Mapping[str, Mapping[str, Any]]) -> None:
     events: List[EventRecord] = []
     bag = result.bag_id
     for ro in result.replicas:
@@ -909,18 +910,21 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
     result.events = len(events)
 
     for ro in result.replicas:
-        rec = _replica_record(catalog, config, bag, ro, looks[ro.target], now)
+        known = current.get(ro.target)
+        rec = _replica_record(bag, ro, looks[ro.target], now,
+                              ReplicaRecord(**{k: known[k] for k in ReplicaRecord.__dataclass_fields__})
+                              if known else None)
         for r in rec:
             catalog.record_replica(r)
         if rec:
             ro.state_after = rec[-1].state
 
 
-def _replica_record(catalog: Catalog, config, bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck,
-                    now: _dt.datetime) -> List[ReplicaRecord]:
+def _replica_record(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.datetime,
+                    current: Optional[ReplicaRecord]) -> List[ReplicaRecord]:
+    """The copy's new catalog record(s); `current` is its record when the bag's audit began."""
     if ro.outcome == SKIPPED:
         return []
-    current = catalog.replica(bag, ro.target)
     site = ro.site
     if not ro.audited:
         # Looked at for comparison only: a record only when something was found or fixed on it.
