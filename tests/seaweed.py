@@ -92,6 +92,8 @@ class SeaweedServer:
     region: str = "us-east-1"
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    _started: bool = field(default=False, repr=False)
+    _log_from: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -161,11 +163,27 @@ class SeaweedServer:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = START_TIMEOUT) -> "SeaweedServer":
+        """Start and wait until the S3 gateway answers. The first start picks other free ports
+        if one was taken between choosing it and weed binding it (other servers on the machine);
+        a restart keeps its ports, so clients keep their endpoint."""
+        first = not self._started
+        for attempt in range(1, 4):
+            try:
+                return self._start_once(timeout)
+            except SeaweedError:
+                if not first or attempt == 3 or "address already in use" not in self.log_tail(10**6, self._log_from):
+                    raise
+                master, volume, filer, s3 = free_ports(4)
+                self.ports = {"master": master, "volume": volume, "filer": filer, "s3": s3}
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> "SeaweedServer":
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "store").mkdir(exist_ok=True)
         self._write_s3_config()
+        log_from = self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         try:
             # Own session: the test runner's Ctrl-C does not reach it, and we kill it by pid.
@@ -180,13 +198,14 @@ class SeaweedServer:
         finally:
             log.close()
         try:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, log_from=log_from)
         except BaseException:
             self.stop()
             raise
+        self._started = True
         return self
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, log_from: int = 0) -> None:
         """Until an authenticated ListBuckets succeeds (the S3 gateway needs the filer and
         master up, so an open port alone is not enough)."""
         deadline = time.monotonic() + timeout
@@ -195,7 +214,8 @@ class SeaweedServer:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                raise SeaweedError(f"weed server exited with code {code} during start-up\n{self.log_tail()}")
+                raise SeaweedError(f"weed server exited with code {code} during start-up\n"
+                                   f"{self.log_tail(since=log_from)}")
             try:
                 client.list_buckets()
                 # A bucket write needs volumes: probe one so the first test does not race
@@ -239,9 +259,11 @@ class SeaweedServer:
         self.stop()
         return self.start(timeout)
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, since: int = 0) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(since)
+                text = fh.read().decode(errors="replace")
         except OSError:
             return "(no weed log)"
         tail = text.splitlines()[-lines:]
