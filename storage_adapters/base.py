@@ -228,7 +228,9 @@ class HashingReader(io.RawIOBase):
     def check(self, size: int, digests: Mapping[str, str], *, target: str, location: str) -> None:
         """SourceMismatch unless the bytes read so far have exactly this size and these digests."""
         if self.hasher.size != size:
-            raise SourceMismatch(f"the source gave {self.hasher.size} bytes, not the expected {size}; "
+            # A longer source is not read to its end (no point filling the disk): say "more than".
+            gave = f"more than {size}" if self.hasher.size > size else str(self.hasher.size)
+            raise SourceMismatch(f"the source gave {gave} bytes, not the expected {size}; "
                                  "nothing was stored", target=target, location=location)
         found = self.hasher.hexdigests()
         wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
@@ -250,6 +252,18 @@ def open_source(src: Source, *, target: str) -> Iterator[BinaryIO]:
             yield fh
     else:
         yield src  # type: ignore[misc]
+
+
+def read_buffer(size: Optional[int] = None) -> bytearray:
+    """A buffer for reading a file of `size` bytes: at most one CHUNK, no more than the file
+    needs plus one byte (so one read gets it all and the next sees its end).
+
+    Why: a fresh 1 MiB buffer is zero-filled and page-faulted each time; for many small files
+    that cost more than reading them (seconds per 20,000 files).
+    """
+    if size is None or size < 0:
+        return bytearray(CHUNK)
+    return bytearray(min(CHUNK, size + 1))
 
 
 def hash_stream(stream: BinaryIO, algorithms, chunk_size: int = CHUNK) -> Tuple[int, Dict[str, str]]:
@@ -389,5 +403,5 @@ __all__ = [
     "CHUNK", "Source", "StorageError", "NotFound", "ReplicaConflict", "UnsafePath", "SourceMismatch",
     "PutOutcome", "PutItem", "ItemDone", "FileStat", "StorageAdapter", "HashingReader",
     "check_relpath", "bag_segments", "bag_key", "check_digests", "check_unique_relpaths", "open_source",
-    "hash_stream",
+    "hash_stream", "read_buffer",
 ]

@@ -76,6 +76,7 @@ from .base import (
     check_unique_relpaths,
     hash_stream,
     open_source,
+    read_buffer,
 )
 
 TEMP_SUFFIX = ".strongroom-part"
@@ -426,7 +427,7 @@ class FilesystemAdapter(StorageAdapter):
                                   f"has {size}); not overwriting it", target=self.name, location=loc)
         with self._open_regular(dfd, name, loc) as fh:
             try:
-                found_size, found = hash_stream(fh, digests.keys())
+                found_size, found = hash_stream(fh, digests.keys(), chunk_size=min(CHUNK, size + 1))
             except OSError as exc:
                 raise self._failure(exc, loc, writing=False) from None
         wrong = [f"{a} {found[a]} stored, {digests[a]} new" for a in digests if found[a] != digests[a]]
@@ -501,7 +502,7 @@ class FilesystemAdapter(StorageAdapter):
         durable unless `durable` is False (put_files flushes a whole batch at once)."""
         with open_source(src, target=self.name) as stream:
             reader = HashingReader(stream, digests.keys())
-            buf = bytearray(CHUNK)
+            buf = read_buffer(size)
             view = memoryview(buf)
             while True:
                 try:

@@ -28,7 +28,7 @@ from ingest.naming import BagId
 from strongroom.checksums import SUPPORTED, hash_file
 from strongroom.errors import PreservationError
 
-from .base import CHUNK, HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError
+from .base import HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError, read_buffer
 
 Progress = Callable[[int, int], None]  # (files done, bytes done), like pipelines.progress.ByteProgress
 
@@ -311,7 +311,7 @@ def _check_one(adapter: StorageAdapter, bag_id: BagId, relpath: str, expected: M
     try:
         with adapter.open_file(bag_id, relpath) as stream:
             reader = HashingReader(stream, wanted)
-            buf = bytearray(CHUNK)
+            buf = read_buffer(size)
             while reader.readinto(buf):
                 pass
     except StorageError as exc:

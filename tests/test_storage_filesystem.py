@@ -192,8 +192,11 @@ def test_source_not_matching_its_digests_stores_nothing(adapter, root, tmp_path)
     bad = src_file(tmp_path, b"what the staged copy has")
     with pytest.raises(SourceMismatch, match="does not match its checksums"):
         adapter.put_file(BAG, "data/x.txt", bad, size=len(b"what the staged copy has"), digests=digests(data))
-    with pytest.raises(SourceMismatch, match="not the expected 22"):
+    with pytest.raises(SourceMismatch, match="gave more than 22 bytes, not the expected 22"):
         adapter.put_file(BAG, "data/x.txt", bad, size=len(data), digests=digests(data))
+    with pytest.raises(SourceMismatch, match="gave 5 bytes, not the expected 22"):
+        adapter.put_file(BAG, "data/x.txt", src_file(tmp_path, b"short", "short"), size=len(data),
+                         digests=digests(data))
     assert list(adapter.list_bag_files(BAG)) == []
     assert os.listdir(root / "LIB/COLL" / BAG.name / "data") == []  # no temp file left either
 
