@@ -30,6 +30,8 @@ from typing import Iterator, List, Sequence, Tuple
 
 import luigi
 
+from pipelines.task_base import ArchiveTask
+
 AUDIT_DIR = ".audit"
 
 
@@ -49,17 +51,7 @@ def safe(bag_id: str) -> str:
     return bag_id.replace("/", "__")
 
 
-class _AuditTask(luigi.Task):
-    config_path = luigi.Parameter(description="strongroom.yaml of the archive")
-
-    @property
-    def config(self):
-        if not hasattr(self, "_config"):
-            from policies.config import load_config
-
-            self._config = load_config(self.config_path)
-        return self._config
-
+class _AuditTask(ArchiveTask):
     @property
     def catalog(self):
         if not hasattr(self, "_catalog"):
@@ -78,20 +70,6 @@ class _AuditTask(luigi.Task):
 
     def failure_path(self) -> Path:
         return failure_path(self.audit_dir(), self.task_id)
-
-    def on_failure(self, exception):
-        """Leave the reason where the CLI can read it, whichever process or machine ran the task."""
-        try:
-            from pipelines.flow import failure_record, write_json_atomic
-
-            write_json_atomic(self.failure_path(), failure_record(self.task_family, exception))
-        except Exception:  # never hide the original failure behind a bookkeeping one
-            pass
-        return super().on_failure(exception)
-
-    def on_success(self):
-        self.failure_path().unlink(missing_ok=True)
-        return super().on_success()
 
 
 def failure_path(audit_dir: Path, task_id: str) -> Path:

@@ -61,16 +61,6 @@ def read_json(path: Path):
         return json.load(fh)
 
 
-def failure_record(step: str, exc: BaseException) -> dict:
-    """What the CLI needs to report a failed step: message, every problem, exit code."""
-    from strongroom.errors import StrongroomError
-
-    if isinstance(exc, StrongroomError):
-        return {"step": step, "message": str(exc), "problems": [str(p) for p in exc.problems],
-                "exit_code": exc.exit_code}
-    return {"step": step, "message": f"{type(exc).__name__}: {exc}", "problems": [], "exit_code": 1}
-
-
 def failures(staging: Path, state: DepositState) -> List[dict]:
     folder = state.state_dir(staging) / "failures"
     return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []

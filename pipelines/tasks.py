@@ -18,19 +18,11 @@ import luigi
 
 from pipelines import flow
 from pipelines.progress import ByteProgress
+from pipelines.task_base import ArchiveTask
 
 
-class _DepositTask(luigi.Task):
-    config_path = luigi.Parameter(description="strongroom.yaml of the archive")
+class _DepositTask(ArchiveTask):
     deposit_key = luigi.Parameter(description="the deposit's key (its state folder in staging)")
-
-    @property
-    def config(self):
-        if not hasattr(self, "_config"):
-            from policies.config import load_config
-
-            self._config = load_config(self.config_path)
-        return self._config
 
     @property
     def state(self) -> flow.DepositState:
@@ -57,18 +49,6 @@ class _DepositTask(luigi.Task):
 
     def failure_path(self) -> Path:
         return self.state.state_dir(self.config.staging) / "failures" / f"{self.task_id}.json"
-
-    def on_failure(self, exception):
-        """Leave the reason where the CLI can read it, whichever process or machine ran the task."""
-        try:
-            flow.write_json_atomic(self.failure_path(), flow.failure_record(self.task_family, exception))
-        except Exception:  # never hide the original failure behind a bookkeeping one
-            pass
-        return super().on_failure(exception)
-
-    def on_success(self):
-        self.failure_path().unlink(missing_ok=True)
-        return super().on_success()
 
     def bags(self):
         return json.loads(Path(BuildBags(self.config_path, self.deposit_key).output().path).read_text("utf-8"))["bags"]

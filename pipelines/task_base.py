@@ -1,0 +1,51 @@
+"""What every Strongroom Luigi task shares: the archive's config, and failure records.
+
+A task may run in a forked worker or on another machine under luigid, so its failure is
+written as a small JSON record (message, every problem, exit code) where the CLI that started
+the run can read it, instead of living only in Luigi's log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from strongroom.durable import atomic_write_json
+
+
+def failure_record(step: str, exc: BaseException) -> dict:
+    """What the CLI needs to report a failed step: message, every problem, exit code."""
+    from strongroom.errors import StrongroomError
+
+    if isinstance(exc, StrongroomError):
+        return {"step": step, "message": str(exc), "problems": [str(p) for p in exc.problems],
+                "exit_code": exc.exit_code}
+    return {"step": step, "message": f"{type(exc).__name__}: {exc}", "problems": [], "exit_code": 1}
+
+
+class ArchiveTask(luigi.Task):
+    config_path = luigi.Parameter(description="strongroom.yaml of the archive")
+
+    @property
+    def config(self):
+        if not hasattr(self, "_config"):
+            from policies.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def failure_path(self) -> Path:  # pragma: no cover - every task family says where
+        raise NotImplementedError
+
+    def on_failure(self, exception):
+        """Leave the reason where the CLI can read it, whichever process or machine ran the task."""
+        try:
+            atomic_write_json(self.failure_path(), failure_record(self.task_family, exception))
+        except Exception:  # never hide the original failure behind a bookkeeping one
+            pass
+        return super().on_failure(exception)
+
+    def on_success(self):
+        self.failure_path().unlink(missing_ok=True)
+        return super().on_success()
