@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit
 
-from strongroom.checksums import SUPPORTED, MultiHasher, hash_file
+from strongroom.checksums import hash_file
 from strongroom.errors import InputError, PreservationError
 
 from . import bagit_spec as spec
@@ -561,29 +561,8 @@ def _has_surrogates(name: str) -> bool:
 
 
 def _digest_file(path: Path, algorithms: List[str]) -> Tuple[int, Dict[str, str]]:
-    """Size and digests from one read. Strongroom's own algorithms go through `hash_file`;
-    others a foreign bag may use (sha224, sha384, sha3_*) are added with hashlib directly.
-    """
-    extra = [a for a in algorithms if a not in SUPPORTED]
-    if not extra:
-        return hash_file(path, algorithms)
-    import hashlib
-
-    hasher = MultiHasher([a for a in algorithms if a in SUPPORTED])
-    others = {a: hashlib.new(a) for a in extra}
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            n = fh.readinto(buf)
-            if not n:
-                break
-            hasher.update(view[:n])
-            for h in others.values():
-                h.update(view[:n])
-    digests = hasher.hexdigests()
-    digests.update({a: h.hexdigest() for a, h in others.items()})
-    return hasher.size, digests
+    """Size and digests from one read, including algorithms a foreign bag may use (sha224...)."""
+    return hash_file(path, algorithms, _CHUNK, foreign_ok=True)
 
 
 def _map_threads(fn, items: List, workers: int):

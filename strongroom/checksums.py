@@ -20,10 +20,12 @@ class MultiHasher:
 
     __slots__ = ("algorithms", "_hashers", "size")
 
-    def __init__(self, algorithms: Iterable[str]):
+    def __init__(self, algorithms: Iterable[str], *, foreign_ok: bool = False):
+        """`foreign_ok`: also any other hashlib algorithm (sha224, sha3_256...), which a bag made
+        elsewhere may use; only validation asks for that, never a policy."""
         self.algorithms = tuple(algorithms)
         unknown = [a for a in self.algorithms if a not in SUPPORTED]
-        if unknown:
+        if unknown and not foreign_ok:
             raise ValueError(f"unsupported checksum algorithm(s) {unknown}; allowed: {', '.join(SUPPORTED)}")
         self._hashers = [hashlib.new(a) for a in self.algorithms]
         self.size = 0
@@ -37,9 +39,10 @@ class MultiHasher:
         return {a: h.hexdigest() for a, h in zip(self.algorithms, self._hashers)}
 
 
-def hash_file(path, algorithms: Iterable[str], chunk_size: int = 1 << 20) -> Tuple[int, Dict[str, str]]:
+def hash_file(path, algorithms: Iterable[str], chunk_size: int = 1 << 20, *,
+              foreign_ok: bool = False) -> Tuple[int, Dict[str, str]]:
     """Size and digests of a file, read once in chunks (memory stays flat whatever its size)."""
-    hasher = MultiHasher(algorithms)
+    hasher = MultiHasher(algorithms, foreign_ok=foreign_ok)
     buf = bytearray(chunk_size)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as fh:
