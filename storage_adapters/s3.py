@@ -9,23 +9,41 @@ Why each object is trustworthy once put_file returns:
     local pass that also checks every manifest digest before anything is sent. A server that
     receives other bytes refuses them (BadDigest): nothing is stored under the key;
   * files from `multipart_threshold` bytes up go as a multipart upload of
-    `multipart_chunksize` parts, each part with its own sha256 (+ MD5 until the server has
-    shown it checks sha256). The whole file is hashed on the way, and only when it matches the
-    manifest is the upload completed; any failure aborts the upload, so no parts are left
-    behind (a crash that kills the process is cleared by `cleanup_temp`);
-  * afterwards a HEAD checks size, the stored checksum (full-object sha256, or the composite
-    checksum of the parts) and, on an Object-Locked bucket, that the retention was applied.
+    `multipart_chunksize` parts, up to `concurrency` parts in flight, each part with its own
+    sha256 (+ MD5 until the server has shown it checks sha256). The whole file is hashed on the
+    way (the strongest manifest algorithm: one collision-resistant digest proves the bytes are
+    the manifest's), and only when it matches is the upload completed;
+  * afterwards the stored object is checked: a HEAD (size, stored checksum - full-object sha256
+    or the composite of the parts - digests in metadata, and on an Object-Locked bucket the
+    retention). `put_files` checks its single-PUT objects in bulk instead: the PUT's answer must
+    echo the sha256 sent (or the MD5 as ETag), and one listing of the batch's key range must
+    show every object with its size and MD5 ETag; anything it cannot confirm gets the HEAD;
   * user metadata (x-amz-meta-sha256, -md5, ...) carries the manifest digests and the source
     mtime, so `stat_file` returns them and `catalog rebuild` can use them without reading data.
 
 Never overwriting: a HEAD comes first (identical object -> ALREADY_PRESENT, different ->
 ReplicaConflict), and the PUT / CompleteMultipartUpload carries `If-None-Match: *`, so a
 concurrent writer cannot be overwritten either (a server answering 501 to it is remembered and
-the HEAD alone guards). `replace_file` (repair) writes without the condition: on a versioned /
-Object-Locked bucket that makes a new version and the old one is kept.
+the HEAD alone guards). In `put_files` one listing of the batch's key range (this bag's prefix
+only) replaces the HEAD for keys it shows absent: If-None-Match still guards them. `replace_file`
+(repair) writes without the condition: on a versioned / Object-Locked bucket that makes a new
+version and the old one is kept.
+
+Failures that pass (5xx, 503 SlowDown and other throttling, connection resets, timeouts) are
+retried at two levels: botocore retries each request (`retry_mode` standard or adaptive,
+`max_attempts`, exponential backoff with jitter), and whole-object operations are retried
+`object_attempts` times with a longer backoff: a put starts again with a HEAD (an upload whose
+answer was lost is then found identical), a GET whose body dies half way is re-opened at the
+byte where it stopped, pinned to the same object version (If-Match / VersionId), so the reader's
+running hash stays valid. A multipart upload interrupted by a transient failure is resumed: its
+parts already on the server are listed and each is reused only when its size and checksum
+(sha256, or the MD5 ETag) match the bytes read again from the source; this also resumes an
+upload left by a killed process. An upload that finally fails is aborted, and `cleanup_temp`
+aborts whatever a killed run left under the bag's prefix: no parts are left dangling.
 
 Cost per bag does not grow with the bucket: writing and verifying a bag lists only its own
-prefix (`<bag key>/`); `list_bags` walks LIB/, COLL/, bag-name/ levels with a delimiter.
+prefix (`<bag key>/`, in `put_files` only the batch's key range of it); `list_bags` walks LIB/,
+COLL/, bag-name/ levels with a delimiter.
 
 Credentials come from `policies.config.resolve_credentials` (named environment variables or an
 AWS profile) and are handed to boto3 only. They never appear in messages: errors are built from
@@ -41,10 +59,14 @@ import hashlib
 import io
 import logging
 import os
+import random
+import socket
 import tempfile
 import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from ingest.naming import BagId
 from strongroom.checksums import SUPPORTED, MultiHasher
@@ -54,7 +76,9 @@ from .base import (
     CHUNK,
     FileStat,
     HashingReader,
+    ItemDone,
     NotFound,
+    PutItem,
     PutOutcome,
     ReplicaConflict,
     Source,
@@ -66,6 +90,7 @@ from .base import (
     bag_segments,
     check_digests,
     check_relpath,
+    check_unique_relpaths,
     open_source,
 )
 
@@ -78,14 +103,32 @@ for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
     if _logger.level == logging.NOTSET:
         _logger.setLevel(logging.INFO)
 
+T = TypeVar("T")
+
 META_MTIME = "mtime"          # x-amz-meta-mtime: the source file's mtime (seconds, as text)
 SPOOL_MEMORY = 8 << 20        # an unseekable source is spooled to disk beyond this many bytes
+SMALL_BODY = 8 << 20          # single PUTs up to this size are sent from memory (see _put_single)
 RETRY_MODES = ("standard", "adaptive", "legacy")
+DEFAULT_CONCURRENCY = 16      # objects (put_files) and parts (multipart) in flight per adapter
+#: put_files works through its items in runs of this many: one listing before and one after
+#: each run (a page holds 1000 keys), progress reported as each run is confirmed.
+RUN_FILES = 1000
+#: fewer items than this in a put_files run: a HEAD each is cheaper than two listings
+RUN_LIST_MIN = 8
+#: the whole-file check of a multipart upload uses one digest, the first of these the manifest has
+_WHOLE_FILE_ORDER = ("sha256", "sha512", "sha1", "md5")
 _LOCK_MODES = {"governance": "GOVERNANCE", "compliance": "COMPLIANCE"}
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _NO_BUCKET = {"NoSuchBucket"}
 _DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
+#: S3 error codes (and HTTP statuses) that say "try again later", not "this request is wrong"
+_TRANSIENT = {"500", "502", "503", "504", "429", "InternalError", "ServiceUnavailable", "SlowDown",
+              "SlowDownRead", "SlowDownWrite", "RequestTimeout", "RequestTimeoutException", "Throttling",
+              "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException",
+              "BandwidthLimitExceeded", "PriorRequestNotComplete", "OperationAborted", "XMinioServerNotInitialized"}
+RESUME_PROGRESS = 1 << 20     # a GET resumed after at least this many bytes starts its failure count afresh
+_ABSENT = object()            # a listing showed the key absent (put_files); If-None-Match still guards
 
 
 def _b64(digest: bytes) -> str:
@@ -176,32 +219,237 @@ class _Stored:
         return None if self.last_modified is None else self.last_modified.timestamp()
 
 
-class _ObjectReader(io.RawIOBase):
-    """A GET's streaming body as a file object: reads stream from the socket (memory stays
-    flat) and transport failures become StorageError naming the target and the object."""
 
-    def __init__(self, body, adapter: "S3Adapter", location: str):
+@dataclass(frozen=True)
+class _Listed:
+    """What a listing tells about an object: its size and ETag (quotes removed, lower case)."""
+
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A part already uploaded to an unfinished multipart upload (from ListParts)."""
+
+    size: int
+    etag: str                     # as the server gives it, quotes included (CompleteMultipartUpload wants it so)
+    checksum_sha256: Optional[str]
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What one upload sent; `checked` when a HEAD already compared the stored object with it."""
+
+    key: str
+    loc: str
+    size: int
+    digests: Mapping[str, str]
+    checksum: str                 # x-amz-checksum-sha256 sent (or expected composite "...-N")
+    md5: Optional[str]            # hex MD5 of the bytes when known: a single PUT's ETag must equal it
+    lock_args: Mapping[str, Any]
+    checked: bool
+
+
+class _ObjectReader(io.RawIOBase):
+    """A GET's streaming body as a file object: reads stream from the socket (memory stays flat).
+
+    A body that dies half way (connection reset, timeout, truncated answer) is re-opened at the
+    byte where it stopped with a ranged GET pinned to the same object (VersionId, or If-Match on
+    the ETag), up to `object_attempts` times in a row with less than RESUME_PROGRESS bytes
+    read in between (a link that breaks every few bytes is given up on); a caller hashing the
+    stream therefore still hashes one object's bytes exactly once. Other failures, and the last
+    one, become StorageError naming the target and the object.
+    """
+
+    def __init__(self, adapter: "S3Adapter", key: str, location: str, response: Mapping[str, Any]):
         super().__init__()
-        self._body = body
         self._adapter = adapter
+        self._key = key
         self._location = location
+        self._body = response["Body"]
+        self._size = response.get("ContentLength")
+        self._etag = response.get("ETag")
+        self._version = response.get("VersionId")
+        self._pos = 0
+        self._failures = 0
+        self._since_failure = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        while True:
+            try:
+                n = self._body.readinto(buffer) or 0
+            except Exception as exc:  # noqa: BLE001 - urllib3/botocore errors are not OSError
+                err = self._adapter._error(exc, "read", self._location)
+                self._reopen(err)
+                continue
+            if n == 0 and len(buffer) and self._size is not None and self._pos < self._size:
+                self._reopen(StorageError(f"the answer ended after {self._pos} of {self._size} bytes",
+                                          target=self._adapter.name, location=self._location), transient=True)
+                continue
+            if n:
+                self._pos += n
+                self._since_failure += n
+                if self._since_failure >= RESUME_PROGRESS:
+                    self._failures = 0
+            return n
+
+    def _reopen(self, err: StorageError, transient: Optional[bool] = None) -> None:
+        adapter = self._adapter
+        if transient is None:
+            transient = bool(getattr(err, "transient", False))
+        self._failures += 1
+        self._since_failure = 0
+        if not transient or self._failures >= adapter.object_attempts:
+            raise err
+        delay = adapter._backoff(self._failures)
+        log.warning("%s: %s: reading stopped at byte %d (%s); resuming there in %.1f s", adapter.name,
+                    self._location, self._pos, err.message, delay)
+        self._close_body()
+        time.sleep(delay)
+        args: Dict[str, Any] = {"Bucket": adapter.bucket, "Key": self._key, "Range": f"bytes={self._pos}-"}
+        if self._version:
+            args["VersionId"] = self._version
+        elif self._etag:
+            args["IfMatch"] = self._etag
         try:
-            n = self._body.readinto(buffer)
-        except Exception as exc:  # noqa: BLE001 - urllib3/botocore errors are not OSError
-            raise self._adapter._error(exc, "read", self._location) from None
-        return n or 0
+            response = adapter.client.get_object(**args)
+        except Exception as exc:  # noqa: BLE001
+            if adapter._code(exc) in ("PreconditionFailed", "412"):
+                raise StorageError(f"changed while being read (it no longer has ETag {self._etag}); read it again",
+                                   target=adapter.name, location=self._location) from None
+            failure = adapter._error(exc, "read", self._location)
+            self._reopen(failure)  # counts as another failure in a row; raises when out of attempts
+            return
+        if not str(response.get("ContentRange") or "").startswith(f"bytes {self._pos}-"):
+            response["Body"].close()
+            raise StorageError(f"cannot resume reading at byte {self._pos}: the server did not answer the range "
+                               f"request with that range", target=adapter.name, location=self._location)
+        self._body = response["Body"]
+
+    def _close_body(self) -> None:
+        try:
+            self._body.close()
+        except Exception:  # noqa: BLE001 - a broken connection may not close cleanly
+            pass
 
     def close(self) -> None:
         if not self.closed:
             try:
-                self._body.close()
+                self._close_body()
             finally:
                 super().close()
+
+
+_THROTTLING = {"SlowDown", "SlowDownRead", "SlowDownWrite", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+               "TooManyRequests", "TooManyRequestsException", "BandwidthLimitExceeded", "429"}
+_REDIRECTS = {"301", "307", "PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed",
+              "IllegalLocationConstraintException"}
+
+
+class _DirectPut:
+    """PutObject of an in-memory body with botocore's signer and HTTP session, without the
+    boto3 client's per-call machinery.
+
+    Why: a boto3 call costs about 2 ms of CPU (parameter handling, some thirty event hooks,
+    response parsing), which on a small machine caps small-file uploads well below what the
+    server takes; signing (S3SigV4Auth) and sending (URLLib3Session) are a third of that. The
+    request is the one boto3 sends (same headers, SigV4 with the payload's sha256 signed), the
+    errors are botocore's ClientError / transport exceptions, and failures are retried like
+    botocore's standard mode (5xx, throttling with a 1 s base, transport errors with 50 ms,
+    exponential, jitter, `max_attempts` in all). Used for custom endpoints (S3-compatible
+    servers) in standard/legacy retry mode; AWS itself, adaptive mode and streamed bodies go
+    through boto3. A redirect or region error turns it off for the adapter (boto3 follows those).
+    """
+
+    _HEADERS = (("ContentMD5", "Content-MD5"), ("ChecksumSHA256", "x-amz-checksum-sha256"),
+                ("ContentType", "Content-Type"), ("StorageClass", "x-amz-storage-class"),
+                ("ObjectLockMode", "x-amz-object-lock-mode"), ("IfNoneMatch", "If-None-Match"))
+
+    def __init__(self, adapter: "S3Adapter", bucket_url: str, session):
+        from botocore.httpsession import URLLib3Session
+        from botocore.utils import get_environ_proxies
+
+        self._adapter = adapter
+        self._base = bucket_url if bucket_url.endswith("/") else bucket_url + "/"
+        self._credentials = session.get_credentials()
+        verify: Union[bool, str] = adapter.ca_bundle or True
+        if not adapter.verify_tls:
+            verify = False
+        self._http = URLLib3Session(verify=verify, proxies=get_environ_proxies(self._base),
+                                    timeout=(adapter.connect_timeout, adapter.read_timeout),
+                                    max_pool_connections=adapter.max_pool_connections,
+                                    # as boto3's own: no Nagle delay between the headers and the body
+                                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+
+    def put_object(self, **kw) -> Dict[str, Any]:
+        from urllib.parse import quote
+
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        import botocore.exceptions as bx
+
+        body: bytes = kw["Body"]
+        headers = {name: str(kw[arg]) for arg, name in self._HEADERS if kw.get(arg) is not None}
+        for meta, value in (kw.get("Metadata") or {}).items():
+            headers[f"x-amz-meta-{meta}"] = str(value)
+        until = kw.get("ObjectLockRetainUntilDate")
+        if until is not None:
+            headers["x-amz-object-lock-retain-until-date"] = until.astimezone(_dt.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+        url = self._base + quote(kw["Key"], safe="/~")
+        adapter = self._adapter
+        attempt = 0
+        while True:
+            attempt += 1
+            request = AWSRequest("PUT", url, data=body, headers=dict(headers))
+            if self._credentials is None:
+                raise bx.NoCredentialsError()
+            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", adapter.region or "us-east-1").add_auth(request)
+            try:
+                response = self._http.send(request.prepare())
+            except (bx.HTTPClientError, bx.ConnectionError):
+                if attempt >= adapter.max_attempts:
+                    raise
+                time.sleep(random.random() * min(0.05 * 2 ** (attempt - 1), 20.0))
+                continue
+            if response.status_code < 300:
+                return {"ETag": response.headers.get("ETag"),
+                        "ChecksumSHA256": response.headers.get("x-amz-checksum-sha256"),
+                        "VersionId": response.headers.get("x-amz-version-id")}
+            error = _client_error(response, "PutObject")
+            code = error.response["Error"]["Code"]
+            if code in _REDIRECTS:
+                raise _UseClient() from None
+            if code not in _TRANSIENT or attempt >= adapter.max_attempts:
+                raise error
+            base = 1.0 if code in _THROTTLING else 0.05
+            time.sleep(random.random() * min(base * 2 ** (attempt - 1), 20.0))
+
+
+def _client_error(response, operation: str):
+    """A botocore ClientError from an S3 error answer (XML <Error><Code>..., or just a status)."""
+    import xml.etree.ElementTree as ET
+
+    from botocore.exceptions import ClientError
+
+    code, message = str(response.status_code), ""
+    try:
+        root = ET.fromstring(response.content or b"")
+        code = root.findtext("Code") or code
+        message = root.findtext("Message") or ""
+    except ET.ParseError:
+        pass
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": response.status_code,
+                                             "HTTPHeaders": dict(response.headers)}}, operation)
+
+
+class _UseClient(Exception):
+    """The direct path met a redirect or region error: send this through boto3 instead."""
 
 
 class S3Adapter(StorageAdapter):
@@ -215,10 +463,16 @@ class S3Adapter(StorageAdapter):
                  multipart_chunksize: int = 16 << 20, object_lock: bool = False, verify_tls: bool = True,
                  ca_bundle: Optional[str] = None, credentials=None, retention: Any = None,
                  retry_mode: str = "standard", max_attempts: int = 5, connect_timeout: float = 10.0,
-                 read_timeout: float = 60.0, max_pool_connections: int = 32, source: Optional[str] = None):
+                 read_timeout: float = 60.0, max_pool_connections: Optional[int] = None,
+                 concurrency: int = DEFAULT_CONCURRENCY, object_attempts: int = 3, retry_delay: float = 1.0,
+                 direct_put: bool = True, source: Optional[str] = None):
         super().__init__(name, site)
         if retry_mode not in RETRY_MODES:
             raise ValueError(f"retry_mode must be one of {', '.join(RETRY_MODES)}, not {retry_mode!r}")
+        for label, value in (("max_attempts", max_attempts), ("concurrency", concurrency),
+                             ("object_attempts", object_attempts)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label} must be a whole number >= 1, not {value!r}")
         self.bucket = bucket
         self.endpoint = endpoint
         self.region = region
@@ -235,15 +489,30 @@ class S3Adapter(StorageAdapter):
         self.max_attempts = max_attempts
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.max_pool_connections = max_pool_connections
+        self.concurrency = concurrency
+        # put_files' objects and multipart parts can be in flight together: room for both
+        self.max_pool_connections = max_pool_connections or max(10, 2 * concurrency + 2)
+        self.object_attempts = object_attempts
+        self.retry_delay = float(retry_delay)
         self._credentials = credentials
         self._source = source
         self._client = None
         self._lock = threading.Lock()
+        # multipart parts read but not yet sent, across all uploads of this adapter: bounds memory
+        # to concurrency x multipart_chunksize however many large files are stored at once
+        self._part_slots = threading.BoundedSemaphore(concurrency)
         self._bucket_checked = False
         self._retention_checked = False
+        # small PUTs without the boto3 client's per-call cost (see _DirectPut); set up by ensure_bucket
+        self.direct_put = bool(direct_put) and endpoint is not None and retry_mode != "adaptive"
+        self._direct: Optional[_DirectPut] = None
+        self._session = None
         self._if_none_match = True         # cleared if the server answers 501 to If-None-Match
         self._sha256_verified: Optional[bool] = None  # does the server check x-amz-checksum-sha256?
+
+    #: option keys of a StorageTarget passed on as they are when present (see policies.config)
+    TUNING_KEYS = ("retry_mode", "max_attempts", "connect_timeout", "read_timeout", "max_pool_connections",
+                   "concurrency", "object_attempts", "retry_delay", "direct_put")
 
     @classmethod
     def from_target(cls, target, *, retention: Any = None, environ: Optional[Mapping[str, str]] = None,
@@ -262,8 +531,8 @@ class S3Adapter(StorageAdapter):
             ca_bundle=o.get("ca_bundle"), credentials=resolve_credentials(target, environ),
             retention=retention, source=None if target.source is None else str(target.source),
         )
-        for key in ("retry_mode", "max_attempts", "connect_timeout", "read_timeout", "max_pool_connections"):
-            if key in o:
+        for key in cls.TUNING_KEYS:
+            if o.get(key) is not None:
                 kwargs[key] = o[key]
         kwargs.update(overrides)
         return cls(target.name, target.site, **kwargs)
@@ -291,6 +560,7 @@ class S3Adapter(StorageAdapter):
             "addressing_style": self.addressing_style, "storage_class": self.storage_class,
             "object_lock": self.object_lock,
             "retention": None if self.retention is None else self.retention.describe(),
+            "concurrency": self.concurrency, "retry_mode": self.retry_mode, "max_attempts": self.max_attempts,
         }
 
     def _checked_key(self, bag_id: BagId, relpath: str) -> Tuple[str, str]:
@@ -312,21 +582,28 @@ class S3Adapter(StorageAdapter):
                     self._client = self._make_client()
         return self._client
 
+
     def _make_client(self):
         import boto3
         import botocore.exceptions
         from botocore.config import Config
 
+        import botocore.session
+
         creds = self._credentials
+        core = botocore.session.get_session()
+        # botocore parses every timestamp with dateutil (~150 us each: most of the CPU a 1000-key
+        # listing costs); S3 sends two fixed formats, parsed here in a few microseconds
+        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_parse_timestamp)
         try:
             if creds is not None and creds.profile:
-                session = boto3.session.Session(profile_name=creds.profile)
+                session = boto3.session.Session(profile_name=creds.profile, botocore_session=core)
             elif creds is not None:
                 session = boto3.session.Session(aws_access_key_id=creds.access_key,
                                                 aws_secret_access_key=creds.secret_key,
-                                                aws_session_token=creds.session_token)
+                                                aws_session_token=creds.session_token, botocore_session=core)
             else:
-                session = boto3.session.Session()
+                session = boto3.session.Session(botocore_session=core)
         except botocore.exceptions.ProfileNotFound:
             raise ConfigError(f"AWS profile {creds.profile!r} is not defined (~/.aws/config or "
                               f"~/.aws/credentials)", path=self._source,
@@ -348,6 +625,7 @@ class S3Adapter(StorageAdapter):
             verify = False
         elif self.ca_bundle:
             verify = self.ca_bundle
+        self._session = session
         return session.client("s3", endpoint_url=self.endpoint, config=config, verify=verify)
 
     def _scrub(self, text: str) -> str:
@@ -413,9 +691,45 @@ class S3Adapter(StorageAdapter):
         err.message = self._scrub(err.message)
         err.args = (str(err),)
         err.s3_code = code  # type: ignore[attr-defined]
+        err.transient = _is_transient(exc, code)  # type: ignore[attr-defined]
         return err
 
-    # ------------------------------------------------------------------ bucket capabilities
+    # ------------------------------------------------------------------ retries
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait before attempt `attempt` + 1: exponential, capped at 20 s, with jitter
+        (many workers failing together must not come back together)."""
+        return min(20.0, self.retry_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+    def _retrying(self, loc: Optional[str], operation: Callable[[int, bool], T], *,
+                  attempts: Optional[int] = None, before_retry: Optional[Callable[[], None]] = None) -> T:
+        """Run `operation(attempt, is_last)`, again after a backoff while it fails transiently.
+
+        Each attempt is itself a series of requests that botocore retries; this level survives
+        what outlasts those (a server restarting, a long SlowDown). The final error says how
+        many attempts were made; errors that are not transient are raised at once.
+        """
+        attempts = attempts or self.object_attempts
+        attempt = 1
+        while True:
+            try:
+                return operation(attempt, attempt >= attempts)
+            except StorageError as exc:
+                if not getattr(exc, "transient", False):
+                    raise
+                if attempt >= attempts:
+                    if attempts > 1:
+                        exc.message += f" (gave up after {attempts} attempts)"
+                        exc.args = (str(exc),)
+                    raise
+                delay = self._backoff(attempt)
+                log.warning("%s: %s; trying again in %.1f s (attempt %d of %d)", self.name,
+                            exc.message if loc is None else f"{loc}: {exc.message}", delay, attempt + 1, attempts)
+                time.sleep(delay)
+                if before_retry is not None:
+                    before_retry()
+                attempt += 1
+
 
     def ensure_bucket(self) -> None:
         """StorageError unless the bucket exists and answers. Checked once, before the first write
@@ -424,15 +738,31 @@ class S3Adapter(StorageAdapter):
         if self._bucket_checked:
             return
         loc = f"s3://{self.bucket}"
+
+        def head_bucket(attempt: int, last: bool) -> None:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except Exception as exc:  # noqa: BLE001
+                code = self._code(exc)
+                if code in ("404", "NoSuchBucket", "NotFound"):
+                    raise StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS'}; "
+                                       f"Strongroom does not create buckets (create it, with Object Lock if the "
+                                       f"policy asks for retention)", target=self.name, location=loc) from None
+                raise self._error(exc, "reach the bucket", loc) from None
+
+        seen: List[str] = []
+        capture = f"strongroom-bucket-url-{id(self)}"
+        if self.direct_put:
+            self.client.meta.events.register("before-send.s3.HeadBucket", lambda request, **kw: seen.append(request.url),
+                                             unique_id=capture)
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:  # noqa: BLE001
-            code = self._code(exc)
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                raise StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS'}; "
-                                   f"Strongroom does not create buckets (create it, with Object Lock if the "
-                                   f"policy asks for retention)", target=self.name, location=loc) from None
-            raise self._error(exc, "reach the bucket", loc) from None
+            self._retrying(loc, head_bucket)
+        finally:
+            if self.direct_put:
+                self.client.meta.events.unregister("before-send.s3.HeadBucket", unique_id=capture)
+        if self.direct_put and seen and self._direct is None:
+            # the URL boto3 used for the bucket (its addressing style and endpoint): keys go below it
+            self._direct = _DirectPut(self, seen[-1].split("?", 1)[0], self._session)
         self._bucket_checked = True
 
     def check_retention_supported(self) -> None:
@@ -525,19 +855,8 @@ class S3Adapter(StorageAdapter):
         key, loc = self._checked_key(bag_id, relpath)
         self.ensure_bucket()
         lock_args = self._lock_args()
-        stored = self._head(key, loc)
-        if stored is not None and self._same_as_stored(key, loc, stored, size, digests):
-            return PutOutcome.ALREADY_PRESENT
-        try:
-            self._upload(key, loc, src, size, digests, mtime, lock_args, exclusive=True)
-        except _Exists:
-            stored = self._head(key, loc)
-            if stored is None:
-                raise StorageError("appeared and vanished again while being written; try again",
-                                   target=self.name, location=loc) from None
-            self._same_as_stored(key, loc, stored, size, digests)
-            return PutOutcome.ALREADY_PRESENT
-        return PutOutcome.WRITTEN
+        outcome, _ = self._put(key, loc, src, size, digests, mtime, lock_args, listed=None, bulk_check=False)
+        return outcome
 
     def replace_file(self, bag_id: BagId, relpath: str, src: Source, *, size: int, digests: Mapping[str, str],
                      mtime: Optional[float] = None) -> PutOutcome:
@@ -546,8 +865,187 @@ class S3Adapter(StorageAdapter):
         digests = check_digests(digests)
         key, loc = self._checked_key(bag_id, relpath)
         self.ensure_bucket()
-        self._upload(key, loc, src, size, digests, mtime, self._lock_args(), exclusive=False)
+        lock_args = self._lock_args()
+        attempts, rewind = self._source_attempts(src)
+
+        def attempt(n: int, last: bool) -> None:
+            self._upload(key, loc, src, size, digests, mtime, lock_args, exclusive=False, bulk_check=False, last=last)
+
+        self._aborting_on_failure(key, loc, size,
+                                  lambda: self._retrying(loc, attempt, attempts=attempts, before_retry=rewind))
         return PutOutcome.WRITTEN
+
+    def put_files(self, bag_id: BagId, items: Sequence[PutItem], *,
+                  on_done: Optional[ItemDone] = None) -> List[PutOutcome]:
+        """Up to `concurrency` objects in flight, each stored and verified as put_file does.
+
+        Items go in runs of RUN_FILES: one listing of the run's key range (this bag's prefix
+        only) says which keys exist (those get a HEAD and are compared, the others are PUT with
+        If-None-Match); after the run, a second listing confirms each new object's size and MD5
+        ETag, and whatever it cannot confirm gets a HEAD. `on_done` is called from this thread,
+        as each object is settled. On the first failure the run's remaining items are
+        cancelled, the objects already written are reported, and the failure is raised.
+        """
+        check_unique_relpaths(items)
+        jobs: List[_Job] = []
+        for index, item in enumerate(items):
+            digests = check_digests(item.digests)
+            key, loc = self._checked_key(bag_id, item.relpath)
+            jobs.append(_Job(index, item, digests, key, loc))
+        outcomes: List[Optional[PutOutcome]] = [None] * len(items)
+        if not jobs:
+            return []
+        self.ensure_bucket()
+        lock_args = self._lock_args()
+        prefix = self._bag_prefix(bag_id)
+
+        def report(index: int, outcome: PutOutcome) -> None:
+            outcomes[index] = outcome
+            if on_done is not None:
+                on_done(index, outcome)
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)),
+                                thread_name_prefix=f"s3-put-{self.name}") as pool:
+            for start in range(0, len(jobs), RUN_FILES):
+                self._put_run(pool, prefix, jobs[start:start + RUN_FILES], lock_args, report)
+        return outcomes  # type: ignore[return-value]  # every item was reported
+
+    def _put_run(self, pool: ThreadPoolExecutor, prefix: str, run: List["_Job"], lock_args: Mapping[str, Any],
+                 report: Callable[[int, PutOutcome], None]) -> None:
+        listed = self._listed(prefix, [j.key for j in run]) if len(run) >= RUN_LIST_MIN else None
+
+        def job(j: _Job) -> Tuple[PutOutcome, Optional[_Written]]:
+            hint = None if listed is None else listed.get(j.key, _ABSENT)
+            return self._put(j.key, j.loc, j.item.src, j.item.size, j.digests, j.item.mtime, lock_args,
+                             listed=hint, bulk_check=listed is not None)
+
+        futures = {pool.submit(job, j): j for j in run}
+        failure: Optional[BaseException] = None
+        unconfirmed: List[Tuple[_Job, _Written]] = []
+        try:
+            for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
+                j = futures[fut]
+                exc = fut.exception()
+                if exc is not None:
+                    if failure is None:
+                        failure = exc
+                        for other in futures:
+                            other.cancel()
+                    continue
+                outcome, written = fut.result()
+                if written is not None and not written.checked:
+                    unconfirmed.append((j, written))
+                else:
+                    report(j.index, outcome)
+        except BaseException:
+            for other in futures:
+                other.cancel()
+            raise
+        if failure is None and unconfirmed:
+            self._confirm(prefix, [w for _, w in unconfirmed])
+        for j, _ in unconfirmed:
+            report(j.index, PutOutcome.WRITTEN)
+        if failure is not None:
+            raise failure
+
+    def _listed(self, prefix: str, keys: Sequence[str]) -> Dict[str, _Listed]:
+        """Size and ETag of those of `keys` (all under `prefix`) that a listing shows.
+
+        Lists from just before the smallest key and stops past the largest or when all are
+        seen, so the cost follows the run, not the bag, the bucket or other bags. A key the
+        listing misses (servers differ in how they order '/' against '-' or '.') is only a
+        missed shortcut: If-None-Match and the HEAD check still guard it.
+        """
+        wanted = set(keys)
+        ordered = sorted(wanted)
+        last = ordered[-1]
+        args: Dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if len(ordered[0]) > len(prefix):
+            args["StartAfter"] = ordered[0][:-1]
+        loc = f"s3://{self.bucket}/{prefix}"
+
+        def run(attempt: int, is_last: bool) -> Dict[str, _Listed]:
+            found: Dict[str, _Listed] = {}
+            try:
+                for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+                    contents = page.get("Contents") or ()
+                    for obj in contents:
+                        if obj["Key"] in wanted:
+                            found[obj["Key"]] = _Listed(int(obj.get("Size", -1)),
+                                                        str(obj.get("ETag") or "").strip('"').lower())
+                    if len(found) == len(wanted) or (contents and contents[-1]["Key"] > last):
+                        break
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, "list", loc) from None
+            return found
+
+        return self._retrying(loc, run)
+
+    def _confirm(self, prefix: str, written: Sequence[_Written]) -> None:
+        """After a run: each new object listed with its size and the MD5 ETag of the bytes sent;
+        any the listing does not confirm is HEAD-checked (StorageError if it differs)."""
+        found = self._listed(prefix, [w.key for w in written])
+        for w in written:
+            entry = found.get(w.key)
+            if entry is not None and entry.size == w.size and entry.etag == w.md5:
+                continue
+            self._retrying(w.loc, lambda attempt, last, w=w: self._check_stored(w))
+
+    def _source_attempts(self, src: Source) -> Tuple[int, Optional[Callable[[], None]]]:
+        """How many whole attempts a source allows, and what puts it back at its start."""
+        if isinstance(src, (str, os.PathLike)):
+            return self.object_attempts, None   # each attempt opens the file again
+        if _seekable(src):
+            start = src.tell()
+            return self.object_attempts, lambda: src.seek(start)  # type: ignore[union-attr]
+        return 1, None  # an unseekable stream is read once; its multipart parts are still retried
+
+    def _aborting_on_failure(self, key: str, loc: str, size: int, operation: Callable[[], T]) -> T:
+        """Run `operation`; if it finally fails where a multipart upload was kept for resuming,
+        abort it: an upload is resumed within the attempts, never left dangling after them."""
+        try:
+            return operation()
+        except StorageError as exc:
+            if getattr(exc, "transient", False) and size >= self.multipart_threshold:
+                self._abort_all(key, loc)
+            raise
+
+    def _put(self, key: str, loc: str, src: Source, size: int, digests: Dict[str, str], mtime: Optional[float],
+             lock_args: Mapping[str, Any], *, listed: Any, bulk_check: bool) -> Tuple[PutOutcome, Optional[_Written]]:
+        """put_file's work, attempt after attempt. `listed`: None (unknown: HEAD first), _ABSENT
+        (a listing just showed no such key) or a _Listed entry (it exists: HEAD and compare)."""
+        attempts, rewind = self._source_attempts(src)
+
+        def attempt(n: int, last: bool) -> Tuple[PutOutcome, Optional[_Written]]:
+            return self._put_once(key, loc, src, size, digests, mtime, lock_args, listed=listed if n == 1 else None,
+                                  bulk_check=bulk_check, last=last)
+
+        return self._aborting_on_failure(key, loc, size,
+                                         lambda: self._retrying(loc, attempt, attempts=attempts, before_retry=rewind))
+
+    def _put_once(self, key: str, loc: str, src: Source, size: int, digests: Dict[str, str],
+                  mtime: Optional[float], lock_args: Mapping[str, Any], *, listed: Any, bulk_check: bool,
+                  last: bool) -> Tuple[PutOutcome, Optional[_Written]]:
+        # Large files always get the HEAD: sending gigabytes only to have If-None-Match refuse them is waste.
+        if listed is not _ABSENT or not self._if_none_match or size >= self.multipart_threshold:
+            stored = self._head(key, loc)
+            if stored is not None and self._same_as_stored(key, loc, stored, size, digests):
+                return PutOutcome.ALREADY_PRESENT, None
+        try:
+            written = self._upload(key, loc, src, size, digests, mtime, lock_args, exclusive=True,
+                                   bulk_check=bulk_check, last=last)
+        except _Exists:
+            stored = self._head(key, loc)
+            if stored is None:
+                err = StorageError("appeared and vanished again while being written; try again",
+                                   target=self.name, location=loc)
+                err.transient = True  # type: ignore[attr-defined]
+                raise err from None
+            self._same_as_stored(key, loc, stored, size, digests)
+            return PutOutcome.ALREADY_PRESENT, None
+        return PutOutcome.WRITTEN, written
 
     def _metadata(self, digests: Mapping[str, str], mtime: Optional[float]) -> Dict[str, str]:
         meta = dict(digests)
@@ -564,30 +1062,69 @@ class S3Adapter(StorageAdapter):
         return args
 
     def _upload(self, key: str, loc: str, src: Source, size: int, digests: Dict[str, str],
-                mtime: Optional[float], lock_args: Mapping[str, Any], *, exclusive: bool) -> None:
+                mtime: Optional[float], lock_args: Mapping[str, Any], *, exclusive: bool, bulk_check: bool,
+                last: bool) -> _Written:
+        """One upload, then the check of what was stored: a HEAD, unless `bulk_check` and the
+        PUT's answer confirmed the bytes (put_files then confirms by listing)."""
+
+        def exists() -> bool:
+            return self._head(key, loc) is not None
+
         with open_source(src, target=self.name) as stream:
             if size >= self.multipart_threshold:
-                expected = self._put_multipart(key, loc, stream, size, digests, mtime, lock_args, exclusive)
+                checksum = self._put_multipart(key, loc, stream, size, digests, mtime, lock_args, exclusive, exists,
+                                               keep_on_transient=not last)
+                md5, confirmed = None, False
             else:
-                expected = self._put_single(key, loc, stream, size, digests, mtime, lock_args, exclusive)
-        self._check_stored(key, loc, size, digests, expected, lock_args)
+                checksum, md5, confirmed = self._put_single(key, loc, stream, size, digests, mtime, lock_args,
+                                                            exclusive, exists)
+        written = _Written(key, loc, size, digests, checksum, md5, dict(lock_args), checked=False)
+        if bulk_check and confirmed and md5 is not None and not lock_args:
+            return written
+        # the object is stored: a HEAD that fails transiently is retried by itself, not the upload
+        self._retrying(loc, lambda attempt, is_last: self._check_stored(written))
+        return _Written(key, loc, size, digests, checksum, md5, dict(lock_args), checked=True)
 
     # --- one PUT ---
 
     def _put_single(self, key: str, loc: str, stream: BinaryIO, size: int, digests: Dict[str, str],
-                    mtime: Optional[float], lock_args: Mapping[str, Any], exclusive: bool) -> str:
-        """PutObject with x-amz-checksum-sha256 and Content-MD5; the stored checksum expected."""
+                    mtime: Optional[float], lock_args: Mapping[str, Any], exclusive: bool,
+                    exists: Callable[[], bool]) -> Tuple[str, Optional[str], bool]:
+        """PutObject with x-amz-checksum-sha256 and Content-MD5.
+
+        Returns (checksum sent, hex MD5 or None, confirmed): confirmed when the answer echoes
+        the sha256 sent, or gives the MD5 as ETag - the server saw exactly those bytes.
+        Bodies up to SMALL_BODY bytes are sent from memory: one read, and botocore sends bytes
+        at once, where a file object costs an "Expect: 100-continue" round trip first.
+        """
         spool = None
+        data: Optional[bytes] = None
+        start = 0
         try:
             need_md5 = "md5" not in digests and self._sha256_verified is not True
             prehash = ("sha256" not in digests or need_md5 or any(a not in ("sha256", "md5") for a in digests)
                        or not _seekable(stream))
-            start = 0
-            if prehash:
+            if size <= SMALL_BODY:
+                data = self._read_part(stream, size + 1, loc)
+                if prehash:
+                    hasher = MultiHasher(list(dict.fromkeys(list(digests) + ["sha256", "md5"])))
+                    hasher.update(data)
+                    _check_read(hasher, size, digests, self.name, loc)
+                    found = hasher.hexdigests()
+                    sha256, md5 = found["sha256"], found["md5"]
+                else:
+                    if len(data) != size:
+                        gave = f"more than {size}" if len(data) > size else str(len(data))
+                        raise SourceMismatch(f"the source has {gave} bytes, not the expected {size}; "
+                                             f"nothing was stored", target=self.name, location=loc)
+                    sha256, md5 = digests["sha256"], digests.get("md5")
+                body: Any = data
+                rewind = None
+            elif prehash:
                 algorithms = list(dict.fromkeys(list(digests) + ["sha256", "md5"]))
                 if _seekable(stream):
                     start = stream.tell()
-                    body: BinaryIO = stream
+                    body = stream
                     reader = HashingReader(stream, algorithms)
                     _drain(reader)
                     stream.seek(start)
@@ -603,9 +1140,10 @@ class S3Adapter(StorageAdapter):
                         if reader.hasher.size > size:
                             break  # longer than announced: refused below, stop reading
                     spool.seek(0)
-                    body = spool  # type: ignore[assignment]
+                    body = spool
                 reader.check(size, digests, target=self.name, location=loc)
                 sha256, md5 = reader.hasher.hexdigests()["sha256"], reader.hasher.hexdigests()["md5"]
+                rewind = (lambda: body.seek(0 if spool is not None else start))
             else:
                 start = stream.tell()
                 actual = stream.seek(0, os.SEEK_END) - start
@@ -614,43 +1152,67 @@ class S3Adapter(StorageAdapter):
                     raise SourceMismatch(f"the source has {actual} bytes, not the expected {size}; nothing was "
                                          f"stored", target=self.name, location=loc)
                 body, sha256, md5 = stream, digests["sha256"], digests.get("md5")
+                rewind = (lambda: body.seek(start))
             args = self._common_args(key, digests, mtime, lock_args)
             args.update(Body=body, ContentLength=size, ChecksumSHA256=_b64(bytes.fromhex(sha256)))
             if md5 is not None:
                 args["ContentMD5"] = _b64(bytes.fromhex(md5))
-            response = self._call_put(self.client.put_object, args, loc, exclusive,
-                                      rewind=lambda: body.seek(0 if spool is not None else start))
+            direct = self._direct if isinstance(body, bytes) else None
+            try:
+                response = self._call_put(self.client.put_object if direct is None else direct.put_object, args, loc,
+                                          exclusive, rewind=rewind, exists=exists)
+            except _UseClient:
+                log.info("%s: the endpoint redirects; sending uploads through the boto3 client", self.name)
+                self._direct = None
+                response = self._call_put(self.client.put_object, args, loc, exclusive, rewind=rewind, exists=exists)
+            sent = args["ChecksumSHA256"]
             echoed = response.get("ChecksumSHA256")
+            if echoed is not None and echoed != sent:
+                raise StorageError(f"the server stored the object with checksum {echoed}, not the {sent} sent",
+                                   target=self.name, location=loc)
             if self._sha256_verified is None:
-                self._sha256_verified = echoed == args["ChecksumSHA256"]
-            return args["ChecksumSHA256"]
+                self._sha256_verified = echoed == sent
+            etag = str(response.get("ETag") or "").strip('"').lower()
+            return sent, md5, echoed == sent or (md5 is not None and etag == md5)
         except _BadDigest:
             # The server got bytes that do not match the checksums sent: the source, or the wire?
-            if spool is None and _seekable(stream):
+            found: Optional[Dict[str, str]] = None
+            if data is not None:
+                hasher = MultiHasher(list(digests))
+                hasher.update(data)
+                found = hasher.hexdigests()
+            elif spool is None and _seekable(stream):
                 stream.seek(start)
                 _, found = _hash_all(stream, list(digests))
-                wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
-                if wrong:
-                    raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); "
-                                         f"nothing was stored", target=self.name, location=loc) from None
-            raise StorageError("the server refused the upload: the bytes it received do not match their "
-                               "checksums (BadDigest; damaged in transit?); nothing was stored, try again",
-                               target=self.name, location=loc) from None
+            wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests
+                     if found is not None and found[a] != digests[a]]
+            if wrong:
+                raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); "
+                                     f"nothing was stored", target=self.name, location=loc) from None
+            err = StorageError("the server refused the upload: the bytes it received do not match their "
+                               "checksums (BadDigest; damaged in transit?); nothing was stored",
+                               target=self.name, location=loc)
+            err.transient = True  # type: ignore[attr-defined]  # damaged on the wire: sending again may work
+            raise err from None
         finally:
             if spool is not None:
                 spool.close()
 
-    def _call_put(self, method, args: Dict[str, Any], loc: str, exclusive: bool,
-                  rewind=None) -> Dict[str, Any]:
+    def _call_put(self, method, args: Dict[str, Any], loc: str, exclusive: bool, *,
+                  rewind: Optional[Callable[[], Any]] = None,
+                  exists: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
         """PutObject / CompleteMultipartUpload, with If-None-Match: * when `exclusive`.
 
         _Exists if something is stored under the key already; _BadDigest if the server refused
-        the bytes as not matching their checksums; StorageError otherwise. `rewind` puts the
-        body back at its start before a second attempt without the condition.
+        the bytes as not matching their checksums; StorageError otherwise. A server that answers
+        501 to the condition is remembered; `exists` (a HEAD) then guards this write, and
+        `rewind` puts the body back at its start for the second attempt without the condition.
         """
         if exclusive and self._if_none_match:
             try:
                 return method(IfNoneMatch="*", **args)
+            except _UseClient:
+                raise
             except Exception as exc:  # noqa: BLE001
                 code = self._code(exc)
                 if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
@@ -660,10 +1222,14 @@ class S3Adapter(StorageAdapter):
                 log.info("%s: the server does not support If-None-Match on writes; relying on the HEAD "
                          "before each write", self.name)
                 self._if_none_match = False
+                if exists is not None and exists():
+                    raise _Exists() from None
                 if rewind is not None:
                     rewind()
         try:
             return method(**args)
+        except _UseClient:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise self._classify(exc, loc) from None
 
@@ -675,78 +1241,171 @@ class S3Adapter(StorageAdapter):
     # --- multipart ---
 
     def _put_multipart(self, key: str, loc: str, stream: BinaryIO, size: int, digests: Dict[str, str],
-                       mtime: Optional[float], lock_args: Mapping[str, Any], exclusive: bool) -> str:
-        """Upload in parts, each with its sha256 (and MD5 until the server proved it checks sha256),
-        the whole file hashed on the way; complete only if it matches the manifest, else abort."""
-        args = self._common_args(key, digests, mtime, lock_args)
-        try:
-            upload_id = self.client.create_multipart_upload(ChecksumAlgorithm="SHA256", **args)["UploadId"]
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, "start a multipart upload", loc) from None
-        completed = False
-        try:
-            whole = MultiHasher(list(digests))
-            part_sha: List[bytes] = []
-            parts: List[Dict[str, Any]] = []
-            chunk = self.multipart_chunksize
-            number = 0
-            while True:
-                try:
-                    data = _read_exactly(stream, chunk)
-                except OSError as exc:
-                    raise StorageError(f"cannot read the source ({exc.strerror or exc}); the upload was aborted",
-                                       target=self.name, location=loc) from None
-                if not data and number > 0:
-                    break
-                number += 1
-                whole.update(data)
-                if whole.size > size:
-                    raise SourceMismatch(f"the source gives more than the expected {size} bytes; nothing was "
-                                         f"stored", target=self.name, location=loc)
-                sha = hashlib.sha256(data).digest()
-                part_args: Dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
-                                             "PartNumber": number, "Body": data, "ChecksumSHA256": _b64(sha)}
-                if self._sha256_verified is not True:
-                    part_args["ContentMD5"] = _b64(hashlib.md5(data).digest())
-                try:
-                    r = self.client.upload_part(**part_args)
-                except Exception as exc:  # noqa: BLE001
-                    if self._code(exc) in ("BadDigest", "InvalidDigest"):
-                        raise StorageError(f"the server refused part {number}: the bytes it received do not "
-                                           f"match their checksums (BadDigest; damaged in transit?); the upload "
-                                           f"was aborted, try again", target=self.name, location=loc) from None
-                    raise self._error(exc, f"upload part {number}", loc) from None
-                if r.get("ChecksumSHA256") not in (None, part_args["ChecksumSHA256"]):
-                    raise StorageError(f"the server stored part {number} with checksum {r.get('ChecksumSHA256')}, "
-                                       f"not the {part_args['ChecksumSHA256']} sent; the upload was aborted",
-                                       target=self.name, location=loc)
-                if self._sha256_verified is None and r.get("ChecksumSHA256"):
-                    self._sha256_verified = True
-                part_sha.append(sha)
-                parts.append({"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": part_args["ChecksumSHA256"]})
-                if len(data) < chunk:
-                    break
-            found = whole.hexdigests()
-            if whole.size != size:
-                raise SourceMismatch(f"the source gave {whole.size} bytes, not the expected {size}; nothing was "
-                                     f"stored", target=self.name, location=loc)
-            wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
-            if wrong:
-                raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); nothing "
-                                     f"was stored", target=self.name, location=loc)
-            complete = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
-                        "MultipartUpload": {"Parts": parts}}
+                       mtime: Optional[float], lock_args: Mapping[str, Any], exclusive: bool,
+                       exists: Callable[[], bool], *, keep_on_transient: bool) -> str:
+        """Upload in parts, up to `concurrency` at once, each with its sha256 (and MD5 until the
+        server proved it checks sha256); the whole file is hashed on the way and the upload is
+        completed only if it matches the manifest. An unfinished upload of this key (a previous
+        attempt, a killed run) is resumed: its parts are reused where they match the source.
+        Returns the composite checksum the stored object must show."""
+        algorithm = next(a for a in _WHOLE_FILE_ORDER if a in digests)
+        upload_id, uploaded = self._find_upload(key, loc)
+        if upload_id is None:
+            args = self._common_args(key, digests, mtime, lock_args)
             try:
-                self._call_put(self.client.complete_multipart_upload, complete, loc, exclusive)
+                upload_id = self.client.create_multipart_upload(ChecksumAlgorithm="SHA256", **args)["UploadId"]
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, "start a multipart upload", loc) from None
+        completed = keep = False
+        try:
+            whole = hashlib.new(algorithm)
+            total = 0
+            chunk = self.multipart_chunksize
+            futures: List[Future] = []
+            failed: List[Future] = []
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"s3-part-{self.name}") as pool:
+                try:
+                    number = 0
+                    while not failed:
+                        self._part_slots.acquire()  # released by _send_part (or here if no part is sent)
+                        handed = False
+                        try:
+                            data = self._read_part(stream, chunk, loc)
+                            if not data and number > 0:
+                                break
+                            number += 1
+                            whole.update(data)
+                            total += len(data)
+                            if total > size:
+                                raise SourceMismatch(f"the source gives more than the expected {size} bytes; "
+                                                     f"nothing was stored", target=self.name, location=loc)
+                            fut = pool.submit(self._send_part, key, loc, upload_id, number, data, uploaded.get(number))
+                            handed = True
+                        finally:
+                            if not handed:
+                                self._part_slots.release()
+                        fut.add_done_callback(lambda f: failed.append(f) if not f.cancelled() and f.exception() is not None
+                                               else None)
+                        futures.append(fut)
+                        if len(data) < chunk:
+                            break
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                except BaseException:
+                    self._cancel_parts(futures)
+                    raise
+                if failed:
+                    self._cancel_parts(futures)
+            if failed:
+                failed[0].result()  # raises the first failure
+            results = [f.result() for f in futures]
+            if total != size:
+                raise SourceMismatch(f"the source gave {total} bytes, not the expected {size}; nothing was "
+                                     f"stored", target=self.name, location=loc)
+            found = whole.hexdigest()
+            if found != digests[algorithm]:
+                raise SourceMismatch(f"the source does not match its checksums ({algorithm} expected "
+                                     f"{digests[algorithm]}, read {found}); nothing was stored",
+                                     target=self.name, location=loc)
+            complete = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
+                        "MultipartUpload": {"Parts": [part for part, _ in results]}}
+            try:
+                self._call_put(self.client.complete_multipart_upload, complete, loc, exclusive, exists=exists)
             except _BadDigest:
                 raise StorageError("the server refused to complete the upload: the parts do not match their "
                                    "checksums (BadDigest); the upload was aborted, try again",
                                    target=self.name, location=loc) from None
             completed = True
-            return _b64(hashlib.sha256(b"".join(part_sha)).digest()) + f"-{len(part_sha)}"
+            return _b64(hashlib.sha256(b"".join(sha for _, sha in results)).digest()) + f"-{len(results)}"
+        except StorageError as exc:
+            if getattr(exc, "s3_code", None) in ("NoSuchUpload",):
+                exc.transient = True  # type: ignore[attr-defined]  # aborted under us: start a new one
+            keep = keep_on_transient and bool(getattr(exc, "transient", False)) \
+                and getattr(exc, "s3_code", None) != "NoSuchUpload"
+            raise
         finally:
             if not completed:
-                self._abort(key, upload_id, loc)
+                if keep:
+                    log.info("%s: %s: keeping the unfinished upload to resume it", self.name, loc)
+                else:
+                    self._abort(key, upload_id, loc)
+
+    def _cancel_parts(self, futures: Sequence[Future]) -> None:
+        for fut in futures:
+            if fut.cancel():
+                self._part_slots.release()  # a part that never ran never releases its slot
+
+    def _read_part(self, stream: BinaryIO, size: int, loc: str) -> bytes:
+        try:
+            return _read_exactly(stream, size)
+        except OSError as exc:
+            raise StorageError(f"cannot read the source ({exc.strerror or exc}); the upload was aborted",
+                               target=self.name, location=loc) from None
+
+    def _send_part(self, key: str, loc: str, upload_id: str, number: int, data: bytes,
+                   prior: Optional[_Part]) -> Tuple[Dict[str, Any], bytes]:
+        """Upload one part (retried on its own), or reuse the part already uploaded under this
+        number when its size and checksum match these bytes. Returns (part entry, sha256)."""
+        try:
+            sha = hashlib.sha256(data).digest()
+            b64 = _b64(sha)
+            if prior is not None and prior.size == len(data):
+                same = (prior.checksum_sha256 == b64 if prior.checksum_sha256
+                        else prior.etag.strip('"').lower() == hashlib.md5(data).hexdigest())
+                if same:
+                    return {"PartNumber": number, "ETag": prior.etag, "ChecksumSHA256": b64}, sha
+            args: Dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+                                    "Body": data, "ChecksumSHA256": b64}
+            if self._sha256_verified is not True:
+                args["ContentMD5"] = _b64(hashlib.md5(data).digest())
+
+            def send(attempt: int, last: bool) -> Dict[str, Any]:
+                try:
+                    return self.client.upload_part(**args)
+                except Exception as exc:  # noqa: BLE001
+                    if self._code(exc) in ("BadDigest", "InvalidDigest"):
+                        err = StorageError(f"the server refused part {number}: the bytes it received do not "
+                                           f"match their checksums (BadDigest; damaged in transit?)",
+                                           target=self.name, location=loc)
+                        err.transient = True  # type: ignore[attr-defined]
+                        raise err from None
+                    raise self._error(exc, f"upload part {number}", loc) from None
+
+            r = self._retrying(loc, send)
+            echoed = r.get("ChecksumSHA256")
+            if echoed not in (None, b64):
+                raise StorageError(f"the server stored part {number} with checksum {echoed}, not the {b64} sent",
+                                   target=self.name, location=loc)
+            if self._sha256_verified is None and echoed:
+                self._sha256_verified = True
+            return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": b64}, sha
+        finally:
+            self._part_slots.release()
+
+    def _find_upload(self, key: str, loc: str) -> Tuple[Optional[str], Dict[int, _Part]]:
+        """The newest unfinished multipart upload of exactly this key and its parts, or (None, {})."""
+        try:
+            r = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "look for an unfinished upload", loc) from None
+        mine = [u for u in r.get("Uploads") or () if u.get("Key") == key]
+        if not mine:
+            return None, {}
+        epoch = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+        newest = max(mine, key=lambda u: u.get("Initiated") or epoch)
+        parts: Dict[int, _Part] = {}
+        try:
+            for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
+                                                                          UploadId=newest["UploadId"]):
+                for p in page.get("Parts") or ():
+                    parts[int(p["PartNumber"])] = _Part(int(p.get("Size", -1)), str(p.get("ETag") or ""),
+                                                        p.get("ChecksumSHA256"))
+        except Exception as exc:  # noqa: BLE001
+            if self._code(exc) in ("NoSuchUpload", "404"):
+                return None, {}
+            raise self._error(exc, "list the parts of an unfinished upload", loc) from None
+        log.info("%s: %s: resuming an unfinished multipart upload (%d part(s) on the server, reused where "
+                 "they match the source)", self.name, loc, len(parts))
+        return newest["UploadId"], parts
 
     def _abort(self, key: str, upload_id: str, loc: str) -> None:
         try:
@@ -756,11 +1415,23 @@ class S3Adapter(StorageAdapter):
                 log.warning("%s: could not abort the unfinished multipart upload of %s (%s); "
                             "cleanup_temp() of the bag removes it", self.name, loc, self._error(exc, "abort", loc))
 
+    def _abort_all(self, key: str, loc: str) -> None:
+        """Abort every unfinished upload of exactly this key (best effort: logged, not raised)."""
+        try:
+            r = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s: could not look for unfinished uploads of %s (%s); cleanup_temp() of the bag "
+                        "removes them", self.name, loc, self._error(exc, "list unfinished uploads", loc))
+            return
+        for upload in r.get("Uploads") or ():
+            if upload.get("Key") == key:
+                self._abort(key, upload["UploadId"], loc)
+
     # --- after the upload ---
 
-    def _check_stored(self, key: str, loc: str, size: int, digests: Dict[str, str], expected_checksum: str,
-                      lock_args: Mapping[str, Any]) -> None:
+    def _check_stored(self, written: _Written) -> None:
         """HEAD the new object: size, stored checksum, digests in metadata, retention."""
+        key, loc, size, digests, lock_args = written.key, written.loc, written.size, written.digests, written.lock_args
         stored = self._head(key, loc)
         if stored is None:
             raise StorageError("was written but a HEAD right after does not find it", target=self.name,
@@ -768,8 +1439,8 @@ class S3Adapter(StorageAdapter):
         problems = []
         if stored.size != size:
             problems.append(f"size {stored.size} stored, {size} sent")
-        if stored.checksum_sha256 is not None and stored.checksum_sha256 != expected_checksum:
-            problems.append(f"stored checksum {stored.checksum_sha256}, {expected_checksum} sent")
+        if stored.checksum_sha256 is not None and stored.checksum_sha256 != written.checksum:
+            problems.append(f"stored checksum {stored.checksum_sha256}, {written.checksum} sent")
         meta = stored.metadata
         wrong = [a for a in digests if meta.get(a, digests[a]).lower() != digests[a]]
         if wrong:
@@ -785,21 +1456,62 @@ class S3Adapter(StorageAdapter):
         """Repair only. On a versioned bucket this adds a delete marker; locked versions remain."""
         key, loc = self._checked_key(bag_id, relpath)
         self.ensure_bucket()
-        if self._head(key, loc) is None:
-            raise NotFound("not stored here", target=self.name, location=loc)
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, "delete", loc) from None
+
+        def delete(attempt: int, last: bool) -> None:
+            if self._head(key, loc) is None:
+                if attempt > 1:
+                    return  # the earlier attempt's delete went through; its answer was lost
+                raise NotFound("not stored here", target=self.name, location=loc)
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, "delete", loc) from None
+
+        self._retrying(loc, delete)
+
+    def put_new_object(self, key: str, data: bytes) -> bool:
+        """Store small `data` under `key` (a full key: no prefix or bag layout) only if nothing is
+        there: True if written, False if the key is taken. If-None-Match: * makes it atomic; on a
+        server without it, a HEAD before the PUT (a small race remains). For the catalog."""
+        loc = f"s3://{self.bucket}/{key}"
+        self.ensure_bucket()
+        args = {"Bucket": self.bucket, "Key": key, "Body": data, "ContentMD5": _b64(hashlib.md5(data).digest()),
+                "ChecksumSHA256": _b64(hashlib.sha256(data).digest())}
+
+        def put(attempt: int, last: bool) -> bool:
+            try:
+                self._call_put(self.client.put_object, args, loc, True, exists=lambda: self._head(key, loc) is not None)
+            except _Exists:
+                if attempt > 1:
+                    # an earlier attempt whose answer was lost may have written it: same bytes means ours
+                    stored = self._head(key, loc)
+                    if stored is not None and stored.size == len(data):
+                        with self._get(key, loc) as fh:
+                            if fh.read() == data:
+                                return True
+                return False
+            except _BadDigest:
+                err = StorageError("the server refused the bytes as damaged (BadDigest)", target=self.name,
+                                   location=loc)
+                err.transient = True  # type: ignore[attr-defined]
+                raise err from None
+            return True
+
+        if not self._if_none_match and self._head(key, loc) is not None:
+            return False
+        return self._retrying(loc, put)
 
     # ------------------------------------------------------------------ reading
 
     def _get(self, key: str, loc: str) -> _ObjectReader:
-        try:
-            r = self.client.get_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, "read", loc) from None
-        return _ObjectReader(r["Body"], self, loc)
+        def get(attempt: int, last: bool) -> _ObjectReader:
+            try:
+                r = self.client.get_object(Bucket=self.bucket, Key=key)
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, "read", loc) from None
+            return _ObjectReader(self, key, loc, r)
+
+        return self._retrying(loc, get)
 
     def open_file(self, bag_id: BagId, relpath: str) -> BinaryIO:
         key, loc = self._checked_key(bag_id, relpath)
@@ -809,30 +1521,32 @@ class S3Adapter(StorageAdapter):
     def stat_file(self, bag_id: BagId, relpath: str) -> Optional[FileStat]:
         key, loc = self._checked_key(bag_id, relpath)
         self.ensure_bucket()
-        stored = self._head(key, loc)
+        stored = self._retrying(loc, lambda attempt, last: self._head(key, loc))
         if stored is None:
             return None
         return FileStat(size=stored.size, mtime=stored.mtime, stored_digests=stored.digests())
 
     # ------------------------------------------------------------------ listing
 
-    def _list(self, prefix: str, *, delimiter: Optional[str] = None) -> Iterator[Tuple[str, bool]]:
-        """(key or common prefix, is_prefix) under `prefix`, page by page."""
+    def _list(self, prefix: str, *, delimiter: Optional[str] = None) -> List[Tuple[str, bool]]:
+        """(key or common prefix, is_prefix) under `prefix`, every page (retried as a whole)."""
         self.ensure_bucket()
         args: Dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             args["Delimiter"] = delimiter
         loc = f"s3://{self.bucket}/{prefix}"
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(**args):
-                for item in page.get("CommonPrefixes") or ():
-                    yield item["Prefix"], True
-                for item in page.get("Contents") or ():
-                    yield item["Key"], False
-        except StorageError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, "list", loc) from None
+
+        def run(attempt: int, last: bool) -> List[Tuple[str, bool]]:
+            found: List[Tuple[str, bool]] = []
+            try:
+                for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+                    found.extend((item["Prefix"], True) for item in page.get("CommonPrefixes") or ())
+                    found.extend((item["Key"], False) for item in page.get("Contents") or ())
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, "list", loc) from None
+            return found
+
+        return self._retrying(loc, run)
 
     def list_bag_files(self, bag_id: BagId) -> Iterator[str]:
         """Only this bag's own prefix is listed. Keys that are not canonical bag paths are
@@ -871,21 +1585,122 @@ class S3Adapter(StorageAdapter):
         self.ensure_bucket()
         prefix = self._bag_prefix(bag_id)
         loc = f"s3://{self.bucket}/{prefix}"
-        aborted = 0
+
+        def run(attempt: int, last: bool) -> int:
+            aborted = 0
+            try:
+                for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                        Prefix=prefix):
+                    for upload in page.get("Uploads") or ():
+                        try:
+                            self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                               UploadId=upload["UploadId"])
+                        except Exception as exc:  # noqa: BLE001
+                            if self._code(exc) not in ("NoSuchUpload", "404"):
+                                raise
+                        aborted += 1
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, "clear unfinished multipart uploads", loc) from None
+            return aborted
+
+        return self._retrying(loc, run)
+
+
+# --------------------------------------------------------------------------------------------
+# The catalog on S3 (`catalog: s3://bucket/prefix`)
+
+
+@dataclass(frozen=True)
+class CatalogS3:
+    """How the catalog reaches its bucket: a pyarrow S3 file system (reads, listings, plain
+    writes) and `put_if_absent`, a conditional PUT (If-None-Match: *) that pyarrow cannot send,
+    so that a write that must not replace a file (a ledger segment) is atomic on S3 too."""
+
+    filesystem: Any               # pyarrow.fs.S3FileSystem
+    root: str                     # "bucket/prefix": pyarrow paths carry no scheme
+    adapter: "S3Adapter"          # boto3 side, same endpoint and credentials
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Write `data` at `path` ("bucket/key") unless something is there: True if written."""
+        bucket, _, key = path.partition("/")
+        if bucket != self.adapter.bucket or not key:
+            raise ValueError(f"{path!r} is not in the catalog's bucket {self.adapter.bucket!r}")
+        return self.adapter.put_new_object(key, data)
+
+
+def open_catalog_s3(location: str, target=None, *, environ: Optional[Mapping[str, str]] = None) -> CatalogS3:
+    """The catalog at `location` (s3://bucket[/prefix]), reached with the endpoint, region,
+    addressing style, CA bundle, timeouts and credentials of S3 storage target `target` (its
+    bucket and prefix are not used), or, without a target, the AWS defaults (endpoint, region and
+    credential chain from the environment and ~/.aws). ConfigError for what pyarrow cannot do.
+    """
+    import pyarrow.fs as pafs
+    from urllib.parse import urlsplit
+
+    if not location.startswith("s3://"):
+        raise ValueError(f"{location!r} is not an s3:// location")
+    bucket, _, prefix = location[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    root = f"{bucket}/{prefix}" if prefix else bucket
+    source = None if target is None or target.source is None else str(target.source)
+    if target is None:
+        adapter = S3Adapter("catalog", "", bucket=bucket)
+        return CatalogS3(pafs.S3FileSystem(), root, adapter)
+    if target.type != "s3":
+        raise ConfigError(f"catalog_access must name an S3 storage target; {target.name!r} is of type "
+                          f"{target.type}", path=source, key="catalog_access")
+    adapter = S3Adapter.from_target(target, environ=environ, bucket=bucket, prefix="")
+    kwargs: Dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=adapter.max_attempts),
+                              "connect_timeout": adapter.connect_timeout, "request_timeout": adapter.read_timeout,
+                              "region": adapter.region or "us-east-1",
+                              "force_virtual_addressing": adapter.addressing_style == "virtual"}
+    if adapter.endpoint:
+        parts = urlsplit(adapter.endpoint)
+        kwargs["scheme"] = parts.scheme
+        kwargs["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
+        if parts.scheme == "https" and not adapter.verify_tls:
+            raise ConfigError(f"storage target {target.name!r} has verify_tls: false, which pyarrow's S3 file "
+                              f"system cannot do for the catalog; give its CA certificates as ca_bundle instead",
+                              path=source, key=f"storage.{target.name}.verify_tls")
+    if adapter.ca_bundle:
+        kwargs["tls_ca_file_path"] = adapter.ca_bundle
+    creds = adapter._credentials
+    if creds is not None and creds.profile:
+        import boto3
+        import botocore.exceptions
+
         try:
-            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
-                                                                                    Prefix=prefix):
-                for upload in page.get("Uploads") or ():
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
-                                                       UploadId=upload["UploadId"])
-                    aborted += 1
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, "clear unfinished multipart uploads", loc) from None
-        return aborted
+            found = boto3.session.Session(profile_name=creds.profile).get_credentials()
+        except botocore.exceptions.ProfileNotFound:
+            raise ConfigError(f"AWS profile {creds.profile!r} is not defined (~/.aws/config or ~/.aws/credentials)",
+                              path=source, key=f"storage.{target.name}.credentials.profile") from None
+        if found is None:
+            raise ConfigError(f"AWS profile {creds.profile!r} gives no credentials", path=source,
+                              key=f"storage.{target.name}.credentials.profile")
+        frozen = found.get_frozen_credentials()
+        kwargs.update(access_key=frozen.access_key, secret_key=frozen.secret_key)
+        if frozen.token:
+            kwargs["session_token"] = frozen.token
+    elif creds is not None:
+        kwargs.update(access_key=creds.access_key, secret_key=creds.secret_key)
+        if creds.session_token:
+            kwargs["session_token"] = creds.session_token
+    return CatalogS3(pafs.S3FileSystem(**kwargs), root, adapter)
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One put_files item with its checked digests, key and location."""
+
+    index: int
+    item: PutItem
+    digests: Dict[str, str]
+    key: str
+    loc: str
 
 
 class _Exists(Exception):
@@ -894,6 +1709,32 @@ class _Exists(Exception):
 
 class _BadDigest(Exception):
     """The server refused a PUT whose bytes did not match the checksums sent."""
+
+
+def _is_transient(exc: BaseException, code: Optional[str]) -> bool:
+    """Worth another attempt later: throttling, 5xx, and transport failures (reset, timeout)."""
+    if code is not None:
+        return code in _TRANSIENT
+    import botocore.exceptions as bx
+
+    return isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError,
+                            ConnectionError, TimeoutError))
+
+
+def _parse_timestamp(value: Any) -> _dt.datetime:
+    """ISO 8601 (listings: 2024-01-02T03:04:05.000Z) and RFC 1123 (headers: Tue, 02 Jan 2024
+    03:04:05 GMT) as aware datetimes; anything else goes to botocore's general parser."""
+    if isinstance(value, str):
+        try:
+            if value[-1:] == "Z" and "T" in value:
+                return _dt.datetime.fromisoformat(value[:-1]).replace(tzinfo=_dt.timezone.utc)
+            if value.endswith(" GMT"):
+                return _dt.datetime.strptime(value, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=_dt.timezone.utc)
+        except ValueError:
+            pass
+    from botocore.utils import parse_timestamp
+
+    return parse_timestamp(value)
 
 
 def _seekable(stream) -> bool:
@@ -915,6 +1756,19 @@ def _hash_all(stream, algorithms) -> Tuple[int, Dict[str, str]]:
     return reader.hasher.size, reader.hasher.hexdigests()
 
 
+def _check_read(hasher: MultiHasher, size: int, digests: Mapping[str, str], target: str, loc: str) -> None:
+    """SourceMismatch unless the bytes hashed have exactly this size and these digests."""
+    if hasher.size != size:
+        gave = f"more than {size}" if hasher.size > size else str(hasher.size)  # a longer one is not read to its end
+        raise SourceMismatch(f"the source gave {gave} bytes, not the expected {size}; nothing was stored",
+                             target=target, location=loc)
+    found = hasher.hexdigests()
+    wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
+    if wrong:
+        raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); nothing was stored",
+                             target=target, location=loc)
+
+
 def _read_exactly(stream, n: int) -> bytes:
     """Up to n bytes, fewer only at the end of the stream."""
     chunks = []
@@ -928,4 +1782,5 @@ def _read_exactly(stream, n: int) -> bytes:
     return b"".join(chunks)
 
 
-__all__ = ["S3Adapter", "RetentionSpec", "retain_until", "META_MTIME"]
+__all__ = ["S3Adapter", "RetentionSpec", "retain_until", "META_MTIME", "DEFAULT_CONCURRENCY", "CatalogS3",
+           "open_catalog_s3"]
