@@ -289,6 +289,110 @@ def test_cleanup_temp_aborts_only_this_bags_unfinished_uploads(make, buckets, ra
 
 
 # --------------------------------------------------------------------------------------------
+# Many files at once: put_files
+
+
+def items_of(files: dict, paths=False, tmp_path=None):
+    from storage_adapters.base import PutItem
+
+    out = []
+    for rel, data in sorted(files.items()):
+        src = io.BytesIO(data)
+        if paths:
+            src = tmp_path / rel.replace("/", "_")
+            src.write_bytes(data)
+        out.append(PutItem(rel, src, len(data), digests(data), 1_600_000_000.5))
+    return out
+
+
+def test_put_files_stores_a_batch_in_parallel_each_checked_and_reported(make, buckets, raw, tmp_path):
+    a = make(buckets["a"], concurrency=8, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    rng = __import__("random").Random(12)
+    files = {f"data/{n:03d}.bin": rng.randbytes(rng.randint(0, 5000)) for n in range(150)}
+    files["data/big.bin"] = rng.randbytes(11 * MiB)                    # multipart, among the small ones
+    files["data/中文 名.txt"] = "善本".encode()
+    done = []
+    outcomes = a.put_files(BAG, items_of(files, paths=True, tmp_path=tmp_path),
+                           on_done=lambda i, o: done.append((i, o)))
+    assert outcomes == [PutOutcome.WRITTEN] * len(files)
+    assert sorted(i for i, _ in done) == list(range(len(files)))       # each reported once
+    for rel, data in files.items():
+        assert stored_bytes(raw, a, rel) == data
+        head = raw.head_object(Bucket=a.bucket, Key=key_of(a, rel))
+        assert head["Metadata"] == {**digests(data), "mtime": "1600000000.5"}
+    # the same batch again: nothing is sent, everything is found identical
+    again = a.put_files(BAG, items_of(files))
+    assert again == [PutOutcome.ALREADY_PRESENT] * len(files)
+    assert uploads(raw, a.bucket, a.prefix) == []
+
+
+def test_put_files_stops_at_a_conflict_and_reports_exactly_what_it_stored(make, buckets, raw):
+    a = make(buckets["a"], concurrency=4)
+    files = {f"data/{n:03d}.txt": f"new {n}".encode() for n in range(40)}
+    raw.put_object(Bucket=a.bucket, Key=key_of(a, "data/020.txt"), Body=b"someone else's",
+                   Metadata=digests(b"someone else's"))
+    done = {}
+    with pytest.raises(ReplicaConflict, match="not overwriting"):
+        a.put_files(BAG, items_of(files), on_done=lambda i, o: done.setdefault(i, o))
+    assert stored_bytes(raw, a, "data/020.txt") == b"someone else's"
+    names = sorted(files)
+    stored = set(a.list_bag_files(BAG)) - {"data/020.txt"}
+    assert stored == {names[i] for i in done}                             # reported == given a key
+    assert all(o is PutOutcome.WRITTEN for o in done.values())
+
+
+def test_put_files_refuses_bad_input_before_writing_anything(make, buckets):
+    from storage_adapters.base import PutItem
+
+    a = make(buckets["a"])
+    good = PutItem("data/a", io.BytesIO(b"a"), 1, digests(b"a"))
+    for bad in ([good, PutItem("data/a", io.BytesIO(b"a"), 1, digests(b"a"))],      # same path twice
+                [good, PutItem("data/b", io.BytesIO(b"b"), 1, {"sha256": "00"})]):    # malformed digest
+        with pytest.raises(ValueError):
+            a.put_files(BAG, bad)
+    with pytest.raises(UnsafePath):
+        a.put_files(BAG, [good, PutItem("../escape", io.BytesIO(b"x"), 1, digests(b"x"))])
+    assert list(a.list_bag_files(BAG)) == []
+    # a source that does not match its digests: refused by the server, nothing under its key
+    wrong = PutItem("data/w", io.BytesIO(b"bytes on disk"), 13, digests(b"bytes in manifest"[:13]))
+    with pytest.raises(SourceMismatch):
+        a.put_files(BAG, [wrong])
+    assert a.stat_file(BAG, "data/w") is None
+
+
+def test_put_files_applies_retention_to_every_object(make, buckets, raw):
+    lk = make(buckets["locked"], object_lock=True, retention=("governance", 1), concurrency=4)
+    files = {f"data/{n}.txt": f"locked {n}".encode() for n in range(12)}
+    assert set(lk.put_files(BAG, items_of(files))) == {PutOutcome.WRITTEN}
+    for rel in files:
+        assert raw.head_object(Bucket=lk.bucket, Key=key_of(lk, rel))["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_the_direct_put_path_stores_what_the_boto3_path_stores(make, buckets, raw):
+    """Small PUTs skip the boto3 client's per-call work (see _DirectPut): same object, same headers."""
+    data = "同じ bytes\n".encode() * 50
+    heads = []
+    for direct in (True, False):
+        a = make(buckets["versioned"], direct_put=direct, object_lock=False)
+        a.ensure_bucket()
+        assert (a._direct is not None) is direct
+        assert put(a, "data/p q~r.txt", data, mtime=12.25) is PutOutcome.WRITTEN
+        head = raw.head_object(Bucket=a.bucket, Key=key_of(a, "data/p q~r.txt"), ChecksumMode="ENABLED")
+        heads.append({k: head.get(k) for k in ("ContentLength", "ContentType", "Metadata", "ChecksumSHA256", "ETag")})
+        assert put(a, "data/p q~r.txt", data) is PutOutcome.ALREADY_PRESENT
+        with pytest.raises(ReplicaConflict):
+            put(a, "data/p q~r.txt", data + b"!")
+    assert heads[0] == heads[1]
+
+
+def test_mtime_falls_back_to_last_modified_for_foreign_objects(make, buckets, raw):
+    a = make(buckets["a"])
+    raw.put_object(Bucket=a.bucket, Key=key_of(a, "data/foreign"), Body=b"f")
+    head = raw.head_object(Bucket=a.bucket, Key=key_of(a, "data/foreign"))
+    assert a.stat_file(BAG, "data/foreign").mtime == head["LastModified"].timestamp()
+
+
+# --------------------------------------------------------------------------------------------
 # Listing cost: only the bag's own prefix
 
 
