@@ -170,6 +170,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.proxy = proxy
         super().__init__(address, handler)
 
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that hung up mid-request is part of the faults under test, not news
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, and "100 Continue" for Expect headers
@@ -210,7 +213,12 @@ class _Handler(BaseHTTPRequestHandler):
         if rule is not None and rule.action == "delay":
             time.sleep(rule.seconds)
             rule = None
-        status, reason, headers, data = self._forward(body)
+        try:
+            status, reason, headers, data = self._forward(body)
+        except (OSError, http.client.HTTPException):  # the server is down (killed by a test): the connection drops
+            proxy._record(self.command, path, query, "upstream-down", range_)
+            self._reset()
+            return
         proxy._record(self.command, path, query, "truncate" if rule is not None else str(status), range_)
         self.send_response_only(status, reason)
         for name, value in headers:
