@@ -350,17 +350,20 @@ _REDIRECTS = {"301", "307", "PermanentRedirect", "TemporaryRedirect", "Authoriza
               "IllegalLocationConstraintException"}
 
 
-class _DirectPut:
-    """PutObject of an in-memory body with botocore's signer and HTTP session, without the
-    boto3 client's per-call machinery.
+class _Direct:
+    """PutObject and UploadPart of in-memory bodies with botocore's signer and HTTP session,
+    without the boto3 client's per-call machinery.
 
     Why: a boto3 call costs about 2 ms of CPU (parameter handling, some thirty event hooks,
     response parsing), which on a small machine caps small-file uploads well below what the
-    server takes; signing (S3SigV4Auth) and sending (URLLib3Session) are a third of that. The
-    request is the one boto3 sends (same headers, SigV4 with the payload's sha256 signed), the
-    errors are botocore's ClientError / transport exceptions, and failures are retried like
-    botocore's standard mode (5xx, throttling with a 1 s base, transport errors with 50 ms,
-    exponential, jitter, `max_attempts` in all). Used for custom endpoints (S3-compatible
+    server takes; signing (S3SigV4Auth) and sending (URLLib3Session) are a third of that. And
+    botocore signs a payload by hashing it once more (sha256, on plain http), while the sha256 of
+    every body sent here is known already (the manifest's, or the part's): the signature uses it,
+    so the server checks the body against it too, and no CPU is spent on a third hash of every
+    byte - CPU the server on the same machine needs. The request is the one boto3 sends (same
+    headers, SigV4), errors are botocore's ClientError / transport exceptions, and failures are
+    retried like botocore's standard mode (5xx, throttling with a 1 s base, transport errors with
+    50 ms, exponential, jitter, `max_attempts` in all). Used for custom endpoints (S3-compatible
     servers) in standard/legacy retry mode; AWS itself, adaptive mode and streamed bodies go
     through boto3. A redirect or region error turns it off for the adapter (boto3 follows those).
     """
@@ -370,9 +373,15 @@ class _DirectPut:
                 ("ObjectLockMode", "x-amz-object-lock-mode"), ("IfNoneMatch", "If-None-Match"))
 
     def __init__(self, adapter: "S3Adapter", bucket_url: str, session):
+        from botocore.auth import S3SigV4Auth
         from botocore.httpsession import URLLib3Session
         from botocore.utils import get_environ_proxies
 
+        class KnownPayloadAuth(S3SigV4Auth):
+            def payload(self, request):
+                return request.context.get("payload_sha256") or super().payload(request)
+
+        self._auth = KnownPayloadAuth
         self._adapter = adapter
         self._base = bucket_url if bucket_url.endswith("/") else bucket_url + "/"
         self._credentials = session.get_credentials()
@@ -386,13 +395,6 @@ class _DirectPut:
                                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
 
     def put_object(self, **kw) -> Dict[str, Any]:
-        from urllib.parse import quote
-
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        import botocore.exceptions as bx
-
-        body: bytes = kw["Body"]
         headers = {name: str(kw[arg]) for arg, name in self._HEADERS if kw.get(arg) is not None}
         for meta, value in (kw.get("Metadata") or {}).items():
             headers[f"x-amz-meta-{meta}"] = str(value)
@@ -400,15 +402,34 @@ class _DirectPut:
         if until is not None:
             headers["x-amz-object-lock-retain-until-date"] = until.astimezone(_dt.timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
-        url = self._base + quote(kw["Key"], safe="/~")
+        return self._put(kw["Key"], "", kw["Body"], headers, "PutObject")
+
+    def upload_part(self, **kw) -> Dict[str, Any]:
+        from urllib.parse import quote
+
+        headers = {name: str(kw[arg]) for arg, name in self._HEADERS[:2] if kw.get(arg) is not None}
+        query = f"?partNumber={int(kw['PartNumber'])}&uploadId={quote(kw['UploadId'], safe='')}"
+        return self._put(kw["Key"], query, kw["Body"], headers, "UploadPart")
+
+    def _put(self, key: str, query: str, body: bytes, headers: Dict[str, str], operation: str) -> Dict[str, Any]:
+        from urllib.parse import quote
+
+        import botocore.exceptions as bx
+        from botocore.awsrequest import AWSRequest
+
+        url = self._base + quote(key, safe="/~") + query
+        checksum = headers.get("x-amz-checksum-sha256")
+        known = base64.b64decode(checksum).hex() if checksum else None
         adapter = self._adapter
         attempt = 0
         while True:
             attempt += 1
             request = AWSRequest("PUT", url, data=body, headers=dict(headers))
+            if known:
+                request.context["payload_sha256"] = known
             if self._credentials is None:
                 raise bx.NoCredentialsError()
-            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", adapter.region or "us-east-1").add_auth(request)
+            self._auth(self._credentials.get_frozen_credentials(), "s3", adapter.region or "us-east-1").add_auth(request)
             try:
                 response = self._http.send(request.prepare())
             except (bx.HTTPClientError, bx.ConnectionError):
@@ -420,7 +441,7 @@ class _DirectPut:
                 return {"ETag": response.headers.get("ETag"),
                         "ChecksumSHA256": response.headers.get("x-amz-checksum-sha256"),
                         "VersionId": response.headers.get("x-amz-version-id")}
-            error = _client_error(response, "PutObject")
+            error = _client_error(response, operation)
             code = error.response["Error"]["Code"]
             if code in _REDIRECTS:
                 raise _UseClient() from None
@@ -498,14 +519,15 @@ class S3Adapter(StorageAdapter):
         self._source = source
         self._client = None
         self._lock = threading.Lock()
+        self._bucket_lock = threading.Lock()
         # multipart parts read but not yet sent, across all uploads of this adapter: bounds memory
         # to concurrency x multipart_chunksize however many large files are stored at once
         self._part_slots = threading.BoundedSemaphore(concurrency)
         self._bucket_checked = False
         self._retention_checked = False
-        # small PUTs without the boto3 client's per-call cost (see _DirectPut); set up by ensure_bucket
+        # in-memory PUTs without the boto3 client's per-call cost (see _Direct); set up by ensure_bucket
         self.direct_put = bool(direct_put) and endpoint is not None and retry_mode != "adaptive"
-        self._direct: Optional[_DirectPut] = None
+        self._direct: Optional[_Direct] = None
         self._session = None
         self._if_none_match = True         # cleared if the server answers 501 to If-None-Match
         self._sha256_verified: Optional[bool] = None  # does the server check x-amz-checksum-sha256?
@@ -737,6 +759,11 @@ class S3Adapter(StorageAdapter):
         name would otherwise silently become a new, unlocked, unmonitored bucket."""
         if self._bucket_checked:
             return
+        with self._bucket_lock:  # parallel verifications start together: one check, one captured URL
+            if not self._bucket_checked:
+                self._check_bucket()
+
+    def _check_bucket(self) -> None:
         loc = f"s3://{self.bucket}"
 
         def head_bucket(attempt: int, last: bool) -> None:
@@ -762,7 +789,7 @@ class S3Adapter(StorageAdapter):
                 self.client.meta.events.unregister("before-send.s3.HeadBucket", unique_id=capture)
         if self.direct_put and seen and self._direct is None:
             # the URL boto3 used for the bucket (its addressing style and endpoint): keys go below it
-            self._direct = _DirectPut(self, seen[-1].split("?", 1)[0], self._session)
+            self._direct = _Direct(self, seen[-1].split("?", 1)[0], self._session)
         self._bucket_checked = True
 
     def check_retention_supported(self) -> None:
@@ -1359,7 +1386,13 @@ class S3Adapter(StorageAdapter):
                 args["ContentMD5"] = _b64(hashlib.md5(data).digest())
 
             def send(attempt: int, last: bool) -> Dict[str, Any]:
+                direct = self._direct
                 try:
+                    if direct is not None:
+                        try:
+                            return direct.upload_part(**args)
+                        except _UseClient:
+                            self._direct = None
                     return self.client.upload_part(**args)
                 except Exception as exc:  # noqa: BLE001
                     if self._code(exc) in ("BadDigest", "InvalidDigest"):

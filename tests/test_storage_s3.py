@@ -369,7 +369,7 @@ def test_put_files_applies_retention_to_every_object(make, buckets, raw):
 
 
 def test_the_direct_put_path_stores_what_the_boto3_path_stores(make, buckets, raw):
-    """Small PUTs skip the boto3 client's per-call work (see _DirectPut): same object, same headers."""
+    """Small PUTs skip the boto3 client's per-call work (see _Direct): same object, same headers."""
     data = "同じ bytes\n".encode() * 50
     heads = []
     for direct in (True, False):
