@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,12 +49,24 @@ class BagConflict(InputError):
 
 
 class Catalog:
-    """The archive's catalog at `location` (a folder, or s3://bucket/prefix with `filesystem=`)."""
+    """The archive's catalog at `location` (a folder, or s3://bucket/prefix with `filesystem=`
+    and `put_if_absent=`: `catalog.access.open_catalog(config)` gives both)."""
 
-    def __init__(self, location: str, *, filesystem: Optional[pafs.FileSystem] = None):
-        self.store = Store(location, filesystem=filesystem)
-        self.location = location
-        self._ledger = Ledger(self.store)
+    def __init__(self, location: str, *, filesystem: Optional[pafs.FileSystem] = None,
+                 put_if_absent: Optional[Callable[[str, bytes], bool]] = None):
+        self._attach(Store(location, filesystem=filesystem, put_if_absent=put_if_absent))
+
+    @classmethod
+    def from_store(cls, store: Store) -> "Catalog":
+        """The catalog in an already opened Store (see catalog.access.open_catalog)."""
+        catalog = cls.__new__(cls)
+        catalog._attach(store)
+        return catalog
+
+    def _attach(self, store: Store) -> None:
+        self.store = store
+        self.location = store.location
+        self._ledger = Ledger(store)
         self._replaced = ReplacedCache()
 
     def __repr__(self) -> str:

@@ -219,6 +219,6 @@ def _take_lock(store: Store) -> str:
                        "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}).encode()
     if not store.create_exclusive("", LOCK_NAME, note):
         path = store.path(LOCK_NAME)
-        raise CatalogError(f"another compaction holds the lock (or one crashed): if no "
-                           f"`strongroom catalog compact` is running, remove this file and retry", path=path)
+        raise CatalogError("another compaction holds the lock (or one crashed): if no "
+                           "`strongroom catalog compact` is running, remove this file and retry", path=path)
     return store.path(LOCK_NAME)

@@ -20,8 +20,8 @@ Concurrent appenders (several Luigi workers or machines) claim the next sequence
 atomically: the segment is written under a temp name and hard-linked to its final name, which
 fails if another writer took that number first; the loser re-reads the head, re-chains its
 segment onto it and tries the next number. On S3 the same claim is a conditional PUT
-(`If-None-Match: *`, answered 412 when the key exists); until `store.Store` sends it, appenders to
-one S3 catalog must be serialised (e.g. one Luigi task writes events at a time).
+(`If-None-Match: *`, answered 412 when the key exists), sent with boto3 by the `put_if_absent`
+that `catalog.access.open_catalog` gives the store (pyarrow cannot send it).
 
 Segments are never merged (that would change the bytes the chain commits to). So that event
 queries do not open one file per segment forever, compaction writes a query cache,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from catalog.bag_records import adapter_reader, records_from_bag
+from catalog.access import open_catalog
 from catalog.catalog import BagConflict, Catalog
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, EventRecord, FileRecord, ReplicaRecord, utc_now
 from ingest import bagit_spec
@@ -284,7 +285,7 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
     from storage_adapters.registry import open_target
 
     clock = now or utc_now
-    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    catalog = catalog if catalog is not None else open_catalog(config)
     result = RebuildResult(catalog=catalog.location, deep=deep, started_at=clock())
 
     holders: Dict[str, List[Tuple[Any, Any]]] = {}

@@ -9,10 +9,10 @@ write to one catalog without a lock:
   fsync the folder so the new name survives a power cut.
 * object stores (S3 and compatible): a single PUT is atomic (an object appears whole or not at
   all), so the bytes are sent in one request to the final key. "Create only if absent" is the
-  conditional PUT `If-None-Match: *` (S3 since 2024, MinIO, Ceph); `pyarrow.fs` cannot send it
-  yet, so on non-local file systems `create_exclusive` is check-then-put, which leaves a small
-  race between two writers. The ledger tolerates the loser of such a race only if a later
-  version sends the conditional PUT (boto3 `put_object(IfNoneMatch="*")`): see `ledger.py`.
+  conditional PUT `If-None-Match: *` (S3 since 2024, SeaweedFS, MinIO, Ceph), which `pyarrow.fs`
+  cannot send: the caller passes `put_if_absent` (boto3, see `catalog/access.py`) and
+  `create_exclusive` uses it. Without one, it is check-then-put, which leaves a small race
+  between two writers (tests and tools only; `open_catalog` always passes one for S3).
 
 Names that start with `.` or `_` are never data: temp files of a crashed writer are ignored
 by every reader (pyarrow.dataset skips them too).
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -47,7 +47,9 @@ class StoredFile:
 class Store:
     """A catalog root on some `pyarrow.fs` file system, with append-only write primitives."""
 
-    def __init__(self, location: str, filesystem: Optional[pafs.FileSystem] = None):
+    def __init__(self, location: str, filesystem: Optional[pafs.FileSystem] = None, *,
+                 put_if_absent: Optional[Callable[[str, bytes], bool]] = None):
+        self._put_if_absent = put_if_absent
         if not isinstance(location, str) or not location:
             raise ConfigError(f"catalog location must be a folder path or s3://bucket/prefix, got {location!r}")
         self.location = location
@@ -147,7 +149,8 @@ class Store:
         base = self._ensure_folder(folder)
         final = f"{base}/{name}"
         if not self.is_local:
-            # TODO(S3): conditional PUT with If-None-Match: * (boto3) makes this atomic.
+            if self._put_if_absent is not None:
+                return self._put_if_absent(final, data)
             if self.fs.get_file_info(final).type != pafs.FileType.NotFound:
                 return False
             self._put(final, data)

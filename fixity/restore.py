@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from catalog.bag_records import folder_reader, read_payload_digests
+from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, FileRecord
 from ingest import bagit_spec
@@ -160,7 +161,7 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
     except UsageError as exc:
         raise UsageError(f"{exc}; `strongroom status` lists the bags held") from None
     dest_path = check_dest(dest, config)
-    catalog = catalog or Catalog(config.catalog)
+    catalog = catalog or open_catalog(config)
     record = catalog.bag(str(bag_id))
     if record is None:
         raise UsageError(_unknown_bag_message(catalog, bag_id))

@@ -55,9 +55,9 @@ class _AuditTask(ArchiveTask):
     @property
     def catalog(self):
         if not hasattr(self, "_catalog"):
-            from catalog.catalog import Catalog
+            from catalog.access import open_catalog
 
-            self._catalog = Catalog(self.config.catalog)
+            self._catalog = open_catalog(self.config)
         return self._catalog
 
     def audit_dir(self) -> Path:

@@ -18,12 +18,13 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from catalog.bag_records import folder_reader, records_from_bag
+from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
 from ingest.naming import BagId, deposit_stamp
@@ -183,7 +184,7 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
     from storage_adapters.replicate import replicate_bag
 
     target = config.target(target_name)
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     bag_id = BagId.parse(bag["id"])
     retention = config.policy(state.policy).retention
     try:
@@ -204,7 +205,7 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
     from storage_adapters.replicate import bag_inventory, verify_replica
 
     target = config.target(target_name)
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     bag_id = BagId.parse(bag["id"])
     inventory = bag_inventory(bag["path"])
     try:
@@ -248,7 +249,7 @@ def _record_failure(catalog: Catalog, state: DepositState, bag_id: BagId, target
 
 def register(config, state: DepositState, bag: dict) -> None:
     """Record the bag and its files in the catalog once every policy replica is verified."""
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     bag_id = BagId.parse(bag["id"])
     record, files = records_from_bag(folder_reader(bag["path"]), bag_id, bag["path"])
     record = type(record)(**{**asdict(record), "source_path": state.source})

@@ -42,7 +42,7 @@ from policies.model import (
 from policies.units import format_duration
 
 CONFIG_FILENAME = "strongroom.yaml"
-CONFIG_KEYS = ("catalog", "staging", "policies", "storage")
+CONFIG_KEYS = ("catalog", "catalog_access", "staging", "policies", "storage")
 DEFAULT_CATALOG = "./archive/catalog"
 DEFAULT_STAGING = "./archive/staging"
 DEFAULT_POLICIES = "./policies"
@@ -57,7 +57,9 @@ STORAGE_TYPES = ("filesystem", "s3")
 FILESYSTEM_KEYS = ("type", "root", "site", "fixity")
 S3_KEYS = ("type", "endpoint", "bucket", "region", "prefix", "site", "addressing_style", "storage_class",
            "multipart_threshold", "multipart_chunksize", "object_lock", "credentials", "verify_tls",
-           "ca_bundle", "fixity")
+           "ca_bundle", "fixity", "retry_mode", "max_attempts", "connect_timeout", "read_timeout", "concurrency")
+RETRY_MODES = ("standard", "adaptive")
+MAX_CONCURRENCY = 256
 ADDRESSING_STYLES = ("path", "virtual", "auto")
 CREDENTIAL_KEYS = ("access_key_env", "secret_key_env", "session_token_env", "profile")
 
@@ -88,7 +90,10 @@ class StorageTarget:
     storage_class (or None), multipart_threshold and multipart_chunksize (bytes),
     object_lock (bool: the bucket has S3 Object Lock, so policy retention is applied),
     credentials (None = the default AWS chain, or a mapping of access_key_env/secret_key_env/
-    session_token_env or profile), verify_tls (bool), ca_bundle (absolute path or None).
+    session_token_env or profile), verify_tls (bool), ca_bundle (absolute path or None), and,
+    only when the file sets them, the tuning keys retry_mode (standard|adaptive), max_attempts,
+    connect_timeout and read_timeout (seconds, float) and concurrency (objects/parts in flight):
+    left out, the adapter's own defaults apply.
     """
 
     name: str
@@ -148,10 +153,17 @@ class Config:
     policies_dir: Path
     storage: Dict[str, StorageTarget]
     policies: Dict[str, Policy]
+    # The S3 storage target whose endpoint and credentials reach an s3:// catalog (None: the
+    # AWS defaults). Set by `catalog_access`, or found as the one S3 target using that bucket.
+    catalog_access: Optional[str] = None
 
     @property
     def catalog_is_s3(self) -> bool:
         return self.catalog.startswith("s3://")
+
+    @property
+    def catalog_target(self) -> Optional[StorageTarget]:
+        return None if self.catalog_access is None else self.storage[self.catalog_access]
 
     def policy(self, name: str) -> Policy:
         """The policy called `name`; ConfigError listing the known names otherwise."""
@@ -377,6 +389,17 @@ def _read_s3_options(reader: Reader, data: Dict[str, Any], key: str, base: Path)
             reader.problem(k("ca_bundle"), f"{bundle} does not exist or is not a file; must be the path of a "
                                            f"PEM file of CA certificates")
         options["ca_bundle"] = None if bundle is None else str(bundle)
+    if "retry_mode" in data:
+        options["retry_mode"] = reader.choice(data["retry_mode"], k("retry_mode"), RETRY_MODES)
+    if "max_attempts" in data:
+        options["max_attempts"] = reader.integer(data["max_attempts"], k("max_attempts"), minimum=1, maximum=20)
+    for timeout in ("connect_timeout", "read_timeout"):
+        if timeout in data:
+            span = reader.duration(data[timeout], k(timeout))
+            options[timeout] = None if span is None else span.total_seconds()
+    if "concurrency" in data:
+        options["concurrency"] = reader.integer(data["concurrency"], k("concurrency"), minimum=1,
+                                                maximum=MAX_CONCURRENCY)
     return options
 
 
@@ -412,6 +435,61 @@ def _check_bucket_overlaps(reader: Reader, storage: Dict[str, StorageTarget]) ->
                                f"overlaps storage.{a.name} (same endpoint and bucket {b.options['bucket']!r}, "
                                f"prefixes {a.options['prefix']!r} and {b.options['prefix']!r}); two targets "
                                f"in one place are one copy: use another bucket or separate prefixes")
+
+
+def _read_catalog_access(reader: Reader, top: Mapping[str, Any], catalog: Optional[str],
+                         storage: Dict[str, StorageTarget], declared: set) -> Optional[str]:
+    """Which S3 target's endpoint and credentials reach an s3:// catalog.
+
+    `catalog_access: NAME` says so; without it, the S3 target(s) using the catalog's bucket are
+    taken if they agree on endpoint and credentials, and otherwise the AWS defaults apply (endpoint,
+    region and credentials from the environment and ~/.aws). The catalog must not sit inside a
+    target's prefix (nor a target inside it): a rebuild or audit would then read catalog files as
+    bag files, and compaction would delete objects from a replica's place.
+    """
+    is_s3 = catalog is not None and catalog.startswith("s3://")
+    name = None
+    if "catalog_access" in top:
+        name = reader.text(top["catalog_access"], "catalog_access", pattern=NAME_PATTERN, help=NAME_HELP)
+        if name is None:
+            return None
+        if catalog is not None and not is_s3:
+            reader.problem("catalog_access", "only applies to a catalog in S3 (catalog: s3://bucket/prefix); "
+                                             f"the catalog here is the folder {catalog}")
+            return None
+        if name not in declared:
+            reader.problem("catalog_access", f"unknown storage target {name!r}; must be one of the S3 storage "
+                                             f"targets: {', '.join(t for t in sorted(storage) if storage[t].type == 's3') or '(none)'}")
+            return None
+        if name not in storage:
+            return None  # declared but invalid: already reported
+        if storage[name].type != "s3":
+            reader.problem("catalog_access", f"storage target {name!r} is of type {storage[name].type}; it must be "
+                                             f"an S3 target, whose endpoint and credentials reach the catalog's bucket")
+            return None
+    if not is_s3:
+        return None
+    assert catalog is not None
+    bucket, _, prefix = catalog[len("s3://"):].partition("/")
+    if name is None:
+        same = [t for t in storage.values() if t.type == "s3" and t.options["bucket"] == bucket]
+        ways = {(t.options["endpoint"], repr(t.options["credentials"])) for t in same}
+        if len(ways) > 1:
+            reader.problem("catalog_access", f"is needed: storage targets {', '.join(t.name for t in same)} all use "
+                                             f"bucket {bucket!r} but with different endpoints or credentials; name "
+                                             f"the one that reaches the catalog (catalog_access: NAME)")
+            return None
+        name = same[0].name if same else None
+    endpoint = None if name is None else storage[name].options["endpoint"]
+    for t in storage.values():
+        if t.type != "s3" or (t.options["endpoint"], t.options["bucket"]) != (endpoint, bucket):
+            continue
+        pc, pt = prefix + "/", t.options["prefix"] + "/"
+        if pc.startswith(pt) or pt.startswith(pc) or "/" in (pc, pt):
+            reader.problem("catalog", f"{catalog} overlaps storage.{t.name} (bucket {bucket!r}, prefix "
+                                      f"{t.options['prefix']!r}); the catalog and the replicas must not share a "
+                                      f"prefix: give the catalog its own, e.g. s3://{bucket}/catalog")
+    return name
 
 
 def _load_policies(config_file: Path, policies_dir: Path, storage: Dict[str, StorageTarget],
@@ -515,6 +593,7 @@ def load_config(path: Any) -> Config:
         places.append(("catalog", Path(catalog)))
     _check_overlaps(reader, places)
     _check_bucket_overlaps(reader, storage)
+    catalog_access = _read_catalog_access(reader, top, catalog, storage, declared)
 
     policies: Dict[str, Policy] = {}
     if policies_dir is not None:
@@ -527,7 +606,7 @@ def load_config(path: Any) -> Config:
     problems.raise_if_any()
     assert catalog is not None and staging is not None and policies_dir is not None
     return Config(path=config_file, base_dir=base, catalog=catalog, staging=staging,
-                  policies_dir=policies_dir, storage=storage, policies=policies)
+                  policies_dir=policies_dir, storage=storage, policies=policies, catalog_access=catalog_access)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.ledger import verify_store
 from reports.common import Scope, in_period, lookup, make_scope, plain, select_bags
@@ -69,7 +70,7 @@ class FixityReport:
 
 
 def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scope] = None) -> FixityReport:
-    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    catalog = catalog if catalog is not None else open_catalog(config)
     scope = scope or make_scope()
     bags = select_bags(catalog, scope)
     copies = copies_table(config, catalog, bags, scope.now)

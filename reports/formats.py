@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from reports.common import Scope, make_scope, plain, select_bags
 from reports.scan import file_aggregate
@@ -47,7 +48,7 @@ class FormatReport:
 
 
 def build_formats(config, catalog: Optional[Catalog] = None, scope: Optional[Scope] = None) -> FormatReport:
-    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    catalog = catalog if catalog is not None else open_catalog(config)
     scope = scope or make_scope()
     bags = select_bags(catalog, scope)
     agg = file_aggregate(config, catalog, bags)

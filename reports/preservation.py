@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.ledger import LedgerReport, verify_store
 from catalog.schema import TIMESTAMP
@@ -136,7 +137,7 @@ def scope_events(catalog: Catalog, bags: pa.Table, scope: Scope) -> pa.Table:
 def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optional[Scope] = None) -> PreservationReport:
     from reports.common import make_scope
 
-    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    catalog = catalog if catalog is not None else open_catalog(config)
     scope = scope or make_scope()
     bags = select_bags(catalog, scope)
     copies = copies_table(config, catalog, bags, scope.now)

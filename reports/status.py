@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import TIMESTAMP, utc_now
 from strongroom.errors import UsageError

@@ -15,6 +15,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, List, Optional
 
+from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from reports.common import FORMATS, KINDS, LANGS, SUFFIX, Scope, make_scope
 from strongroom.errors import UsageError
@@ -22,7 +23,7 @@ from strongroom.errors import UsageError
 
 def build_report(config, kind: str, scope: Optional[Scope] = None, catalog: Optional[Catalog] = None) -> Any:
     """The report's data (a PreservationReport, FixityReport or FormatReport)."""
-    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    catalog = catalog if catalog is not None else open_catalog(config)
     scope = scope or make_scope()
     if kind == "preservation":
         from reports.preservation import build_preservation
@@ -48,7 +49,7 @@ def write_report(config, kind: str, path: Any, *, fmt: str = "html", lang: str =
         raise UsageError(f"unknown language {lang!r}; one of {', '.join(LANGS)}", key="--lang")
     from reports.render import write
 
-    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    catalog = catalog if catalog is not None else open_catalog(config)
     scope = make_scope(library=library, collection=collection, since=since, until=until, now=now)
     report = build_report(config, kind, scope, catalog)
     return write(report, fmt, lang, Path(path), config, catalog)
@@ -60,7 +61,7 @@ def write_all(config, out_dir: Any, lang: str = "en", *, fmt: str = "html", now:
     `<kind>[-zh]<suffix>`; returns their paths in that order. For `strongroom demo`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     tag = "" if lang == "en" else f"-{lang}"
     return [write_report(config, kind, out / f"{kind}{tag}{SUFFIX[fmt]}", fmt=fmt, lang=lang, now=now,
                          catalog=catalog, **filters) for kind in KINDS]

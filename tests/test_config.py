@@ -302,6 +302,42 @@ def test_config_absolute_paths_and_s3_catalog(tmp_path):
     assert opts["prefix"] == "a/b" and opts["addressing_style"] == "path" and opts["object_lock"] is True
 
 
+def test_s3_tuning_keys_and_catalog_access(tmp_path):
+    data = copy.deepcopy(GOOD_CONFIG)
+    data["catalog"] = "s3://strongroom/catalog"
+    data["storage"]["s3-east"].update({"retry_mode": "adaptive", "max_attempts": 8, "connect_timeout": "5s",
+                                       "read_timeout": "2min", "concurrency": 32})
+    config = load_config(make_archive(tmp_path / "conf", data))
+    opts = config.storage["s3-east"].options
+    assert (opts["retry_mode"], opts["max_attempts"], opts["connect_timeout"], opts["read_timeout"],
+            opts["concurrency"]) == ("adaptive", 8, 5.0, 120.0, 32)
+    # the catalog's bucket is s3-east's: its endpoint and credentials reach it
+    assert config.catalog_access == "s3-east" and config.catalog_target is config.storage["s3-east"]
+    from storage_adapters.s3 import S3Adapter
+
+    adapter = S3Adapter.from_target(config.storage["s3-east"], environ={"S3_EAST_KEY": "k", "S3_EAST_SECRET": "s"})
+    assert (adapter.retry_mode, adapter.max_attempts, adapter.connect_timeout, adapter.read_timeout,
+            adapter.concurrency) == ("adaptive", 8, 5.0, 120.0, 32)
+
+    # another bucket: the AWS defaults, unless catalog_access names the target that reaches it
+    data["catalog"] = "s3://elsewhere/catalog"
+    assert load_config(make_archive(tmp_path / "conf2", data)).catalog_access is None
+    data["catalog_access"] = "s3-east"
+    assert load_config(make_archive(tmp_path / "conf3", data)).catalog_access == "s3-east"
+
+
+def test_catalog_access_is_needed_when_targets_on_its_bucket_disagree(tmp_path):
+    data = copy.deepcopy(GOOD_CONFIG)
+    data["catalog"] = "s3://strongroom/catalog"
+    data["storage"]["s3-west"] = dict(data["storage"]["s3-east"], endpoint="http://127.0.0.2:8333",
+                                      prefix="west", site="chengdu")
+    config_file = make_archive(tmp_path / "conf", data)
+    exc = config_error(load_config, config_file)
+    assert_names(exc, config_file, "catalog_access", "is needed", "s3-east, s3-west")
+    data["catalog_access"] = "s3-west"
+    assert load_config(make_archive(tmp_path / "conf2", data)).catalog_access == "s3-west"
+
+
 def test_ca_bundle_is_relative_to_config(tmp_path):
     data = copy.deepcopy(GOOD_CONFIG)
     data["storage"]["s3-east"]["ca_bundle"] = "certs/ca.pem"
@@ -338,7 +374,7 @@ def _drop(path):
 
 
 BAD_CONFIGS = [
-    (_set(["catalogue"], "./x"), "catalogue", ["unknown key", "did you mean 'catalog'", "catalog, staging, policies, storage"]),
+    (_set(["catalogue"], "./x"), "catalogue", ["unknown key", "did you mean 'catalog'", "catalog, catalog_access, staging, policies, storage"]),
     (_drop(["storage"]), "storage", ["required"]),
     (_set(["storage"], {}), "storage", ["must be a mapping of storage target names", "an empty mapping"]),
     (_set(["storage"], ["site-a"]), "storage", ["must be a mapping of storage target names"]),
@@ -374,6 +410,19 @@ BAD_CONFIGS = [
     (_s3(credentials={"profile": "p", "access_key_env": "A"}), "storage.s3-east.credentials", ["not both"]),
     (_s3(credentials={"access_key_env": "A"}), "storage.s3-east.credentials.secret_key_env", ["required"]),
     (_s3(credentials="S3_EAST_KEY"), "storage.s3-east.credentials", ["access_key_env: NAME", "profile: NAME"]),
+    (_s3(retry_mode="forever"), "storage.s3-east.retry_mode", ["must be one of standard, adaptive"]),
+    (_s3(max_attempts=0), "storage.s3-east.max_attempts", [">= 1 and <= 20"]),
+    (_s3(connect_timeout=10), "storage.s3-east.connect_timeout", ["no unit"]),
+    (_s3(read_timeout="soon"), "storage.s3-east.read_timeout", ["12h"]),
+    (_s3(concurrency=1000), "storage.s3-east.concurrency", ["<= 256"]),
+    (_set(["catalog_access"], "s3-east"), "catalog_access", ["only applies to a catalog in S3"]),
+    (lambda d: d.update(catalog="s3://cat-bucket/c", catalog_access="s3-nowhere"), "catalog_access",
+     ["unknown storage target 's3-nowhere'", "s3-east"]),
+    (lambda d: d.update(catalog="s3://cat-bucket/c", catalog_access="site-a"), "catalog_access",
+     ["of type filesystem", "S3 target"]),
+    (_set(["catalog"], "s3://strongroom/preservation/catalog"), "catalog",
+     ["overlaps storage.s3-east", "'preservation'", "its own"]),
+    (_set(["catalog"], "s3://strongroom"), "catalog", ["overlaps storage.s3-east"]),
 ]
 
 

@@ -45,13 +45,14 @@ def make_source(root: Path) -> Path:
 
 
 def write_archive(folder: Path, seaweed, bucket_east: str, bucket_west: str, *, prefix: str = "preservation",
-                  west_bucket_override: str = None) -> Path:
-    """strongroom.yaml + policies/mixed.yaml: local folder + two S3 buckets, credentials by env name."""
+                  west_bucket_override: str = None, catalog: str = "./catalog", extra: str = "") -> Path:
+    """strongroom.yaml + policies/mixed.yaml: local folder + two S3 buckets, credentials by env name.
+    `catalog` may be s3://...; `extra` is appended to the config as top-level YAML."""
     (folder / "policies").mkdir(parents=True)
     (folder / "replicas" / "local").mkdir(parents=True)
     creds = f"{{access_key_env: {KEY_ENV}, secret_key_env: {SECRET_ENV}}}"
     (folder / "strongroom.yaml").write_text(f"""\
-catalog: ./catalog
+catalog: {catalog}
 staging: ./staging
 policies: ./policies
 storage:
@@ -75,7 +76,7 @@ storage:
     prefix: {prefix}/west
     site: chengdu
     credentials: {creds}
-""", encoding="utf-8")
+{extra}""", encoding="utf-8")
     (folder / "policies" / "mixed.yaml").write_text(
         "name: mixed\nchecksums: [sha256, md5]\nreplicas: [local, s3-east, s3-west]\n", encoding="utf-8")
     return folder / "strongroom.yaml"
@@ -254,3 +255,82 @@ def test_credentials_never_appear_in_output_logs_errors_or_the_archive(seaweed, 
                 data = path.read_bytes()
                 for secret in secrets + [wrong]:
                     assert secret.encode() not in data, path
+
+
+# --------------------------------------------------------------------------------------------
+# Retention (S3 Object Lock) through a policy
+
+
+def write_locked_archive(folder: Path, seaweed, bucket: str, *, object_lock: bool, prefix: str) -> Path:
+    (folder / "policies").mkdir(parents=True)
+    creds = f"{{access_key_env: {KEY_ENV}, secret_key_env: {SECRET_ENV}}}"
+    (folder / "strongroom.yaml").write_text(f"""\
+storage:
+  local: {{type: filesystem, root: ./replicas/local, site: beijing}}
+  vault:
+    type: s3
+    endpoint: {seaweed.endpoint}
+    bucket: {bucket}
+    prefix: {prefix}
+    object_lock: {str(object_lock).lower()}
+    site: shanghai
+    credentials: {creds}
+""", encoding="utf-8")
+    (folder / "replicas" / "local").mkdir(parents=True)
+    (folder / "policies" / "kept.yaml").write_text(
+        "name: kept\nchecksums: [sha256]\nreplicas: [local, vault]\n"
+        "retention: {mode: governance, years: 2}\n", encoding="utf-8")
+    return folder / "strongroom.yaml"
+
+
+def test_policy_retention_locks_every_object_and_status_shows_it(seaweed, s3_env, tmp_path, capsys):
+    import datetime as dt
+
+    bucket = seaweed.make_bucket(object_lock=True)
+    prefix = "kept-" + uuid.uuid4().hex[:6]
+    cfg = write_locked_archive(tmp_path / "archive", seaweed, bucket, object_lock=True, prefix=prefix)
+    src = make_source(tmp_path / "source")
+    code, out, err = run(capsys, "--config", cfg, "--json", "deposit", src, "--library", "PKU", "--collection",
+                         "KEPT", "--type", "self-built", "--policy", "kept")
+    assert code == 0, out + err
+    bag_id = json.loads(out)["bags"][0]["id"]
+
+    raw = seaweed.client()
+    listed = raw.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{bag_id}/")["Contents"]
+    assert len(listed) >= len(FILES)
+    soonest = None
+    for obj in listed:
+        head = raw.head_object(Bucket=bucket, Key=obj["Key"])
+        assert head["ObjectLockMode"] == "GOVERNANCE", obj["Key"]
+        until = head["ObjectLockRetainUntilDate"]
+        soonest = until if soonest is None else min(soonest, until)
+
+    code, out, err = run(capsys, "--config", cfg, "--json", "status")
+    assert code == 0, out + err
+    (bag,) = json.loads(out)["bags"]
+    ret = {r["target"]: r["retention"] for r in bag["replicas"]}
+    assert ret["local"] == {"mode": "governance", "years": 2, "locked": False, "until_at_least": None,
+                            "why_not": "a folder cannot lock files"}
+    assert (ret["vault"]["mode"], ret["vault"]["years"], ret["vault"]["locked"]) == ("governance", 2, True)
+    shown = dt.datetime.fromisoformat(ret["vault"]["until_at_least"].replace("Z", "+00:00"))
+    # a lower bound of what the server holds, and a close one (objects go up right after bagging)
+    assert shown <= soonest and soonest - shown < dt.timedelta(minutes=10)
+
+    code, out, err = run(capsys, "--config", cfg, "status")
+    assert code == 0, out + err
+    assert "RETENTION" in out and f"governance to {shown:%Y-%m-%d}+" in out and "not locked" in out
+
+
+def test_retention_on_a_bucket_without_object_lock_is_refused_before_any_upload(seaweed, s3_env, tmp_path, capsys):
+    bucket = seaweed.make_bucket()
+    prefix = "unlocked-" + uuid.uuid4().hex[:6]
+    for declared in (False, True):  # not declared, and declared but the bucket cannot lock
+        cfg = write_locked_archive(tmp_path / f"archive-{declared}", seaweed, bucket, object_lock=declared,
+                                   prefix=prefix)
+        src = make_source(tmp_path / f"source-{declared}")
+        code, out, err = run(capsys, "--config", cfg, "deposit", src, "--library", "PKU", "--collection",
+                             "KEPT", "--type", "self-built", "--policy", "kept")
+        assert code in (1, 2), out + err
+        assert "vault" in err and ("object lock" in err.lower() or "object_lock" in err), err
+        assert seaweed.client().list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("KeyCount", 0) == 0
+        assert not any(p.is_file() for p in (cfg.parent / "replicas" / "local").rglob("*"))

@@ -54,14 +54,11 @@ def now() -> _dt.datetime:
 
 
 def run(args) -> int:
-    from catalog.store import Store
+    from catalog.access import open_store
     from policies.config import load_config
-    from strongroom.errors import ConfigError
 
     config = load_config(config_path(args))
-    if not config.catalog_is_s3 and not Store(config.catalog).exists():
-        raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init`, or fix `catalog`)",
-                          path=str(config.path), key="catalog")
+    open_store(config, must_exist=True)
     mode = "all" if args.all or (args.bag and not args.due) else "due"
     kind = "quick" if args.quick else "deep" if args.deep else None
     summary = run_audit(config, mode=mode, kind=kind, library=args.library, collection=args.collection,
@@ -76,7 +73,7 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
               all_digests: bool = False, workers: int = 1, scheduler_url: Optional[str] = None, verbose: int = 0,
               clock=None):
     """Select, run the Luigi tasks, gather: the run's AuditSummary (already written to disk)."""
-    from catalog.catalog import Catalog
+    from catalog.access import open_catalog
     from fixity import due
     from fixity.repair import BagAudit
     from fixity.summary import AuditSummary, new_run_id, summaries_dir
@@ -85,7 +82,7 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
 
     clock = clock or now
     started = clock()
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     prune_outputs(Path(config.staging) / AUDIT_DIR)
     if bag is not None:
         from ingest.naming import BagId

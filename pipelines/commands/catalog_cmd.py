@@ -36,25 +36,19 @@ def register(subparsers):
     return actions
 
 
-def open_catalog(args: argparse.Namespace):
+def catalog_of(args: argparse.Namespace):
     """The Catalog named by the config (shared by catalog actions)."""
-    from catalog.catalog import Catalog
+    from catalog.access import open_catalog
     from pipelines.cli import config_path
     from policies.config import load_config
-    from strongroom.errors import ConfigError
 
-    config = load_config(config_path(args))
-    catalog = Catalog(config.catalog)
-    if not config.catalog_is_s3 and not catalog.store.exists():
-        raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init`, "
-                          f"or fix `catalog`)", path=str(config.path), key="catalog")
-    return catalog
+    return open_catalog(load_config(config_path(args)), must_exist=True)
 
 
 def run_compact(args: argparse.Namespace) -> int:
     from pipelines.output import emit
 
-    catalog = open_catalog(args)
+    catalog = catalog_of(args)
     result = catalog.compact()
     lines = [f"compacted {catalog.location}: {result.files_before} file(s) -> {result.files_after}"]
     for t in result.tables:

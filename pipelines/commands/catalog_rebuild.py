@@ -38,13 +38,13 @@ def register(actions):
 
 
 def run(args: argparse.Namespace) -> int:
-    from catalog.catalog import Catalog
+    from catalog.access import open_catalog
     from catalog.rebuild import rebuild_catalog
     from pipelines.cli import config_path
     from policies.config import load_config
 
     config = load_config(config_path(args))
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
 
     def progress(done: int, total: int, bag_id: str) -> None:
         if getattr(args, "verbose", 0) and not getattr(args, "json", False):

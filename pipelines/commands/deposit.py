@@ -64,13 +64,13 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
 
 def gather(config, state, policy, run) -> dict:
     """The deposit's state after a run: bags, each replica's state, failures and warnings."""
-    from catalog.catalog import Catalog
+    from catalog.access import open_catalog
     from pipelines import flow
 
     state_dir = state.state_dir(Path(config.staging))
     bags_file = state_dir / "bags.json"
     built = json.loads(bags_file.read_text("utf-8")) if bags_file.exists() else {"bags": [], "warnings": []}
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     bags = []
     for bag in built["bags"]:
         replicas = {}

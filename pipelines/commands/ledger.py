@@ -34,22 +34,18 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from catalog.ledger import verify_ledger
-    from catalog.store import Store
+    from catalog.access import open_store
+    from catalog.ledger import verify_store
     from pipelines.cli import config_path
     from pipelines.output import emit
     from policies.config import load_config
-    from strongroom.errors import ConfigError
 
     expected = getattr(args, "expected_head", None)
     if expected is not None and not _HASH.match(expected.strip()):
         raise UsageError(f"{expected!r} is not a SHA-256 hash (64 hex digits, as printed by "
                          f"`strongroom ledger verify`)", key="--expected-head")
     config = load_config(config_path(args))
-    if not config.catalog_is_s3 and not Store(config.catalog).exists():
-        raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init`, "
-                          f"or fix `catalog`)", path=str(config.path), key="catalog")
-    report = verify_ledger(config.catalog, expected_head=expected)
+    report = verify_store(open_store(config, must_exist=True), expected_head=expected)
     head = "none (empty ledger)" if report.head_hash is None else \
         f"seg-{report.head_seq:012d} sha256:{report.head_hash}"
     if report.ok:

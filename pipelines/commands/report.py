@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from catalog.catalog import Catalog
+    from catalog.access import open_catalog
     from pipelines.cli import config_path
     from pipelines.output import emit
     from policies.config import load_config
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     scope = make_scope(library=args.library, collection=args.collection, since=args.since, until=args.until)
     config = load_config(config_path(args))
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     if not config.catalog_is_s3 and not catalog.store.exists():
         raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init` for a new "
                           f"archive, or `strongroom catalog rebuild` if the catalog was lost)",

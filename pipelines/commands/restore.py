@@ -33,13 +33,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from catalog.catalog import Catalog
+    from catalog.access import open_catalog
     from fixity.restore import RestoreError, restore_bag
     from pipelines.progress import ByteProgress
     from policies.config import load_config
 
     config = load_config(config_path(args))
-    catalog = Catalog(config.catalog)
+    catalog = open_catalog(config)
     known = _bag_record(catalog, args.bag)
     total_bytes, total_files = (known.byte_count, known.file_count) if known else (0, 0)
     try:
