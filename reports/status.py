@@ -89,6 +89,34 @@ class ReplicaStatus:
     detail: Optional[str]
     recorded_at: Optional[_dt.datetime]
     flags: List[str] = field(default_factory=list)
+    retention: Optional[Dict[str, Any]] = None  # see replica_retention
+
+
+def replica_retention(config, policy_name: str, target_name: str, created_at: _dt.datetime) -> Optional[Dict[str, Any]]:
+    """What keeps this copy from being deleted or overwritten before its time.
+
+    From the bag's policy and the target: an S3 target declared with object_lock applies the
+    policy's retention to every object it stores (refused at deposit time otherwise), each object
+    locked for `years` from its upload, which came after the bag was made, hence "until at
+    least" created_at + years. A folder cannot lock files. None when the policy is unknown.
+    """
+    policy = config.policies.get(policy_name)
+    target = config.storage.get(target_name)
+    if policy is None or target is None:
+        return None
+    mode, years = policy.retention.mode, policy.retention.years
+    if mode == "none":
+        return {"mode": "none", "years": 0, "locked": False, "until_at_least": None}
+    locked = target.type == "s3" and bool(target.options.get("object_lock"))
+    until = None
+    if locked:
+        try:
+            until = created_at.replace(year=created_at.year + years)
+        except ValueError:  # 29 February in a common year
+            until = created_at.replace(year=created_at.year + years, month=3, day=1)
+    return {"mode": mode, "years": years, "locked": locked, "until_at_least": until,
+            **({} if locked else {"why_not": "a folder cannot lock files" if target.type == "filesystem"
+                                  else "the target is not declared with object_lock: true"})}
 
 
 @dataclass
@@ -224,7 +252,7 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
     UsageError (exit 2) when a filter matches nothing at all (no bag and no unfinished deposit),
     naming what is known, so a typo is not mistaken for an empty archive.
     """
-    catalog = catalog if catalog is not None else Catalog(config.catalog)
+    catalog = catalog if catalog is not None else open_catalog(config)
     now = (now or utc_now()).astimezone(_dt.timezone.utc)
     filters = {"library": library, "collection": collection, "bag": bag_id}
 
@@ -449,7 +477,8 @@ def _bags_and_flags(config, bags: pa.Table, replicas: pa.Table):
                 last_audit_at=r["last_audit_at"], last_audit_outcome=r["last_audit_outcome"],
                 last_deep_at=r["last_deep_at"], last_check_at=r["last_check_at"],
                 deep_due_at=r["deep_due_at"], quick_due_at=r["quick_due_at"],
-                detail=r["detail"], recorded_at=r["recorded_at"], flags=[f for f, _ in rflags]))
+                detail=r["detail"], recorded_at=r["recorded_at"], flags=[f for f, _ in rflags],
+                retention=replica_retention(config, b["policy"], r["target"], b["created_at"])))
             for flag, message in rflags:
                 (problems if flag in PROBLEM_FLAGS else warnings).append(
                     Flag(flag, _severity(flag), message, bag_id=bag.bag_id, target=r["target"]))
@@ -692,18 +721,28 @@ def _bag_table(status) -> List[str]:
             head = [b.bag_id, b.files, format_size(b.bytes)] if first else ["", "", ""]
             first = False
             if r is None:
-                rows.append(head + ["-", "-", "no copy recorded", "", "", ",".join(b.flags) or "-"])
+                rows.append(head + ["-", "-", "no copy recorded", "", "", "", ",".join(b.flags) or "-"])
                 continue
             target = r.target if r.in_policy else f"{r.target} (extra)"
             audit = "-" if r.last_audit_at is None else \
                 f"{r.last_audit_kind or '?'} {_when(r.last_audit_at)} {_outcome(r.last_audit_outcome)}"
             flags = ",".join(f.upper() if f in PROBLEM_FLAGS else f for f in r.flags) or "-"
-            rows.append(head + [target, r.site or "?", r.state, _when(r.verified_at), audit, flags])
-    lines = text_table(["BAG", "FILES", "BYTES", "TARGET", "SITE", "STATE", "VERIFIED", "LAST AUDIT", "FLAGS"], rows,
+            rows.append(head + [target, r.site or "?", r.state, _when(r.verified_at), audit, _retention(r.retention),
+                                flags])
+    lines = text_table(["BAG", "FILES", "BYTES", "TARGET", "SITE", "STATE", "VERIFIED", "LAST AUDIT", "RETENTION",
+                        "FLAGS"], rows,
                   right={1, 2})
     if hidden:
         lines.append(f"({hidden} more bag(s), all well; narrow with --collection or --bag, or use --json)")
     return lines
+
+
+def _retention(retention: Optional[Dict[str, Any]]) -> str:
+    if not retention or retention["mode"] == "none":
+        return "-"
+    if not retention["locked"]:
+        return "not locked"
+    return f"{retention['mode']} to {retention['until_at_least']:%Y-%m-%d}+"
 
 
 def _states(states) -> str:

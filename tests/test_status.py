@@ -199,7 +199,7 @@ def test_json_keys_are_stable(capsys, arch):
     assert set(bag["replicas"][0]) == {
         "target", "site", "state", "in_policy", "verified_at", "last_audit_kind", "last_audit_at",
         "last_audit_outcome", "last_deep_at", "last_check_at", "deep_due_at", "quick_due_at", "detail",
-        "recorded_at", "flags"}
+        "recorded_at", "flags", "retention"}
 
 
 def test_text_is_aligned_and_shows_what_is_held(capsys, arch):
