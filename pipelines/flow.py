@@ -210,7 +210,8 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
     inventory = bag_inventory(bag["path"])
     try:
         adapter = open_target(target)
-        result = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True)
+        result = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True,
+                                workers=adapter.parallel_reads)
     except PreservationError as exc:
         _record_failure(catalog, state, bag_id, target, "fixity check", str(exc))
         raise

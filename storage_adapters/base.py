@@ -290,6 +290,10 @@ class StorageAdapter(abc.ABC):
     #: the target type as written in strongroom.yaml ("filesystem", "s3")
     type: str = ""
 
+    #: files a whole-bag check should read at once: a local disk is read best one file at a
+    #: time, an object store answers many requests in parallel (each waits on the network)
+    parallel_reads: int = 1
+
     def __init__(self, name: str, site: str):
         self.name = name
         self.site = site
@@ -368,6 +372,14 @@ class StorageAdapter(abc.ABC):
     @abc.abstractmethod
     def stat_file(self, bag_id: BagId, relpath: str) -> Optional[FileStat]:
         """Size, mtime and storage-kept digests of a stored file, or None if it is not there."""
+
+    def open_with_stat(self, bag_id: BagId, relpath: str) -> Optional[Tuple[FileStat, BinaryIO]]:
+        """stat_file and open_file at once, or None if the file is not there. A deep check reads
+        every byte anyway: an object store answers both from one GET instead of a HEAD and a GET."""
+        st = self.stat_file(bag_id, relpath)
+        if st is None:
+            return None
+        return st, self.open_file(bag_id, relpath)
 
     @abc.abstractmethod
     def list_bag_files(self, bag_id: BagId) -> Iterator[str]:

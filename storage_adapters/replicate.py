@@ -16,6 +16,7 @@ has digests to be verified against.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -290,42 +291,54 @@ def _check_one(adapter: StorageAdapter, bag_id: BagId, relpath: str, expected: M
                size: Optional[int], deep: bool, algorithms: Optional[Sequence[str]]
                ) -> Tuple[Optional[str], str, int]:
     """(problem or None, kind: ok|missing|damaged, bytes read) for one listed file."""
+    wanted = [a for a in (algorithms or expected) if a in expected]
+    if deep and not wanted:
+        return f"{relpath}: no digest of a requested algorithm to check against", "damaged", 0
+    stream = None
     try:
-        st = adapter.stat_file(bag_id, relpath)
+        if deep:
+            found = adapter.open_with_stat(bag_id, relpath)
+            st, stream = found if found is not None else (None, None)
+        else:
+            st = adapter.stat_file(bag_id, relpath)
     except StorageError as exc:
         return f"{relpath}: {exc.message}", "damaged", 0
     if st is None:
         return f"{relpath}: missing", "missing", 0
-    if size is not None and st.size != size:
-        how = "truncated" if st.size < size else "longer than expected"
-        return f"{relpath}: size differs ({how}: {st.size} bytes stored, {size} expected)", "damaged", 0
-    wanted = [a for a in (algorithms or expected) if a in expected]
-    stored = {a: v for a, v in st.stored_digests.items() if a in expected}
-    wrong = [f"{a} stored checksum {v}, expected {expected[a]}" for a, v in stored.items() if v != expected[a]]
-    if wrong:
-        return f"{relpath}: checksum mismatch ({'; '.join(wrong)})", "damaged", 0
-    if not deep:
-        return None, "ok", 0
-    if not wanted:
-        return f"{relpath}: no digest of a requested algorithm to check against", "damaged", 0
-    try:
-        with adapter.open_file(bag_id, relpath) as stream:
+    with stream if stream is not None else contextlib.nullcontext():
+        problem = _stat_problem(relpath, st, expected, size)
+        if problem is not None or not deep:
+            return problem, "ok" if problem is None else "damaged", 0
+        try:
             reader = HashingReader(stream, wanted)
             buf = read_buffer(size)
             while reader.readinto(buf):
                 pass
-    except StorageError as exc:
-        return f"{relpath}: {exc.message}", "damaged", 0
-    except OSError as exc:
-        return f"{relpath}: cannot be read ({exc.strerror or exc})", "damaged", 0
+        except StorageError as exc:
+            return f"{relpath}: {exc.message}", "damaged", 0
+        except OSError as exc:
+            return f"{relpath}: cannot be read ({exc.strerror or exc})", "damaged", 0
     n = reader.hasher.size
     if size is not None and n != size:
         return f"{relpath}: size differs ({n} bytes read, {size} expected)", "damaged", n
-    found = reader.hasher.hexdigests()
-    wrong = [f"{a} expected {expected[a]}, found {found[a]}" for a in wanted if found[a] != expected[a].lower()]
+    found_digests = reader.hasher.hexdigests()
+    wrong = [f"{a} expected {expected[a]}, found {found_digests[a]}" for a in wanted
+             if found_digests[a] != expected[a].lower()]
     if wrong:
         return f"{relpath}: checksum mismatch ({'; '.join(wrong)})", "damaged", n
     return None, "ok", n
+
+
+def _stat_problem(relpath: str, st, expected: Mapping[str, str], size: Optional[int]) -> Optional[str]:
+    """What the stored size and the storage's own digests already show to be wrong, if anything."""
+    if size is not None and st.size != size:
+        how = "truncated" if st.size < size else "longer than expected"
+        return f"{relpath}: size differs ({how}: {st.size} bytes stored, {size} expected)"
+    stored = {a: v for a, v in st.stored_digests.items() if a in expected}
+    wrong = [f"{a} stored checksum {v}, expected {expected[a]}" for a, v in stored.items() if v != expected[a]]
+    if wrong:
+        return f"{relpath}: checksum mismatch ({'; '.join(wrong)})"
+    return None
 
 
 def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[str, Mapping[str, str]],

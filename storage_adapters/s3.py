@@ -119,6 +119,7 @@ RUN_LIST_MIN = 8
 _WHOLE_FILE_ORDER = ("sha256", "sha512", "sha1", "md5")
 _LOCK_MODES = {"governance": "GOVERNANCE", "compliance": "COMPLIANCE"}
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _NO_BUCKET = {"NoSuchBucket"}
 _DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
@@ -192,6 +193,14 @@ class _Stored:
     checksum_sha256: Optional[str]   # as the server gives it: base64, "-N" suffix when composite
     lock_mode: Optional[str]
     version_id: Optional[str]
+
+    @classmethod
+    def from_response(cls, r: Mapping[str, Any]) -> "_Stored":
+        """From a HEAD or GET answer (the same headers)."""
+        return cls(size=int(r.get("ContentLength", 0)), last_modified=r.get("LastModified"),
+                   metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
+                   checksum_sha256=r.get("ChecksumSHA256"), lock_mode=r.get("ObjectLockMode"),
+                   version_id=r.get("VersionId"))
 
     @property
     def full_sha256(self) -> Optional[str]:
@@ -268,6 +277,7 @@ class _ObjectReader(io.RawIOBase):
         self._key = key
         self._location = location
         self._body = response["Body"]
+        self.stored = _Stored.from_response(response)
         self._size = response.get("ContentLength")
         self._etag = response.get("ETag")
         self._version = response.get("VersionId")
@@ -351,7 +361,7 @@ _REDIRECTS = {"301", "307", "PermanentRedirect", "TemporaryRedirect", "Authoriza
 
 
 class _Direct:
-    """PutObject and UploadPart of in-memory bodies with botocore's signer and HTTP session,
+    """PutObject and UploadPart of in-memory bodies, and GetObject, with botocore's signer and HTTP session,
     without the boto3 client's per-call machinery.
 
     Why: a boto3 call costs about 2 ms of CPU (parameter handling, some thirty event hooks,
@@ -412,21 +422,42 @@ class _Direct:
         return self._put(kw["Key"], query, kw["Body"], headers, "UploadPart")
 
     def _put(self, key: str, query: str, body: bytes, headers: Dict[str, str], operation: str) -> Dict[str, Any]:
+        checksum = headers.get("x-amz-checksum-sha256")
+        known = base64.b64decode(checksum).hex() if checksum else None
+        response = self._send("PUT", key, query, body, headers, operation, known, stream=False)
+        return {"ETag": response.headers.get("ETag"),
+                "ChecksumSHA256": response.headers.get("x-amz-checksum-sha256"),
+                "VersionId": response.headers.get("x-amz-version-id")}
+
+    def get_object(self, Bucket: str, Key: str) -> Dict[str, Any]:  # noqa: N803 - boto3's names
+        """GetObject with the body left on the socket (read it to its end, or close it), in the
+        shape boto3 answers (Body, ContentLength, ETag, VersionId, LastModified, Metadata,
+        ObjectLockMode)."""
+        response = self._send("GET", Key, "", b"", {}, "GetObject", _EMPTY_SHA256, stream=True)
+        h = response.headers
+        last = h.get("Last-Modified")
+        return {"Body": response.raw, "ContentLength": int(h["Content-Length"]) if "Content-Length" in h else None,
+                "ETag": h.get("ETag"), "VersionId": h.get("x-amz-version-id"),
+                "LastModified": _parse_timestamp(last) if last else None,
+                "Metadata": {k[len("x-amz-meta-"):]: v for k, v in h.items() if k.lower().startswith("x-amz-meta-")},
+                "ObjectLockMode": h.get("x-amz-object-lock-mode")}
+
+    def _send(self, method: str, key: str, query: str, body: bytes, headers: Dict[str, str], operation: str,
+              payload_sha256: Optional[str], *, stream: bool):
+        """One signed request, retried like botocore's standard mode; the answer on success."""
         from urllib.parse import quote
 
         import botocore.exceptions as bx
         from botocore.awsrequest import AWSRequest
 
         url = self._base + quote(key, safe="/~") + query
-        checksum = headers.get("x-amz-checksum-sha256")
-        known = base64.b64decode(checksum).hex() if checksum else None
         adapter = self._adapter
         attempt = 0
         while True:
             attempt += 1
-            request = AWSRequest("PUT", url, data=body, headers=dict(headers))
-            if known:
-                request.context["payload_sha256"] = known
+            request = AWSRequest(method, url, data=body, headers=dict(headers), stream_output=stream)
+            if payload_sha256:
+                request.context["payload_sha256"] = payload_sha256
             if self._credentials is None:
                 raise bx.NoCredentialsError()
             self._auth(self._credentials.get_frozen_credentials(), "s3", adapter.region or "us-east-1").add_auth(request)
@@ -438,10 +469,8 @@ class _Direct:
                 time.sleep(random.random() * min(0.05 * 2 ** (attempt - 1), 20.0))
                 continue
             if response.status_code < 300:
-                return {"ETag": response.headers.get("ETag"),
-                        "ChecksumSHA256": response.headers.get("x-amz-checksum-sha256"),
-                        "VersionId": response.headers.get("x-amz-version-id")}
-            error = _client_error(response, operation)
+                return response
+            error = _client_error(response, operation)  # reads (and so releases) an error body
             code = error.response["Error"]["Code"]
             if code in _REDIRECTS:
                 raise _UseClient() from None
@@ -574,6 +603,10 @@ class S3Adapter(StorageAdapter):
         if relpath:
             parts.append(relpath)
         return f"s3://{self.bucket}/" + "/".join(parts)
+
+    @property
+    def parallel_reads(self) -> int:  # type: ignore[override]
+        return self.concurrency
 
     def describe(self) -> Dict[str, object]:
         return {
@@ -847,10 +880,7 @@ class S3Adapter(StorageAdapter):
             if self._code(exc) in _MISSING:
                 return None
             raise self._error(exc, "read the object's details (HEAD)", loc) from None
-        return _Stored(size=int(r.get("ContentLength", 0)), last_modified=r.get("LastModified"),
-                       metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
-                       checksum_sha256=r.get("ChecksumSHA256"), lock_mode=r.get("ObjectLockMode"),
-                       version_id=r.get("VersionId"))
+        return _Stored.from_response(r)
 
     def _same_as_stored(self, key: str, loc: str, stored: _Stored, size: int, digests: Dict[str, str]) -> bool:
         """True if the stored object holds these bytes; ReplicaConflict if it holds others."""
@@ -1536,11 +1566,22 @@ class S3Adapter(StorageAdapter):
 
     # ------------------------------------------------------------------ reading
 
-    def _get(self, key: str, loc: str) -> _ObjectReader:
-        def get(attempt: int, last: bool) -> _ObjectReader:
+    def _get(self, key: str, loc: str, *, missing_ok: bool = False) -> Optional[_ObjectReader]:
+        """The object's body as a stream; None if it is absent and `missing_ok`."""
+        def get(attempt: int, last: bool) -> Optional[_ObjectReader]:
             try:
-                r = self.client.get_object(Bucket=self.bucket, Key=key)
+                direct = self._direct
+                if direct is not None:
+                    try:
+                        r = direct.get_object(Bucket=self.bucket, Key=key)
+                    except _UseClient:
+                        self._direct = None
+                        r = self.client.get_object(Bucket=self.bucket, Key=key)
+                else:
+                    r = self.client.get_object(Bucket=self.bucket, Key=key)
             except Exception as exc:  # noqa: BLE001
+                if missing_ok and self._code(exc) in _MISSING:
+                    return None
                 raise self._error(exc, "read", loc) from None
             return _ObjectReader(self, key, loc, r)
 
@@ -1550,6 +1591,17 @@ class S3Adapter(StorageAdapter):
         key, loc = self._checked_key(bag_id, relpath)
         self.ensure_bucket()
         return self._get(key, loc)  # type: ignore[return-value]
+
+    def open_with_stat(self, bag_id: BagId, relpath: str) -> Optional[Tuple[FileStat, BinaryIO]]:
+        """One GET: its headers are what a HEAD would say (but the server's own checksum, which
+        a deep check does not need: it re-hashes the bytes)."""
+        key, loc = self._checked_key(bag_id, relpath)
+        self.ensure_bucket()
+        reader = self._get(key, loc, missing_ok=True)
+        if reader is None:
+            return None
+        stored = reader.stored
+        return FileStat(size=stored.size, mtime=stored.mtime, stored_digests=stored.digests()), reader
 
     def stat_file(self, bag_id: BagId, relpath: str) -> Optional[FileStat]:
         key, loc = self._checked_key(bag_id, relpath)
