@@ -93,6 +93,7 @@ from .base import (
     check_unique_relpaths,
     open_source,
 )
+from .s3_wire import Answer, Signer, Wire
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +404,12 @@ class _Direct:
                                     max_pool_connections=adapter.max_pool_connections,
                                     # as boto3's own: no Nagle delay between the headers and the body
                                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        # plain http without a proxy: the leaner client of s3_wire (same requests, less CPU)
+        self._wire: Optional[Wire] = None
+        if self._base.startswith("http://") and not get_environ_proxies(self._base):
+            self._wire = Wire(self._base, connect_timeout=adapter.connect_timeout, read_timeout=adapter.read_timeout,
+                              max_idle=adapter.max_pool_connections)
+            self._signer = Signer(adapter.region or "us-east-1")
 
     def put_object(self, **kw) -> Dict[str, Any]:
         headers = {name: str(kw[arg]) for arg, name in self._HEADERS if kw.get(arg) is not None}
@@ -412,65 +419,57 @@ class _Direct:
         if until is not None:
             headers["x-amz-object-lock-retain-until-date"] = until.astimezone(_dt.timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
-        return self._put(kw["Key"], "", kw["Body"], headers, "PutObject")
+        return self._put(kw["Key"], {}, kw["Body"], headers, "PutObject")
 
     def upload_part(self, **kw) -> Dict[str, Any]:
-        from urllib.parse import quote
 
         headers = {name: str(kw[arg]) for arg, name in self._HEADERS[:2] if kw.get(arg) is not None}
-        query = f"?partNumber={int(kw['PartNumber'])}&uploadId={quote(kw['UploadId'], safe='')}"
-        return self._put(kw["Key"], query, kw["Body"], headers, "UploadPart")
+        params = {"partNumber": str(int(kw["PartNumber"])), "uploadId": str(kw["UploadId"])}
+        return self._put(kw["Key"], params, kw["Body"], headers, "UploadPart")
 
-    def _put(self, key: str, query: str, body: bytes, headers: Dict[str, str], operation: str) -> Dict[str, Any]:
+    def _put(self, key: str, params: Dict[str, str], body: bytes, headers: Dict[str, str],
+             operation: str) -> Dict[str, Any]:
         checksum = headers.get("x-amz-checksum-sha256")
-        known = base64.b64decode(checksum).hex() if checksum else None
-        response = self._send("PUT", key, query, body, headers, operation, known, stream=False)
-        return {"ETag": response.headers.get("ETag"),
-                "ChecksumSHA256": response.headers.get("x-amz-checksum-sha256"),
-                "VersionId": response.headers.get("x-amz-version-id")}
+        known = base64.b64decode(checksum).hex() if checksum else hashlib.sha256(body).hexdigest()
+        h, _ = self._send("PUT", key, params, body, headers, operation, known, stream=False)
+        return {"ETag": h.get("ETag"), "ChecksumSHA256": h.get("x-amz-checksum-sha256"),
+                "VersionId": h.get("x-amz-version-id")}
 
     def get_object(self, Bucket: str, Key: str) -> Dict[str, Any]:  # noqa: N803 - boto3's names
         """GetObject with the body left on the socket (read it to its end, or close it), in the
         shape boto3 answers (Body, ContentLength, ETag, VersionId, LastModified, Metadata,
         ObjectLockMode)."""
-        response = self._send("GET", Key, "", b"", {}, "GetObject", _EMPTY_SHA256, stream=True)
-        h = response.headers
+        h, body = self._send("GET", Key, {}, b"", {}, "GetObject", _EMPTY_SHA256, stream=True)
         last = h.get("Last-Modified")
-        return {"Body": response.raw, "ContentLength": int(h["Content-Length"]) if "Content-Length" in h else None,
+        return {"Body": body, "ContentLength": int(h["Content-Length"]) if "Content-Length" in h else None,
                 "ETag": h.get("ETag"), "VersionId": h.get("x-amz-version-id"),
                 "LastModified": _parse_timestamp(last) if last else None,
                 "Metadata": {k[len("x-amz-meta-"):]: v for k, v in h.items() if k.lower().startswith("x-amz-meta-")},
                 "ObjectLockMode": h.get("x-amz-object-lock-mode")}
 
-    def _send(self, method: str, key: str, query: str, body: bytes, headers: Dict[str, str], operation: str,
-              payload_sha256: Optional[str], *, stream: bool):
-        """One signed request, retried like botocore's standard mode; the answer on success."""
-        from urllib.parse import quote
-
+    def _send(self, method: str, key: str, params: Dict[str, str], body: bytes, headers: Dict[str, str],
+              operation: str, payload_sha256: str, *, stream: bool) -> Tuple[Mapping[str, str], Any]:
+        """One signed request, retried like botocore's standard mode: (headers, body) of the
+        2xx answer, the body a stream with `stream`, else bytes."""
         import botocore.exceptions as bx
-        from botocore.awsrequest import AWSRequest
 
-        url = self._base + quote(key, safe="/~") + query
         adapter = self._adapter
         attempt = 0
         while True:
             attempt += 1
-            request = AWSRequest(method, url, data=body, headers=dict(headers), stream_output=stream)
-            if payload_sha256:
-                request.context["payload_sha256"] = payload_sha256
             if self._credentials is None:
                 raise bx.NoCredentialsError()
-            self._auth(self._credentials.get_frozen_credentials(), "s3", adapter.region or "us-east-1").add_auth(request)
             try:
-                response = self._http.send(request.prepare())
-            except (bx.HTTPClientError, bx.ConnectionError):
+                status, answer_headers, content = self._once(method, key, params, body, headers, payload_sha256,
+                                                             stream)
+            except (bx.HTTPClientError, bx.ConnectionError, ConnectionError, TimeoutError):
                 if attempt >= adapter.max_attempts:
                     raise
                 time.sleep(random.random() * min(0.05 * 2 ** (attempt - 1), 20.0))
                 continue
-            if response.status_code < 300:
-                return response
-            error = _client_error(response, operation)  # reads (and so releases) an error body
+            if status < 300:
+                return answer_headers, content
+            error = _client_error(Answer(status, answer_headers, content), operation)
             code = error.response["Error"]["Code"]
             if code in _REDIRECTS:
                 raise _UseClient() from None
@@ -479,8 +478,35 @@ class _Direct:
             base = 1.0 if code in _THROTTLING else 0.05
             time.sleep(random.random() * min(base * 2 ** (attempt - 1), 20.0))
 
+    def _once(self, method: str, key: str, params: Dict[str, str], body: bytes, headers: Dict[str, str],
+              payload_sha256: str, stream: bool) -> Tuple[int, Mapping[str, str], Any]:
+        """(status, headers, body) of one attempt; the body read whole unless streaming a 2xx."""
+        from urllib.parse import quote
 
-def _client_error(response, operation: str):
+        from botocore.awsrequest import AWSRequest
+
+        query = ("?" + "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in params.items())
+                 if params else "")
+        creds = self._credentials.get_frozen_credentials()
+        if self._wire is not None:
+            path = self._wire.path_of(key)
+            signed = {"host": self._wire.netloc, **{k.lower(): v for k, v in headers.items()}}
+            if method == "PUT":
+                signed["content-length"] = str(len(body))
+            self._signer.sign(method, path, params, signed, payload_sha256, creds.access_key, creds.secret_key,
+                              creds.token)
+            return self._wire.request(method, path, query, signed, body, stream=stream)
+        request = AWSRequest(method, self._base + quote(key, safe="/~") + query, data=body, headers=dict(headers),
+                             stream_output=stream)
+        request.context["payload_sha256"] = payload_sha256
+        self._auth(creds, "s3", self._adapter.region or "us-east-1").add_auth(request)
+        response = self._http.send(request.prepare())
+        if stream and response.status_code < 300:
+            return response.status_code, response.headers, response.raw
+        return response.status_code, response.headers, response.content
+
+
+def _client_error(response: Answer, operation: str):
     """A botocore ClientError from an S3 error answer (XML <Error><Code>..., or just a status)."""
     import xml.etree.ElementTree as ET
 
