@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import http.client
 import io
+import select
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -101,14 +102,28 @@ class Wire:
         self._lock = threading.Lock()
 
     # -- connections ----------------------------------------------------------------------
-    def _take(self) -> http.client.HTTPConnection:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
+    def _take(self, *, fresh: bool = False) -> Tuple[http.client.HTTPConnection, bool]:
+        """(connection, reused): an idle connection the server has not closed (as urllib3 checks:
+        an idle socket that is readable has been closed, or holds bytes nobody asked for), else
+        a new one. Connecting failures are ConnectionError (TimeoutError when timed out)."""
+        while not fresh:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn = self._idle.pop()
+            if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
+                return conn, True
+            conn.close()
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
-        conn.connect()  # sets TCP_NODELAY
+        try:
+            conn.connect()  # sets TCP_NODELAY
+        except OSError as exc:
+            conn.close()
+            if isinstance(exc, (TimeoutError, ConnectionError)):
+                raise
+            raise ConnectionError(f"cannot connect ({exc.strerror or exc})") from None
         conn.sock.settimeout(self.read_timeout)
-        return conn
+        return conn, False
 
     def _give(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -131,22 +146,26 @@ class Wire:
                 *, stream: bool) -> Tuple[int, Mapping[str, str], object]:
         """(status, headers, body): body is the bytes, or with `stream` and a 2xx answer a
         file-like reader that gives the connection back once read to its end."""
-        conn = self._take()
-        fresh = conn.sock is None
-        try:
-            conn.putrequest(method, path + query, skip_host=True, skip_accept_encoding=True)
-            for name, value in headers.items():
-                conn.putheader(name, value)
-            conn.endheaders(body if body else None)
-            resp = conn.getresponse()
-        except (http.client.HTTPException, OSError) as exc:
-            conn.close()
-            if isinstance(exc, TimeoutError):
-                raise
-            if not fresh and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
-                # the server closed an idle kept-alive connection: say so, the caller retries at once
-                raise ConnectionError(f"kept-alive connection closed by the server ({type(exc).__name__})") from None
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from None
+        conn, reused = self._take()
+        while True:
+            try:
+                conn.putrequest(method, path + query, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders(body if body else None)
+                resp = conn.getresponse()
+                break
+            except (http.client.HTTPException, OSError) as exc:
+                conn.close()
+                if isinstance(exc, TimeoutError):
+                    raise
+                if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
+                                               ConnectionResetError)):
+                    # a kept-alive connection the server closed as the request went out: it was not
+                    # answered, so it is sent once more on a new connection (as urllib3 does)
+                    conn, reused = self._take(fresh=True)
+                    continue
+                raise ConnectionError(f"{type(exc).__name__}: {exc}") from None
         if stream and resp.status < 300:
             return resp.status, resp.headers, _Body(self, conn, resp)
         try:

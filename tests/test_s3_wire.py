@@ -82,3 +82,22 @@ def test_half_read_bodies_never_poison_kept_alive_connections(seaweed):
     idle = a._direct._wire._idle
     assert 1 <= len(idle) <= a.max_pool_connections
     assert all(c.sock is not None for c in idle)
+
+
+def test_connections_the_server_closed_while_idle_are_not_used(seaweed):
+    bucket = seaweed.make_bucket()
+    a = S3Adapter("s3-w", "here", bucket=bucket, endpoint=seaweed.endpoint, region="us-east-1",
+                  prefix="w-" + uuid.uuid4().hex[:8], addressing_style="path", concurrency=2, max_attempts=1,
+                  credentials=Credentials(access_key=seaweed.access_key, secret_key=seaweed.secret_key))
+    blob = b"kept" * 1000
+    a.put_file(BAG, "data/a.bin", io.BytesIO(blob), size=len(blob), digests={"sha256": hashlib.sha256(blob).hexdigest()})
+    wire = a._direct._wire
+    assert wire._idle
+    import socket
+
+    for conn in wire._idle:  # as if the server had timed them out: the peer side is gone
+        conn.sock.shutdown(socket.SHUT_RDWR)
+    # with one attempt allowed, a dead kept-alive connection must not cost the request
+    for _ in range(3):
+        with a.open_file(BAG, "data/a.bin") as fh:
+            assert fh.read() == blob
