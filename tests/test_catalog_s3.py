@@ -13,24 +13,12 @@ import shutil
 import threading
 import uuid
 
-import pytest
-
 from catalog.access import open_catalog
 from catalog.ledger import verify_store
 from catalog.schema import EventRecord
 from policies.config import load_config
-from tests.test_deposit_s3 import KEY_ENV, SECRET_ENV, comparable, make_source, run, tree, write_archive
-
-
-@pytest.fixture(scope="module")
-def buckets(seaweed):
-    return seaweed.make_bucket(), seaweed.make_bucket()
-
-
-@pytest.fixture
-def s3_env(seaweed, monkeypatch):
-    monkeypatch.setenv(KEY_ENV, seaweed.access_key)
-    monkeypatch.setenv(SECRET_ENV, seaweed.secret_key)
+from tests.test_deposit_s3 import (KEY_ENV, SECRET_ENV, buckets, comparable, make_source, run,  # noqa: F401
+                                   s3_env, tree, write_archive)  # buckets, s3_env: fixtures
 
 
 def catalog_keys(seaweed, bucket: str, prefix: str) -> list:
