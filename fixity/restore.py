@@ -171,6 +171,9 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
     targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
     result.warnings.extend(skipped)
     adapters = _open_adapters(config, targets)
+    # files read at once: at least what the first source serves best (an S3 target's concurrency:
+    # each read waits on the network; a folder is read one file at a time)
+    workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
     job = _Restore(catalog, bag_id, files, adapters, dest_path, payload_only, result, workers, progress)
     return job.run()
 

@@ -334,3 +334,50 @@ def test_retention_on_a_bucket_without_object_lock_is_refused_before_any_upload(
         assert "vault" in err and ("object lock" in err.lower() or "object_lock" in err), err
         assert seaweed.client().list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("KeyCount", 0) == 0
         assert not any(p.is_file() for p in (cfg.parent / "replicas" / "local").rglob("*"))
+
+
+def test_restore_from_s3_reads_files_in_parallel_and_from_a_folder_one_at_a_time(
+        seaweed, buckets, s3_env, tmp_path, capsys, monkeypatch):
+    import threading
+    import time
+
+    from storage_adapters.filesystem import FilesystemAdapter
+    from storage_adapters.s3 import S3Adapter
+
+    east, west = buckets
+    cfg = write_archive(tmp_path / "archive", seaweed, east, west, prefix="par-" + uuid.uuid4().hex[:6])
+    src = tmp_path / "many"
+    for n in range(40):
+        (src / f"d{n % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{n % 4}" / f"f{n}.txt").write_bytes(f"file {n}\n".encode() * (n + 1))
+    code, out, err = run(capsys, "--config", cfg, "--json", "deposit", src, "--library", "PKU", "--collection",
+                         "PAR", "--type", "self-built", "--policy", "mixed")
+    assert code == 0, out + err
+    bag_id = json.loads(out)["bags"][0]["id"]
+
+    lock = threading.Lock()
+    seen = {}
+    for cls in (S3Adapter, FilesystemAdapter):
+        state = {"now": 0, "most": 0}
+        real = cls.open_file
+
+        def tracked(self, *a, real=real, state=state, **kw):
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            try:
+                time.sleep(0.02)
+                return real(self, *a, **kw)
+            finally:
+                with lock:
+                    state["now"] -= 1
+
+        monkeypatch.setattr(cls, "open_file", tracked)
+        seen[cls] = state
+    for target, adapter_cls, parallel in (("s3-east", S3Adapter, True), ("local", FilesystemAdapter, False)):
+        code, out, err = run(capsys, "--config", cfg, "restore", bag_id, tmp_path / f"r-{target}", "--from", target,
+                             "--payload-only")
+        assert code == 0, out + err
+        assert tree(tmp_path / f"r-{target}") == tree(src)
+        most = seen[adapter_cls]["most"]
+        assert (most > 1) if parallel else (most == 1), (target, most)
