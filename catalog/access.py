@@ -24,18 +24,15 @@ def open_store(config, *, must_exist: bool = False) -> Store:
             raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init`, "
                               f"or fix `catalog`)", path=str(config.path), key="catalog")
         return store
-    from storage_adapters.base import StorageError
-    from storage_adapters.s3 import open_catalog_s3
+    from storage_adapters.s3 import BucketMissing, open_catalog_s3
 
     access = open_catalog_s3(config.catalog, config.catalog_target)
     try:
         access.adapter.ensure_bucket()  # one HEAD: SeaweedFS would create a mistyped bucket on write
-    except StorageError as exc:
-        if "does not exist" in exc.message:
-            via = f" (reached with storage target {config.catalog_access!r})" if config.catalog_access else ""
-            raise ConfigError(f"the catalog's bucket does not exist{via}: {exc.message}",
-                              path=str(config.path), key="catalog") from None
-        raise
+    except BucketMissing as exc:
+        via = f" (reached with storage target {config.catalog_access!r})" if config.catalog_access else ""
+        raise ConfigError(f"the catalog's bucket does not exist{via}: {exc.message}",
+                          path=str(config.path), key="catalog") from None
     return Store(config.catalog, filesystem=access.filesystem, put_if_absent=access.put_if_absent)
 
 

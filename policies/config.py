@@ -423,14 +423,19 @@ def _check_overlaps(reader: Reader, places: List[Tuple[str, Path]]) -> None:
                                       f"catalog must be separate folders, none inside another")
 
 
+def _prefixes_overlap(a: str, b: str) -> bool:
+    """Two key prefixes of one bucket ("" = the whole bucket) of which one contains the other."""
+    pa, pb = a + "/", b + "/"
+    return pa.startswith(pb) or pb.startswith(pa) or "/" in (pa, pb)
+
+
 def _check_bucket_overlaps(reader: Reader, storage: Dict[str, StorageTarget]) -> None:
     """Two S3 targets on the same endpoint and bucket need prefixes that do not contain each other."""
     s3 = [t for t in storage.values() if t.type == "s3"]
     for i, a in enumerate(s3):
         for b in s3[i + 1:]:
             same_bucket = (a.options["endpoint"], a.options["bucket"]) == (b.options["endpoint"], b.options["bucket"])
-            pa, pb = a.options["prefix"] + "/", b.options["prefix"] + "/"
-            if same_bucket and (pa.startswith(pb) or pb.startswith(pa) or "/" in (pa, pb)):
+            if same_bucket and _prefixes_overlap(a.options["prefix"], b.options["prefix"]):
                 reader.problem(f"storage.{b.name}.prefix",
                                f"overlaps storage.{a.name} (same endpoint and bucket {b.options['bucket']!r}, "
                                f"prefixes {a.options['prefix']!r} and {b.options['prefix']!r}); two targets "
@@ -484,8 +489,7 @@ def _read_catalog_access(reader: Reader, top: Mapping[str, Any], catalog: Option
     for t in storage.values():
         if t.type != "s3" or (t.options["endpoint"], t.options["bucket"]) != (endpoint, bucket):
             continue
-        pc, pt = prefix + "/", t.options["prefix"] + "/"
-        if pc.startswith(pt) or pt.startswith(pc) or "/" in (pc, pt):
+        if _prefixes_overlap(prefix, t.options["prefix"]):
             reader.problem("catalog", f"{catalog} overlaps storage.{t.name} (bucket {bucket!r}, prefix "
                                       f"{t.options['prefix']!r}); the catalog and the replicas must not share a "
                                       f"prefix: give the catalog its own, e.g. s3://{bucket}/catalog")

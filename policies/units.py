@@ -131,6 +131,15 @@ def format_size(n: int) -> str:
     return f"{n}B"  # pragma: no cover - n >= 1000 always finds a unit
 
 
+def add_years(when: datetime.datetime, years: int) -> datetime.datetime:
+    """`years` calendar years after `when` (retention is in years, not days); 29 February
+    becomes 1 March in a common year."""
+    try:
+        return when.replace(year=when.year + years)
+    except ValueError:
+        return when.replace(year=when.year + years, month=3, day=1)
+
+
 def format_duration(td: datetime.timedelta) -> str:
     """The largest whole unit that is exact ("90d", "12h", "90min"); weeks are left as days.
 

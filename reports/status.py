@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import TIMESTAMP, utc_now
+from policies.units import add_years
 from strongroom.errors import UsageError
 
 GOOD_STATES = ("verified", "repaired")
@@ -108,12 +109,7 @@ def replica_retention(config, policy_name: str, target_name: str, created_at: _d
     if mode == "none":
         return {"mode": "none", "years": 0, "locked": False, "until_at_least": None}
     locked = target.type == "s3" and bool(target.options.get("object_lock"))
-    until = None
-    if locked:
-        try:
-            until = created_at.replace(year=created_at.year + years)
-        except ValueError:  # 29 February in a common year
-            until = created_at.replace(year=created_at.year + years, month=3, day=1)
+    until = add_years(created_at, years) if locked else None
     return {"mode": mode, "years": years, "locked": locked, "until_at_least": until,
             **({} if locked else {"why_not": "a folder cannot lock files" if target.type == "filesystem"
                                   else "the target is not declared with object_lock: true"})}

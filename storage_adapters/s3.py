@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from ingest.naming import BagId
+from policies.units import add_years
 from strongroom.checksums import SUPPORTED, MultiHasher
 from strongroom.errors import ConfigError
 
@@ -93,7 +94,7 @@ from .base import (
     check_unique_relpaths,
     open_source,
 )
-from .s3_wire import Answer, Signer, Wire
+from .s3_wire import Answer, Signer, Wire, query_string
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +147,7 @@ def _hex_from_b64(text: str) -> Optional[str]:
 
 def retain_until(years: int, now: Optional[_dt.datetime] = None) -> _dt.datetime:
     """`years` calendar years from now (UTC); 29 February becomes 1 March in a common year."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    try:
-        return now.replace(year=now.year + years)
-    except ValueError:
-        return now.replace(year=now.year + years, month=3, day=1)
+    return add_years(now or _dt.datetime.now(_dt.timezone.utc), years)
 
 
 @dataclass(frozen=True)
@@ -422,7 +419,6 @@ class _Direct:
         return self._put(kw["Key"], {}, kw["Body"], headers, "PutObject")
 
     def upload_part(self, **kw) -> Dict[str, Any]:
-
         headers = {name: str(kw[arg]) for arg, name in self._HEADERS[:2] if kw.get(arg) is not None}
         params = {"partNumber": str(int(kw["PartNumber"])), "uploadId": str(kw["UploadId"])}
         return self._put(kw["Key"], params, kw["Body"], headers, "UploadPart")
@@ -485,8 +481,7 @@ class _Direct:
 
         from botocore.awsrequest import AWSRequest
 
-        query = ("?" + "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in params.items())
-                 if params else "")
+        query = "?" + query_string(params) if params else ""
         creds = self._credentials.get_frozen_credentials()
         if self._wire is not None:
             path = self._wire.path_of(key)
@@ -522,6 +517,10 @@ def _client_error(response: Answer, operation: str):
     return ClientError({"Error": {"Code": code, "Message": message},
                         "ResponseMetadata": {"HTTPStatusCode": response.status_code,
                                              "HTTPHeaders": dict(response.headers)}}, operation)
+
+
+class BucketMissing(StorageError):
+    """The bucket itself is not there (as opposed to an object in it)."""
 
 
 class _UseClient(Exception):
@@ -744,7 +743,7 @@ class S3Adapter(StorageAdapter):
             if message:
                 detail += f": {message}"
             if code in _NO_BUCKET:
-                err: StorageError = StorageError(f"cannot {action}: bucket {self.bucket!r} does not exist "
+                err: StorageError = BucketMissing(f"cannot {action}: bucket {self.bucket!r} does not exist "
                                                  f"({detail})", target=self.name, location=location)
             elif code in _MISSING:
                 err = NotFound(missing, target=self.name, location=location)
@@ -831,7 +830,7 @@ class S3Adapter(StorageAdapter):
             except Exception as exc:  # noqa: BLE001
                 code = self._code(exc)
                 if code in ("404", "NoSuchBucket", "NotFound"):
-                    raise StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS'}; "
+                    raise BucketMissing(f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS'}; "
                                        f"Strongroom does not create buckets (create it, with Object Lock if the "
                                        f"policy asks for retention)", target=self.name, location=loc) from None
                 raise self._error(exc, "reach the bucket", loc) from None
@@ -1893,5 +1892,5 @@ def _read_exactly(stream, n: int) -> bytes:
     return b"".join(chunks)
 
 
-__all__ = ["S3Adapter", "RetentionSpec", "retain_until", "META_MTIME", "DEFAULT_CONCURRENCY", "CatalogS3",
+__all__ = ["S3Adapter", "BucketMissing", "RetentionSpec", "retain_until", "META_MTIME", "DEFAULT_CONCURRENCY", "CatalogS3",
            "open_catalog_s3"]

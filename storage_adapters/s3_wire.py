@@ -38,6 +38,12 @@ class Answer:
     content: bytes
 
 
+def query_string(params: Mapping[str, str]) -> str:
+    """The canonical query of SigV4 (names sorted, names and values URI-encoded), also what is
+    sent, so that the request and its signature cannot disagree."""
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+
+
 class Signer:
     """AWS Signature Version 4 for S3 (header form), with the day's signing key cached."""
 
@@ -73,8 +79,7 @@ class Signer:
             headers["x-amz-security-token"] = token
         names = sorted(headers)
         canonical = "\n".join((
-            method, path,
-            "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())),
+            method, path, query_string(params),
             "".join(f"{n}:{' '.join(str(headers[n]).split())}\n" for n in names),
             ";".join(names), payload_sha256))
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
@@ -227,4 +232,4 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-__all__ = ["Answer", "Signer", "Wire"]
+__all__ = ["Answer", "Signer", "Wire", "query_string"]

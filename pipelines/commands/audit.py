@@ -54,16 +54,17 @@ def now() -> _dt.datetime:
 
 
 def run(args) -> int:
-    from catalog.access import open_store
+    from catalog.access import open_catalog
     from policies.config import load_config
 
     config = load_config(config_path(args))
-    open_store(config, must_exist=True)
+    catalog = open_catalog(config, must_exist=True)
     mode = "all" if args.all or (args.bag and not args.due) else "due"
     kind = "quick" if args.quick else "deep" if args.deep else None
     summary = run_audit(config, mode=mode, kind=kind, library=args.library, collection=args.collection,
                         bag=args.bag, repair=not args.no_repair, all_digests=args.all_digests,
-                        workers=args.workers, scheduler_url=args.scheduler_url, verbose=args.verbose)
+                        workers=args.workers, scheduler_url=args.scheduler_url, verbose=args.verbose,
+                        catalog=catalog)
     emit(args, summary.to_dict(), summary.text())
     return summary.exit_code
 
@@ -71,7 +72,7 @@ def run(args) -> int:
 def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library: Optional[str] = None,
               collection: Optional[str] = None, bag: Optional[str] = None, repair: bool = True,
               all_digests: bool = False, workers: int = 1, scheduler_url: Optional[str] = None, verbose: int = 0,
-              clock=None):
+              clock=None, catalog=None):
     """Select, run the Luigi tasks, gather: the run's AuditSummary (already written to disk)."""
     from catalog.access import open_catalog
     from fixity import due
@@ -82,7 +83,7 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
 
     clock = clock or now
     started = clock()
-    catalog = open_catalog(config)
+    catalog = catalog if catalog is not None else open_catalog(config)
     prune_outputs(Path(config.staging) / AUDIT_DIR)
     if bag is not None:
         from ingest.naming import BagId
