@@ -1,0 +1,197 @@
+"""Faults as they happen to a real archive: kill -9 at many moments, full disks, a target that
+turns read-only in the middle of a deposit. Then the operator reruns the same command, and the
+archive must end exactly as if nothing had happened.
+
+After every rerun the same checks (tests/faultkit.py `health_problems`): exit 0, `ledger
+verify` passes, `status` is all well, every copy deep-verifies, no temporary file
+(`.strongroom-part`, `*.tmp`, `.tmp-*`, a restore's `.DEST.restore-*`) is left anywhere, no
+step is recorded twice, and no copy is called verified that does not hold the catalog's bytes
+(checked by hand, with hashlib).
+
+The commands run as real child processes (`python -m pipelines`, STRONGROOM_CONFIG naming the
+archive) in their own session, and the whole session is SIGKILLed, so no Luigi worker lives on
+and nothing gets a chance to clean up. The moment is chosen from outside, by watching the
+files the command writes (a temp file on the target being repaired, a restore's temp folder
+filling up, a new ledger segment), or by time. Production code has no test hooks. The deposit
+is killed at many more points in test_deposit_crash.py; here: audit (killed mid-repair) and
+restore.
+
+Disk full and read-only use real mounts (root only; CI runs as root): a small tmpfs (a loop-
+mounted ext4 image where tmpfs mounts are refused) and a read-only bind remount, undone in a
+`finally` whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import pytest
+
+from tests import faultkit as fk
+
+KiB = 1024
+KILLED = -signal.SIGKILL
+
+
+# --------------------------------------------------------------------------------------------
+# A deposited archive, made once and copied for each case
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults-template")
+    arch = fk.new_archive(root / "archive")
+    source = fk.make_files(root / "source", 48, 256 * KiB)
+    r = fk.inproc(arch, "--json", "deposit", source, "--library", fk.LIB, "--collection", "faults",
+                  "--type", "self-built")
+    assert r.code == 0, r.text
+    (bag,) = r.data["bags"]
+    return arch, source, bag["id"]
+
+
+def fresh(template, folder: Path) -> fk.FaultArchive:
+    arch, _, _ = template
+    return fk.copy_archive(arch, folder)
+
+
+def damage(arch: fk.FaultArchive, bag_id: str, target: str = "site-b") -> Dict[str, List[str]]:
+    """Corrupt a third of the payload on one copy, delete another third, alter bag-info.txt."""
+    folder = arch.bag_folder(target, bag_id)
+    pages = sorted((folder / "data" / "scans").iterdir())
+    corrupted, deleted = pages[0:16], pages[16:32]
+    for p in corrupted:
+        data = bytearray(p.read_bytes())
+        data[100:110] = b"XXXXXXXXXX"
+        os.chmod(p, 0o644)
+        p.write_bytes(bytes(data))
+    for p in deleted:
+        p.unlink()
+    info = folder / "bag-info.txt"
+    os.chmod(info, 0o644)
+    info.write_text(info.read_text("utf-8") + "Tampered: yes\n", "utf-8")
+    return {"corrupted": [str(p) for p in corrupted], "deleted": [str(p) for p in deleted]}
+
+
+# --------------------------------------------------------------------------------------------
+# kill -9 of an audit in the middle of its repairs
+
+
+def _temp_on(folder: Path) -> Callable[[], bool]:
+    def seen() -> bool:
+        for _, _, names in os.walk(folder):
+            if any(n.endswith(".strongroom-part") for n in names):
+                return True
+        return False
+    return seen
+
+
+def _half_back(paths: List[str]) -> Callable[[], bool]:
+    return lambda: sum(os.path.exists(p) for p in paths) >= len(paths) // 2
+
+
+def _new_segment(arch: fk.FaultArchive) -> Callable[[], bool]:
+    events = arch.catalog_path / "events"
+    before = set(os.listdir(events))
+    return lambda: bool(set(os.listdir(events)) - before)
+
+
+AUDIT_POINTS = ["a repaired file being written", "half the missing files restored",
+                "a new ledger segment appears", "after 1.2 s"]
+
+
+def test_audit_killed_mid_repair_then_rerun_repairs_everything_once(template, tmp_path):
+    failed, outcomes = {}, {}
+    for i, point in enumerate(AUDIT_POINTS):
+        arch = fresh(template, tmp_path / f"a{i}")
+        bag_id = template[2]
+        hurt = damage(arch, bag_id)
+        folder = arch.bag_folder("site-b", bag_id)
+        when = {
+            "a repaired file being written": _temp_on(folder),
+            "half the missing files restored": _half_back(hurt["deleted"]),
+            "a new ledger segment appears": _new_segment(arch),
+            "after 1.2 s": None,
+        }[point]
+        code = fk.run_and_kill(arch, ["--json", "audit", "--all", "--deep"], tmp_path / f"a{i}.log",
+                               when=when, after=1.2 if when is None else None)
+        outcomes[point] = code
+        try:
+            # killed, or (on a fast machine) it finished first: exit 1 (damage was found and
+            # repaired, which the first run reports as "repaired" -> exit 0) - either is fine
+            assert code in (KILLED, 0), (tmp_path / f"a{i}.log").read_text(errors="replace")
+            rerun = fk.inproc(arch, "--json", "audit", "--all", "--deep")
+            assert rerun.code == 0, f"rerun exit {rerun.code}: {rerun.text[:1500]}"
+            problems = fk.health_problems(arch)
+            assert problems == [], problems
+            # the copy holds the source's bytes again, the other copy was never touched
+            assert fk.tree_digests(folder / "data") == fk.tree_digests(arch.bag_folder("site-a", bag_id) / "data")
+        except AssertionError as exc:
+            failed[point] = str(exc).splitlines()[0][:900]
+    assert failed == {}, failed
+    hit = [p for p, c in outcomes.items() if c == KILLED]
+    assert len(hit) >= len(AUDIT_POINTS) - 1, f"only {hit} were interrupted: {outcomes}"
+
+
+# --------------------------------------------------------------------------------------------
+# kill -9 of a restore
+
+
+def _restore_temp(dest: Path) -> List[Path]:
+    return [dest.parent / n for n in os.listdir(dest.parent) if n.startswith(f".{dest.name}.restore-")]
+
+
+def _restore_started(dest: Path) -> Callable[[], bool]:
+    return lambda: bool(_restore_temp(dest))
+
+
+def _restore_half(dest: Path, files: int) -> Callable[[], bool]:
+    def seen() -> bool:
+        for tmp in _restore_temp(dest):
+            scans = tmp / "data" / "scans"
+            try:
+                if len(os.listdir(scans)) >= files // 2:
+                    return True
+            except OSError:
+                pass
+        return False
+    return seen
+
+
+RESTORE_POINTS = [(False, "temp folder made"), (False, "half the payload written"), (False, "after 1.1 s"),
+                  (True, "half the payload written")]
+
+
+def test_restore_killed_then_rerun_restores_exactly_and_leaves_nothing(template, tmp_path):
+    _, source, bag_id = template
+    failed, outcomes = {}, {}
+    for i, (payload_only, point) in enumerate(RESTORE_POINTS):
+        point = point + (" (payload only)" if payload_only else "")
+        arch = fresh(template, tmp_path / f"r{i}")
+        dest = tmp_path / f"r{i}-out" / "restored"
+        dest.parent.mkdir()
+        argv = ["restore", bag_id, dest] + (["--payload-only"] if payload_only else [])
+        when = {"temp folder made": _restore_started(dest),
+                "half the payload written": _restore_half(dest, 48)}.get(point.split(" (")[0])
+        after = float(point.split()[1]) if point.startswith("after") else None
+        code = fk.run_and_kill(arch, argv, tmp_path / f"r{i}.log", when=when, after=after)
+        outcomes[point] = code
+        try:
+            assert code in (KILLED, 0), (tmp_path / f"r{i}.log").read_text(errors="replace")
+            if code == KILLED:
+                rerun = fk.inproc(arch, *argv)
+                assert rerun.code == 0, f"rerun exit {rerun.code}: {rerun.text[:1500]}"
+            payload = dest if payload_only else dest / "data"
+            assert fk.tree_digests(payload) == fk.tree_digests(source), "restored tree differs from the source"
+            problems = fk.health_problems(arch, dest.parent, deep=(i == 0))
+            assert problems == [], problems
+            done = [k for k, n in fk.success_counts(arch).items() if k[0] == "dissemination" for _ in range(n)]
+            assert len(done) == 1, f"restore recorded {len(done)} times: {done}"
+        except AssertionError as exc:
+            failed[point] = str(exc).splitlines()[0][:900]
+    assert failed == {}, failed
+    hit = [p for p, c in outcomes.items() if c == KILLED]
+    assert len(hit) >= len(RESTORE_POINTS) - 1, f"only {hit} were interrupted: {outcomes}"
