@@ -6,10 +6,18 @@ JSON), what could not be audited and what is still overdue. The JSON is written 
 to `<staging>/.audit/summaries/<run id>.json` and copied to `latest.json` there, so a
 monitoring check can read one fixed path (`exit_code`, `counts`, `remaining`, `finished_at`).
 
-Exit code: 0 when every copy checked is intact or was repaired and re-verified; 1 when damage
-remains (including a file with no good copy, a tag file in doubt, a catalog that disagrees
-with the copies), a copy could not be audited (inconclusive, target gone from the config,
-unknown policy) or a bag's audit failed with an error. Overdue copies left for another day
+Every run also reports the archive's *open findings* (`reports.findings`): all outstanding
+damage and doubt in the copies' current catalog records within the run's --library /
+--collection / --bag filter, whatever this run selected. A copy an earlier run left damaged
+(no good copy, or --no-repair) is not due again for a while, but the next `audit --due` still
+lists it and exits 1: monitoring reading `latest.json` stays red until a later check resolves it.
+
+Exit code: 0 when every copy checked is intact or was repaired and re-verified and no finding
+is open; 1 when damage remains (including a file with no good copy, a tag file in doubt, a
+catalog that disagrees with the copies, a copy disputed), any copy in the filter is damaged,
+missing, failed, disputed or its last audit inconclusive (open findings), a copy could not be
+audited (inconclusive, target gone from the config, unknown policy) or a bag's audit failed
+with an error. Overdue copies left for another day
 by the byte budget are a schedule matter, reported but not an error; so are bags another
 worker (another machine on the same luigid) was still auditing when this run ended.
 """
@@ -27,6 +35,7 @@ from typing import Any, Dict, List, Optional
 
 from fixity.due import Selection
 from fixity.repair import FAILURE, INCONCLUSIVE, REPAIRED, SKIPPED, SUCCESS, BagAudit
+from reports.findings import OpenFinding
 
 OUTCOMES = (SUCCESS, REPAIRED, FAILURE, INCONCLUSIVE, SKIPPED)
 LIST_LIMIT = 1000     # entries per list in the JSON (the rest counted)
@@ -59,6 +68,7 @@ class AuditSummary:
     overdue_after: Dict[str, int] = field(default_factory=dict)      # {"deep": n, "quick": n}
     ledger_head: Optional[Dict[str, Any]] = None
     summary_path: Optional[str] = None
+    open_findings: List[OpenFinding] = field(default_factory=list)  # all outstanding, after this run
 
     # ---------------------------------------------------------------- derived
     def audited(self):
@@ -106,7 +116,8 @@ class AuditSummary:
     @property
     def exit_code(self) -> int:
         c = self.counts
-        if c[FAILURE] or c[INCONCLUSIVE] or c["error"] or c["not_audited"] or self._remaining():
+        if c[FAILURE] or c[INCONCLUSIVE] or c["error"] or c["not_audited"] or self._remaining() \
+                or self.open_findings:
             return 1
         return 0
 
@@ -143,6 +154,9 @@ class AuditSummary:
             "repaired": repaired[:LIST_LIMIT], "repaired_total": len(repaired),
             "remaining": remaining[:LIST_LIMIT], "remaining_total": len(remaining),
             "inconclusive": self._inconclusive()[:LIST_LIMIT],
+            "open_findings": [f.to_dict() for f in self.open_findings[:LIST_LIMIT]],
+            "open_findings_total": len(self.open_findings),
+            "open_copies": len({(f.bag, f.target) for f in self.open_findings}),
             "errors": self.errors[:LIST_LIMIT],
             "unfinished": self.unfinished[:LIST_LIMIT],
             "not_audited": self.selection.not_audited[:LIST_LIMIT],
@@ -186,6 +200,14 @@ class AuditSummary:
             lines.append(f"Inconclusive, not damage, audited again next run ({len(inconclusive)}):")
             lines += [f"  {i['bag']} {i['target']}: {i['detail']}"[:200] for i in inconclusive[:SCREEN_LINES]]
             lines += _more(len(inconclusive))
+        seen = {(r["bag"], r["target"]) for r in remaining} | {(i["bag"], i["target"]) for i in inconclusive}
+        older = [f for f in self.open_findings if (f.bag, f.target) not in seen]
+        if older:
+            copies = len({(f.bag, f.target) for f in older})
+            lines.append(f"STILL OPEN from earlier audits ({len(older)} finding(s) on {copies} cop"
+                         f"{'y' if copies == 1 else 'ies'}; `strongroom status` shows them):")
+            lines += [f"  {f.line()}"[:200] for f in older[:SCREEN_LINES]]
+            lines += _more(len(older))
         for e in self.errors[:SCREEN_LINES]:
             lines.append(f"ERROR {e['bag']}: {e['message']}"[:200])
         lines += _more(len(self.errors))
@@ -206,7 +228,9 @@ class AuditSummary:
             lines.append(f"Overdue now: {self.overdue_after.get('deep', 0)} deep, {self.overdue_after.get('quick', 0)} "
                          "quick")
         if not chosen and not self.selection.not_audited:
-            lines.append("Nothing is due." if self.mode == "due" else "Nothing to audit.")
+            nothing = "Nothing is due." if self.mode == "due" else "Nothing to audit."
+            lines.append(nothing if not self.open_findings else
+                         f"{nothing[:-1]} now, but damage found earlier is still open (exit 1).")
         if self.ledger_head:
             lines.append(f"Ledger head: seg-{self.ledger_head['seq']:012d} sha256:{self.ledger_head['hash']}")
         if self.summary_path:

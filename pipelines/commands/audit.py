@@ -123,13 +123,28 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
     after = due.select(config, catalog, mode="due", library=library, collection=collection, bag=bag, now=clock())
     overdue = {"deep": sum(1 for c in after.chosen + after.deferred if c.kind == "deep"),
                "quick": sum(1 for c in after.chosen if c.kind == "quick")}
+    open_now = outstanding(config, catalog, library=library, collection=collection, bag=bag, now=clock())
     seq, head = catalog.ledger_head()
     summary = AuditSummary(run_id=new_run_id(started), started_at=started, finished_at=clock(), mode=mode, kind=kind,
                            repair=repair, filters={"library": library, "collection": collection, "bag": bag},
                            selection=selection, bags=bags, errors=errors, unfinished=unfinished,
-                           overdue_after=overdue, ledger_head=None if seq < 0 else {"seq": seq, "hash": head})
+                           overdue_after=overdue, ledger_head=None if seq < 0 else {"seq": seq, "hash": head},
+                           open_findings=open_now)
     summary.write(summaries_dir(config))
     return summary
+
+
+def outstanding(config, catalog, *, library: Optional[str] = None, collection: Optional[str] = None,
+                bag: Optional[str] = None, now=None):
+    """Every open finding (`reports.findings`) of the bags matching the filters, read from the
+    catalog after the run: what this run did not select is reported too."""
+    from reports.findings import open_findings
+    from reports.status import replica_table
+
+    bags = catalog.bags(library, collection, bag)
+    if bags.num_rows == 0:
+        return []
+    return open_findings(catalog, replica_table(config, catalog, bags, bag_id=bag, now=now).to_pylist())
 
 
 #: Task outputs (checks, bag results, failure records) older than this are removed at the start
