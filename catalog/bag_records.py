@@ -2,39 +2,66 @@
 
 Bags are self-describing (bag-info.txt, manifests, metadata/), which is what lets the catalog
 be lost and rebuilt. The same function serves registration after a deposit (reading the
-staged bag) and `catalog rebuild` (reading a replica through its storage adapter), so the
-two can never describe a bag differently.
+staged bag), `catalog rebuild` (reading a replica through its storage adapter) and `restore`
+(checking the tag files it is about to write back), so the three can never describe a bag
+differently.
+
+A stored bag is untrusted by the time it is read back: every field is parsed with the strict
+parsers of `ingest.bagit_spec` / `ingest.metadata` (ASCII digits, ranges, bounded lines and
+fields), and anything that does not parse raises `bagit_spec.TagFileError` (a
+PreservationError, exit 1) naming the bag, the file and the line - never a bare ValueError,
+csv.Error or OverflowError from deep inside.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, FileRecord
-from ingest import bagit_spec
+from ingest import bagit_spec, metadata
+from ingest.bagit_spec import FieldError, TagFileError
 from ingest.naming import BagId
 from strongroom.errors import PreservationError
 
 Reader = Callable[[str], Optional[bytes]]  # bag path -> bytes, or None when the file is absent
 
+BAG_INFO = "bag-info.txt"
 
-def _lines(data: bytes):
-    text = data.decode("utf-8-sig")
+
+def _lines(data: bytes, file: str, where: str) -> Iterator[Tuple[int, str]]:
+    """(number, line) of a UTF-8 tag file; TagFileError for bytes that are not UTF-8 or a line too long."""
+    text = metadata.decode_tag_text(data, file, where)
     return ((n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1) if line.rstrip("\r") or n == 1)
 
 
-def read_bag_info(read: Reader, where: str) -> Dict[str, str]:
-    raw = read("bag-info.txt")
+def bag_version(read: Reader, where: str) -> str:
+    """The rules bagit.txt declares (1.0 when it is absent or unreadable: validation says why)."""
+    raw = read(bagit_spec.BAGIT_TXT)
     if raw is None:
-        raise PreservationError("bag-info.txt is missing", path=where)
-    items, issues = bagit_spec.parse_tag_lines(_lines(raw))
-    info: Dict[str, str] = {}
-    for label, value in items:
-        info.setdefault(label, value)
+        return bagit_spec.BAGIT_VERSION
+    return bagit_spec.parse_bagit_txt(raw).rules or bagit_spec.BAGIT_VERSION
+
+
+def read_bag_info_lines(read: Reader, where: str) -> Dict[str, Tuple[str, int]]:
+    """label -> (value, line number) of bag-info.txt, first occurrence of each label."""
+    raw = read(BAG_INFO)
+    if raw is None:
+        raise PreservationError(f"{BAG_INFO} is missing", path=where)
+    numbered = list(_lines(raw, BAG_INFO, where))
+    items, issues = bagit_spec.parse_tag_lines(numbered, bagit_spec.BAGIT_VERSION)
+    errors = [i for i in issues if i.error]
+    if errors:
+        raise TagFileError(errors[0].message, file=BAG_INFO, line=errors[0].line, where=where)
+    starts = [n for n, line in numbered if line[:1] not in (" ", "\t") and line.strip()]
+    info: Dict[str, Tuple[str, int]] = {}
+    for (label, value), number in zip(items, starts):
+        info.setdefault(label, (value, number))
     return info
+
+
+def read_bag_info(read: Reader, where: str) -> Dict[str, str]:
+    return {label: value for label, (value, _) in read_bag_info_lines(read, where).items()}
 
 
 def read_payload_digests(read: Reader, where: str, version: str = bagit_spec.BAGIT_VERSION
@@ -42,53 +69,63 @@ def read_payload_digests(read: Reader, where: str, version: str = bagit_spec.BAG
     """bag path -> {algorithm: digest}, from every payload manifest Strongroom can compute."""
     digests: Dict[str, Dict[str, str]] = {}
     for alg in DIGEST_ALGORITHMS:
-        raw = read(f"manifest-{alg}.txt")
+        name = f"manifest-{alg}.txt"
+        raw = read(name)
         if raw is None:
             continue
-        entries, issues = bagit_spec.parse_manifest_lines(_lines(raw), version, alg)
+        entries, issues = bagit_spec.parse_manifest_lines(_lines(raw, name, where), version, alg)
         if issues:
-            raise PreservationError(f"manifest-{alg}.txt cannot be read", path=where,
-                                    problems=[str(i) for i in issues])
+            first = next((i for i in issues if i.error), issues[0])
+            raise TagFileError(f"cannot be read: {first.message}", file=name, line=first.line, where=where,
+                               problems=[f"{name}: {i}" for i in issues])
         for e in entries:
+            if e.path in digests and alg in digests[e.path]:
+                raise TagFileError(f"{e.path!r} is listed twice", file=name, line=e.line, where=where)
             digests.setdefault(e.path, {})[alg] = e.digest
     if not digests:
         raise PreservationError("the bag has no payload manifest Strongroom can read", path=where)
     return digests
 
 
-def _csv_rows(raw: Optional[bytes]) -> List[Dict[str, str]]:
-    if raw is None:
-        return []
-    return list(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
-
-
 def records_from_bag(read: Reader, bag_id: BagId, where: str) -> Tuple[BagRecord, List[FileRecord]]:
     """The bag's catalog rows, from its own tag files (`where` names it in errors)."""
-    info = read_bag_info(read, where)
-    digests = read_payload_digests(read, where)
-    formats = {r["path"]: r for r in _csv_rows(read("metadata/formats.csv"))}
-    attributes = {r["path"]: r for r in _csv_rows(read("metadata/file-attributes.csv"))}
-    oxum = info.get("Payload-Oxum")
+    info_lines = read_bag_info_lines(read, where)
+    info = {label: value for label, (value, _) in info_lines.items()}
+    digests = read_payload_digests(read, where, bag_version(read, where))
+    raw = read(metadata.FORMATS_FILE)
+    formats = metadata.read_formats(raw, where) if raw is not None else {}
+    raw = read(metadata.ATTRIBUTES_FILE)
+    attributes = metadata.read_file_attributes(raw, where) if raw is not None else {}
     files: List[FileRecord] = []
     for path in sorted(digests):
-        fmt = formats.get(path, {})
-        attr = attributes.get(path, {})
-        size = attr.get("size") or fmt.get("size")
+        fmt = formats.get(path)
+        attr = attributes.get(path)
+        size = attr.size if attr is not None else (fmt.size if fmt is not None else None)
         if size is None:
-            raise PreservationError(f"{path}: size unknown (metadata/file-attributes.csv lacks it)", path=where)
+            raise PreservationError(f"{path}: size unknown ({metadata.ATTRIBUTES_FILE} lacks it)", path=where)
+        if attr is not None and fmt is not None and attr.size != fmt.size:
+            raise TagFileError(f"{path}: size {attr.size} disagrees with {metadata.FORMATS_FILE} line {fmt.line} "
+                               f"({fmt.size})", file=metadata.ATTRIBUTES_FILE, line=attr.line, where=where)
+        text = fmt.fields if fmt is not None else {}
         files.append(FileRecord(
-            bag_id=str(bag_id), path=path, size=int(size),
-            mtime_ns=int(attr["mtime_ns"]) if attr.get("mtime_ns") else None,
+            bag_id=str(bag_id), path=path, size=size,
+            mtime_ns=attr.mtime_ns if attr is not None else None,
             **{alg: d for alg, d in digests[path].items()},
-            puid=fmt.get("puid") or None, format_name=fmt.get("format_name") or None,
-            format_version=fmt.get("format_version") or None, mime=fmt.get("mime") or None,
-            identification_method=fmt.get("method") or None,
+            puid=text.get("puid") or None, format_name=text.get("format_name") or None,
+            format_version=text.get("format_version") or None, mime=text.get("mime") or None,
+            identification_method=text.get("method") or None,
         ))
     total = sum(f.size for f in files)
-    if oxum and bagit_spec.parse_payload_oxum(oxum) != (total, len(files)):
-        raise PreservationError(f"Payload-Oxum {oxum} disagrees with the manifests ({total}.{len(files)})",
-                                path=where)
-    part, _, count = info.get("Bag-Count", "1 of 1").partition(" of ")
+    try:
+        if "Payload-Oxum" in info_lines:
+            oxum, number = info_lines["Payload-Oxum"]
+            if bagit_spec.parse_payload_oxum(oxum) != (total, len(files)):
+                raise TagFileError(f"Payload-Oxum {oxum} disagrees with the manifests ({total}.{len(files)})",
+                                   file=BAG_INFO, line=number, where=where)
+        count_value, number = info_lines.get("Bag-Count", ("1 of 1", 0))
+        part, count = bagit_spec.parse_bag_count(count_value)
+    except FieldError as exc:
+        raise TagFileError(str(exc), file=BAG_INFO, line=number, where=where) from None
     created = datetime.strptime(bag_id.stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     bag = BagRecord(
         bag_id=str(bag_id), library=bag_id.library, collection=bag_id.collection,
@@ -97,7 +134,7 @@ def records_from_bag(read: Reader, bag_id: BagId, where: str) -> Tuple[BagRecord
         policy=info.get("Strongroom-Policy", ""),
         external_identifier=info.get("External-Identifier", ""),
         group_id=info.get("Bag-Group-Identifier", bag_id.group),
-        part=int(part or bag_id.part), part_count=int(count or 1) if count.strip() != "?" else 1,
+        part=part, part_count=count if count is not None else 1,
         file_count=len(files), byte_count=total, created_at=created,
     )
     return bag, files

@@ -22,6 +22,18 @@ tolerant whitespace around ':' before 1.0 - that last one RFC 8493 2.2.2 also as
 Paths: every path in a manifest or fetch.txt is untrusted. `path_problem` says why a path
 must not be opened (absolute, drive letter, backslash, '..', '~', NUL); nothing here resolves a
 path before that check.
+
+Fields: every number in a tag file is untrusted too, and Python's `int()` is far too kind to it
+(it takes '١٢٣', Arabic-Indic digits, '1_000', ' 7 ', and numbers of any size). The strict
+field parsers here (`parse_uint`, `parse_int`, `parse_payload_oxum`, `parse_bag_count`,
+`parse_version`) take ASCII digits only and check ranges; every reader of tag files
+(`catalog.bag_records`, `ingest.metadata`, `ingest.validate`, `fixity.restore`) uses them.
+Sizes are bounded as well, so a hostile file cannot make a reader slurp a gigabyte "line":
+MAX_LINE_CHARS (64 KiB) per tag-file line and MAX_FIELD_CHARS (8 KiB, twice Linux's PATH_MAX,
+so any path a file system can hold fits) per CSV field. Strongroom never writes more than that.
+A field that breaks them raises FieldError (a ValueError, for the validator, which only
+records problems); readers that must stop raise TagFileError, which names the bag, the file and
+the line and is a PreservationError (exit 1: the stored bag is what is wrong).
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from typing import BinaryIO, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from strongroom.checksums import hash_file
 from strongroom.durable import atomic_writer
+from strongroom.errors import PreservationError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -62,6 +75,14 @@ OS_METADATA_NAMES = frozenset({
     ".Spotlight-V100", ".Trashes", ".fseventsd", ".TemporaryItems",
 })
 
+#: Longest line (in characters) of any tag file a reader accepts; see the module docstring.
+MAX_LINE_CHARS = 64 * 1024
+#: Longest field (in characters) of a CSV tag file (metadata/*.csv).
+MAX_FIELD_CHARS = 8 * 1024
+#: Largest byte count, file count or nanosecond time: what the catalog's int64 columns hold.
+INT64_MAX = 2 ** 63 - 1
+INT64_MIN = -(2 ** 63)
+
 _UTF8_BOM = codecs.BOM_UTF8
 _ALL_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE,
              codecs.BOM_UTF16_BE)
@@ -76,6 +97,26 @@ class BagItSyntaxError(ValueError):
         detail = "; ".join(str(i) for i in self.issues[:5])
         more = f" (and {len(self.issues) - 5} more)" if len(self.issues) > 5 else ""
         super().__init__(f"{self.path}: {detail}{more}")
+
+
+class FieldError(ValueError):
+    """One field of a tag file is not what its grammar allows (the caller names file and line)."""
+
+
+class TagFileError(PreservationError):
+    """A tag file of a bag cannot be read as its grammar says: names the bag, the file and the line.
+
+    `where` is the bag (its folder or storage location), `file` the tag file inside it and
+    `line` the line number (0 when the problem is not on one line).
+    """
+
+    def __init__(self, problem: str, *, file: str, line: int = 0, where: Optional[str] = None,
+                 problems: Optional[list] = None):
+        self.file = file
+        self.line = line
+        self.problem = problem
+        at = f"{file} line {line}" if line else file
+        super().__init__(f"{at}: {problem}", path=where, problems=problems)
 
 
 @dataclass(frozen=True)
@@ -95,10 +136,18 @@ class LineIssue:
 
 
 def parse_version(text: str) -> Tuple[int, int]:
-    """'0.97' -> (0, 97). Only M.N with digits on both sides is a BagIt version ('.97' is not)."""
-    m = re.fullmatch(r"(\d+)\.(\d+)", text)
+    """'0.97' -> (0, 97). Only M.N with ASCII digits on both sides is a BagIt version ('.97' is not).
+
+    '1.0.0' is refused with a hint: RFC 8493 2.1.1 writes the version as M.N ('1.0') and
+    bagit-python 1.9 refuses '1.0.0' as well ("Bag version numbers must be MAJOR.MINOR numbers").
+    """
+    m = re.fullmatch(r"([0-9]{1,6})\.([0-9]{1,6})", text)
     if not m:
-        raise ValueError(f"BagIt-Version {text!r} is not of the form M.N (e.g. 1.0)")
+        if re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6}){2,}", text):
+            raise FieldError(f"BagIt-Version {text!r} is not of the form M.N: a BagIt version has two numbers, "
+                             f"not three (RFC 8493 2.1.1 writes it '1.0'; bagit-python refuses {text!r} too); "
+                             "write 'BagIt-Version: 1.0'")
+        raise FieldError(f"BagIt-Version {text!r} is not of the form M.N (e.g. 1.0)")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -241,11 +290,83 @@ def payload_oxum(total_bytes: int, file_count: int) -> str:
 
 
 def parse_payload_oxum(value: str) -> Tuple[int, int]:
-    """'1234.5' -> (1234 bytes, 5 files); ValueError for anything else."""
-    m = re.fullmatch(r"[ \t]*(\d+)\.(\d+)[ \t]*", value)
-    if not m:
-        raise ValueError(f"Payload-Oxum {value!r} is not OctetCount.StreamCount (e.g. 1024.3)")
-    return int(m.group(1)), int(m.group(2))
+    """'1234.5' -> (1234 bytes, 5 files); FieldError (a ValueError) for anything else.
+
+    ASCII digits only, each number at most INT64_MAX (no real payload is bigger).
+    """
+    m = re.fullmatch(r"[ \t]*([0-9]{1,19})\.([0-9]{1,19})[ \t]*", value[:64])
+    if not m or len(value) > 64:
+        raise FieldError(f"Payload-Oxum {_shown(value)} is not OctetCount.StreamCount (e.g. 1024.3), "
+                         "in ASCII digits")
+    octets, streams = int(m.group(1)), int(m.group(2))
+    if octets > INT64_MAX or streams > INT64_MAX:
+        raise FieldError(f"Payload-Oxum {_shown(value)} is out of range (each number at most {INT64_MAX})")
+    return octets, streams
+
+
+# --------------------------------------------------------------------------------------------
+# Strict fields
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A field as an error message shows it: repr'd, cut short (a hostile field may be huge)."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def parse_int(text: str, what: str, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    """A whole number written in ASCII digits, with an optional leading '-', within [minimum, maximum].
+
+    Refused (FieldError): non-ASCII digits ('١٢٣', which int() accepts), '+', '_', spaces,
+    an empty field, more than 19 digits. `what` names the field in the message.
+    """
+    if not isinstance(text, str) or not re.fullmatch(r"-?[0-9]+", text[:64]) or len(text) > 64:
+        raise FieldError(f"{what} {_shown(text)} is not a whole number in ASCII digits")
+    value = int(text)  # at most 64 characters: cheap
+    if not minimum <= value <= maximum:
+        raise FieldError(f"{what} {_shown(text)} is out of range ({minimum} to {maximum})")
+    return value
+
+
+def parse_uint(text: str, what: str, maximum: int = INT64_MAX) -> int:
+    """A non-negative whole number in ASCII digits, at most `maximum` (see `parse_int`)."""
+    if isinstance(text, str) and text.startswith("-"):
+        raise FieldError(f"{what} {_shown(text)} is negative")
+    return parse_int(text, what, 0, maximum)
+
+
+def parse_bag_count(value: str) -> Tuple[int, Optional[int]]:
+    """Bag-Count 'N of T' (RFC 8493 2.2.2) -> (N, T), T None for '?'; 1 <= N <= T."""
+    m = re.fullmatch(r"[ \t]*([0-9]{1,9})[ \t]+of[ \t]+([0-9]{1,9}|\?)[ \t]*", value[:64])
+    if not m or len(value) > 64:
+        raise FieldError(f"Bag-Count {_shown(value)} is not 'N of T' (e.g. 1 of 3) in ASCII digits")
+    part = int(m.group(1))
+    total = None if m.group(2) == "?" else int(m.group(2))
+    if part < 1 or (total is not None and part > total):
+        raise FieldError(f"Bag-Count {_shown(value)}: the part must be between 1 and the total")
+    return part, total
+
+
+def check_field(text: str, what: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """`text` itself, or FieldError when it is longer than `limit` characters."""
+    if len(text) > limit:
+        raise FieldError(f"{what} is {len(text)} characters long (at most {limit} are accepted)")
+    return text
+
+
+def is_text_encoding(name: str) -> bool:
+    """True for a codec that turns bytes into text ('UTF-8', 'ISO-8859-1', 'UTF-16').
+
+    `codecs.lookup` also knows bytes-to-bytes and text-to-text transforms ('base64', 'zlib',
+    'rot13', 'hex'): a tag file cannot be in those, and opening one as text raises LookupError.
+    """
+    try:
+        codecs.lookup(name)
+        "".encode(name)
+        b"".decode(name)
+    except (LookupError, TypeError, ValueError):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,19 +377,33 @@ def has_utf8_bom(path: PathLike) -> bool:
         return fh.read(3) == _UTF8_BOM
 
 
-def iter_lines(path: PathLike, encoding: str = TAG_ENCODING) -> Iterator[Tuple[int, str]]:
+def iter_lines(path: PathLike, encoding: str = TAG_ENCODING, max_chars: int = MAX_LINE_CHARS
+               ) -> Iterator[Tuple[int, str]]:
     """(line number, text) of a tag file, streamed: memory stays flat for huge manifests.
 
     Lines end at LF, CR or CRLF - the three line breaks BagIt allows - and nowhere else (no
     splitting at U+2028, NEL or form feed). A leading U+FEFF (byte-order mark) is dropped; use
-    `has_utf8_bom` to find out whether there was one. Raises UnicodeDecodeError / LookupError.
+    `has_utf8_bom` to find out whether there was one. Raises UnicodeError (UnicodeDecodeError,
+    or a UTF-16 stream without BOM), LookupError for an encoding that is not a text encoding,
+    and BagItSyntaxError for a line longer than `max_chars`: it is never read whole.
     """
+    if not is_text_encoding(encoding):
+        raise LookupError(f"{encoding!r} is not a text encoding")
     with open(path, "rb") as raw:
         text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
-        for number, line in enumerate(text, 1):
+        number = 0
+        while True:
+            line = text.readline(max_chars + 2)   # room for the CRLF that ends a maximal line
+            if not line:
+                return
+            number += 1
             if number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
-            yield number, line.rstrip("\r\n")
+            body = line.rstrip("\r\n")
+            if len(body) > max_chars:
+                raise BagItSyntaxError(path, [LineIssue(number, f"is longer than {max_chars} characters; "
+                                                                "the rest of the file was not read")])
+            yield number, body
 
 
 def bom_issue(path: PathLike, encoding: str) -> Optional[LineIssue]:
@@ -351,9 +486,15 @@ def parse_bagit_txt(raw: bytes) -> BagitDeclaration:
         try:
             codecs.lookup(value)
         except LookupError:
-            issues.append(LineIssue(number, f"Tag-File-Character-Encoding {value!r} is not a known character encoding"))
+            issues.append(LineIssue(number, f"Tag-File-Character-Encoding {_shown(value)} is not a known character "
+                                            "encoding; the tag files cannot be read (BagIt tag files are UTF-8)"))
         else:
-            decl.encoding = value
+            if is_text_encoding(value):
+                decl.encoding = value
+            else:
+                issues.append(LineIssue(number, f"Tag-File-Character-Encoding {_shown(value)} is not a text "
+                                                "encoding (it is a bytes-to-bytes or text-to-text transform); "
+                                                "the tag files cannot be read (BagIt tag files are UTF-8)"))
 
     if decl.rules and is_v1(decl.rules) and not any(i.error for i in issues):
         expected = [f"BagIt-Version: {decl.version}", f"Tag-File-Character-Encoding: {decl.encoding}"]
@@ -582,28 +723,30 @@ def tag_files(bag_dir: PathLike) -> List[str]:
     Raises ValueError for a symbolic link or special file among them: a tag manifest must
     describe bytes that are really in the bag.
     """
-    root = Path(bag_dir)
     found: List[str] = []
-
-    def walk(folder: Path, prefix: str) -> None:
+    # an explicit stack, not recursion: a hostile bag may nest folders thousands deep
+    stack: List[Tuple[str, str]] = [(os.fspath(bag_dir), "")]
+    while stack:
+        folder, prefix = stack.pop()
         with os.scandir(folder) as it:
-            for entry in sorted(it, key=lambda e: e.name):
-                rel = prefix + entry.name
-                if not prefix and entry.name == PAYLOAD_DIR:
+            entries = sorted(it, key=lambda e: e.name)
+        subfolders = []
+        for entry in entries:
+            rel = prefix + entry.name
+            if not prefix and entry.name == PAYLOAD_DIR:
+                continue
+            if entry.is_symlink():
+                raise ValueError(f"{rel}: is a symbolic link; tag files must be regular files")
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append((entry.path, rel + "/"))
+            elif entry.is_file(follow_symlinks=False):
+                if not prefix and TAGMANIFEST_RE.match(entry.name):
                     continue
-                if entry.is_symlink():
-                    raise ValueError(f"{rel}: is a symbolic link; tag files must be regular files")
-                if entry.is_dir(follow_symlinks=False):
-                    walk(Path(entry.path), rel + "/")
-                elif entry.is_file(follow_symlinks=False):
-                    if not prefix and TAGMANIFEST_RE.match(entry.name):
-                        continue
-                    found.append(rel)
-                else:
-                    raise ValueError(f"{rel}: is not a regular file")
-
-    walk(root, "")
-    return found
+                found.append(rel)
+            else:
+                raise ValueError(f"{rel}: is not a regular file")
+        stack.extend(reversed(subfolders))
+    return sorted(found, key=lambda r: r.split("/"))
 
 
 def tag_manifest_entries(bag_dir: PathLike, algorithms: Sequence[str]) -> Dict[str, List[Tuple[str, str]]]:
@@ -629,7 +772,9 @@ def write_tag_manifests(bag_dir: PathLike, algorithms: Sequence[str], version: s
 
 __all__ = [
     "BAGIT_VERSION", "TAG_ENCODING", "KNOWN_VERSIONS", "BAGIT_TXT", "FETCH_TXT", "PAYLOAD_DIR",
-    "BagItSyntaxError", "LineIssue", "BagitDeclaration", "ManifestEntry",
+    "BagItSyntaxError", "LineIssue", "BagitDeclaration", "ManifestEntry", "FieldError", "TagFileError",
+    "MAX_LINE_CHARS", "MAX_FIELD_CHARS", "INT64_MAX", "INT64_MIN",
+    "parse_int", "parse_uint", "parse_bag_count", "check_field", "is_text_encoding",
     "parse_version", "is_v1", "bag_info_name", "rules_version",
     "encode_path", "decode_path", "path_problem", "safe_relpath", "canonical_path", "is_payload_path",
     "is_os_metadata", "hashlib_name", "digest_length", "empty_digest", "payload_oxum", "parse_payload_oxum",

@@ -4,6 +4,13 @@ A bag must stay understandable without Strongroom's catalog (the catalog can be 
 rebuilt from bags): what each file is (`formats.csv`), what the source looked like beyond what
 BagIt can hold (`empty-directories.txt`, `file-attributes.csv`), what the depositor vouched for
 (`supplied-checksums.csv`), and what was done to it, by which software (`premis.xml`).
+
+Writing and reading are both here, so the two cannot drift apart. Reading is strict, because a
+stored bag is untrusted input by the time it is read back (`catalog rebuild`, `restore`): every
+row has exactly the header's fields, sizes and times are ASCII digits within range
+(`bagit_spec.parse_uint` / `parse_int`), paths are safe payload paths listed once, and no line is
+longer than `bagit_spec.MAX_LINE_CHARS` nor any field than `bagit_spec.MAX_FIELD_CHARS`.
+Anything else raises `bagit_spec.TagFileError` naming the bag, the file and the line.
 """
 
 from __future__ import annotations
@@ -13,15 +20,20 @@ import io
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from strongroom import NAME, __version__
 
 from . import premis
-from .bagit_spec import encode_path
+from .bagit_spec import (INT64_MAX, INT64_MIN, MAX_FIELD_CHARS, MAX_LINE_CHARS, FieldError, TagFileError,
+                         encode_path, is_payload_path, parse_int, parse_uint, path_problem)
 from .stage import StagedFile
 from .supplied import SuppliedDigest
 
+FORMATS_FILE = "metadata/formats.csv"
+ATTRIBUTES_FILE = "metadata/file-attributes.csv"
+EMPTY_DIRS_FILE = "metadata/empty-directories.txt"
+ATTRIBUTE_COLUMNS = ["path", "size", "mtime_ns", "mtime_utc"]
 FORMAT_COLUMNS = [
     "path", "size", "puid", "format_name", "format_version", "mime", "method", "alternatives",
     "fido_version", "signature_version",
@@ -57,7 +69,7 @@ def file_attributes_csv(files: Sequence[StagedFile]) -> bytes:
          datetime.fromtimestamp(f.mtime_ns / 1e9, timezone.utc).isoformat().replace("+00:00", "Z")]
         for f in files
     )
-    return _csv_bytes(["path", "size", "mtime_ns", "mtime_utc"], rows)
+    return _csv_bytes(ATTRIBUTE_COLUMNS, rows)
 
 
 def empty_dirs_txt(empty_dirs: Sequence[str]) -> bytes:
@@ -68,6 +80,137 @@ def empty_dirs_txt(empty_dirs: Sequence[str]) -> bytes:
 def supplied_csv(supplied: Sequence[SuppliedDigest]) -> bytes:
     rows = (["data/" + s.path, s.algorithm, s.digest, "data/" + s.listed_in, s.line, "verified"] for s in supplied)
     return _csv_bytes(["path", "algorithm", "digest", "listed_in", "line", "outcome"], rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading them back (strictly)
+
+
+@dataclass(frozen=True)
+class FileAttributes:
+    """One row of metadata/file-attributes.csv, parsed."""
+
+    path: str
+    size: int
+    mtime_ns: Optional[int]   # None when the field is empty
+    line: int
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    """One row of metadata/formats.csv, parsed: `size` checked, the text fields as written."""
+
+    path: str
+    size: int
+    fields: Dict[str, str]
+    line: int
+
+
+def decode_tag_text(raw: bytes, file: str, where: Optional[str] = None,
+                    max_line: int = MAX_LINE_CHARS) -> str:
+    """A Strongroom tag file's bytes as text: UTF-8 (a BOM is dropped), no line over `max_line`.
+
+    TagFileError names the line of the first byte that is not UTF-8 or of the first line too long.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise TagFileError(f"is not valid UTF-8 (byte {exc.start}: {exc.reason})", file=file, line=line,
+                           where=where) from None
+    start, number = 0, 1
+    while start <= len(text):
+        end = text.find("\n", start)
+        stop = len(text) if end < 0 else end
+        if stop - start > max_line + 1:   # + 1: the CR of a CRLF
+            raise TagFileError(f"the line is {stop - start} characters long (at most {max_line} are accepted)",
+                               file=file, line=number, where=where)
+        if end < 0:
+            break
+        start, number = end + 1, number + 1
+    return text
+
+
+def read_csv_rows(raw: bytes, file: str, columns: Sequence[str], where: Optional[str] = None
+                  ) -> List[Tuple[int, Dict[str, str]]]:
+    """(line number, {column: field}) per record of a metadata CSV, strictly (see the module docstring).
+
+    The header must hold every name in `columns` (others are allowed, for later versions); each
+    record has exactly as many fields as the header; blank lines are skipped.
+    """
+    text = decode_tag_text(raw, file, where)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    out: List[Tuple[int, Dict[str, str]]] = []
+    header: Optional[List[str]] = None
+    try:
+        for row in reader:
+            number = reader.line_num
+            if not row:
+                continue
+            for i, value in enumerate(row):
+                if len(value) > MAX_FIELD_CHARS:
+                    raise TagFileError(f"field {i + 1} is {len(value)} characters long (at most {MAX_FIELD_CHARS} "
+                                       "are accepted)", file=file, line=number, where=where)
+            if header is None:
+                header = row
+                missing = [c for c in columns if c not in header]
+                if missing or len(set(header)) != len(header):
+                    raise TagFileError(f"the header {','.join(header)[:200]!r} lacks {', '.join(missing)}"
+                                       if missing else "the header names a column twice",
+                                       file=file, line=number, where=where)
+                continue
+            if len(row) != len(header):
+                raise TagFileError(f"has {len(row)} fields, the header {len(header)}", file=file, line=number,
+                                   where=where)
+            out.append((number, dict(zip(header, row))))
+    except csv.Error as exc:   # e.g. a quoted field beyond csv.field_size_limit(), a stray quote
+        raise TagFileError(f"is not valid CSV ({exc})", file=file, line=reader.line_num, where=where) from None
+    if header is None:
+        raise TagFileError("is empty (not even a header line)", file=file, where=where)
+    return out
+
+
+def _path_field(value: str, file: str, number: int, where: Optional[str], seen: Dict[str, int]) -> str:
+    problem = path_problem(value)
+    if problem is None and not is_payload_path(value):
+        problem = "is not a payload path (data/...)"
+    if problem:
+        raise TagFileError(f"path {value[:200]!r} {problem}" if problem.startswith("is ")
+                           else f"path {value[:200]!r}: {problem}", file=file, line=number, where=where)
+    if value in seen:
+        raise TagFileError(f"path {value[:200]!r} is listed again (first on line {seen[value]})", file=file,
+                           line=number, where=where)
+    seen[value] = number
+    return value
+
+
+def read_file_attributes(raw: bytes, where: Optional[str] = None) -> Dict[str, FileAttributes]:
+    """metadata/file-attributes.csv: path -> size and modification time (ns since 1970, int64 range)."""
+    out: Dict[str, FileAttributes] = {}
+    seen: Dict[str, int] = {}
+    for number, row in read_csv_rows(raw, ATTRIBUTES_FILE, ("path", "size", "mtime_ns"), where):
+        path = _path_field(row["path"], ATTRIBUTES_FILE, number, where, seen)
+        try:
+            size = parse_uint(row["size"], "size")
+            mtime = parse_int(row["mtime_ns"], "mtime_ns", INT64_MIN, INT64_MAX) if row["mtime_ns"] else None
+        except FieldError as exc:
+            raise TagFileError(str(exc), file=ATTRIBUTES_FILE, line=number, where=where) from None
+        out[path] = FileAttributes(path, size, mtime, number)
+    return out
+
+
+def read_formats(raw: bytes, where: Optional[str] = None) -> Dict[str, FormatRow]:
+    """metadata/formats.csv: path -> size and the identification fields as written."""
+    out: Dict[str, FormatRow] = {}
+    seen: Dict[str, int] = {}
+    for number, row in read_csv_rows(raw, FORMATS_FILE, ("path", "size"), where):
+        path = _path_field(row["path"], FORMATS_FILE, number, where, seen)
+        try:
+            size = parse_uint(row["size"], "size")
+        except FieldError as exc:
+            raise TagFileError(str(exc), file=FORMATS_FILE, line=number, where=where) from None
+        out[path] = FormatRow(path, size, row, number)
+    return out
 
 
 @dataclass(frozen=True)
