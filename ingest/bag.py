@@ -147,4 +147,7 @@ def discard(work: Path) -> None:
         work.unlink()
         return
     shutil.rmtree(work, ignore_errors=True)
-    pending_premis_path(work).unlink(missing_ok=True)
+    pending = pending_premis_path(work)
+    pending.unlink(missing_ok=True)
+    for temp in work.parent.glob(f".{pending.name}.*.tmp"):  # premis.write_premis' temp, if killed mid-write
+        temp.unlink(missing_ok=True)

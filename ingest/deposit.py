@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -20,7 +20,7 @@ from strongroom.errors import InputError, PreservationError, UsageError
 from . import supplied as supplied_mod
 from .bag import BagPlan, BuiltBag, discard, finish_bag
 from .metadata import Provenance
-from .naming import BagId, check_code, deposit_stamp
+from .naming import CLAIMS_DIR, BagId, check_code, claim_stamp
 from .scan import ScanResult, SourceFile, scan_source
 from .split import plan_parts
 from .stage import StagedFile, StageTask, make_parent_dirs, stage_files
@@ -77,6 +77,11 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
     _check_apart(source, staging)
     if scan is None:
         scan = scan_source(source, follow_internal_links=req.follow_internal_links)
+    if not scan.files:
+        # A bag with an empty manifest can be copied and verified but never registered: refuse it
+        # now, not after every replica was written (see ingest.preflight).
+        raise InputError("the source holds no file (only empty folders or nothing); a bag must hold at least "
+                         "one file", path=str(source))
     policy = req.policy
     if identifier is None:
         from .identify import Identifier  # loading FIDO's signatures takes a moment: only when needed
@@ -84,7 +89,7 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
         identifier = Identifier()
 
     now = req.now or datetime.now(timezone.utc)
-    stamp = req.stamp or _free_stamp(staging / req.library / req.collection, now)
+    stamp = req.stamp or _free_stamp(staging, req.library, req.collection, now)
     parts = plan_parts(scan.files, max_bytes=policy.bag.max_bytes, max_files=policy.bag.max_files)
     bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
     work_root = staging / INCOMPLETE
@@ -216,11 +221,9 @@ def _check_apart(source: Path, staging: Path) -> None:
         )
 
 
-def _free_stamp(collection_dir: Path, now: datetime) -> str:
-    """A deposit time stamp not yet used in this collection's staging folder (second resolution)."""
-    t = now
-    while True:
-        stamp = deposit_stamp(t)
-        if not any(collection_dir.glob(f"{stamp}-*")):
-            return stamp
-        t = t + timedelta(seconds=1)
+def _free_stamp(staging: Path, library: str, collection: str, now: datetime) -> str:
+    """A deposit time stamp (second resolution) claimed for this ingest alone: no bag of this
+    collection in staging has it, and no concurrent deposit can get it too (ingest.naming)."""
+    collection_dir = staging / library / collection
+    return claim_stamp(staging / CLAIMS_DIR, library, collection, now, owner=lambda stamp: f"ingest-{uuid.uuid4()}",
+                       taken=lambda stamp: collection_dir.is_dir() and any(collection_dir.glob(f"{stamp}-*")))

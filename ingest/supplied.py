@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from strongroom.checksums import SUPPORTED
+from strongroom.errors import InputError
 
 from .bagit_spec import decode_path, safe_relpath
 
@@ -65,7 +66,12 @@ def find_checksum_files(relpaths: Iterable[str], read_small) -> List[SuppliedChe
         m = _BAG_MANIFEST.match(name)
         bagit_txt = posixpath.join(folder, "bagit.txt")
         if m and bagit_txt in relset:
-            found.append(SuppliedChecksumFile(rel, m.group(1), "bagit", _bag_version(read_small(bagit_txt))))
+            version = _bag_version(read_small(bagit_txt))
+            problem = version_problem(bagit_txt, version)
+            if problem:
+                raise InputError("a bag supplied in the source declares an unusable BagIt version",
+                                 problems=[problem])
+            found.append(SuppliedChecksumFile(rel, m.group(1), "bagit", version))
             continue
         m = _SUMS_NAME.match(name) or _SUFFIX_NAME.match(name)
         if m:
@@ -74,8 +80,54 @@ def find_checksum_files(relpaths: Iterable[str], read_small) -> List[SuppliedChe
 
 
 def _bag_version(text: bytes) -> str:
-    m = re.search(rb"BagIt-Version:\s*([0-9.]+)", text)
-    return m.group(1).decode("ascii") if m else "1.0"
+    m = re.search(rb"BagIt-Version:[ \t]*([^\r\n]*?)[ \t]*(?:\r\n|\r|\n|$)", text)
+    return m.group(1).decode("utf-8", "backslashreplace") if m else "1.0"
+
+
+def version_problem(bagit_txt: str, version: str) -> Optional[str]:
+    """Why a supplied bag's declared version cannot be used to read its manifests, or None.
+
+    RFC 8493 2.1.1 writes the version as M.N ("1.0"); bagit-python refuses anything else
+    ("Bag version numbers must be MAJOR.MINOR numbers"). A version such as "1.0.0" is refused,
+    not guessed: the version decides how manifest paths are percent-decoded, so guessing could
+    check the depositor's checksums against the wrong files. The fix is one line in bagit.txt.
+    """
+    from .bagit_spec import KNOWN_VERSIONS, rules_version
+
+    try:
+        use, note = rules_version(version)
+    except ValueError:
+        use, note = None, f"BagIt-Version {version!r} is not of the form M.N"
+    if use is None:
+        return (f"{bagit_txt}: {note}; a supplied bag's bagit.txt must declare one of "
+                f"{', '.join(KNOWN_VERSIONS)} (RFC 8493: 'BagIt-Version: 1.0')")
+    return None
+
+
+def check_bag_versions(scan) -> None:
+    """Before any work: InputError (exit 2) naming every supplied bag whose bagit.txt declares a
+    version its manifests cannot be read by. Reads only those small bagit.txt files."""
+    names = {f.relpath for f in scan.files}
+    problems = []
+    for f in scan.files:
+        folder, name = posixpath.split(f.relpath)
+        if name != "bagit.txt" or f.size > _BAGIT_TXT_LIMIT:
+            continue
+        if not any(_BAG_MANIFEST.match(posixpath.basename(n)) and posixpath.dirname(n) == folder for n in names):
+            continue  # no manifest beside it: nothing is read as a bag
+        try:
+            with open(f.abspath, "rb") as fh:
+                problem = version_problem(f.relpath, _bag_version(fh.read(_BAGIT_TXT_LIMIT)))
+        except OSError as exc:
+            problem = f"{f.relpath}: cannot be read ({exc.strerror or exc})"
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise InputError("a bag supplied in the source declares an unusable BagIt version", path=str(scan.root),
+                         problems=problems)
+
+
+_BAGIT_TXT_LIMIT = 1 << 16
 
 
 def parse_checksum_file(spec: SuppliedChecksumFile, data: bytes) -> Tuple[List[SuppliedDigest], List[str]]:

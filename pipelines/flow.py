@@ -13,11 +13,13 @@ finished *resumes* it; once the first has finished, it is a new deposit with new
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,12 +29,13 @@ from catalog.bag_records import folder_reader, records_from_bag
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
-from ingest.naming import BagId, deposit_stamp
+from ingest.naming import CLAIMS_DIR, BagId, claim_owner, claim_stamp, take_claim
 from strongroom import NAME, __version__
 from strongroom.durable import atomic_write_json as write_json_atomic
 from strongroom.errors import PreservationError, UsageError
 
 STATE_DIR = ".state"
+ABANDONED = "abandoned.json"
 AGENT = f"{NAME} {__version__}"
 _EVENT_NS = uuid.UUID("7f0c6a52-3f43-4d0e-9a55-5b1d2b3c0a11")
 
@@ -52,6 +55,7 @@ class DepositState:
     created_at: str
     config_path: str
     follow_internal_links: bool = False
+    replaces: str = ""  # an unfinished deposit of the same source set aside (its bag ids were not its own)
 
     def state_dir(self, staging: Path) -> Path:
         return Path(staging) / STATE_DIR / self.key
@@ -72,29 +76,60 @@ def failures(staging: Path, state: DepositState) -> List[dict]:
 def open_deposit(config, *, source, library: str, collection: str, collection_type: str,
                  policy: str, title: str = "", follow_internal_links: bool = False,
                  now: Optional[datetime] = None) -> DepositState:
-    """Resume the unfinished deposit of this source into this collection, or start a new one."""
+    """Resume the unfinished deposit of this source into this collection, or start a new one.
+
+    A new deposit's time stamp (so its bag ids) is claimed atomically (`ingest.naming.claim_stamp`):
+    two deposits into one collection in the same second get different stamps, never one bag id.
+    The whole decision runs under a lock on the staging area, so two runs of the same deposit at
+    once also agree on one deposit instead of starting two.
+    """
     staging = Path(config.staging)
     real_source = os.path.realpath(source)
-    for existing in _deposit_states(staging):
-        if (existing.source, existing.library, existing.collection) == (real_source, library, collection) \
-                and not (existing.state_dir(staging) / "done.json").exists():
-            if existing.policy != policy or existing.collection_type != collection_type:
-                raise UsageError(
-                    f"an unfinished deposit of {real_source} into {library}/{collection} "
-                    f"(started {existing.created_at}, policy {existing.policy}, type {existing.collection_type}) "
-                    "must be finished first: rerun it with the same --type/--policy"
-                )
-            return existing
-    now = now or datetime.now(timezone.utc)
-    stamp = _free_stamp(staging, library, collection, now)
-    key = hashlib.sha256(f"{real_source}\0{library}\0{collection}\0{stamp}".encode()).hexdigest()[:16]
-    state = DepositState(
-        key=f"{library}-{collection}-{stamp}-{key}", source=real_source, library=library, collection=collection,
-        collection_type=collection_type, policy=policy, title=title, stamp=stamp,
-        created_at=now.isoformat(), config_path=str(config.path), follow_internal_links=follow_internal_links,
-    )
-    write_json_atomic(state.state_dir(staging) / "deposit.json", asdict(state))
+    with _opening(staging):
+        replaced = ""
+        for existing in _deposit_states(staging):
+            if (existing.source, existing.library, existing.collection) == (real_source, library, collection) \
+                    and not (existing.state_dir(staging) / "done.json").exists():
+                if existing.policy != policy or existing.collection_type != collection_type:
+                    raise UsageError(
+                        f"an unfinished deposit of {real_source} into {library}/{collection} "
+                        f"(started {existing.created_at}, policy {existing.policy}, type {existing.collection_type}) "
+                        "must be finished first: rerun it with the same --type/--policy"
+                    )
+                clash = stamp_clash(config, existing)
+                if clash is None:
+                    return existing
+                abandon(staging, existing, clash)  # never resume onto another deposit's bag ids
+                replaced = existing.key
+        now = now or datetime.now(timezone.utc)
+
+        def key_for(stamp: str) -> str:
+            digest = hashlib.sha256(f"{real_source}\0{library}\0{collection}\0{stamp}".encode()).hexdigest()[:16]
+            return f"{library}-{collection}-{stamp}-{digest}"
+
+        stamp = claim_stamp(staging / CLAIMS_DIR, library, collection, now, owner=key_for,
+                            taken=_used_stamps(config, staging, library, collection))
+        state = DepositState(
+            key=key_for(stamp), source=real_source, library=library, collection=collection,
+            collection_type=collection_type, policy=policy, title=title, stamp=stamp,
+            created_at=now.isoformat(), config_path=str(config.path), follow_internal_links=follow_internal_links,
+            replaces=replaced,
+        )
+        write_json_atomic(state.state_dir(staging) / "deposit.json", asdict(state))
     return state
+
+
+@contextmanager
+def _opening(staging: Path):
+    """An exclusive lock on the staging area while a deposit is looked up or started."""
+    folder = staging / CLAIMS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def load_deposit(staging: Path, key: str) -> DepositState:
@@ -102,25 +137,60 @@ def load_deposit(staging: Path, key: str) -> DepositState:
 
 
 def _deposit_states(staging: Path):
+    """Every deposit still to be resumed or finished (abandoned ones are history, not work)."""
     root = staging / STATE_DIR
     if not root.is_dir():
         return
     for entry in sorted(root.iterdir()):
         f = entry / "deposit.json"
-        if f.is_file():
+        if f.is_file() and not (entry / ABANDONED).exists():
             yield DepositState(**read_json(f))
 
 
-def _free_stamp(staging: Path, library: str, collection: str, now: datetime) -> str:
-    from datetime import timedelta
+def _used_stamps(config, staging: Path, library: str, collection: str):
+    """taken(stamp): a stamp some bag of this collection already has, wherever it is recorded: a
+    deposit's state (also one from before claims existed), staging, the catalog, or a folder target."""
+    states = {s.stamp for s in _deposit_states(staging) if (s.library, s.collection) == (library, collection)}
+    catalogued = set()
+    for bag_id in open_catalog(config).bags(library=library, collection=collection).column("bag_id").to_pylist():
+        try:
+            catalogued.add(BagId.parse(bag_id).stamp)
+        except UsageError:
+            continue
+    folders = [staging / library / collection]
+    folders += [Path(t.root) / library / collection for t in config.storage.values()
+                if t.type == "filesystem" and t.root is not None]
 
-    taken = {s.stamp for s in _deposit_states(staging) if (s.library, s.collection) == (library, collection)}
-    t = now
-    while True:
-        stamp = deposit_stamp(t)
-        if stamp not in taken and not any((staging / library / collection).glob(f"{stamp}-*")):
-            return stamp
-        t += timedelta(seconds=1)
+    def taken(stamp: str) -> bool:
+        return stamp in states or stamp in catalogued or any(
+            any(folder.glob(f"{stamp}-*")) for folder in folders if folder.is_dir())
+
+    return taken
+
+
+def stamp_clash(config, state: DepositState) -> Optional[str]:
+    """Why this deposit's bag ids are not (or no longer) its own, or None when they are.
+
+    Its stamp must be claimed by it (a deposit started before claims existed claims it now), and
+    no bag of that stamp may be registered from another source.
+    """
+    staging = Path(config.staging)
+    if not take_claim(staging / CLAIMS_DIR, state.library, state.collection, state.stamp, state.key):
+        owner = claim_owner(staging / CLAIMS_DIR, state.library, state.collection, state.stamp)
+        return (f"its bag ids {state.library}/{state.collection}/{state.stamp}-N are claimed by another deposit "
+                f"({owner or 'unknown'})")
+    prefix = f"{state.library}/{state.collection}/{state.stamp}-"
+    for row in open_catalog(config).bags(library=state.library, collection=state.collection).to_pylist():
+        if str(row["bag_id"]).startswith(prefix) and row.get("source_path") != state.source:
+            return f"bag {row['bag_id']} is already registered, from {row.get('source_path')}"
+    return None
+
+
+def abandon(staging: Path, state: DepositState, why: str) -> None:
+    """Set a deposit aside for good: it is never resumed, and nothing of it (or of the deposit it
+    clashed with) is removed; the next deposit of its source starts anew with a fresh stamp."""
+    write_json_atomic(state.state_dir(staging) / ABANDONED,
+                      {"deposit": state.key, "why": why, "at": datetime.now(timezone.utc).isoformat()})
 
 
 # --- the steps ------------------------------------------------------------------------------
@@ -131,10 +201,21 @@ def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, 
     from ingest.deposit import INCOMPLETE, DepositRequest, ingest, work_dir_prefix
 
     staging = Path(config.staging)
+    clash = stamp_clash(config, state)
+    if clash is not None:
+        # Never build (or clean up) under another deposit's bag ids: set this one aside, so the
+        # same command run again starts a fresh deposit of the source with bag ids of its own.
+        abandon(staging, state, clash)
+        raise PreservationError(f"deposit {state.key} was set aside: {clash}; nothing of either deposit was "
+                                f"changed. Run the same command again to deposit {state.source} under new "
+                                f"bag ids", path=state.source, rerun_helps=True)
     for stale in (staging / state.library / state.collection).glob(f"{state.stamp}-*"):
         shutil.rmtree(stale)  # built by a run that crashed before recording them: rebuild
-    for stale in (staging / INCOMPLETE).glob(work_dir_prefix(state.library, state.collection, state.stamp) + "*"):
+    prefix = work_dir_prefix(state.library, state.collection, state.stamp)
+    for stale in (staging / INCOMPLETE).glob(prefix + "*"):
         discard(stale)  # half-built by a run that was killed while staging
+    for stale in (staging / INCOMPLETE).glob("." + prefix + "*"):
+        stale.unlink(missing_ok=True)  # a temp file (premis.xml being written) of a killed run
     request = DepositRequest(
         source=Path(state.source), library=state.library, collection=state.collection,
         collection_type=state.collection_type, policy=config.policy(state.policy), staging=staging,
@@ -194,7 +275,7 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
         # the file itself is whole, so the rerun skips it and nothing else would remove the temp.
         adapter.cleanup_temp(bag_id)
     except PreservationError as exc:
-        _record_failure(catalog, state, bag_id, target, "replication", str(exc))
+        _record_failure(config, catalog, state, bag_id, target, "replication", str(exc))
         raise
     return result
 
@@ -213,12 +294,12 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
         result = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True,
                                 workers=adapter.parallel_reads)
     except PreservationError as exc:
-        _record_failure(catalog, state, bag_id, target, "fixity check", str(exc))
+        _record_failure(config, catalog, state, bag_id, target, "fixity check", str(exc))
         raise
     now = datetime.now(timezone.utc)
     if not result.ok:
         detail = "; ".join(result.problems[:20])
-        _record_failure(catalog, state, bag_id, target, "fixity check", detail)
+        _record_failure(config, catalog, state, bag_id, target, "fixity check", detail)
         raise PreservationError(f"replica of {bag_id} on {target_name} failed verification after writing",
                                 path=adapter.location(bag_id), problems=result.problems)
     catalog.record_replica(ReplicaRecord(
@@ -239,7 +320,13 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
     return result
 
 
-def _record_failure(catalog: Catalog, state: DepositState, bag_id: BagId, target, kind: str, detail: str) -> None:
+def _record_failure(config, catalog: Catalog, state: DepositState, bag_id: BagId, target, kind: str,
+                    detail: str) -> None:
+    """Record that this deposit's copy failed. Only ever about this deposit's own bag: never for a
+    bag id it does not hold the claim on, nor for a bag already registered (its copies are then
+    the audit's to judge); the failure itself still stops the step and is reported."""
+    if catalog.has_bag(str(bag_id)) or stamp_clash(config, state) is not None:
+        return
     now = datetime.now(timezone.utc)
     catalog.record_replica(ReplicaRecord(bag_id=str(bag_id), target=target.name, site=target.site,
                                          state="failed", detail=detail[:2000]))

@@ -20,8 +20,26 @@ def failure_record(step: str, exc: BaseException) -> dict:
 
     if isinstance(exc, StrongroomError):
         return {"step": step, "message": str(exc), "problems": [str(p) for p in exc.problems],
-                "exit_code": exc.exit_code}
-    return {"step": step, "message": f"{type(exc).__name__}: {exc}", "problems": [], "exit_code": 1}
+                "exit_code": exc.exit_code, "rerun_helps": rerun_helps(exc)}
+    return {"step": step, "message": f"{type(exc).__name__}: {exc}", "problems": [], "exit_code": 1,
+            "rerun_helps": rerun_helps(exc)}
+
+
+def rerun_helps(exc: BaseException) -> bool:
+    """Can the same command, run again unchanged, get past this failure?
+
+    Storage trouble (full, read-only, unmounted, unreachable) passes once the storage is fixed
+    and a rerun resumes where it stopped; so do OS-level errors in staging. A bad source, config
+    or bag fails the same way every time (a different stored file under the same key, an unsafe
+    path or a staged copy that does not match is no transient fault either)."""
+    from storage_adapters.base import ReplicaConflict, SourceMismatch, StorageError, UnsafePath
+    from strongroom.errors import StrongroomError
+
+    if isinstance(exc, StorageError):
+        return exc.exit_code != 2 and not isinstance(exc, (ReplicaConflict, UnsafePath, SourceMismatch))
+    if isinstance(exc, StrongroomError):
+        return bool(exc.rerun_helps)
+    return isinstance(exc, (OSError, TimeoutError))
 
 
 class ArchiveTask(luigi.Task):

@@ -32,6 +32,11 @@ from policies.units import format_duration, format_size, parse_duration, parse_s
 # Records
 # --------------------------------------------------------------------------------------------
 
+#: Digests anyone can collide on purpose. Still allowed (BagIt allows them, vendors supply them,
+#: and existing bags made with them must stay auditable), but never as a policy's only digest
+#: without a warning.
+WEAK_CHECKSUMS = ("md5", "sha1")
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_HELP = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 PUID_PATTERN = re.compile(r"^(x-)?fmt/\d+$")
@@ -116,6 +121,15 @@ class Policy:
     @property
     def primary_checksum(self) -> str:
         return self.checksums[0]
+
+    @property
+    def warnings(self) -> Tuple[str, ...]:
+        """Weaknesses allowed but worth saying (each as 'key: why; what to do')."""
+        if self.checksums and all(a in WEAK_CHECKSUMS for a in self.checksums):
+            which = " and ".join(self.checksums) + (" alone is" if len(self.checksums) == 1 else " are")
+            return (f"checksums: {which} not collision-resistant (a file can be altered to keep its digest); "
+                    f"add sha256 or sha512",)
+        return ()
 
     def as_dict(self) -> Dict[str, Any]:
         """Plain values in the file's own notation (90d, 500GB), for --json output and records."""
@@ -537,9 +551,28 @@ def read_policy(data: Any, source: Path, problems: Problems) -> Optional[Policy]
 
     if len(problems.issues) > before or name is None:
         return None
-    return Policy(name=name, checksums=tuple(checksums), replicas=tuple(replicas), distinct_sites=distinct,
-                  fixity=fixity, bag=bag, formats=formats, retention=retention,
-                  description=description.strip(), source=Path(source))
+    policy = Policy(name=name, checksums=tuple(checksums), replicas=tuple(replicas), distinct_sites=distinct,
+                    fixity=fixity, bag=bag, formats=formats, retention=retention,
+                    description=description.strip(), source=Path(source))
+    warn_once(policy)
+    return policy
+
+
+_warned: set = set()
+
+
+def warn_once(policy: Policy) -> None:
+    """Print a policy's warnings on stderr, once per file and process (the config is loaded by
+    the CLI and again by each task). A warning, not a refusal: an md5-only policy still keeps
+    bags that validate, and refusing it would stop every audit and restore of bags made under it.
+    Only "warning: FILE: KEY: ..." lines: stdout stays clean for --json."""
+    import sys
+
+    for text in policy.warnings:
+        line = f"{policy.source}: {text}"
+        if line not in _warned:
+            _warned.add(line)
+            print(f"warning: {line}", file=sys.stderr)
 
 
 def load_policy(path: Any) -> Policy:

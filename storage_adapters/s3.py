@@ -523,6 +523,13 @@ class BucketMissing(StorageError):
     """The bucket itself is not there (as opposed to an object in it)."""
 
 
+class RetentionUnsupported(StorageError):
+    """The policy asks for retention this target cannot apply (no Object Lock declared, or a bucket
+    without Object Lock or versioning): a configuration error, exit 2, found before any upload."""
+
+    exit_code = 2
+
+
 class _UseClient(Exception):
     """The direct path met a redirect or region error: send this through boto3 instead."""
 
@@ -861,7 +868,7 @@ class S3Adapter(StorageAdapter):
         loc = f"s3://{self.bucket}"
         want = f"{self.retention.mode}, {self.retention.years} years"
         if not self.object_lock:
-            raise StorageError(f"the policy asks for retention ({want}) but this S3 target is not declared "
+            raise RetentionUnsupported(f"the policy asks for retention ({want}) but this S3 target is not declared "
                                f"with object_lock: true; use a bucket created with Object Lock and set "
                                f"object_lock: true, or a policy without retention for it",
                                target=self.name, location=loc)
@@ -876,7 +883,7 @@ class S3Adapter(StorageAdapter):
             else:
                 raise self._error(exc, "read the bucket's Object Lock configuration", loc) from None
         if lock.get("ObjectLockEnabled") != "Enabled":
-            raise StorageError(f"the policy asks for retention ({want}) but bucket {self.bucket!r} has no "
+            raise RetentionUnsupported(f"the policy asks for retention ({want}) but bucket {self.bucket!r} has no "
                                f"Object Lock (a bucket gets it only when created with Object Lock enabled); "
                                f"nothing was uploaded", target=self.name, location=loc)
         try:
@@ -884,7 +891,7 @@ class S3Adapter(StorageAdapter):
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, "read the bucket's versioning state", loc) from None
         if status != "Enabled":
-            raise StorageError(f"the policy asks for retention ({want}) but bucket {self.bucket!r} does not "
+            raise RetentionUnsupported(f"the policy asks for retention ({want}) but bucket {self.bucket!r} does not "
                                f"have versioning enabled (Object Lock needs it); nothing was uploaded",
                                target=self.name, location=loc)
         self._retention_checked = True

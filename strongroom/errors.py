@@ -13,9 +13,15 @@ class StrongroomError(Exception):
     """Base class: a message a person can act on, naming the file (and key) concerned."""
 
     exit_code = 2
+    #: Whether running the same command again, unchanged, can succeed (a full disk freed, a volume
+    #: mounted, a deposit set aside). False for errors in the input or config: those fail the same
+    #: way until a person fixes them, so "rerun" advice would only mislead.
+    rerun_helps = False
 
     def __init__(self, message: str, *, path: Optional[str] = None, key: Optional[str] = None,
-                 problems: Optional[list] = None):
+                 problems: Optional[list] = None, rerun_helps: Optional[bool] = None):
+        if rerun_helps is not None:
+            self.rerun_helps = rerun_helps
         self.message = message
         self.problems = list(problems or [])  # every offending item, each naming its file
         self.path = None if path is None else str(path)

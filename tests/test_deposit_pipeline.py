@@ -392,20 +392,21 @@ def test_config_and_usage_errors_exit_2_before_any_work(tmp_path, capsys, case):
 @contextlib.contextmanager
 def _broken_root(root: Path, how: str):
     """Make a target root unusable even for root; restore it (empty) afterwards."""
-    if how == "a file instead of the folder":
+    if how == "a missing folder (volume not mounted)":
+        # (a regular file in place of the root is refused before the deposit starts: see
+        # test_deposit_refusals.py; a missing root may be a volume still to mount, so it fails
+        # only that target and a rerun resumes)
         root.rmdir()
-        root.write_bytes(b"not a folder\n")
         try:
-            yield "not a folder"
+            yield "does not exist"
         finally:
-            root.unlink()
             root.mkdir()
     else:
         with mounted_tmpfs(root, "ro,size=1m"):
             yield "read-only"
 
 
-@pytest.mark.parametrize("how", ["a file instead of the folder", "read-only mount"])
+@pytest.mark.parametrize("how", ["a missing folder (volume not mounted)", "read-only mount"])
 def test_unwritable_target_fails_only_that_target_and_a_rerun_completes(tmp_path, capsys, how):
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "source", small=6)
@@ -456,10 +457,11 @@ def test_a_failed_target_is_reported_in_one_clear_message_without_tracebacks(tmp
     tracebacks of an expected storage failure are noise for the librarian (they stay with -v)."""
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "source", small=2)
-    with _broken_root(arch.target_root("site-b"), "a file instead of the folder") as why:
+    with _broken_root(arch.target_root("site-b"), "a missing folder (volume not mounted)") as why:
         res = strongroom(capsys, *deposit_argv(arch, source, "quiet", json_out=False))
     assert res.code == 1
-    assert f"failed: Replicate: site-b: {arch.target_root('site-b')}: storage root is {why}" in res.out, res.out
+    assert f"failed: Replicate: site-b: {arch.target_root('site-b')}: storage folder {why}" in res.out, res.out
+    assert "rerun the same command to resume once the problem below is fixed" in res.out, res.out
     assert "Traceback" not in res.err, res.err
 
 

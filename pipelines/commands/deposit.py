@@ -42,7 +42,9 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
             follow_internal_links=False) -> dict:
     """Run a deposit through Luigi and gather what happened (also used by `demo`)."""
     from ingest.naming import check_code
+    from ingest.preflight import refuse_impossible
     from ingest.scan import scan_source
+    from ingest.supplied import check_bag_versions
     from pipelines import flow
     from pipelines.runner import run_tasks
     from pipelines.tasks import Deposit
@@ -52,14 +54,31 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     check_code(collection, "collection")
     from storage_adapters.registry import check_retention
 
+    scan = scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work
+    refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path))
+    check_bag_versions(scan)
     check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
-    scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work (exit 2)
     state = flow.open_deposit(config, source=source, library=library, collection=collection,
                               collection_type=collection_type, policy=policy.name, title=title,
                               follow_internal_links=follow_internal_links)
     run = run_tasks([Deposit(str(config.path), state.key, workers=args.workers)], workers=args.workers,
                     scheduler_url=args.scheduler_url, verbose=args.verbose)
     return gather(config, state, policy, run)
+
+
+def archive_places(config, policy) -> list:
+    """The archive's own folders a source must keep apart from: every folder target's root (the
+    policy's own must be folders), staging, and a local catalog."""
+    from ingest.preflight import Place
+
+    used = set(policy.replicas)
+    places = [Place(f"the replica root of storage.{t.name}", Path(t.root), key=f"storage.{t.name}.root",
+                    must_be_folder=t.name in used)
+              for t in config.storage.values() if t.type == "filesystem" and t.root is not None]
+    places.append(Place("the staging folder", Path(config.staging), key="staging"))
+    if not config.catalog_is_s3:
+        places.append(Place("the catalog folder", Path(config.catalog), key="catalog"))
+    return places
 
 
 def gather(config, state, policy, run) -> dict:
@@ -86,10 +105,18 @@ def gather(config, state, policy, run) -> dict:
     failed = flow.failures(Path(config.staging), state)
     done = (state_dir / "done.json").exists()
     exit_code = 0 if done and run.ok else max([f.get("exit_code", 1) for f in failed] or [1])
+    warnings = list(built.get("warnings", []))
+    if state.replaces:
+        warnings.append(f"an unfinished deposit of this source ({state.replaces}) had bag ids another deposit "
+                        f"holds; it was set aside (nothing of it removed) and this deposit started anew")
+    # A rerun can help when nothing says otherwise (a run killed, storage to be fixed); not when
+    # every failure is of the source or config, which fails the same way until a person fixes it.
+    rerun = not done and (not failed or any(f.get("rerun_helps", True) for f in failed))
     return {
         "deposit": state.key, "state": "preserved" if done else "incomplete", "policy": policy.name,
-        "source": state.source, "bags": bags, "warnings": built.get("warnings", []), "failures": failed,
-        "exit_code": exit_code, "luigi": run.status, "luigi_summary": run.summary if not run.ok else "",
+        "source": state.source, "bags": bags, "warnings": warnings, "failures": failed,
+        "exit_code": exit_code, "rerun_helps": rerun, "luigi": run.status,
+        "luigi_summary": run.summary if not run.ok else "",
     }
 
 
@@ -102,8 +129,12 @@ def outcome_text(outcome: dict) -> str:
     if outcome["state"] == "preserved":
         lines.append(f"Preserved {files} file(s), {size:,} bytes, as {len(outcome['bags'])} bag(s) "
                      f"(policy {outcome['policy']}):")
+    elif outcome.get("rerun_helps", True):
+        lines.append(f"Deposit NOT complete ({outcome['deposit']}); rerun the same command to resume"
+                     + (" once the problem below is fixed." if outcome["failures"] else "."))
     else:
-        lines.append(f"Deposit NOT complete ({outcome['deposit']}); rerun the same command to resume.")
+        lines.append(f"Deposit NOT complete ({outcome['deposit']}): a rerun as it is would fail the same way; "
+                     f"fix the source or the configuration as said below, then run the same command again.")
     for b in outcome["bags"]:
         lines.append(f"  {b['id']}  {b['files']} file(s)  {b['bytes']:,} bytes")
         for target, r in b["replicas"].items():
