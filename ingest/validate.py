@@ -196,35 +196,42 @@ class _Validator:
         else:
             self._walk(data, "data/", self.payload)
 
-    def _walk(self, folder: Path, prefix: str, into: Dict[str, int]) -> None:
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            self.error(prefix or ".", f"cannot be listed: {exc.strerror}")
-            return
-        for entry in entries:
-            rel = prefix + entry.name
-            if not prefix and entry.name == spec.PAYLOAD_DIR:
+    def _walk(self, top: Path, top_prefix: str, into: Dict[str, int]) -> None:
+        """Every entry below `top`, depth first in name order, with an explicit stack (no recursion:
+        a hostile bag may nest folders thousands deep)."""
+        stack: List[Tuple[str, str]] = [(os.fspath(top), top_prefix)]
+        while stack:
+            folder, prefix = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                self.error(prefix or ".", f"cannot be listed: {exc.strerror}")
                 continue
-            if _has_surrogates(entry.name):
-                shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
-                self.error(shown, "the name is not valid UTF-8, so no manifest can list it")
-                self.irregular.add(rel)
-            elif entry.is_symlink():
-                try:
-                    target = os.readlink(entry.path)
-                except OSError:
-                    target = "?"
-                self.error(rel, f"is a symbolic link (to {target!r}); a bag holds regular files only; not followed")
-                self.irregular.add(rel)
-            elif entry.is_dir(follow_symlinks=False):
-                self._walk(Path(entry.path), rel + "/", into)
-            elif entry.is_file(follow_symlinks=False):
-                into[rel] = entry.stat(follow_symlinks=False).st_size
-            else:
-                self.error(rel, "is a special file (device, FIFO or socket), not a regular file")
-                self.irregular.add(rel)
+            subfolders: List[Tuple[str, str]] = []
+            for entry in entries:
+                rel = prefix + entry.name
+                if not prefix and entry.name == spec.PAYLOAD_DIR:
+                    continue
+                if _has_surrogates(entry.name):
+                    shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+                    self.error(shown, "the name is not valid UTF-8, so no manifest can list it")
+                    self.irregular.add(rel)
+                elif entry.is_symlink():
+                    try:
+                        target = os.readlink(entry.path)
+                    except OSError:
+                        target = "?"
+                    self.error(rel, f"is a symbolic link (to {target!r}); a bag holds regular files only; not followed")
+                    self.irregular.add(rel)
+                elif entry.is_dir(follow_symlinks=False):
+                    subfolders.append((entry.path, rel + "/"))
+                elif entry.is_file(follow_symlinks=False):
+                    into[rel] = entry.stat(follow_symlinks=False).st_size
+                else:
+                    self.error(rel, "is a special file (device, FIFO or socket), not a regular file")
+                    self.irregular.add(rel)
+            stack.extend(reversed(subfolders))
 
     def _lines(self, rel: str) -> Iterator[Tuple[int, str]]:
         """Lines of a tag file in the declared encoding; a decoding failure is a problem, not a crash."""
@@ -233,8 +240,14 @@ class _Validator:
             if bom:
                 self.issue(rel, bom)
             yield from spec.iter_lines(self.root / rel, self.encoding)
-        except UnicodeDecodeError as exc:
-            self.error(rel, f"is not valid {self.encoding} text ({exc.reason}); the rest of it was not read")
+        except UnicodeError as exc:   # UnicodeDecodeError, or UTF-16 without a byte-order mark
+            reason = getattr(exc, "reason", None) or str(exc)
+            self.error(rel, f"is not valid {self.encoding} text ({reason}); the rest of it was not read")
+        except LookupError as exc:    # parse_bagit_txt accepts text encodings only: kept as a safety net
+            self.error(rel, f"cannot be read in the encoding bagit.txt declares ({exc})")
+        except spec.BagItSyntaxError as exc:   # a line too long to be a tag-file line
+            for issue in exc.issues:
+                self.error(rel, str(issue))
         except OSError as exc:
             self.error(rel, f"cannot be read: {exc.strerror}")
 
@@ -330,7 +343,7 @@ class _Validator:
                 scheme = ""
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
                 self.error(rel, f"line {number}: {url!r} is not an absolute URL")
-            if not re.fullmatch(r"\d+|-", length):
+            if not re.fullmatch(r"[0-9]{1,19}|-", length):
                 self.error(rel, f"line {number}: length {length!r} is neither a number of bytes nor '-'")
             decoded = spec.decode_path(written, self.rules)
             problem = spec.path_problem(decoded)
@@ -351,7 +364,7 @@ class _Validator:
                 if path not in entries:
                     self.error(rel, f"line {number}: {printable(path)} is not listed in {mrel} "
                                     "(every file in fetch.txt must be in every payload manifest)")
-            if path in self.payload and length.isdigit() and int(length) != self.payload[path]:
+            if path in self.payload and re.fullmatch(r"[0-9]{1,19}", length) and int(length) != self.payload[path]:
                 self.warn(rel, f"line {number}: says {printable(path)} has {length} bytes; "
                                f"the file in the bag has {self.payload[path]}")
 
