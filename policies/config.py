@@ -5,6 +5,14 @@ every policy file is collected and raised as one ConfigError naming each file, d
 what is allowed. Cross-checks that need both sides happen here: a policy's replicas must be
 storage targets of this config, and with `distinct_sites` (the default) on different sites.
 
+One device is one location: two filesystem targets whose roots sit on one file system (the same
+`st_dev` of the root, or of its nearest existing parent) are flagged at load with a warning on
+stderr naming both ("site-a and site-b are on one file system: they count as one location"),
+whatever their `site` says; `Config.location_of` gives every target's location (targets on one
+file system, in one S3 bucket of one endpoint, or on one `site` share one), which `status`, the
+reports and the NDSA levels count. Two targets whose roots resolve into one another (equal, or
+one inside the other, through links too) are refused outright (`_check_overlaps`).
+
 Relative paths are relative to the config file's own folder, so an archive folder can be moved
 or mounted elsewhere as a whole. Secrets are never in the file: S3 credentials are referenced
 by environment variable names or an AWS profile, and `resolve_credentials` reads them only when
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import types
 import urllib.parse
@@ -156,6 +165,15 @@ class Config:
     # The S3 storage target whose endpoint and credentials reach an s3:// catalog (None: the
     # AWS defaults). Set by `catalog_access`, or found as the one S3 target using that bucket.
     catalog_access: Optional[str] = None
+    # target name -> location label; targets that share a file system, a bucket or a site share one.
+    locations: Mapping[str, str] = field(default_factory=dict)
+    # Warnings found at load (targets on one file system); printed once per process on stderr.
+    warnings: Tuple[str, ...] = ()
+
+    def location_of(self, target_name: str) -> str:
+        """The location of a target: its site, or the joined sites of the targets it shares a device
+        or bucket with. A target the config no longer has is its own location (by name)."""
+        return self.locations.get(target_name, f"target {target_name}")
 
     @property
     def catalog_is_s3(self) -> bool:
@@ -403,12 +421,25 @@ def _read_s3_options(reader: Reader, data: Dict[str, Any], key: str, base: Path)
     return options
 
 
+def _real(path: Path) -> Path:
+    """`path` with every symlink resolved (realpath; parts that do not exist yet kept as written)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compare as written
+        return path
+
+
 def _inside(inner: Path, outer: Path) -> bool:
     try:
-        inner.resolve().relative_to(outer.resolve())
+        _real(inner).relative_to(_real(outer))
         return True
     except ValueError:
         return False
+
+
+def _shown(path: Path) -> str:
+    real = _real(path)
+    return str(path) if real == path else f"{path} (resolves to {real})"
 
 
 def _check_overlaps(reader: Reader, places: List[Tuple[str, Path]]) -> None:
@@ -419,8 +450,9 @@ def _check_overlaps(reader: Reader, places: List[Tuple[str, Path]]) -> None:
     for i, (key_a, path_a) in enumerate(places):
         for key_b, path_b in places[i + 1:]:
             if _inside(path_a, path_b) or _inside(path_b, path_a):
-                reader.problem(key_b, f"{path_b} overlaps {key_a} ({path_a}); replica roots, staging and the "
-                                      f"catalog must be separate folders, none inside another")
+                reader.problem(key_b, f"{_shown(path_b)} overlaps {key_a} ({_shown(path_a)}); replica roots, "
+                                      f"staging and the catalog must be separate folders, none inside another "
+                                      f"(two targets in one folder are one copy)")
 
 
 def _prefixes_overlap(a: str, b: str) -> bool:
@@ -559,6 +591,88 @@ def _cross_check(policy: Policy, config_file: Path, storage: Dict[str, StorageTa
     return ok
 
 
+def _device(path: Path) -> Optional[int]:
+    """st_dev of `path` or of its nearest existing parent (None if nothing can be stat'ed)."""
+    p = path
+    while True:
+        try:
+            return os.stat(p).st_dev
+        except (FileNotFoundError, NotADirectoryError):
+            if p.parent == p:
+                return None
+            p = p.parent
+        except OSError:
+            return None
+
+
+def _join_names(names: List[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def find_locations(storage: Mapping[str, StorageTarget]) -> Tuple[Dict[str, str], Tuple[str, ...]]:
+    """(target -> location label, warnings). Targets are one location when they share a file system
+    (filesystem targets: the st_dev of their roots), a bucket (S3 targets: endpoint and bucket) or a
+    site; a warning names each group of filesystem targets on one file system and of S3 targets in
+    one bucket, since their `site` values then promise more than the storage gives."""
+    names = list(storage)
+    parent = {n: n for n in names}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+
+    shared: Dict[Tuple[str, Any], List[str]] = {}
+    for n in names:
+        t = storage[n]
+        if t.type == "filesystem" and t.root is not None:
+            dev = _device(t.root)
+            if dev is not None:
+                shared.setdefault(("file system", dev), []).append(n)
+        elif t.type == "s3":
+            shared.setdefault(("bucket", (t.options.get("endpoint"), t.options.get("bucket"))), []).append(n)
+    by_site: Dict[str, List[str]] = {}
+    for n in names:
+        by_site.setdefault(storage[n].site, []).append(n)
+    warnings = []
+    for (what, _), group in shared.items():
+        for other in group[1:]:
+            union(group[0], other)
+        if len(group) > 1 and len({storage[n].site for n in group}) > 1:
+            one = "one file system" if what == "file system" else "one bucket"
+            warnings.append(f"{_join_names(group)} are on {one}: they count as one location "
+                            f"(a disk or bucket lost takes every copy on it), whatever their `site` says")
+    for group in by_site.values():
+        for other in group[1:]:
+            union(group[0], other)
+    members: Dict[str, List[str]] = {}
+    for n in names:
+        members.setdefault(find(n), []).append(n)
+    labels = {}
+    for group in members.values():
+        label = " + ".join(sorted({storage[n].site for n in group}))
+        for n in group:
+            labels[n] = label
+    return labels, tuple(warnings)
+
+
+_WARNED: set = set()
+
+
+def _warn_once(config_file: Path, warnings: Tuple[str, ...]) -> None:
+    """Config warnings on stderr, once per process and config (Luigi workers load it again)."""
+    for w in warnings:
+        if (str(config_file), w) not in _WARNED:
+            _WARNED.add((str(config_file), w))
+            print(f"warning: {config_file}: {w}", file=sys.stderr)
+
+
 def load_config(path: Any) -> Config:
     """Read `strongroom.yaml` and every policy in its policies folder; ConfigError listing all problems."""
     config_file = Path(os.path.abspath(os.path.expanduser(str(path))))
@@ -609,8 +723,11 @@ def load_config(path: Any) -> Config:
 
     problems.raise_if_any()
     assert catalog is not None and staging is not None and policies_dir is not None
+    locations, warnings = find_locations(storage)
+    _warn_once(config_file, warnings)
     return Config(path=config_file, base_dir=base, catalog=catalog, staging=staging,
-                  policies_dir=policies_dir, storage=storage, policies=policies, catalog_access=catalog_access)
+                  policies_dir=policies_dir, storage=storage, policies=policies, catalog_access=catalog_access,
+                  locations=types.MappingProxyType(locations), warnings=warnings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,5 +811,5 @@ def write_default_config(directory: Any, *, force: bool = False) -> Path:
 
 __all__ = [
     "CONFIG_FILENAME", "Config", "Credentials", "POLICY_FOR_TYPE", "StorageTarget", "WrittenDefaults",
-    "default_text", "load_config", "resolve_credentials", "write_default_config", "write_default_files",
+    "default_text", "find_locations", "load_config", "resolve_credentials", "write_default_config", "write_default_files",
 ]

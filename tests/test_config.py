@@ -519,6 +519,50 @@ def test_replica_folders_must_not_overlap(tmp_path):
     assert_names(config_error(load_config, config_file), config_file, "staging", "overlaps")
 
 
+def test_replica_root_linked_into_another_is_refused(tmp_path):
+    """Roots compared after resolving links: a root that is a symlink to (or into) another target's
+    root is one copy, refused naming the config file, the key and both targets."""
+    data = copy.deepcopy(GOOD_CONFIG)
+    elsewhere = tmp_path / "conf" / "archive" / "replicas" / "site-a"
+    elsewhere.mkdir(parents=True)
+    data["storage"]["site-b"]["root"] = "./b-link"
+    config_file = make_archive(tmp_path / "conf", data)
+    (tmp_path / "conf" / "b-link").symlink_to(elsewhere)
+    exc = config_error(load_config, config_file)
+    assert exc.exit_code == 2
+    assert_names(exc, config_file, "storage.site-b.root", "overlaps storage.site-a.root", "resolves to")
+    (tmp_path / "conf" / "b-link").unlink()
+    (tmp_path / "conf" / "b-link").symlink_to(elsewhere / "inner")
+    assert_names(config_error(load_config, config_file), config_file, "storage.site-b.root",
+                 "overlaps storage.site-a.root")
+
+
+def test_targets_on_one_file_system_are_one_location(tmp_path, capsys, monkeypatch):
+    """Two filesystem targets on one device (GOOD_CONFIG's two folders, both under tmp_path) are
+    flagged on stderr, naming both, and share one location; on two devices they are two."""
+    import policies.config as pc
+
+    config_file = make_archive(tmp_path / "conf", copy.deepcopy(GOOD_CONFIG))
+    capsys.readouterr()
+    config = load_config(config_file)
+    err = capsys.readouterr().err
+    assert "site-a and site-b are on one file system: they count as one location" in err
+    assert str(config_file) in err
+    assert config.location_of("site-a") == config.location_of("site-b") == "beijing + wuhan"
+    assert config.location_of("s3-east") == "shanghai"
+    assert any("site-a and site-b" in w for w in config.warnings)
+    load_config(config_file)
+    assert capsys.readouterr().err == ""           # once per process, not at every load
+
+    real = pc._device
+    monkeypatch.setattr(pc, "_device", lambda p: hash(str(p)) if "site-b" in str(p) else real(p))
+    config = load_config(config_file)
+    assert config.location_of("site-a") != config.location_of("site-b") and config.warnings == ()
+    assert capsys.readouterr().err == ""
+    # A root that does not exist yet counts by its nearest existing parent.
+    assert real(tmp_path / "not" / "yet" / "there") == os.stat(tmp_path).st_dev
+
+
 def test_s3_targets_in_the_same_place_are_refused(tmp_path):
     data = copy.deepcopy(GOOD_CONFIG)
     data["storage"]["s3-west"] = dict(data["storage"]["s3-east"], prefix="preservation/west", site="chengdu")
