@@ -142,3 +142,21 @@ def test_broken_config_makes_the_cli_exit_2_naming_file_and_key(tmp_path, capsys
     assert main(["--config", str(missing), "deposit", str(source), "--library", "L", "--collection", "C",
                  "--type", "purchased"]) == 2
     assert f"{missing}: config file does not exist" in capsys.readouterr().err
+
+
+def test_default_layout_says_it_is_a_demo_not_two_sites(tmp_path, capsys):
+    """Two folders on one disk are one location: the file, init's output and its JSON say so."""
+    assert main(["init", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "DEMO LAYOUT, not two sites" in captured.out and "one location" in captured.out
+    assert "site-a and site-b are on one file system: they count as one location" in captured.err
+    text = (tmp_path / "a" / "strongroom.yaml").read_text(encoding="utf-8")
+    assert "# DEMO LAYOUT, NOT TWO SITES" in text and "ONE location" in text
+    config = load_config(tmp_path / "a" / "strongroom.yaml")
+    assert config.location_of("site-a") == config.location_of("site-b")
+    assert main(["--json", "init", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)               # the warning went to stderr, the JSON is intact
+    assert payload["demo_layout"] is True and payload["locations"] == 1
+    assert payload["storage"]["site-a"]["location"] == payload["storage"]["site-b"]["location"]
+    assert any("one file system" in w for w in payload["warnings"])

@@ -21,8 +21,9 @@ def register(subparsers) -> None:
         "init",
         help="write a working strongroom.yaml and default policies",
         description="Write a working strongroom.yaml and the default policies (at-risk-purchased, "
-                    "self-built) into DIR, with two filesystem replicas on different folders and "
-                    "sites, and create the catalog, staging and replica folders under DIR.",
+                    "self-built) into DIR, with two filesystem replicas in two folders of DIR (a demo "
+                    "layout: one disk is one location, not two sites), and create the catalog, staging "
+                    "and replica folders under DIR.",
     )
     parser.add_argument("directory", nargs="?", default=None, metavar="DIR",
                         help="folder to set up (default: the current folder)")
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     directory = args.directory if args.directory is not None else os.getcwd()
     written = write_default_files(directory, force=args.force)
     config = load_config(written.config)
+    demo = len(set(config.locations.values())) < len(config.storage)
     if args.json:
         payload = {
             "config": str(written.config),
@@ -43,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
             "overwritten": [str(p) for p in written.overwritten],
             "catalog": config.catalog,
             "staging": str(config.staging),
-            "storage": {name: {"type": t.type, "site": t.site, "root": None if t.root is None else str(t.root)}
+            "storage": {name: {"type": t.type, "site": t.site, "root": None if t.root is None else str(t.root),
+                               "location": config.location_of(name)}
                         for name, t in config.storage.items()},
+            "locations": len(set(config.locations.values())),
+            "demo_layout": demo,
+            "warnings": list(config.warnings),
         }
         json.dump(payload, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -58,9 +64,15 @@ def run(args: argparse.Namespace) -> int:
     out.write("\nStorage targets:\n")
     for name, target in config.storage.items():
         out.write(f"  {name}: {target.type} {target.root} (site {target.site})\n")
+    if demo:
+        names = " and ".join(config.storage)
+        out.write(
+            f"\nThis is a DEMO LAYOUT, not two sites: {names} are folders on one disk, so they are one\n"
+            "location (one failed disk takes every copy). `status`, the reports and the NDSA levels\n"
+            "count them as one location until site-b is on another disk in another building.\n")
     out.write(
-        "\nNext: edit the `site` of each storage target in strongroom.yaml (and move site-b to another\n"
-        "disk or building for real protection), then deposit a collection, e.g.\n"
+        "\nNext: move site-b to another disk or building (a mounted network share works) and write the\n"
+        "real place of each storage target in its `site` in strongroom.yaml, then deposit a collection, e.g.\n"
         f"  strongroom --config {written.config} deposit SOURCE --library LIB --collection COLL --type purchased\n"
     )
     return 0
