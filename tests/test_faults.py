@@ -195,3 +195,171 @@ def test_restore_killed_then_rerun_restores_exactly_and_leaves_nothing(template,
     assert failed == {}, failed
     hit = [p for p, c in outcomes.items() if c == KILLED]
     assert len(hit) >= len(RESTORE_POINTS) - 1, f"only {hit} were interrupted: {outcomes}"
+
+
+# --------------------------------------------------------------------------------------------
+# Disk full: under a replica root, under staging, under the catalog
+
+
+@pytest.fixture(scope="module")
+def mount_kind(tmp_path_factory):
+    """tmpfs if this machine lets root mount one, else the loop-image fallback (said, not skipped)."""
+    why_not = fk.can_mount_tmpfs(tmp_path_factory.mktemp("probe") / "p")
+    if why_not is not None:
+        print(f"tmpfs mounts refused ({why_not}): using loop-mounted ext4 images instead")
+    return "tmpfs" if why_not is None else "loop"
+
+
+def _deposit(arch: fk.FaultArchive, source: Path, collection: str) -> fk.Result:
+    return fk.inproc(arch, "--json", "deposit", source, "--library", fk.LIB, "--collection", collection,
+                     "--type", "self-built")
+
+
+def _no_space_named(res: fk.Result, *names: str) -> List[str]:
+    """What is wrong with the failure: exit 1 or 2, 'no space left' (ENOSPC's words) or 'the disk
+    is full', each name, no traceback."""
+    problems = []
+    if res.code not in (1, 2):
+        problems.append(f"exit {res.code}")
+    text = res.text
+    if "no space left" not in text.lower() and "disk is full" not in text.lower():
+        problems.append("neither 'no space left' nor 'disk is full' is said")
+    problems += [f"{n!r} not named" for n in names if n not in text]
+    if "Traceback" in text:
+        problems.append("a traceback")
+    return problems + ([text[-1500:]] if problems else [])
+
+
+def _verified_nowhere(arch: fk.FaultArchive) -> List[str]:
+    return [f"{r['bag_id']} on {r['target']} is {r['state']}" for r in arch.catalog().replicas().to_pylist()
+            if r["state"] in ("verified", "repaired")]
+
+
+def test_full_staging_fails_naming_it_and_the_rerun_completes_after_room_is_made(tmp_path, mount_kind):
+    arch = fk.new_archive(tmp_path / "archive")
+    source = fk.make_files(tmp_path / "source", 12, 256 * KiB)
+    with fk.small_fs(arch.staging, 1 << 20, scratch=tmp_path):
+        res = _deposit(arch, source, "fullstaging")
+        assert _no_space_named(res, str(arch.staging)) == []
+        assert _verified_nowhere(arch) == []
+        if mount_kind == "tmpfs":
+            fk.resize(arch.staging, 64 << 20)
+        else:  # pragma: no cover
+            pytest.fail("a loop image cannot grow: rerun the test where tmpfs mounts work")
+        rerun = _deposit(arch, source, "fullstaging")
+        assert rerun.code == 0, rerun.text[-2000:]
+        assert rerun.data["state"] == "preserved"
+        assert fk.health_problems(arch, deep=False) == []
+
+
+def test_full_catalog_fails_naming_it_and_the_rerun_completes_after_room_is_made(tmp_path, mount_kind):
+    arch = fk.new_archive(tmp_path / "archive")
+    source = fk.make_files(tmp_path / "source", 12, 256 * KiB)
+    with fk.small_fs(arch.catalog_path, 1 << 20, scratch=tmp_path):
+        filler = fk.fill(arch.catalog_path)
+        res = _deposit(arch, source, "fullcatalog")
+        assert _no_space_named(res, "catalog") == []
+        filler.unlink()
+        assert fk.falsely_verified(arch) == []
+        rerun = _deposit(arch, source, "fullcatalog")
+        assert rerun.code == 0, rerun.text[-2000:]
+        assert rerun.data["state"] == "preserved"
+        assert fk.health_problems(arch, deep=False) == []
+
+
+def test_full_replica_fails_that_target_only_and_the_rerun_completes_after_it_grows(tmp_path, mount_kind):
+    arch = fk.new_archive(tmp_path / "archive")
+    source = fk.make_files(tmp_path / "source", 12, 256 * KiB)
+    site_b = arch.roots["site-b"]
+    with fk.small_fs(site_b, 512 * KiB, scratch=tmp_path):
+        res = _deposit(arch, source, "fullreplica")
+        assert _no_space_named(res, "site-b") == []
+        (bag,) = res.data["bags"]
+        assert bag["replicas"]["site-a"]["state"] == "verified"
+        assert bag["replicas"]["site-b"]["state"] != "verified"
+        assert fk.falsely_verified(arch) == []
+        assert fk.leftovers(site_b) == []
+        if mount_kind == "tmpfs":
+            fk.resize(site_b, 64 << 20)
+        else:  # pragma: no cover
+            pytest.fail("a loop image cannot grow: rerun the test where tmpfs mounts work")
+        rerun = _deposit(arch, source, "fullreplica")
+        assert rerun.code == 0, rerun.text[-2000:]
+        assert fk.health_problems(arch) == []
+
+
+def test_full_replica_during_repair_fails_naming_it_marks_nothing_verified_and_the_rerun_repairs(
+        template, tmp_path, mount_kind):
+    arch = fresh(template, tmp_path / "a")
+    bag_id = template[2]
+    site_b = arch.roots["site-b"]
+    with fk.small_fs(site_b, 16 << 20, scratch=tmp_path):
+        damage(arch, bag_id)
+        filler = fk.fill(site_b)
+        res = fk.inproc(arch, "--json", "audit", "--all", "--deep")
+        assert _no_space_named(res, "site-b") == []
+        states = {r["target"]: r["state"] for r in arch.catalog().replicas(bag_id=bag_id).to_pylist()}
+        assert states["site-b"] not in ("verified", "repaired"), states
+        assert fk.falsely_verified(arch) == []
+        assert fk.leftovers(site_b) == []
+        filler.unlink()
+        rerun = fk.inproc(arch, "--json", "audit", "--all", "--deep")
+        assert rerun.code == 0, rerun.text[-2000:]
+        assert fk.health_problems(arch) == []
+
+
+# --------------------------------------------------------------------------------------------
+# A target made read-only while a deposit runs
+
+
+def test_target_made_read_only_mid_deposit_fails_it_alone_and_the_rerun_completes(template, tmp_path):
+    """The deposit has started and written its first copy when the other target turns read-only
+    (a read-only bind remount: chmod does not stop root). A mount with a file open for writing
+    cannot turn read-only (EBUSY), so the switch happens between the two targets' copies."""
+    _, source, _ = template
+    arch = fk.new_archive(tmp_path / "archive")
+    with fk.bind_mounted(arch.roots["site-a"]), fk.bind_mounted(arch.roots["site-b"]):
+        made_ro: List[str] = []
+
+        def first_copy_done() -> bool:
+            for d in (arch.staging / ".state").glob("*"):
+                for p in d.glob("*.copied.json"):
+                    done = p.name.rsplit(".", 3)[-3]
+                    other = next(t for t in fk.TARGETS if t != done)
+                    deadline = time.monotonic() + 10
+                    while True:
+                        try:
+                            fk.remount(arch.roots[other], read_only=True)
+                            break
+                        except RuntimeError:
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.002)
+                    made_ro.append(other)
+                    return True
+            return False
+
+        log = tmp_path / "deposit.log"
+        argv = ["deposit", source, "--library", fk.LIB, "--collection", "readonly", "--type", "self-built"]
+        proc = fk.spawn(arch, *argv, log=log)
+        try:
+            while proc.poll() is None and not first_copy_done():
+                time.sleep(0.001)
+            proc.wait(timeout=300)
+        finally:
+            fk.kill_session(proc)
+        text = log.read_text(errors="replace")
+        assert made_ro, "the deposit finished before a target could be made read-only: " + text
+        (ro,) = made_ro
+        ok = next(t for t in fk.TARGETS if t != ro)
+        assert proc.returncode == 1, text
+        assert ro in text and "read-only" in text.lower(), text
+        assert "Traceback" not in text, text
+        states = {r["target"]: r["state"] for r in arch.catalog().replicas().to_pylist()}
+        assert states.get(ok) == "verified" and states.get(ro) != "verified", states
+        assert fk.falsely_verified(arch) == []
+        fk.remount(arch.roots[ro], read_only=False)
+        rerun = _deposit(arch, source, "readonly")
+        assert rerun.code == 0, rerun.text[-2000:]
+        assert rerun.data["state"] == "preserved"
+        assert fk.health_problems(arch) == []
