@@ -36,9 +36,21 @@ def open_store(config, *, must_exist: bool = False) -> Store:
     return Store(config.catalog, filesystem=access.filesystem, put_if_absent=access.put_if_absent)
 
 
-def open_catalog(config, *, must_exist: bool = False) -> Catalog:
-    """The config's catalog, ready to read and write (see `open_store` for `must_exist`)."""
-    return Catalog.from_store(open_store(config, must_exist=must_exist))
+def open_catalog(config, *, must_exist: bool = False, check: bool = True) -> Catalog:
+    """The config's catalog, ready to read and write (see `open_store` for `must_exist`).
+
+    `check` (the default): the catalog checks itself first (`catalog.integrity.check_catalog`:
+    table files readable, every bag's file rows adding up to its Payload-Oxum, ledger and tables
+    agreeing) and a catalog in doubt raises `CatalogDamaged` (exit 1, "run `strongroom catalog
+    rebuild`"), so no command acts on a lying index: an audit never repairs "extra" files that a
+    lost files-table file merely hid. Only `catalog rebuild` (which mends the catalog) and commands
+    that give their own better diagnosis (`status`, `ledger verify`) open with check=False."""
+    catalog = Catalog.from_store(open_store(config, must_exist=must_exist))
+    if check:
+        from catalog.integrity import check_catalog
+
+        check_catalog(catalog).raise_if_damaged()
+    return catalog
 
 
 __all__ = ["open_catalog", "open_store"]

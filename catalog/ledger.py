@@ -266,6 +266,78 @@ class LedgerReport:
                 "segments": self.segments, "events": self.events, "problems": list(self.problems)}
 
 
+def _gap_problem(expected_seq: int, seq: int, name: str) -> str:
+    missing = (segment_name(expected_seq) if seq == expected_seq + 1
+               else f"{segment_name(expected_seq)} to {segment_name(seq - 1)}")
+    return f"{missing}: missing (deleted?) before {name}"
+
+
+def _content_or_wrong(table: pa.Table) -> str:
+    return content_digest(table) if table.schema.remove_metadata() == EVENTS_SCHEMA else "(wrong columns)"
+
+
+def segment_problems(seq: int, name: str, table: pa.Table, actual_content: Optional[str] = None) -> List[str]:
+    """What is wrong with one decoded segment on its own (not its place in the chain): the
+    sequence number, event count and content digest it records, and genesis for segment 0."""
+    meta = table.schema.metadata or {}
+    recorded_seq = meta.get(KEY_SEQ, b"").decode(errors="replace")
+    recorded_prev = meta.get(KEY_PREV, b"").decode(errors="replace")
+    recorded_content = meta.get(KEY_CONTENT, b"").decode(errors="replace")
+    recorded_count = meta.get(KEY_COUNT, b"").decode(errors="replace")
+    problems = []
+    if recorded_seq != str(seq):
+        problems.append(f"{name}: records sequence number {recorded_seq or '(none)'}, not {seq}: "
+                        f"segments were renamed, swapped or forged")
+    actual = _content_or_wrong(table) if actual_content is None else actual_content
+    if recorded_count != str(table.num_rows) or actual != recorded_content:
+        problems.append(f"{name}: its events do not match the digest recorded when it was written "
+                        f"(an event was edited, added or removed)")
+    if seq == 0 and recorded_prev != GENESIS:
+        problems.append(f"{name}: the first segment must chain onto {GENESIS[:12]}..., "
+                        f"records {recorded_prev[:12] or '(none)'}...")
+    return problems
+
+
+@dataclass
+class LedgerGlance:
+    """What `glance` found: cheap enough for every command that opens the catalog."""
+
+    problems: List[str]
+    segments: int
+    head_seq: Optional[int]
+    head_events: int = 0
+
+
+def glance(store: Store) -> LedgerGlance:
+    """The ledger's cheap self-check: segment names, numbers contiguous from 0 (a deleted segment
+    shows as a gap), and the newest segment (the head) read whole and checked on its own as
+    `verify_store` checks every segment. Re-hashing the chain stays `strongroom ledger verify`'s."""
+    problems: List[str] = []
+    for f in store.list(FOLDER):
+        if not SEGMENT_RE.match(f.name):
+            problems.append(f"{FOLDER}/{f.name}: not a ledger segment name (seg-<12 digits>.parquet): "
+                            f"a stray or renamed file in {store.path(FOLDER)}")
+    segs = Ledger(store).segments()
+    expected = 0
+    for seg in segs:
+        if seg.seq > expected:
+            problems.append(f"{FOLDER}/" + _gap_problem(expected, seg.seq, seg.file.name))
+        expected = seg.seq + 1
+    if not segs:
+        return LedgerGlance(problems, 0, None)
+    head = segs[-1]
+    try:
+        table = read_segment_bytes(store.read_bytes(head.file.path))
+    except FileNotFoundError as exc:
+        problems.append(f"{FOLDER}/{head.file.name}: the newest segment vanished while being read ({exc})")
+        return LedgerGlance(problems, len(segs), head.seq)
+    except Exception as exc:  # any decoding failure is damage to report, not to crash on
+        problems.append(f"{FOLDER}/{head.file.name}: the newest segment is not a readable Parquet segment ({exc})")
+        return LedgerGlance(problems, len(segs), head.seq)
+    problems += [f"{FOLDER}/{p}" for p in segment_problems(head.seq, head.file.name, table)]
+    return LedgerGlance(problems, len(segs), head.seq, table.num_rows)
+
+
 def verify_ledger(catalog_location: str, expected_head: Optional[str] = None, *,
                   filesystem: Optional[pafs.FileSystem] = None) -> LedgerReport:
     """Re-hash every segment and check the chain; with `expected_head`, also that the segment
@@ -291,9 +363,7 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
     for seg, data, table, error in _load_segments(store, segs):
         name = seg.file.name
         if seg.seq > expected_seq:
-            missing = (segment_name(expected_seq) if seg.seq == expected_seq + 1
-                       else f"{segment_name(expected_seq)} to {segment_name(seg.seq - 1)}")
-            problems.append(f"{missing}: missing (deleted?) before {name}")
+            problems.append(_gap_problem(expected_seq, seg.seq, name))
             prev_hash = None
         expected_seq = seg.seq + 1
         if data is None:
@@ -306,24 +376,11 @@ def verify_store(store: Store, expected_head: Optional[str] = None) -> LedgerRep
             problems.append(f"{name}: not a readable Parquet segment ({error})")
             prev_hash, prev_name = digest, name
             continue
-        meta = table.schema.metadata or {}
         events += table.num_rows
-        recorded_seq = meta.get(KEY_SEQ, b"").decode(errors="replace")
-        recorded_prev = meta.get(KEY_PREV, b"").decode(errors="replace")
-        recorded_content = meta.get(KEY_CONTENT, b"").decode(errors="replace")
-        recorded_count = meta.get(KEY_COUNT, b"").decode(errors="replace")
-        if recorded_seq != str(seg.seq):
-            problems.append(f"{name}: records sequence number {recorded_seq or '(none)'}, not {seg.seq}: "
-                            f"segments were renamed, swapped or forged")
-        actual = content_digest(table) if table.schema.remove_metadata() == EVENTS_SCHEMA else "(wrong columns)"
-        contents[seg.seq] = actual
-        if recorded_count != str(table.num_rows) or actual != recorded_content:
-            problems.append(f"{name}: its events do not match the digest recorded when it was written "
-                            f"(an event was edited, added or removed)")
-        if seg.seq == 0 and recorded_prev != GENESIS:
-            problems.append(f"{name}: the first segment must chain onto {GENESIS[:12]}..., "
-                            f"records {recorded_prev[:12] or '(none)'}...")
-        elif seg.seq > 0 and prev_hash is not None and recorded_prev != prev_hash:
+        contents[seg.seq] = _content_or_wrong(table)
+        problems += segment_problems(seg.seq, name, table, contents[seg.seq])
+        recorded_prev = (table.schema.metadata or {}).get(KEY_PREV, b"").decode(errors="replace")
+        if seg.seq > 0 and prev_hash is not None and recorded_prev != prev_hash:
             problems.append(f"{name}: chain broken: it records previous hash {recorded_prev[:16] or '(none)'}... "
                             f"but {prev_name} hashes to {prev_hash[:16]}... ({prev_name} altered or replaced, "
                             f"or {name} forged)")

@@ -285,7 +285,7 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
     from storage_adapters.registry import open_target
 
     clock = now or utc_now
-    catalog = catalog if catalog is not None else open_catalog(config)
+    catalog = catalog if catalog is not None else open_catalog(config, check=False)
     result = RebuildResult(catalog=catalog.location, deep=deep, started_at=clock())
 
     holders: Dict[str, List[Tuple[Any, Any]]] = {}

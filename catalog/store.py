@@ -20,6 +20,8 @@ by every reader (pyarrow.dataset skips them too).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import uuid
 from dataclasses import dataclass
@@ -124,8 +126,32 @@ class Store:
         return base
 
     # -- writing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _writing(self, folder: str):
+        """An OS error while writing names the catalog (and says "the disk is full" for ENOSPC):
+        a bare "[Errno 28] No space left on device" does not tell which of the archive's
+        folders (catalog, staging, a replica) ran out. Nothing is left half-written: the temp
+        file is removed and the final name never appears."""
+        try:
+            yield
+        except CatalogError:
+            raise
+        except OSError as exc:
+            where = self.path(folder)
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                code = errno.errorcode.get(exc.errno, str(exc.errno))
+                raise CatalogError(f"the disk is full ({code}) under the catalog {self.location}: nothing was "
+                                   f"written; free space there and rerun (what was done so far is kept)",
+                                   path=where) from exc
+            raise CatalogError(f"cannot write to the catalog {self.location}: {exc.strerror or exc}",
+                               path=where) from exc
+
     def write_new(self, folder: str, name: str, data: bytes) -> str:
         """Write a new file atomically; `name` must be unique (callers put a uuid in it)."""
+        with self._writing(folder):
+            return self._write_new(folder, name, data)
+
+    def _write_new(self, folder: str, name: str, data: bytes) -> str:
         base = self._ensure_folder(folder)
         final = f"{base}/{name}"
         if not self.is_local:
@@ -146,6 +172,10 @@ class Store:
         Local: hard-link a fully written temp file to the final name; link() fails with
         EEXIST if the name is taken, atomically, even across processes and NFSv3+.
         """
+        with self._writing(folder):
+            return self._create_exclusive(folder, name, data)
+
+    def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
         base = self._ensure_folder(folder)
         final = f"{base}/{name}"
         if not self.is_local:

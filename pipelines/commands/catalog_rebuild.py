@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from policies.config import load_config
 
     config = load_config(config_path(args))
-    catalog = open_catalog(config)
+    catalog = open_catalog(config, check=False)  # mending a damaged catalog is the point
 
     def progress(done: int, total: int, bag_id: str) -> None:
         if getattr(args, "verbose", 0) and not getattr(args, "json", False):

@@ -10,11 +10,19 @@ Exit 0 when every copy is where its policy wants it and verified (overdue audits
 as warnings and still exit 0: a schedule matter, fixed by `strongroom audit --due`, not
 damage); 1 when anything is damaged, failed, missing, absent or unverified, or a deposit
 failed; 2 for a bad filter (an unknown bag, library or collection) or config.
+
+The catalog is checked first (`catalog.integrity.check_catalog`): a missing catalog folder, a
+damaged catalog, or an empty catalog while the storage targets hold bags (a catalog wiped
+whole) is said plainly, "CATALOG MISSING / DAMAGED / LOST", with `strongroom catalog rebuild`
+as the way out, and exits 1; with --json that is still one JSON document (`catalog_ok: false`,
+`catalog_state`, `catalog_problems`, `exit_code: 1`). A healthy status document carries
+`catalog_ok: true`.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import List, Tuple
 
 from pipelines.output import emit, warn
 
@@ -35,17 +43,24 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from catalog.access import open_catalog
+    from catalog.integrity import check_catalog
     from pipelines.cli import config_path
     from policies.config import load_config
     from reports.status import build_status, status_text
-    from strongroom.errors import ConfigError
 
     config = load_config(config_path(args))
-    catalog = open_catalog(config)
+    catalog = open_catalog(config, check=False)  # the check is ours to report, not to die of
     if not config.catalog_is_s3 and not catalog.store.exists():
-        raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init` for a new "
-                          f"archive, or `strongroom catalog rebuild` if the catalog was lost)",
-                          path=str(config.path), key="catalog")
+        return catalog_trouble(args, config, "missing", [f"the catalog folder {config.catalog} does not exist"])
+    health = check_catalog(catalog)
+    if not health.ok:
+        return catalog_trouble(args, config, "damaged", health.problems)
+    if catalog.bags().num_rows == 0:
+        holding = targets_holding_bags(config)
+        if holding:
+            return catalog_trouble(args, config, "lost", [
+                f"the catalog holds no bag, but storage target {name} holds bags (e.g. {example})"
+                for name, example in holding])
     status = build_status(config, catalog, library=args.library, collection=args.collection, bag_id=args.bag)
     if getattr(args, "json", False) and status.warnings:
         counts: dict = {}
@@ -54,3 +69,42 @@ def run(args: argparse.Namespace) -> int:
         warn(", ".join(f"{n} {flag}" for flag, n in counts.items()) + " (listed under `warnings`)")
     emit(args, status.to_dict(), status_text(status))
     return status.exit_code
+
+
+def catalog_trouble(args: argparse.Namespace, config, what: str, problems: List[str]) -> int:
+    """Say the catalog is missing, damaged or lost, in text or as one JSON document; exit 1.
+
+    A preservation problem, not a config error: the copies may be intact, but nothing the
+    catalog would say can be trusted until `strongroom catalog rebuild` (which reads them)."""
+    from catalog.integrity import REBUILD_HINT
+
+    hint = (f"{REBUILD_HINT} to rebuild it from the copies" if what != "missing" else
+            f"{REBUILD_HINT} if the catalog was lost, `strongroom init` for a new archive, or fix `catalog` "
+            f"in {config.path}")
+    data = {"catalog": config.catalog, "catalog_ok": False, "catalog_state": what, "catalog_problems": problems,
+            "hint": hint, "exit_code": 1}
+    lines = [f"CATALOG {what.upper()}: {config.catalog}: nothing it says can be trusted"]
+    lines += [f"  - {p}" for p in problems[:200]]
+    if len(problems) > 200:
+        lines.append(f"  ... and {len(problems) - 200} more")
+    lines.append(hint[0].upper() + hint[1:] + ".")
+    emit(args, data, "\n".join(lines))
+    return 1
+
+
+def targets_holding_bags(config) -> List[Tuple[str, str]]:
+    """(target, one bag id) for each storage target that holds at least one bag: asked only when
+    the catalog is empty, so a wiped catalog is not taken for a new archive. A target that
+    cannot be listed is left to the usual reachability flags."""
+    from storage_adapters.registry import open_target
+    from strongroom.errors import StrongroomError
+
+    found = []
+    for target in config.storage.values():
+        try:
+            first = next(iter(open_target(target).list_bags()), None)
+        except (StrongroomError, OSError):
+            continue
+        if first is not None:
+            found.append((target.name, str(first)))
+    return found

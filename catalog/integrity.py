@@ -1,0 +1,377 @@
+"""The catalog's cheap self-check, run by every command that opens it (`open_catalog(check=True)`).
+
+Why: the catalog is an index of what the copies hold, and an index with a hole in it lies. A
+deleted `files/` Parquet file makes a bag look empty, and an audit trusting that would remove
+every payload file from every copy as "extra". So before any command acts on the catalog it
+asks the catalog whether it agrees with itself, and a catalog in doubt stops the command
+(`CatalogDamaged`, exit 1, "run `strongroom catalog rebuild`") before anything is repaired.
+
+What is checked (`check_catalog`), each problem naming the table and file:
+
+* every live Parquet file of `bags/`, `files/` and `replicas/` is readable and has the table's
+  columns with their types (a truncated file, a zero-byte file, a foreign or other table's
+  Parquet file is a problem naming that file, never a traceback);
+* every committed bag's file rows add up to the bag row's file count and payload bytes (the
+  bag's Payload-Oxum, recorded at registration): a missing or damaged `files/` file shows here;
+* the ledger (see `catalog.ledger.glance`): segment numbers contiguous from 0, the head segment
+  readable and consistent on its own; and every bag the ledger says was registered (a successful
+  "ingestion" or "metadata extraction" event) has its bag row, and every (registered bag, target)
+  the ledger records a successful replication or fixity check of a copy for has a replica
+  record (writers record the copy's state before such an event): a deleted `bags/` or
+  `replicas/` file shows here.
+
+Cost: only the few columns needed are read (column projection, one dataset scan per table, one
+vectorised group_by for the file sums), and what was read from a file is kept for the life of
+the process by its path (catalog files are immutable: never rewritten, only added and removed),
+so a command that opens the catalog several times pays for each file once. The slow per-file
+path runs only when a scan fails, to name the culprit. Figures: bench/bench_integrity.py.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from catalog.compact import COMPACT_PREFIX, ReplacedCache, live_files
+from catalog.ledger import CACHE_FOLDER, FOLDER as EVENTS_FOLDER, Ledger, glance
+from catalog.schema import BATCH, EVENTS_SCHEMA, RECORDED, TABLE_SCHEMAS
+from catalog.store import CatalogError, Store, StoredFile
+from strongroom.errors import PreservationError
+
+REBUILD_HINT = "run `strongroom catalog rebuild`"
+# Columns each check needs (projection: nothing else is read).
+COLUMNS: Dict[str, List[str]] = {
+    "bags": ["bag_id", BATCH, RECORDED, "file_count", "byte_count"],
+    "files": [BATCH, "size"],
+    "replicas": ["bag_id", "target", "state", "recorded_at"],
+}
+REGISTRATION_EVENTS = ("ingestion", "metadata extraction")
+COPY_EVENTS = ("replication", "fixity check")
+MESSAGE_PROBLEMS = 5     # problems spelled out in the one-line message (all are in `problems`)
+
+
+class CatalogDamaged(PreservationError):
+    """The catalog disagrees with itself (a table file missing, unreadable or foreign; a bag's
+    file rows not adding up): no command may act on it until `strongroom catalog rebuild`."""
+
+    def __init__(self, location: str, problems: Sequence[str]):
+        shown = "; ".join(problems[:MESSAGE_PROBLEMS])
+        more = f" (and {len(problems) - MESSAGE_PROBLEMS} more)" if len(problems) > MESSAGE_PROBLEMS else ""
+        super().__init__(f"the catalog is damaged: {shown}{more}; {REBUILD_HINT}", path=location,
+                         problems=list(problems))
+
+
+@dataclass
+class CatalogHealth:
+    """What `check_catalog` found. `unreadable`: store paths of files that cannot be read or are
+    not the table's (what `catalog rebuild` moves aside)."""
+
+    ok: bool
+    location: str
+    problems: List[str] = field(default_factory=list)
+    unreadable: List[str] = field(default_factory=list)
+    counts: Dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"ok": self.ok, "location": self.location, "problems": list(self.problems),
+                "unreadable": list(self.unreadable), "counts": dict(self.counts),
+                "seconds": round(self.seconds, 4)}
+
+    def raise_if_damaged(self) -> None:
+        if not self.ok:
+            raise CatalogDamaged(self.location, self.problems)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-process memo of what each (immutable) file contributed, by (store root, path).
+
+_MEMO: Dict[Tuple[str, str, str, Tuple[int, int]], pa.Table] = {}
+_MEMO_LOCK = threading.Lock()
+MEMO_MAX_FILES = 200_000
+Signature = Tuple[int, int]  # (size, mtime in ns): a file replaced or truncated in place is read again
+
+
+def _signatures(store: Store, folder: str) -> Dict[str, Signature]:
+    """name -> (size, mtime_ns) of the data files in `folder` (hidden and temp names left out)."""
+    base = store.path(folder)
+    found: Dict[str, Signature] = {}
+    if store.is_local:
+        try:
+            with os.scandir(base) as it:
+                for e in it:
+                    if e.name[0] in "._":
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        found[e.name] = (st.st_size, st.st_mtime_ns)
+                    else:
+                        found[e.name] = (-1, st.st_mode)  # not a regular file: named as a problem
+        except FileNotFoundError:
+            pass
+        return found
+    infos = store.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    for i in infos:
+        if i.base_name.startswith((".", "_")) or i.type == pafs.FileType.Directory:
+            continue
+        mtime = i.mtime_ns if i.mtime_ns is not None else 0
+        found[i.base_name] = (i.size if i.size is not None else 0, mtime)
+    return found
+
+
+def _memo_get(store: Store, table: str, path: str, sig: Signature) -> Optional[pa.Table]:
+    return _MEMO.get((store.location, table, path, sig))
+
+
+def _memo_put(store: Store, table: str, path: str, sig: Signature, value: pa.Table) -> None:
+    with _MEMO_LOCK:
+        if len(_MEMO) >= MEMO_MAX_FILES:
+            _MEMO.clear()
+        _MEMO[(store.location, table, path, sig)] = value
+
+
+def forget(store: Store) -> None:
+    """Drop what was remembered of this catalog's files (tests; after a rebuild moved files)."""
+    with _MEMO_LOCK:
+        for key in [k for k in _MEMO if k[0] == store.location]:
+            del _MEMO[key]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _probe(store: Store, table: str, f: StoredFile, columns: List[str]) -> Tuple[Optional[pa.Table], Optional[str]]:
+    """One file's needed columns, or why they cannot be had (the slow path, naming the file)."""
+    schema = TABLE_SCHEMAS[table]
+    where = f"{table}/{f.name}"
+    try:
+        with store.fs.open_input_file(f.path) as fh:
+            pf = pq.ParquetFile(fh)
+            have = pf.schema_arrow
+            missing = [c for c in columns if c not in have.names]
+            if missing:
+                return None, (f"{where}: not a {table} table file (no column {', '.join(missing)}): a foreign "
+                              f"or misplaced Parquet file")
+            wrong = [c for c in columns if not have.field(c).type.equals(schema.field(c).type)]
+            if wrong:
+                return None, (f"{where}: not a {table} table file (column {wrong[0]} is "
+                              f"{have.field(wrong[0]).type}, not {schema.field(wrong[0]).type})")
+            data = pf.read(columns=columns, use_threads=False)
+    except FileNotFoundError:
+        return None, None  # removed since the listing (a compaction): not damage
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return None, f"{where}: not a readable Parquet file ({_short(exc)})"
+    nulls = [c for c in columns if not schema.field(c).nullable and data.column(c).null_count]
+    if nulls:
+        return None, f"{where}: {data.column(nulls[0]).null_count} row(s) without {nulls[0]}: not a {table} table file"
+    return data.cast(pa.schema([schema.field(c) for c in columns])), None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _read_table(store: Store, table: str, files: List[StoredFile], sigs: Dict[str, Signature],
+                health: CatalogHealth) -> pa.Table:
+    """The needed columns of every readable file; unreadable ones are named in `health`."""
+    columns = COLUMNS[table]
+    schema = pa.schema([TABLE_SCHEMAS[table].field(c) for c in columns])
+    parts: List[pa.Table] = []
+    todo: List[StoredFile] = []
+    for f in files:
+        got = _memo_get(store, table, f.path, sigs.get(f.name, (0, 0)))
+        (todo.append(f) if got is None else parts.append(got))
+    if todo:
+        fast = _scan(store, table, todo, columns, schema)
+        if fast is not None:
+            for f in todo:
+                data = fast.get(f.path, schema.empty_table())
+                _memo_put(store, table, f.path, sigs.get(f.name, (0, 0)), data)
+                parts.append(data)
+        else:
+            for f in todo:
+                data, problem = _probe(store, table, f, columns)
+                if problem:
+                    health.problems.append(problem)
+                    health.unreadable.append(f.path)
+                elif data is not None:
+                    _memo_put(store, table, f.path, sigs.get(f.name, (0, 0)), data)
+                    parts.append(data)
+    if not parts:
+        return schema.empty_table()
+    return pa.concat_tables(parts)
+
+
+def _scan(store: Store, table: str, files: List[StoredFile], columns: List[str],
+          schema: pa.Schema) -> Optional[Dict[str, pa.Table]]:
+    """The fast path: one dataset scan of all `files`, split by file; None if any file fails
+    (unreadable, foreign: a required column null), so the caller probes them one by one."""
+    try:
+        dataset = ds.dataset([f.path for f in files], schema=TABLE_SCHEMAS[table], format="parquet",
+                             filesystem=store.fs)
+        scanned = dataset.to_table(columns=columns + ["__filename"])
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+    if any(scanned.column(c).null_count for c in columns if not schema.field(c).nullable):
+        return None
+    out: Dict[str, pa.Table] = {}
+    if scanned.num_rows == 0:
+        return out
+    scanned = scanned.sort_by("__filename")
+    runs = pc.run_end_encode(scanned.column("__filename").combine_chunks())
+    data = scanned.drop_columns(["__filename"]).cast(schema)
+    start = 0
+    for path, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+        out[path] = data.slice(start, end - start)
+        start = end
+    return out
+
+
+def _live(store: Store, table: str, cache: ReplacedCache, health: CatalogHealth
+          ) -> Tuple[List[StoredFile], Dict[str, Signature]]:
+    """The table's live files (and their signatures); a compacted file whose footer cannot be
+    read, a non-Parquet name or a non-file is named and left out."""
+    sigs = _signatures(store, table)
+    good = []
+    for n in sorted(sigs):
+        path = store.path(table, n)
+        if sigs[n][0] < 0:
+            health.problems.append(f"{table}/{n}: not a regular file")
+            health.unreadable.append(path)
+            continue
+        if not n.endswith(".parquet"):
+            health.problems.append(f"{table}/{n}: not a catalog file name (*.parquet): a stray file")
+            health.unreadable.append(path)
+            continue
+        if n.startswith(COMPACT_PREFIX):
+            try:
+                cache.replaces(store, StoredFile(n, path))
+            except CatalogError as exc:
+                health.problems.append(f"{table}/{n}: not a readable Parquet file ({_short(exc)})")
+                health.unreadable.append(path)
+                continue
+        good.append(n)
+    return live_files(store, table, cache=cache, names=good), sigs
+
+
+def _first_per_bag(bags: pa.Table) -> pa.Table:
+    from catalog.catalog import _first_per_key
+
+    return _first_per_key(bags, ["bag_id"], [(RECORDED, "ascending"), (BATCH, "ascending")])
+
+
+def _check_bag_sums(bags: pa.Table, files: pa.Table, health: CatalogHealth) -> None:
+    """Every committed bag's file rows add up to its file count and bytes (vectorised)."""
+    committed = _first_per_bag(bags)
+    sums = files.group_by(BATCH).aggregate([("size", "count"), ("size", "sum")])
+    joined = committed.join(sums, keys=BATCH, join_type="left outer")
+    count = pc.fill_null(joined.column("size_count"), 0)
+    total = pc.fill_null(joined.column("size_sum"), 0)
+    bad = pc.or_(pc.not_equal(count, joined.column("file_count")), pc.not_equal(total, joined.column("byte_count")))
+    wrong = joined.filter(bad).sort_by("bag_id")
+    for row, n, b in zip(wrong.select(["bag_id", "file_count", "byte_count"]).to_pylist(),
+                         pc.fill_null(wrong.column("size_count"), 0).to_pylist(),
+                         pc.fill_null(wrong.column("size_sum"), 0).to_pylist()):
+        health.problems.append(
+            f"files: bag {row['bag_id']} has {n} file row(s), {b} byte(s) in the files table, but its bag row "
+            f"(Payload-Oxum) says {row['file_count']} file(s), {row['byte_count']} byte(s): a files/ Parquet "
+            f"file is missing or damaged")
+
+
+def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[str], Set[Tuple[str, str]]]]:
+    """Bags the ledger says were registered, and (bag, target) pairs it records copies of."""
+    try:
+        files = Ledger(store).query_files()
+    except (OSError, pa.ArrowException) as exc:
+        health.problems.append(f"{EVENTS_FOLDER}: cannot be listed ({_short(exc)})")
+        return None
+    sigs = {**{f"{EVENTS_FOLDER}/{n}": v for n, v in _signatures(store, EVENTS_FOLDER).items()},
+            **{f"{CACHE_FOLDER}/{n}": v for n, v in _signatures(store, CACHE_FOLDER).items()}}
+
+    def sig(f: StoredFile) -> Signature:
+        return sigs.get(f"{f.path.rsplit('/', 2)[-2]}/{f.name}", (0, 0))
+
+    parts: List[pa.Table] = []
+    todo: List[StoredFile] = []
+    for f in files:
+        got = _memo_get(store, EVENTS_FOLDER, f.path, sig(f))
+        (todo.append(f) if got is None else parts.append(got))
+    columns = ["type", "outcome", "object_type", "bag_id", "target"]
+    wanted = (ds.field("type").isin(list(REGISTRATION_EVENTS + COPY_EVENTS)) & ds.field("bag_id").is_valid()
+              & (ds.field("outcome") == "success"))
+    for f in todo:
+        try:
+            dataset = ds.dataset([f.path], schema=EVENTS_SCHEMA, format="parquet", filesystem=store.fs)
+            got = dataset.to_table(columns=columns, filter=wanted)
+        except FileNotFoundError:
+            continue
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            health.problems.append(f"{f.path.rsplit('/', 2)[-2]}/{f.name}: not a readable Parquet file ({_short(exc)})")
+            health.unreadable.append(f.path)
+            continue
+        got = got.group_by(columns).aggregate([])  # one row per distinct mention keeps it small
+        _memo_put(store, EVENTS_FOLDER, f.path, sig(f), got)
+        parts.append(got)
+    if not parts:
+        return set(), set()
+    events = pa.concat_tables(parts)
+    registered = events.filter(pc.is_in(events.column("type"), pa.array(REGISTRATION_EVENTS)))
+    copies = events.filter(pc.and_(pc.and_(pc.is_in(events.column("type"), pa.array(COPY_EVENTS)),
+                                           pc.equal(events.column("object_type"), "replica")),
+                                   pc.is_valid(events.column("target"))))
+    pairs = copies.group_by(["bag_id", "target"]).aggregate([])
+    return (set(registered.column("bag_id").unique().to_pylist()),
+            set(zip(pairs.column("bag_id").to_pylist(), pairs.column("target").to_pylist())))
+
+
+def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
+    """Does the catalog agree with itself? See the module docstring for what is checked."""
+    started = time.perf_counter()
+    store: Store = catalog.store
+    cache: ReplacedCache = getattr(catalog, "_replaced", None) or ReplacedCache()
+    health = CatalogHealth(ok=True, location=catalog.location)
+    tables: Dict[str, pa.Table] = {}
+    for table in ("bags", "files", "replicas"):
+        files, sigs = _live(store, table, cache, health)
+        health.counts[f"{table}_files"] = len(files)
+        tables[table] = _read_table(store, table, files, sigs, health)
+        health.counts[f"{table}_rows"] = tables[table].num_rows
+    _check_bag_sums(tables["bags"], tables["files"], health)
+    if ledger:
+        glimpse = glance(store)
+        health.problems += glimpse.problems
+        health.counts["segments"] = glimpse.segments
+        mentions = _ledger_mentions(store, health)
+        if mentions is not None:
+            registered, pairs = mentions
+            have_bags = set(tables["bags"].column("bag_id").unique().to_pylist())
+            for bag_id in sorted(registered - have_bags):
+                health.problems.append(f"bags: bag {bag_id} is registered in the ledger but has no bag row: a bags/ "
+                                       f"Parquet file is missing or damaged")
+            reps = tables["replicas"]
+            have_pairs = set(zip(reps.column("bag_id").to_pylist(), reps.column("target").to_pylist()))
+            lost = sorted(p for p in pairs - have_pairs if p[0] in have_bags)
+            for bag_id, target in lost:
+                health.problems.append(f"replicas: the ledger records copies of {bag_id} on {target}, but the "
+                                       f"replicas table has no record of it: a replicas/ Parquet file is missing "
+                                       f"or damaged")
+    health.ok = not health.problems
+    health.seconds = time.perf_counter() - started
+    return health
+
+
+__all__ = ["CatalogDamaged", "CatalogHealth", "check_catalog", "forget", "REBUILD_HINT"]
