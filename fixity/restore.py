@@ -18,13 +18,29 @@ Why it works the way it does:
   files passed (if none passes, the catalog itself may be the odd one out, so nobody is blamed
   and the restore fails).
 * **The destination is all or nothing.** Everything is written into a hidden sibling folder
-  (`.DEST.restore-<uuid>`) and renamed into place at the end, so DEST is either absent (or the
-  empty folder it was) or complete. Any failure removes the temporary folder.
-* **Untrusted paths.** Paths from the replica (tag file names, empty-directories.txt) pass
-  `storage_adapters.base.check_relpath` before anything is created; payload paths come from the
-  catalog and are checked the same way.
+  (`.DEST.strongroom-restore`) and renamed into place at the end, so DEST is either absent (or
+  the empty folder it was) or complete. Any failure removes the temporary folder. Its name is
+  the same for every restore into DEST, and a lock file beside it
+  (`.DEST.strongroom-restore.lock`, held with flock while the restore runs and naming the folder)
+  proves it is Strongroom's: a restore killed with -9 leaves both, and the rerun, finding the
+  lock free, removes the stale folder before it starts (and both files when it ends). A lock
+  held by a live restore makes the second one refuse (exit 2); a folder of that name that no
+  lock file of ours names is never touched (exit 2, remove it yourself).
+* **Never inside the archive.** DEST may not be inside, equal to or contain the catalog folder,
+  the staging folder (with its `.state/`), the policies folder or any filesystem target's root,
+  however it is spelled (relative, `..`, trailing '/') or reached (symbolic links are resolved,
+  and folders are also compared by device and inode, which sees through bind mounts). That is
+  checked before anything is written, even before the catalog is opened.
+* **Untrusted paths and fields.** Paths from the replica (tag file names, empty-directories.txt)
+  pass `storage_adapters.base.check_relpath` before anything is created; payload paths come from
+  the catalog and are checked the same way. A replica's tag files are accepted only when
+  `catalog.bag_records.records_from_bag` - the strict reader that registration and `catalog
+  rebuild` use - reads them without error and they describe what the catalog holds; a hostile
+  field (a non-ASCII digit, a time beyond int64 nanoseconds, a 200 KB CSV field) makes that
+  replica's tag set refused and the next replica's tried.
 
-Which replicas: only those whose current catalog state is "verified" (`USABLE_STATES`), in
+Which replicas: only those whose current catalog state is "verified" or "repaired" (an audit
+repaired the copy and re-verified it: `USABLE_STATES`, the audit's GOOD_STATES), in
 this order: `from_target` first when given, then the bag's policy's replica order, then any
 other verified replica in catalog order. A target that cannot be reached (its root is not
 mounted, listing fails) is skipped with a warning and blamed for nothing; a reachable target
@@ -38,25 +54,24 @@ copy exists).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import errno
+import fcntl
 import logging
 import os
-import shutil
+import stat
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from catalog.bag_records import folder_reader, read_payload_digests
+from catalog.bag_records import folder_reader, records_from_bag
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, FileRecord
-from ingest import bagit_spec
+from ingest import bagit_spec, metadata
 from ingest.naming import BagId
 from strongroom import NAME, __version__
 from strongroom.checksums import SUPPORTED
@@ -67,11 +82,16 @@ from storage_adapters.base import CHUNK, HashingReader, NotFound, StorageAdapter
 log = logging.getLogger(__name__)
 
 AGENT = f"{NAME} {__version__}"
-#: Catalog replica states a restore may read from.
-USABLE_STATES = ("verified",)
-TEMP_MARK = ".restore-"
-EMPTY_DIRS_FILE = "metadata/empty-directories.txt"
-ATTRIBUTES_FILE = "metadata/file-attributes.csv"
+#: Catalog replica states a restore may read from: a copy an audit repaired and re-verified is
+#: as good as one that never needed repair (the same as fixity.repair.GOOD_STATES).
+USABLE_STATES = ("verified", "repaired")
+#: The temporary folder beside DEST is `.NAME` + TEMP_MARK; its lock file adds LOCK_SUFFIX.
+TEMP_MARK = ".strongroom-restore"
+LOCK_SUFFIX = ".lock"
+#: First line of a lock file: how a rerun knows the folder it names is a restore's own.
+LOCK_MARKER = b"strongroom restore temporary folder lock\n"
+EMPTY_DIRS_FILE = metadata.EMPTY_DIRS_FILE
+ATTRIBUTES_FILE = metadata.ATTRIBUTES_FILE
 _DETAIL_MAX = 2000
 
 Progress = Callable[[int, int], None]  # (payload files done, payload bytes done)
@@ -151,74 +171,299 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
                 catalog: Optional[Catalog] = None) -> RestoreResult:
     """Restore bag `bag` (a bag id) into the new folder `dest`; see the module docstring.
 
-    Raises UsageError (exit 2) for a malformed or unknown bag id, a DEST that is not empty,
-    or a `from_target` that holds no verified copy; ConfigError for an unknown target name;
-    PreservationError (exit 1) when there is no verified replica, and RestoreError (exit 1)
-    when some file has no good copy anywhere.
+    Raises UsageError (exit 2) for a malformed or unknown bag id, a DEST inside the archive or
+    not empty, another restore into DEST still running, or a `from_target` that holds no
+    usable copy; ConfigError for an unknown target name; PreservationError (exit 1) when there
+    is no usable replica, and RestoreError (exit 1) when some file has no good copy anywhere.
     """
     try:
         bag_id = BagId.parse(bag)
     except UsageError as exc:
         raise UsageError(f"{exc}; `strongroom status` lists the bags held") from None
-    dest_path = check_dest(dest, config)
-    catalog = catalog or open_catalog(config)
-    record = catalog.bag(str(bag_id))
-    if record is None:
-        raise UsageError(_unknown_bag_message(catalog, bag_id))
-    files = catalog.file_records(str(bag_id))
-    _check_catalog_paths(files, str(bag_id))
-    result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only)
-    targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
-    result.warnings.extend(skipped)
-    adapters = _open_adapters(config, targets)
-    # files read at once: at least what the first source serves best (an S3 target's concurrency:
-    # each read waits on the network; a folder is read one file at a time)
-    workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
-    job = _Restore(catalog, bag_id, files, adapters, dest_path, payload_only, result, workers, progress)
-    return job.run()
+    dest_path = check_dest_location(dest, config)    # nothing is written before this
+    temp = TempFolder(dest_path)
+    temp.acquire()                                   # removes a killed restore's leftovers
+    try:
+        _check_dest_empty(dest_path)
+        catalog = catalog or open_catalog(config)
+        record = catalog.bag(str(bag_id))
+        if record is None:
+            raise UsageError(_unknown_bag_message(catalog, bag_id))
+        files = catalog.file_records(str(bag_id))
+        _check_catalog_paths(files, str(bag_id))
+        result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only)
+        targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
+        result.warnings.extend(skipped)
+        adapters = _open_adapters(config, targets)
+        # files read at once: at least what the first source serves best (an S3 target's concurrency:
+        # each read waits on the network; a folder is read one file at a time)
+        workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
+        job = _Restore(catalog, bag_id, files, adapters, dest_path, payload_only, result, workers, progress,
+                       temp.path)
+        return job.run()
+    finally:
+        temp.release()
 
 
 def check_dest(dest, config=None) -> Path:
-    """DEST as an absolute path; UsageError unless it is absent or an empty real folder whose parent exists."""
+    """DEST as an absolute path; UsageError unless it is outside the archive and absent or an
+    empty real folder whose parent exists (`check_dest_location`, then the emptiness check)."""
+    path = check_dest_location(dest, config)
+    _check_dest_empty(path)
+    return path
+
+
+def check_dest_location(dest, config=None) -> Path:
+    """DEST as an absolute path, checked without writing anything (UsageError, exit 2):
+
+    not the root folder, not a symbolic link, not an existing non-folder, its parent exists, and
+    not inside, equal to or containing one of the archive's own folders (`archive_folders`),
+    whatever the spelling or the links on the way.
+    """
     text = os.fspath(dest)
     if not text:
         raise UsageError("the destination folder is empty text")
     path = Path(os.path.abspath(text))
     if path.name in ("", ".", ".."):
         raise UsageError("cannot restore into the root folder; give a folder to create", path=str(path))
+    if config is not None:
+        _refuse_archive_folders(text, path, config)
     if os.path.islink(path):
         raise UsageError("is a symbolic link; give a real folder that does not exist yet (or is empty)",
                          path=str(path))
-    if os.path.lexists(path):
-        if not path.is_dir():
-            raise UsageError("already exists and is not a folder; restore needs a new or empty folder",
-                             path=str(path))
-        try:
-            with os.scandir(path) as it:
-                entries = [e.name for e in it]
-        except OSError as exc:
-            raise UsageError(f"cannot be read ({exc.strerror or exc})", path=str(path)) from None
-        if entries:
-            raise UsageError(f"is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
-                             f"e.g. {sorted(entries)[0]!r}); restore never writes into a folder that holds "
-                             "something: give a new or empty folder", path=str(path))
+    if os.path.lexists(path) and not path.is_dir():
+        raise UsageError("already exists and is not a folder; restore needs a new or empty folder",
+                         path=str(path))
     if not path.parent.is_dir():
         raise UsageError("its parent folder does not exist; create it first", path=str(path))
-    if config is not None:
-        for target in getattr(config, "storage", {}).values():
-            root = getattr(target, "root", None)
-            if root is not None and _inside(path, Path(os.path.abspath(root))):
-                raise UsageError(f"is inside storage target {target.name}'s folder ({root}); restore "
-                                 "somewhere outside the archive", path=str(path))
     return path
+
+
+def _check_dest_empty(path: Path) -> None:
+    if not os.path.lexists(path):
+        return
+    try:
+        with os.scandir(path) as it:
+            entries = [e.name for e in it]
+    except OSError as exc:
+        raise UsageError(f"cannot be read ({exc.strerror or exc})", path=str(path)) from None
+    if entries:
+        raise UsageError(f"is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+                         f"e.g. {sorted(entries)[0]!r}); restore never writes into a folder that holds "
+                         "something: give a new or empty folder", path=str(path))
+
+
+def archive_folders(config) -> List[Tuple[str, str]]:
+    """(what, folder) for every folder the archive keeps its own things in, as configured."""
+    out: List[Tuple[str, str]] = []
+    catalog = getattr(config, "catalog", None)
+    if catalog and "://" not in str(catalog):
+        out.append(("the archive's catalog folder", str(catalog)))
+    for attr, what in (("staging", "the archive's staging folder"), ("policies_dir", "the archive's policies folder")):
+        value = getattr(config, attr, None)
+        if value:
+            out.append((what, str(value)))
+    for target in getattr(config, "storage", {}).values():
+        root = getattr(target, "root", None)
+        if root is not None:
+            out.append((f"storage target {target.name}'s folder", str(root)))
+    return out
+
+
+def _refuse_archive_folders(text: str, path: Path, config) -> None:
+    """UsageError when DEST (or the sibling temporary folder) would land in an archive folder.
+
+    DEST is resolved twice, as the kernel would ('..' after following links) and as `path`
+    spells it ('..' removed first); each archive folder is resolved too. Inside, equal and
+    containing are all refused, and an ancestor of DEST that is the same folder (device and
+    inode) as an archive folder counts as inside it, so bind mounts do not hide one.
+    """
+    spelled = {os.path.realpath(os.path.join(os.getcwd(), text)), os.path.realpath(path)}
+    for what, folder in archive_folders(config):
+        real = os.path.realpath(folder)
+        for d in sorted(spelled):
+            relation = _relation(d, real)
+            if relation is None:
+                relation = _same_folder_relation(d, real)
+            if relation is not None:
+                also = f" (it resolves to {d})" if d != str(path) else ""
+                raise UsageError(f"{relation} {what} ({folder}){also}; restore writes only outside the archive's "
+                                 "own folders: give a DEST elsewhere", path=text)
+
+
+def _relation(dest: str, folder: str) -> Optional[str]:
+    if dest == folder:
+        return "is"
+    if dest.startswith(folder.rstrip("/") + "/"):
+        return "is inside"
+    if folder.startswith(dest.rstrip("/") + "/"):
+        return "contains"
+    return None
+
+
+def _same_folder_relation(dest: str, folder: str) -> Optional[str]:
+    """'is inside' / 'contains' by device and inode of the existing ancestors (bind mounts, aliases)."""
+    def ids(p: str):
+        try:
+            st = os.stat(p)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+    def ancestors(p: str):
+        while True:
+            yield p
+            parent = os.path.dirname(p)
+            if parent == p:
+                return
+            p = parent
+
+    target = ids(folder)
+    if target is not None and any(ids(a) == target for a in ancestors(dest)):
+        return "is inside"
+    mine = ids(dest)
+    if mine is not None and any(ids(a) == mine for a in ancestors(folder)):
+        return "contains"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The temporary folder beside DEST
+
+
+class TempFolder:
+    """`.NAME.strongroom-restore` beside DEST, owned through the lock file `.NAME.strongroom-restore.lock`.
+
+    `acquire` takes the lock (flock, non-blocking: a live restore into the same DEST makes it a
+    UsageError), removes a stale folder a killed restore left (only when the lock file says it
+    is ours), and creates the folder afresh; `release` removes the folder if it is still there,
+    then the lock file. Why a lock file and not a marker inside the folder: the folder itself is
+    renamed to DEST at the end, and must hold nothing but the bag.
+    """
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self.path = dest.parent / f".{dest.name}{TEMP_MARK}"
+        self.lock_path = dest.parent / f".{dest.name}{TEMP_MARK}{LOCK_SUFFIX}"
+        self.removed_stale = False
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            try:
+                fd = os.open(self.lock_path, flags, 0o600)
+            except OSError as exc:
+                raise InputError(f"cannot create the restore's lock file next to the destination "
+                                 f"({exc.strerror or exc})", path=str(self.lock_path)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise UsageError(f"another restore into this folder is running (it holds {self.lock_path}); "
+                                 "wait for it to finish", path=str(self.dest)) from None
+            # the previous holder unlinks the file as it ends: make sure we locked the current one
+            try:
+                same = os.stat(self.lock_path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._fd = fd
+        try:
+            content = os.pread(fd, 4096, 0)
+            if os.path.lexists(self.path):
+                self._remove_stale(content)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, LOCK_MARKER + f"folder: {self.path.name}\npid: {os.getpid()}\n".encode("utf-8"), 0)
+            os.fsync(fd)
+            os.mkdir(self.path)
+        except OSError as exc:
+            self.release(remove_folder=False)
+            raise InputError(f"cannot create a temporary folder next to the destination ({exc.strerror or exc})",
+                             path=str(self.path)) from None
+        except BaseException:
+            self.release(remove_folder=False)
+            raise
+
+    def _remove_stale(self, content: bytes) -> None:
+        ours = content.startswith(LOCK_MARKER) and f"folder: {self.path.name}\n".encode("utf-8") in content
+        if not ours and not (os.path.isdir(self.path) and not os.path.islink(self.path) and not os.listdir(self.path)):
+            raise UsageError(f"{self.path} is in the way: restore uses that name for its temporary folder, but no "
+                             f"lock file of a restore names it; remove it if it is a leftover, or restore into "
+                             "another folder", path=str(self.dest))
+        log.warning("removing %s, left by a restore that was stopped before it finished", self.path)
+        remove_tree(self.path)
+        self.removed_stale = True
+
+    def release(self, remove_folder: bool = True) -> None:
+        if self._fd is None:
+            return
+        if remove_folder:
+            remove_tree(self.path)
+        unlink_quietly(self.lock_path)   # while still holding the lock: see acquire
+        os.close(self._fd)
+        self._fd = None
+        try:
+            fsync_dir(self.dest.parent)
+        except OSError:
+            pass
+
+
+def remove_tree(path) -> None:
+    """Remove a folder and everything in it, never following links, without recursion.
+
+    (shutil.rmtree recurses on Python 3.11 and fails on a tree 1,000 folders deep.) Errors are
+    ignored: this only cleans up after a restore.
+    """
+    stack: List[Tuple[str, bool]] = [(os.fspath(path), False)]
+    while stack:
+        p, emptied = stack.pop()
+        if emptied:
+            try:
+                os.rmdir(p)
+            except OSError:
+                pass
+            continue
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            unlink_quietly(p)
+            continue
+        stack.append((p, True))
+        try:
+            with os.scandir(p) as it:
+                stack.extend((e.path, False) for e in it)
+        except OSError:
+            pass
+
+
+def make_dirs(path: Path) -> None:
+    """`mkdir -p` without recursion (Path.mkdir(parents=True) recurses once per missing level)."""
+    missing: List[Path] = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
 
 
 def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[str],
                   from_target: Optional[str] = None) -> Tuple[List, List[str]]:
     """(StorageTargets to read from, best first; warnings about verified replicas left out).
 
-    Only replicas whose current state is in USABLE_STATES count. PreservationError when none
-    is verified; UsageError when `from_target` is not one of them.
+    Only replicas whose current state is in USABLE_STATES (verified, or repaired and re-verified)
+    count. PreservationError when none is; UsageError when `from_target` is not one of them.
     """
     states = {r["target"]: r for r in catalog.replicas(bag_id).to_pylist()}
     usable = [t for t, r in states.items() if r["state"] in USABLE_STATES]
@@ -227,11 +472,11 @@ def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[s
         if from_target not in usable:
             have = states.get(from_target)
             why = f"its copy is {have['state']!r}" if have else "the catalog knows no copy of the bag there"
-            raise UsageError(f"--from {from_target}: {why}, not verified; verified copies of {bag_id}: "
-                             f"{', '.join(usable) or 'none'}", key="--from")
+            raise UsageError(f"--from {from_target}: {why}, not verified (or repaired); usable copies of "
+                             f"{bag_id}: {', '.join(usable) or 'none'}", key="--from")
     if not usable:
         lines = [f"{t}: {r['state']}" + (f" ({r['detail']})" if r.get("detail") else "") for t, r in states.items()]
-        raise PreservationError(f"no verified replica of {bag_id} to restore from "
+        raise PreservationError(f"no verified (or repaired) replica of {bag_id} to restore from "
                                 f"(`strongroom audit --bag {bag_id}` checks and repairs the copies)",
                                 problems=lines or ["the catalog records no replica of this bag"])
     order: List[str] = []
@@ -248,7 +493,7 @@ def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[s
         except ConfigError:
             warnings.append(f"{name}: holds a verified copy but is no longer in the config; not used")
     if not targets:
-        raise PreservationError(f"no verified replica of {bag_id} is on a storage target of this config",
+        raise PreservationError(f"no verified (or repaired) replica of {bag_id} is on a storage target of this config",
                                 path=str(getattr(config, "path", "")), problems=warnings)
     return targets, warnings
 
@@ -259,7 +504,8 @@ def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[s
 
 class _Restore:
     def __init__(self, catalog: Catalog, bag_id: BagId, files: List[FileRecord], adapters: List[StorageAdapter],
-                 dest: Path, payload_only: bool, result: RestoreResult, workers: int, progress: Optional[Progress]):
+                 dest: Path, payload_only: bool, result: RestoreResult, workers: int, progress: Optional[Progress],
+                 tmp: Path):
         self.catalog = catalog
         self.bag_id = bag_id
         self.files = files
@@ -269,7 +515,7 @@ class _Restore:
         self.result = result
         self.workers = max(1, int(workers))
         self.progress = progress
-        self.tmp = dest.parent / f".{dest.name}{TEMP_MARK}{uuid.uuid4().hex}"
+        self.tmp = tmp   # created (empty) and removed by TempFolder
         self.events: List[EventRecord] = []
         self.damaged: Dict[str, List[str]] = {}     # target -> problems (-> state "damaged")
         self.missing: Dict[str, str] = {}           # target -> detail (-> state "missing")
@@ -278,15 +524,12 @@ class _Restore:
         self._probe_lock = threading.Lock()   # one reachability probe per target
         self._done = [0, 0]
         self._bag_version = bagit_spec.BAGIT_VERSION  # as bagit.txt declares, once validated
+        self._tag_mtimes: Dict[str, Optional[int]] = {}   # from the accepted file-attributes.csv
+        self._have_attributes = False
 
     # ------------------------------------------------------------------ orchestration
 
     def run(self) -> RestoreResult:
-        try:
-            os.mkdir(self.tmp)
-        except OSError as exc:
-            raise InputError(f"cannot create a temporary folder next to the destination ({exc.strerror or exc})",
-                             path=str(self.tmp)) from None
         try:
             hopeless = self._restore_payload()
             if hopeless:
@@ -300,7 +543,7 @@ class _Restore:
             self._finish_tree()
             self._put_in_place()
         except BaseException as exc:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove_tree(self.tmp)
             try:
                 self._record(success=False, reason=str(exc) or type(exc).__name__)
             except Exception:  # never hide the restore's own failure behind a bookkeeping one
@@ -380,7 +623,7 @@ class _Restore:
         """(target the good copy came from or None, the copies refused on the way)."""
         out = self.tmp / rec.path
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(out.parent)
         except OSError as exc:
             raise InputError(f"cannot create a folder of the restored bag ({exc.strerror or exc})",
                              path=str(out.parent)) from None
@@ -413,7 +656,7 @@ class _Restore:
                 continue
             problems, count = self._fetch_tags(adapter)
             if not problems:
-                problems = self._check_bag(expected)
+                problems = self._check_bag(expected, adapter)
             if not problems:
                 self.result.tag_source = adapter.name
                 self.result.tag_files = count
@@ -446,7 +689,7 @@ class _Restore:
                 continue
             out = self.tmp / relpath
             try:
-                out.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(out.parent)
             except OSError as exc:
                 problems.append(f"{relpath}: cannot be placed ({exc.strerror or exc})")
                 continue
@@ -457,7 +700,13 @@ class _Restore:
                 count += 1
         return problems, count
 
-    def _check_bag(self, expected: Mapping[str, Mapping[str, str]]) -> List[str]:
+    def _check_bag(self, expected: Mapping[str, Mapping[str, str]], adapter: StorageAdapter) -> List[str]:
+        """Problems of the tag files now in the temporary folder (empty: they are accepted).
+
+        Valid BagIt (completeness only: payload digests were checked while streaming), readable
+        by the strict reader registration and rebuild use (`records_from_bag`: every field of
+        bag-info, the manifests and the metadata CSVs), and agreeing with the catalog.
+        """
         from ingest.validate import validate_bag
 
         report = validate_bag(self.tmp, completeness_only=True)
@@ -465,10 +714,19 @@ class _Restore:
         self._bag_version = report.version or bagit_spec.BAGIT_VERSION
         if problems:
             return problems
+        read = folder_reader(self.tmp)
         try:
-            manifests = read_payload_digests(folder_reader(self.tmp), str(self.tmp), self._bag_version)
+            _, files = records_from_bag(read, self.bag_id, f"{adapter.name}: {adapter.location(self.bag_id)}")
+            raw = read(EMPTY_DIRS_FILE)
+            if raw is not None:
+                metadata.decode_tag_text(raw, EMPTY_DIRS_FILE)
         except PreservationError as exc:
             return [str(exc)] + [str(p) for p in exc.problems]
+        sizes = {f.path: f.size for f in self.files}
+        for f in files:
+            if f.path in sizes and f.size != sizes[f.path]:
+                problems.append(f"{f.path}: the bag's metadata says {f.size} bytes, the catalog {sizes[f.path]}")
+        manifests = {f.path: f.digests for f in files}
         for path in sorted(set(manifests) | set(expected)):
             have, want = manifests.get(path), dict(expected.get(path) or {})
             if have is None:
@@ -478,6 +736,9 @@ class _Restore:
             elif {a: d.lower() for a, d in have.items()} != {a: d.lower() for a, d in want.items()}:
                 problems.append(f"{path}: the payload manifests say {_digests_text(have)}, "
                                 f"the catalog {_digests_text(want)}")
+        if not problems:
+            self._tag_mtimes = {f.path: f.mtime_ns for f in files}
+            self._have_attributes = read(ATTRIBUTES_FILE) is not None
         return problems
 
     def _remove_tags(self) -> None:
@@ -485,7 +746,7 @@ class _Restore:
             if entry.name == bagit_spec.PAYLOAD_DIR and entry.is_dir(follow_symlinks=False):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
+                remove_tree(entry.path)
             else:
                 os.unlink(entry.path)
 
@@ -493,29 +754,22 @@ class _Restore:
 
     def _finish_tree(self) -> None:
         """Modification times from metadata/file-attributes.csv; empty folders for the payload tree."""
-        mtimes = self._recorded_mtimes()
+        if not self._have_attributes:
+            self.result.warnings.append(f"{ATTRIBUTES_FILE} is absent; modification times from the catalog")
         for rec in self.files:
-            ns = mtimes.get(rec.path, rec.mtime_ns)
+            ns = self._tag_mtimes.get(rec.path) if self._have_attributes else None
+            if ns is None:
+                ns = rec.mtime_ns
             if ns is None:
                 self.result.warnings.append(f"{rec.path}: no modification time recorded; left as restored")
                 continue
-            os.utime(self.tmp / rec.path, ns=(ns, ns), follow_symlinks=False)
+            try:
+                os.utime(self.tmp / rec.path, ns=(ns, ns), follow_symlinks=False)
+            except (OSError, OverflowError, ValueError) as exc:   # a time this file system cannot hold
+                self.result.warnings.append(f"{rec.path}: modification time {ns} ns could not be set ({exc}); "
+                                            "left as restored")
         if self.payload_only:
             self.result.empty_dirs = self._make_empty_dirs()
-
-    def _recorded_mtimes(self) -> Dict[str, int]:
-        path = self.tmp / ATTRIBUTES_FILE
-        if not path.is_file():
-            self.result.warnings.append(f"{ATTRIBUTES_FILE} is absent; modification times from the catalog")
-            return {}
-        wanted = {f.path for f in self.files}
-        out: Dict[str, int] = {}
-        with open(path, encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                p, ns = row.get("path"), (row.get("mtime_ns") or "").strip()
-                if p in wanted and ns.lstrip("-").isdigit():
-                    out[p] = int(ns)  # only paths of files we wrote are ever touched
-        return out
 
     def _make_empty_dirs(self) -> int:
         path = self.tmp / EMPTY_DIRS_FILE
@@ -524,7 +778,7 @@ class _Restore:
         made = 0
         try:
             lines = list(bagit_spec.iter_lines(path))
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeError, bagit_spec.BagItSyntaxError) as exc:
             self.result.warnings.append(f"{EMPTY_DIRS_FILE}: cannot be read ({exc}); no empty folder recreated")
             return 0
         for number, line in lines:
@@ -539,7 +793,7 @@ class _Restore:
                 self.result.warnings.append(f"{EMPTY_DIRS_FILE} line {number}: refused ({exc})")
                 continue
             try:
-                (self.tmp / rel).mkdir(parents=True, exist_ok=True)
+                make_dirs(self.tmp / rel)
                 made += 1
             except OSError as exc:
                 self.result.warnings.append(f"{EMPTY_DIRS_FILE} line {number}: {rel!r} not created "
@@ -559,7 +813,7 @@ class _Restore:
                                  "inside it", path=str(self.dest)) from None
             raise InputError(f"cannot be created ({exc.strerror or exc})", path=str(self.dest)) from None
         if self.payload_only:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove_tree(self.tmp)
         fsync_dir(self.dest.parent)
 
     # ------------------------------------------------------------------ the record
@@ -714,13 +968,6 @@ def _digests_text(digests: Mapping[str, str]) -> str:
     return ", ".join(f"{a} {d}" for a, d in sorted(digests.items()))
 
 
-def _inside(inner: Path, outer: Path) -> bool:
-    try:
-        inner.relative_to(outer)
-        return True
-    except ValueError:
-        return False
-
-
-__all__ = ["AGENT", "USABLE_STATES", "CopyProblem", "Fallback", "RestoreResult", "RestoreError",
-           "restore_bag", "check_dest", "replica_order", "copy_verified"]
+__all__ = ["AGENT", "USABLE_STATES", "TEMP_MARK", "CopyProblem", "Fallback", "RestoreResult", "RestoreError",
+           "TempFolder", "restore_bag", "check_dest", "check_dest_location", "archive_folders", "replica_order",
+           "copy_verified", "remove_tree", "make_dirs"]

@@ -120,7 +120,8 @@ def _source_files(src: Path) -> dict:
 
 
 def _leftovers(parent: Path, name: str) -> list:
-    return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.restore-")]
+    """The restore's temporary folder or lock file (today's names, or the older .NAME.restore-<uuid>)."""
+    return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.") and "restore" in p.name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ def test_only_verified_replicas_are_read(archive, tmp_path, capsys):
     archive.catalog.record_replica(ReplicaRecord(bag_id=archive.bag, target="site-b", site=cur.site,
                                                  state="failed", detail="test"))
     code, out, err = archive.restore(capsys, tmp_path / "y", json_out=False)
-    assert code == 1 and "no verified replica" in err and "site-a: damaged" in err
+    assert code == 1 and "no verified (or repaired) replica" in err and "site-a: damaged" in err
 
 
 def test_dest_that_is_not_empty_is_refused(archive, tmp_path, capsys):

@@ -1,7 +1,9 @@
 """`strongroom restore BAG DEST [--payload-only] [--from TARGET]`.
 
-Writes a bag back from a verified replica (whole bag, or with --payload-only the original
-source tree), checking every payload file against the catalog while streaming it. The work
+Writes a bag back from a verified (or repaired and re-verified) replica (whole bag, or with
+--payload-only the original source tree), checking every payload file against the catalog while
+streaming it. DEST must lie outside the archive's own folders (catalog, staging, policies,
+storage targets): that is checked before the catalog is even opened. The work
 is `fixity.restore.restore_bag`; this module only parses, shows progress and prints.
 """
 
@@ -19,8 +21,9 @@ def register(sub) -> None:
         description="Rebuild bag BAG in the new folder DEST from a verified replica. Every payload file is "
                     "checked against the catalog's digests as it is read; a damaged or missing copy is taken "
                     "from another verified replica instead (and recorded: the replica is marked damaged for "
-                    "the next audit to repair). DEST is written completely or not at all. Exit 0 restored, "
-                    "1 some file has no good copy anywhere, 2 usage errors.")
+                    "the next audit to repair). DEST is written completely or not at all, never inside the "
+                    "archive's own folders; a rerun after a killed restore removes what it left. Exit 0 "
+                    "restored, 1 some file has no good copy anywhere, 2 usage errors.")
     p.add_argument("bag", metavar="BAG", help="bag id, LIB/COLL/YYYYMMDDTHHMMSSZ-N (`strongroom status` lists them)")
     p.add_argument("dest", metavar="DEST", help="folder to create (it must not exist, or be empty)")
     p.add_argument("--payload-only", action="store_true",
@@ -34,11 +37,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from catalog.access import open_catalog
-    from fixity.restore import RestoreError, restore_bag
+    from fixity.restore import RestoreError, check_dest_location, restore_bag
     from pipelines.progress import ByteProgress
     from policies.config import load_config
 
     config = load_config(config_path(args))
+    check_dest_location(args.dest, config)   # a DEST inside the archive is refused before anything is opened
     catalog = open_catalog(config)
     known = _bag_record(catalog, args.bag)
     total_bytes, total_files = (known.byte_count, known.file_count) if known else (0, 0)
