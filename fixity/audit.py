@@ -49,7 +49,7 @@ from catalog.schema import DIGEST_ALGORITHMS
 from ingest import bagit_spec
 from ingest.naming import BagId
 from strongroom.checksums import SUPPORTED
-from storage_adapters.base import CHUNK, NotFound, StorageAdapter, StorageError, UnsafePath
+from storage_adapters.base import CHUNK, NotFound, OddObject, StorageAdapter, StorageError, UnsafePath
 from strongroom.errors import StrongroomError
 
 DEEP, QUICK, TAGS = "deep", "quick", "tags"   # TAGS: tag files only (a copy looked at for comparison)
@@ -61,21 +61,25 @@ TRUNCATED = "truncated"                # shorter than the catalog says
 GROWN = "grown"                        # longer than the catalog says
 MISSING = "missing"                    # a payload file the catalog lists is not stored
 EXTRA = "extra"                        # a stored file no manifest or tag manifest accounts for
-NOT_A_FILE = "not-a-file"              # a symbolic link or special file where a file belongs
+NOT_A_FILE = "not-a-file"              # a link, FIFO, device or folder where a file (or a file/link where a folder) belongs
+SHARED_STORAGE = "shared-storage"      # this copy's file is the same file on disk as another copy's (fixity.independence)
 TAG_DAMAGED = "tag-damaged"            # a tag file (bagit.txt, bag-info, manifests, metadata/) differs
 TAG_MISSING = "tag-missing"            # a tag file is not stored
 BAG_MISSING = "bag-missing"            # nothing of the bag is stored on the target
+BAG_NOT_A_FOLDER = "bag-not-a-folder"  # the bag's folder (or its LIB/COLL folder) is a link or not a folder
 MANIFEST_DISAGREES = "manifest-disagrees"  # the copy's own payload manifest disagrees with the catalog
 # Bag-level judgements made by fixity.repair across copies (damage):
 CATALOG_DISAGREES = "catalog-disagrees"    # the majority of copies and their manifests say otherwise
 NO_GOOD_COPY = "no-good-copy"              # no copy anywhere to repair from: nothing was touched
 TAG_IN_DOUBT = "tag-in-doubt"              # copies of a tag file disagree and nothing says which is right
+DISPUTED = "disputed"                      # a copy is disputed (fixity.repair): nothing of the bag is repaired
 # Not damage: the check could not conclude (exit 1, outcome inconclusive, never repaired):
 UNREADABLE = "unreadable"              # read error / timeout / server error after retries
 UNREACHABLE = "unreachable"            # the target or the bag's listing could not be read
 
-DAMAGE_KINDS = frozenset({CORRUPTED, TRUNCATED, GROWN, MISSING, EXTRA, NOT_A_FILE, TAG_DAMAGED, TAG_MISSING,
-                          BAG_MISSING, MANIFEST_DISAGREES, CATALOG_DISAGREES, NO_GOOD_COPY, TAG_IN_DOUBT})
+DAMAGE_KINDS = frozenset({CORRUPTED, TRUNCATED, GROWN, MISSING, EXTRA, NOT_A_FILE, SHARED_STORAGE, TAG_DAMAGED,
+                          TAG_MISSING, BAG_MISSING, BAG_NOT_A_FOLDER, MANIFEST_DISAGREES, CATALOG_DISAGREES,
+                          NO_GOOD_COPY, TAG_IN_DOUBT, DISPUTED})
 INCONCLUSIVE_KINDS = frozenset({UNREADABLE, UNREACHABLE})
 
 #: Findings kept per replica check; more are counted, not listed (a whole bag of bad files
@@ -193,6 +197,12 @@ class ReplicaCheck:
     bag_info_issues: List[str] = field(default_factory=list)
     bag_version: str = bagit_spec.BAGIT_VERSION
     findings: List[Finding] = field(default_factory=list)
+    #: root-relative keys of odd objects found where the bag's folders belong (a linked bag or
+    #: collection folder): repair moves them aside before storing the bag again
+    odd_keys: List[str] = field(default_factory=list)
+    #: [path, device, inode] of every file read or stat'ed with more than one hard link: compared
+    #: with the other copies by fixity.independence (a file Strongroom stored has one link)
+    linked: List[List[Any]] = field(default_factory=list)
 
     # -- outcome of this check alone (fixity.repair adds the judgement across copies)
     @property
@@ -377,6 +387,7 @@ class FileChecker:
         self.retry = retry
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
+        self.linked: List[List[Any]] = []   # [path, device, inode] of files with more than one link
 
     def check(self, path: str, size: int, expected: Mapping[str, str]) -> Tuple[Optional[FileProblem], int]:
         """(problem or None, bytes read) for one file the listing shows as present."""
@@ -402,6 +413,9 @@ class FileChecker:
         hashers = [_CONSTRUCTORS[a]() for a in algorithms]
         buf, view, n = self.buf, self.view, 0
         with self.adapter.open_file(self.bag_id, path) as fh:
+            ident = self.adapter.stream_identity(fh)
+            if ident is not None and ident[2] > 1:
+                self.linked.append([path, ident[0], ident[1]])
             readinto = getattr(fh, "readinto", None)
             while True:
                 if readinto is not None:
@@ -432,6 +446,8 @@ class FileChecker:
         st = self.adapter.stat_file(self.bag_id, path)
         if st is None:
             return FileProblem(path, MISSING, "missing (listed, then not found)")
+        if st.identity is not None and (st.links or 1) > 1:
+            self.linked.append([path, st.identity[0], st.identity[1]])
         if st.size != size:
             return size_problem(path, st.size, size, "stored")
         wrong = [f"the storage's own {a} checksum is {v}, expected {expected[a]}"
@@ -480,7 +496,7 @@ def _init_worker(open_adapter: AdapterFactory, bag_id: str, deep: bool, algorith
 
 
 def _run_chunk(items: List[Tuple[str, int, Dict[str, str]]], checker: Optional[FileChecker] = None
-               ) -> Tuple[int, int, List[FileProblem]]:
+               ) -> Tuple[int, int, List[FileProblem], List[List[Any]]]:
     checker = checker or _WORKER
     assert checker is not None
     files = nbytes = 0
@@ -491,7 +507,8 @@ def _run_chunk(items: List[Tuple[str, int, Dict[str, str]]], checker: Optional[F
         nbytes += n
         if problem is not None:
             problems.append(problem)
-    return files, nbytes, problems
+    linked, checker.linked = checker.linked, []
+    return files, nbytes, problems, linked
 
 
 def _chunks(items: Iterator[Tuple[str, int, Dict[str, str]]]) -> Iterator[List[Tuple[str, int, Dict[str, str]]]]:
@@ -539,16 +556,20 @@ class _ThreadPool(ThreadPoolExecutor):
 def check_payload(adapter: StorageAdapter, bag_id: str, items: Iterator[Tuple[str, int, Dict[str, str]]], *,
                   deep: bool, algorithms: Sequence[str], retry: Retry, workers: int = 1,
                   open_adapter: Optional[AdapterFactory] = None, progress: Optional[Progress] = None,
-                  use_pool: bool = True) -> Tuple[int, int, List[FileProblem]]:
-    """Check (path, size, digests) items on `adapter`: (files checked, bytes read, problems)."""
+                  use_pool: bool = True, linked: Optional[List[List[Any]]] = None
+                  ) -> Tuple[int, int, List[FileProblem]]:
+    """Check (path, size, digests) items on `adapter`: (files checked, bytes read, problems);
+    files with more than one hard link are added to `linked` ([path, device, inode])."""
     files = nbytes = 0
     problems: List[FileProblem] = []
 
-    def take(result: Tuple[int, int, List[FileProblem]]) -> None:
+    def take(result: Tuple[int, int, List[FileProblem], List[List[Any]]]) -> None:
         nonlocal files, nbytes
         files += result[0]
         nbytes += result[1]
         problems.extend(result[2])
+        if linked is not None:
+            linked.extend(result[3])
         if progress is not None:
             progress(files, nbytes)
 
@@ -600,13 +621,16 @@ def _needs_parsing(path: str) -> bool:
 
 
 def read_tag_file(adapter: StorageAdapter, bag_id: BagId, path: str, algorithms: Sequence[str], retry: Retry,
-                  keep: bool) -> Tuple[TagCopy, Optional[bytes]]:
+                  keep: bool, linked: Optional[List[List[Any]]] = None) -> Tuple[TagCopy, Optional[bytes]]:
     """Digest one tag file as a stream; its bytes too when `keep` (files that are parsed)."""
     def read() -> Tuple[TagCopy, Optional[bytes]]:
         hashers = [_CONSTRUCTORS[a]() for a in algorithms]
         kept = io.BytesIO() if keep else None
         n = 0
         with adapter.open_file(bag_id, path) as fh:
+            ident = adapter.stream_identity(fh)
+            if ident is not None and ident[2] > 1 and linked is not None:
+                linked.append([path, ident[0], ident[1]])
             while True:
                 chunk = fh.read(CHUNK)
                 if not chunk:
@@ -784,6 +808,8 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     check.algorithms = algorithms
     try:
         listing = list_copy(adapter, bag_id, retry)
+    except OddObject as exc:
+        return _bag_not_a_folder(check, exc, clock)
     except Exception as exc:
         if not is_transient(exc):
             raise
@@ -799,16 +825,24 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
         stored_payload = pc.filter(listing, payload_mask)
         present = pc.is_in(expected.files.column("path"), value_set=stored_payload)
         absent = expected.files.filter(pc.invert(present)).column("path").to_pylist()
-        for path in absent:
-            _add_problem(check, FileProblem(path, MISSING, "missing: not stored on this target"))
         extra = pc.filter(stored_payload, pc.invert(pc.is_in(stored_payload, value_set=expected.files.column("path"))))
-        check.extra_payload = sorted(extra.to_pylist())
+        extras = sorted(extra.to_pylist())
+        folders = _folders_in_place(absent, extras)
+        for path in absent:
+            if path in folders:
+                _add_problem(check, FileProblem(path, NOT_A_FILE, "is a folder where a file belongs; a stored bag "
+                                                                  "file must be a regular file"))
+            else:
+                _add_problem(check, FileProblem(path, MISSING, "missing: not stored on this target"))
+        # What is stored inside such a folder goes aside with it: not extra files of their own.
+        check.extra_payload = [p for p in extras if not any(p.startswith(f + "/") for f in _parents(p, folders))]
         to_check = expected.files.filter(present)
         big = to_check.num_rows >= POOL_MIN_FILES or (pc.sum(to_check.column("size")).as_py() or 0) >= POOL_MIN_BYTES
         files, nbytes, problems = check_payload(
             adapter, expected.bag_id, expected.iter_files(to_check, algorithms=algorithms if kind == DEEP else None),
             deep=(kind == DEEP), algorithms=algorithms,
-            retry=retry, workers=workers, open_adapter=open_adapter, progress=progress, use_pool=bool(big))
+            retry=retry, workers=workers, open_adapter=open_adapter, progress=progress, use_pool=bool(big),
+            linked=check.linked)
         check.files_checked, check.bytes_checked = files, nbytes
         for p in sorted(problems, key=lambda p: p.path):
             _add_problem(check, p)
@@ -819,12 +853,40 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     return check
 
 
+def _parents(path: str, among) -> List[str]:
+    """The folders above `path` that are in `among`."""
+    parts = path.split("/")
+    return [p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p in among]
+
+
+def _folders_in_place(absent: List[str], extras: List[str]) -> set:
+    """Catalog paths not stored as files but as folders (something is stored below them)."""
+    if not absent or not extras:
+        return set()
+    wanted = set(absent)
+    return {p for e in extras for p in _parents(e, wanted)}
+
+
 def _add_problem(check: ReplicaCheck, problem: FileProblem) -> None:
     if len(check.payload_problems) >= MAX_LISTED:
         check.problems_not_listed += 1
         return
     check.payload_problems.append(problem)
     check.findings.append(Finding(problem.kind, check.target, problem.path, problem.detail))
+
+
+def _bag_not_a_folder(check: ReplicaCheck, exc: OddObject, clock) -> ReplicaCheck:
+    """The bag's folder, or a folder above it, is a link (perhaps into another target) or not a
+    folder: nothing of this copy is read through it. Damage: repair moves it aside and stores
+    the bag again from a good copy."""
+    check.bag_present = False
+    check.odd_keys.append(exc.key)
+    check.findings.append(Finding(BAG_NOT_A_FOLDER, check.target, None,
+                                  f"{exc.location or exc.key} is {exc.what or 'not a folder'} where the bag's "
+                                  "folder belongs; it is not followed, so no copy of the bag is stored here "
+                                  "(a link into another target would make one copy count as two)"))
+    check.finished_at = clock().isoformat()
+    return check
 
 
 def mark_unreachable(check: ReplicaCheck, reason: str, clock) -> ReplicaCheck:
@@ -876,7 +938,7 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
     for path in tag_paths:
         keep = _needs_parsing(path)
         try:
-            copy, data = read_tag_file(adapter, bag_id, path, algs, retry, keep)
+            copy, data = read_tag_file(adapter, bag_id, path, algs, retry, keep, check.linked)
         except NotFound:
             continue  # removed between listing and reading: it is simply not there
         except UnsafePath as exc:
@@ -985,7 +1047,8 @@ def _bag_info_issues(raw: bytes, version: str, expected: ExpectedBag) -> List[st
 
 
 __all__ = [
-    "DEEP", "QUICK", "TAGS", "CORRUPTED", "TRUNCATED", "GROWN", "MISSING", "EXTRA", "NOT_A_FILE", "TAG_DAMAGED",
+    "DEEP", "QUICK", "TAGS", "CORRUPTED", "TRUNCATED", "GROWN", "MISSING", "EXTRA", "NOT_A_FILE", "SHARED_STORAGE",
+    "BAG_NOT_A_FOLDER", "DISPUTED", "TAG_DAMAGED",
     "TAG_MISSING", "BAG_MISSING", "MANIFEST_DISAGREES", "CATALOG_DISAGREES", "NO_GOOD_COPY", "TAG_IN_DOUBT",
     "UNREADABLE", "UNREACHABLE", "DAMAGE_KINDS", "INCONCLUSIVE_KINDS", "DEFAULT_RETRY", "Finding", "FileProblem",
     "TagCopy", "ReplicaCheck", "ExpectedBag", "Retry", "basis_of", "current_basis", "check_target", "FileChecker",

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
@@ -52,11 +53,12 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord, check_bag_path
 from fixity import audit as A
+from fixity import trust
 from ingest import bagit_spec
 from ingest.naming import BagId
 from strongroom import NAME, __version__
 from strongroom.errors import StrongroomError
-from storage_adapters.base import NotFound, SourceMismatch, StorageAdapter, StorageError
+from storage_adapters.base import NotFound, OddObject, SourceMismatch, StorageAdapter, StorageError, bag_key
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ MAX_FILE_EVENTS = 1000
 MAX_INCONCLUSIVE_EVENTS = 100
 
 GOOD_STATES = ("verified", "repaired")
+#: A copy a person must look at (catalog.schema REPLICA_STATES): the copies disagree and nothing
+#: independent decides which is right. While any copy of a bag is disputed nothing of it is repaired.
+DISPUTED_STATE = "disputed"
 
 # Outcomes of one copy in one audit run.
 SUCCESS, REPAIRED, FAILURE, INCONCLUSIVE, SKIPPED = "success", "repaired", "failure", "inconclusive", "skipped"
@@ -168,7 +173,7 @@ class _Fix:
 # Judging payload files across copies
 
 
-_PAYLOAD_DAMAGE = {A.MISSING, A.TRUNCATED, A.GROWN, A.CORRUPTED, A.NOT_A_FILE}
+_PAYLOAD_DAMAGE = {A.MISSING, A.TRUNCATED, A.GROWN, A.CORRUPTED, A.NOT_A_FILE, A.SHARED_STORAGE}
 
 
 class _Copies:
@@ -179,6 +184,7 @@ class _Copies:
         self.looks = looks
         self.problems: Dict[str, Dict[str, A.FileProblem]] = {
             t: {p.path: p for p in look.payload_problems} for t, look in looks.items()}
+        self._vouched: Dict[str, List[str]] = {}
 
     def usable(self, target: str) -> bool:
         look = self.looks[target]
@@ -203,7 +209,11 @@ class _Copies:
         return [t for rank, t in sorted((r, t) for r, t in ranked if r is not None)]
 
     def manifest_digest(self, target: str, path: str, alg: str) -> Optional[str]:
+        """What this copy's own payload manifest gives for `path`; None when the manifest is
+        missing, invalid, or not confirmed by the copy's own tag manifest."""
         look = self.looks[target]
+        if alg not in self._vouched.setdefault(target, trust.vouched_manifests(look)):
+            return None
         state = look.manifest_state.get(alg)
         if state == "agrees":
             return self._catalog_digest(path, alg)
@@ -533,7 +543,8 @@ class _SourceStream:
 
 class _Repairer:
     def __init__(self, expected: A.ExpectedBag, adapters: Mapping[str, StorageAdapter], copies: _Copies,
-                 retry: A.Retry):
+                 retry: A.Retry, stamp: str = ""):
+        self.stamp = stamp or A.utcnow().strftime("%Y%m%dT%H%M%S%fZ")   # names this run's moved-aside folder
         self.expected = expected
         self.bag = BagId.parse(expected.bag_id)
         self.adapters = adapters
@@ -548,7 +559,7 @@ class _Repairer:
     def run(self, fix: _Fix) -> bool:
         """Make one fix; True when it succeeded and was re-verified."""
         if fix.ref is None:
-            return self._delete(fix)
+            return self._remove(fix)
         for source in fix.sources:
             if (source, fix.path) in self.bad_sources or source == fix.target:
                 continue
@@ -567,6 +578,54 @@ class _Repairer:
         size = ref.size
         if size is None:
             return None
+        moved: Set[str] = set()
+        for _ in range(8):   # each odd object on the way (a link at data/, a folder in the file's place) once
+            result = self._copy_once(fix, source, src, dst, size)
+            if not isinstance(result, OddObject):
+                return result
+            if result.key in moved or not self.move_odd(fix.target, result.key, result.what, fix):
+                self._act(fix, "replace", "failure", f"repair: cannot write the good copy from {source}: "
+                                                     f"{result.message}", source)
+                return False
+            moved.add(result.key)
+        self._act(fix, "replace", "failure", "repair: too many odd objects in the way", source)
+        return False
+
+    def move_odd(self, target: str, key: str, what: str, fix: Optional[_Fix] = None) -> bool:
+        """Move an odd object (a link, FIFO, folder...) out of the way of a repair, never following
+        or deleting it; recorded as a repair action of its own. False if it cannot be moved."""
+        dst = self.adapters[target]
+        path = self._bag_path(key)
+        place = path or key
+        action = _Fix(target, place, None, fix.finding if fix else A.Finding(A.NOT_A_FILE, target, path, what))
+        if not dst.can_move_aside:
+            return False
+        try:
+            where = A.with_retry(self.retry, lambda: dst.move_aside(self.bag, key, self.stamp))
+        except NotFound:
+            return True
+        except Exception as exc:
+            if not isinstance(exc, (StorageError, OSError)):
+                raise
+            self._record_move(action, "failure", f"repair: {what or 'the odd object'} at {key} cannot be moved "
+                                                 f"aside ({A.describe(exc)})")
+            return False
+        self._record_move(action, "success", f"repair: {what or 'an odd object'} found at {key} (never followed) "
+                                             f"was moved aside to {where}")
+        return True
+
+    def _record_move(self, fix: _Fix, outcome: str, detail: str) -> None:
+        self.actions[fix.target].append(RepairAction(fix.target, fix.path, "move-aside", outcome, detail))
+
+    def _bag_path(self, key: str) -> Optional[str]:
+        """The bag path of a root-relative key inside this bag; None for the bag or a folder above it."""
+        own = bag_key(self.bag) + "/"
+        return key[len(own):] if key.startswith(own) else None
+
+    def _copy_once(self, fix: _Fix, source: str, src: StorageAdapter, dst: StorageAdapter, size: int):
+        """True/False/None as `_copy_from`, or the OddObject in the way of the write."""
+        ref = fix.ref
+        assert ref is not None
         try:
             stream = A.with_retry(self.retry, lambda: src.open_file(self.bag, fix.path))
         except NotFound:
@@ -582,6 +641,10 @@ class _Repairer:
         try:
             with stream:
                 dst.replace_file(self.bag, fix.path, wrapped, size=size, digests=ref.digests)
+        except OddObject as exc:
+            if wrapped.error is None:
+                return exc
+            raise
         except SourceMismatch as exc:
             kind = A.TAG_DAMAGED if fix.tag else A.CORRUPTED
             self._source_bad(source, fix, A.Finding(kind, source, fix.path,
@@ -616,8 +679,13 @@ class _Repairer:
         if (source, fix.path) not in self.done:
             self.extra_fixes.append(_Fix(source, fix.path, fix.ref, finding, others + [fix.target], fix.tag))
 
-    def _delete(self, fix: _Fix) -> bool:
+    def _remove(self, fix: _Fix) -> bool:
+        """Take an extra file (or an odd object) out of the bag: moved aside where the target can
+        (a file system: nothing is ever deleted), else deleted after its size and sha256 are
+        recorded (an object store; the ledger event keeps what it was)."""
         dst = self.adapters[fix.target]
+        if dst.can_move_aside:
+            return self._move_extra(fix, dst)
         read = A.read_copy(dst, self.expected.bag_id, fix.path, ["sha256"], self.retry)
         if read.status == "missing":
             self._act(fix, "delete", "success", "repair: the extra file is already gone")
@@ -649,6 +717,27 @@ class _Repairer:
                   f"repair: extra file removed ({what})"
                   if gone else "repair: the extra file is still listed after deletion")
         return gone
+
+    def _move_extra(self, fix: _Fix, dst: StorageAdapter) -> bool:
+        read = A.read_copy(dst, self.expected.bag_id, fix.path, ["sha256"], self.retry)
+        if read.status == "missing":
+            self._act(fix, "move-aside", "success", "repair: the extra file is already gone")
+            return True
+        what = f"{read.size} bytes, sha256 {read.digests.get('sha256')}" if read.status == "ok" else \
+            (read.detail or read.status)
+        try:
+            where = A.with_retry(self.retry, lambda: dst.move_aside(self.bag, bag_key(self.bag, fix.path), self.stamp))
+        except NotFound:
+            self._act(fix, "move-aside", "success", "repair: the extra file is already gone")
+            return True
+        except Exception as exc:
+            if not isinstance(exc, (StorageError, OSError, ValueError)):
+                raise
+            self._act(fix, "move-aside", "failure", f"repair: extra file not moved aside ({A.describe(exc)})")
+            return False
+        self._act(fix, "move-aside", "success", f"repair: extra file moved aside to {where} ({what}); nothing "
+                                                "was deleted")
+        return True
 
     def _act(self, fix: _Fix, action: str, outcome: str, detail: str, source: Optional[str] = None) -> None:
         self.done.add((fix.target, fix.path))
@@ -723,16 +812,28 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
         else:
             looks[target] = A.check_replica(adapters[target], expected, kind=A.TAGS, retry=retry,
                                             now=clock, empty_target_ok=target not in current)
+    shared_tags = _note_shared(trust.shared_files(targets, looks, adapters), looks)
     copies = _Copies(expected, looks)
     payload_fixes, overrides, bag_findings = judge_payload(expected, copies, adapters, retry)
     refs, why = judge_tags(expected, looks, overrides)
     tfixes, doubts = tag_fixes(expected, looks, refs, why)
+    tfixes += _shared_tag_fixes(shared_tags, refs, tfixes)
     bag_findings += doubts
+    verdict = trust.judge_extras(looks, len(targets))
+    disagreement = trust.catalog_disagreement(verdict)
+    if disagreement is not None:
+        bag_findings.append(disagreement)
+    disputed = sorted(t for t in targets if (current.get(t) or {}).get("state") == DISPUTED_STATE)
+    if disputed:
+        bag_findings.append(A.Finding(A.DISPUTED, None, None,
+                                      f"disputed: the copies disagree and nothing independent decides; left for a "
+                                      f"person (disputed: {', '.join(disputed)}); nothing of the bag was repaired"))
+        repair = False
     result.bag_findings = bag_findings
 
-    per_target, fixes_by_target = _assemble(expected, looks, payload_fixes, tfixes, overrides)
+    per_target, fixes_by_target = _assemble(expected, looks, payload_fixes, tfixes, overrides, verdict)
 
-    repairer = _Repairer(expected, adapters, copies, retry)
+    repairer = _Repairer(expected, adapters, copies, retry, started.strftime("%Y%m%dT%H%M%S%fZ"))
     ok_fixes: Set[Tuple[str, str]] = set()
     whole_bag: Dict[str, bool] = {}       # target -> every file of a missing bag was restored
     if repair:
@@ -741,6 +842,10 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
             if not look.reachable:
                 continue
             if not look.bag_present:
+                if not all(repairer.move_odd(target, key, "an odd object where the bag's folder belongs")
+                           for key in look.odd_keys):
+                    whole_bag[target] = False
+                    continue
                 results = [repairer.run(fix) for fix in sorted(
                     _missing_bag_fixes(expected, target, copies, refs, overrides), key=_repair_order)]
                 whole_bag[target] = bool(results) and all(results)
@@ -771,7 +876,7 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
         for f in findings:
             if not f.damage:
                 continue
-            if f.kind == A.BAG_MISSING:
+            if f.kind in (A.BAG_MISSING, A.BAG_NOT_A_FOLDER):
                 if not whole_bag.get(target):
                     remaining.append(f)
             elif f.path is None or (target, f.path) not in ok_fixes:
@@ -829,10 +934,38 @@ def finish_bag(config, catalog: Catalog, bag_id: str, plan: Sequence[Tuple[str, 
                      clock=clock, skipped=skipped)
 
 
+def _note_shared(shared: List[trust.Shared], looks: Mapping[str, A.ReplicaCheck]) -> List[trust.Shared]:
+    """Payload files shared with an earlier copy become problems of the later copy (repaired like
+    damage, from the other copies); the shared tag files are returned for `_shared_tag_fixes`."""
+    tags = []
+    for s in shared:
+        look = looks[s.target]
+        if not A.is_payload(s.path):
+            tags.append(s)
+        elif not any(p.path == s.path for p in look.payload_problems):
+            look.payload_problems.append(A.FileProblem(s.path, A.SHARED_STORAGE, s.finding().detail))
+    return tags
+
+
+def _shared_tag_fixes(shared: List[trust.Shared], refs: Mapping[str, Optional[Reference]],
+                      tfixes: List[_Fix]) -> List[_Fix]:
+    planned = {(f.target, f.path) for f in tfixes}
+    out = []
+    for s in shared:
+        ref = refs.get(s.path)
+        if (s.target, s.path) in planned or ref is None:
+            continue
+        out.append(_Fix(s.target, s.path, ref, s.finding(), [t for t in ref.holders if t != s.target], tag=True))
+    return out
+
+
 def _assemble(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], payload_fixes: List[_Fix],
-              tfixes: List[_Fix], overrides: Mapping[str, Reference]
+              tfixes: List[_Fix], overrides: Mapping[str, Reference],
+              verdict: Optional[trust.ExtraVerdict] = None
               ) -> Tuple[Dict[str, List[A.Finding]], Dict[str, List[_Fix]]]:
-    """Per copy: every finding (damage and inconclusive) and the fixes planned for it."""
+    """Per copy: every finding (damage and inconclusive) and the fixes planned for it. A stored
+    payload file not in the catalog is extra (moved aside) only as `verdict` says: one the
+    copies' manifests list is a catalog disagreement (a bag finding), never touched."""
     per_target: Dict[str, List[A.Finding]] = defaultdict(list)
     fixes_by_target: Dict[str, List[_Fix]] = defaultdict(list)
     for fix in payload_fixes + tfixes:
@@ -850,14 +983,25 @@ def _assemble(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], payl
             out.append(fix.finding if fix is not None else A.Finding(p.kind, target, p.path, p.detail))
         if look.kind != A.TAGS:
             for path in look.extra_payload:
+                if verdict is not None and path in verdict.listed:
+                    continue   # the copies' manifests list it: the catalog is what is wrong
+                if verdict is not None and path not in verdict.extra:
+                    out.append(A.Finding(A.EXTRA, target, path, "stored but not in the catalog, and too few copies' "
+                                                                "manifests are intact to show it is extra; left "
+                                                                "in place"))
+                    continue
                 f = A.Finding(A.EXTRA, target, path, "extra file: in no manifest of the bag and not in the catalog")
                 out.append(f)
                 fixes_by_target[target].append(_Fix(target, path, None, f))
         payload_paths = {p.path for p in look.payload_problems}
+        tag_planned = {fix.path for fix in tfixes if fix.target == target}
         for f in look.findings:   # tag files that could not be read, or are links
             if f.path is not None and not A.is_payload(f.path) and f.kind in (A.UNREADABLE, A.NOT_A_FILE) \
                     and f.path not in payload_paths:
                 out.append(f)
+                if f.kind == A.NOT_A_FILE and f.path not in tag_planned:
+                    # An odd object in no good copy's place (a link where data/ belongs...): moved aside.
+                    fixes_by_target[target].append(_Fix(target, f.path, None, f, tag=True))
         out.extend(fix.finding for fix in tfixes if fix.target == target)
         # Manifest disagreements: a manifest being replaced says so in its own finding; one the
         # catalog-in-doubt judgement explains is right; the rest are named file by file.
@@ -891,7 +1035,7 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
                                  _replica_detail(ro, look), checked_at))
         file_events = 0
         for f in ro.findings:
-            if f.path is None and f.kind == A.BAG_MISSING:
+            if f.path is None and f.kind in (A.BAG_MISSING, A.BAG_NOT_A_FOLDER):
                 events.append(_event("fixity check", "failure", "replica", bag, ro.target, None, f.detail, checked_at))
                 continue
             if f.path is None:
@@ -901,7 +1045,7 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
                 events.append(_event("fixity check", "failure" if f.damage else "inconclusive", "file", bag,
                                      ro.target, f.path, f"{f.kind}: {f.detail}", checked_at))
         for a in ro.repairs:
-            events.append(_event("deletion" if a.action == "delete" else "replication", a.outcome, "file", bag,
+            events.append(_event(_ACTION_EVENTS.get(a.action, "replication"), a.outcome, "file", bag,
                                  a.target, a.path, a.detail, now))
     for f in result.bag_findings:
         events.append(_event("fixity check", "failure", "bag", bag, None, f.path, f"{f.kind}: {f.detail}", now))
@@ -920,9 +1064,42 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
             ro.state_after = rec[-1].state
 
 
+#: PREMIS event type of each repair action ("quarantine": LoC's term for setting an object aside).
+_ACTION_EVENTS = {"delete": "deletion", "move-aside": "quarantine", "replace": "replication"}
+
+#: How a damaged copy's record names the time its damage was first found (kept by later records
+#: while it stays open, e.g. through quick checks that cannot see it): "... Open since <ISO time>."
+OPEN_SINCE = "Open since "
+_OPEN_SINCE_RE = re.compile(r"Open since (\d{4}-\d\d-\d\dT[0-9:.]+(?:[+-]\d\d:\d\d|Z)?)\.?$")
+
+
+def open_since(detail: Optional[str]) -> Optional[str]:
+    """The ISO time a record's open damage was first found, if its detail carries one."""
+    m = _OPEN_SINCE_RE.search(detail or "")
+    return m.group(1) if m else None
+
+
+def _with_since(detail: str, since: str) -> str:
+    """`detail` cut to fit with its "Open since" ending (the ending is what must survive)."""
+    tail = f". {OPEN_SINCE}{since}."
+    return detail[:DETAIL_MAX - len(tail)].rstrip(". ") + tail
+
+
 def _replica_record(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.datetime,
                     current: Optional[ReplicaRecord]) -> List[ReplicaRecord]:
-    """The copy's new catalog record(s); `current` is its record when the bag's audit began."""
+    """The copy's new catalog record(s); `current` is its record when the bag's audit began.
+
+    A disputed copy stays disputed (only a person resolves it). A damaged copy stays damaged
+    until a deep check or a repair clears it: a quick check cannot see corrupted bytes, so its
+    success keeps the state and the open findings, with the time they were first found."""
+    records = _new_records(bag, ro, look, now, current)
+    if current is not None and current.state == DISPUTED_STATE:
+        records = [dataclasses.replace(r, state=DISPUTED_STATE) for r in records[:1]]
+    return records
+
+
+def _new_records(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.datetime,
+                 current: Optional[ReplicaRecord]) -> List[ReplicaRecord]:
     if ro.outcome == SKIPPED:
         return []
     site = ro.site
@@ -932,9 +1109,11 @@ def _replica_record(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt
             return []
         base = current or ReplicaRecord(bag_id=bag, target=ro.target, site=site, state="verified")
         state = "damaged" if ro.remaining else "repaired"
-        detail = _remaining_detail(ro) if ro.remaining else \
-            f"{len(ro.repairs)} file(s) repaired while other copies were audited"
-        return [dataclasses.replace(base, site=site, state=state, detail=detail[:DETAIL_MAX], recorded_at=now)]
+        since = (open_since(current.detail) if current is not None and current.state == "damaged" else None) \
+            or now.isoformat()
+        detail = _with_since(_remaining_detail(ro), since) if ro.remaining else \
+            f"{len(ro.repairs)} file(s) repaired while other copies were audited"[:DETAIL_MAX]
+        return [dataclasses.replace(base, site=site, state=state, detail=detail, recorded_at=now)]
     checked_at = _parse_time(ro.checked_at) or now
     kind = look.kind
     before = ro.state_before
@@ -949,27 +1128,51 @@ def _replica_record(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt
                                  detail=summary[:DETAIL_MAX], recorded_at=checked_at))
         return out
     if ro.outcome == SUCCESS:
+        detail = summary[:DETAIL_MAX]
         if kind == A.DEEP:
             state, verified_at = "verified", checked_at
         else:  # a quick check cannot clear damage it cannot see (digests)
             state = "verified" if before in GOOD_STATES or before is None else before
+            if state not in GOOD_STATES and current is not None and current.detail:
+                detail = _still_open(summary, current)
         out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=state, verified_at=verified_at,
                                  last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="success",
-                                 detail=summary[:DETAIL_MAX], recorded_at=checked_at))
+                                 detail=detail, recorded_at=checked_at))
         return out
     bag_missing = any(f.kind == A.BAG_MISSING for f in ro.findings)
+    whole_bag = bag_missing or any(f.kind == A.BAG_NOT_A_FOLDER for f in ro.findings)
     found_state = "missing" if bag_missing else "damaged"
+    since = checked_at.isoformat()
+    if current is not None and current.state in ("damaged", "missing") and ro.outcome == FAILURE:
+        since = open_since(current.detail) or (current.last_audit_at or current.recorded_at).isoformat()
     out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=found_state, verified_at=verified_at,
                              last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="failure",
-                             detail=summary[:DETAIL_MAX], recorded_at=checked_at))
+                             detail=_with_since(summary, since) if ro.outcome == FAILURE else summary[:DETAIL_MAX],
+                             recorded_at=checked_at))
     if ro.outcome == REPAIRED:
-        verified = now if kind == A.DEEP or bag_missing else verified_at
+        verified = now if kind == A.DEEP or whole_bag else verified_at
         out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state="repaired", verified_at=verified,
                                  last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="success",
                                  detail=(f"{DETAIL_PREFIX}({kind}): {len(ro.repairs)} repair(s) made from good "
                                          f"copies and re-verified")[:DETAIL_MAX],
                                  recorded_at=max(now, checked_at + _dt.timedelta(microseconds=1))))
     return out
+
+
+def _still_open(summary: str, current: ReplicaRecord) -> str:
+    """A quick success on a damaged copy keeps what the deep check found:
+    "<quick summary> (...). Still open: <the damage record's detail>. Open since <ISO time>."."""
+    still = current.detail or ""
+    if STILL_OPEN in still:
+        still = still.split(STILL_OPEN, 1)[1]
+    since = open_since(still) or (current.last_audit_at or current.recorded_at).isoformat()
+    if open_since(still):
+        still = still[:still.rfind(OPEN_SINCE)]
+    return _with_since(f"{summary} (a quick check cannot clear damage it cannot see). {STILL_OPEN}"
+                       f"{still.rstrip('. ')}", since)
+
+
+STILL_OPEN = "Still open: "
 
 
 def _replica_detail(ro: ReplicaOutcome, look: A.ReplicaCheck) -> str:

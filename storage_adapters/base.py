@@ -82,6 +82,23 @@ class UnsafePath(StorageError):
     the target that would lead the write or read somewhere else."""
 
 
+class OddObject(UnsafePath):
+    """Something other than what belongs is stored where a bag file or one of its folders should
+    be: a symbolic link (at any level: the file, `data/`, the bag or collection folder), a FIFO,
+    socket or device, a folder where a file belongs or a file where a folder belongs.
+
+    It is damage, never followed: `key` is its place relative to the target's root
+    ('LIB/COLL/bag/data'), `what` says what it is ("a symbolic link", "a FIFO", "a folder").
+    Repair moves it aside (`StorageAdapter.move_aside`) and stores a good copy in its place.
+    """
+
+    def __init__(self, message: str, *, target: str, location: Optional[str] = None, key: str = "",
+                 what: str = ""):
+        super().__init__(message, target=target, location=location)
+        self.key = key
+        self.what = what
+
+
 class SourceMismatch(StorageError):
     """The bytes read from the source do not match the size or digests they were given with:
     nothing was stored (the staged or repair copy itself is bad)."""
@@ -118,11 +135,17 @@ class FileStat:
     `mtime` is seconds since the epoch (None if the target keeps none). `stored_digests` are
     lower-case hex digests by algorithm name that the storage itself recorded and checks (S3
     full-object checksums); empty where the storage keeps none (a plain file system).
+
+    `identity` is (device, inode) on a file system (None on an object store) and `links` its
+    hard-link count: two copies whose files have one identity are one copy on disk, not two
+    (a file Strongroom stored has one link; more is worth comparing with the other copies).
     """
 
     size: int
     mtime: Optional[float]
     stored_digests: Mapping[str, str] = field(default_factory=dict)
+    identity: Optional[Tuple[int, int]] = None
+    links: Optional[int] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +188,20 @@ def bag_key(bag_id: BagId, relpath: Optional[str] = None) -> str:
     if relpath:
         key += "/" + "/".join(check_relpath(relpath))
     return key
+
+
+def check_aside_key(bag_id: BagId, key: str) -> Tuple[str, ...]:
+    """The segments of a key `move_aside` may touch: the bag, a parent of it, or a path in it."""
+    own = bag_segments(bag_id)
+    segments = tuple(key.split("/")) if key else ()
+    if not segments:
+        raise ValueError("refusing to move the whole target aside")
+    head = segments[:len(own)]
+    if head != own[:len(head)]:
+        raise ValueError(f"{key!r} is not the bag {bag_id} nor one of its folders")
+    if len(segments) > len(own):
+        check_relpath("/".join(segments[len(own):]))
+    return segments
 
 
 def check_unique_relpaths(items: Sequence[PutItem]) -> None:
@@ -363,6 +400,19 @@ class StorageAdapter(abc.ABC):
     def delete_file(self, bag_id: BagId, relpath: str) -> None:
         """Repair only: remove one stored file (e.g. an extra file planted in a bag). NotFound if absent."""
 
+    #: True where `move_aside` works (a file system); elsewhere repair records size and sha256
+    #: of an extra object in the ledger, then deletes it.
+    can_move_aside: bool = False
+
+    def move_aside(self, bag_id: BagId, key: str, stamp: str) -> str:
+        """Repair only: move whatever is stored at `key` out of the way, never following it and
+        never deleting it (a folder goes with everything in it); where it went.
+
+        `key` is relative to the target's root: the bag's own key, one of its parents (LIB or
+        LIB/COLL: a link planted there), or a path inside the bag. `stamp` names the run (UTC),
+        so what one audit moved aside stays together. NotFound if nothing is there."""
+        raise NotImplementedError(f"{self.type} targets cannot move files aside")
+
     # --- reading -------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -380,6 +430,12 @@ class StorageAdapter(abc.ABC):
         if st is None:
             return None
         return st, self.open_file(bag_id, relpath)
+
+    def stream_identity(self, stream) -> Optional[Tuple[int, int, int]]:
+        """(device, inode, hard links) of a stream `open_file` returned, where the target has
+        such a thing (a file system); None elsewhere. Lets a deep check compare copies' identities
+        from the descriptor it reads, without another lookup of the path."""
+        return None
 
     @abc.abstractmethod
     def list_bag_files(self, bag_id: BagId) -> Iterator[str]:
@@ -412,8 +468,8 @@ class StorageAdapter(abc.ABC):
 
 
 __all__ = [
-    "CHUNK", "Source", "StorageError", "NotFound", "ReplicaConflict", "UnsafePath", "SourceMismatch",
+    "CHUNK", "Source", "StorageError", "NotFound", "ReplicaConflict", "UnsafePath", "OddObject", "SourceMismatch",
     "PutOutcome", "PutItem", "ItemDone", "FileStat", "StorageAdapter", "HashingReader",
-    "check_relpath", "bag_segments", "bag_key", "check_digests", "check_unique_relpaths", "open_source",
+    "check_relpath", "bag_segments", "bag_key", "check_aside_key", "check_digests", "check_unique_relpaths", "open_source",
     "hash_stream", "read_buffer",
 ]

@@ -32,9 +32,14 @@ removes the leftovers as usual. At most `batch_files` files / `batch_bytes` byte
 (and a share of the open-file limit: each waiting file keeps its locked descriptor) wait for one
 flush; bigger calls are split.
 
-Every path below the root is opened relative to its parent folder's descriptor with O_NOFOLLOW
-(openat-style), so a symbolic link planted inside the target - at any level - is refused rather
-than followed out of the root. The root itself may be a link (an admin's choice in the config).
+Every path below the root is opened without following any symbolic link, at any level, and
+without leaving the root: with one openat2(2) call (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
+`safe_open`) where the kernel has it, else relative to its parent folder's descriptor with
+O_NOFOLLOW, component by component. Only regular files are read as stored files. A link, FIFO,
+socket, device, or a folder where a file belongs (or a file where a folder belongs) is an
+OddObject: damage, named with its place, which repair moves aside (`move_aside`, into
+`<root>/.strongroom-aside/<UTC stamp>/...`, never listed as a bag) before storing a good copy.
+The root itself may be a link (an admin's choice in the config).
 A missing root is an error, never created here: writing into an unmounted mount point would
 fill the local disk instead of the NAS. Needs POSIX (flock, *at system calls): Linux, macOS.
 """
@@ -57,12 +62,14 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 from ingest.naming import BagId
 
+from . import safe_open
 from .base import (
     CHUNK,
     FileStat,
     HashingReader,
     ItemDone,
     NotFound,
+    OddObject,
     PutItem,
     PutOutcome,
     ReplicaConflict,
@@ -71,6 +78,7 @@ from .base import (
     StorageError,
     UnsafePath,
     bag_segments,
+    check_aside_key,
     check_digests,
     check_relpath,
     check_unique_relpaths,
@@ -81,6 +89,11 @@ from .base import (
 
 TEMP_SUFFIX = ".strongroom-part"
 NAME_MAX = 255
+#: Where repair moves odd objects and extra files: `<root>/ASIDE_DIR/<stamp>/<LIB>/<COLL>/<bag>/...`.
+#: Its name starts with a dot, so it is never taken for a library by list_bags.
+ASIDE_DIR = ".strongroom-aside"
+_STAMP = re.compile(r"^\d{8}T\d{6}(\d{0,6})Z$")
+_O_PATH = getattr(os, "O_PATH", 0)
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = os.O_NOFOLLOW
@@ -188,6 +201,23 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX) and len(name) > len(TEMP_SUFFIX) + 1
 
 
+def what_is(mode: int) -> str:
+    """Plain words for a stored object's type, for findings ("a symbolic link", "a FIFO"...)."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISREG(mode):
+        return "a file"
+    return "an object of unknown type"
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         n = os.write(fd, data)
@@ -262,9 +292,18 @@ class FilesystemAdapter(StorageAdapter):
 
     @contextlib.contextmanager
     def _dir(self, segments: Tuple[str, ...], *, create: bool) -> Iterator[int]:
-        """A descriptor of root/segments..., walked without following any symbolic link."""
+        """A descriptor of root/segments..., reached without following any symbolic link: one
+        openat2 call where it works, else (and to name what is wrong) walked folder by folder."""
         fd = self._open_root()
         path = str(self.root)
+        if segments and safe_open.available():
+            try:
+                child = safe_open.openat2(fd, "/".join(segments), _DIR_FLAGS)
+            except OSError:
+                pass   # the walk below creates what is missing or says precisely what is wrong
+            else:
+                os.close(fd)
+                fd, segments = child, ()
         try:
             for seg in segments:
                 path += "/" + seg
@@ -304,11 +343,18 @@ class FilesystemAdapter(StorageAdapter):
 
     def _refuse_non_dir(self, parent: int, name: str, path: str) -> None:
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        key = self._key_of(path)
         if stat.S_ISLNK(st.st_mode):
-            raise UnsafePath("is a symbolic link inside the storage target; refused (Strongroom never follows "
-                             "links inside a target: it could lead outside the root)", target=self.name,
-                             location=path)
-        raise StorageError("should be a folder but is not", target=self.name, location=path)
+            raise OddObject("is a symbolic link inside the storage target; refused (Strongroom never follows "
+                            "links inside a target: it could lead outside the root, or to another copy)",
+                            target=self.name, location=path, key=key, what=what_is(st.st_mode))
+        raise OddObject(f"should be a folder but is {what_is(st.st_mode)}", target=self.name, location=path,
+                        key=key, what=what_is(st.st_mode))
+
+    def _key_of(self, location: str) -> str:
+        """The root-relative key of a location this adapter built (root + '/' + key)."""
+        prefix = str(self.root) + "/"
+        return location[len(prefix):] if location.startswith(prefix) else location
 
     # ------------------------------------------------------------------ writing
 
@@ -366,6 +412,8 @@ class FilesystemAdapter(StorageAdapter):
                mtime: Optional[float], *, replace: bool) -> PutOutcome:
         if not replace and self._same_as_existing(dfd, name, loc, size, digests):
             return PutOutcome.ALREADY_PRESENT
+        if replace:
+            self._refuse_odd(dfd, name, loc)
         tmp, fd = self._create_temp(dfd, name, loc)
         tmp_gone = False
         try:
@@ -407,6 +455,20 @@ class FilesystemAdapter(StorageAdapter):
             return PutOutcome.ALREADY_PRESENT, False
         raise StorageError("appeared and vanished again while being written; try again", target=self.name,
                            location=loc)
+
+    def _refuse_odd(self, dfd: int, name: str, loc: str) -> None:
+        """OddObject if something other than a regular file is stored under `name`: a repair
+        never replaces a link, FIFO or folder in place (a folder may hold files); it is moved
+        aside first (`move_aside`)."""
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._failure(exc, loc, writing=True) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise OddObject(f"is {what_is(st.st_mode)}, not a regular file; not replaced in place",
+                            target=self.name, location=loc, key=self._key_of(loc), what=what_is(st.st_mode))
 
     def _same_as_existing(self, dfd: int, name: str, loc: str, size: int, digests: Dict[str, str]) -> bool:
         """False if nothing is stored under `name`; True if the same bytes are; else ReplicaConflict."""
@@ -546,7 +608,100 @@ class FilesystemAdapter(StorageAdapter):
             except OSError as exc:
                 raise self._failure(exc, loc, writing=True) from None
 
+    can_move_aside = True
+
+    def move_aside(self, bag_id: BagId, key: str, stamp: str) -> str:
+        """Rename whatever is at `key` (a file, link, FIFO, a folder with all it holds) to
+        `<root>/.strongroom-aside/<stamp>/<key>` (`<key>.1`, `.2`... if taken): nothing is
+        followed, nothing deleted, and a rename within the root is atomic."""
+        try:
+            segments = check_aside_key(bag_id, key)
+        except ValueError as exc:
+            raise UnsafePath(f"refused: {exc}", target=self.name, location=str(self.root)) from None
+        if not _STAMP.match(stamp):
+            raise ValueError(f"{stamp!r} is not a UTC stamp (YYYYMMDDTHHMMSS[ffffff]Z)")
+        loc = "/".join((str(self.root),) + segments)
+        name = segments[-1]
+        with self._dir(segments[:-1], create=False) as src:
+            try:
+                os.stat(name, dir_fd=src, follow_symlinks=False)
+            except FileNotFoundError:
+                raise NotFound("not stored here", target=self.name, location=loc) from None
+            except OSError as exc:
+                raise self._failure(exc, loc, writing=True) from None
+            aside = (ASIDE_DIR, stamp) + segments[:-1]
+            with self._dir(aside, create=True) as dst:
+                for n in range(1000):
+                    new = name if n == 0 else f"{name}.{n}"
+                    try:
+                        safe_open.rename_noreplace(src, name, dst, new)
+                    except FileExistsError:
+                        continue
+                    except OSError as exc:
+                        raise self._failure(exc, loc, writing=True) from None
+                    break
+                else:
+                    raise StorageError("cannot be moved aside: 1000 things of that name are already there",
+                                       target=self.name, location=loc)
+                try:
+                    os.fsync(dst)
+                    os.fsync(src)
+                except OSError as exc:
+                    raise self._failure(exc, loc, writing=True) from None
+        return "/".join((str(self.root),) + aside + (new,))
+
     # ------------------------------------------------------------------ reading
+
+    def _open_stored(self, bag_id: BagId, relpath: str) -> Tuple[int, os.stat_result]:
+        """(descriptor, fstat) of a stored regular file, opened following no link at any level
+        and staying below the root; NotFound if absent, OddObject for anything but a file."""
+        dirs, name, loc = self._key(bag_id, relpath)
+        if not safe_open.available():
+            with self._dir(dirs, create=False) as dfd:
+                fd = self._open_read_fd(dfd, name, loc)
+            return fd, os.fstat(fd)
+        root = self._open_root()
+        key = "/".join(dirs + (name,))
+        flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a planted FIFO must not hang us
+        try:
+            for attempt in range(3):
+                try:
+                    fd = safe_open.openat2(root, key, flags | _O_NOATIME)
+                    break
+                except PermissionError:
+                    if not _O_NOATIME:
+                        raise
+                    fd = safe_open.openat2(root, key, flags)  # O_NOATIME needs ownership
+                    break
+                except BlockingIOError:   # EAGAIN: a concurrent rename; the kernel asks to try again
+                    if attempt == 2:
+                        raise
+        except FileNotFoundError:
+            raise NotFound("not stored here", target=self.name, location=loc) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
+                raise self._failure(exc, loc, writing=False) from None
+            # Something odd on the way: walk to it to name it (and where it is).
+            with self._dir(dirs, create=False) as dfd:
+                fd = self._open_read_fd(dfd, name, loc)
+        finally:
+            os.close(root)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._odd_file(st.st_mode, loc)
+        os.set_blocking(fd, True)
+        return fd, st
+
+    def _odd_file(self, mode: int, loc: str) -> OddObject:
+        what = what_is(mode)
+        return OddObject(f"is {what}; a stored bag file must be a regular file", target=self.name, location=loc,
+                         key=self._key_of(loc), what=what)
+
+    @staticmethod
+    def _file_stat(st: os.stat_result) -> FileStat:
+        return FileStat(size=st.st_size, mtime=st.st_mtime, stored_digests={}, identity=(st.st_dev, st.st_ino),
+                        links=st.st_nlink)
 
     @contextlib.contextmanager
     def _open_regular(self, dfd: int, name: str, loc: str):
@@ -567,26 +722,60 @@ class FilesystemAdapter(StorageAdapter):
             raise NotFound("not stored here", target=self.name, location=loc) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafePath("is a symbolic link inside the storage target; refused (never followed)",
-                                 target=self.name, location=loc) from None
+                raise OddObject("is a symbolic link inside the storage target; refused (never followed)",
+                                target=self.name, location=loc, key=self._key_of(loc),
+                                what="a symbolic link") from None
             raise self._failure(exc, loc, writing=False) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise StorageError(f"is {what}; a stored bag file must be a regular file", target=self.name,
-                               location=loc)
+            raise self._odd_file(st.st_mode, loc)
         os.set_blocking(fd, True)
         return fd
 
     def open_file(self, bag_id: BagId, relpath: str):
-        dirs, name, loc = self._key(bag_id, relpath)
-        with self._dir(dirs, create=False) as dfd:
-            fd = self._open_read_fd(dfd, name, loc)
+        fd, _ = self._open_stored(bag_id, relpath)
         return os.fdopen(fd, "rb")
+
+    def stream_identity(self, stream) -> Optional[Tuple[int, int, int]]:
+        try:
+            st = os.fstat(stream.fileno())
+        except (AttributeError, OSError, ValueError):   # not a stream of ours (a test double, a wrapper)
+            return None
+        return st.st_dev, st.st_ino, st.st_nlink
+
+    def open_with_stat(self, bag_id: BagId, relpath: str):
+        """One open: the fstat of the descriptor read is the stat (and the identity) of the bytes read."""
+        try:
+            fd, st = self._open_stored(bag_id, relpath)
+        except NotFound:
+            return None
+        return self._file_stat(st), os.fdopen(fd, "rb")
 
     def stat_file(self, bag_id: BagId, relpath: str) -> Optional[FileStat]:
         dirs, name, loc = self._key(bag_id, relpath)
+        if safe_open.available() and _O_PATH:
+            root = self._open_root()
+            try:
+                # O_PATH | O_NOFOLLOW: the last component itself (a link is not an error here,
+                # fstat says what it is); a link on the way is (ELOOP).
+                fd = safe_open.openat2(root, "/".join(dirs + (name,)), _O_PATH | _O_NOFOLLOW)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
+                    raise self._failure(exc, loc, writing=False) from None
+                fd = None   # something odd on the way: the walk below names it
+            finally:
+                os.close(root)
+            if fd is not None:
+                try:
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise self._odd_file(st.st_mode, loc)
+                return self._file_stat(st)
         try:
             with self._dir(dirs, create=False) as dfd:
                 try:
@@ -597,14 +786,9 @@ class FilesystemAdapter(StorageAdapter):
                     raise self._failure(exc, loc, writing=False) from None
         except NotFound:
             return None
-        if stat.S_ISLNK(st.st_mode):
-            raise UnsafePath("is a symbolic link inside the storage target; refused (never followed)",
-                             target=self.name, location=loc)
         if not stat.S_ISREG(st.st_mode):
-            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise StorageError(f"is {what}; a stored bag file must be a regular file", target=self.name,
-                               location=loc)
-        return FileStat(size=st.st_size, mtime=st.st_mtime, stored_digests={})
+            raise self._odd_file(st.st_mode, loc)
+        return self._file_stat(st)
 
     # ------------------------------------------------------------------ listing
 
@@ -827,5 +1011,5 @@ class _Batch:
             self.open_files = 0
 
 
-__all__ = ["FilesystemAdapter", "TEMP_SUFFIX", "temp_name", "is_temp_name", "syncfs", "syncfs_is_durable",
+__all__ = ["FilesystemAdapter", "ASIDE_DIR", "what_is", "TEMP_SUFFIX", "temp_name", "is_temp_name", "syncfs", "syncfs_is_durable",
            "fd_budget"]
