@@ -18,10 +18,10 @@ Why it works the way it does:
   files passed (if none passes, the catalog itself may be the odd one out, so nobody is blamed
   and the restore fails).
 * **The destination is all or nothing.** Everything is written into a hidden sibling folder
-  (`.DEST.strongroom-restore`) and renamed into place at the end, so DEST is either absent (or
+  (`.DEST.restore-strongroom`) and renamed into place at the end, so DEST is either absent (or
   the empty folder it was) or complete. Any failure removes the temporary folder. Its name is
   the same for every restore into DEST, and a lock file beside it
-  (`.DEST.strongroom-restore.lock`, held with flock while the restore runs and naming the folder)
+  (`.DEST.restore-strongroom.lock`, held with flock while the restore runs and naming the folder)
   proves it is Strongroom's: a restore killed with -9 leaves both, and the rerun, finding the
   lock free, removes the stale folder before it starts (and both files when it ends). A lock
   held by a live restore makes the second one refuse (exit 2); a folder of that name that no
@@ -86,7 +86,7 @@ AGENT = f"{NAME} {__version__}"
 #: as good as one that never needed repair (the same as fixity.repair.GOOD_STATES).
 USABLE_STATES = ("verified", "repaired")
 #: The temporary folder beside DEST is `.NAME` + TEMP_MARK; its lock file adds LOCK_SUFFIX.
-TEMP_MARK = ".strongroom-restore"
+TEMP_MARK = ".restore-strongroom"
 LOCK_SUFFIX = ".lock"
 #: First line of a lock file: how a rerun knows the folder it names is a restore's own.
 LOCK_MARKER = b"strongroom restore temporary folder lock\n"
@@ -332,7 +332,7 @@ def _same_folder_relation(dest: str, folder: str) -> Optional[str]:
 
 
 class TempFolder:
-    """`.NAME.strongroom-restore` beside DEST, owned through the lock file `.NAME.strongroom-restore.lock`.
+    """`.NAME.restore-strongroom` beside DEST, owned through the lock file `.NAME.restore-strongroom.lock`.
 
     `acquire` takes the lock (flock, non-blocking: a live restore into the same DEST makes it a
     UsageError), removes a stale folder a killed restore left (only when the lock file says it

@@ -18,6 +18,7 @@ from catalog.schema import ReplicaRecord
 from ingest.validate import validate_bag
 from pipelines.cli import main
 from policies.config import load_config, write_default_config
+from tests.conftest import tree_state
 
 # name -> (bytes, mtime in ns); names with spaces, Chinese, '%' (BagIt 1.0 encodes it) and depth.
 FILES = {
@@ -120,7 +121,7 @@ def _source_files(src: Path) -> dict:
 
 
 def _leftovers(parent: Path, name: str) -> list:
-    """The restore's temporary folder or lock file (today's names, or the older .NAME.restore-<uuid>)."""
+    """The restore's temporary folder or lock file (.NAME.restore-strongroom[.lock], or an older .NAME.restore-<uuid>)."""
     return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.") and "restore" in p.name]
 
 
@@ -355,3 +356,142 @@ def test_unsafe_empty_folder_entries_are_refused(archive, tmp_path, capsys):
     refused = [w for w in out["warnings"] if "refused" in w]
     assert len(refused) == 3 and "line 2" in refused[1] and "outside data/" in refused[1]
     assert sorted(os.listdir(tmp_path / "work")) == ["d"]
+
+
+# ------------------------------------------------------------------ issue 10: trust
+
+
+def test_a_repaired_copy_is_as_usable_as_a_verified_one(archive, tmp_path, capsys):
+    """An audit that repaired a copy re-verified it: restore must read it (it refused it before)."""
+    for target, state in (("site-a", "repaired"), ("site-b", "damaged")):
+        cur = archive.catalog.replica(archive.bag, target)
+        archive.catalog.record_replica(ReplicaRecord(bag_id=archive.bag, target=target, site=cur.site,
+                                                     state=state, detail="test"))
+    code, out, err = archive.restore(capsys, tmp_path / "r", "--payload-only")
+    assert code == 0, err
+    assert tree(tmp_path / "r") == tree(archive.source)
+    assert out["sources"].keys() == {"site-a"}
+    code, out, err = archive.restore(capsys, tmp_path / "s", "--from", "site-a", "--payload-only")
+    assert code == 0, err
+
+
+def _inside_archive_cases(archive: Archive, tmp_path: Path):
+    """(DEST as given, phrase the refusal must hold): every spelling of a folder of the archive."""
+    folder = archive.folder
+    catalog = Path(archive.config.catalog)
+    staging = Path(archive.config.staging)
+    link = tmp_path / "innocent-looking"
+    link.symlink_to(catalog)
+    parent_link = tmp_path / "to-archive"
+    parent_link.symlink_to(folder)
+    root_a = Path(archive.config.target("site-a").root)
+    return [
+        (str(catalog / "restored"), "inside the archive's catalog folder"),
+        (str(staging / ".state" / "restored"), "inside the archive's staging folder"),
+        (str(staging / ".state") + "/", "inside the archive's staging folder"),
+        (os.path.relpath(catalog / "bags" / "x", os.getcwd()), "inside the archive's catalog folder"),
+        (str(tmp_path / "elsewhere" / ".." / folder.name / "archive" / "catalog" / "y"), "catalog folder"),
+        (str(link / "z"), "inside the archive's catalog folder"),
+        (str(parent_link / "archive" / "staging" / ".state" / "w"), "staging folder"),
+        (str(root_a), "is storage target site-a's folder"),
+        (str(root_a / "LIB" / "new"), "inside storage target site-a's folder"),
+        (str(catalog.parent), "contains the archive's catalog folder"),
+    ]
+
+
+def test_dest_inside_the_archive_is_refused_in_any_spelling_before_anything_is_written(archive, tmp_path, capsys):
+    (tmp_path / "elsewhere").mkdir()
+    cases = _inside_archive_cases(archive, tmp_path)
+    before = tree_state(archive.folder)
+    for dest, phrase in cases:
+        code, out, err = archive.restore(capsys, dest, json_out=False)
+        assert code == 2, (dest, err)
+        assert dest.rstrip("/") in err or dest in err, (dest, err)
+        assert phrase in err, (dest, err)
+    assert tree_state(archive.folder) == before   # not a byte written: no temp folder, no lock, no event
+    assert archive.events("dissemination") == []
+
+
+def test_a_folder_beside_the_archive_is_still_accepted(archive, tmp_path, capsys):
+    """Only the archive's own folders are refused: a sibling of the catalog is fine."""
+    dest = Path(archive.config.catalog).parent / "restored-here"
+    code, out, err = archive.restore(capsys, dest, "--payload-only")
+    assert code == 0, err
+    assert tree(dest) == tree(archive.source)
+    assert _leftovers(dest.parent, dest.name) == []
+
+
+def _lock_path(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.restore-strongroom.lock"
+
+
+def _temp_path(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.restore-strongroom"
+
+
+def test_a_restore_killed_with_sigkill_leaves_nothing_after_its_rerun(archive, tmp_path, capsys):
+    """A real `strongroom restore` process, stopped once its temporary folder exists, then killed -9."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dest = tmp_path / "out" / "bag"
+    dest.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    caught = False
+    for attempt in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "--config", str(archive.cfg), "restore",
+                                 archive.bag, str(dest)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            temps = [dest.parent / n for n in _leftovers(dest.parent, dest.name)]
+            if any((t / "data").is_dir() for t in temps):
+                proc.send_signal(signal.SIGSTOP)   # frozen mid-restore: the temp folder is being filled
+                break
+            time.sleep(0.0005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if _leftovers(dest.parent, dest.name) and not dest.exists():
+            caught = True
+            break
+        shutil.rmtree(dest, ignore_errors=True)   # it finished first: try again
+    assert caught, "the restore always finished before it could be stopped"
+    code, out, err = archive.restore(capsys, dest)
+    assert code == 0, err
+    assert validate_bag(dest).valid
+    assert sorted(os.listdir(dest.parent)) == ["bag"]   # the stale folder and the lock file are gone
+
+
+def test_a_live_restore_into_the_same_dest_is_not_disturbed(archive, tmp_path, capsys):
+    import fcntl
+
+    dest = tmp_path / "busy"
+    lock = _lock_path(dest)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"strongroom restore temporary folder lock\nfolder: .busy.restore-strongroom\n")
+    _temp_path(dest).mkdir()
+    (_temp_path(dest) / "half-written").write_bytes(b"x")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        code, out, err = archive.restore(capsys, dest, json_out=False)
+        assert code == 2 and "another restore" in err and str(dest) in err
+        assert (_temp_path(dest) / "half-written").exists() and lock.exists()
+    finally:
+        os.close(fd)
+    # the holder died without cleaning up: now the folder is stale and the rerun removes it
+    code, out, err = archive.restore(capsys, dest, json_out=False)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["archive", "busy"]
+
+
+def test_a_folder_in_the_way_that_no_lock_names_is_never_removed(archive, tmp_path, capsys):
+    dest = tmp_path / "mine"
+    stranger = _temp_path(dest)
+    stranger.mkdir()
+    (stranger / "precious.txt").write_text("not Strongroom's")
+    code, out, err = archive.restore(capsys, dest, json_out=False)
+    assert code == 2 and "in the way" in err and str(stranger) in err
+    assert (stranger / "precious.txt").read_text() == "not Strongroom's"
+    assert not _lock_path(dest).exists() and not dest.exists()
