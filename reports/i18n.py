@@ -218,6 +218,7 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "state.failed": ("failed", "失败"),
     "state.damaged": ("damaged", "已损坏"),
     "state.missing": ("missing", "缺失"),
+    "state.disputed": ("disputed (copies disagree, nothing decides)", "有争议（副本不一致，无从判定）"),
     "state.absent": ("absent (no record)", "未记录"),
     "outcome.success": ("success", "成功"),
     "outcome.failure": ("failure", "失败"),

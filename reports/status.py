@@ -8,13 +8,24 @@ each bag row already carries its file and byte counts (checked equal to its file
 bag was registered), so the query costs the same for ten files or ten million.
 
 Replica states come from the catalog (verified, repaired, copied, pending, failed, damaged,
-missing) plus one pseudo-state, `absent`: the bag's policy asks for a copy on a target and the
-catalog has no record of one there.
+missing, disputed) plus one pseudo-state, `absent`: the bag's policy asks for a copy on a target
+and the catalog has no record of one there. `repaired` (damage found, repaired from a good copy
+and re-verified) counts as good exactly as `verified` does.
 
 Flags, and what they mean for the exit code of `strongroom status`:
-  problems (exit 1)  damaged, failed, missing, absent, unverified (pending/copied: never
-                     verified), deposit-failed (an unfinished deposit with a recorded failure)
+  problems (exit 1)  damaged, failed, missing, disputed (two copies disagree and nothing
+                     decides), inconclusive (the last audit could not read the copy), absent,
+                     unverified (pending/copied: never verified), unreachable (the target's root
+                     is gone, not a folder, or empty although the catalog records copies there:
+                     an unmounted volume; an S3 target that does not answer one listing),
+                     deposit-failed (an unfinished deposit with a recorded failure)
   warnings (exit 0)  overdue-deep, overdue-quick, unknown-policy, deposit-unfinished
+
+A copy in trouble shows its open findings (`reports.findings`: file, kind, since when, from the
+ledger) and the detail of the record that put it there, not of a later passing quick check,
+until a later check resolves them. Locations: targets on one file system, in one bucket or on
+one site are one location (`Config.location_of`); each bag's count of locations holding a good
+copy is shown, and the config's warning about targets sharing a file system is repeated.
 Overdue is a schedule matter, not damage: `strongroom audit --due` clears it. A replica is
 overdue for a deep audit when no deep audit (a re-hash of every file) finished within the
 cadence's `deep_every` of now; verification at deposit or rebuild counts as a deep audit at
@@ -39,14 +50,19 @@ from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import TIMESTAMP, utc_now
 from policies.units import add_years
+from reports.findings import OpenCopy, OpenFinding, open_copies
 from strongroom.errors import UsageError
 
 GOOD_STATES = ("verified", "repaired")
 UNVERIFIED_STATES = ("pending", "copied")
-BAD_STATES = ("failed", "damaged", "missing")
+BAD_STATES = ("failed", "damaged", "missing", "disputed")
 ABSENT = "absent"
 
-PROBLEM_FLAGS = ("damaged", "failed", "missing", "absent", "unverified", "deposit-failed")
+PROBLEM_FLAGS = ("damaged", "failed", "missing", "disputed", "inconclusive", "absent", "unverified", "unreachable",
+                 "deposit-failed")
+#: An S3 target's reachability check: one listing request, no retries, short timeouts.
+S3_CHECK_TIMEOUTS = {"max_attempts": 1, "connect_timeout": 3.0, "read_timeout": 5.0}
+FINDINGS_IN_MESSAGE = 3
 WARNING_FLAGS = ("overdue-deep", "overdue-quick", "unknown-policy", "deposit-unfinished")
 
 # More bags than this and the text lists only the bags that need attention (JSON lists all).
@@ -91,6 +107,9 @@ class ReplicaStatus:
     recorded_at: Optional[_dt.datetime]
     flags: List[str] = field(default_factory=list)
     retention: Optional[Dict[str, Any]] = None  # see replica_retention
+    location: Optional[str] = None              # Config.location_of(target)
+    since: Optional[_dt.datetime] = None        # in trouble since (open findings), else None
+    findings: List[Dict[str, Any]] = field(default_factory=list)  # open findings (OpenFinding.to_dict)
 
 
 def replica_retention(config, policy_name: str, target_name: str, created_at: _dt.datetime) -> Optional[Dict[str, Any]]:
@@ -129,10 +148,24 @@ class BagStatus:
     created_at: _dt.datetime
     replicas: List[ReplicaStatus] = field(default_factory=list)
     flags: List[str] = field(default_factory=list)
+    locations: int = 0           # distinct locations holding a good (verified/repaired) copy
 
     @property
     def ok(self) -> bool:
         return not any(f in PROBLEM_FLAGS for f in self.flags)
+
+
+@dataclass
+class TargetStatus:
+    """One storage target: where it is, which location it counts as, and whether it answered."""
+
+    name: str
+    type: str
+    site: str
+    location: str
+    copies: int                  # copies the catalog records there (any state)
+    reachable: Optional[bool]    # None: not checked (an S3 target holding no recorded copy)
+    reason: str = ""
 
 
 @dataclass
@@ -191,6 +224,10 @@ class Status:
     deposits: List[DepositStatus]
     problems: List[Flag]
     warnings: List[Flag]
+    open_findings: List[OpenFinding] = field(default_factory=list)
+    targets: List[TargetStatus] = field(default_factory=list)
+    locations: List[Dict[str, Any]] = field(default_factory=list)   # {location, targets, sites}
+    notes: List[str] = field(default_factory=list)                  # config warnings (shared file systems)
 
     @property
     def ok(self) -> bool:
@@ -198,7 +235,8 @@ class Status:
 
     @property
     def exit_code(self) -> int:
-        """1 when anything is damaged, failed, missing, absent or unverified; overdue alone is 0."""
+        """1 when anything is damaged, failed, missing, disputed, inconclusive, absent, unverified
+        or unreachable; overdue alone is 0."""
         return 0 if self.ok else 1
 
     def to_dict(self) -> Dict[str, Any]:
@@ -217,6 +255,10 @@ class Status:
             "deposits": [_plain(d) for d in self.deposits],
             "problems": [_plain(f) for f in self.problems],
             "warnings": [_plain(f) for f in self.warnings],
+            "open_findings": [f.to_dict() for f in self.open_findings],
+            "targets": [_plain(t) for t in self.targets],
+            "locations": [_plain(x) for x in self.locations],
+            "notes": list(self.notes),
         }
 
 
@@ -259,7 +301,18 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
                          key="--bag" if bag_id else "--collection" if collection else "--library")
 
     replicas = replica_table(config, catalog, bags, bag_id=bag_id, now=now)
-    bag_list, problems, warnings = _bags_and_flags(config, bags, replicas)
+    rows = replicas.to_pylist()
+    troubled = open_copies(catalog, rows)
+    targets = check_targets(config, catalog, None if any(filters.values()) else list(config.storage),
+                            rows, now=now)
+    bag_list, problems, warnings = _bags_and_flags(config, bags, replicas, troubled,
+                                                   {t.name: t for t in targets if t.reachable is False})
+    for t in targets:
+        if t.reachable is False:
+            problems.insert(0, Flag("unreachable", "problem", f"storage target {t.name} is unreachable: {t.reason}; "
+                                                              f"its {t.copies} recorded cop"
+                                                              f"{'y' if t.copies == 1 else 'ies'} cannot be "
+                                                              f"trusted until it answers", target=t.name))
     for dep in deposits:
         for flag in dep.flags:
             what = "has failed" if flag == "deposit-failed" else "is not finished"
@@ -272,12 +325,87 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
 
     collections, libraries, totals = _totals(bags, replicas, bag_list)
     seq, head = catalog.ledger_head()
+    findings = sorted((f for c in troubled.values() for f in c.findings),
+                      key=lambda f: (f.bag, f.target or "", f.path or "", f.kind))
     return Status(
         catalog=catalog.location, generated_at=now,
         ledger_seq=None if seq < 0 else seq, ledger_hash=None if seq < 0 else head,
         filters=filters, bags=bag_list, collections=collections, libraries=libraries, totals=totals,
-        deposits=deposits, problems=problems, warnings=warnings,
+        deposits=deposits, problems=problems, warnings=warnings, open_findings=findings, targets=targets,
+        locations=location_groups(config), notes=list(getattr(config, "warnings", ())),
     )
+
+
+def location_groups(config) -> List[Dict[str, Any]]:
+    """The config's locations: each with its targets and their sites (one device, bucket or site)."""
+    groups: Dict[str, List[str]] = {}
+    for name in config.storage:
+        groups.setdefault(config.location_of(name), []).append(name)
+    return [{"location": loc, "targets": names, "sites": sorted({config.storage[n].site for n in names})}
+            for loc, names in sorted(groups.items())]
+
+
+def check_targets(config, catalog: Catalog, names: Optional[List[str]], rows: Sequence[Dict[str, Any]], *,
+                  now: Optional[_dt.datetime] = None) -> List[TargetStatus]:
+    """Is every storage target there? Cheap checks, one per target: those in `names`, or, when
+    `names` is None (a filtered status), the targets of `rows`.
+
+    A folder target: its root exists, is a folder, and is not empty when the catalog records copies
+    there (an unmounted mount point looks empty). An S3 target holding recorded copies: one listing
+    of one of them, no retries, short timeouts (S3_CHECK_TIMEOUTS). Never raises."""
+    recorded: Dict[str, List[str]] = {}
+    for r in rows:
+        if r["state"] != ABSENT:
+            recorded.setdefault(r["target"], []).append(r["bag_id"])
+    if names is None:
+        names = sorted({r["target"] for r in rows})
+    out: List[TargetStatus] = []
+    for name in names:
+        target = config.storage.get(name)
+        if target is None:
+            continue
+        held = recorded.get(name, [])
+        reachable, reason = _reach(target, held)
+        out.append(TargetStatus(name=name, type=target.type, site=target.site, location=config.location_of(name),
+                                copies=len(held), reachable=reachable, reason=reason))
+    return out
+
+
+def _reach(target, held: Sequence[str]) -> Tuple[Optional[bool], str]:
+    import os
+
+    if target.type == "filesystem":
+        root = target.root
+        try:
+            if not os.path.lexists(root):
+                return False, f"its root folder {root} does not exist (not mounted, or moved?)"
+            if not os.path.isdir(root):
+                return False, f"its root {root} is not a folder"
+            if held:
+                with os.scandir(root) as entries:
+                    if next(entries, None) is None:
+                        return False, (f"its root folder {root} is empty although the catalog records copies "
+                                       f"there: is the volume mounted?")
+        except OSError as exc:
+            return False, f"its root folder {root} cannot be read ({exc.strerror or exc})"
+        return True, ""
+    if not held:
+        return None, "not checked: the catalog records no copy there"
+    import dataclasses
+    import types as _types
+
+    from ingest.naming import BagId
+    from storage_adapters.registry import open_target
+
+    quick = dataclasses.replace(target, options=_types.MappingProxyType({**target.options, **S3_CHECK_TIMEOUTS}))
+    try:
+        adapter = open_target(quick)
+        if not adapter.has_bag(BagId.parse(held[0])):
+            return False, (f"it answers but holds nothing of {held[0]}, which the catalog records there "
+                           f"(wrong bucket or prefix?)")
+    except Exception as exc:  # noqa: BLE001 - any failure to answer is what this check reports
+        return False, f"it does not answer a listing ({type(exc).__name__}: {exc})"[:300]
+    return True, ""
 
 
 def replica_table(config, catalog: Catalog, bags: pa.Table, *, bag_id: Optional[str] = None,
@@ -425,17 +553,36 @@ def _fmt_time(value: Optional[_dt.datetime]) -> str:
     return "never" if value is None else value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _replica_flags(r: Dict[str, Any]) -> List[Tuple[str, str]]:
-    """(flag, message) for one replica row of `replica_table`."""
+def _findings_text(trouble: OpenCopy) -> str:
+    files = [f for f in trouble.findings if f.path]
+    if not files:
+        detail = trouble.findings[0].detail if trouble.findings else trouble.detail
+        return f": {detail}" if detail else ""
+    shown = "; ".join(f"{f.kind} {f.path}" + (" (no good copy)" if f.no_good_copy else "")
+                      for f in files[:FINDINGS_IN_MESSAGE])
+    more = f"; and {len(files) - FINDINGS_IN_MESSAGE} more" if len(files) > FINDINGS_IN_MESSAGE else ""
+    return f": {len(files)} open finding(s): {shown}{more}"
+
+
+def _replica_flags(r: Dict[str, Any], trouble: Optional[OpenCopy] = None,
+                   unreachable: Optional["TargetStatus"] = None) -> List[Tuple[str, str]]:
+    """(flag, message) for one replica row of `replica_table` (and its open findings, if any)."""
     state, target = r["state"], r["target"]
     out: List[Tuple[str, str]] = []
     detail = f": {r['detail']}" if r.get("detail") else ""
+    since = f" since {_fmt_time(trouble.since)}" if trouble is not None and trouble.since else ""
     if state in BAD_STATES:
-        out.append((state, f"copy on {target} is {state}{detail}"))
+        out.append((state, f"copy on {target} is {state}{since}"
+                    + (_findings_text(trouble) if trouble is not None else detail)))
     elif state in UNVERIFIED_STATES:
         out.append(("unverified", f"copy on {target} is {state} but was never verified{detail}"))
     elif state == ABSENT:
         out.append((ABSENT, f"the policy asks for a copy on {target}; the catalog records none"))
+    if state not in BAD_STATES and r.get("last_audit_outcome") == "inconclusive":
+        out.append(("inconclusive", f"copy on {target}: its last audit{since} could not read it"
+                    + (_findings_text(trouble) if trouble is not None else detail)))
+    if unreachable is not None and state != ABSENT:
+        out.append(("unreachable", f"copy on {target}: the target is unreachable ({unreachable.reason})"))
     if r["overdue_deep"]:
         out.append(("overdue-deep", f"copy on {target}: never deep-audited (only quick checks)"
                     if r["last_deep_at"] is None else
@@ -448,7 +595,11 @@ def _replica_flags(r: Dict[str, Any]) -> List[Tuple[str, str]]:
     return out
 
 
-def _bags_and_flags(config, bags: pa.Table, replicas: pa.Table):
+def _bags_and_flags(config, bags: pa.Table, replicas: pa.Table,
+                    troubled: Optional[Dict[Tuple[str, str], OpenCopy]] = None,
+                    unreachable: Optional[Dict[str, "TargetStatus"]] = None):
+    troubled = troubled or {}
+    unreachable = unreachable or {}
     by_bag: Dict[str, List[Dict[str, Any]]] = {}
     for r in replicas.to_pylist():
         by_bag.setdefault(r["bag_id"], []).append(r)
@@ -465,22 +616,33 @@ def _bags_and_flags(config, bags: pa.Table, replicas: pa.Table):
             warnings.append(Flag("unknown-policy", "warning",
                                  f"policy {b['policy']!r} is not in the config: required copies and audit "
                                  f"cadence unknown", bag_id=bag.bag_id))
+        good_locations = set()
         for r in by_bag.get(bag.bag_id, []):
-            rflags = _replica_flags(r)
+            trouble = troubled.get((r["bag_id"], r["target"]))
+            rflags = _replica_flags(r, trouble, unreachable.get(r["target"]))
+            if r["state"] in GOOD_STATES and r["target"] not in unreachable:
+                good_locations.add(config.location_of(r["target"]))
             bag.replicas.append(ReplicaStatus(
                 target=r["target"], site=r["site"], state=r["state"], in_policy=r["in_policy"],
                 verified_at=r["verified_at"], last_audit_kind=r["last_audit_kind"],
                 last_audit_at=r["last_audit_at"], last_audit_outcome=r["last_audit_outcome"],
                 last_deep_at=r["last_deep_at"], last_check_at=r["last_check_at"],
                 deep_due_at=r["deep_due_at"], quick_due_at=r["quick_due_at"],
-                detail=r["detail"], recorded_at=r["recorded_at"], flags=[f for f, _ in rflags],
-                retention=replica_retention(config, b["policy"], r["target"], b["created_at"])))
+                detail=trouble.detail if trouble is not None and r["state"] in BAD_STATES else r["detail"],
+                recorded_at=r["recorded_at"], flags=[f for f, _ in rflags],
+                retention=replica_retention(config, b["policy"], r["target"], b["created_at"]),
+                location=config.location_of(r["target"]),
+                since=trouble.since if trouble is not None else None,
+                findings=[f.to_dict() for f in trouble.findings] if trouble is not None else []))
             for flag, message in rflags:
-                (problems if flag in PROBLEM_FLAGS else warnings).append(
-                    Flag(flag, _severity(flag), message, bag_id=bag.bag_id, target=r["target"]))
                 if flag not in flags:
                     flags.append(flag)
+                if flag == "unreachable":
+                    continue  # one problem per target (build_status), not one per copy
+                (problems if flag in PROBLEM_FLAGS else warnings).append(
+                    Flag(flag, _severity(flag), message, bag_id=bag.bag_id, target=r["target"]))
         bag.flags = flags
+        bag.locations = len(good_locations)
         out.append(bag)
     return out, problems, warnings
 
@@ -657,6 +819,20 @@ def status_text(status: Status) -> str:
                     lines.append(f"        - {p}")
         lines.append("  (rerun the same `strongroom deposit` command to resume one)")
 
+    if status.open_findings:
+        copies = len({(f.bag, f.target) for f in status.open_findings})
+        lines += ["", f"Open findings ({len(status.open_findings)} on {copies} cop{'y' if copies == 1 else 'ies'}, "
+                      f"open until a later check resolves them):"]
+        lines += [f"  {f.line()}"[:240] for f in status.open_findings[:MESSAGE_LIMIT]]
+        if len(status.open_findings) > MESSAGE_LIMIT:
+            lines.append(f"  ... and {len(status.open_findings) - MESSAGE_LIMIT} more (--json lists them all)")
+
+    if status.notes:
+        lines += ["", "Locations:"]
+        for g in status.locations:
+            lines.append(f"  {g['location']}: {', '.join(g['targets'])}")
+        lines += [f"  note: {n}" for n in status.notes]
+
     for title, flags in (("Problems", status.problems), ("Warnings", status.warnings)):
         if not flags:
             continue
@@ -678,8 +854,10 @@ def status_text(status: Status) -> str:
         lines.append(f"No damage; {len(status.warnings)} warning(s){hint}.")
     else:
         copies = sum(status.totals.replicas.values())
-        lines.append(f"All well: {status.totals.bags} bag(s), {copies} copy(ies), every one verified and audited "
-                     f"on schedule.")
+        fewest = min((b.locations for b in status.bags), default=0)
+        where = f" in {fewest} location(s) at the least" if status.notes else ""
+        lines.append(f"All well: {status.totals.bags} bag(s), {copies} copy(ies){where}, every one verified and "
+                     f"audited on schedule.")
     return "\n".join(lines)
 
 

@@ -171,9 +171,10 @@ def _spawn(script: Path, cfg: Path, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, env=env)
 
 
-def _ledger_ok(arch: Archive) -> None:
+def _ledger_ok(capsys, arch: Archive) -> None:
     code = main(["--config", str(arch.cfg), "--json", "ledger", "verify"])
-    assert code == 0
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
 
 
 def test_two_audits_at_once_and_an_audit_during_a_deposit(capsys, arch, tmp_path):
@@ -188,7 +189,7 @@ def test_two_audits_at_once_and_an_audit_during_a_deposit(capsys, arch, tmp_path
     # One of them repaired the copy (the other saw it repaired or skipped it): it ends repaired.
     assert arch.catalog.replica(arch.bag, "site-a").state in ("repaired", "verified")
     assert sum(s["counts"]["repaired"] for s in summaries) >= 1
-    _ledger_ok(arch)
+    _ledger_ok(capsys, arch)
     code, s, _ = arch.audit(capsys, "--bag", arch.bag)
     assert code == 0, s["open_findings"]
 
@@ -205,6 +206,6 @@ def test_two_audits_at_once_and_an_audit_during_a_deposit(capsys, arch, tmp_path
     if aud.returncode == 1:   # only for something real: a copy of the new bag caught mid-deposit is not damage
         s = json.loads(aud_out)
         assert s["open_findings"] == [] and s["counts"]["failure"] == 0, s
-    _ledger_ok(arch)
+    _ledger_ok(capsys, arch)
     code, s, _ = arch.audit(capsys, "--all")
     assert code == 0, (s["remaining"], s["open_findings"], s["not_audited"])

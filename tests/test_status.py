@@ -191,15 +191,17 @@ def test_json_counts_states_and_ledger_head(capsys, arch):
 def test_json_keys_are_stable(capsys, arch):
     data = status(capsys, arch).data
     assert set(data) == {"catalog", "generated_at", "ok", "exit_code", "ledger_head", "filters", "totals",
-                         "libraries", "collections", "bags", "deposits", "problems", "warnings"}
+                         "libraries", "collections", "bags", "deposits", "problems", "warnings", "open_findings",
+                         "targets", "locations", "notes"}
     assert set(data["totals"]) == {"bags", "files", "bytes", "replicas", "problems", "warnings"}
     bag = data["bags"][0]
     assert set(bag) == {"bag_id", "library", "collection", "title", "policy", "part", "part_count", "files", "bytes",
-                        "created_at", "replicas", "flags", "ok"}
+                        "created_at", "replicas", "flags", "ok", "locations"}
     assert set(bag["replicas"][0]) == {
         "target", "site", "state", "in_policy", "verified_at", "last_audit_kind", "last_audit_at",
         "last_audit_outcome", "last_deep_at", "last_check_at", "deep_due_at", "quick_due_at", "detail",
-        "recorded_at", "flags", "retention"}
+        "recorded_at", "flags", "retention", "location", "since", "findings"}
+    assert set(data["targets"][0]) == {"name", "type", "site", "location", "copies", "reachable", "reason"}
 
 
 def test_text_is_aligned_and_shows_what_is_held(capsys, arch):
@@ -292,6 +294,68 @@ def test_unverified_and_absent_copies_are_problems(capsys, arch):
     assert reps[bag_id]["site-b"]["site"] == load(arch).target("site-b").site
     assert run.data["collections"][0]["totals"]["files"] == source_totals(arch.sources["maps"])[0] + 1
     assert {p["flag"] for p in run.data["problems"]} == {"unverified", "absent"}
+
+
+@pytest.mark.parametrize("how", ["renamed", "emptied", "a-file"])
+def test_unreachable_target_is_a_problem_not_a_list_of_verified_copies(capsys, arch, how):
+    """A target's root unmounted (renamed away, an empty mount point, something else in its place):
+    status flags the target unreachable and every copy there, exit 1, instead of "verified"."""
+    root = Path(load(arch).target("site-b").root)
+    if how == "renamed":
+        root.rename(root.with_name("site-b-away"))
+    elif how == "emptied":
+        shutil.move(str(root), str(root.with_name("site-b-away")))
+        root.mkdir()
+    else:
+        shutil.rmtree(root)
+        root.write_text("not a folder\n")
+    run = status(capsys, arch)
+    assert run.code == 1
+    data = run.data
+    (t,) = [t for t in data["targets"] if t["name"] == "site-b"]
+    assert t["reachable"] is False and t["copies"] == 2 and str(root) in t["reason"]
+    assert [t["reachable"] for t in data["targets"] if t["name"] == "site-a"] == [True]
+    assert ("unreachable", "site-b") in {(p["flag"], p["target"]) for p in data["problems"]}
+    for bag in data["bags"]:
+        reps = {r["target"]: r for r in bag["replicas"]}
+        assert "unreachable" in reps["site-b"]["flags"] and reps["site-a"]["flags"] == []
+        assert not bag["ok"]
+    text = status_text(capsys, arch)
+    assert text.code == 1 and "site-b is unreachable" in text.out and "All well" not in text.out
+
+
+def test_repaired_counts_as_good_and_disputed_is_a_problem(capsys, arch):
+    books = arch.bags["books"]
+    now = datetime.now(timezone.utc)
+    record(arch, books, "site-b", "repaired", verified_at=now, last_audit_at=now, last_audit_kind="deep",
+           last_audit_outcome="success", detail="audit (deep): 1 repair(s) made from good copies and re-verified")
+    run = status(capsys, arch)
+    assert run.code == 0, run.out
+    reps = replicas_by_bag(run.data)[books]
+    assert reps["site-b"]["state"] == "repaired" and reps["site-b"]["flags"] == []
+    assert run.data["problems"] == []
+
+    from catalog.schema import REPLICA_STATES
+
+    assert "disputed" in REPLICA_STATES       # added to the catalog schema by H1
+    record(arch, books, "site-b", "disputed", verified_at=now, last_audit_at=now, last_audit_kind="deep",
+           last_audit_outcome="failure", detail="copies disagree on data/scan.bin")
+    run = status(capsys, arch)
+    assert run.code == 1
+    assert {(p["flag"], p["target"]) for p in run.data["problems"]} == {("disputed", "site-b")}
+
+
+def test_two_folders_on_one_disk_are_one_location(capsys, arch):
+    """The default init layout: two targets on one file system count as one location."""
+    run = status(capsys, arch)
+    assert run.code == 0
+    data = run.data
+    assert [g["targets"] for g in data["locations"]] == [["site-a", "site-b"]]
+    assert all(b["locations"] == 1 for b in data["bags"])
+    assert any("site-a and site-b are on one file system" in n for n in data["notes"])
+    assert "one file system" in run.err
+    text = status_text(capsys, arch)
+    assert "Locations:" in text.out and "in 1 location(s)" in text.out.splitlines()[-1]
 
 
 # --------------------------------------------------------------------------------------------
