@@ -23,6 +23,7 @@ import random
 import shutil
 import tempfile
 import textwrap
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -315,3 +316,384 @@ def test_bag_writer_output_is_valid_for_us_and_for_bagit_python(tree):
         # the catalog reads back every file with its size
         _, files = records_from_bag(folder_reader(bag), BagId("LIB", "COLL", "20260101T000000Z", 1), str(bag))
         assert sorted((f.path, f.size) for f in files) == sorted(("data/" + r, len(d)) for r, d in tree.items())
+
+
+# ============================================================================================
+# Part 2: an audit never removes a listed file, whatever the damage
+
+#: The tiny deposit: a space, a '%' (written %25 in the manifests), Chinese, a nested folder.
+AUDIT_FILES: Dict[str, bytes] = {
+    "a.txt": b"hello, world\n" * 8,
+    "sub dir/b b.bin": bytes(range(256)) * 4,
+    "中文/文件.txt": "善本书目\n".encode("utf-8") * 10,
+    "pct%41.txt": b"100% literal\n" * 3,
+}
+SITES = ["beijing", "wuhan", "shanghai"]
+
+
+@dataclass(repr=False)
+class Template:
+    """A pristine deposited archive folder (copied for each example) and what its bag holds."""
+
+    folder: Path
+    bag: str
+    targets: List[str]
+    originals: Dict[str, bytes]     # every path the bag's own manifests and tag manifests list
+    payload: List[str]              # the payload paths among them
+
+    def __repr__(self) -> str:   # short: hypothesis prints the fixture with each failing example
+        return f"Template({len(self.targets)} copies of {self.bag})"
+
+    def bag_dir(self, archive: Path, target: str) -> Path:
+        return archive / "replicas" / target / Path(*self.bag.split("/"))
+
+
+def _write_archive(root: Path, replicas: int) -> Path:
+    targets = [f"site-{c}" for c in "abc"[:replicas]]
+    for d in ["catalog", "staging", "policies"] + [f"replicas/{t}" for t in targets]:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    storage = "".join(f"  {t}: {{type: filesystem, root: ./replicas/{t}, site: {SITES[i]}}}\n"
+                      for i, t in enumerate(targets))
+    (root / "strongroom.yaml").write_text("catalog: ./catalog\nstaging: ./staging\npolicies: ./policies\n"
+                                          "storage:\n" + storage, encoding="utf-8")
+    (root / "policies" / "self-built.yaml").write_text(textwrap.dedent(f"""\
+        name: self-built
+        checksums: [sha256, md5]
+        replicas: [{', '.join(targets)}]
+        """), encoding="utf-8")
+    return root / "strongroom.yaml"
+
+
+def _make_template(base: Path, replicas: int) -> Template:
+    from catalog.catalog import Catalog
+    from pipelines.cli import main
+    from policies.config import load_config
+
+    cfg = _write_archive(base / "archive", replicas)
+    src = base / "source"
+    for rel, data in AUDIT_FILES.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    assert main(["--config", str(cfg), "deposit", str(src), "--library", "LIB", "--collection", "COLL",
+                 "--type", "self-built"]) == 0
+    bags = Catalog(load_config(cfg).catalog).bags("LIB", "COLL").column("bag_id").to_pylist()
+    assert len(bags) == 1
+    targets = [f"site-{c}" for c in "abc"[:replicas]]
+    t = Template(base / "archive", bags[0], targets, {}, [])
+    first = t.bag_dir(t.folder, targets[0])
+    listed = [p for p, _ in spec.read_manifest(first / "manifest-sha256.txt")]
+    listed += [p for p, _ in spec.read_manifest(first / "tagmanifest-sha256.txt")]
+    t.payload = sorted(p for p in listed if p.startswith("data/"))
+    assert len(t.payload) == len(AUDIT_FILES)
+    t.originals = {p: (first / p).read_bytes() for p in sorted(set(listed))}
+    for target in targets[1:]:   # every copy starts identical
+        assert {p: (t.bag_dir(t.folder, target) / p).read_bytes() for p in t.originals} == t.originals
+    return t
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory) -> Dict[int, Template]:
+    """One deposit on two filesystem replicas and one on three, made once for the module."""
+    return {n: _make_template(tmp_path_factory.mktemp(f"props-{n}"), n) for n in (2, 3)}
+
+
+# -- damage ----------------------------------------------------------------------------------
+
+CATALOG_DAMAGE = ["delete catalog file", "truncate catalog file", "drop file rows",
+                  "drop file rows and fix the bag row", "delete catalog"]
+#: Not a damage: `strongroom catalog rebuild` is run (after all the damage) before the audit.
+REBUILD = "then catalog rebuild"
+REPLICA_DAMAGE = ["corrupt", "truncate", "delete", "symlink to other copy", "hard link to other copy", "fifo",
+                  "folder", "extra file", "alter consistently", "drop from manifests consistently",
+                  "data symlink to other copy", "bag symlink to other copy"]
+
+
+@dataclass(frozen=True)
+class Damage:
+    kind: str
+    copy: int = 0       # which replica (index into the targets, modulo their number)
+    item: int = 0       # which payload file / catalog table (modulo)
+    pick: int = 0       # which Parquet file, row set, other copy... (modulo)
+
+    def __repr__(self) -> str:
+        return f"Damage({self.kind!r}, copy={self.copy}, item={self.item}, pick={self.pick})"
+
+
+def damages() -> st.SearchStrategy:
+    one = st.builds(Damage, kind=st.sampled_from(CATALOG_DAMAGE + REPLICA_DAMAGE + [REBUILD]), copy=st.integers(0, 2),
+                    item=st.integers(0, 7), pick=st.integers(0, 7))
+    return st.lists(one, min_size=1, max_size=3)
+
+
+def _catalog_files(archive: Path) -> Dict[str, List[Path]]:
+    root = archive / "catalog"
+    out: Dict[str, List[Path]] = {}
+    for p in sorted(root.rglob("*.parquet")):
+        if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts):
+            out.setdefault(str(p.parent.relative_to(root)), []).append(p)
+    return out
+
+
+def _rewrite_manifests(bag_dir: Path, change) -> None:
+    """Apply `change(path, {alg: digest}) -> {alg: digest} | None` (None drops the line) to every
+    payload manifest, then make bag-info's Payload-Oxum and the tag manifests agree: a copy that
+    is wrong but consistent with itself."""
+    algs = [spec.manifest_algorithm(p.name) for p in bag_dir.glob("manifest-*.txt")]
+    rows: Dict[str, Dict[str, str]] = {}
+    for alg in algs:
+        for path, digest in spec.read_manifest(bag_dir / f"manifest-{alg}.txt"):
+            rows.setdefault(path, {})[alg] = digest
+    kept = {}
+    for path, digests in rows.items():
+        new = change(path, digests)
+        if new is not None:
+            kept[path] = new
+    for alg in algs:
+        target = bag_dir / f"manifest-{alg}.txt"
+        target.chmod(0o644)
+        spec.write_manifest(target, [(p, d[alg]) for p, d in kept.items()])
+    info = bag_dir / "bag-info.txt"
+    items = spec.read_tag_file(info)
+    size = sum((bag_dir / p).stat().st_size for p in kept if (bag_dir / p).is_file())
+    items = [(k, spec.payload_oxum(size, len(kept)) if k == "Payload-Oxum" else v) for k, v in items]
+    info.chmod(0o644)
+    spec.write_tag_file(info, items)
+    tag_algs = [spec.manifest_algorithm(p.name) for p in bag_dir.glob("tagmanifest-*.txt")]
+    for p in bag_dir.glob("tagmanifest-*.txt"):
+        p.chmod(0o644)
+    spec.write_tag_manifests(bag_dir, tag_algs)
+
+
+def _writable(p: Path) -> None:
+    for q in [p.parent, p]:
+        if q.exists() and not q.is_symlink():
+            q.chmod(q.stat().st_mode | 0o200)
+
+
+def apply_damage(t: Template, archive: Path, d: Damage, fifos: List[Path]) -> None:
+    """Do one damage to the copied archive (skipped silently when an earlier damage made it moot)."""
+    import pyarrow.parquet as pq
+
+    if d.kind in CATALOG_DAMAGE:
+        tables = _catalog_files(archive)
+        if d.kind == "delete catalog":
+            shutil.rmtree(archive / "catalog", ignore_errors=True)
+            return
+        if not tables:
+            return
+        if d.kind.startswith("drop file rows"):
+            files = tables.get("files")
+            if not files:
+                return
+            p = files[d.pick % len(files)]
+            table = pq.read_table(p)
+            keep = [i for i in range(table.num_rows) if not (d.item >> (i % 3)) & 1] if table.num_rows > 1 else []
+            if len(keep) == table.num_rows:
+                keep = keep[1:]
+            kept = table.take(pa.array(keep, pa.int64()))
+            pq.write_table(kept, p)
+            if d.kind.endswith("fix the bag row"):   # a catalog consistent with itself, but wrong
+                for b in tables.get("bags", []):
+                    bags = pq.read_table(b)
+                    if "file_count" in bags.column_names and "byte_count" in bags.column_names:
+                        n = bags.num_rows
+                        bags = bags.set_column(bags.schema.get_field_index("file_count"), "file_count",
+                                               pa.array([kept.num_rows] * n, bags.schema.field("file_count").type))
+                        total = sum(kept.column("size").to_pylist()) if "size" in kept.column_names else 0
+                        bags = bags.set_column(bags.schema.get_field_index("byte_count"), "byte_count",
+                                               pa.array([total] * n, bags.schema.field("byte_count").type))
+                        pq.write_table(bags, b)
+            return
+        name = sorted(tables)[d.item % len(tables)]
+        p = tables[name][d.pick % len(tables[name])]
+        if d.kind == "delete catalog file":
+            p.unlink()
+        else:
+            data = p.read_bytes()
+            p.write_bytes(data[: len(data) * (d.pick % 4 + 1) // 5])
+        return
+
+    copies = [t.bag_dir(archive, target) for target in t.targets]
+    here = copies[d.copy % len(copies)]
+    there = copies[(d.copy + 1 + d.pick % (len(copies) - 1)) % len(copies)]   # another copy
+    rel = t.payload[d.item % len(t.payload)]
+    f = here / rel
+    if here.is_symlink() or not here.is_dir():
+        return
+    _writable(f)
+    exists = f.is_file() and not f.is_symlink()
+    if d.kind == "corrupt" and exists:
+        data = bytearray(f.read_bytes())
+        data[(d.pick * 7) % len(data)] ^= 0x20
+        f.write_bytes(bytes(data))
+    elif d.kind == "truncate" and exists:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size * (d.pick % 3) // 3])
+    elif d.kind == "delete" and exists:
+        f.unlink()
+    elif d.kind in ("symlink to other copy", "hard link to other copy", "fifo", "folder") and exists:
+        f.unlink()
+        if d.kind == "symlink to other copy":
+            f.symlink_to(there / rel)
+        elif d.kind == "hard link to other copy":
+            if (there / rel).is_file():
+                os.link(there / rel, f)
+        elif d.kind == "fifo":
+            os.mkfifo(f)
+            fifos.append(f)
+        else:
+            f.mkdir()
+            (f / "inside.txt").write_bytes(b"a folder where a file was\n")
+    elif d.kind == "extra file":
+        extra = here / "data" / ("中文" if d.pick % 2 else "") / f"extra {d.pick}.txt"
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        _writable(extra.parent)
+        extra.write_bytes(b"not part of the bag\n")
+    elif d.kind == "alter consistently" and exists:
+        data = bytearray(f.read_bytes())     # same size: Payload-Oxum and file-attributes.csv still agree
+        data[(d.pick * 5) % len(data)] ^= 0x01
+        f.write_bytes(bytes(data))
+        new = bytes(data)
+        _rewrite_manifests(here, lambda p, dg: {a: hashlib.new(a, new).hexdigest() for a in dg} if p == rel else dg)
+    elif d.kind == "drop from manifests consistently" and exists:
+        _rewrite_manifests(here, lambda p, dg: None if p == rel else dg)
+    elif d.kind in ("data symlink to other copy", "bag symlink to other copy") and there.is_dir():
+        victim = here / "data" if d.kind.startswith("data") else here
+        if victim.is_symlink() or not victim.is_dir():
+            return
+        _make_tree_writable(victim)
+        shutil.rmtree(victim)
+        victim.symlink_to(there / "data" if d.kind.startswith("data") else there)
+
+
+def _make_tree_writable(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            if not os.path.islink(p):
+                os.chmod(p, 0o644)
+
+
+# -- what each copy holds --------------------------------------------------------------------
+
+def _original_on(t: Template, archive: Path, target: str, rel: str) -> bool:
+    """True when the copy on `target` holds `rel` as a regular file with the original bytes,
+    reached without following any symbolic link below the replica root (a link into another
+    copy is not this copy); FIFOs are never opened."""
+    import stat as st_
+
+    p = archive / "replicas" / target
+    for part in t.bag.split("/") + rel.split("/"):
+        p = p / part
+        try:
+            mode = os.lstat(p).st_mode
+        except OSError:
+            return False
+        if st_.S_ISLNK(mode):
+            return False
+    if not st_.S_ISREG(mode):
+        return False
+    try:
+        return p.read_bytes() == t.originals[rel]
+    except OSError:
+        return False
+
+
+def _holdings(t: Template, archive: Path) -> Dict[Tuple[str, str], bool]:
+    return {(target, rel): _original_on(t, archive, target, rel) for target in t.targets for rel in t.originals}
+
+
+def _run_audit(archive: Path, fifos: List[Path], rebuild: bool) -> Tuple[Optional[int], str, Optional[BaseException]]:
+    """`strongroom catalog rebuild` when asked, then `strongroom audit --all --deep` (repair on),
+    in this process. A reader blocked on a FIFO is released after 60 s by opening the FIFO for
+    writing (and that counts as a failure)."""
+    import contextlib
+    import threading
+
+    from pipelines.cli import main
+
+    released: List[str] = []
+    done = threading.Event()
+
+    def watchdog() -> None:
+        if done.wait(60):
+            return
+        for f in fifos:
+            try:
+                fd = os.open(f, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            os.close(fd)
+            released.append(str(f))
+
+    thread = threading.Thread(target=watchdog, daemon=True)
+    thread.start()
+    out, err = io.StringIO(), io.StringIO()
+    code, crash = None, None
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if rebuild:
+                main(["--config", str(archive / "strongroom.yaml"), "--json", "catalog", "rebuild"])
+            code = main(["--config", str(archive / "strongroom.yaml"), "--json", "--workers", "1",
+                         "audit", "--all", "--deep"])
+    except BaseException as exc:   # noqa: BLE001 - reported after the data check
+        crash = exc
+    finally:
+        done.set()
+        thread.join()
+    if released:
+        crash = crash or AssertionError(f"the audit blocked reading FIFO(s) {released}")
+    return code, err.getvalue(), crash
+
+
+def _check_no_listed_file_lost(t: Template, damage: List[Damage]) -> None:
+    archive = Path(tempfile.mkdtemp(prefix="h6-audit-")) / "archive"
+    try:
+        shutil.copytree(t.folder, archive, symlinks=True)
+        fifos: List[Path] = []
+        for d in damage:
+            if d.kind != REBUILD:
+                apply_damage(t, archive, d, fifos)
+        before = _holdings(t, archive)
+        code, err, crash = _run_audit(archive, fifos, rebuild=any(d.kind == REBUILD for d in damage))
+        after = _holdings(t, archive)
+        lost_everywhere = sorted(rel for rel in t.originals
+                                 if any(before[(x, rel)] for x in t.targets)
+                                 and not any(after[(x, rel)] for x in t.targets))
+        overwritten = sorted(k for k, had in before.items() if had and not after[k])
+        assert not lost_everywhere, f"audit (exit {code}) lost every original copy of {lost_everywhere}; " \
+                                    f"damage {damage}; stderr: {err[-2000:]}"
+        assert not overwritten, f"audit (exit {code}) removed or replaced original bytes at {overwritten}; " \
+                                f"damage {damage}; stderr: {err[-2000:]}"
+        if crash is not None:
+            raise AssertionError(f"audit crashed (damage {damage}): {crash!r}") from crash
+    finally:
+        _make_tree_writable(archive.parent)
+        shutil.rmtree(archive.parent, ignore_errors=True)
+
+
+#: The catalog's tables in the template, sorted: Damage.item picks one (modulo their number).
+TABLE_FILES, TABLE_EVENTS = 2, 1   # bags, events, files
+
+
+@S.quick(10)
+@given(damage=damages())
+@example(damage=[Damage("delete catalog file", item=TABLE_FILES)])     # issue 10: every payload file "extra"
+@example(damage=[Damage("drop file rows and fix the bag row", item=1)])
+@example(damage=[Damage("alter consistently", copy=0), Damage("delete catalog"), Damage(REBUILD)])   # 1-1 tie
+@example(damage=[Damage("bag symlink to other copy", copy=0), Damage("corrupt", copy=1)])
+def test_audit_never_removes_a_listed_file_two_copies(templates, damage):
+    """Two copies: random catalog and replica damage, then an audit with repair on (after a
+    `catalog rebuild` when drawn). No file the bag's own manifests list may be gone from every
+    copy, and no copy holding a listed file's original bytes may lose or change them: the
+    copies are the authority, and a 1-1 disagreement is for a person to settle."""
+    _check_no_listed_file_lost(templates[2], damage)
+
+
+@S.quick(6)
+@given(damage=damages())
+@example(damage=[Damage("truncate catalog file", item=TABLE_FILES, pick=1)])
+@example(damage=[Damage("fifo", copy=0), Damage("hard link to other copy", copy=2, item=1)])
+def test_audit_never_removes_a_listed_file_three_copies(templates, damage):
+    """The same with three copies, where a majority of independent copies may decide."""
+    _check_no_listed_file_lost(templates[3], damage)
