@@ -290,20 +290,22 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "ndsa.ledger.intact": ("ledger intact", "账本完好"),
     "ndsa.ledger.altered": ("LEDGER ALTERED", "账本已被篡改"),
     # NDSA rules and findings
-    "ndsa.storage.two_copies.rule": ("Every bag has at least 2 verified copies, on different storage targets",
-                                     "每个包至少有 2 个已验证副本，分别位于不同的存储目标"),
-    "ndsa.storage.two_copies.finding": ("{copies} verified copies of each bag; policy targets: {targets}",
-                                        "每个包有 {copies} 个已验证副本；策略指定的存储目标：{targets}"),
+    "ndsa.storage.two_copies.rule": ("Every bag has at least 2 verified copies in separate locations (targets on "
+                                     "one file system or in one bucket are one location)",
+                                     "每个包至少有 2 个已验证副本，位于不同的位置（同一文件系统或同一存储桶上的存储目标算作一个位置）"),
+    "ndsa.storage.two_copies.finding": ("{copies} verified copies of each bag in {locations} location(s); policy "
+                                        "targets: {targets}",
+                                        "每个包有 {copies} 个已验证副本，位于 {locations} 个位置；策略指定的存储目标：{targets}"),
     "ndsa.storage.three_copies.rule": ("Every bag has at least 3 verified copies", "每个包至少有 3 个已验证副本"),
     "ndsa.storage.three_copies.finding": ("{copies} verified copies of each bag", "每个包有 {copies} 个已验证副本"),
     "ndsa.storage.two_sites.rule": ("Every bag's verified copies span at least 2 sites (one in a separate location)",
                                     "每个包的已验证副本至少分布在 2 个站点（至少一个异地副本）"),
-    "ndsa.storage.two_sites.finding": ("verified copies of each bag on {sites} sites ({names})",
+    "ndsa.storage.two_sites.finding": ("verified copies of each bag on {sites} separate sites ({names})",
                                        "每个包的已验证副本分布在 {sites} 个站点（{names}）"),
     "ndsa.storage.three_sites.rule": ("Every bag's verified copies span at least 3 sites, so one disaster takes at "
                                       "most one of them",
                                       "每个包的已验证副本至少分布在 3 个站点，一次灾害最多损失其中一个"),
-    "ndsa.storage.three_sites.finding": ("verified copies of each bag on {sites} sites ({names})",
+    "ndsa.storage.three_sites.finding": ("verified copies of each bag on {sites} separate sites ({names})",
                                          "每个包的已验证副本分布在 {sites} 个站点（{names}）"),
     "ndsa.storage.diverse.rule": ("Every bag's verified copies use at least 2 kinds of storage (e.g. filesystem "
                                   "and S3)", "每个包的已验证副本至少使用 2 种存储类型（如文件系统与 S3）"),

@@ -8,12 +8,17 @@ from its catalog, ledger and config; a level is reached when every rule of it an
 level below holds for every bag of the collection. Each area also lists what the NDSA asks that
 Strongroom cannot evidence, for staff to attest outside it (`NOT_EVIDENCED`). A Strongroom
 `site` is taken as a distinct geographic location with its own disaster threats: that is what
-the config says it is ("where a copy physically is"; policies refuse two copies on one site).
+the config says it is ("where a copy physically is"; policies refuse two copies on one site),
+except that targets on one file system or in one bucket are one location whatever their sites
+say (`Config.location_of`): two folders on one disk are one copy for "locations", so the
+default `strongroom init` layout (a demo) is not credited with two. Sites below count such
+locations.
 
 A copy counts as *verified* when its current state is `verified` or `repaired`.
 
 Storage
-  1  every bag has >= 2 verified copies, on different storage targets (each with its site recorded)
+  1  every bag has >= 2 verified copies, in >= 2 separate locations (NDSA: "two complete copies in
+     separate locations"; not two folders on one disk)
   2  every bag has >= 3 verified copies, spanning >= 2 sites
   3  every bag's verified copies span >= 3 sites (one disaster takes at most one copy of three)
   4  every bag's verified copies use >= 2 kinds of storage (e.g. filesystem and S3: no single
@@ -79,7 +84,7 @@ class Facts:
     copies: int = 0                     # every replica row (absent included)
     good_copies_min: int = 0
     good_copies_max: int = 0
-    good_sites_min: int = 0
+    good_sites_min: int = 0             # separate sites = distinct locations (one device is one location)
     good_sites_max: int = 0
     good_types_min: int = 0
     good_copies: int = 0
@@ -139,8 +144,9 @@ def _ledger(f: Facts) -> str:
 
 RULES: Tuple[Rule, ...] = (
     # Storage
-    Rule("storage", 1, "storage.two_copies", lambda f: f.good_copies_min >= 2,
-         lambda f: {"copies": _range(f.good_copies_min, f.good_copies_max), "targets": f.policy_targets}),
+    Rule("storage", 1, "storage.two_copies", lambda f: f.good_copies_min >= 2 and f.good_sites_min >= 2,
+         lambda f: {"copies": _range(f.good_copies_min, f.good_copies_max),
+                    "locations": _range(f.good_sites_min, f.good_sites_max), "targets": f.policy_targets}),
     Rule("storage", 2, "storage.three_copies", lambda f: f.good_copies_min >= 3,
          lambda f: {"copies": _range(f.good_copies_min, f.good_copies_max)}),
     Rule("storage", 2, "storage.two_sites", lambda f: f.good_sites_min >= 2,

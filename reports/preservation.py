@@ -11,7 +11,7 @@ run over collections, sites and policies only, never over files or events.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
@@ -25,7 +25,8 @@ from policies.units import format_duration
 from reports import ndsa
 from reports.common import Scope, in_period, lookup, plain, select_bags
 from reports.scan import file_aggregate, sum_by
-from reports.status import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
+from reports.findings import open_findings
+from reports.status import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, location_groups, replica_table
 
 AUDIT_TYPE = "fixity check"
 # How repairs appear in the ledger. Audits (fixity.repair) record a file replaced from a good copy
@@ -73,6 +74,10 @@ class PreservationReport:
     events_by_type: List[Dict[str, Any]]     # type, outcome, events (in the period)
     ndsa: List[ndsa.CollectionAssessment]
     facts: List[ndsa.Facts]
+    # Every open finding (reports.findings: bag, target, file, kind, since) of the bags in scope,
+    # and the config's locations (targets on one file system or bucket are one).
+    open_findings: List[Dict[str, Any]] = field(default_factory=list)
+    locations: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         data = plain(self)
@@ -99,6 +104,9 @@ def copies_table(config, catalog: Catalog, bags: pa.Table, now: _dt.datetime) ->
     rt = rt.join(_last_quick(catalog, bags), ["bag_id", "target"], join_type="left outer")
     good = pc.is_in(rt.column("state"), value_set=pa.array(GOOD_STATES))
     rt = rt.append_column("good", good)
+    # Targets on one file system, in one bucket or on one site are one location (Config.location_of).
+    rt = rt.append_column("location", pa.array([config.location_of(t) for t in rt.column("target").to_pylist()],
+                                               pa.string()))
     rt = rt.set_column(rt.schema.get_field_index("storage_type"), "storage_type",
                        pc.coalesce(rt.column("storage_type"), pa.scalar("unknown")))
     return rt.sort_by([("bag_id", "ascending"), ("order", "ascending"), ("target", "ascending")])
@@ -164,6 +172,8 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
         events_by_type=_counts(period, ["type", "outcome"], "events"),
         ndsa=[ndsa.assess(f) for f in facts],
         facts=facts,
+        open_findings=[f.to_dict() for f in open_findings(catalog, copies.to_pylist())],
+        locations=location_groups(config),
     )
 
 
@@ -302,13 +312,13 @@ def _facts(config, bags: pa.Table, copies: pa.Table, agg: pa.Table, events: pa.T
     # Per bag: verified copies, sites and storage kinds; then min/max per collection.
     good = copies.filter(copies.column("good"))
     per_bag = good.group_by(["bag_id"]).aggregate(
-        [([], "count_all"), ("site", "count_distinct"), ("storage_type", "count_distinct")])
+        [([], "count_all"), ("location", "count_distinct"), ("storage_type", "count_distinct")])
     per_bag = bags.select(["bag_id", "library", "collection"]).join(per_bag, "bag_id", join_type="left outer")
-    for name in ("count_all", "site_count_distinct", "storage_type_count_distinct"):
+    for name in ("count_all", "location_count_distinct", "storage_type_count_distinct"):
         per_bag = per_bag.set_column(per_bag.schema.get_field_index(name), name, pc.fill_null(per_bag.column(name), 0))
-    spread = per(per_bag, [("count_all", "min"), ("count_all", "max"), ("site_count_distinct", "min"),
-                           ("site_count_distinct", "max"), ("storage_type_count_distinct", "min")])
-    good_info = per(good, [([], "count_all"), ("site", "distinct"), ("storage_type", "distinct"),
+    spread = per(per_bag, [("count_all", "min"), ("count_all", "max"), ("location_count_distinct", "min"),
+                           ("location_count_distinct", "max"), ("storage_type_count_distinct", "min")])
+    good_info = per(good, [([], "count_all"), ("location", "distinct"), ("storage_type", "distinct"),
                            ("last_deep_at", "min"), ("last_deep_at", "max"),
                            ("overdue_deep", "sum"), ("overdue_quick", "sum")])
     state = copies.column("state")
@@ -367,9 +377,10 @@ def _facts(config, bags: pa.Table, copies: pa.Table, agg: pa.Table, events: pa.T
             policy_targets=sorted({t for p in known for t in p.replicas}),
             copies=all_copies.get(key, 0),
             good_copies_min=s.get("count_all_min", 0), good_copies_max=s.get("count_all_max", 0),
-            good_sites_min=s.get("site_count_distinct_min", 0), good_sites_max=s.get("site_count_distinct_max", 0),
+            good_sites_min=s.get("location_count_distinct_min", 0),
+            good_sites_max=s.get("location_count_distinct_max", 0),
             good_types_min=s.get("storage_type_count_distinct_min", 0),
-            good_copies=g.get("count_all", 0), sites=sorted(g.get("site_distinct") or []),
+            good_copies=g.get("count_all", 0), sites=sorted(g.get("location_distinct") or []),
             storage_types=sorted(g.get("storage_type_distinct") or []),
             copies_bad=bad.get(key, 0), copies_absent=absent.get(key, 0), copies_unverified=unverified.get(key, 0),
             copies_extra=extra.get(key, 0), good_without_verification=unverified_good.get(key, 0),

@@ -96,6 +96,16 @@ def deposited(tmp_path_factory) -> Arch:
 
 
 @pytest.fixture
+def two_disks(monkeypatch):
+    """As if site-b's folder were another disk: the default layout's two folders share one file
+    system, which is one location (see test_the_demo_layout_is_not_two_locations)."""
+    import policies.config as pc
+
+    real = pc._device
+    monkeypatch.setattr(pc, "_device", lambda p: -1 if "site-b" in Path(p).parts else real(p))
+
+
+@pytest.fixture
 def arch(deposited, tmp_path) -> Arch:
     """A private copy of the deposited archive (its config's paths are relative to itself)."""
     shutil.copytree(deposited.root / "archive", tmp_path / "archive", symlinks=True)
@@ -205,7 +215,19 @@ def test_preservation_figures_agree_across_forms_and_with_the_sources(deposited,
     assert head in doc.xpath("string(//header)")
 
 
-def test_ndsa_baseline_levels_follow_from_what_was_deposited(deposited, tmp_path):
+def test_the_demo_layout_is_not_two_locations(deposited, tmp_path):
+    """Two folders on one disk (the default `init` layout): one location, so NDSA storage level 1
+    ("two complete copies in separate locations") is not reached, and the report says why."""
+    data = read_json(report(deposited, "preservation", "json", tmp_path))
+    assert {k: v["storage"] for k, v in levels(data).items()} == {k: 0 for k in levels(data)}
+    (books,) = [c for c in data["ndsa"] if c["collection"] == "books"]
+    storage = next(a for a in books["areas"] if a["area"] == "storage")
+    (rule,) = [r for r in storage["rules"] if r["key"] == "storage.two_copies"]
+    assert rule["met"] is False and rule["params"]["copies"] == "2" and rule["params"]["locations"] == "1"
+    assert [g["targets"] for g in data["locations"]] == [["site-a", "site-b"]]
+
+
+def test_ndsa_baseline_levels_follow_from_what_was_deposited(deposited, tmp_path, two_disks):
     data = read_json(report(deposited, "preservation", "json", tmp_path))
     lv = levels(data)
     # Two filesystem copies on two sites: level 1 storage everywhere (not 3 copies).
@@ -230,7 +252,7 @@ def test_ndsa_baseline_levels_follow_from_what_was_deposited(deposited, tmp_path
     assert [r["met"] for r in control["rules"] if r["level"] == 4] == [None]  # not evidenced
 
 
-def test_ndsa_levels_drop_when_a_collection_loses_a_copy(arch, tmp_path):
+def test_ndsa_levels_drop_when_a_collection_loses_a_copy(arch, tmp_path, two_disks):
     books = arch.bags[("PKU", "books")]
     before = levels(read_json(report(arch, "preservation", "json", tmp_path)))
     record_replica(arch, books, "site-b", "missing", detail="bag not found on site-b")
@@ -244,6 +266,9 @@ def test_ndsa_levels_drop_when_a_collection_loses_a_copy(arch, tmp_path):
     assert storage["evidence"] == [] and len(storage["missing"]) == 1
     (open_damage,) = data["open_damage"]
     assert (open_damage["bag_id"], open_damage["target"], open_damage["state"]) == (books, "site-b", "missing")
+    (finding,) = data["open_findings"]       # shown until a later check resolves it
+    assert (finding["bag"], finding["target"], finding["kind"], finding["detail"]) == \
+        (books, "site-b", "missing", "bag not found on site-b")
 
     # A damaged copy counts the same; repairing it brings the levels back.
     now = dt.datetime.now(UTC)
@@ -255,7 +280,7 @@ def test_ndsa_levels_drop_when_a_collection_loses_a_copy(arch, tmp_path):
         before[("PKU", "books")]
 
 
-def test_ndsa_integrity_drops_when_the_audit_cadence_is_missed(arch, tmp_path):
+def test_ndsa_integrity_drops_when_the_audit_cadence_is_missed(arch, tmp_path, two_disks):
     config = arch.config
     deep = config.cadence_for(config.policy("self-built"), "site-a").deep_every
     old = dt.datetime.now(UTC) - deep - dt.timedelta(days=5)
@@ -280,7 +305,7 @@ def test_ndsa_integrity_drops_when_the_audit_cadence_is_missed(arch, tmp_path):
     assert {k: v["integrity"] for k, v in levels(early).items()} == {k: 4 for k in arch.bags}
 
 
-def test_ndsa_storage_reaches_level_4_with_three_sites_on_two_kinds_of_storage(arch, tmp_path):
+def test_ndsa_storage_reaches_level_4_with_three_sites_on_two_kinds_of_storage(arch, tmp_path, two_disks):
     """A third copy on an S3 target at another site (recorded directly: the report reads only the
     catalog and config) lifts storage to level 4 for the collection whose policy asks for it."""
     cfg = arch.config_path
