@@ -142,10 +142,11 @@ def read_csv_rows(raw: bytes, file: str, columns: Sequence[str], where: Optional
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     out: List[Tuple[int, Dict[str, str]]] = []
     header: Optional[List[str]] = None
+    number = 1   # the line the current record starts on (a quoted field may hold line breaks)
     try:
         for row in reader:
-            number = reader.line_num
             if not row:
+                number = reader.line_num + 1
                 continue
             for i, value in enumerate(row):
                 if len(value) > MAX_FIELD_CHARS:
@@ -158,13 +159,16 @@ def read_csv_rows(raw: bytes, file: str, columns: Sequence[str], where: Optional
                     raise TagFileError(f"the header {','.join(header)[:200]!r} lacks {', '.join(missing)}"
                                        if missing else "the header names a column twice",
                                        file=file, line=number, where=where)
+                number = reader.line_num + 1
                 continue
             if len(row) != len(header):
                 raise TagFileError(f"has {len(row)} fields, the header {len(header)}", file=file, line=number,
                                    where=where)
             out.append((number, dict(zip(header, row))))
+            number = reader.line_num + 1
     except csv.Error as exc:   # e.g. a quoted field beyond csv.field_size_limit(), a stray quote
-        raise TagFileError(f"is not valid CSV ({exc})", file=file, line=reader.line_num, where=where) from None
+        upto = f" (read up to line {reader.line_num})" if reader.line_num > number else ""
+        raise TagFileError(f"is not valid CSV ({exc}){upto}", file=file, line=number, where=where) from None
     if header is None:
         raise TagFileError("is empty (not even a header line)", file=file, where=where)
     return out
