@@ -40,7 +40,7 @@ __all__ = ["Catalog", "BagRecord", "FileRecord", "ReplicaRecord", "EventRecord",
 
 # When two replica records carry the same recorded_at, the worse state wins: a preservation
 # system should never report "verified" when it was also told "damaged" at the same instant.
-TIE_ORDER = ("missing", "damaged", "failed", "pending", "repaired", "copied", "verified")
+TIE_ORDER = ("missing", "damaged", "disputed", "failed", "pending", "repaired", "copied", "verified")
 READ_ATTEMPTS = 5
 
 

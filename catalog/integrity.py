@@ -57,6 +57,7 @@ COLUMNS: Dict[str, List[str]] = {
 }
 REGISTRATION_EVENTS = ("ingestion", "metadata extraction")
 COPY_EVENTS = ("replication", "fixity check")
+LOST_EVENT = "metadata extraction"  # with outcome failure: a rebuild could not register the bag
 MESSAGE_PROBLEMS = 5     # problems spelled out in the one-line message (all are in `problems`)
 
 
@@ -80,6 +81,8 @@ class CatalogHealth:
     location: str
     problems: List[str] = field(default_factory=list)
     unreadable: List[str] = field(default_factory=list)
+    short_bags: List[str] = field(default_factory=list)      # bag rows whose file rows do not add up
+    ledger_problems: List[str] = field(default_factory=list)  # what `catalog.ledger.glance` found
     counts: Dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -286,6 +289,7 @@ def _check_bag_sums(bags: pa.Table, files: pa.Table, health: CatalogHealth) -> N
     for row, n, b in zip(wrong.select(["bag_id", "file_count", "byte_count"]).to_pylist(),
                          pc.fill_null(wrong.column("size_count"), 0).to_pylist(),
                          pc.fill_null(wrong.column("size_sum"), 0).to_pylist()):
+        health.short_bags.append(row["bag_id"])
         health.problems.append(
             f"files: bag {row['bag_id']} has {n} file row(s), {b} byte(s) in the files table, but its bag row "
             f"(Payload-Oxum) says {row['file_count']} file(s), {row['byte_count']} byte(s): a files/ Parquet "
@@ -311,8 +315,7 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
         got = _memo_get(store, EVENTS_FOLDER, f.path, sig(f))
         (todo.append(f) if got is None else parts.append(got))
     columns = ["type", "outcome", "object_type", "bag_id", "target"]
-    wanted = (ds.field("type").isin(list(REGISTRATION_EVENTS + COPY_EVENTS)) & ds.field("bag_id").is_valid()
-              & (ds.field("outcome") == "success"))
+    wanted = ds.field("type").isin(list(REGISTRATION_EVENTS + COPY_EVENTS)) & ds.field("bag_id").is_valid()
     for f in todo:
         try:
             dataset = ds.dataset([f.path], schema=EVENTS_SCHEMA, format="parquet", filesystem=store.fs)
@@ -329,12 +332,16 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
     if not parts:
         return set(), set()
     events = pa.concat_tables(parts)
-    registered = events.filter(pc.is_in(events.column("type"), pa.array(REGISTRATION_EVENTS)))
+    success = pc.equal(events.column("outcome"), "success")
+    registered = events.filter(pc.and_(pc.is_in(events.column("type"), pa.array(REGISTRATION_EVENTS)), success))
+    # A rebuild that could not register a bag the ledger knows says so with a failed "metadata
+    # extraction" event: the loss is then on record (and was reported), not a hole in the index.
+    given_up = events.filter(pc.and_(pc.equal(events.column("type"), LOST_EVENT), pc.invert(success)))
     copies = events.filter(pc.and_(pc.and_(pc.is_in(events.column("type"), pa.array(COPY_EVENTS)),
                                            pc.equal(events.column("object_type"), "replica")),
-                                   pc.is_valid(events.column("target"))))
+                                   pc.and_(pc.is_valid(events.column("target")), success)))
     pairs = copies.group_by(["bag_id", "target"]).aggregate([])
-    return (set(registered.column("bag_id").unique().to_pylist()),
+    return (set(registered.column("bag_id").unique().to_pylist()) - set(given_up.column("bag_id").to_pylist()),
             set(zip(pairs.column("bag_id").to_pylist(), pairs.column("target").to_pylist())))
 
 
@@ -354,6 +361,7 @@ def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
     if ledger:
         glimpse = glance(store)
         health.problems += glimpse.problems
+        health.ledger_problems = list(glimpse.problems)
         health.counts["segments"] = glimpse.segments
         mentions = _ledger_mentions(store, health)
         if mentions is not None:
@@ -374,4 +382,115 @@ def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
     return health
 
 
-__all__ = ["CatalogDamaged", "CatalogHealth", "check_catalog", "forget", "REBUILD_HINT"]
+# --------------------------------------------------------------------------------------------
+# Setting damage aside (what `catalog rebuild` does first)
+
+DAMAGED_FOLDER = ".damaged"   # hidden: never read as catalog data (see store.py)
+
+
+@dataclass
+class SetAside:
+    """What `set_aside` moved: `folder` (a store path) holds `<table>/<file>` for each file."""
+
+    folder: Optional[str] = None
+    moved: List[str] = field(default_factory=list)      # "<table>/<file>" as they were
+    ledger_reset: bool = False                           # the whole ledger was set aside
+    reasons: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"folder": self.folder, "moved": list(self.moved), "ledger_reset": self.ledger_reset,
+                "reasons": list(self.reasons)}
+
+
+def set_aside(catalog, health: CatalogHealth, *, stamp: Optional[str] = None) -> SetAside:
+    """Move every file the check could not trust into `<catalog>/.damaged/<UTC stamp>/<table>/`,
+    never deleting one, so that a rebuild can re-register from the copies what they held:
+
+    * unreadable, foreign or stray files of any table;
+    * the bag row file(s) of each bag whose file rows do not add up (its files/ file was lost):
+      with the bag row gone the rebuild registers the bag again from its copies (a compacted
+      bags/ file holds other bags' rows too: they are all re-registered, which is harmless);
+      and that bag's own files/ files, now orphans;
+    * the whole ledger (events/ and ledger-cache/) when a segment is missing, unreadable or
+      inconsistent: a chain with a hole cannot be appended to honestly. The set-aside ledger
+      stays where `strongroom ledger verify` can be pointed at it; the rebuild starts a new
+      chain and records where the old one went.
+
+    Local catalogs: rename (atomic, same file system). S3: copy, then delete the original."""
+    from catalog.compact import bag_file_prefix
+
+    store: Store = catalog.store
+    result = SetAside()
+    wanted: List[Tuple[str, str]] = []  # (folder, name)
+
+    def add(path: str, reason: str) -> None:
+        rel = path[len(store.root):].lstrip("/") if path.startswith(store.root) else path
+        folder, _, name = rel.rpartition("/")
+        if (folder, name) not in wanted:
+            wanted.append((folder, name))
+            result.reasons.append(f"{folder}/{name}: {reason}")
+
+    ledger_broken = bool(health.ledger_problems) or any(
+        p.startswith(store.path(EVENTS_FOLDER) + "/") for p in health.unreadable)
+    for path in health.unreadable:
+        if ledger_broken and path.startswith((store.path(EVENTS_FOLDER) + "/", store.path(CACHE_FOLDER) + "/")):
+            continue
+        add(path, "unreadable, foreign or stray")
+    if health.short_bags:
+        short = set(health.short_bags)
+        for table in ("bags", "files"):
+            for name in store.names(table):
+                if any(name.startswith(bag_file_prefix(b)) for b in short):
+                    add(store.path(table, name), "belongs to a bag whose file rows do not add up")
+        for name in store.names("bags"):
+            if name.startswith(COMPACT_PREFIX) and store.path("bags", name) not in health.unreadable:
+                try:
+                    with store.fs.open_input_file(store.path("bags", name)) as fh:
+                        ids = pq.read_table(fh, columns=["bag_id"]).column("bag_id").to_pylist()
+                except (OSError, pa.ArrowException):
+                    continue
+                if short & set(ids):
+                    add(store.path("bags", name), "holds the row of a bag whose file rows do not add up")
+    if ledger_broken:
+        result.ledger_reset = True
+        for folder in (EVENTS_FOLDER, CACHE_FOLDER):
+            for name in _signatures(store, folder):
+                add(store.path(folder, name), "the ledger has a missing, unreadable or inconsistent segment")
+    if not wanted:
+        return result
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = store.path(DAMAGED_FOLDER, stamp)
+    n = 1
+    while store.fs.get_file_info(base).type != pafs.FileType.NotFound:
+        n += 1
+        base = store.path(DAMAGED_FOLDER, f"{stamp}-{n}")
+    result.folder = base
+    for folder, name in wanted:
+        src = store.path(folder, name)
+        dest_dir = f"{base}/{folder}" if folder else base
+        store.fs.create_dir(dest_dir, recursive=True)
+        dest = f"{dest_dir}/{name}"
+        try:
+            if store.is_local:
+                os.rename(src, dest)
+            else:
+                store.fs.copy_file(src, dest)
+                store.delete(src)
+        except FileNotFoundError:
+            continue  # gone meanwhile (a compaction): nothing to keep
+        result.moved.append(f"{folder}/{name}")
+    if store.is_local:
+        from strongroom.durable import fsync_dir
+
+        for folder in {f for f, _ in wanted}:
+            fsync_dir(store.path(folder))
+            fsync_dir(f"{base}/{folder}")
+        fsync_dir(base)
+    forget(store)
+    catalog._replaced = ReplacedCache()
+    catalog._ledger = Ledger(store)  # its remembered head may have been set aside
+    return result
+
+
+__all__ = ["CatalogDamaged", "CatalogHealth", "SetAside", "check_catalog", "forget", "set_aside", "REBUILD_HINT",
+           "DAMAGED_FOLDER"]

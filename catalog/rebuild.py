@@ -10,12 +10,26 @@ config, reading each bag's tag files from its copies, and verifying each copy:
   A copy that matches is recorded "verified" (verified_at = now, an audit of that kind); one
   that does not is "damaged", with every problem in `detail`. A target the bag's policy lists
   that does not hold the bag is recorded "missing".
-* the catalog's description of a bag comes from a copy that verified; when several did and
-  they describe the bag differently (different bag-info, files or digests: two bags under one
-  id), that is a conflict: the description held by most verified copies wins (first target in
-  config order on a tie), the others are recorded "damaged" with the difference in `detail`,
-  and the conflict is reported. If no copy verifies, the most common readable description is
-  registered anyway, so the damage shows in `strongroom status` instead of the bag vanishing.
+* the catalog's description of a bag comes from the copies that verified (see
+  `catalog.disputes` for the rule): when they all agree, that one; when intact copies describe
+  the bag differently (different bag-info, files or digests: e.g. one copy altered together with
+  its manifests and tag manifests), a description wins only with a strict majority of ALL the
+  bag's copies, or with independent evidence (the depositor's supplied checksums, identical on
+  every side); the losing copies are recorded "damaged" with the difference in `detail`.
+  Otherwise neither order nor counting picks one: every intact copy is recorded "disputed"
+  (the files and each side's digests in `detail`), the bag is registered from the first copy in
+  config order only so that it shows up, no copy counts as good, the audit repairs nothing of
+  it, and the rebuild reports the conflict (exit 1). If no copy verifies, the most common
+  readable description is registered anyway, so the damage shows in `strongroom status`
+  instead of the bag vanishing.
+* a damaged catalog is mended first: `catalog.integrity.check_catalog` names what cannot be
+  trusted (unreadable, truncated, foreign or stray table files; bag rows whose file rows were
+  lost; a ledger with a missing or unreadable segment) and `set_aside` MOVES those files into
+  `<catalog>/.damaged/<UTC stamp>/<table>/` (never deletes them); the rebuild then registers
+  from the copies what they held. The catalog is checked again at the end: what is still wrong
+  is reported (exit 1).
+* one bag that cannot be read (a hostile tag file, an unexpected error reading it) is reported,
+  naming the bag, the file being read and the reason, and every other bag is still registered.
 * it only ADDS what is missing: a bag already registered is not registered again (a copy whose
   content differs from the registered bag is a conflict), and a (bag, target) pair that
   already has a replica record is left as it is, neither re-read nor re-recorded (re-checking
@@ -32,6 +46,7 @@ Works into an empty or missing catalog folder (the catalog creates its folders o
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import hashlib
 import logging
@@ -41,6 +56,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from catalog.bag_records import adapter_reader, records_from_bag
 from catalog.access import open_catalog
 from catalog.catalog import BagConflict, Catalog
+from catalog.disputes import decide
+from catalog.integrity import LOST_EVENT, SetAside, check_catalog, set_aside
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, EventRecord, FileRecord, ReplicaRecord, utc_now
 from ingest import bagit_spec
 from ingest.naming import BagId
@@ -50,12 +67,17 @@ from strongroom.errors import StrongroomError
 log = logging.getLogger(__name__)
 
 AGENT = f"{NAME} {__version__}"
-REBUILD_EVENT = "metadata extraction"
+REBUILD_EVENT = LOST_EVENT  # "metadata extraction"; with outcome failure it tells the catalog check a bag was given up on
 FIXITY_EVENT = "fixity check"
 DETAIL_LIMIT = 2000
 
 # Per-copy outcomes. "known": the catalog already had a record of this copy; left alone.
-VERIFIED, DAMAGED, MISSING, KNOWN = "verified", "damaged", "missing", "known"
+VERIFIED, DAMAGED, MISSING, KNOWN, DISPUTED = "verified", "damaged", "missing", "known", "disputed"
+# What reading one bag's tag files may raise besides the project's own errors: a hostile CSV
+# field (csv.Error), digits beyond range (OverflowError), undecodable text (UnicodeError)...
+# Each is that bag's problem, reported; anything else is a bug and is left to surface.
+BAG_READ_ERRORS = (StrongroomError, ValueError, UnicodeError, OSError, csv.Error, OverflowError, RecursionError,
+                   LookupError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,7 +90,7 @@ class CopyOutcome:
 
     target: str
     site: str
-    state: str                  # verified | damaged | missing | known
+    state: str                  # verified | damaged | missing | known | disputed
     detail: str = ""
     files_checked: int = 0
     bytes_checked: int = 0
@@ -80,6 +102,7 @@ class BagOutcome:
     bag_id: str
     action: str                 # added | already registered | unreadable | conflict with catalog
     described_by: Optional[str] = None   # target whose copy's tag files were registered
+    decided_by: Optional[str] = None     # how that description was chosen (catalog.disputes)
     copies: List[CopyOutcome] = field(default_factory=list)
     conflicts: List[str] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
@@ -89,6 +112,10 @@ class BagOutcome:
     @property
     def ok(self) -> bool:
         return not self.conflicts and not self.problems and all(c.state in (VERIFIED, KNOWN) for c in self.copies)
+
+    @property
+    def disputed(self) -> bool:
+        return any(c.state == DISPUTED for c in self.copies)
 
 
 @dataclass
@@ -108,6 +135,9 @@ class RebuildResult:
     finished_at: Optional[_dt.datetime] = None
     targets: List[TargetOutcome] = field(default_factory=list)
     bags: List[BagOutcome] = field(default_factory=list)
+    catalog_problems: List[str] = field(default_factory=list)    # what the check found before
+    set_aside: SetAside = field(default_factory=SetAside)         # what was moved out of the way
+    remaining_problems: List[str] = field(default_factory=list)  # what the check still finds after
 
     def count(self, state: str) -> int:
         return sum(1 for b in self.bags for c in b.copies if c.state == state)
@@ -124,7 +154,8 @@ class RebuildResult:
     def ok(self) -> bool:
         """False when a copy is damaged or missing, copies or catalog disagree, a bag could not
         be read, or a target could not be listed: each is a preservation problem (exit 1)."""
-        return all(b.ok for b in self.bags) and not any(t.error for t in self.targets)
+        return all(b.ok for b in self.bags) and not any(t.error for t in self.targets) \
+            and not self.remaining_problems
 
     @property
     def exit_code(self) -> int:
@@ -139,8 +170,13 @@ class RebuildResult:
                         "bags_already_registered": sum(1 for b in self.bags if b.action == "already registered"),
                         "copies_verified": self.count(VERIFIED), "copies_damaged": self.count(DAMAGED),
                         "copies_missing": self.count(MISSING), "copies_already_known": self.count(KNOWN),
+                        "copies_disputed": self.count(DISPUTED),
                         "conflicts": len(self.conflicts),
+                        "bags_unreadable": sum(1 for b in self.bags if b.action == "unreadable"),
+                        "catalog_files_set_aside": len(self.set_aside.moved),
                         "targets_unavailable": sum(1 for t in self.targets if t.error)},
+            "catalog_problems": list(self.catalog_problems), "set_aside": self.set_aside.to_dict(),
+            "remaining_problems": list(self.remaining_problems),
             "targets": [_plain(t) for t in self.targets],
             "bags": [{**_plain(b), "ok": b.ok} for b in self.bags],
         }
@@ -193,7 +229,13 @@ def describe_copy(target, adapter, bag_id: BagId) -> _Copy:
     """Read a copy's catalog records and tag-manifest digests; `read_error` says why it could not."""
     copy = _Copy(target=target, adapter=adapter)
     where = adapter.location(bag_id)
-    read = adapter_reader(adapter, bag_id)
+    plain = adapter_reader(adapter, bag_id)
+    reading: List[str] = []
+
+    def read(path: str):
+        reading.append(path)  # the last file asked for is the one an error concerns
+        return plain(path)
+
     try:
         raw = read(bagit_spec.BAGIT_TXT)
         if raw is None:
@@ -217,9 +259,12 @@ def describe_copy(target, adapter, bag_id: BagId) -> _Copy:
             # A tag manifest lists every tag file but itself: its own digest is taken from this
             # copy, so it is not reported as an extra file; comparing copies still checks it.
             copy.tag_digests.setdefault(name, {})[alg] = hashlib.new(alg, raw).hexdigest()
-    except (StrongroomError, ValueError, UnicodeDecodeError, OSError) as exc:
+    except BAG_READ_ERRORS as exc:
         copy.bag, copy.files = None, []
-        copy.read_error = str(exc)
+        text = str(exc) or type(exc).__name__
+        if reading and reading[-1] not in text:
+            text = f"{reading[-1]}: {type(exc).__name__}: {text}"
+        copy.read_error = text[:DETAIL_LIMIT]
     return copy
 
 
@@ -287,6 +332,13 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
     clock = now or utc_now
     catalog = catalog if catalog is not None else open_catalog(config, check=False)
     result = RebuildResult(catalog=catalog.location, deep=deep, started_at=clock())
+    health = check_catalog(catalog)
+    if not health.ok:
+        result.catalog_problems = list(health.problems)
+        result.set_aside = set_aside(catalog, health, stamp=clock().strftime("%Y%m%dT%H%M%SZ"))
+        log.warning("catalog rebuild: the catalog was damaged; %d file(s) set aside in %s",
+                    len(result.set_aside.moved), result.set_aside.folder)
+    ledger_knows = _ledger_registered(catalog)
 
     holders: Dict[str, List[Tuple[Any, Any]]] = {}
     listable: set = set()
@@ -308,16 +360,55 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
     registered = set(catalog.bags().column("bag_id").to_pylist())
     current = catalog.replicas()
     known = set(zip(current.column("bag_id").to_pylist(), current.column("target").to_pylist()))
+    if result.set_aside.moved:
+        _note_set_aside(catalog, result.set_aside, clock)
 
     ids = sorted(holders)
     for n, bag_text in enumerate(ids):
         if progress is not None:
             progress(n, len(ids), bag_text)
-        bag_id = BagId.parse(bag_text)
-        result.bags.append(_rebuild_bag(config, catalog, bag_id, holders[bag_text], listable,
-                                        bag_text in registered, known, deep=deep, workers=workers, clock=clock))
+        try:
+            bag_id = BagId.parse(bag_text)
+            outcome = _rebuild_bag(config, catalog, bag_id, holders[bag_text], listable, bag_text in registered,
+                                   known, deep=deep, workers=workers, clock=clock)
+        except BAG_READ_ERRORS as exc:  # one bad bag never stops the others being registered
+            log.warning("catalog rebuild: %s: %s: %s", bag_text, type(exc).__name__, exc)
+            outcome = BagOutcome(bag_id=bag_text, action="unreadable",
+                                 problems=[f"{bag_text}: cannot be rebuilt: {type(exc).__name__}: {exc}"[:DETAIL_LIMIT]])
+            _append_events(catalog, outcome, deep, clock)
+        result.bags.append(outcome)
+
+    # Bags the ledger says were registered, found on no target: say so, once, on the record.
+    if len(listable) == len(config.storage):
+        lost = sorted(ledger_knows - set(catalog.bags().column("bag_id").to_pylist()) - set(holders))
+        for bag_text in lost:
+            outcome = BagOutcome(bag_id=bag_text, action="unreadable", problems=[
+                f"{bag_text}: registered in the ledger, but no storage target holds a copy: lost"])
+            _append_events(catalog, outcome, deep, clock)
+            result.bags.append(outcome)
+    after = check_catalog(catalog)
+    result.remaining_problems = list(after.problems)
     result.finished_at = clock()
     return result
+
+
+def _ledger_registered(catalog: Catalog) -> set:
+    """Bags the (remaining) ledger records as registered, and not already given up on."""
+    from catalog.integrity import CatalogHealth, _ledger_mentions
+
+    mentions = _ledger_mentions(catalog.store, CatalogHealth(ok=True, location=catalog.location))
+    return set() if mentions is None else mentions[0]
+
+
+def _note_set_aside(catalog: Catalog, aside: SetAside, clock) -> None:
+    """A ledger event saying what was set aside, and where (a new chain, if the old one went)."""
+    what = f"{len(aside.moved)} damaged catalog file(s) set aside in {aside.folder}: " + \
+        "; ".join(aside.reasons[:20])
+    if aside.ledger_reset:
+        what += ("; the ledger itself was damaged: its segments were set aside there too (kept: `strongroom "
+                 "ledger verify` of that folder) and this event starts a new chain")
+    catalog.append_events([EventRecord(type=REBUILD_EVENT, outcome="warning", agent=AGENT, object_type="bag",
+                                       detail=f"catalog rebuild: {what}"[:DETAIL_LIMIT], datetime=clock())])
 
 
 def _rebuild_bag(config, catalog: Catalog, bag_id: BagId, holders, listable: set, is_registered: bool,
@@ -341,28 +432,47 @@ def _rebuild_bag(config, catalog: Catalog, bag_id: BagId, holders, listable: set
         _record_missing(config, catalog, outcome, bag.policy, holders, listable, known, deep, clock)
         _append_events(catalog, outcome, deep, clock)
         return outcome
+    if not is_registered and len({c.description() for c in copies if c.bag is not None}) > 1:
+        # Known copies that disagree: their old states cannot say which is right; check them now.
+        for copy in copies:
+            if copy.outcome is None:
+                copy.outcome = verify_copy(copy, bag_id, deep=deep, workers=workers)
 
-    # The description to register: the catalog's, else the one most verified copies share.
+    # The description to register: the catalog's, else the one `catalog.disputes.decide` allows.
+    decision = None
     if is_registered:
         bag, files, tags = catalog.bag(text), catalog.file_records(text), None
-        outcome.described_by = "catalog"
+        outcome.described_by, outcome.decided_by = "catalog", "the catalog's record"
     else:
-        bag, files, tags, outcome.described_by = _choose(copies)
+        decision = decide(copies, total=len(holders), read_supplied=_supplied_reader(bag_id))
+        chosen = decision.chosen[0] if decision.chosen else None
+        bag, files, tags = (chosen.bag, chosen.files, chosen.tag_digests) if chosen else (None, [], None)
+        outcome.described_by = chosen.target.name if chosen else None
+        outcome.decided_by = decision.how
     if bag is None:
         outcome.action = "unreadable"
         outcome.problems.append("no copy could be read: " + "; ".join(
             f"{c.target.name}: {c.read_error}" for c in copies if c.read_error))
     else:
         outcome.files, outcome.bytes = bag.file_count, bag.byte_count
+        if decision is not None and decision.disputed:
+            outcome.conflicts.append(f"DISPUTED, left for a person (no copy counts as good, nothing will be "
+                                     f"repaired): {decision.detail}"[:DETAIL_LIMIT])
         for copy in copies:
             if copy.outcome is None or copy.bag is None:
+                continue
+            if decision is not None and decision.disputed and copy.outcome.state == VERIFIED:
+                copy.outcome.state = DISPUTED
+                copy.outcome.detail = f"catalog rebuild: {decision.detail}"[:DETAIL_LIMIT]
+                copy.outcome.problems.append(decision.detail)
                 continue
             same = (_bag_key(copy.bag), tuple(copy.files)) == (_bag_key(bag), tuple(files)) and \
                 (tags is None or copy.tag_digests == tags)
             if same:
                 continue
             diff = _difference(copy, bag, files, tags)
-            against = "the catalog's record" if is_registered else f"the copy on {outcome.described_by}"
+            against = "the catalog's record" if is_registered else \
+                f"the copy on {outcome.described_by} ({outcome.decided_by})"
             if copy.outcome.state == VERIFIED:
                 outcome.conflicts.append(f"the copy on {copy.target.name} is intact but is a different bag from "
                                          f"{against}: {diff}")
@@ -388,19 +498,22 @@ def _rebuild_bag(config, catalog: Catalog, bag_id: BagId, holders, listable: set
     return outcome
 
 
-def _choose(copies: List[_Copy]):
-    """(bag, files, tag digests, target) held by most verified copies, else by most readable ones."""
-    readable = [c for c in copies if c.bag is not None]
-    if not readable:
-        return None, [], None, None
-    verified = [c for c in readable if c.outcome is not None and c.outcome.state == VERIFIED]
-    pool = verified or readable
-    groups: Dict[Tuple, List[_Copy]] = {}
-    for c in pool:
-        groups.setdefault(c.description(), []).append(c)
-    best = max(groups.values(), key=lambda g: (len(g), -pool.index(g[0])))
-    chosen = best[0]
-    return chosen.bag, chosen.files, chosen.tag_digests, chosen.target.name
+def _supplied_reader(bag_id: BagId):
+    """Reads one copy's supplied checksums for `catalog.disputes` (None when it cannot)."""
+    from catalog.disputes import SUPPLIED
+
+    def read(copy: _Copy) -> Optional[bytes]:
+        try:
+            return adapter_reader(copy.adapter, bag_id)(SUPPLIED)
+        except BAG_READ_ERRORS:
+            return None
+
+    return read
+
+
+def _outcome_of(state: str) -> str:
+    """A disputed copy is intact by its own manifests: the check was inconclusive, not a failure."""
+    return "success" if state == VERIFIED else "inconclusive" if state == DISPUTED else "failure"
 
 
 def _record_copy(catalog: Catalog, bag_id: str, copy: CopyOutcome, deep: bool, at: _dt.datetime) -> None:
@@ -408,7 +521,7 @@ def _record_copy(catalog: Catalog, bag_id: str, copy: CopyOutcome, deep: bool, a
     catalog.record_replica(ReplicaRecord(
         bag_id=bag_id, target=copy.target, site=copy.site, state=copy.state,
         verified_at=at if ok else None, last_audit_at=at, last_audit_kind="deep" if deep else "quick",
-        last_audit_outcome="success" if ok else "failure", detail=copy.detail[:DETAIL_LIMIT] or None,
+        last_audit_outcome=_outcome_of(copy.state), detail=copy.detail[:DETAIL_LIMIT] or None,
         recorded_at=at))
 
 
@@ -442,17 +555,18 @@ def _append_events(catalog: Catalog, outcome: BagOutcome, deep: bool, clock) -> 
     else:
         result = "warning" if outcome.conflicts else "success"
         what = (f"bag record and {outcome.files} file record(s) read from its own tag files on "
-                f"{outcome.described_by}" if outcome.action == "added" else f"bag {outcome.action}")
+                f"{outcome.described_by} ({outcome.decided_by})" if outcome.action == "added"
+                else f"bag {outcome.action}")
         if outcome.conflicts:
             what += "; CONFLICT: " + "; ".join(outcome.conflicts)
     events = [EventRecord(type=REBUILD_EVENT, outcome=result, agent=AGENT, object_type="bag", bag_id=outcome.bag_id,
                           detail=f"catalog rebuild: {what}; copies: {states}"[:DETAIL_LIMIT], datetime=at)]
     for c in examined:
-        events.append(EventRecord(type=FIXITY_EVENT, outcome="success" if c.state == VERIFIED else "failure",
+        events.append(EventRecord(type=FIXITY_EVENT, outcome=_outcome_of(c.state),
                                   agent=AGENT, object_type="replica", bag_id=outcome.bag_id, target=c.target,
                                   detail=c.detail[:DETAIL_LIMIT] or None, datetime=at))
     catalog.append_events(events)
 
 
 __all__ = ["rebuild_catalog", "describe_copy", "verify_copy", "RebuildResult", "BagOutcome", "CopyOutcome",
-           "TargetOutcome", "REBUILD_EVENT", "FIXITY_EVENT"]
+           "TargetOutcome", "REBUILD_EVENT", "FIXITY_EVENT", "DISPUTED"]

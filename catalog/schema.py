@@ -23,7 +23,9 @@ SCHEMA_VERSION = "1"
 
 DIGEST_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 COLLECTION_TYPES = ("purchased", "self-built")
-REPLICA_STATES = ("pending", "copied", "verified", "failed", "damaged", "repaired", "missing")
+# "disputed": intact by its own manifests, but the bag's intact copies describe it differently and
+# nothing independent decides which is right (catalog.disputes); a problem state, never good.
+REPLICA_STATES = ("pending", "copied", "verified", "failed", "damaged", "repaired", "missing", "disputed")
 AUDIT_KINDS = ("quick", "deep")
 AUDIT_OUTCOMES = ("success", "failure", "inconclusive")
 EVENT_OUTCOMES = ("success", "failure", "warning", "inconclusive")

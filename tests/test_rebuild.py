@@ -49,6 +49,41 @@ def overwrite(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def redo_manifests(arch, target: str, bag_id: str, relpath: str) -> None:
+    """Make one copy consistent again after `relpath` was altered: its manifests say the new bytes."""
+    data = bag_file(arch, target, bag_id, relpath).read_bytes()
+    for m in bag_file(arch, target, bag_id, "bagit.txt").parent.glob("manifest-*.txt"):
+        alg = m.name[len("manifest-"):-len(".txt")]
+        lines = []
+        for line in m.read_text("utf-8").splitlines():
+            digest, path = line.split("  ", 1)
+            if path == relpath:
+                digest = hashlib.new(alg, data).hexdigest()
+            lines.append(f"{digest}  {path}")
+        overwrite(m, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def redo_tagmanifests(arch, target: str, bag_id: str) -> None:
+    for tm in bag_file(arch, target, bag_id, "bagit.txt").parent.glob("tagmanifest-*.txt"):
+        alg = tm.name[len("tagmanifest-"):-len(".txt")]
+        lines = []
+        for line in tm.read_text("utf-8").splitlines():
+            digest, path = line.split("  ", 1)
+            digest = hashlib.new(alg, bag_file(arch, target, bag_id, path).read_bytes()).hexdigest()
+            lines.append(f"{digest}  {path}")
+        overwrite(tm, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def stored(arch) -> dict:
+    """Every stored file on both targets: path -> bytes."""
+    found = {}
+    for name in ("site-a", "site-b"):
+        for p in sorted(Path(load(arch).target(name).root).rglob("*")):
+            if p.is_file():
+                found[str(p)] = p.read_bytes()
+    return found
+
+
 def test_rebuild_from_nothing_gives_the_same_catalog(capsys, arch):
     before = status(capsys, arch)
     assert before.code == 0
@@ -170,8 +205,9 @@ def test_copy_missing_from_a_policy_target(capsys, arch):
     assert replicas_by_bag(st.data)[maps]["site-a"]["flags"] == ["missing"]
 
 
-def test_copies_that_disagree_are_reported(capsys, arch):
-    """A self-consistent copy that is a different bag (bag-info changed, tag manifests redone)."""
+def test_intact_copies_that_disagree_one_to_one_are_disputed(capsys, arch):
+    """A self-consistent copy that is a different bag (bag-info changed, tag manifests redone):
+    with two copies, neither order nor counting may pick one (it used to be config order)."""
     books = arch.bags["books"]
     shutil.rmtree(Path(load(arch).catalog))
     info = bag_file(arch, "site-b", books, "bag-info.txt")
@@ -179,27 +215,21 @@ def test_copies_that_disagree_are_reported(capsys, arch):
     assert "Strongroom-Collection-Type: self-built" in text
     overwrite(info, text.replace("Strongroom-Collection-Type: self-built",
                                  "Strongroom-Collection-Type: purchased").encode("utf-8"))
-    for alg in ("sha256", "md5"):
-        tm = bag_file(arch, "site-b", books, f"tagmanifest-{alg}.txt")
-        lines = []
-        for line in tm.read_text("utf-8").splitlines():
-            digest, path = line.split("  ", 1)
-            if path == "bag-info.txt":
-                digest = hashlib.new(alg, info.read_bytes()).hexdigest()
-            lines.append(f"{digest}  {path}")
-        overwrite(tm, ("\n".join(lines) + "\n").encode("utf-8"))
+    redo_tagmanifests(arch, "site-b", books)
 
     run = rebuild(capsys, arch)
     assert run.code == 1
     (bag,) = [b for b in run.data["bags"] if b["bag_id"] == books]
-    assert bag["described_by"] == "site-a"  # a tie: the first target in the config wins
-    assert len(bag["conflicts"]) == 1 and "collection_type" in bag["conflicts"][0]
+    assert bag["decided_by"] == "disputed"
+    assert len(bag["conflicts"]) == 1 and "DISPUTED" in bag["conflicts"][0] and "collection_type" in bag["conflicts"][0]
     states = {c["target"]: c for c in bag["copies"]}
-    assert states["site-a"]["state"] == "verified"
-    assert states["site-b"]["state"] == "damaged" and "differs" in states["site-b"]["detail"]
-    st = status(capsys, arch, "--bag", books).data
-    assert st["bags"][0]["policy"] == "self-built"
-    assert catalog_of(arch).bag(books).collection_type == "self-built"
+    assert states["site-a"]["state"] == states["site-b"]["state"] == "disputed"
+    assert "'self-built' (site-a) vs 'purchased' (site-b)" in states["site-b"]["detail"]
+    assert run.data["summary"]["copies_disputed"] == 2
+    # still registered (it shows up), but no copy counts as good
+    assert catalog_of(arch).has_bag(books)
+    reps = {r["target"]: r["state"] for r in status(capsys, arch, "--bag", books).data["bags"][0]["replicas"]}
+    assert reps == {"site-a": "disputed", "site-b": "disputed"}
     events = catalog_of(arch).events(bag_id=books, type="metadata extraction")
     assert events.column("outcome").to_pylist() == ["warning"]
 
@@ -225,3 +255,188 @@ def test_rebuild_is_only_a_catalog_action(capsys, arch):
     assert exc.value.code == 2
     args = build_parser().parse_args(["--config", str(arch.config), "catalog", "rebuild", "--quick"])
     assert args.quick and args.run.__module__ == "pipelines.commands.catalog_rebuild"
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 10: a consistent but wrong copy is never settled by order; a damaged catalog is mended
+
+
+def test_consistent_but_wrong_copy_is_disputed_and_the_audit_overwrites_neither(capsys, arch):
+    """Catalog lost; site-b's scan.bin altered together with its manifests and tag manifests. It
+    used to lose the 1-1 tie to config order only by luck of naming: the original was recorded
+    damaged whenever the altered copy came first, and the next audit overwrote it."""
+    books = arch.bags["books"]
+    shutil.rmtree(Path(load(arch).catalog))
+    victim = bag_file(arch, "site-b", books, "data/scan.bin")
+    original = victim.read_bytes()
+    altered = bytearray(original)
+    altered[7] ^= 0x55
+    overwrite(victim, bytes(altered))
+    redo_manifests(arch, "site-b", books, "data/scan.bin")
+    redo_tagmanifests(arch, "site-b", books)
+    before = stored(arch)
+
+    run = rebuild(capsys, arch)
+    assert run.code == 1
+    (bag,) = [b for b in run.data["bags"] if b["bag_id"] == books]
+    states = {c["target"]: c for c in bag["copies"]}
+    assert states["site-a"]["state"] == states["site-b"]["state"] == "disputed"
+    detail = states["site-a"]["detail"]
+    assert "data/scan.bin" in detail
+    assert hashlib.sha256(original).hexdigest() in detail and hashlib.sha256(bytes(altered)).hexdigest() in detail
+    assert "DISPUTED" in bag["conflicts"][0]
+    maps = [b for b in run.data["bags"] if b["bag_id"] == arch.bags["maps"]][0]
+    assert {c["state"] for c in maps["copies"]} == {"verified"}  # the other bag is unaffected
+
+    audit = cli(capsys, "--config", arch.config, "audit", "--all")
+    assert audit.code == 1, audit.out + audit.err
+    assert stored(arch) == before  # neither copy overwritten: the original bytes stay on site-a
+    assert bag_file(arch, "site-a", books, "data/scan.bin").read_bytes() == original
+
+
+def test_rebuild_recovers_from_a_truncated_bags_and_replicas_file(capsys, arch):
+    """Truncated Parquet files used to make the rebuild itself die (exit 2)."""
+    before = status(capsys, arch).data
+    cat = Path(load(arch).catalog)
+    victims = []
+    for table in ("bags", "replicas"):
+        victim = sorted(p for p in (cat / table).iterdir() if not p.name.startswith("."))[0]
+        data = victim.read_bytes()
+        victim.write_bytes(data[: len(data) // 3])
+        victims.append((table, victim.name, data[: len(data) // 3]))
+    assert status(capsys, arch).code == 1
+
+    run = rebuild(capsys, arch)
+    assert run.code == 0, run.out + run.err
+    aside = run.data["set_aside"]
+    assert aside["folder"].startswith(str(cat / ".damaged") + "/")
+    for table, name, data in victims:
+        assert f"{table}/{name}" in aside["moved"]
+        assert (Path(aside["folder"]) / table / name).read_bytes() == data  # kept, not deleted
+        # gone, or (a bag row) written anew by re-registering the bag from its copies
+        assert not (cat / table / name).exists() or (cat / table / name).read_bytes() != data
+    assert run.data["remaining_problems"] == []
+    after = status(capsys, arch)
+    assert after.code == 0, after.out
+    assert comparable(after.data) == comparable(before)
+
+
+@pytest.mark.parametrize("damage", ["deleted files file", "foreign file", "empty replicas file"])
+def test_rebuild_recovers_from_deleted_or_foreign_files(capsys, arch, damage):
+    books = arch.bags["books"]
+    before = status(capsys, arch).data
+    files_before = catalog_of(arch).files()
+    cat = Path(load(arch).catalog)
+    from catalog.compact import bag_file_prefix
+
+    if damage == "deleted files file":
+        (victim,) = [p for p in (cat / "files").iterdir() if p.name.startswith(bag_file_prefix(books))]
+        victim.unlink()
+    elif damage == "foreign file":
+        (cat / "bags" / "notes.parquet").write_bytes(b"a spreadsheet, not Parquet")
+    else:
+        victim = sorted((cat / "replicas").iterdir())[0]
+        victim.write_bytes(b"")
+    assert cli(capsys, "--config", arch.config, "audit", "--all").code == 1  # refused meanwhile
+
+    run = rebuild(capsys, arch)
+    assert run.code == 0, run.out + run.err
+    assert run.data["catalog_problems"] and run.data["remaining_problems"] == []
+    assert len(list((cat / ".damaged").rglob("*.parquet"))) >= 1
+    after = status(capsys, arch)
+    assert after.code == 0, after.out
+    assert comparable(after.data) == comparable(before)
+    assert catalog_of(arch).files().equals(files_before)
+    assert cli(capsys, "--config", arch.config, "audit", "--all").code == 0
+
+
+def test_rebuild_sets_aside_a_ledger_with_a_missing_segment(capsys, arch):
+    cat = Path(load(arch).catalog)
+    segments = sorted((cat / "events").iterdir())
+    segments[1].unlink()
+    assert status(capsys, arch).code == 1
+    run = rebuild(capsys, arch)
+    assert run.code == 0, run.out + run.err
+    assert run.data["set_aside"]["ledger_reset"] is True
+    kept = Path(run.data["set_aside"]["folder"]) / "events"
+    assert sorted(p.name for p in kept.iterdir()) == [p.name for p in segments if p != segments[1]]
+    assert cli(capsys, "--config", arch.config, "ledger", "verify").code == 0  # a new, whole chain
+    events = catalog_of(arch).events()
+    assert "set aside" in events.column("detail").to_pylist()[0]
+    assert status(capsys, arch).code == 0
+
+
+def test_one_malformed_bag_does_not_stop_the_others(capsys, arch):
+    """A 200 KB field in metadata/file-attributes.csv used to abort the whole rebuild with a traceback."""
+    books, maps = arch.bags["books"], arch.bags["maps"]
+    shutil.rmtree(Path(load(arch).catalog))
+    for target in ("site-a", "site-b"):
+        attrs = bag_file(arch, target, books, "metadata/file-attributes.csv")
+        overwrite(attrs, attrs.read_bytes() + b'"' + b"x" * 200_000 + b'",1,2\n')
+
+    run = rebuild(capsys, arch)
+    assert run.code == 1
+    bags = {b["bag_id"]: b for b in run.data["bags"]}
+    assert bags[books]["action"] == "unreadable"
+    problem = " ".join(bags[books]["problems"])
+    assert "metadata/file-attributes.csv" in problem and "site-a" in problem
+    assert bags[maps]["action"] == "added" and {c["state"] for c in bags[maps]["copies"]} == {"verified"}
+    assert catalog_of(arch).has_bag(maps) and not catalog_of(arch).has_bag(books)
+    text = cli(capsys, "--config", arch.config, "catalog", "rebuild")
+    assert "Traceback" not in text.err
+
+
+# --------------------------------------------------------------------------------------------
+# The rule itself (catalog.disputes.decide), on stand-in copies
+
+
+def _copy(target: str, digest: str, state: str = "verified", supplied: str = "s1", bag_info: str = "self-built"):
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from catalog.schema import BagRecord, FileRecord
+
+    bag = BagRecord("PKU/x/20240101T000000Z-1", "PKU", "x", bag_info, None, "p", "urn:x", "g", 1, 1, 1, 3,
+                    dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    files = [FileRecord(bag.bag_id, "data/f", 3, md5=digest * 32)]
+    tags = {"metadata/supplied-checksums.csv": {"md5": hashlib.md5(supplied.encode()).hexdigest()},
+            "manifest-md5.txt": {"md5": digest * 32}}
+    return SimpleNamespace(target=SimpleNamespace(name=target), bag=bag, files=files, tag_digests=tags,
+                           outcome=SimpleNamespace(state=state), supplied=supplied)
+
+
+def _supplied(rows):
+    text = "path,algorithm,digest,listed_in,line,outcome\n" + "".join(f"data/f,md5,{d * 32},data/MD5SUMS,1,verified\n"
+                                                                      for d in rows)
+    return text
+
+
+def test_rule_majority_of_all_copies_wins_and_a_tie_never_does():
+    from catalog.disputes import DISPUTED, MAJORITY, decide
+
+    a, b, c = _copy("site-a", "a"), _copy("site-b", "b"), _copy("site-c", "b")
+    d = decide([a, b, c], total=3)
+    assert d.how == MAJORITY and [x.target.name for x in d.chosen] == ["site-b", "site-c"]
+    assert decide([a, b], total=2).how == DISPUTED
+    assert decide([b, a], total=2).how == DISPUTED  # order changes nothing
+    # one against one, a third copy damaged: 1 of 3 is no majority
+    assert decide([a, b, _copy("site-c", "a", state="damaged")], total=3).how == DISPUTED
+
+
+def test_rule_supplied_checksums_decide_only_when_the_same_on_every_side():
+    from catalog.disputes import DISPUTED, EVIDENCE, decide
+
+    text = _supplied(["a"])
+    a, b = _copy("site-a", "a", supplied=text), _copy("site-b", "b", supplied=text)
+
+    def read(copy):
+        return copy.supplied.encode()
+
+    d = decide([b, a], total=2, read_supplied=read)
+    assert d.how == EVIDENCE and d.chosen[0].target.name == "site-a"
+    # the altered side also altered its supplied checksums: evidence from one side only
+    forged = _copy("site-b", "b", supplied=_supplied(["b"]))
+    assert decide([a, forged], total=2, read_supplied=read).how == DISPUTED
+    # the sides differ in bag-info too: payload checksums cannot speak to that
+    other = _copy("site-b", "b", supplied=text, bag_info="purchased")
+    assert decide([a, other], total=2, read_supplied=read).how == DISPUTED

@@ -3,8 +3,11 @@
 Registered through `pipelines.commands.catalog_cmd.SUBCOMMAND_MODULES`. The work is
 `catalog.rebuild.rebuild_catalog` (see there for what is read, verified and recorded); this
 module only parses options and prints the summary. Exit 0 when every copy found verified and
-every copy the policies ask for was found; 1 when a copy is damaged or missing, copies disagree,
-or a target could not be listed; 2 for a config error.
+every copy the policies ask for was found (a damaged catalog whose bad files were moved aside
+and whose content came back whole from the copies included); 1 when a copy is damaged, missing
+or disputed, copies disagree, a bag could not be read, the catalog is still damaged after, or a
+target could not be listed; 2 for a config error. The catalog is opened without its self-check
+(mending a damaged catalog is the point).
 """
 
 from __future__ import annotations
@@ -62,26 +65,37 @@ def format_result(result) -> str:
     d = result.to_dict()["summary"]
     mode = "deep: every byte re-read" if result.deep else "quick: sizes only"
     lines = [f"Catalog rebuild into {result.catalog} ({mode})"]
+    if result.catalog_problems:
+        lines.append(f"the catalog was damaged ({len(result.catalog_problems)} problem(s)):")
+        lines += [f"  - {p}" for p in result.catalog_problems[:50]]
+    if result.set_aside.moved:
+        lines.append(f"{len(result.set_aside.moved)} damaged catalog file(s) moved aside (kept, not deleted) into "
+                     f"{result.set_aside.folder}" + ("; the ledger too: a new chain starts here"
+                                                     if result.set_aside.ledger_reset else ""))
     for t in result.targets:
         lines.append(f"  target {t.name} ({t.site}): " + (f"CANNOT BE LISTED: {t.error}" if t.error else
                                                           f"{t.bags} bag(s)"))
     lines.append(f"{d['bags_found']} bag(s) found: {d['bags_added']} added, {d['bags_already_registered']} "
                  f"already registered")
     lines.append(f"copies: {d['copies_verified']} verified, {d['copies_damaged']} damaged, "
-                 f"{d['copies_missing']} missing, {d['copies_already_known']} already known")
+                 f"{d['copies_missing']} missing, {d['copies_disputed']} disputed, "
+                 f"{d['copies_already_known']} already known")
     for b in result.bags:
         if b.ok and b.action == "already registered" and all(c.state == "known" for c in b.copies):
             continue
         copies = ", ".join(f"{c.target} {c.state}" for c in b.copies)
         lines.append(f"  {b.bag_id}  {b.files} file(s)  {format_size(b.bytes)}  {b.action}: {copies}")
         for c in b.copies:
-            if c.state in ("damaged", "missing"):
+            if c.state in ("damaged", "missing", "disputed"):
                 lines.append(f"      {c.target}: {c.state.upper()}: {c.detail}")
         for text in b.conflicts:
             lines.append(f"      CONFLICT: {text}")
         for text in b.problems:
             lines.append(f"      PROBLEM: {text}")
+    for text in result.remaining_problems:
+        lines.append(f"  STILL DAMAGED: {text}")
     lines.append("OK: every copy found is intact." if result.ok else
-                 "ATTENTION: damaged or missing copies, conflicts or unlisted targets (exit 1); "
-                 "`strongroom status` shows them.")
+                 "ATTENTION: damaged, missing or disputed copies, conflicts, unreadable bags or unlisted targets "
+                 "(exit 1); `strongroom status` shows them. A disputed bag is left for a person: nothing of it is "
+                 "repaired until its copies agree.")
     return "\n".join(lines)
