@@ -1123,9 +1123,12 @@ def _new_records(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.da
     if ro.outcome == INCONCLUSIVE:
         if before is None:
             return out  # never recorded (absent): it stays absent, so it stays due; the event says why
+        detail = summary[:DETAIL_MAX]
+        if before not in GOOD_STATES and current is not None and current.detail:
+            detail = _still_open(summary, current)   # what was found stays open until a check clears it
         out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=before, verified_at=verified_at,
                                  last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="inconclusive",
-                                 detail=summary[:DETAIL_MAX], recorded_at=checked_at))
+                                 detail=detail, recorded_at=checked_at))
         return out
     if ro.outcome == SUCCESS:
         detail = summary[:DETAIL_MAX]
@@ -1168,8 +1171,9 @@ def _still_open(summary: str, current: ReplicaRecord) -> str:
     since = open_since(still) or (current.last_audit_at or current.recorded_at).isoformat()
     if open_since(still):
         still = still[:still.rfind(OPEN_SINCE)]
-    return _with_since(f"{summary} (a quick check cannot clear damage it cannot see). {STILL_OPEN}"
-                       f"{still.rstrip('. ')}", since)
+    why = "a quick check cannot clear damage it cannot see" if " (quick): success" in summary else \
+        "this check could not clear it"
+    return _with_since(f"{summary} ({why}). {STILL_OPEN}{still.rstrip('. ')}", since)
 
 
 STILL_OPEN = "Still open: "

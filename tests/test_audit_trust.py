@@ -477,3 +477,17 @@ def test_quick_success_keeps_the_open_damage_and_since_when(capsys, arch):
         assert rec.detail.count(R.STILL_OPEN) == 1
     code, s, _ = arch.audit(capsys, "--bag", arch.bag)       # a deep check with repair clears it
     assert code == 0 and arch.replica("site-a").state == "repaired"
+
+
+def test_inconclusive_check_keeps_the_open_damage(capsys, arch):
+    arch.flip("site-a", "data/a.txt")
+    code, s, _ = arch.audit(capsys, "--bag", arch.bag, "--no-repair")
+    since = R.open_since(arch.replica("site-a").detail)
+    root = Path(arch.config.target("site-a").root)
+    root.rename(root.with_name("a-unmounted"))              # the volume is not mounted
+    root.mkdir()
+    code, s, _ = arch.audit(capsys, "--bag", arch.bag, "--no-repair")
+    assert code == 1
+    rec = arch.replica("site-a")
+    assert rec.state == "damaged" and rec.last_audit_outcome == "inconclusive"
+    assert "corrupted" in rec.detail and "data/a.txt" in rec.detail and R.open_since(rec.detail) == since
