@@ -871,3 +871,49 @@ def test_default_put_files_loops_over_put_file(adapter, root, tmp_path):
     assert StorageAdapter.put_files(adapter, BAG, batch_items(tmp_path, BATCH)) == [PutOutcome.ALREADY_PRESENT] * len(BATCH)
     with pytest.raises(ValueError, match="given twice"):
         StorageAdapter.put_files(adapter, BAG, batch_items(tmp_path, BATCH) * 2)
+
+
+# ------------------------------------------------------------------------------ odd objects, moving aside
+
+
+@pytest.mark.parametrize("use_openat2", [True, False])
+def test_replace_never_replaces_an_odd_object_in_place_and_move_aside_keeps_it(adapter, root, tmp_path, monkeypatch,
+                                                                               use_openat2):
+    from storage_adapters import safe_open
+    from storage_adapters.base import OddObject
+    from storage_adapters.filesystem import ASIDE_DIR
+
+    monkeypatch.setattr(safe_open, "_AVAILABLE", None if use_openat2 else False)
+    if use_openat2 and not safe_open.available():
+        pytest.skip("no openat2 on this kernel")
+    data = b"good bytes\n"
+    put(adapter, tmp_path, "data/x.bin", data)
+    put(adapter, tmp_path, "data/y.bin", data)
+    bag = root / "LIB" / "COLL" / BAG.name
+    x = bag / "data" / "x.bin"
+    (bag / "data").chmod(0o755)
+    x.unlink()
+    x.mkdir()
+    (x / "inside.txt").write_bytes(b"someone's file\n")
+    src = src_file(tmp_path, data)
+    with pytest.raises(OddObject) as info:
+        adapter.replace_file(BAG, "data/x.bin", str(src), size=len(data), digests=digests(data))
+    assert info.value.key == f"{BAG}/data/x.bin" and info.value.what == "a folder"
+    assert (x / "inside.txt").read_bytes() == b"someone's file\n"       # untouched
+    where = adapter.move_aside(BAG, info.value.key, "20260102T030405123456Z")
+    assert where == f"{root}/{ASIDE_DIR}/20260102T030405123456Z/{BAG}/data/x.bin"
+    assert Path(where, "inside.txt").read_bytes() == b"someone's file\n"
+    assert adapter.replace_file(BAG, "data/x.bin", str(src), size=len(data), digests=digests(data)) is PutOutcome.WRITTEN
+    # The same name moved aside twice in one run: the second goes beside the first, nothing replaced.
+    y = bag / "data" / "y.bin"
+    y.chmod(0o644)
+    y.unlink()
+    y.symlink_to(x)
+    with pytest.raises(OddObject):
+        adapter.open_file(BAG, "data/y.bin")
+    (Path(where).parent / "y.bin").write_bytes(b"earlier\n")
+    second = adapter.move_aside(BAG, f"{BAG}/data/y.bin", "20260102T030405123456Z")
+    assert second.endswith("/data/y.bin.1") and os.path.islink(second)
+    assert (Path(where).parent / "y.bin").read_bytes() == b"earlier\n"
+    assert [str(b) for b in adapter.list_bags()] == [str(BAG)]           # the aside folder is no library
+    assert sorted(adapter.list_bag_files(BAG)) == ["data/x.bin"]
