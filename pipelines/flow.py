@@ -9,6 +9,10 @@ events carry ids derived from (deposit, bag, target, step) and are appended only
 
 A second deposit of the same source (same library and collection) while the first is not
 finished *resumes* it; once the first has finished, it is a new deposit with new bag ids.
+Deposits of different sources never share bag ids, even when started in the same second: a
+new deposit claims its time stamp atomically (`ingest.naming.claim_stamp`, staging/.claims/),
+and a deposit whose bag ids turn out to be another's (left by a version without claims) is set
+aside, never resumed, and never records anything about the other deposit's copies.
 """
 
 from __future__ import annotations
