@@ -148,6 +148,7 @@ class _Validator:
         self.fetch: Dict[str, Tuple[str, str, int]] = {}   # path -> (url, length, line)
         self.oxum: Optional[Tuple[int, int]] = None
         self.tolerated_absent = 0
+        self.strongroom_bag = False              # bag-info has Strongroom-Bag-Id: metadata/ is checked too
 
     # -- recording
     def error(self, path: str, message: str) -> None:
@@ -169,6 +170,7 @@ class _Validator:
         self._manifests()
         self._fetch_txt()
         self._bag_info()
+        self._strongroom_metadata()
         expected = self._payload_completeness()
         tag_expected = self._tag_completeness()
         self._payload_oxum()
@@ -376,6 +378,14 @@ class _Validator:
         items, issues = spec.parse_tag_lines(self._lines(name), self.rules)
         for issue in issues:
             self.issue(name, issue)
+        for label, value in items:
+            if label.lower() == "bag-count":
+                try:
+                    spec.parse_bag_count(value)
+                except ValueError as exc:
+                    self.warn(name, str(exc))
+            elif label == "Strongroom-Bag-Id":
+                self.strongroom_bag = True
         values = [v for label, v in items if label.lower() == "payload-oxum"]
         if not values:
             return
@@ -388,6 +398,26 @@ class _Validator:
             self.oxum = spec.parse_payload_oxum(values[0])
         except ValueError as exc:
             self.error(name, str(exc))
+
+    # -- Strongroom's own metadata/ (only in bags Strongroom made)
+    def _strongroom_metadata(self) -> None:
+        """formats.csv and file-attributes.csv parsed with the strict readers registration, `catalog
+        rebuild` and `restore` use: a bag they would refuse is reported here too, line and all."""
+        from . import metadata
+
+        if not self.strongroom_bag:
+            return
+        for rel, parse in ((metadata.FORMATS_FILE, metadata.read_formats),
+                           (metadata.ATTRIBUTES_FILE, metadata.read_file_attributes)):
+            if rel not in self.tags:
+                continue
+            try:
+                parse((self.root / rel).read_bytes())
+            except spec.TagFileError as exc:
+                at = f"line {exc.line}: " if exc.line else ""
+                self.error(rel, f"{at}{exc.problem}; Strongroom could not rebuild its catalog from this bag")
+            except OSError as exc:
+                self.error(rel, f"cannot be read: {exc.strerror}")
 
     def _payload_oxum(self) -> None:
         if self.oxum is None:

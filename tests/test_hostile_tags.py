@@ -245,6 +245,18 @@ def test_catalog_rebuild_never_dies_on_hostile_numbers(archive, capsys, kind):
     assert f"{ATTR} line {HOSTILE[kind][2]}" in out + err
 
 
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_validate_checks_the_metadata_of_a_strongroom_bag_strictly(archive, capsys, kind):
+    bag = archive.bags[0]
+    archive.rewrite("site-a", bag, ATTR, _hostile_bytes(kind))
+    code, report, err = _validate(capsys, archive.bag_dir("site-a", bag))
+    assert code == 1
+    assert [p["message"].split(":")[0] for p in report["problems"] if p["path"] == ATTR] == \
+        [f"line {HOSTILE[kind][2]}"]
+    assert report["problems"][0]["path"] == ATTR and len(report["problems"]) == 1
+    assert _validate(capsys, archive.bag_dir("site-b", bag))[0] == 0
+
+
 # ------------------------------------------------------------------ validate
 
 
