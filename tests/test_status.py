@@ -362,9 +362,11 @@ def test_two_folders_on_one_disk_are_one_location(capsys, arch):
 # Overdue
 
 
-def test_overdue_is_a_warning_per_target_cadence(capsys, arch):
+def test_overdue_is_a_warning_per_target_cadence(capsys, arch, monkeypatch):
     """Old verification dates: deep and quick audits overdue (exit 0, warnings); a recent quick
     audit clears only the quick one; a target's own longer cadence clears it for that target."""
+    import reports.status as rs
+
     config = load(arch)
     policy = config.policy("self-built")
     deep = config.cadence_for(policy, "site-a").deep_every
@@ -377,12 +379,11 @@ def test_overdue_is_a_warning_per_target_cadence(capsys, arch):
     reps = replicas_by_bag(run.data)[books]
     # The deposit's deep verification is still in the replica log: nothing is overdue.
     assert all(r["flags"] == [] for r in reps.values()), reps
+    deposit_verified = {t: r["last_deep_at"] for t, r in reps.items()}
 
-    # A catalog whose only records of this bag are old (a rebuilt-from-nothing style history).
-    shutil.rmtree(Path(config.catalog) / "replicas")
-    for target in ("site-a", "site-b"):
-        record(arch, books, target, "verified", verified_at=old, last_audit_at=old, last_audit_kind="deep",
-               last_audit_outcome="success", recorded_at=old)
+    # The clock moved past the cadence: every record of this bag is old now.
+    future = datetime.now(timezone.utc) + deep + timedelta(days=3)
+    monkeypatch.setattr(rs, "utc_now", lambda: future)
     run = status(capsys, arch, "--bag", books)
     assert run.code == 0, run.out
     reps = replicas_by_bag(run.data)[books]
@@ -394,12 +395,12 @@ def test_overdue_is_a_warning_per_target_cadence(capsys, arch):
     assert "overdue" in run.err  # a warning on stderr for scripts reading JSON
 
     # A quick audit yesterday on site-a: its quick cadence is met, the deep one still is not.
-    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    yesterday = future - timedelta(days=1)
     record(arch, books, "site-a", "verified", verified_at=old, last_audit_at=yesterday, last_audit_kind="quick",
-           last_audit_outcome="success")
+           last_audit_outcome="success", recorded_at=yesterday)
     reps = replicas_by_bag(status(capsys, arch, "--bag", books).data)[books]
     assert reps["site-a"]["flags"] == ["overdue-deep"]
-    assert reps["site-a"]["last_deep_at"] == old.isoformat().replace("+00:00", "Z")
+    assert reps["site-a"]["last_deep_at"] == deposit_verified["site-a"]   # a quick check is not a deep audit
     assert reps["site-b"]["flags"] == ["overdue-deep", "overdue-quick"]
     text = status_text(capsys, arch, "--bag", books)
     assert text.code == 0 and "overdue-deep" in text.out and "strongroom audit --due" in text.out
@@ -416,23 +417,26 @@ def test_overdue_is_a_warning_per_target_cadence(capsys, arch):
     assert reps["site-a"]["flags"] == ["overdue-deep"]
 
 
-def test_inconclusive_audit_does_not_reset_the_clock(capsys, arch):
+def test_inconclusive_audit_does_not_reset_the_clock(capsys, arch, monkeypatch):
+    """An inconclusive audit is a problem (the copy could not be read) and does not count as an
+    audit: the copy stays overdue; a conclusive one on the other copy resets its clock."""
+    import reports.status as rs
+
     config = load(arch)
     maps = arch.bags["maps"]
     deep = config.cadence_for(config.policy("self-built"), "site-a").deep_every
-    old = datetime.now(timezone.utc) - deep - timedelta(days=1)
-    shutil.rmtree(Path(config.catalog) / "replicas")
-    now = datetime.now(timezone.utc)
-    for target in ("site-a", "site-b"):
-        record(arch, maps, target, "verified", verified_at=old, last_audit_at=old, last_audit_kind="deep",
-               last_audit_outcome="success", recorded_at=old)
-    record(arch, maps, "site-a", "verified", verified_at=old, last_audit_at=now, last_audit_kind="deep",
-           last_audit_outcome="inconclusive")
-    record(arch, maps, "site-b", "verified", verified_at=old, last_audit_at=now, last_audit_kind="deep",
-           last_audit_outcome="success")
-    reps = replicas_by_bag(status(capsys, arch, "--bag", maps).data)[maps]
-    assert reps["site-a"]["flags"] == ["overdue-deep", "overdue-quick"]
+    future = datetime.now(timezone.utc) + deep + timedelta(days=1)
+    monkeypatch.setattr(rs, "utc_now", lambda: future)
+    then = future - timedelta(hours=1)
+    record(arch, maps, "site-a", "verified", last_audit_at=then, last_audit_kind="deep",
+           last_audit_outcome="inconclusive", recorded_at=then, detail="audit (deep): inconclusive: timeout")
+    record(arch, maps, "site-b", "verified", verified_at=then, last_audit_at=then, last_audit_kind="deep",
+           last_audit_outcome="success", recorded_at=then)
+    run = status(capsys, arch, "--bag", maps)
+    reps = replicas_by_bag(run.data)[maps]
+    assert reps["site-a"]["flags"] == ["inconclusive", "overdue-deep", "overdue-quick"]
     assert reps["site-b"]["flags"] == []
+    assert run.code == 1 and {(p["flag"], p["target"]) for p in run.data["problems"]} == {("inconclusive", "site-a")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,8 +446,7 @@ def test_inconclusive_audit_does_not_reset_the_clock(capsys, arch):
 def test_failed_deposit_is_listed_with_its_failure(capsys, arch, tmp_path):
     config = load(arch)
     site_b = Path(config.target("site-b").root)
-    shutil.rmtree(site_b)
-    site_b.write_text("not a folder\n")  # ENOTDIR even for root
+    (site_b / LIB / "news").write_text("not a folder\n")  # ENOTDIR for the new collection's folder on site-b
     src = make_source(tmp_path / "src-new", {"new.txt": b"new material\n"})
     run = cli(capsys, "--config", arch.config, "--json", "deposit", src, "--library", LIB, "--collection", "news",
               "--type", "self-built")
@@ -463,7 +466,9 @@ def test_failed_deposit_is_listed_with_its_failure(capsys, arch, tmp_path):
     assert "Unfinished deposits (1)" in text.out and "FAILED" in text.out
 
 
-def test_missing_catalog_folder_is_a_config_error(capsys, arch):
+def test_missing_catalog_folder_is_a_problem_naming_the_rebuild(capsys, arch):
+    """A catalog deleted whole: status says so and exits 1 (issue 10: a missing or damaged
+    catalog is a preservation problem, not a usage error), pointing at `catalog rebuild`."""
     shutil.rmtree(load(arch).catalog)
     run = status(capsys, arch)
-    assert run.code == 2 and "catalog rebuild" in run.err
+    assert run.code == 1 and "catalog rebuild" in run.out + run.err
