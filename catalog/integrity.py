@@ -151,6 +151,8 @@ def forget(store: Store) -> None:
     with _MEMO_LOCK:
         for key in [k for k in _MEMO if k[0] == store.location]:
             del _MEMO[key]
+        for key in [k for k in _COMBINED if k[0] == store.location]:
+            del _COMBINED[key]
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,9 +190,28 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
+_COMBINED: Dict[Tuple[str, str], Tuple[Tuple, object]] = {}  # (location, table) -> (listing, result)
+
+
 def _read_table(store: Store, table: str, files: List[StoredFile], sigs: Dict[str, Signature],
                 health: CatalogHealth) -> pa.Table:
-    """The needed columns of every readable file; unreadable ones are named in `health`."""
+    """The needed columns of every readable file; unreadable ones are named in `health`. When
+    the table's files are exactly those of the last check in this process, its result is reused
+    (concatenating thousands of small tables again is most of a repeated check's cost)."""
+    key = tuple((f.name, sigs.get(f.name, (0, 0))) for f in files)
+    last = _COMBINED.get((store.location, table))
+    if last is not None and last[0] == key:
+        return last[1]
+    before = len(health.problems)
+    combined = _read_files(store, table, files, sigs, health)
+    if len(health.problems) == before:
+        with _MEMO_LOCK:
+            _COMBINED[(store.location, table)] = (key, combined)
+    return combined
+
+
+def _read_files(store: Store, table: str, files: List[StoredFile], sigs: Dict[str, Signature],
+                health: CatalogHealth) -> pa.Table:
     columns = COLUMNS[table]
     schema = pa.schema([TABLE_SCHEMAS[table].field(c) for c in columns])
     parts: List[pa.Table] = []
@@ -220,13 +241,13 @@ def _read_table(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
 
 
 def _scan(store: Store, table: str, files: List[StoredFile], columns: List[str],
-          schema: pa.Schema) -> Optional[Dict[str, pa.Table]]:
+          schema: pa.Schema, filter=None) -> Optional[Dict[str, pa.Table]]:
     """The fast path: one dataset scan of all `files`, split by file; None if any file fails
     (unreadable, foreign: a required column null), so the caller probes them one by one."""
     try:
         dataset = ds.dataset([f.path for f in files], schema=TABLE_SCHEMAS[table], format="parquet",
                              filesystem=store.fs)
-        scanned = dataset.to_table(columns=columns + ["__filename"])
+        scanned = dataset.to_table(columns=columns + ["__filename"], filter=filter)
     except (OSError, pa.ArrowException, ValueError):
         return None
     if any(scanned.column(c).null_count for c in columns if not schema.field(c).nullable):
@@ -309,6 +330,11 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
     def sig(f: StoredFile) -> Signature:
         return sigs.get(f"{f.path.rsplit('/', 2)[-2]}/{f.name}", (0, 0))
 
+    key = tuple((f.path, sig(f)) for f in files)
+    last = _COMBINED.get((store.location, EVENTS_FOLDER))
+    if last is not None and last[0] == key:
+        return last[1]  # type: ignore[return-value]
+    before = len(health.problems)
     parts: List[pa.Table] = []
     todo: List[StoredFile] = []
     for f in files:
@@ -316,7 +342,16 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
         (todo.append(f) if got is None else parts.append(got))
     columns = ["type", "outcome", "object_type", "bag_id", "target"]
     wanted = ds.field("type").isin(list(REGISTRATION_EVENTS + COPY_EVENTS)) & ds.field("bag_id").is_valid()
-    for f in todo:
+    schema = pa.schema([EVENTS_SCHEMA.field(c) for c in columns])
+    # No filter pushed down: on thousands of one-row segments it costs more than it saves.
+    fast = _scan(store, EVENTS_FOLDER, todo, columns, schema) if todo else None
+    if fast is not None:
+        for f in todo:
+            got = fast.get(f.path, schema.empty_table())
+            _memo_put(store, EVENTS_FOLDER, f.path, sig(f), got)
+            parts.append(got)
+        todo = []
+    for f in todo:  # the slow path: one file at a time, naming the one that cannot be read
         try:
             dataset = ds.dataset([f.path], schema=EVENTS_SCHEMA, format="parquet", filesystem=store.fs)
             got = dataset.to_table(columns=columns, filter=wanted)
@@ -333,7 +368,8 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
         return set(), set()
     events = pa.concat_tables(parts)
     success = pc.equal(events.column("outcome"), "success")
-    registered = events.filter(pc.and_(pc.is_in(events.column("type"), pa.array(REGISTRATION_EVENTS)), success))
+    registered = events.filter(pc.and_(pc.and_(pc.is_in(events.column("type"), pa.array(REGISTRATION_EVENTS)),
+                                               success), pc.is_valid(events.column("bag_id"))))
     # A rebuild that could not register a bag the ledger knows says so with a failed "metadata
     # extraction" event: the loss is then on record (and was reported), not a hole in the index.
     given_up = events.filter(pc.and_(pc.equal(events.column("type"), LOST_EVENT), pc.invert(success)))
@@ -341,8 +377,12 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
                                            pc.equal(events.column("object_type"), "replica")),
                                    pc.and_(pc.is_valid(events.column("target")), success)))
     pairs = copies.group_by(["bag_id", "target"]).aggregate([])
-    return (set(registered.column("bag_id").unique().to_pylist()) - set(given_up.column("bag_id").to_pylist()),
-            set(zip(pairs.column("bag_id").to_pylist(), pairs.column("target").to_pylist())))
+    found = (set(registered.column("bag_id").unique().to_pylist()) - set(given_up.column("bag_id").to_pylist()),
+             set(zip(pairs.column("bag_id").to_pylist(), pairs.column("target").to_pylist())))
+    if len(health.problems) == before:
+        with _MEMO_LOCK:
+            _COMBINED[(store.location, EVENTS_FOLDER)] = (key, found)  # type: ignore[assignment]
+    return found
 
 
 def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
