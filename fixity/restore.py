@@ -347,6 +347,7 @@ class TempFolder:
         self.lock_path = dest.parent / f".{dest.name}{TEMP_MARK}{LOCK_SUFFIX}"
         self.removed_stale = False
         self._fd: Optional[int] = None
+        self._foreign_lock = False
 
     def acquire(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -358,10 +359,14 @@ class TempFolder:
                                  f"({exc.strerror or exc})", path=str(self.lock_path)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 os.close(fd)
                 raise UsageError(f"another restore into this folder is running (it holds {self.lock_path}); "
                                  "wait for it to finish", path=str(self.dest)) from None
+            except OSError as exc:   # e.g. ENOLCK on a share without locks
+                os.close(fd)
+                raise InputError(f"cannot lock the restore's lock file ({exc.strerror or exc}); restore into a "
+                                 "folder on a local file system", path=str(self.lock_path)) from None
             # the previous holder unlinks the file as it ends: make sure we locked the current one
             try:
                 same = os.stat(self.lock_path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
@@ -373,6 +378,11 @@ class TempFolder:
         self._fd = fd
         try:
             content = os.pread(fd, 4096, 0)
+            if content and not content.startswith(LOCK_MARKER):
+                self._foreign_lock = True   # not ours: never rewritten, never removed
+                raise UsageError(f"{self.lock_path} is in the way: restore uses that name for its lock file, but "
+                                 "this one was not written by a restore; remove it, or restore into another folder",
+                                 path=str(self.dest))
             if os.path.lexists(self.path):
                 self._remove_stale(content)
             os.ftruncate(fd, 0)
@@ -402,7 +412,8 @@ class TempFolder:
             return
         if remove_folder:
             remove_tree(self.path)
-        unlink_quietly(self.lock_path)   # while still holding the lock: see acquire
+        if not self._foreign_lock:
+            unlink_quietly(self.lock_path)   # while still holding the lock: see acquire
         os.close(self._fd)
         self._fd = None
         try:

@@ -497,3 +497,12 @@ def test_a_folder_in_the_way_that_no_lock_names_is_never_removed(archive, tmp_pa
     assert code == 2 and "in the way" in err and str(stranger) in err
     assert (stranger / "precious.txt").read_text() == "not Strongroom's"
     assert not _lock_path(dest).exists() and not dest.exists()
+
+
+def test_a_lock_file_that_is_not_a_restores_is_left_alone(archive, tmp_path, capsys):
+    dest = tmp_path / "d"
+    _lock_path(dest).write_text("someone else's notes")
+    code, out, err = archive.restore(capsys, dest, json_out=False)
+    assert code == 2 and "in the way" in err
+    assert _lock_path(dest).read_text() == "someone else's notes"
+    assert sorted(os.listdir(tmp_path)) == sorted(["archive", _lock_path(dest).name])
