@@ -12,6 +12,10 @@ Selection with `--due` (the default), per (bag, target), with `now` injectable f
 * a copy in a bad state (damaged, missing, failed) gets a deep audit (with repair) as soon
   as something other than an audit marked it so (a restore that refused it, a failed
   deposit step), and again every `quick_every` after an audit that left it bad;
+* a good copy whose last audit was inconclusive (its target unreachable, a file unreadable) is
+  checked again, the same kind of audit, `min(quick_every, 1 day)` after that audit: `status`
+  and every audit run report it as an open finding (exit 1) until a conclusive check, so the
+  cron job must get to it without waiting for the next cadence;
 * a copy the bag's policy asks for but the catalog has no record of (`absent`) gets a deep
   audit at once: finding the bag missing there, the repair step copies it from a good copy;
 * never audited first, then most overdue first (oldest due date);
@@ -49,6 +53,9 @@ from strongroom.errors import UsageError
 
 DUE, ALL = "due", "all"
 DEEP, QUICK = "deep", "quick"
+#: An inconclusive audit of a good copy is retried this long after it at the latest (sooner if
+#: the cadence's quick_every is shorter).
+INCONCLUSIVE_RETRY = _dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -199,11 +206,28 @@ def _due(config, r: Dict[str, Any], info: Dict[str, Any], now: _dt.datetime
     if r["overdue_quick"]:
         why_quick = "never checked" if r["last_check_at"] is None else \
             f"quick check due {_day(r['quick_due_at'])} (last {_day(r['last_check_at'])})"
+    retry = _inconclusive_retry(r, cadence, now)
+    if retry is not None and why_deep is None and why_quick is None:
+        retry_at, reason = retry
+        if r["last_audit_kind"] == DEEP:
+            return 1, retry_at, reason, reason
+        return 1, retry_at, None, reason
     if why_deep is None and why_quick is None:
         return None
     group = 1 if r["last_deep_at"] is None else 2
     due_at = r["deep_due_at"] if why_deep else r["quick_due_at"]
     return group, due_at, why_deep, why_quick
+
+
+def _inconclusive_retry(r: Dict[str, Any], cadence, now: _dt.datetime) -> Optional[Tuple[_dt.datetime, str]]:
+    """(when, why) a good copy whose last audit was inconclusive is checked again, if that is now."""
+    last = r.get("last_audit_at")
+    if r.get("last_audit_outcome") != "inconclusive" or last is None:
+        return None
+    retry_at = last + min(cadence.quick_every, INCONCLUSIVE_RETRY)
+    if retry_at > now:
+        return None
+    return retry_at, f"its {r.get('last_audit_kind') or ''} audit of {_day(last)} was inconclusive: checked again"
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -202,3 +202,19 @@ def test_due_with_a_real_deposit_and_a_moved_clock(capsys, tmp_path, monkeypatch
     assert audit_at(later + dt.timedelta(minutes=5))["replicas"] == []         # nothing is due twice
     rows = replica_table(load_config(cfg), catalog, catalog.bags(), now=later + DAY).to_pylist()
     assert not any(r["overdue_deep"] or r["overdue_quick"] for r in rows)      # status agrees
+
+
+def test_an_inconclusive_audit_is_retried_within_a_day(fake):
+    """A good copy whose last audit could not read it is an open finding (status and audit exit 1):
+    the cron job checks it again, the same kind of audit, a day later at the latest."""
+    deep_then, quick_then, just_now = fake.bag(), fake.bag(), fake.bag()
+    for bag in (deep_then, quick_then, just_now):
+        for t in SITES:
+            fake.deposited(bag, t, days(3))
+    fake.record(deep_then, "site-a", "verified", days(1.5), kind="deep", outcome="inconclusive",
+                verified_at=days(3))
+    fake.record(quick_then, "site-b", "verified", days(1.2), kind="quick", outcome="inconclusive",
+                verified_at=days(3))
+    fake.record(just_now, "site-a", "verified", days(0.5), kind="deep", outcome="inconclusive",
+                verified_at=days(3))
+    assert sorted(fake.chosen()) == sorted([(deep_then, "site-a", "deep"), (quick_then, "site-b", "quick")])
