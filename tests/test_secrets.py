@@ -12,7 +12,7 @@ of what a leak needs, and nothing in an archive's records has any use for it.
 The commands run mostly in this process (cheap; logging captured at DEBUG, every logger, so
 botocore's and Luigi's debug output is searched too; for the failing runs the audit's read
 retries and the S3 adapter's backoff are made instant),
-and a -vv deposit, a -vv audit and a failing -vv deposit as real child processes, so logging is
+and a -vv audit and a failing -vv deposit as real child processes, so logging is
 set up exactly as for a user.
 """
 
@@ -129,13 +129,12 @@ def test_no_command_leaks_the_credentials_anywhere(seaweed, tmp_path, monkeypatc
     source = fk.make_files(tmp_path / "source", 6, 40_000, seed="secrets")
     (source / "notes.csv").write_text("title,year\nrare,1644\n", "utf-8")
 
-    dep = child(cfg, "--json", "-vv", "deposit", source, "--library", "PKU", "--collection", "LEAK",
-                "--type", "self-built", "--policy", "vaulted")
-    assert "DEBUG" in dep.err  # -vv really logged at debug level
+    dep = run(cfg, "--json", "-vv", "deposit", source, "--library", "PKU", "--collection", "LEAK",
+              "--type", "self-built", "--policy", "vaulted")
     bag_id = dep.data["bags"][0]["id"]
-    run(cfg, "-v", "deposit", fk.make_files(tmp_path / "source2", 2, 1000, seed="two"), "--library", "PKU",
-        "--collection", "LEAK2", "--type", "self-built", "--policy", "vaulted")
-    child(cfg, "-vv", "audit", "--all", "--deep")
+    assert "DEBUG" in caplog.text or any(r.levelno == logging.DEBUG for r in caplog.records)
+    audit = child(cfg, "-vv", "audit", "--all", "--deep")
+    assert "DEBUG" in audit.err  # -vv really logged at debug level
     run(cfg, "--json", "-v", "audit", "--all", "--quick")
     run(cfg, "-v", "audit", "--due")
     run(cfg, "status")
@@ -198,3 +197,23 @@ def test_no_command_leaks_the_credentials_anywhere(seaweed, tmp_path, monkeypatc
     assert task_params, "no Luigi task was created in this process: the parameter check proved nothing"
     # the credentials were really used: the deposit reached the bucket through them
     assert seaweed.client().list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["KeyCount"] > 0
+
+
+def test_the_search_finds_a_planted_secret_in_compressed_parquet_and_plain_files(tmp_path):
+    """The leak search above proves something only if it would see a leak: a secret in a
+    zstd-compressed Parquet value (invisible to a byte search) and in a plain file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    needle = FAKE_SECRET
+    # Rows sharing the secret's first part, so the compressor stores the one full occurrence as
+    # a back-reference plus a tail: the whole string is nowhere in the file's bytes.
+    rows = [f"first {needle[:30]}{i}" for i in range(500)] + [f"then {needle} end"]
+    pq.write_table(pa.table({"detail": rows}), tmp_path / "events.parquet", compression="zstd",
+                   use_dictionary=False, write_statistics=False)
+    assert needle.encode() not in (tmp_path / "events.parquet").read_bytes()  # hidden from a byte search
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "state.json").write_text(json.dumps({"key": FAKE_KEY}), "utf-8")
+    (tmp_path / "clean.txt").write_text("nothing here", "utf-8")
+    hits = fk.files_holding([tmp_path], [needle, FAKE_KEY])
+    assert sorted(Path(h.split(": ")[0]).name for h in hits) == ["events.parquet", "state.json"], hits
