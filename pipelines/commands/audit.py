@@ -27,8 +27,11 @@ def register(sub) -> None:
                     "copy of the selected bags. --deep re-reads every file and recomputes its primary digest; "
                     "--quick checks presence, size and storage-kept checksums without reading. Damaged, "
                     "missing and extra files are repaired from a copy verified in this run unless --no-repair. "
-                    "Exit 0 all intact (or repaired), 1 damage remains or a copy could not be audited, 2 usage "
-                    "or configuration error. Safe to run from cron: a second run does no duplicate work.")
+                    "Every run also reports all open findings of the selected bags (damage, disputed or "
+                    "inconclusive copies earlier runs left), whatever it checked. Exit 0 all intact (or "
+                    "repaired) and nothing open, 1 damage remains or is still open, or a copy could not be "
+                    "audited, 2 usage or configuration error. Safe to run from cron: a second run does no "
+                    "duplicate work.")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--due", action="store_true", help="only copies overdue by their cadence (default)")
     which.add_argument("--all", action="store_true",
