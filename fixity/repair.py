@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
-import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
@@ -53,6 +52,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord, check_bag_path
 from fixity import audit as A
+from fixity import open_detail as D
 from fixity import trust
 from ingest import bagit_spec
 from ingest.naming import BagId
@@ -66,7 +66,7 @@ AGENT = f"{NAME} {__version__}"
 #: Every replica record an audit writes has a detail starting with this (due.py counts the
 #: bytes today's audits read by it).
 DETAIL_PREFIX = "audit "
-DETAIL_MAX = 2000
+DETAIL_MAX = D.DETAIL_MAX
 #: Ledger events per copy: file-level events beyond these are counted in the copy's event.
 MAX_FILE_EVENTS = 1000
 MAX_INCONCLUSIVE_EVENTS = 100
@@ -812,12 +812,12 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
         else:
             looks[target] = A.check_replica(adapters[target], expected, kind=A.TAGS, retry=retry,
                                             now=clock, empty_target_ok=target not in current)
-    shared_tags = _note_shared(trust.shared_files(targets, looks, adapters), looks)
+    shared_tags = trust.note_shared(trust.shared_files(targets, looks, adapters), looks)
     copies = _Copies(expected, looks)
     payload_fixes, overrides, bag_findings = judge_payload(expected, copies, adapters, retry)
     refs, why = judge_tags(expected, looks, overrides)
     tfixes, doubts = tag_fixes(expected, looks, refs, why)
-    tfixes += _shared_tag_fixes(shared_tags, refs, tfixes)
+    tfixes += trust.shared_tag_fixes(shared_tags, refs, tfixes, _Fix)
     bag_findings += doubts
     verdict = trust.judge_extras(looks, len(targets))
     disagreement = trust.catalog_disagreement(verdict)
@@ -934,31 +934,6 @@ def finish_bag(config, catalog: Catalog, bag_id: str, plan: Sequence[Tuple[str, 
                      clock=clock, skipped=skipped)
 
 
-def _note_shared(shared: List[trust.Shared], looks: Mapping[str, A.ReplicaCheck]) -> List[trust.Shared]:
-    """Payload files shared with an earlier copy become problems of the later copy (repaired like
-    damage, from the other copies); the shared tag files are returned for `_shared_tag_fixes`."""
-    tags = []
-    for s in shared:
-        look = looks[s.target]
-        if not A.is_payload(s.path):
-            tags.append(s)
-        elif not any(p.path == s.path for p in look.payload_problems):
-            look.payload_problems.append(A.FileProblem(s.path, A.SHARED_STORAGE, s.finding().detail))
-    return tags
-
-
-def _shared_tag_fixes(shared: List[trust.Shared], refs: Mapping[str, Optional[Reference]],
-                      tfixes: List[_Fix]) -> List[_Fix]:
-    planned = {(f.target, f.path) for f in tfixes}
-    out = []
-    for s in shared:
-        ref = refs.get(s.path)
-        if (s.target, s.path) in planned or ref is None:
-            continue
-        out.append(_Fix(s.target, s.path, ref, s.finding(), [t for t in ref.holders if t != s.target], tag=True))
-    return out
-
-
 def _assemble(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], payload_fixes: List[_Fix],
               tfixes: List[_Fix], overrides: Mapping[str, Reference],
               verdict: Optional[trust.ExtraVerdict] = None
@@ -1064,26 +1039,10 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
             ro.state_after = rec[-1].state
 
 
+open_since, OPEN_SINCE, STILL_OPEN = D.open_since, D.OPEN_SINCE, D.STILL_OPEN
+
 #: PREMIS event type of each repair action ("quarantine": LoC's term for setting an object aside).
 _ACTION_EVENTS = {"delete": "deletion", "move-aside": "quarantine", "replace": "replication"}
-
-#: How a damaged copy's record names the time its damage was first found (kept by later records
-#: while it stays open, e.g. through quick checks that cannot see it): "... Open since <ISO time>."
-OPEN_SINCE = "Open since "
-_OPEN_SINCE_RE = re.compile(r"Open since (\d{4}-\d\d-\d\dT[0-9:.]+(?:[+-]\d\d:\d\d|Z)?)\.?$")
-
-
-def open_since(detail: Optional[str]) -> Optional[str]:
-    """The ISO time a record's open damage was first found, if its detail carries one."""
-    m = _OPEN_SINCE_RE.search(detail or "")
-    return m.group(1) if m else None
-
-
-def _with_since(detail: str, since: str) -> str:
-    """`detail` cut to fit with its "Open since" ending (the ending is what must survive)."""
-    tail = f". {OPEN_SINCE}{since}."
-    return detail[:DETAIL_MAX - len(tail)].rstrip(". ") + tail
-
 
 def _replica_record(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.datetime,
                     current: Optional[ReplicaRecord]) -> List[ReplicaRecord]:
@@ -1109,9 +1068,9 @@ def _new_records(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.da
             return []
         base = current or ReplicaRecord(bag_id=bag, target=ro.target, site=site, state="verified")
         state = "damaged" if ro.remaining else "repaired"
-        since = (open_since(current.detail) if current is not None and current.state == "damaged" else None) \
+        since = (D.open_since(current.detail) if current is not None and current.state == "damaged" else None) \
             or now.isoformat()
-        detail = _with_since(_remaining_detail(ro), since) if ro.remaining else \
+        detail = D.with_since(_remaining_detail(ro), since) if ro.remaining else \
             f"{len(ro.repairs)} file(s) repaired while other copies were audited"[:DETAIL_MAX]
         return [dataclasses.replace(base, site=site, state=state, detail=detail, recorded_at=now)]
     checked_at = _parse_time(ro.checked_at) or now
@@ -1125,7 +1084,7 @@ def _new_records(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.da
             return out  # never recorded (absent): it stays absent, so it stays due; the event says why
         detail = summary[:DETAIL_MAX]
         if before not in GOOD_STATES and current is not None and current.detail:
-            detail = _still_open(summary, current)   # what was found stays open until a check clears it
+            detail = D.still_open(summary, current)   # what was found stays open until a check clears it
         out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=before, verified_at=verified_at,
                                  last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="inconclusive",
                                  detail=detail, recorded_at=checked_at))
@@ -1137,7 +1096,7 @@ def _new_records(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.da
         else:  # a quick check cannot clear damage it cannot see (digests)
             state = "verified" if before in GOOD_STATES or before is None else before
             if state not in GOOD_STATES and current is not None and current.detail:
-                detail = _still_open(summary, current)
+                detail = D.still_open(summary, current)
         out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=state, verified_at=verified_at,
                                  last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="success",
                                  detail=detail, recorded_at=checked_at))
@@ -1147,10 +1106,10 @@ def _new_records(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.da
     found_state = "missing" if bag_missing else "damaged"
     since = checked_at.isoformat()
     if current is not None and current.state in ("damaged", "missing") and ro.outcome == FAILURE:
-        since = open_since(current.detail) or (current.last_audit_at or current.recorded_at).isoformat()
+        since = D.open_since(current.detail) or (current.last_audit_at or current.recorded_at).isoformat()
     out.append(ReplicaRecord(bag_id=bag, target=ro.target, site=site, state=found_state, verified_at=verified_at,
                              last_audit_at=checked_at, last_audit_kind=kind, last_audit_outcome="failure",
-                             detail=_with_since(summary, since) if ro.outcome == FAILURE else summary[:DETAIL_MAX],
+                             detail=D.with_since(summary, since) if ro.outcome == FAILURE else summary[:DETAIL_MAX],
                              recorded_at=checked_at))
     if ro.outcome == REPAIRED:
         verified = now if kind == A.DEEP or whole_bag else verified_at
@@ -1160,23 +1119,6 @@ def _new_records(bag: str, ro: ReplicaOutcome, look: A.ReplicaCheck, now: _dt.da
                                          f"copies and re-verified")[:DETAIL_MAX],
                                  recorded_at=max(now, checked_at + _dt.timedelta(microseconds=1))))
     return out
-
-
-def _still_open(summary: str, current: ReplicaRecord) -> str:
-    """A quick success on a damaged copy keeps what the deep check found:
-    "<quick summary> (...). Still open: <the damage record's detail>. Open since <ISO time>."."""
-    still = current.detail or ""
-    if STILL_OPEN in still:
-        still = still.split(STILL_OPEN, 1)[1]
-    since = open_since(still) or (current.last_audit_at or current.recorded_at).isoformat()
-    if open_since(still):
-        still = still[:still.rfind(OPEN_SINCE)]
-    why = "a quick check cannot clear damage it cannot see" if " (quick): success" in summary else \
-        "this check could not clear it"
-    return _with_since(f"{summary} ({why}). {STILL_OPEN}{still.rstrip('. ')}", since)
-
-
-STILL_OPEN = "Still open: "
 
 
 def _replica_detail(ro: ReplicaOutcome, look: A.ReplicaCheck) -> str:
@@ -1234,5 +1176,5 @@ def _parse_time(text: Optional[str]) -> Optional[_dt.datetime]:
 
 
 __all__ = ["Reference", "RepairAction", "ReplicaOutcome", "BagAudit", "audit_bag", "finish_bag", "judge_payload",
-           "judge_tags", "tag_fixes", "expected_tag_names", "DETAIL_PREFIX", "SUCCESS", "REPAIRED", "FAILURE",
+           "judge_tags", "tag_fixes", "expected_tag_names", "DETAIL_PREFIX", "DISPUTED_STATE", "SUCCESS", "REPAIRED", "FAILURE",
            "INCONCLUSIVE", "SKIPPED"]

@@ -174,5 +174,32 @@ def _identity(target: str, path: str, looks: Mapping[str, A.ReplicaCheck],
     return st.identity
 
 
-__all__ = ["vouched_manifests", "manifest_lists", "ExtraVerdict", "judge_extras", "catalog_disagreement",
+def note_shared(shared: List[Shared], looks: Mapping[str, A.ReplicaCheck]) -> List[Shared]:
+    """Payload files shared with an earlier copy become problems of the later copy (repaired like
+    damage, from the other copies); the shared tag files are returned for `shared_tag_fixes`."""
+    tags = []
+    for s in shared:
+        look = looks[s.target]
+        if not A.is_payload(s.path):
+            tags.append(s)
+        elif not any(p.path == s.path for p in look.payload_problems):
+            look.payload_problems.append(A.FileProblem(s.path, A.SHARED_STORAGE, s.finding().detail))
+    return tags
+
+
+def shared_tag_fixes(shared: List[Shared], refs: Mapping, tfixes: List, make_fix) -> List:
+    """Repairs of tag files a later copy shares with an earlier one: `make_fix(target, path, ref,
+    finding, sources, tag=True)` for each (fixity.repair's planned fix), none where one is planned."""
+    planned = {(f.target, f.path) for f in tfixes}
+    out = []
+    for s in shared:
+        ref = refs.get(s.path)
+        if (s.target, s.path) in planned or ref is None:
+            continue
+        out.append(make_fix(s.target, s.path, ref, s.finding(), [t for t in ref.holders if t != s.target], tag=True))
+    return out
+
+
+__all__ = ["note_shared", "shared_tag_fixes", "vouched_manifests", "manifest_lists", "ExtraVerdict", "judge_extras",
+           "catalog_disagreement",
            "Shared", "shared_files"]
