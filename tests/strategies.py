@@ -1,6 +1,6 @@
 """Hypothesis strategies and settings shared by the property tests and the bounded fuzz run.
 
-Every profile here is reproducible (derandomize=True: the same examples on every run, so CI
+Every setting here is reproducible (derandomize=True: the same examples on every run, so CI
 never fails by luck) and has no deadline (a loaded 2-core CI machine makes timings noise).
 The example database is off: nothing is written into the work tree.
 """
@@ -8,6 +8,7 @@ The example database is off: nothing is written into the work tree.
 from __future__ import annotations
 
 import hashlib
+import os
 import string
 from typing import Dict, List, Tuple
 
@@ -24,9 +25,13 @@ NAME_CHARS = string.ascii_letters + string.digits + " %-_.,'()+=#~" + "善本书
 TRICKY_CHARS = "%\r\n\t \u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e\ufeff:*#~."
 
 
+#: Multiplies every example count: STRONGROOM_PROPERTY_SCALE=20 for a long local hunt (CI: 1).
+SCALE = float(os.environ.get("STRONGROOM_PROPERTY_SCALE", "1") or 1)
+
+
 def quick(max_examples: int, **kw) -> settings:
     """Settings for one property: few examples, reproducible, no deadline, no database."""
-    base = dict(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+    base = dict(max_examples=max(1, int(max_examples * SCALE)), deadline=None, derandomize=True, database=None,
                 print_blob=False, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                         HealthCheck.filter_too_much])
     base.update(kw)
@@ -111,3 +116,35 @@ def manifest_text(entries: Dict[str, str], version: str = "1.0") -> Tuple[str, L
 
     lines = [spec.manifest_line(d, p, version) for p, d in sorted(entries.items())]
     return "".join(lines), lines
+
+
+BAG_ID_TEXT = "LIB/COLL/20260101T000000Z-1"
+
+
+def build_bag(root, tree: Dict[str, bytes], algorithms=("sha256", "md5")):
+    """A bag made by ingest.bag.finish_bag (the deposit's own writer) from {relpath: bytes};
+    returns its folder, root/"bag"."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from ingest.bag import BagPlan, finish_bag
+    from ingest.metadata import Provenance
+    from ingest.naming import BagId
+    from ingest.stage import StagedFile
+
+    root = Path(root)
+    work = root / ".incomplete"
+    staged = []
+    for rel, data in sorted(tree.items()):
+        p = work / "data" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        staged.append(StagedFile(rel, len(data), p.stat().st_mtime_ns,
+                                 {a: hashlib.new(a, data).hexdigest() for a in algorithms}, None))
+    plan = BagPlan(bag_id=BagId.parse(BAG_ID_TEXT), work_dir=work, files=staged, algorithms=list(algorithms),
+                   part_count=1, external_id="00000000-0000-4000-8000-000000000000",
+                   info={"Strongroom-Collection-Type": "self-built", "Strongroom-Policy": "self-built",
+                         "Strongroom-Collection-Title": "善本 100% \"quoted\""})
+    finish_bag(plan, Provenance("Library 图书馆", "fido-test", "sig-test", datetime(2026, 1, 1, tzinfo=timezone.utc)),
+               root / "bag")
+    return root / "bag"

@@ -260,31 +260,6 @@ def _bagit_python_mishandles(path: str) -> bool:
     return "%" in path or path != path.rstrip()
 
 
-def _build_bag(root: Path, tree: Dict[str, bytes], algorithms=("sha256", "md5")) -> Path:
-    """A bag made by ingest.bag.finish_bag (the deposit's own writer) from `tree`."""
-    from ingest.bag import BagPlan, finish_bag
-    from ingest.metadata import Provenance
-    from ingest.naming import BagId
-    from ingest.stage import StagedFile
-
-    work = root / ".incomplete"
-    staged = []
-    for rel, data in sorted(tree.items()):
-        p = work / "data" / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        staged.append(StagedFile(rel, len(data), p.stat().st_mtime_ns,
-                                 {a: hashlib.new(a, data).hexdigest() for a in algorithms}, None))
-    bag_id = BagId("LIB", "COLL", "20260101T000000Z", 1)
-    plan = BagPlan(bag_id=bag_id, work_dir=work, files=staged, algorithms=list(algorithms), part_count=1,
-                   external_id="00000000-0000-4000-8000-000000000000",
-                   info={"Strongroom-Collection-Type": "self-built", "Strongroom-Policy": "self-built",
-                         "Strongroom-Collection-Title": "善本 100% \"quoted\""})
-    finish_bag(plan, Provenance("Library 图书馆", "fido-test", "sig-test", datetime(2026, 1, 1, tzinfo=timezone.utc)),
-               root / "bag")
-    return root / "bag"
-
-
 @S.quick(12)
 @given(tree=S.payload_trees())
 @example(tree={"100% cotton.txt": b"x", "善本/第 1 卷.txt": b"y", "a/b/c d.bin": b""})
@@ -298,7 +273,7 @@ def test_bag_writer_output_is_valid_for_us_and_for_bagit_python(tree):
     from ingest.validate import validate_bag
 
     with tempfile.TemporaryDirectory() as tmp:
-        bag = _build_bag(Path(tmp), tree)
+        bag = S.build_bag(Path(tmp), tree)
         report = validate_bag(bag)
         assert report.valid, [str(p) for p in report.problems]
         assert report.payload_files == len(tree)
@@ -331,15 +306,16 @@ AUDIT_FILES: Dict[str, bytes] = {
 SITES = ["beijing", "wuhan", "shanghai"]
 
 
-@dataclass(repr=False)
 class Template:
-    """A pristine deposited archive folder (copied for each example) and what its bag holds."""
+    """A pristine deposited archive folder (copied for each example) and what its bag holds.
+    (A plain class: hypothesis prints a dataclass fixture field by field, bytes and all.)"""
 
-    folder: Path
-    bag: str
-    targets: List[str]
-    originals: Dict[str, bytes]     # every path the bag's own manifests and tag manifests list
-    payload: List[str]              # the payload paths among them
+    def __init__(self, folder: Path, bag: str, targets: List[str]):
+        self.folder = folder
+        self.bag = bag
+        self.targets = targets
+        self.originals: Dict[str, bytes] = {}   # every path the bag's manifests and tag manifests list
+        self.payload: List[str] = []            # the payload paths among them
 
     def __repr__(self) -> str:   # short: hypothesis prints the fixture with each failing example
         return f"Template({len(self.targets)} copies of {self.bag})"
@@ -379,7 +355,7 @@ def _make_template(base: Path, replicas: int) -> Template:
     bags = Catalog(load_config(cfg).catalog).bags("LIB", "COLL").column("bag_id").to_pylist()
     assert len(bags) == 1
     targets = [f"site-{c}" for c in "abc"[:replicas]]
-    t = Template(base / "archive", bags[0], targets, {}, [])
+    t = Template(base / "archive", bags[0], targets)
     first = t.bag_dir(t.folder, targets[0])
     listed = [p for p, _ in spec.read_manifest(first / "manifest-sha256.txt")]
     listed += [p for p, _ in spec.read_manifest(first / "tagmanifest-sha256.txt")]
@@ -486,7 +462,10 @@ def apply_damage(t: Template, archive: Path, d: Damage, fifos: List[Path]) -> No
             if not files:
                 return
             p = files[d.pick % len(files)]
-            table = pq.read_table(p)
+            try:
+                table = pq.read_table(p)
+            except (pa.ArrowInvalid, OSError):   # truncated by an earlier damage
+                return
             keep = [i for i in range(table.num_rows) if not (d.item >> (i % 3)) & 1] if table.num_rows > 1 else []
             if len(keep) == table.num_rows:
                 keep = keep[1:]
@@ -494,7 +473,10 @@ def apply_damage(t: Template, archive: Path, d: Damage, fifos: List[Path]) -> No
             pq.write_table(kept, p)
             if d.kind.endswith("fix the bag row"):   # a catalog consistent with itself, but wrong
                 for b in tables.get("bags", []):
-                    bags = pq.read_table(b)
+                    try:
+                        bags = pq.read_table(b)
+                    except (pa.ArrowInvalid, OSError):
+                        continue
                     if "file_count" in bags.column_names and "byte_count" in bags.column_names:
                         n = bags.num_rows
                         bags = bags.set_column(bags.schema.get_field_index("file_count"), "file_count",
