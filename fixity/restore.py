@@ -56,10 +56,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import logging
 import os
-import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +75,8 @@ from strongroom import NAME, __version__
 from strongroom.checksums import SUPPORTED
 from strongroom.durable import fsync_dir, unlink_quietly, write_all
 from strongroom.errors import ConfigError, InputError, PreservationError, StrongroomError, UsageError
+from fixity.restore_dest import (TEMP_MARK, TempFolder, archive_folders, check_dest, check_dest_location,
+                                 check_dest_empty, make_dirs, remove_tree)
 from storage_adapters.base import CHUNK, HashingReader, NotFound, StorageAdapter, StorageError, check_relpath
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,6 @@ AGENT = f"{NAME} {__version__}"
 #: Catalog replica states a restore may read from: a copy an audit repaired and re-verified is
 #: as good as one that never needed repair (the same as fixity.repair.GOOD_STATES).
 USABLE_STATES = ("verified", "repaired")
-#: The temporary folder beside DEST is `.NAME` + TEMP_MARK; its lock file adds LOCK_SUFFIX.
-TEMP_MARK = ".restore-strongroom"
-LOCK_SUFFIX = ".lock"
-#: First line of a lock file: how a rerun knows the folder it names is a restore's own.
-LOCK_MARKER = b"strongroom restore temporary folder lock\n"
 EMPTY_DIRS_FILE = metadata.EMPTY_DIRS_FILE
 ATTRIBUTES_FILE = metadata.ATTRIBUTES_FILE
 _DETAIL_MAX = 2000
@@ -184,7 +179,7 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
     temp = TempFolder(dest_path)
     temp.acquire()                                   # removes a killed restore's leftovers
     try:
-        _check_dest_empty(dest_path)
+        check_dest_empty(dest_path)
         catalog = catalog or open_catalog(config)
         record = catalog.bag(str(bag_id))
         if record is None:
@@ -203,270 +198,6 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
         return job.run()
     finally:
         temp.release()
-
-
-def check_dest(dest, config=None) -> Path:
-    """DEST as an absolute path; UsageError unless it is outside the archive and absent or an
-    empty real folder whose parent exists (`check_dest_location`, then the emptiness check)."""
-    path = check_dest_location(dest, config)
-    _check_dest_empty(path)
-    return path
-
-
-def check_dest_location(dest, config=None) -> Path:
-    """DEST as an absolute path, checked without writing anything (UsageError, exit 2):
-
-    not the root folder, not a symbolic link, not an existing non-folder, its parent exists, and
-    not inside, equal to or containing one of the archive's own folders (`archive_folders`),
-    whatever the spelling or the links on the way.
-    """
-    text = os.fspath(dest)
-    if not text:
-        raise UsageError("the destination folder is empty text")
-    path = Path(os.path.abspath(text))
-    if path.name in ("", ".", ".."):
-        raise UsageError("cannot restore into the root folder; give a folder to create", path=str(path))
-    if config is not None:
-        _refuse_archive_folders(text, path, config)
-    if os.path.islink(path):
-        raise UsageError("is a symbolic link; give a real folder that does not exist yet (or is empty)",
-                         path=str(path))
-    if os.path.lexists(path) and not path.is_dir():
-        raise UsageError("already exists and is not a folder; restore needs a new or empty folder",
-                         path=str(path))
-    if not path.parent.is_dir():
-        raise UsageError("its parent folder does not exist; create it first", path=str(path))
-    return path
-
-
-def _check_dest_empty(path: Path) -> None:
-    if not os.path.lexists(path):
-        return
-    try:
-        with os.scandir(path) as it:
-            entries = [e.name for e in it]
-    except OSError as exc:
-        raise UsageError(f"cannot be read ({exc.strerror or exc})", path=str(path)) from None
-    if entries:
-        raise UsageError(f"is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
-                         f"e.g. {sorted(entries)[0]!r}); restore never writes into a folder that holds "
-                         "something: give a new or empty folder", path=str(path))
-
-
-def archive_folders(config) -> List[Tuple[str, str]]:
-    """(what, folder) for every folder the archive keeps its own things in, as configured."""
-    out: List[Tuple[str, str]] = []
-    catalog = getattr(config, "catalog", None)
-    if catalog and "://" not in str(catalog):
-        out.append(("the archive's catalog folder", str(catalog)))
-    for attr, what in (("staging", "the archive's staging folder"), ("policies_dir", "the archive's policies folder")):
-        value = getattr(config, attr, None)
-        if value:
-            out.append((what, str(value)))
-    for target in getattr(config, "storage", {}).values():
-        root = getattr(target, "root", None)
-        if root is not None:
-            out.append((f"storage target {target.name}'s folder", str(root)))
-    return out
-
-
-def _refuse_archive_folders(text: str, path: Path, config) -> None:
-    """UsageError when DEST (or the sibling temporary folder) would land in an archive folder.
-
-    DEST is resolved twice, as the kernel would ('..' after following links) and as `path`
-    spells it ('..' removed first); each archive folder is resolved too. Inside, equal and
-    containing are all refused, and an ancestor of DEST that is the same folder (device and
-    inode) as an archive folder counts as inside it, so bind mounts do not hide one.
-    """
-    spelled = {os.path.realpath(os.path.join(os.getcwd(), text)), os.path.realpath(path)}
-    for what, folder in archive_folders(config):
-        real = os.path.realpath(folder)
-        for d in sorted(spelled):
-            relation = _relation(d, real)
-            if relation is None:
-                relation = _same_folder_relation(d, real)
-            if relation is not None:
-                also = f" (it resolves to {d})" if d != str(path) else ""
-                raise UsageError(f"{relation} {what} ({folder}){also}; restore writes only outside the archive's "
-                                 "own folders: give a DEST elsewhere", path=text)
-
-
-def _relation(dest: str, folder: str) -> Optional[str]:
-    if dest == folder:
-        return "is"
-    if dest.startswith(folder.rstrip("/") + "/"):
-        return "is inside"
-    if folder.startswith(dest.rstrip("/") + "/"):
-        return "contains"
-    return None
-
-
-def _same_folder_relation(dest: str, folder: str) -> Optional[str]:
-    """'is inside' / 'contains' by device and inode of the existing ancestors (bind mounts, aliases)."""
-    def ids(p: str):
-        try:
-            st = os.stat(p)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-    def ancestors(p: str):
-        while True:
-            yield p
-            parent = os.path.dirname(p)
-            if parent == p:
-                return
-            p = parent
-
-    target = ids(folder)
-    if target is not None and any(ids(a) == target for a in ancestors(dest)):
-        return "is inside"
-    mine = ids(dest)
-    if mine is not None and any(ids(a) == mine for a in ancestors(folder)):
-        return "contains"
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# The temporary folder beside DEST
-
-
-class TempFolder:
-    """`.NAME.restore-strongroom` beside DEST, owned through the lock file `.NAME.restore-strongroom.lock`.
-
-    `acquire` takes the lock (flock, non-blocking: a live restore into the same DEST makes it a
-    UsageError), removes a stale folder a killed restore left (only when the lock file says it
-    is ours), and creates the folder afresh; `release` removes the folder if it is still there,
-    then the lock file. Why a lock file and not a marker inside the folder: the folder itself is
-    renamed to DEST at the end, and must hold nothing but the bag.
-    """
-
-    def __init__(self, dest: Path):
-        self.dest = dest
-        self.path = dest.parent / f".{dest.name}{TEMP_MARK}"
-        self.lock_path = dest.parent / f".{dest.name}{TEMP_MARK}{LOCK_SUFFIX}"
-        self.removed_stale = False
-        self._fd: Optional[int] = None
-        self._foreign_lock = False
-
-    def acquire(self) -> None:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        while True:
-            try:
-                fd = os.open(self.lock_path, flags, 0o600)
-            except OSError as exc:
-                raise InputError(f"cannot create the restore's lock file next to the destination "
-                                 f"({exc.strerror or exc})", path=str(self.lock_path)) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise UsageError(f"another restore into this folder is running (it holds {self.lock_path}); "
-                                 "wait for it to finish", path=str(self.dest)) from None
-            except OSError as exc:   # e.g. ENOLCK on a share without locks
-                os.close(fd)
-                raise InputError(f"cannot lock the restore's lock file ({exc.strerror or exc}); restore into a "
-                                 "folder on a local file system", path=str(self.lock_path)) from None
-            # the previous holder unlinks the file as it ends: make sure we locked the current one
-            try:
-                same = os.stat(self.lock_path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        self._fd = fd
-        try:
-            content = os.pread(fd, 4096, 0)
-            if content and not content.startswith(LOCK_MARKER):
-                self._foreign_lock = True   # not ours: never rewritten, never removed
-                raise UsageError(f"{self.lock_path} is in the way: restore uses that name for its lock file, but "
-                                 "this one was not written by a restore; remove it, or restore into another folder",
-                                 path=str(self.dest))
-            if os.path.lexists(self.path):
-                self._remove_stale(content)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, LOCK_MARKER + f"folder: {self.path.name}\npid: {os.getpid()}\n".encode("utf-8"), 0)
-            os.fsync(fd)
-            os.mkdir(self.path)
-        except OSError as exc:
-            self.release(remove_folder=False)
-            raise InputError(f"cannot create a temporary folder next to the destination ({exc.strerror or exc})",
-                             path=str(self.path)) from None
-        except BaseException:
-            self.release(remove_folder=False)
-            raise
-
-    def _remove_stale(self, content: bytes) -> None:
-        ours = content.startswith(LOCK_MARKER) and f"folder: {self.path.name}\n".encode("utf-8") in content
-        if not ours and not (os.path.isdir(self.path) and not os.path.islink(self.path) and not os.listdir(self.path)):
-            raise UsageError(f"{self.path} is in the way: restore uses that name for its temporary folder, but no "
-                             f"lock file of a restore names it; remove it if it is a leftover, or restore into "
-                             "another folder", path=str(self.dest))
-        log.warning("removing %s, left by a restore that was stopped before it finished", self.path)
-        remove_tree(self.path)
-        self.removed_stale = True
-
-    def release(self, remove_folder: bool = True) -> None:
-        if self._fd is None:
-            return
-        if remove_folder:
-            remove_tree(self.path)
-        if not self._foreign_lock:
-            unlink_quietly(self.lock_path)   # while still holding the lock: see acquire
-        os.close(self._fd)
-        self._fd = None
-        try:
-            fsync_dir(self.dest.parent)
-        except OSError:
-            pass
-
-
-def remove_tree(path) -> None:
-    """Remove a folder and everything in it, never following links, without recursion.
-
-    (shutil.rmtree recurses on Python 3.11 and fails on a tree 1,000 folders deep.) Errors are
-    ignored: this only cleans up after a restore.
-    """
-    stack: List[Tuple[str, bool]] = [(os.fspath(path), False)]
-    while stack:
-        p, emptied = stack.pop()
-        if emptied:
-            try:
-                os.rmdir(p)
-            except OSError:
-                pass
-            continue
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            unlink_quietly(p)
-            continue
-        stack.append((p, True))
-        try:
-            with os.scandir(p) as it:
-                stack.extend((e.path, False) for e in it)
-        except OSError:
-            pass
-
-
-def make_dirs(path: Path) -> None:
-    """`mkdir -p` without recursion (Path.mkdir(parents=True) recurses once per missing level)."""
-    missing: List[Path] = []
-    p = path
-    while not os.path.isdir(p):
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            if not os.path.isdir(folder):
-                raise
 
 
 def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[str],
