@@ -381,7 +381,20 @@ CATALOG_DAMAGE = ["delete catalog file", "truncate catalog file", "drop file row
 REBUILD = "then catalog rebuild"
 REPLICA_DAMAGE = ["corrupt", "truncate", "delete", "symlink to other copy", "hard link to other copy", "fifo",
                   "folder", "extra file", "alter consistently", "drop from manifests consistently",
-                  "data symlink to other copy", "bag symlink to other copy"]
+                  "data symlink to other copy", "bag symlink to other copy", "hostile tag file"]
+
+#: Tag files an audit parses or a repair copies, made hostile (Damage.pick chooses; an odd
+#: Damage.item also rewrites the tag manifests to agree, so the copy looks consistent).
+HOSTILE_TAGS = [
+    ("bagit.txt", b"BagIt-Version: 1.0\nTag-File-Character-Encoding: base64\n"),
+    ("bagit.txt", b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\x00\n"),
+    ("bag-info.txt", b""),
+    ("bag-info.txt", b"Payload-Oxum: " + b"9" * 400 + b".\xd9\xa3\n"),
+    ("manifest-sha256.txt", b"54d680af260f6d5cf66529e6510beb434d04ce38209e8c66161b5e7d96ca5121  ../../a.txt\n"),
+    ("manifest-md5.txt", b"793e7f2dc2f9f04ac9b212afc4ccbaa5  data/a.txt\r" * 3),
+    ("metadata/file-attributes.csv", "path,size,mtime_ns\r\ndata/a.txt,\u0661\u0660\u0664,1\r\n".encode()),
+    ("metadata/formats.csv", b'path,size\r\ndata/a.txt,"' + b"x" * 200_000 + b'"\r\n'),
+]
 
 
 @dataclass(frozen=True)
@@ -538,6 +551,13 @@ def apply_damage(t: Template, archive: Path, d: Damage, fifos: List[Path]) -> No
         _rewrite_manifests(here, lambda p, dg: {a: hashlib.new(a, new).hexdigest() for a in dg} if p == rel else dg)
     elif d.kind == "drop from manifests consistently" and exists:
         _rewrite_manifests(here, lambda p, dg: None if p == rel else dg)
+    elif d.kind == "hostile tag file":
+        name, content = HOSTILE_TAGS[d.pick % len(HOSTILE_TAGS)]
+        _make_tree_writable(here)
+        (here / name).write_bytes(content)
+        if d.item % 2:
+            algs = [spec.manifest_algorithm(p.name) for p in here.glob("tagmanifest-*.txt")]
+            spec.write_tag_manifests(here, algs)
     elif d.kind in ("data symlink to other copy", "bag symlink to other copy") and there.is_dir():
         victim = here / "data" if d.kind.startswith("data") else here
         if victim.is_symlink() or not victim.is_dir():
@@ -664,6 +684,7 @@ TABLE_FILES, TABLE_EVENTS = 2, 1   # bags, events, files
 @example(damage=[Damage("drop file rows and fix the bag row", item=1)])
 @example(damage=[Damage("alter consistently", copy=0), Damage("delete catalog"), Damage(REBUILD)])   # 1-1 tie
 @example(damage=[Damage("bag symlink to other copy", copy=0), Damage("corrupt", copy=1)])
+@example(damage=[Damage("hostile tag file", copy=0, item=1, pick=5)])
 def test_audit_never_removes_a_listed_file_two_copies(templates, damage):
     """Two copies: random catalog and replica damage, then an audit with repair on (after a
     `catalog rebuild` when drawn). No file the bag's own manifests list may be gone from every
@@ -676,6 +697,7 @@ def test_audit_never_removes_a_listed_file_two_copies(templates, damage):
 @given(damage=damages())
 @example(damage=[Damage("truncate catalog file", item=TABLE_FILES, pick=1)])
 @example(damage=[Damage("fifo", copy=0), Damage("hard link to other copy", copy=2, item=1)])
+@example(damage=[Damage("hostile tag file", copy=1, item=1, pick=1), Damage("hostile tag file", copy=2, pick=2)])
 def test_audit_never_removes_a_listed_file_three_copies(templates, damage):
     """The same with three copies, where a majority of independent copies may decide."""
     _check_no_listed_file_lost(templates[3], damage)
