@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from catalog.bag_records import folder_reader, records_from_bag
 from catalog.catalog import Catalog
-from fixity.restore import remove_tree
 from ingest import bagit_spec, metadata
 from ingest.bagit_spec import FieldError, TagFileError
 from ingest.naming import BagId
@@ -305,10 +305,11 @@ def test_validate_utf16_without_byte_order_mark_is_an_invalid_bag(tmp_path, caps
 
 @pytest.fixture
 def deep_tmp(tmp_path):
-    """tmp_path, emptied without recursion afterwards: pytest's own clean-up (shutil.rmtree on
-    Python 3.11) dies with RecursionError on a tree 1,100 folders deep, in a later session."""
+    """tmp_path, emptied afterwards by rm -rf: pytest's own clean-up (shutil.rmtree on Python 3.11)
+    dies with RecursionError on a tree 1,100 folders deep, in a later session."""
     yield tmp_path
-    remove_tree(tmp_path / "b")
+    subprocess.run(["rm", "-rf", "--", str(tmp_path / "b")], check=False)
+    assert not (tmp_path / "b").exists()
 
 
 def test_validate_walks_1100_nested_folders(deep_tmp, capsys):
@@ -362,3 +363,24 @@ def test_validate_a_line_longer_than_64_KiB_is_a_problem(tmp_path, capsys):
     code, report, err = _validate(capsys, bag)
     assert code == 1
     assert any(p["path"] == "bag-info.txt" and "longer than 65536" in p["message"] for p in report["problems"])
+
+
+def test_remove_tree_needs_no_recursion(tmp_path):
+    """What restore cleans up with: a tree 1,100 folders deep, a symlink that must not be followed."""
+    from fixity.restore import remove_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    top = tmp_path / "b"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(1100):
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.symlink(outside, "link", dir_fd=fd)
+    os.close(fd)
+    remove_tree(top)
+    assert not top.exists() and (outside / "keep.txt").read_text() == "keep"
