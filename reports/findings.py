@@ -38,6 +38,8 @@ INCONCLUSIVE = "inconclusive"
 AUDIT_EVENT = "fixity check"
 REPAIR_EVENTS = ("replication", "deletion")
 REPAIR_PREFIX = "repair:"
+AUDIT_SUMMARY_PREFIX = "audit "   # fixity.repair.DETAIL_PREFIX: a copy's audit summary event/record
+BAG_MISSING = "bag-missing"
 #: Bags read one query each up to this many; more and the events are read once and filtered.
 PER_BAG_QUERIES = 20
 
@@ -232,8 +234,9 @@ def _copy_findings(r: Mapping[str, Any], run: List[Dict[str, Any]], events: List
             continue
         if e["outcome"] == "failure" and e["object_type"] == "file" and e["path"]:
             by_path.setdefault(e["path"], []).append(e)
-        elif e["outcome"] == "failure" and e["object_type"] == "replica" and _kind_and_text(e["detail"])[0]:
-            copy_level.append(e)
+        elif e["outcome"] == "failure" and e["object_type"] == "replica" \
+                and not (e["detail"] or "").startswith(AUDIT_SUMMARY_PREFIX):
+            copy_level.append(e)   # the copy as a whole (its bag missing), not the audit's summary
         elif e["outcome"] == INCONCLUSIVE and e["object_type"] == "file" and e["path"] \
                 and last_audit is not None and e["datetime"] == last_audit and current_outcome == INCONCLUSIVE:
             inconclusive_files.append(e)
@@ -264,6 +267,7 @@ def _copy_findings(r: Mapping[str, Any], run: List[Dict[str, Any]], events: List
         whole = [e for e in copy_level if not any(t > e["datetime"] for t in deep_times)]
         if whole:
             kind, text = _kind_and_text(whole[-1]["detail"])
+            kind = kind or (BAG_MISSING if state == "missing" else state)
             return [OpenFinding(bag=bag, target=target, site=site, state=state, kind=kind, path=None, detail=text,
                                 since=whole[0]["datetime"], checked_at=whole[-1]["datetime"])]
         record = _bad_record(run)

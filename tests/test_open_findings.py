@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -121,6 +122,23 @@ def test_a_later_quick_check_keeps_the_finding_and_status_shows_it(capsys, arch)
     code = main(["--config", str(arch.cfg), "status"])
     out, _ = capsys.readouterr()
     assert code == 1 and "corrupted data/a.txt" in out
+
+
+def test_a_later_deep_audit_closes_what_it_no_longer_finds_and_a_lost_bag_is_one_finding(capsys, arch):
+    good = arch.path("site-a", "data/a.txt").read_bytes()
+    arch.flip("site-a", "data/a.txt")
+    arch.truncate("site-a", "data/same-2.bin")
+    shutil.rmtree(arch.path("site-b"))
+    code, s, _ = arch.audit(capsys, "--bag", arch.bag, "--no-repair")
+    assert code == 1
+    assert keys(s["open_findings"]) == {(arch.bag, "site-a", "corrupted", "data/a.txt"),
+                                        (arch.bag, "site-a", "truncated", "data/same-2.bin"),
+                                        (arch.bag, "site-b", "bag-missing", None)}
+    arch.put("site-a", "data/a.txt", good)              # put right by hand, outside Strongroom
+    code, s, _ = arch.audit(capsys, "--bag", arch.bag, "--no-repair", "--deep")
+    assert code == 1
+    assert keys(s["open_findings"]) == {(arch.bag, "site-a", "truncated", "data/same-2.bin"),
+                                        (arch.bag, "site-b", "bag-missing", None)}
 
 
 def test_inconclusive_copy_stays_open_until_checked(capsys, arch):
