@@ -324,6 +324,35 @@ def test_unreachable_target_is_a_problem_not_a_list_of_verified_copies(capsys, a
     assert text.code == 1 and "site-b is unreachable" in text.out and "All well" not in text.out
 
 
+def test_unreachable_s3_target_is_found_with_one_quick_request(capsys, arch, monkeypatch):
+    """An S3 target the catalog records a copy on, whose endpoint does not answer (a closed port):
+    flagged unreachable after one request without retries, in a few seconds at most."""
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]      # closed again when the block ends: nothing listens there
+    monkeypatch.setenv("SR_TEST_KEY", "AKIDEXAMPLE")
+    monkeypatch.setenv("SR_TEST_SECRET", "not-a-real-secret")
+    cfg = arch.config.read_text("utf-8")
+    arch.config.write_text(cfg.replace("\nstorage:\n", "\nstorage:\n  s3-far:\n    type: s3\n"
+                                       f"    endpoint: http://127.0.0.1:{port}\n    bucket: strongroom-far\n"
+                                       "    site: far-away\n    credentials: {access_key_env: SR_TEST_KEY, "
+                                       "secret_key_env: SR_TEST_SECRET}\n", 1), "utf-8")
+    now = datetime.now(timezone.utc)
+    record(arch, arch.bags["maps"], "s3-far", "verified", verified_at=now, last_audit_at=now,
+           last_audit_kind="deep", last_audit_outcome="success")
+    started = time.monotonic()
+    run = status(capsys, arch)
+    assert time.monotonic() - started < 15
+    assert run.code == 1
+    (t,) = [t for t in run.data["targets"] if t["name"] == "s3-far"]
+    assert t["reachable"] is False and t["copies"] == 1 and "does not answer" in t["reason"]
+    assert "not-a-real-secret" not in run.out + run.err
+    assert [t["reachable"] for t in run.data["targets"] if t["type"] == "filesystem"] == [True, True]
+
+
 def test_repaired_counts_as_good_and_disputed_is_a_problem(capsys, arch):
     books = arch.bags["books"]
     now = datetime.now(timezone.utc)
