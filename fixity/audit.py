@@ -417,8 +417,14 @@ class FileChecker:
             if ident is not None and ident[2] > 1:
                 self.linked.append([path, ident[0], ident[1]])
             readinto = getattr(fh, "readinto", None)
+            # A buffered reader fills the buffer unless it meets the end: a short read is the end
+            # (one read system call per small file fewer).
+            short_is_end = isinstance(fh, io.BufferedReader)
+            k = 0
             while True:
                 if readinto is not None:
+                    if short_is_end and 0 < k < len(buf):
+                        break
                     k = readinto(buf)
                     if not k:
                         break

@@ -51,6 +51,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import io
 import os
 import re
 import resource
@@ -690,8 +691,7 @@ class FilesystemAdapter(StorageAdapter):
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise self._odd_file(st.st_mode, loc)
-        os.set_blocking(fd, True)
-        return fd, st
+        return fd, st   # O_NONBLOCK means nothing for a regular file: no system call to clear it
 
     def _odd_file(self, mode: int, loc: str) -> OddObject:
         what = what_is(mode)
@@ -734,10 +734,13 @@ class FilesystemAdapter(StorageAdapter):
         return fd
 
     def open_file(self, bag_id: BagId, relpath: str):
-        fd, _ = self._open_stored(bag_id, relpath)
-        return os.fdopen(fd, "rb")
+        fd, st = self._open_stored(bag_id, relpath)
+        return _StoredFile(fd, st)
 
     def stream_identity(self, stream) -> Optional[Tuple[int, int, int]]:
+        st = getattr(stream, "stored_stat", None)
+        if st is not None:
+            return st.st_dev, st.st_ino, st.st_nlink
         try:
             st = os.fstat(stream.fileno())
         except (AttributeError, OSError, ValueError):   # not a stream of ours (a test double, a wrapper)
@@ -848,6 +851,21 @@ class FilesystemAdapter(StorageAdapter):
             except NotFound:
                 continue
         return removed
+
+
+class _StoredFile(io.BufferedReader):
+    """A stored file opened for reading, with the fstat taken when it was opened (`stored_stat`):
+    the audit compares copies' identities from it without another system call. Built directly
+    rather than by open(), which asks the kernel whether a descriptor is a terminal."""
+
+    def __init__(self, fd: int, st: os.stat_result):
+        try:
+            raw = io.FileIO(fd, "rb", closefd=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        super().__init__(raw, buffer_size=max(io.DEFAULT_BUFFER_SIZE, min(CHUNK, st.st_blksize or 0)))
+        self.stored_stat = st
 
 
 @dataclass
