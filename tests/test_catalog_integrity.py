@@ -15,6 +15,7 @@ from typing import Dict, List
 
 import pytest
 
+from tests.test_deposit_s3 import buckets, s3_env  # noqa: F401  (fixtures)
 from tests.test_status import cli, clone, deposited, load, status, status_text  # noqa: F401
 
 
@@ -238,3 +239,43 @@ def test_a_full_disk_under_the_catalog_is_named(tmp_path, monkeypatch):
     assert exc.value.exit_code == 2
     leftovers = [p for p in (tmp_path / "catalog").rglob("*") if p.is_file()]
     assert leftovers == []  # no temp file left behind
+
+
+# --------------------------------------------------------------------------------------------
+# The same for a catalog in object storage (SeaweedFS): the check lists and reads through
+# pyarrow's S3 file system, and rebuild sets damage aside by copy + delete.
+
+
+def test_an_s3_catalog_is_checked_and_mended_too(seaweed, buckets, s3_env, tmp_path, capsys):
+    import json
+    import uuid
+
+    from tests.test_catalog_s3 import catalog_keys
+    from tests.test_deposit_s3 import make_source, run, write_archive
+
+    east, west = buckets
+    prefix = f"catalog-{uuid.uuid4().hex[:6]}"
+    cfg = write_archive(tmp_path / "archive", seaweed, east, west, prefix=f"rep-{uuid.uuid4().hex[:6]}",
+                        catalog=f"s3://{east}/{prefix}")
+    code, out, err = run(capsys, "--config", cfg, "--json", "deposit", make_source(tmp_path / "source"),
+                         "--library", "PKU", "--collection", "S3CAT", "--type", "self-built", "--policy", "mixed")
+    assert code == 0, out + err
+    keys = [k for k in catalog_keys(seaweed, east, prefix) if k.endswith(".parquet")]
+    (files_key,) = [k for k in keys if k.startswith("files/")]
+    (bags_key,) = [k for k in keys if k.startswith("bags/")]
+    seaweed.client().delete_object(Bucket=east, Key=f"{prefix}/{files_key}")
+
+    code, out, err = run(capsys, "--config", cfg, "audit", "--all")
+    assert code == 1 and "the catalog is damaged: files: bag PKU/S3CAT/" in err, out + err
+    code, out, err = run(capsys, "--config", cfg, "--json", "status")
+    assert code == 1 and json.loads(out)["catalog_state"] == "damaged"
+
+    code, out, err = run(capsys, "--config", cfg, "--json", "catalog", "rebuild")
+    assert code == 0, out + err
+    aside = json.loads(out)["set_aside"]
+    assert aside["moved"] == [bags_key]
+    keys = catalog_keys(seaweed, east, prefix)
+    assert any(k.startswith(".damaged/") and k.endswith("/" + bags_key) for k in keys), keys  # copied, kept
+    code, out, err = run(capsys, "--config", cfg, "--json", "status")
+    assert code == 0, out + err
+    assert json.loads(out)["totals"]["files"] > 0
