@@ -679,10 +679,9 @@ class FilesystemAdapter(StorageAdapter):
                         raise
         except FileNotFoundError:
             raise NotFound("not stored here", target=self.name, location=loc) from None
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
-                raise self._failure(exc, loc, writing=False) from None
-            # Something odd on the way: walk to it to name it (and where it is).
+        except OSError:
+            # Something odd on the way (ELOOP, ENOTDIR, EXDEV) or in the file's place (a socket:
+            # ENXIO), or a real read error: the walk names what is wrong, and where.
             with self._dir(dirs, create=False) as dfd:
                 fd = self._open_read_fd(dfd, name, loc)
         finally:
@@ -725,6 +724,12 @@ class FilesystemAdapter(StorageAdapter):
                 raise OddObject("is a symbolic link inside the storage target; refused (never followed)",
                                 target=self.name, location=loc, key=self._key_of(loc),
                                 what="a symbolic link") from None
+            try:   # a socket cannot be opened at all (ENXIO): say what it is, not "cannot read"
+                mode = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode
+            except OSError:
+                mode = stat.S_IFREG
+            if not stat.S_ISREG(mode):
+                raise self._odd_file(mode, loc) from None
             raise self._failure(exc, loc, writing=False) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

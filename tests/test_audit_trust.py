@@ -301,6 +301,16 @@ def _odd_fifo(arch, t, tmp):
     return "data/a.txt", A.NOT_A_FILE, p
 
 
+def _odd_socket(arch, t, tmp):
+    import socket
+
+    p = arch.path(t, "data/a.txt")
+    p.unlink()
+    with socket.socket(socket.AF_UNIX) as sock:   # a socket file cannot even be opened (ENXIO)
+        sock.bind(str(p))
+    return "data/a.txt", A.NOT_A_FILE, p
+
+
 def _odd_folder(arch, t, tmp):
     p = arch.path(t, "data/a.txt")
     p.unlink()
@@ -348,7 +358,7 @@ def _odd_collection_link(arch, t, tmp):
     return None, A.BAG_NOT_A_FOLDER, p
 
 
-ODD = {"fifo": _odd_fifo, "folder-in-place": _odd_folder, "symlink-file": _odd_symlink,
+ODD = {"fifo": _odd_fifo, "socket": _odd_socket, "folder-in-place": _odd_folder, "symlink-file": _odd_symlink,
        "data-is-a-link": _odd_data_link, "bag-folder-link": _odd_bag_link,
        "collection-folder-link": _odd_collection_link}
 
@@ -375,8 +385,8 @@ def test_odd_objects_are_damage_moved_aside_and_repaired(capsys, arch, tmp_path,
         assert any(p.is_symlink() and os.readlink(p) == link_target for p in moved)
     if case == "folder-in-place":
         assert (moved[0] / "inner.txt").read_bytes() == b"kept, never deleted\n"
-    if case == "fifo":
-        assert any(stat.S_ISFIFO(p.lstat().st_mode) for p in moved)
+    if case in ("fifo", "socket"):
+        assert any((stat.S_ISFIFO if case == "fifo" else stat.S_ISSOCK)(p.lstat().st_mode) for p in moved)
     assert arch.replica(t).state == "repaired"
     code, s, _ = arch.audit(capsys, "--bag", arch.bag)
     assert code == 0 and s["counts"]["success"] == 3
