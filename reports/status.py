@@ -579,7 +579,7 @@ def _replica_flags(r: Dict[str, Any], trouble: Optional[OpenCopy] = None,
     elif state == ABSENT:
         out.append((ABSENT, f"the policy asks for a copy on {target}; the catalog records none"))
     if state not in BAD_STATES and r.get("last_audit_outcome") == "inconclusive":
-        out.append(("inconclusive", f"copy on {target}: its last audit{since} could not read it"
+        out.append(("inconclusive", f"copy on {target}: its audits could not read it{since}"
                     + (_findings_text(trouble) if trouble is not None else detail)))
     if unreachable is not None and state != ABSENT:
         out.append(("unreachable", f"copy on {target}: the target is unreachable ({unreachable.reason})"))
