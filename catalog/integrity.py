@@ -58,6 +58,7 @@ COLUMNS: Dict[str, List[str]] = {
 REGISTRATION_EVENTS = ("ingestion", "metadata extraction")
 COPY_EVENTS = ("replication", "fixity check")
 LOST_EVENT = "metadata extraction"  # with outcome failure: a rebuild could not register the bag
+READ_ATTEMPTS = 5       # a table whose files a compaction replaces mid-read is read again
 MESSAGE_PROBLEMS = 5     # problems spelled out in the one-line message (all are in `problems`)
 
 
@@ -83,6 +84,7 @@ class CatalogHealth:
     unreadable: List[str] = field(default_factory=list)
     short_bags: List[str] = field(default_factory=list)      # bag rows whose file rows do not add up
     ledger_problems: List[str] = field(default_factory=list)  # what `catalog.ledger.glance` found
+    vanished: int = 0          # files gone between listing and reading (a compaction): read again
     counts: Dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -202,9 +204,9 @@ def _read_table(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
     last = _COMBINED.get((store.location, table))
     if last is not None and last[0] == key:
         return last[1]
-    before = len(health.problems)
+    before = (len(health.problems), health.vanished)
     combined = _read_files(store, table, files, sigs, health)
-    if len(health.problems) == before:
+    if (len(health.problems), health.vanished) == before:
         with _MEMO_LOCK:
             _COMBINED[(store.location, table)] = (key, combined)
     return combined
@@ -229,6 +231,8 @@ def _read_files(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
         else:
             for f in todo:
                 data, problem = _probe(store, table, f, columns)
+                if data is None and problem is None:
+                    health.vanished += 1
                 if problem:
                     health.problems.append(problem)
                     health.unreadable.append(f.path)
@@ -386,37 +390,49 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
 
 
 def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
-    """Does the catalog agree with itself? See the module docstring for what is checked."""
+    """Does the catalog agree with itself? See the module docstring for what is checked.
+
+    Safe while others write: the ledger is read before the tables (writers record a bag row or
+    a copy's state before the event about it, so every event seen has its row in the later
+    listing); bag rows before file rows is safe too (add_bag writes the file rows first); and a table whose files vanish while being read (a compaction replaced them)
+    is listed and read again, as `Catalog` queries do."""
     started = time.perf_counter()
     store: Store = catalog.store
     cache: ReplacedCache = getattr(catalog, "_replaced", None) or ReplacedCache()
     health = CatalogHealth(ok=True, location=catalog.location)
-    tables: Dict[str, pa.Table] = {}
-    for table in ("bags", "files", "replicas"):
-        files, sigs = _live(store, table, cache, health)
-        health.counts[f"{table}_files"] = len(files)
-        tables[table] = _read_table(store, table, files, sigs, health)
-        health.counts[f"{table}_rows"] = tables[table].num_rows
-    _check_bag_sums(tables["bags"], tables["files"], health)
+    mentions = None
     if ledger:
         glimpse = glance(store)
         health.problems += glimpse.problems
         health.ledger_problems = list(glimpse.problems)
         health.counts["segments"] = glimpse.segments
         mentions = _ledger_mentions(store, health)
-        if mentions is not None:
-            registered, pairs = mentions
-            have_bags = set(tables["bags"].column("bag_id").unique().to_pylist())
-            for bag_id in sorted(registered - have_bags):
-                health.problems.append(f"bags: bag {bag_id} is registered in the ledger but has no bag row: a bags/ "
-                                       f"Parquet file is missing or damaged")
-            reps = tables["replicas"]
-            have_pairs = set(zip(reps.column("bag_id").to_pylist(), reps.column("target").to_pylist()))
-            lost = sorted(p for p in pairs - have_pairs if p[0] in have_bags)
-            for bag_id, target in lost:
-                health.problems.append(f"replicas: the ledger records copies of {bag_id} on {target}, but the "
-                                       f"replicas table has no record of it: a replicas/ Parquet file is missing "
-                                       f"or damaged")
+    tables: Dict[str, pa.Table] = {}
+    for table in ("bags", "files", "replicas"):
+        for attempt in range(READ_ATTEMPTS):
+            trial = CatalogHealth(ok=True, location=catalog.location)
+            files, sigs = _live(store, table, cache, trial)
+            tables[table] = _read_table(store, table, files, sigs, trial)
+            if not trial.vanished or attempt == READ_ATTEMPTS - 1:
+                break
+        health.problems += trial.problems
+        health.unreadable += trial.unreadable
+        health.counts[f"{table}_files"] = len(files)
+        health.counts[f"{table}_rows"] = tables[table].num_rows
+    _check_bag_sums(tables["bags"], tables["files"], health)
+    if mentions is not None:
+        registered, pairs = mentions
+        have_bags = set(tables["bags"].column("bag_id").unique().to_pylist())
+        for bag_id in sorted(registered - have_bags):
+            health.problems.append(f"bags: bag {bag_id} is registered in the ledger but has no bag row: a bags/ "
+                                   f"Parquet file is missing or damaged")
+        reps = tables["replicas"]
+        have_pairs = set(zip(reps.column("bag_id").to_pylist(), reps.column("target").to_pylist()))
+        lost = sorted(p for p in pairs - have_pairs if p[0] in have_bags)
+        for bag_id, target in lost:
+            health.problems.append(f"replicas: the ledger records copies of {bag_id} on {target}, but the "
+                                   f"replicas table has no record of it: a replicas/ Parquet file is missing "
+                                   f"or damaged")
     health.ok = not health.problems
     health.seconds = time.perf_counter() - started
     return health
