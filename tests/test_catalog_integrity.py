@@ -279,3 +279,45 @@ def test_an_s3_catalog_is_checked_and_mended_too(seaweed, buckets, s3_env, tmp_p
     code, out, err = run(capsys, "--config", cfg, "--json", "status")
     assert code == 0, out + err
     assert json.loads(out)["totals"]["files"] > 0
+
+
+def test_no_false_alarm_while_others_register_and_compact(tmp_path):
+    """The check runs while deposits write and a compaction replaces files: never "damaged"."""
+    import threading
+
+    from catalog.catalog import Catalog
+    from catalog.integrity import check_catalog, forget
+    from tests.test_catalog import make_bag
+
+    root = str(tmp_path / "catalog")
+    for i in range(20):
+        Catalog(root).add_bag(*make_bag(i))
+    stop = threading.Event()
+    errors: list = []
+
+    def writer() -> None:
+        i = 100
+        try:
+            while not stop.is_set():
+                cat = Catalog(root)
+                cat.add_bag(*make_bag(i))
+                i += 1
+                if i % 4 == 0:
+                    cat.compact()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        results = []
+        for _ in range(15):
+            cat = Catalog(root)
+            forget(cat.store)
+            results.append(check_catalog(cat))
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert [h.problems for h in results if not h.ok] == []
+    assert results[-1].counts["bags_rows"] > 20  # the writer did write meanwhile
