@@ -659,8 +659,7 @@ class FilesystemAdapter(StorageAdapter):
         dirs, name, loc = self._key(bag_id, relpath)
         if not safe_open.available():
             with self._dir(dirs, create=False) as dfd:
-                fd = self._open_read_fd(dfd, name, loc)
-            return fd, os.fstat(fd)
+                return self._open_read_fd(dfd, name, loc)
         root = self._open_root()
         key = "/".join(dirs + (name,))
         flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a planted FIFO must not hang us
@@ -683,7 +682,7 @@ class FilesystemAdapter(StorageAdapter):
             # Something odd on the way (ELOOP, ENOTDIR, EXDEV) or in the file's place (a socket:
             # ENXIO), or a real read error: the walk names what is wrong, and where.
             with self._dir(dirs, create=False) as dfd:
-                fd = self._open_read_fd(dfd, name, loc)
+                return self._open_read_fd(dfd, name, loc)
         finally:
             os.close(root)
         st = os.fstat(fd)
@@ -704,11 +703,11 @@ class FilesystemAdapter(StorageAdapter):
 
     @contextlib.contextmanager
     def _open_regular(self, dfd: int, name: str, loc: str):
-        fd = self._open_read_fd(dfd, name, loc)
+        fd, _ = self._open_read_fd(dfd, name, loc)
         with os.fdopen(fd, "rb", buffering=0) as fh:
             yield fh
 
-    def _open_read_fd(self, dfd: int, name: str, loc: str) -> int:
+    def _open_read_fd(self, dfd: int, name: str, loc: str) -> Tuple[int, os.stat_result]:
         flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a planted FIFO must not hang us
         try:
             try:
@@ -735,8 +734,7 @@ class FilesystemAdapter(StorageAdapter):
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise self._odd_file(st.st_mode, loc)
-        os.set_blocking(fd, True)
-        return fd
+        return fd, st   # O_NONBLOCK means nothing for a regular file
 
     def open_file(self, bag_id: BagId, relpath: str):
         fd, st = self._open_stored(bag_id, relpath)
