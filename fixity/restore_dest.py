@@ -15,8 +15,9 @@ storage adapter, so they are checked (and tested) before either is opened.
   flock while a restore runs, names it. A rerun that gets the lock knows the folder it names is
   a dead restore's and removes it; a live lock is refused (exit 2); a folder or lock file of
   that name that a restore did not write is never touched (exit 2).
-* **No recursion.** `remove_tree` and `make_dirs` replace shutil.rmtree and mkdir -p, which
-  recurse once per level on Python 3.11 and fail on a tree 1,000 folders deep.
+* **No recursion.** `remove_tree` and `make_dirs` (strongroom.fstree, re-exported here)
+  replace shutil.rmtree and mkdir -p, which recurse once per level on Python 3.11 and fail on
+  a tree 1,000 folders deep.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import List, Optional, Tuple
 
 from strongroom.durable import fsync_dir, unlink_quietly
 from strongroom.errors import InputError, UsageError
+from strongroom.fstree import make_dirs, remove_tree  # moved down so that ingest can share them
 
 log = logging.getLogger(__name__)
 
@@ -256,53 +258,6 @@ class TempFolder:
             fsync_dir(self.dest.parent)
         except OSError:
             pass
-
-
-def remove_tree(path) -> None:
-    """Remove a folder and everything in it, never following links, without recursion.
-
-    (shutil.rmtree recurses on Python 3.11 and fails on a tree 1,000 folders deep.) Errors are
-    ignored: this only cleans up after a restore.
-    """
-    stack: List[Tuple[str, bool]] = [(os.fspath(path), False)]
-    while stack:
-        p, emptied = stack.pop()
-        if emptied:
-            try:
-                os.rmdir(p)
-            except OSError:
-                pass
-            continue
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            unlink_quietly(p)
-            continue
-        stack.append((p, True))
-        try:
-            with os.scandir(p) as it:
-                stack.extend((e.path, False) for e in it)
-        except OSError:
-            pass
-
-
-def make_dirs(path: Path) -> None:
-    """`mkdir -p` without recursion (Path.mkdir(parents=True) recurses once per missing level)."""
-    missing: List[Path] = []
-    p = path
-    while not os.path.isdir(p):
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            if not os.path.isdir(folder):
-                raise
 
 
 __all__ = ["TEMP_MARK", "LOCK_SUFFIX", "LOCK_MARKER", "TempFolder", "archive_folders", "check_dest",

@@ -20,7 +20,7 @@ from strongroom.errors import InputError, PreservationError, UsageError
 from . import supplied as supplied_mod
 from .bag import BagPlan, BuiltBag, discard, finish_bag
 from .metadata import Provenance
-from .naming import CLAIMS_DIR, BagId, check_code, claim_stamp
+from .naming import CLAIMS_DIR, BagId, check_code, check_title, claim_stamp
 from .scan import ScanResult, SourceFile, scan_source
 from .split import plan_parts
 from .stage import StagedFile, StageTask, make_parent_dirs, stage_files
@@ -70,6 +70,7 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
     """Scan, stage, check supplied checksums, bag and validate. Returns the bags built."""
     check_code(req.library, "library")
     check_code(req.collection, "collection")
+    check_title(req.title)
     if req.collection_type not in COLLECTION_TYPES:
         raise UsageError(f"--type must be one of {', '.join(COLLECTION_TYPES)}, not {req.collection_type!r}")
     source = Path(os.path.abspath(req.source))

@@ -33,7 +33,7 @@ from .scan import ScanResult
 
 # The layout of a replica root: LIB/COLL/YYYYMMDDTHHMMSSZ-N/bagit.txt (ingest.naming)
 _ARCHIVE_BAG = re.compile(r"(?:^|/)([A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/"
-                          r"\d{8}T\d{6}Z-\d+)/bagit\.txt$")
+                          r"[0-9]{8}T[0-9]{6}Z-[0-9]+)/bagit\.txt$")  # ASCII digits only
 _BAG_ID_LINE = re.compile(rb"^Strongroom-Bag-Id:[ \t]*(\S+)[ \t]*\r?$", re.MULTILINE)
 _BAG_INFO_LIMIT = 1 << 20  # bag-info.txt of a Strongroom bag is a few hundred bytes
 

@@ -21,7 +21,7 @@ import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from strongroom.errors import InputError
 
@@ -71,18 +71,30 @@ def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
     def rel(raw_rel: bytes) -> str:
         return raw_rel.decode("utf-8")
 
-    def walk(dir_abs: bytes, dir_rel: bytes) -> None:
+    def listing(dir_abs: bytes, dir_rel: bytes) -> Optional[List[os.DirEntry]]:
+        """The folder's entries sorted by name, or None (problem noted) if it cannot be read."""
         try:
             entries = sorted(os.scandir(dir_abs), key=lambda e: e.name)
         except PermissionError:
             problems.append(f"{describe_name(dir_rel) or '.'}: folder cannot be read (permission denied)")
-            return
+            return None
         except OSError as exc:
             problems.append(f"{describe_name(dir_rel) or '.'}: folder cannot be read ({exc.strerror})")
-            return
+            return None
         if not entries and dir_rel:
             result.empty_dirs.append(rel(dir_rel))
-        for entry in entries:
+        return entries
+
+    # Depth first, names sorted at each level, a folder's contents right after its own entry
+    # (the order the files are bagged in). Iterative, with an explicit stack of open listings:
+    # a source may be nested deeper than Python's recursion limit (1,100 levels and more).
+    stack: List[Tuple[bytes, Iterator[os.DirEntry]]] = []
+    top = listing(root_bytes, b"")
+    if top is not None:
+        stack.append((b"", iter(top)))
+    while stack:
+        dir_rel, pending = stack[-1]
+        for entry in pending:  # resumes where this folder's listing was left for a subfolder
             raw_rel = dir_rel + b"/" + entry.name if dir_rel else entry.name
             shown = describe_name(raw_rel)
             try:
@@ -104,13 +116,17 @@ def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
                     continue
                 _add_file(result, problems, raw_rel, target, os.stat(target))  # read the file itself
             elif stat.S_ISDIR(st.st_mode):
-                walk(entry.path, raw_rel)
+                below = listing(entry.path, raw_rel)
+                if below is not None:
+                    stack.append((raw_rel, iter(below)))
+                    break  # descend now; this folder's remaining entries come after
             elif stat.S_ISREG(st.st_mode):
                 _add_file(result, problems, raw_rel, entry.path, st)
             else:
                 problems.append(f"{shown}: {_kind(st.st_mode)} refused (only regular files can be deposited)")
+        else:
+            stack.pop()  # listing exhausted
 
-    walk(root_bytes, b"")
     problems.extend(_normalisation_clashes(result))
     if problems:
         raise InputError(

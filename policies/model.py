@@ -37,9 +37,9 @@ from policies.units import format_duration, format_size, parse_duration, parse_s
 #: without a warning.
 WEAK_CHECKSUMS = ("md5", "sha1")
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 NAME_HELP = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
-PUID_PATTERN = re.compile(r"^(x-)?fmt/\d+$")
+PUID_PATTERN = re.compile(r"^(x-)?fmt/[0-9]+\Z")  # ASCII digits: PRONOM PUIDs are ASCII
 UNIDENTIFIED_CHOICES = ("warn", "fail")
 RETENTION_MODES = ("none", "governance", "compliance")
 MAX_RETENTION_YEARS = 100  # S3 Object Lock caps retention at 100 years (36500 days)

@@ -41,7 +41,7 @@ def run(args) -> int:
 def deposit(config, args, *, source, library, collection, collection_type, policy_name=None, title="",
             follow_internal_links=False) -> dict:
     """Run a deposit through Luigi and gather what happened (also used by `demo`)."""
-    from ingest.naming import check_code
+    from ingest.naming import check_code, check_title
     from ingest.preflight import refuse_impossible
     from ingest.scan import scan_source
     from ingest.supplied import check_bag_versions
@@ -52,6 +52,7 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     policy = config.policy_for_type(collection_type, policy_name)
     check_code(library, "library")
     check_code(collection, "collection")
+    check_title(title)
     from storage_adapters.registry import check_retention
 
     scan = scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work
