@@ -144,7 +144,8 @@ def bag_info(draw) -> bytes:
             value = draw(_pieces())
         lines.append(f"{label}{draw(st.sampled_from([': ', ':', ' : ']))}{value}")
     if draw(st.booleans()):
-        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["   orphan continuation", "", "no colon"])))
+        odd = draw(st.sampled_from(["   orphan continuation", "", "no colon"]))
+        lines.insert(draw(st.integers(0, len(lines))), odd)
     return _join_lines(lines, draw(st.sampled_from(EOLS)), draw(st.booleans()))
 
 
@@ -482,7 +483,8 @@ REBUILD_BOX = TimeBox(FUZZ_SECONDS)
 
 @S.quick(8)
 @given(hostile=hostile_file(names=("bag-info.txt", "manifest-sha256.txt", "metadata/file-attributes.csv",
-                                   "metadata/formats.csv", "metadata/supplied-checksums.csv", "bagit.txt")),
+                                   "metadata/formats.csv", "metadata/supplied-checksums.csv", "bagit.txt",
+                                   "tagmanifest-sha256.txt")),
        both=st.booleans())
 @example(hostile=("metadata/formats.csv", b"path,size\r\ndata/a.txt,\"" + b"x" * 200_000 + b"\"\r\n"), both=False)
 @example(hostile=("metadata/supplied-checksums.csv",

@@ -24,7 +24,6 @@ import shutil
 import tempfile
 import textwrap
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -71,7 +70,8 @@ def _write(tmp: Path, name: str, data: bytes) -> Path:
     return p
 
 
-def _manifest_readers(raw: bytes, version: str, algorithm: str, entries: bool = True) -> Dict[str, List[Tuple[str, str]]]:
+def _manifest_readers(raw: bytes, version: str, algorithm: str, entries: bool = True
+                      ) -> Dict[str, List[Tuple[str, str]]]:
     """(path, digest) pairs of one manifest as each project reader sees it."""
     from catalog.bag_records import read_payload_digests
 
