@@ -17,7 +17,7 @@ Flags, and what they mean for the exit code of `strongroom status`:
                      decides), inconclusive (the last audit could not read the copy), absent,
                      unverified (pending/copied: never verified), unreachable (the target's root
                      is gone, not a folder, or empty although the catalog records copies there:
-                     an unmounted volume; an S3 target that does not answer one listing),
+                     an unmounted volume; an S3 target whose bucket does not answer one HEAD),
                      deposit-failed (an unfinished deposit with a recorded failure)
   warnings (exit 0)  overdue-deep, overdue-quick, unknown-policy, deposit-unfinished
 
@@ -60,7 +60,7 @@ ABSENT = "absent"
 
 PROBLEM_FLAGS = ("damaged", "failed", "missing", "disputed", "inconclusive", "absent", "unverified", "unreachable",
                  "deposit-failed")
-#: An S3 target's reachability check: one listing request, no retries, short timeouts.
+#: An S3 target's reachability check: one HEAD of its bucket, no retries, short timeouts.
 S3_CHECK_TIMEOUTS = {"max_attempts": 1, "connect_timeout": 3.0, "read_timeout": 5.0}
 FINDINGS_IN_MESSAGE = 3
 WARNING_FLAGS = ("overdue-deep", "overdue-quick", "unknown-policy", "deposit-unfinished")
@@ -351,8 +351,9 @@ def check_targets(config, catalog: Catalog, names: Optional[List[str]], rows: Se
     `names` is None (a filtered status), the targets of `rows`.
 
     A folder target: its root exists, is a folder, and is not empty when the catalog records copies
-    there (an unmounted mount point looks empty). An S3 target holding recorded copies: one listing
-    of one of them, no retries, short timeouts (S3_CHECK_TIMEOUTS). Never raises."""
+    there (an unmounted mount point looks empty). An S3 target holding recorded copies: one HEAD
+    request of its bucket (it answers, the credentials are accepted, the bucket exists), no
+    retries, short timeouts (S3_CHECK_TIMEOUTS). Never raises."""
     recorded: Dict[str, List[str]] = {}
     for r in rows:
         if r["state"] != ABSENT:
@@ -400,11 +401,13 @@ def _reach(target, held: Sequence[str]) -> Tuple[Optional[bool], str]:
     quick = dataclasses.replace(target, options=_types.MappingProxyType({**target.options, **S3_CHECK_TIMEOUTS}))
     try:
         adapter = open_target(quick)
-        if not adapter.has_bag(BagId.parse(held[0])):
-            return False, (f"it answers but holds nothing of {held[0]}, which the catalog records there "
-                           f"(wrong bucket or prefix?)")
+        check = getattr(adapter, "ensure_bucket", None)   # one HEAD of the bucket
+        if check is not None:
+            check()
+        elif not adapter.has_bag(BagId.parse(held[0])):
+            return False, f"it holds nothing of {held[0]}, which the catalog records there"
     except Exception as exc:  # noqa: BLE001 - any failure to answer is what this check reports
-        return False, f"it does not answer a listing ({type(exc).__name__}: {exc})"[:300]
+        return False, f"it does not answer ({type(exc).__name__}: {exc})"[:300]
     return True, ""
 
 
