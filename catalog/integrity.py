@@ -84,13 +84,14 @@ class CatalogHealth:
     unreadable: List[str] = field(default_factory=list)
     short_bags: List[str] = field(default_factory=list)      # bag rows whose file rows do not add up
     ledger_problems: List[str] = field(default_factory=list)  # what `catalog.ledger.glance` found
+    lost_bags: List[str] = field(default_factory=list)  # a rebuild found them on no copy (on record)
     vanished: int = 0          # files gone between listing and reading (a compaction): read again
     counts: Dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> Dict[str, object]:
         return {"ok": self.ok, "location": self.location, "problems": list(self.problems),
-                "unreadable": list(self.unreadable), "counts": dict(self.counts),
+                "unreadable": list(self.unreadable), "lost_bags": list(self.lost_bags), "counts": dict(self.counts),
                 "seconds": round(self.seconds, 4)}
 
     def raise_if_damaged(self) -> None:
@@ -321,8 +322,10 @@ def _check_bag_sums(bags: pa.Table, files: pa.Table, health: CatalogHealth) -> N
             f"file is missing or damaged")
 
 
-def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[str], Set[Tuple[str, str]]]]:
-    """Bags the ledger says were registered, and (bag, target) pairs it records copies of."""
+def _ledger_mentions(store: Store, health: CatalogHealth
+                     ) -> Optional[Tuple[Set[str], Set[Tuple[str, str]], Set[str]]]:
+    """Bags the ledger says were registered (and no rebuild gave up on), (bag, target) pairs it
+    records copies of, and bags a rebuild gave up on (a failed "metadata extraction")."""
     try:
         files = Ledger(store).query_files()
     except (OSError, pa.ArrowException) as exc:
@@ -369,7 +372,7 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
         _memo_put(store, EVENTS_FOLDER, f.path, sig(f), got)
         parts.append(got)
     if not parts:
-        return set(), set()
+        return set(), set(), set()
     events = pa.concat_tables(parts)
     success = pc.equal(events.column("outcome"), "success")
     registered = events.filter(pc.and_(pc.and_(pc.is_in(events.column("type"), pa.array(REGISTRATION_EVENTS)),
@@ -381,8 +384,9 @@ def _ledger_mentions(store: Store, health: CatalogHealth) -> Optional[Tuple[Set[
                                            pc.equal(events.column("object_type"), "replica")),
                                    pc.and_(pc.is_valid(events.column("target")), success)))
     pairs = copies.group_by(["bag_id", "target"]).aggregate([])
-    found = (set(registered.column("bag_id").unique().to_pylist()) - set(given_up.column("bag_id").to_pylist()),
-             set(zip(pairs.column("bag_id").to_pylist(), pairs.column("target").to_pylist())))
+    gave_up = set(given_up.column("bag_id").to_pylist()) - {None}
+    found = (set(registered.column("bag_id").unique().to_pylist()) - gave_up,
+             set(zip(pairs.column("bag_id").to_pylist(), pairs.column("target").to_pylist())), gave_up)
     if len(health.problems) == before:
         with _MEMO_LOCK:
             _COMBINED[(store.location, EVENTS_FOLDER)] = (key, found)  # type: ignore[assignment]
@@ -421,8 +425,9 @@ def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
         health.counts[f"{table}_rows"] = tables[table].num_rows
     _check_bag_sums(tables["bags"], tables["files"], health)
     if mentions is not None:
-        registered, pairs = mentions
+        registered, pairs, gave_up = mentions
         have_bags = set(tables["bags"].column("bag_id").unique().to_pylist())
+        health.lost_bags = sorted(gave_up - have_bags)
         for bag_id in sorted(registered - have_bags):
             health.problems.append(f"bags: bag {bag_id} is registered in the ledger but has no bag row: a bags/ "
                                    f"Parquet file is missing or damaged")

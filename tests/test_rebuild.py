@@ -440,3 +440,38 @@ def test_rule_supplied_checksums_decide_only_when_the_same_on_every_side():
     # the sides differ in bag-info too: payload checksums cannot speak to that
     other = _copy("site-b", "b", supplied=text, bag_info="purchased")
     assert decide([a, other], total=2, read_supplied=read).how == DISPUTED
+
+
+def test_a_bag_the_ledger_knows_but_no_target_holds_is_reported_lost(capsys, arch):
+    """Its bag row deleted and every copy gone: the rebuild cannot bring it back, says so on the
+    record (a failed "metadata extraction" event), and the catalog is usable again; `status`
+    keeps showing the loss (exit 1)."""
+    from catalog.compact import bag_file_prefix
+
+    maps = arch.bags["maps"]
+    cat = Path(load(arch).catalog)
+    for p in (cat / "bags").iterdir():
+        if p.name.startswith(bag_file_prefix(maps)):
+            p.unlink()
+    for target in ("site-a", "site-b"):
+        folder = bag_file(arch, target, maps, "bagit.txt").parent
+        for dirpath, _, _ in os.walk(folder):
+            os.chmod(dirpath, 0o755)
+        shutil.rmtree(folder)
+    st = status(capsys, arch)
+    assert st.code == 1 and st.data["catalog_state"] == "damaged"
+    assert any(f"bag {maps} is registered in the ledger" in p for p in st.data["catalog_problems"])
+
+    run = rebuild(capsys, arch)
+    assert run.code == 1
+    (lost,) = [b for b in run.data["bags"] if b["bag_id"] == maps]
+    assert "no storage target holds a copy" in lost["problems"][0]
+    assert run.data["remaining_problems"] == []
+    st = status(capsys, arch)
+    assert st.code == 1 and st.data["lost_bags"] == [maps] and "catalog_state" not in st.data
+    assert "LOST BAGS" in status_text_of(capsys, arch)
+    assert cli(capsys, "--config", arch.config, "audit", "--all").code == 0  # the catalog is usable again
+
+
+def status_text_of(capsys, arch) -> str:
+    return cli(capsys, "--config", arch.config, "status").out

@@ -67,8 +67,15 @@ def run(args: argparse.Namespace) -> int:
         for w in status.warnings:
             counts[w.flag] = counts.get(w.flag, 0) + 1
         warn(", ".join(f"{n} {flag}" for flag, n in counts.items()) + " (listed under `warnings`)")
-    emit(args, status.to_dict(), status_text(status))
-    return status.exit_code
+    data, text, code = status.to_dict(), status_text(status), status.exit_code
+    if health.lost_bags:  # given up on by a rebuild: on record in the ledger, shown until resolved
+        data = {**data, "lost_bags": list(health.lost_bags), "ok": False, "exit_code": 1}
+        text += "\n" + "\n".join([f"LOST BAGS ({len(health.lost_bags)}): registered in the ledger, but `strongroom "
+                                   f"catalog rebuild` found no copy that could be registered:"]
+                                  + [f"  - {b}" for b in health.lost_bags])
+        code = 1
+    emit(args, data, text)
+    return code
 
 
 def catalog_trouble(args: argparse.Namespace, config, what: str, problems: List[str]) -> int:
