@@ -596,7 +596,7 @@ class _Repairer:
         or deleting it; recorded as a repair action of its own. False if it cannot be moved."""
         dst = self.adapters[target]
         path = self._bag_path(key)
-        place = path or key
+        place = path or ""     # "": the bag's folder or one above it (the detail names the key)
         action = _Fix(target, place, None, fix.finding if fix else A.Finding(A.NOT_A_FILE, target, path, what))
         if not dst.can_move_aside:
             return False
@@ -1020,8 +1020,8 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
                 events.append(_event("fixity check", "failure" if f.damage else "inconclusive", "file", bag,
                                      ro.target, f.path, f"{f.kind}: {f.detail}", checked_at))
         for a in ro.repairs:
-            events.append(_event(_ACTION_EVENTS.get(a.action, "replication"), a.outcome, "file", bag,
-                                 a.target, a.path, a.detail, now))
+            events.append(_event(_ACTION_EVENTS.get(a.action, "replication"), a.outcome,
+                                 "file" if a.path else "replica", bag, a.target, a.path or None, a.detail, now))
     for f in result.bag_findings:
         events.append(_event("fixity check", "failure", "bag", bag, None, f.path, f"{f.kind}: {f.detail}", now))
     if events:
