@@ -158,8 +158,9 @@ def test_no_command_leaks_the_credentials_anywhere(seaweed, tmp_path, monkeypatc
     # failing runs: a wrong secret, an unknown key, an endpoint nobody answers, a wrong bucket
     src3 = fk.make_files(tmp_path / "source3", 2, 1000, seed="three")
     wrong_secret = {SECRET_ENV: FAKE_SECRET}
-    child(cfg, "-vv", "deposit", src3, "--library", "PKU", "--collection", "LEAK3", "--type", "self-built",
-          "--policy", "vaulted", env=wrong_secret, expect=(1,))
+    bad = child(cfg, "-vv", "deposit", src3, "--library", "PKU", "--collection", "LEAK3", "--type", "self-built",
+                "--policy", "vaulted", env=wrong_secret, expect=(1,))
+    assert "vault" in bad.text and "access denied" in bad.text, bad.text[-1500:]  # failed for the right reason
     # (in this process the audit's own read retries are made instant, as test_audit.py does)
     from fixity import audit as A
 
@@ -169,7 +170,8 @@ def test_no_command_leaks_the_credentials_anywhere(seaweed, tmp_path, monkeypatc
     monkeypatch.setattr(S3Adapter, "_backoff", lambda self, attempt: 0.0)
     monkeypatch.setenv(KEY_ENV, FAKE_KEY)
     monkeypatch.setenv(SECRET_ENV, FAKE_SECRET)
-    run(cfg, "--json", "-vv", "audit", "--all", "--deep", expect=(1,))
+    bad = run(cfg, "--json", "-vv", "audit", "--all", "--deep", expect=(1,))
+    assert "vault" in bad.text, bad.text[-1500:]
     monkeypatch.setenv(KEY_ENV, key)
     run(cfg, "--json", "-v", "restore", bag_id, tmp_path / "r-bad", "--from", "vault", expect=(0, 1))
     run(cfg, "-v", "status", expect=(0, 1))
@@ -177,12 +179,14 @@ def test_no_command_leaks_the_credentials_anywhere(seaweed, tmp_path, monkeypatc
     unreachable = _with_s3(root, seaweed, bucket, prefix, name="unreachable.yaml",
                            endpoint=f"http://127.0.0.1:{_free_port()}")
     run(unreachable, "-vv", "audit", "--all", "--quick", expect=(1,))
-    run(unreachable, "--json", "-v", "deposit", src3, "--library", "PKU", "--collection", "LEAK4",
-        "--type", "self-built", "--policy", "vaulted", expect=(1,))
+    bad = run(unreachable, "--json", "-v", "deposit", src3, "--library", "PKU", "--collection", "LEAK4",
+              "--type", "self-built", "--policy", "vaulted", expect=(1,))
+    assert "vault" in bad.text, bad.text[-1500:]
     nobucket = _with_s3(root, seaweed, bucket, prefix, name="nobucket.yaml",
                         bucket_override="nope-" + uuid.uuid4().hex[:10])
-    run(nobucket, "-v", "deposit", src3, "--library", "PKU", "--collection", "LEAK5", "--type", "self-built",
-        "--policy", "vaulted", expect=(1,))
+    bad = run(nobucket, "-v", "deposit", src3, "--library", "PKU", "--collection", "LEAK5", "--type", "self-built",
+              "--policy", "vaulted", expect=(1,))
+    assert "does not exist" in bad.text, bad.text[-1500:]
     run(nobucket, "--json", "-vv", "audit", "--all", "--deep", expect=(1,))
     # the catalog lost and rebuilt from the copies (the S3 one listed with the credentials)
     shutil.rmtree(root / "archive" / "catalog")
