@@ -27,17 +27,27 @@ damaged on one is still told apart: both tag manifests vouch for the good one). 
 winner: `tag-in-doubt`, nothing touched. A tag file only some tag manifest that lost the vote
 lists, or none lists, is `extra`.
 
-Repair order on a copy: extra files removed, payload files, tag files, bagit.txt last (a
-copy without bagit.txt is visibly incomplete if a repair is interrupted). Every replaced file
-is re-read afterwards and must match (`re-verified`). Extra files are deleted only after their
-size and sha256 are recorded in the ledger.
+The copies are the authority, the catalog an index (`fixity.trust`): a stored payload file the
+catalog lacks is extra only when a strict majority of all copies' own payload manifests (each
+confirmed by its copy's tag manifest) omit it too; one they list is a catalog disagreement,
+reported and never touched. Extra files and odd objects (a link, FIFO, socket, a folder where a
+file belongs, a linked `data/`, bag or collection folder: `storage_adapters.base.OddObject`)
+are moved aside on a file system (`<root>/.strongroom-aside/<UTC stamp>/...`), never deleted;
+on an object store an extra object is deleted after its size and sha256 are recorded. Copies
+that share files on disk (hard links) are one copy: the later one in the bag's target order
+gets `shared-storage` and a real copy is written (a new inode). While any copy of the bag is
+`disputed` (the copies disagree and nothing independent decides), nothing of it is repaired.
+
+Repair order on a copy: extra files and odd objects out of the way, payload files, tag files,
+bagit.txt last (a copy without bagit.txt is visibly incomplete if a repair is interrupted).
+Every replaced file is re-read afterwards and must match (`re-verified`).
 
 Events (one ledger segment per bag audit; LoC PREMIS eventType vocabulary, which has no
 "repair"): `fixity check` per copy audited (success / failure / inconclusive) and per file
 found damaged or unreadable; `replication` for each file replaced from a good copy, its detail
-starting "repair:"; `deletion` for each extra file removed, detail starting "repair:". Bag-level
-judgements (no good copy, catalog in doubt, tag file in doubt) are `fixity check` failures of
-the bag.
+starting "repair:"; `quarantine` for each extra file or odd object moved aside (`deletion`
+where it had to be deleted), detail starting "repair:". Bag-level judgements (no good copy,
+catalog in doubt, tag file in doubt, disputed) are `fixity check` failures of the bag.
 """
 
 from __future__ import annotations
