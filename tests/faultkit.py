@@ -75,8 +75,7 @@ def new_archive(folder: Path) -> FaultArchive:
 def copy_archive(template: FaultArchive, folder: Path) -> FaultArchive:
     """A copy of a prepared archive (its config uses relative paths, so the copy is independent)."""
     shutil.copytree(template.root, folder, symlinks=True)
-    arch = new_archive_from(folder)
-    return arch
+    return new_archive_from(folder)
 
 
 def new_archive_from(folder: Path) -> FaultArchive:
@@ -326,8 +325,9 @@ def can_mount_tmpfs(probe: Path) -> Optional[str]:
 def small_fs(folder: Path, size: int, *, scratch: Path) -> Iterator[Path]:
     """A small file system of `size` bytes mounted on `folder`, keeping what `folder` held
     (copied in after mounting). A tmpfs where mount allows it, else an ext4 image on a loop
-    device (mkfs.ext4 + mount -o loop), so the disk really fills either way. Always unmounted,
-    and what it held at the end copied back into the folder underneath."""
+    device (mkfs.ext4 + mount -o loop), so the disk really fills either way; `fill` then leaves
+    as little room as a case needs, and deleting the filler makes room again (which works the
+    same on both). Always unmounted, and what it held at the end copied back underneath."""
     folder.mkdir(parents=True, exist_ok=True)
     keep = scratch / f"keep-{folder.name}-{time.monotonic_ns()}"
     shutil.copytree(folder, keep, symlinks=True)
@@ -398,11 +398,6 @@ def bind_mounted(folder: Path) -> Iterator[Path]:
 
 def remount(folder: Path, *, read_only: bool, bind: bool = True) -> None:
     _run("mount", "-o", ("remount,ro" if read_only else "remount,rw") + (",bind" if bind else ""), str(folder))
-
-
-def resize(folder: Path, size: int) -> None:
-    """Grow a tmpfs mounted by small_fs (a loop image is freed by deleting filler instead)."""
-    _run("mount", "-o", f"remount,size={size}", str(folder))
 
 
 # --------------------------------------------------------------------------------------------

@@ -260,14 +260,12 @@ def _verified_nowhere(arch: fk.FaultArchive) -> List[str]:
 def test_full_staging_fails_naming_it_and_the_rerun_completes_after_room_is_made(tmp_path, mount_kind):
     arch = fk.new_archive(tmp_path / "archive")
     source = fk.make_files(tmp_path / "source", 12, 256 * KiB)
-    with fk.small_fs(arch.staging, 1 << 20, scratch=tmp_path):
+    with fk.small_fs(arch.staging, 16 << 20, scratch=tmp_path):
+        filler = fk.fill(arch.staging, leave=768 * KiB)
         res = _deposit(arch, source, "fullstaging")
         assert _no_space_named(res, str(arch.staging)) == []
         assert _verified_nowhere(arch) == []
-        if mount_kind == "tmpfs":
-            fk.resize(arch.staging, 64 << 20)
-        else:  # pragma: no cover
-            pytest.fail("a loop image cannot grow: rerun the test where tmpfs mounts work")
+        filler.unlink()
         rerun = _deposit(arch, source, "fullstaging")
         assert rerun.code == 0, rerun.text[-2000:]
         assert rerun.data["state"] == "preserved"
@@ -289,11 +287,12 @@ def test_full_catalog_fails_naming_it_and_the_rerun_completes_after_room_is_made
         assert fk.health_problems(arch, deep=False) == []
 
 
-def test_full_replica_fails_that_target_only_and_the_rerun_completes_after_it_grows(tmp_path, mount_kind):
+def test_full_replica_fails_that_target_only_and_the_rerun_completes_after_room_is_made(tmp_path, mount_kind):
     arch = fk.new_archive(tmp_path / "archive")
     source = fk.make_files(tmp_path / "source", 12, 256 * KiB)
     site_b = arch.roots["site-b"]
-    with fk.small_fs(site_b, 512 * KiB, scratch=tmp_path):
+    with fk.small_fs(site_b, 16 << 20, scratch=tmp_path):
+        filler = fk.fill(site_b, leave=512 * KiB)
         res = _deposit(arch, source, "fullreplica")
         assert _no_space_named(res, "site-b") == []
         (bag,) = res.data["bags"]
@@ -301,10 +300,7 @@ def test_full_replica_fails_that_target_only_and_the_rerun_completes_after_it_gr
         assert bag["replicas"]["site-b"]["state"] != "verified"
         assert fk.falsely_verified(arch) == []
         assert fk.leftovers(site_b) == []
-        if mount_kind == "tmpfs":
-            fk.resize(site_b, 64 << 20)
-        else:  # pragma: no cover
-            pytest.fail("a loop image cannot grow: rerun the test where tmpfs mounts work")
+        filler.unlink()
         rerun = _deposit(arch, source, "fullreplica")
         assert rerun.code == 0, rerun.text[-2000:]
         assert fk.health_problems(arch) == []
