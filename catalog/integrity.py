@@ -25,7 +25,15 @@ Cost: only the few columns needed are read (column projection, one dataset scan 
 vectorised group_by for the file sums), and what was read from a file is kept for the life of
 the process by its path (catalog files are immutable: never rewritten, only added and removed),
 so a command that opens the catalog several times pays for each file once. The slow per-file
-path runs only when a scan fails, to name the culprit. Figures: bench/bench_integrity.py.
+path runs only when a scan fails, to name the culprit.
+
+Measured (bench/bench_integrity.py, 2,000 bags, 200,000 file rows, 4,000 replica records,
+6,000 ledger segments; 2 shared cores under load 6-9): compacted, a first check in a process
+takes 0.36-0.96 s (reading 200k `_batch`/`size` values dominates) and each later one 0.1-0.27 s
+(0.03 s without the ledger part: listing and stat'ing 6,000 segment names is most of it).
+Uncompacted (14,000 small table files plus the segments) a first check takes about 12 s, the
+cost of opening every small file, which the queries themselves already pay (`files()` alone
+took 10 s there): `strongroom catalog compact` is what keeps both cheap.
 """
 
 from __future__ import annotations
