@@ -58,8 +58,10 @@ def fresh(template, folder: Path) -> fk.FaultArchive:
     return fk.copy_archive(arch, folder)
 
 
-def damage(arch: fk.FaultArchive, bag_id: str, target: str = "site-b") -> Dict[str, List[str]]:
-    """Corrupt a third of the payload on one copy, delete another third, alter bag-info.txt."""
+def damage(arch: fk.FaultArchive, bag_id: str, target: str = "site-b", *, odd: bool = False) -> Dict[str, List[str]]:
+    """Corrupt a third of the payload on one copy, delete another third, alter bag-info.txt; with
+    `odd`, also a FIFO and a symbolic link where payload files belong and a stray file no
+    manifest lists (each to be moved aside, never followed nor deleted, and replaced)."""
     folder = arch.bag_folder(target, bag_id)
     pages = sorted((folder / "data" / "scans").iterdir())
     corrupted, deleted = pages[0:16], pages[16:32]
@@ -73,8 +75,30 @@ def damage(arch: fk.FaultArchive, bag_id: str, target: str = "site-b") -> Dict[s
     info = folder / "bag-info.txt"
     os.chmod(info, 0o644)
     info.write_text(info.read_text("utf-8") + "Tampered: yes\n", "utf-8")
+    replaced = corrupted + deleted
+    aside: List[str] = []
+    if odd:
+        fifo, link = pages[32], pages[33]
+        fifo.unlink()
+        os.mkfifo(fifo)
+        link.unlink()
+        os.symlink(arch.bag_folder("site-a", bag_id) / "data" / "scans" / link.name, link)
+        stray = folder / "data" / "scans" / "stray.bin"
+        stray.write_bytes(b"in no manifest, in no catalog\n")
+        replaced += [fifo, link]
+        aside = [p.relative_to(folder).as_posix() for p in (fifo, link, stray)]
     return {"corrupted": [str(p) for p in corrupted], "deleted": [str(p) for p in deleted],
-            "relpaths": sorted([p.relative_to(folder).as_posix() for p in corrupted + deleted] + ["bag-info.txt"])}
+            "relpaths": sorted([p.relative_to(folder).as_posix() for p in replaced] + ["bag-info.txt"]),
+            "aside": sorted(aside)}
+
+
+def moved_aside(arch: fk.FaultArchive, bag_id: str, target: str = "site-b") -> Dict[str, List[str]]:
+    """path -> the details of the successful moves aside of it on `target` the ledger holds."""
+    out: Dict[str, List[str]] = {}
+    for e in arch.catalog().events(bag_id=bag_id).to_pylist():
+        if e["target"] == target and e["path"] and e["outcome"] == "success" and e["type"] == "quarantine":
+            out.setdefault(e["path"], []).append(e["detail"] or "")
+    return out
 
 
 def repairs_recorded(arch: fk.FaultArchive, bag_id: str, target: str = "site-b") -> Dict[str, int]:
@@ -110,7 +134,7 @@ def _new_segment(arch: fk.FaultArchive) -> Callable[[], bool]:
     return lambda: bool(set(os.listdir(events)) - before)
 
 
-AUDIT_POINTS = ["a repaired file being written", "half the missing files restored",
+AUDIT_POINTS = ["something moved aside", "a repaired file being written", "half the missing files restored",
                 "a new ledger segment appears"]
 
 
@@ -119,9 +143,10 @@ def test_audit_killed_mid_repair_then_rerun_repairs_everything_once(template, tm
     for i, point in enumerate(AUDIT_POINTS):
         arch = fresh(template, tmp_path / f"a{i}")
         bag_id = template[2]
-        hurt = damage(arch, bag_id)
+        hurt = damage(arch, bag_id, odd=True)
         folder = arch.bag_folder("site-b", bag_id)
         when = {
+            "something moved aside": lambda: (arch.roots["site-b"] / ".strongroom-aside").exists(),
             "a repaired file being written": _temp_on(folder),
             "half the missing files restored": _half_back(hurt["deleted"]),
             "a new ledger segment appears": _new_segment(arch),
@@ -142,6 +167,18 @@ def test_audit_killed_mid_repair_then_rerun_repairs_everything_once(template, tm
         recorded = repairs_recorded(arch, bag_id)
         if recorded != {p: 1 for p in hurt["relpaths"]}:
             problems.append(f"repairs recorded {recorded}, want each of {hurt['relpaths']} once")
+        # the odd objects and the stray file are moved aside (kept, never deleted), each recorded once
+        aside = arch.roots["site-b"] / ".strongroom-aside"
+        kept = sorted({Path(d).name for d, _, names in os.walk(aside) for n in names} |
+                      {n for _, _, names in os.walk(aside) for n in names}) if aside.is_dir() else []
+        if "stray.bin" not in kept:
+            problems.append(f"the stray file is not kept in {aside}: {kept}")
+        # ... and the ledger says where each went, once: an auditor must be able to find it
+        recorded_aside = moved_aside(arch, bag_id)
+        if sorted(recorded_aside) != hurt["aside"] or any(len(d) != 1 for d in recorded_aside.values()):
+            problems.append(f"moves aside recorded {recorded_aside}, want each of {hurt['aside']} once")
+        elif not all(".strongroom-aside" in d[0] for d in recorded_aside.values()):
+            problems.append(f"a move aside is recorded without saying where to: {recorded_aside}")
         problems += fk.health_problems(arch)
         if problems:
             failed[point] = problems
