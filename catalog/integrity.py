@@ -64,6 +64,9 @@ COLUMNS: Dict[str, List[str]] = {
     "files": [BATCH, "size"],
     "replicas": ["bag_id", "target", "state", "recorded_at"],
 }
+# Read as dictionaries: the files table repeats one `_batch` per bag on every file row, and
+# decoding 200k such strings costs several times more than decoding their dictionary indices.
+DICTIONARY_COLUMNS: Dict[str, List[str]] = {"files": [BATCH]}
 REGISTRATION_EVENTS = ("ingestion", "metadata extraction")
 COPY_EVENTS = ("replication", "fixity check")
 LOST_EVENT = "metadata extraction"  # with outcome failure: a rebuild could not register the bag
@@ -170,6 +173,16 @@ def forget(store: Store) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _wanted_schema(table: str, columns: List[str]) -> pa.Schema:
+    """The check's view of `columns` (dictionary-typed where DICTIONARY_COLUMNS says)."""
+    dictionary = DICTIONARY_COLUMNS.get(table, [])
+    out = []
+    for c in columns:
+        f = TABLE_SCHEMAS[table].field(c)
+        out.append(f.with_type(pa.dictionary(pa.int32(), f.type)) if c in dictionary else f)
+    return pa.schema(out)
+
+
 def _probe(store: Store, table: str, f: StoredFile, columns: List[str]) -> Tuple[Optional[pa.Table], Optional[str]]:
     """One file's needed columns, or why they cannot be had (the slow path, naming the file)."""
     schema = TABLE_SCHEMAS[table]
@@ -186,7 +199,8 @@ def _probe(store: Store, table: str, f: StoredFile, columns: List[str]) -> Tuple
             if wrong:
                 return None, (f"{where}: not a {table} table file (column {wrong[0]} is "
                               f"{have.field(wrong[0]).type}, not {schema.field(wrong[0]).type})")
-            data = pf.read(columns=columns, use_threads=False)
+            data = pq.ParquetFile(fh, read_dictionary=DICTIONARY_COLUMNS.get(table)).read(
+                columns=columns, use_threads=False)
     except FileNotFoundError:
         return None, None  # removed since the listing (a compaction): not damage
     except (OSError, pa.ArrowException, ValueError) as exc:
@@ -194,7 +208,7 @@ def _probe(store: Store, table: str, f: StoredFile, columns: List[str]) -> Tuple
     nulls = [c for c in columns if not schema.field(c).nullable and data.column(c).null_count]
     if nulls:
         return None, f"{where}: {data.column(nulls[0]).null_count} row(s) without {nulls[0]}: not a {table} table file"
-    return data.cast(pa.schema([schema.field(c) for c in columns])), None
+    return data.cast(_wanted_schema(table, columns)), None
 
 
 def _short(exc: BaseException) -> str:
@@ -225,12 +239,24 @@ def _read_table(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
 def _read_files(store: Store, table: str, files: List[StoredFile], sigs: Dict[str, Signature],
                 health: CatalogHealth) -> pa.Table:
     columns = COLUMNS[table]
-    schema = pa.schema([TABLE_SCHEMAS[table].field(c) for c in columns])
+    schema = _wanted_schema(table, columns)
     parts: List[pa.Table] = []
     todo: List[StoredFile] = []
     for f in files:
         got = _memo_get(store, table, f.path, sigs.get(f.name, (0, 0)))
         (todo.append(f) if got is None else parts.append(got))
+    big = [f for f in todo if f.name.startswith(COMPACT_PREFIX)]
+    todo = [f for f in todo if not f.name.startswith(COMPACT_PREFIX)]
+    for f in big:  # a compacted file is read on its own: no per-row file name to carry and sort
+        data, problem = _probe(store, table, f, columns)
+        if data is None and problem is None:
+            health.vanished += 1
+        if problem:
+            health.problems.append(problem)
+            health.unreadable.append(f.path)
+        elif data is not None:
+            _memo_put(store, table, f.path, sigs.get(f.name, (0, 0)), data)
+            parts.append(data)
     if todo:
         fast = _scan(store, table, todo, columns, schema)
         if fast is not None:
@@ -258,9 +284,14 @@ def _scan(store: Store, table: str, files: List[StoredFile], columns: List[str],
           schema: pa.Schema, filter=None) -> Optional[Dict[str, pa.Table]]:
     """The fast path: one dataset scan of all `files`, split by file; None if any file fails
     (unreadable, foreign: a required column null), so the caller probes them one by one."""
+    dictionary = [c for c in DICTIONARY_COLUMNS.get(table, []) if c in columns]
+    full = TABLE_SCHEMAS[table]
+    if dictionary:
+        full = pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f for f in full])
+    fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=dictionary)) \
+        if dictionary else "parquet"
     try:
-        dataset = ds.dataset([f.path for f in files], schema=TABLE_SCHEMAS[table], format="parquet",
-                             filesystem=store.fs)
+        dataset = ds.dataset([f.path for f in files], schema=full, format=fmt, filesystem=store.fs)
         scanned = dataset.to_table(columns=columns + ["__filename"], filter=filter)
     except (OSError, pa.ArrowException, ValueError):
         return None
@@ -315,7 +346,10 @@ def _first_per_bag(bags: pa.Table) -> pa.Table:
 def _check_bag_sums(bags: pa.Table, files: pa.Table, health: CatalogHealth) -> None:
     """Every committed bag's file rows add up to its file count and bytes (vectorised)."""
     committed = _first_per_bag(bags)
+    if pa.types.is_dictionary(files.schema.field(BATCH).type):
+        files = files.unify_dictionaries()
     sums = files.group_by(BATCH).aggregate([("size", "count"), ("size", "sum")])
+    sums = sums.set_column(sums.schema.get_field_index(BATCH), BATCH, sums.column(BATCH).cast(pa.string()))
     joined = committed.join(sums, keys=BATCH, join_type="left outer")
     count = pc.fill_null(joined.column("size_count"), 0)
     total = pc.fill_null(joined.column("size_sum"), 0)
@@ -331,20 +365,34 @@ def _check_bag_sums(bags: pa.Table, files: pa.Table, health: CatalogHealth) -> N
             f"file is missing or damaged")
 
 
-def _ledger_mentions(store: Store, health: CatalogHealth
+def _ledger_mentions(store: Store, health: CatalogHealth, segs=None
                      ) -> Optional[Tuple[Set[str], Set[Tuple[str, str]], Set[str]]]:
     """Bags the ledger says were registered (and no rebuild gave up on), (bag, target) pairs it
     records copies of, and bags a rebuild gave up on (a failed "metadata extraction")."""
     try:
-        files = Ledger(store).query_files()
+        files = Ledger(store).query_files(segs)
     except (OSError, pa.ArrowException) as exc:
         health.problems.append(f"{EVENTS_FOLDER}: cannot be listed ({_short(exc)})")
         return None
-    sigs = {**{f"{EVENTS_FOLDER}/{n}": v for n, v in _signatures(store, EVENTS_FOLDER).items()},
-            **{f"{CACHE_FOLDER}/{n}": v for n, v in _signatures(store, CACHE_FOLDER).items()}}
+    # Signatures of just the files an events query reads (after compaction: the query cache and
+    # the few newer segments), not of every segment ever written; S3 lists (one request per page).
+    if store.is_local:
+        local: Dict[str, Signature] = {}
+        for f in files:
+            try:
+                st = os.stat(f.path)
+                local[f.path] = (st.st_size, st.st_mtime_ns)
+            except FileNotFoundError:
+                local[f.path] = (0, 0)
 
-    def sig(f: StoredFile) -> Signature:
-        return sigs.get(f"{f.path.rsplit('/', 2)[-2]}/{f.name}", (0, 0))
+        def sig(f: StoredFile) -> Signature:
+            return local[f.path]
+    else:
+        sigs = {**{f"{EVENTS_FOLDER}/{n}": v for n, v in _signatures(store, EVENTS_FOLDER).items()},
+                **{f"{CACHE_FOLDER}/{n}": v for n, v in _signatures(store, CACHE_FOLDER).items()}}
+
+        def sig(f: StoredFile) -> Signature:
+            return sigs.get(f"{f.path.rsplit('/', 2)[-2]}/{f.name}", (0, 0))
 
     key = tuple((f.path, sig(f)) for f in files)
     last = _COMBINED.get((store.location, EVENTS_FOLDER))
@@ -359,6 +407,16 @@ def _ledger_mentions(store: Store, health: CatalogHealth
     columns = ["type", "outcome", "object_type", "bag_id", "target"]
     wanted = ds.field("type").isin(list(REGISTRATION_EVENTS + COPY_EVENTS)) & ds.field("bag_id").is_valid()
     schema = pa.schema([EVENTS_SCHEMA.field(c) for c in columns])
+    for f in [f for f in todo if not f.name.startswith("seg-")]:  # the query cache: big, read alone
+        try:
+            with store.fs.open_input_file(f.path) as fh:
+                got = pq.ParquetFile(fh, read_dictionary=columns).read(columns=columns, use_threads=False)
+            got = got.unify_dictionaries().group_by(columns).aggregate([]).cast(schema)
+        except (OSError, pa.ArrowException, ValueError):
+            continue  # a broken cache is ignored by queries and reported by `ledger verify`
+        _memo_put(store, EVENTS_FOLDER, f.path, sig(f), got)
+        parts.append(got)
+    todo = [f for f in todo if f.name.startswith("seg-")]
     # No filter pushed down: on thousands of one-row segments it costs more than it saves.
     fast = _scan(store, EVENTS_FOLDER, todo, columns, schema) if todo else None
     if fast is not None:
@@ -418,7 +476,7 @@ def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
         health.problems += glimpse.problems
         health.ledger_problems = list(glimpse.problems)
         health.counts["segments"] = glimpse.segments
-        mentions = _ledger_mentions(store, health)
+        mentions = _ledger_mentions(store, health, glimpse.listing if glimpse.segments else None)
     tables: Dict[str, pa.Table] = {}
     for table in ("bags", "files", "replicas"):
         for attempt in range(READ_ATTEMPTS):

@@ -192,10 +192,11 @@ class Ledger:
         found.sort(key=lambda c: (-c[0], c[1].name))
         return found
 
-    def query_files(self) -> List[StoredFile]:
+    def query_files(self, segs: Optional[List[Segment]] = None) -> List[StoredFile]:
         """What an events query reads, in ledger order: the newest cache that still matches the
-        segment it ends with, then the segments after it; all segments if no cache matches."""
-        segs = self.segments()
+        segment it ends with, then the segments after it; all segments if no cache matches.
+        `segs`: a listing already made (`segments()`), so a ledger of many segments is listed once."""
+        segs = self.segments() if segs is None else segs
         by_seq = {s.seq: s for s in segs}
         for upto, cache in self.caches():
             seg = by_seq.get(upto)
@@ -306,6 +307,7 @@ class LedgerGlance:
     segments: int
     head_seq: Optional[int]
     head_events: int = 0
+    listing: List[Segment] = field(default_factory=list, repr=False)  # the segments, by seq
 
 
 def glance(store: Store) -> LedgerGlance:
@@ -313,11 +315,15 @@ def glance(store: Store) -> LedgerGlance:
     shows as a gap), and the newest segment (the head) read whole and checked on its own as
     `verify_store` checks every segment. Re-hashing the chain stays `strongroom ledger verify`'s."""
     problems: List[str] = []
-    for f in store.list(FOLDER):
-        if not SEGMENT_RE.match(f.name):
+    segs = []
+    for f in store.list(FOLDER):  # one listing (a ledger grows for ever: segments are never merged)
+        m = SEGMENT_RE.match(f.name)
+        if m:
+            segs.append(Segment(int(m.group(1)), f))
+        else:
             problems.append(f"{FOLDER}/{f.name}: not a ledger segment name (seg-<12 digits>.parquet): "
                             f"a stray or renamed file in {store.path(FOLDER)}")
-    segs = Ledger(store).segments()
+    segs.sort(key=lambda s: s.seq)
     expected = 0
     for seg in segs:
         if seg.seq > expected:
@@ -326,16 +332,18 @@ def glance(store: Store) -> LedgerGlance:
     if not segs:
         return LedgerGlance(problems, 0, None)
     head = segs[-1]
+    glimpse = LedgerGlance(problems, len(segs), head.seq, 0, segs)
     try:
         table = read_segment_bytes(store.read_bytes(head.file.path))
     except FileNotFoundError as exc:
         problems.append(f"{FOLDER}/{head.file.name}: the newest segment vanished while being read ({exc})")
-        return LedgerGlance(problems, len(segs), head.seq)
+        return glimpse
     except Exception as exc:  # any decoding failure is damage to report, not to crash on
         problems.append(f"{FOLDER}/{head.file.name}: the newest segment is not a readable Parquet segment ({exc})")
-        return LedgerGlance(problems, len(segs), head.seq)
+        return glimpse
     problems += [f"{FOLDER}/{p}" for p in segment_problems(head.seq, head.file.name, table)]
-    return LedgerGlance(problems, len(segs), head.seq, table.num_rows)
+    glimpse.head_events = table.num_rows
+    return glimpse
 
 
 def verify_ledger(catalog_location: str, expected_head: Optional[str] = None, *,
