@@ -160,15 +160,22 @@ def test_audit_refuses_a_damaged_catalog_and_removes_nothing(arch, capsys):
 
 
 @pytest.mark.parametrize("argv", [["audit", "--due"], ["report", "preservation", "-o", "DEST"],
-                                  ["restore", "BAG", "DEST"], ["catalog", "compact"]])
+                                  ["restore", "BAG", "DEST"], ["catalog", "compact"],
+                                  ["deposit", "SRC", "--library", "PKU", "--collection", "news", "--type", "self-built"]])
 def test_other_commands_refuse_a_damaged_catalog(arch, capsys, tmp_path, argv):
     books = arch.bags["books"]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "new.txt").write_bytes(b"new material\n")
     files_file_of(arch, books).unlink()
-    argv = [str(tmp_path / "dest") if a == "DEST" else books if a == "BAG" else a for a in argv]
+    before = payload(arch)
+    argv = [str(tmp_path / "dest") if a == "DEST" else books if a == "BAG" else str(src) if a == "SRC" else a
+            for a in argv]
     run = cli(capsys, "--config", arch.config, *argv)
     assert run.code == 1, run.out + run.err
     assert "the catalog is damaged" in run.err and "Traceback" not in run.err
     assert not (tmp_path / "dest").exists()
+    assert payload(arch) == before  # nothing written to, or removed from, the replicas
 
 
 # --------------------------------------------------------------------------------------------
