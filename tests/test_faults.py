@@ -12,7 +12,7 @@ The commands run as real child processes (`python -m pipelines`, STRONGROOM_CONF
 archive) in their own session, and the whole session is SIGKILLed, so no Luigi worker lives on
 and nothing gets a chance to clean up. The moment is chosen from outside, by watching the
 files the command writes (a temp file on the target being repaired, a restore's temp folder
-filling up, a new ledger segment), or by time. Production code has no test hooks. The deposit
+filling up, a new ledger segment, DEST appearing). Production code has no test hooks. The deposit
 is killed at many more points in test_deposit_crash.py; here: audit (killed mid-repair) and
 restore.
 
@@ -213,7 +213,7 @@ def _restore_half(dest: Path, files: int) -> Callable[[], bool]:
     return seen
 
 
-RESTORE_POINTS = [(False, "temp folder made"), (False, "half the payload written"), (False, "after 1.1 s"),
+RESTORE_POINTS = [(False, "temp folder made"), (False, "half the payload written"),
                   (True, "half the payload written"), (False, "DEST in place")]
 
 
@@ -231,8 +231,7 @@ def test_restore_killed_then_rerun_restores_exactly_and_leaves_nothing(template,
                 # renamed into place: the restore is done but for its record and its exit; the
                 # operator who saw it killed cannot know, and reruns the same command
                 "DEST in place": dest.exists}.get(point.split(" (")[0])
-        after = float(point.split()[1]) if point.startswith("after") else None
-        code = fk.run_and_kill(arch, argv, tmp_path / f"r{i}.log", when=when, after=after)
+        code = fk.run_and_kill(arch, argv, tmp_path / f"r{i}.log", when=when)
         outcomes[point] = code
         if code not in (KILLED, 0):
             failed[point] = [f"first run exit {code}: " + (tmp_path / f"r{i}.log").read_text(errors="replace")[-800:]]
