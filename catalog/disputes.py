@@ -39,7 +39,7 @@ SUPPLIED = "metadata/supplied-checksums.csv"
 SUPPLIED_MAX_BYTES = 64 * 1024 * 1024
 AGREED, MAJORITY, EVIDENCE, DISPUTED, UNVERIFIED = (
     "all intact copies agree", "a strict majority of the copies", "the depositor's supplied checksums",
-    "disputed", "no intact copy")
+    "disputed", "the copies' own tag files, no copy verified in this rebuild")
 
 
 @dataclass

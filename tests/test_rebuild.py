@@ -321,7 +321,8 @@ def test_rebuild_recovers_from_a_truncated_bags_and_replicas_file(capsys, arch):
     assert comparable(after.data) == comparable(before)
 
 
-@pytest.mark.parametrize("damage", ["deleted files file", "foreign file", "empty replicas file"])
+@pytest.mark.parametrize("damage", ["deleted files file", "foreign file", "empty replicas file",
+                                    "deleted compacted files file"])
 def test_rebuild_recovers_from_deleted_or_foreign_files(capsys, arch, damage):
     books = arch.bags["books"]
     before = status(capsys, arch).data
@@ -329,7 +330,11 @@ def test_rebuild_recovers_from_deleted_or_foreign_files(capsys, arch, damage):
     cat = Path(load(arch).catalog)
     from catalog.compact import bag_file_prefix
 
-    if damage == "deleted files file":
+    if damage == "deleted compacted files file":  # one file holds every bag's rows: all re-registered
+        catalog_of(arch).compact()
+        (victim,) = list((cat / "files").glob("compact-*.parquet"))
+        victim.unlink()
+    elif damage == "deleted files file":
         (victim,) = [p for p in (cat / "files").iterdir() if p.name.startswith(bag_file_prefix(books))]
         victim.unlink()
     elif damage == "foreign file":
