@@ -10,7 +10,6 @@ renamed to its final name. A crash therefore never leaves a half bag that looks 
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from typing import Dict, List, Sequence
 from strongroom import NAME, __version__
 from strongroom.durable import atomic_write_bytes, fsync_dir
 from strongroom.errors import PreservationError
+from strongroom.fstree import make_dirs, remove_tree
 
 from . import bagit_spec, metadata, premis
 from .naming import BagId
@@ -73,8 +73,8 @@ def bag_info(plan: BagPlan, library: str, collection: str, when: datetime) -> Li
 def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, *, workers: int = 1) -> BuiltBag:
     """Write tag files, validate, and move the bag into place. Raises PreservationError if invalid."""
     work = plan.work_dir
-    os.makedirs(work / "data", exist_ok=True)
-    os.makedirs(work / "metadata", exist_ok=True)
+    make_dirs(work / "data")
+    make_dirs(work / "metadata")
     bagit_spec.write_bagit_txt(work)
     for alg in plan.algorithms:
         bagit_spec.write_manifest(
@@ -126,7 +126,7 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
     # checked against the manifests again while it is copied to a replica, and each replica is
     # re-read and verified before it counts, so a staged file damaged by a power cut can never
     # become a preserved copy. The rename below is what makes a crash (kill -9) safe.
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final_dir.parent)
     os.rename(work, final_dir)  # atomic within one file system; fails if final_dir exists
     fsync_dir(final_dir.parent)
     return BuiltBag(plan.bag_id, final_dir, plan.external_id, len(plan.files),
@@ -146,7 +146,7 @@ def discard(work: Path) -> None:
     if work.is_file():
         work.unlink()
         return
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)  # shutil.rmtree recurses: a deep bag would die with RecursionError
     pending = pending_premis_path(work)
     pending.unlink(missing_ok=True)
     for temp in work.parent.glob(f".{pending.name}.*.tmp"):  # premis.write_premis' temp, if killed mid-write

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from strongroom.errors import InputError, PreservationError, UsageError
+from strongroom.fstree import make_dirs
 
 from . import supplied as supplied_mod
 from .bag import BagPlan, BuiltBag, discard, finish_bag
@@ -94,7 +95,7 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
     parts = plan_parts(scan.files, max_bytes=policy.bag.max_bytes, max_files=policy.bag.max_files)
     bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
     work_root = staging / INCOMPLETE
-    work_root.mkdir(parents=True, exist_ok=True)
+    make_dirs(work_root)
     prefix = work_dir_prefix(req.library, req.collection, stamp)
     work_dirs = [work_root / f"{prefix}{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(len(parts))]
     try:
@@ -115,7 +116,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
             part_of[f.relpath] = i
     make_parent_dirs(tasks.values())
     for w in work_dirs:
-        (w / "data").mkdir(parents=True, exist_ok=True)
+        make_dirs(w / "data")
 
     # 1. Checksum files the depositor supplied: stage them first, then read the staged copies,
     #    so we know which extra algorithms to compute without reading any source byte twice.

@@ -12,6 +12,7 @@ are known to fail before the first byte is read, or worse, to succeed in a way n
   bag-info names that very bag id): a copied replica root, not a collection;
 * a source with no file at all (empty, or only empty folders): a bag must list at least one
   payload file to be registered, so it would be copied and verified, then stay "NOT complete";
+* a file nested more than MAX_FOLDER_DEPTH folders deep (see there);
 * a supplied BagIt bag whose `bagit.txt` declares a version that is not M.N (see
   `supplied.check_bag_versions`).
 
@@ -35,6 +36,13 @@ from .scan import ScanResult
 _ARCHIVE_BAG = re.compile(r"(?:^|/)([A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/"
                           r"[0-9]{8}T[0-9]{6}Z-[0-9]+)/bagit\.txt$")  # ASCII digits only
 _BAG_ID_LINE = re.compile(rb"^Strongroom-Bag-Id:[ \t]*(\S+)[ \t]*\r?$", re.MULTILINE)
+#: The deepest a file may sit below the source root, in folders. BagIt (RFC 8493) sets no limit,
+#: and scanning, staging, bagging and validating take any depth (no recursion; PATH_MAX 4096 is
+#: ~2,000 one-letter levels); but the storage adapters' bag walks still recurse once per level
+#: (storage_adapters.filesystem `_walk`, storage_adapters.replicate `_walk_bag`), and a copy
+#: that dies half way with RecursionError is worse than a clear refusal up front. 500 keeps a
+#: 2x margin under Python's recursion limit of 1,000; raise it once those walks are iterative.
+MAX_FOLDER_DEPTH = 500
 _BAG_INFO_LIMIT = 1 << 20  # bag-info.txt of a Strongroom bag is a few hundred bytes
 
 
@@ -71,6 +79,7 @@ def refuse_impossible(source: Path, scan: ScanResult, places: Sequence[Place], *
             problems.append(f"the source is inside {place.what} ({place.path}): the archive cannot be deposited "
                             f"into itself")
     problems.extend(archive_bags_in(scan))
+    problems.extend(too_deep(scan))
     if not scan.files:
         held = f" (only {len(scan.empty_dirs)} empty folder(s))" if scan.empty_dirs else ""
         problems.append(f"the source holds no file{held}: a bag must hold at least one file; "
@@ -78,6 +87,19 @@ def refuse_impossible(source: Path, scan: ScanResult, places: Sequence[Place], *
     if problems:
         raise InputError(f"cannot deposit this source: {len(problems)} problem(s) found", path=str(source),
                          problems=problems)
+
+
+def too_deep(scan: ScanResult, limit: Optional[int] = None) -> List[str]:
+    """One line naming how many files sit deeper than `limit` folders, and the deepest of them."""
+    limit = MAX_FOLDER_DEPTH if limit is None else limit
+    deep = [(f.relpath.count("/"), f.relpath) for f in scan.files if f.relpath.count("/") > limit]
+    if not deep:
+        return []
+    depth, rel = max(deep)
+    shown = rel if len(rel) <= 120 else f"{rel[:60]}...{rel[-50:]}"
+    return [f"{len(deep)} file(s) nested more than {limit} folders deep, the deepest {depth} folders deep "
+            f"({shown}): at most {limit} levels of folders can be deposited (depth limit, "
+            f"ingest.preflight.MAX_FOLDER_DEPTH); move the files up or deposit the deep folder on its own"]
 
 
 def archive_bags_in(scan: ScanResult) -> List[str]:

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from strongroom.checksums import MultiHasher
 from strongroom.durable import write_all
+from strongroom.fstree import make_dirs
 
 from .scan import SourceFile
 
@@ -199,5 +200,5 @@ def make_parent_dirs(tasks: Iterable[StageTask]) -> None:
     for task in tasks:
         parent = os.path.dirname(task.dest)
         if parent not in made:
-            os.makedirs(parent, exist_ok=True)
+            make_dirs(parent)  # mkdir -p without recursion: sources may nest 1,000+ folders deep
             made.add(parent)

@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from ingest.naming import CLAIMS_DIR, BagId, claim_owner, claim_stamp, take_clai
 from strongroom import NAME, __version__
 from strongroom.durable import atomic_write_json as write_json_atomic
 from strongroom.errors import PreservationError, UsageError
+from strongroom.fstree import remove_tree
 
 STATE_DIR = ".state"
 ABANDONED = "abandoned.json"
@@ -214,7 +214,7 @@ def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, 
                                 f"changed. Run the same command again to deposit {state.source} under new "
                                 f"bag ids", path=state.source, rerun_helps=True)
     for stale in (staging / state.library / state.collection).glob(f"{state.stamp}-*"):
-        shutil.rmtree(stale)  # built by a run that crashed before recording them: rebuild
+        remove_tree(stale, strict=True)  # built by a run that crashed before recording them: rebuild
     prefix = work_dir_prefix(state.library, state.collection, state.stamp)
     for stale in (staging / INCOMPLETE).glob(prefix + "*"):
         discard(stale)  # half-built by a run that was killed while staging
@@ -358,7 +358,7 @@ def register(config, state: DepositState, bag: dict) -> None:
 def finish(config, state: DepositState, bags: List[dict]) -> dict:
     """All bags preserved: drop the staged copies (the verified replicas are the archive)."""
     for bag in bags:
-        shutil.rmtree(bag["path"], ignore_errors=True)
+        remove_tree(bag["path"])  # not shutil.rmtree: it recurses, and bags may be 1,000+ folders deep
     summary = {"deposit": state.key, "bags": [b["id"] for b in bags],
                "finished_at": datetime.now(timezone.utc).isoformat()}
     write_json_atomic(state.state_dir(Path(config.staging)) / "done.json", summary)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 from typing import List, Tuple
 
 from strongroom.durable import unlink_quietly
@@ -65,13 +64,14 @@ def make_dirs(path) -> None:
     Like `os.makedirs(path, exist_ok=True)`: a folder that exists already is fine (also one made
     by a concurrent process in between); a non-folder in the way raises FileExistsError.
     """
-    missing: List[Path] = []
-    p = Path(path)
+    missing = []
+    p = os.fspath(path)  # str or bytes (staging works on the bytes the OS gave for a name)
     while not os.path.isdir(p):
         missing.append(p)
-        if p.parent == p:
+        parent = os.path.dirname(p)
+        if not parent or parent == p:
             break
-        p = p.parent
+        p = parent
     for folder in reversed(missing):
         try:
             os.mkdir(folder)

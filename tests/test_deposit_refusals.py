@@ -10,6 +10,9 @@
 * A supplied bag declaring `BagIt-Version: 1.0.0` is an input error naming bagit.txt.
 * A premis temp file left by a deposit killed while bagging is removed by the rerun.
 * An md5-only policy is warned about at load; "rerun" advice only when a rerun can help.
+* A --title bag-info.txt cannot carry back unchanged (over 8 KiB, CR, control characters,
+  indented continuation lines) exits 2 naming --title; a multi-line one round-trips through
+  validate and catalog rebuild. Bag ids, codes and PUIDs take ASCII digits only.
 """
 
 from __future__ import annotations
@@ -417,3 +420,112 @@ def test_a_deposit_failing_on_its_source_does_not_advise_a_rerun(tmp_path, capsy
     assert "would fail the same way" in res.out, res.out
     as_json = strongroom(capsys, *deposit_argv(arch, source, "nope"))
     assert as_json.code == 1 and as_json.data["rerun_helps"] is False
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Titles bag-info.txt cannot carry back, bag ids with non-ASCII digits
+
+
+@pytest.mark.parametrize("title, expected", [
+    ("x" * 8193, "8,193 bytes"),
+    ("卷" * 2731, "8,193 bytes"),  # 2,731 characters, 3 bytes each: counted in UTF-8 bytes
+    ("two\r\nlines", "carriage return"),
+    ("old\rmac", "carriage return"),
+    ("nul\x00here", "U+0000"),
+    ("tab\there", "U+0009"),
+    ("escape \x1b[31mred", "U+001B"),
+    ("next line\x85", "U+0085"),
+    ("line\u2028separator", "U+2028"),
+    ("first\n  indented second", "line 2 starts with a space"),
+    ("bad \udcff byte", "not valid UTF-8"),
+])
+def test_a_title_bag_info_cannot_carry_back_is_refused(tmp_path, capsys, title, expected):
+    """bag-info.txt lines over 64 KiB are refused on read, CR and indentation do not come back
+    as given: such a title is refused up front, exit 2, naming --title, nothing written."""
+    arch = make_archive(tmp_path)
+    source = make_source(tmp_path / "source", small=1)
+    before = _snapshot(arch)
+    res = strongroom(capsys, *deposit_argv(arch, source, "titled", "--title", title))
+    assert res.code == 2, (res.code, res.out[:500], res.err[:500])
+    assert "Traceback" not in res.err and "--title" in res.err and expected in res.err, res.err[:500]
+    _nothing_written(arch, before)
+    assert arch.state_dirs() == [] and arch.catalog().events().num_rows == 0
+
+
+def test_a_title_is_checked_by_ingest_itself(archive, tmp_path, identifier):
+    from ingest.deposit import DepositRequest, ingest
+    from strongroom.errors import UsageError
+
+    src = make_source(tmp_path / "src", small=1)
+    with pytest.raises(UsageError) as err:
+        ingest(DepositRequest(source=src, library="PKU", collection="c", collection_type="purchased",
+                              policy=archive.policy_for_type("purchased", None), staging=Path(archive.staging),
+                              title="a\rb"), identifier=identifier)
+    assert err.value.exit_code == 2 and "--title" in str(err.value)
+    assert not list(Path(archive.staging).glob("PKU/*/*"))
+
+
+def test_a_multi_line_title_of_8_KiB_round_trips_through_validate_and_rebuild(tmp_path, capsys):
+    """LF line breaks, a blank line, leading space on the first line, any script: kept as given
+    in bag-info.txt (continuation lines), the catalog, `validate` and `catalog rebuild`."""
+    from ingest.bagit_spec import read_tag_file
+    from ingest.naming import MAX_TITLE_BYTES
+
+    head = " 善本書目 — première ligne\n\nthird line, after a blank one\n"
+    title = head + "x" * (MAX_TITLE_BYTES - len(head.encode("utf-8")))
+    assert len(title.encode("utf-8")) == MAX_TITLE_BYTES
+    arch = make_archive(tmp_path)
+    source = make_source(tmp_path / "source", small=1)
+    done = strongroom(capsys, *deposit_argv(arch, source, "titled", "--title", title))
+    assert done.code == 0, done.err
+    (bag,) = done.data["bags"]
+    for target in TARGETS:
+        folder = arch.bag_folder(target, bag["id"])
+        info = dict(read_tag_file(folder / "bag-info.txt"))
+        assert info["Strongroom-Collection-Title"] == title and info["External-Description"] == title
+        checked = strongroom(capsys, "--config", arch.config_path, "validate", folder)
+        assert checked.code == 0, (checked.out, checked.err)
+
+    def catalogued() -> list:
+        return [b["title"] for b in arch.catalog().bags().to_pylist()]
+
+    assert catalogued() == [title]
+    shutil.rmtree(arch.catalog_path)
+    rebuilt = strongroom(capsys, "--config", arch.config_path, "catalog", "rebuild")
+    assert rebuilt.code == 0, (rebuilt.out, rebuilt.err)
+    assert catalogued() == [title]
+
+
+@pytest.mark.parametrize("text", [
+    "PKU/c/٢٠٢٦٠٣٠٤T050607Z-1",  # Arabic-Indic digits in the stamp
+    "PKU/c/20260304T050607Z-١",  # ... in the part number
+    "PKU/c/20260304T050607Z-𝟏",  # a mathematical digit
+    "PKU/c/20260304T050607Z-1\n",  # '$' matched before a trailing newline
+])
+def test_a_bag_id_takes_ascii_digits_only(text):
+    from ingest.naming import BagId
+    from strongroom.errors import UsageError
+
+    assert str(BagId.parse("PKU/c/20260304T050607Z-1")) == "PKU/c/20260304T050607Z-1"
+    with pytest.raises(UsageError):
+        BagId.parse(text)
+
+
+def test_codes_and_puids_take_ascii_only_and_no_trailing_newline():
+    from ingest.naming import check_code
+    from policies.model import NAME_PATTERN, PUID_PATTERN
+    from strongroom.errors import UsageError
+
+    assert check_code("rare-books", "collection") == "rare-books"
+    with pytest.raises(UsageError):
+        check_code("rare-books\n", "collection")
+    assert NAME_PATTERN.match("site-a") and not NAME_PATTERN.match("site-a\n")
+    assert PUID_PATTERN.match("fmt/12") and PUID_PATTERN.match("x-fmt/111")
+    assert not PUID_PATTERN.match("fmt/١٢") and not PUID_PATTERN.match("fmt/12\n")
+
+
+def test_a_copied_replica_with_non_ascii_digits_is_not_taken_for_an_archive_bag():
+    from ingest.preflight import _ARCHIVE_BAG
+
+    assert _ARCHIVE_BAG.search("PKU/c/20260304T050607Z-1/bagit.txt")
+    assert not _ARCHIVE_BAG.search("PKU/c/٢٠٢٦٠٣٠٤T050607Z-1/bagit.txt")
