@@ -24,6 +24,7 @@ mounted ext4 image where tmpfs mounts are refused) and a read-only bind remount,
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -253,6 +254,27 @@ def test_restore_killed_then_rerun_restores_exactly_and_leaves_nothing(template,
     assert failed == {}, failed
     hit = [p for p, c in outcomes.items() if c == KILLED]
     assert len(hit) >= len(RESTORE_POINTS) - 1, f"only {hit} were interrupted: {outcomes}"
+
+
+# --------------------------------------------------------------------------------------------
+# kill -9 of a catalog rebuild (the catalog lost whole)
+
+
+def test_catalog_rebuild_killed_then_rerun_registers_everything_once(template, tmp_path):
+    """docs/durability.md says an interrupted rebuild is simply run again: killed as its first
+    catalog record appears, the rerun must leave the catalog as a rebuild that ran through."""
+    arch = fresh(template, tmp_path / "a")
+    shutil.rmtree(arch.catalog_path)
+    bags = arch.catalog_path / "bags"
+    code = fk.run_and_kill(arch, ["catalog", "rebuild"], tmp_path / "rebuild.log",
+                           when=lambda: bags.is_dir() and any(bags.iterdir()))
+    assert code in (KILLED, 0), (tmp_path / "rebuild.log").read_text(errors="replace")
+    rerun = fk.inproc(arch, "--json", "catalog", "rebuild")
+    assert rerun.code == 0, rerun.text[-2000:]
+    assert arch.catalog().bags().column("bag_id").to_pylist() == [template[2]]
+    registered = [k for k, n in fk.success_counts(arch).items() if k[0] == "metadata extraction" for _ in range(n)]
+    assert len(registered) == 1, registered
+    assert fk.health_problems(arch) == []
 
 
 # --------------------------------------------------------------------------------------------
