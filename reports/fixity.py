@@ -10,6 +10,13 @@ copying, which is a deep check too) and repair events (`reports.preservation.rep
 *repaired* by the first successful repair event of the same bag and copy at or after it (and of
 the same file, when both name one); `repaired_at` is empty when there is none. Bag-level
 failures (no copy named) are never matched: nothing repairs "no good copy".
+
+Damage outlives the period it was found in: `open_findings` lists every finding outstanding at
+report time (reports.findings, the same rows as the preservation report), whatever --since and
+--until select, so an audit window that starts after a file was found damaged (and left so)
+still shows it. The HTML form shows them first, the JSON form as `open_findings` (their count in
+`summary`); the CSV form stays one row per event of the period (the preservation report's CSV
+carries the findings as its `open_finding` rows).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.ledger import verify_store
 from reports.common import Scope, in_period, lookup, make_scope, plain, select_bags
-from reports.preservation import AUDIT_TYPE, Ledger, copies_table, repair_mask, scope_events
+from reports.preservation import AUDIT_TYPE, Ledger, copies_table, finding_rows, repair_mask, scope_events
 from reports.status import GOOD_STATES
 
 CHUNK_ROWS = 10_000
@@ -48,6 +55,7 @@ class FixityReport:
     per_copy: List[Dict[str, Any]]         # one row per copy: audits in the period by outcome, state now
     damage: List[Dict[str, Any]]           # failed fixity checks with their repair, if any
     not_audited: List[Dict[str, Any]]      # copies never audited, overdue, or not audited in the period
+    open_findings: List[Dict[str, Any]]    # every outstanding finding now, whatever the period (preservation.finding_rows)
     events: pa.Table                       # one row per audit or repair event in the period (EVENT_COLUMNS)
 
     def to_dict(self, events: bool = True) -> Dict[str, Any]:
@@ -91,6 +99,7 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
     not_audited = [r for r in per_copy if r["never_audited"] or r["overdue_deep"] or r["overdue_quick"]
                    or (r["audits"] == 0 and r["state"] in GOOD_STATES)]
     repairs = pc.and_(events.column("repair"), pc.equal(outcome, "success"))
+    findings = finding_rows(catalog, copies)
     summary = {
         "events": events.num_rows,
         "fixity_checks": checks.num_rows,
@@ -104,6 +113,7 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
         "copies_audited": sum(1 for r in per_copy if r["audits"]),
         "copies_not_audited": len(not_audited),
         "copies_damaged_now": sum(1 for r in per_copy if r["state"] not in GOOD_STATES),
+        "open_findings": len(findings),
         "bags": bags.num_rows,
     }
     return FixityReport(
@@ -112,7 +122,7 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
         by_month=_group_count(checks.append_column("month", pc.strftime(checks.column("datetime"), "%Y-%m")),
                               ["month", "outcome"]) if checks.num_rows else [],
         per_copy=per_copy, damage=damage.select(EVENT_COLUMNS).to_pylist(), not_audited=not_audited,
-        events=events.select(EVENT_COLUMNS))
+        open_findings=findings, events=events.select(EVENT_COLUMNS))
 
 
 def _count(mask) -> int:

@@ -68,6 +68,8 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "sec.not_audited": ("Copies never or not recently audited", "从未审计或近期未审计的副本"),
     "sec.per_copy": ("Audits per bag and copy", "各包及副本的审计"),
     "sec.events": ("Audit and repair events", "审计与修复事件"),
+    "sec.findings": ("Open findings", "未解决的问题"),
+    "sec.locations": ("Locations", "存储位置"),
     "sec.formats": ("Formats", "格式"),
     "sec.unidentified": ("Unidentified files", "未识别的文件"),
     "sec.at_risk": ("Files in at-risk formats", "采用高风险格式的文件"),
@@ -76,6 +78,9 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "sub.per_copy": ("Every copy", "全部副本"),
     "sub.open_damage": ("Copies damaged, failed, missing, absent or unverified", "损坏、失败、缺失、未记录或未验证的副本"),
     "sub.overdue": ("Copies overdue for an audit", "审计逾期的副本"),
+    "sub.location_groups": ("Which storage targets are one location", "哪些存储目标属于同一位置"),
+    "sub.collection_locations": ("Separate locations holding each collection's verified copies",
+                                 "各馆藏已验证副本所在的不同位置"),
     "sub.events_by_type": ("Events in the period by type", "本期各类事件"),
     "cap.by_type": ("By collection type", "按馆藏类型"),
     "cap.policies": ("Format rules of the policies", "各策略的格式规则"),
@@ -88,6 +93,7 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "card.open_damage": ("copies needing action", "需处理的副本"),
     "card.overdue": ("copies overdue for audit", "审计逾期的副本"),
     "card.ledger": ("event ledger", "事件账本"),
+    "card.open_findings": ("open findings", "未解决的问题"),
     "card.fixity_checks": ("fixity checks", "固定性检查"),
     "card.passed": ("passed", "通过"),
     "card.failed": ("failed", "失败"),
@@ -140,6 +146,17 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "col.failed": ("Failed", "失败"),
     "col.inconclusive": ("Inconclusive", "无定论"),
     "col.attention": ("Attention", "需关注"),
+    "col.kind": ("Problem", "问题类型"),
+    "col.since": ("Found since", "首次发现"),
+    "col.last_found": ("Last found", "最近一次发现"),
+    "col.location": ("Location", "位置"),
+    "col.targets": ("Storage targets", "存储目标"),
+    "col.sites": ("Sites", "站点"),
+    "col.shared_by": ("Counted as one location because", "计为同一位置的原因"),
+    "col.good_copies": ("Verified copies per bag", "每个包的已验证副本"),
+    "col.locations": ("Separate locations per bag", "每个包的不同位置数"),
+    "col.locations_held": ("Locations holding them", "所在位置"),
+    "col.ndsa_storage": ("NDSA storage level", "NDSA 存储级别"),
     "col.puid": ("PRONOM id", "格式标识"),
     "col.format": ("Format", "格式名称"),
     "col.version": ("Version", "版本"),
@@ -178,6 +195,23 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
                                 "{at_risk} in at-risk formats.",
                                 "{files} 个文件，{bytes}，{formats} 种格式；{unidentified} 个未识别，"
                                 "{at_risk} 个采用高风险格式。"),
+    "note.findings": ("Damage and doubt the audits found and no later check has resolved, whatever the period "
+                      "of this report: each stays listed until a repair, or a later deep audit that no longer "
+                      "finds it, resolves it.",
+                      "审计发现、且尚未被后续检查解决的损坏与存疑问题（不论本报告的期间）：每一项都会一直列出，"
+                      "直到修复，或后续的深度审计不再发现该问题为止。"),
+    "note.locations": ("Storage targets on one file system, in one S3 bucket or on one site are one location: "
+                       "losing that disk, bucket or site loses every copy on it. The NDSA storage levels count "
+                       "these locations, not targets.",
+                       "位于同一文件系统、同一 S3 存储桶或同一站点的存储目标算作一个位置：该磁盘、存储桶或站点一旦损失，"
+                       "其上的所有副本都会丢失。NDSA 存储级别按位置计数，而不是按存储目标计数。"),
+    "alert.findings": ("{n} open finding(s): damage or doubt that no later check has resolved. See “Open "
+                       "findings” below.",
+                       "有 {n} 个未解决的问题：后续检查尚未解决的损坏或存疑。见下文“未解决的问题”。"),
+    "alert.one_location": ("Some collections' verified copies are all in one location: one lost disk, bucket or "
+                           "site would lose every copy (see “Locations”).",
+                           "部分馆藏的已验证副本全部位于同一位置：一块磁盘、一个存储桶或一个站点的损失就会丢失全部副本"
+                           "（见“存储位置”）。"),
     # empty states
     "empty.nothing_held": ("Nothing is held in this scope.", "此范围内尚未保存任何内容。"),
     "empty.no_copies": ("No copies are recorded.", "没有副本记录。"),
@@ -192,6 +226,8 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
                           "本期每个副本都经过检查，且没有逾期。"),
     "empty.all_identified": ("Every file is identified to a PRONOM format.", "每个文件都已识别到 PRONOM 格式。"),
     "empty.no_at_risk": ("No file is in a format its policy lists as at risk.", "没有文件采用其策略列为高风险的格式。"),
+    "empty.no_findings": ("No open findings: no copy is damaged, disputed, missing, failed or inconclusive.",
+                          "没有未解决的问题：没有副本处于损坏、有争议、缺失、失败或无定论状态。"),
     # words
     "word.yes": ("yes", "是"),
     "word.no": ("no", "否"),
@@ -204,6 +240,33 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "word.never": ("never", "从未"),
     "word.unidentified": ("unidentified", "未识别"),
     "word.other": ("other", "其他"),
+    "word.whole_copy": ("the whole copy", "整个副本"),
+    "word.no_good_copy": ("no good copy to repair from", "没有可用于修复的完好副本"),
+    "word.own_location": ("a location of its own", "独立位置"),
+    "shared.file system": ("on one file system", "位于同一文件系统"),
+    "shared.bucket": ("in one S3 bucket", "位于同一 S3 存储桶"),
+    "shared.site": ("given one site in the config", "配置中属于同一站点"),
+    "kind.corrupted": ("corrupted (content differs)", "内容已损坏（校验值不符）"),
+    "kind.truncated": ("truncated (shorter than recorded)", "被截短（比记录的短）"),
+    "kind.grown": ("grown (longer than recorded)", "变长（比记录的长）"),
+    "kind.missing": ("missing", "缺失"),
+    "kind.extra": ("extra file", "多余文件"),
+    "kind.not-a-file": ("not a regular file (link, FIFO, device or folder)", "不是普通文件（链接、管道、设备或文件夹）"),
+    "kind.shared-storage": ("shares storage with another copy", "与另一副本共用存储"),
+    "kind.tag-damaged": ("tag file damaged", "标签文件已损坏"),
+    "kind.tag-missing": ("tag file missing", "标签文件缺失"),
+    "kind.bag-missing": ("bag missing from the target", "存储目标上缺少该包"),
+    "kind.bag-not-a-folder": ("bag folder is a link or not a folder", "包文件夹是链接或不是文件夹"),
+    "kind.manifest-disagrees": ("the copy's manifest disagrees with the catalog", "副本的清单与目录不一致"),
+    "kind.catalog-disagrees": ("the catalog disagrees with the copies", "目录与副本不一致"),
+    "kind.no-good-copy": ("no good copy to repair from", "没有可用于修复的完好副本"),
+    "kind.tag-in-doubt": ("copies of a tag file disagree", "标签文件的各副本不一致"),
+    "kind.disputed": ("disputed (copies disagree, nothing decides)", "有争议（副本不一致，无从判定）"),
+    "kind.unreadable": ("unreadable (check inconclusive)", "无法读取（检查无定论）"),
+    "kind.unreachable": ("unreachable (check inconclusive)", "无法访问（检查无定论）"),
+    "kind.inconclusive": ("inconclusive check", "检查无定论"),
+    "kind.damaged": ("damaged", "已损坏"),
+    "kind.failed": ("failed", "失败"),
     "retention.unknown_policy": ("this policy is not in the config", "配置中没有此策略"),
     "retention.none": ("none", "无"),
     "retention.governance": ("governance, {years} years", "治理模式，{years} 年"),
@@ -463,6 +526,12 @@ class Translator:
 
         return "—" if n is None else format_size(int(n))
 
+    def range(self, low: Optional[int], high: Optional[int]) -> str:
+        """A count over many bags: one number when they agree, else the fewest to the most."""
+        if low is None or high is None or low == high:
+            return self.num(low if low is not None else high)
+        return f"{self.num(low)}–{self.num(high)}"
+
     def percent(self, part: int, whole: int) -> str:
         return "—" if not whole else f"{100.0 * part / whole:.1f}%"
 
@@ -509,6 +578,15 @@ class Translator:
 
     def ctypes(self, values: Iterable[str]) -> str:
         return self.join(self.ctype(v) for v in values)
+
+    def kind(self, k: Optional[str]) -> str:
+        """An open finding's kind (fixity.audit's damage and inconclusive kinds)."""
+        return self._controlled("kind", k)
+
+    def shared(self, reasons: Iterable[str]) -> str:
+        """Why targets are one location (reports.preservation.SHARED_BY), or that a target is alone."""
+        reasons = list(reasons)
+        return self.join(self._controlled("shared", r) for r in reasons) if reasons else self.t("word.own_location")
 
     def stype(self, s: Optional[str]) -> str:
         return self._controlled("stype", s)

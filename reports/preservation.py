@@ -75,9 +75,12 @@ class PreservationReport:
     ndsa: List[ndsa.CollectionAssessment]
     facts: List[ndsa.Facts]
     # Every open finding (reports.findings: bag, target, file, kind, since) of the bags in scope,
-    # and the config's locations (targets on one file system or bucket are one).
+    # whatever the period: damage stays in the report until a later check resolves it.
     open_findings: List[Dict[str, Any]] = field(default_factory=list)
+    # The config's locations (location, targets, sites, shared_by: why its targets are one) and,
+    # per collection, how many separate locations hold its good copies (the NDSA storage figures).
     locations: List[Dict[str, Any]] = field(default_factory=list)
+    collection_locations: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         data = plain(self)
@@ -157,9 +160,12 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
 
     collections = _collections(bags, copies, config)
     facts = _facts(config, bags, copies, agg, keyed_events, period, ledger)
+    findings = finding_rows(catalog, copies)
+    totals = _totals(bags, copies)
+    totals["open_findings"] = len(findings)
     return PreservationReport(
         kind="preservation", catalog=catalog.location, generated_at=scope.now, scope=scope, ledger=ledger,
-        totals=_totals(bags, copies),
+        totals=totals,
         by_type=_by_type(bags),
         collections=collections,
         copies_by_site=_copies_by_site(copies),
@@ -172,9 +178,73 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
         events_by_type=_counts(period, ["type", "outcome"], "events"),
         ndsa=[ndsa.assess(f) for f in facts],
         facts=facts,
-        open_findings=[f.to_dict() for f in open_findings(catalog, copies.to_pylist())],
-        locations=location_groups(config),
+        open_findings=findings,
+        locations=locations(config),
+        collection_locations=_collection_locations(facts),
     )
+
+
+FINDING_COLUMNS = ["bag", "library", "collection", "target", "site", "state", "kind", "path", "detail", "since",
+                   "checked_at", "no_good_copy"]
+
+
+def finding_rows(catalog: Catalog, copies: pa.Table) -> List[Dict[str, Any]]:
+    """Every open finding of the copies (reports.findings), with the bag's library and collection
+    and its times as datetimes (the JSON form writes them as ISO 8601 UTC, like every time).
+    `copies` is `copies_table`: the fixity report shares this, so both reports list the same."""
+    where = {r["bag_id"]: (r["library"], r["collection"])
+             for r in copies.select(["bag_id", "library", "collection"]).to_pylist()}
+    out = []
+    for f in open_findings(catalog, copies.to_pylist()):
+        library, collection = where.get(f.bag, (None, None))
+        row = {**f.to_dict(), "library": library, "collection": collection, "since": f.since,
+               "checked_at": f.checked_at}
+        out.append({c: row[c] for c in FINDING_COLUMNS})
+    return out
+
+
+def locations(config) -> List[Dict[str, Any]]:
+    """`status.location_groups` (location, targets, sites) plus `shared_by`: why the targets of
+    a location are one ("file system": filesystem roots on one device; "bucket": S3 targets in one
+    bucket of one endpoint; "site": the config gives them one site). Empty for a lone target."""
+    out = []
+    for group in location_groups(config):
+        names = [n for n in group["targets"] if n in config.storage]
+        why = set()
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                why.update(_shared_by(config.storage[a], config.storage[b]))
+        out.append({**group, "shared_by": [w for w in SHARED_BY if w in why]})
+    return out
+
+
+SHARED_BY = ("file system", "bucket", "site")
+
+
+def _shared_by(a, b) -> List[str]:
+    """What two targets share that makes them one location (policies.config.find_locations' rules)."""
+    import policies.config as cfg   # at call time: tests stand in for its device lookup
+
+    why = []
+    if a.type == b.type == "filesystem" and a.root is not None and b.root is not None:
+        dev = cfg._device(a.root)
+        if dev is not None and dev == cfg._device(b.root):
+            why.append("file system")
+    if a.type == b.type == "s3" and (a.options.get("endpoint"), a.options.get("bucket")) == \
+            (b.options.get("endpoint"), b.options.get("bucket")):
+        why.append("bucket")
+    if a.site == b.site:
+        why.append("site")
+    return why
+
+
+def _collection_locations(facts: List[ndsa.Facts]) -> List[Dict[str, Any]]:
+    """Per collection: good copies per bag and the separate locations they are in (fewest and
+    most over its bags), from the same facts the NDSA storage levels are assessed on."""
+    return [{"library": f.library, "collection": f.collection, "bags": f.bags,
+             "good_copies_min": f.good_copies_min, "good_copies_max": f.good_copies_max,
+             "locations_min": f.good_sites_min, "locations_max": f.good_sites_max, "locations": list(f.sites)}
+            for f in facts]
 
 
 # --------------------------------------------------------------------------------------------

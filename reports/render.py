@@ -9,7 +9,10 @@
 * CSV: the fixity report has one row per event; the format report one row per format, overall
   (`scope` = all) and per collection (`scope` = collection); the preservation report, whose
   sections differ in shape, is written "long": section, library, collection, site, target,
-  key, item, value; one figure per row, each figure the same as in the JSON form.
+  key, item, value; one figure per row, each figure the same as in the JSON form. Open findings
+  are section `open_finding`, keyed `bag/path` (the bag alone for a whole copy), one row per
+  field (bag, path, kind, state, since, checked_at, no_good_copy, detail), their count the
+  `totals` row `open_findings`; `location` and `collection_locations` rows give the locations.
 * PREMIS 3 (ingest.premis, validated against the schema in tests): an intellectualEntity for
   the archive's catalog and one per bag in scope; the events of the period (preservation: every
   event; fixity: audit and repair events, plus the ledger verification the report itself made);
@@ -83,6 +86,9 @@ def html(report: Any, tr: Translator) -> str:
         "period_label": period_label(report.scope, tr), "charts": _charts(report, tr),
         "areas": ndsa.AREAS, "rules": ndsa.RULES,
     }
+    if report.kind == "preservation":
+        # The NDSA storage level beside each collection's locations: the same assessment, not a second one.
+        context["storage_levels"] = {(c.library, c.collection): c.level("storage") for c in report.ndsa}
     if report.kind == "fixity":
         context["events_shown"] = report.latest_events(HTML_EVENT_LIMIT)
     if report.kind == "formats":
@@ -220,6 +226,15 @@ def csv_rows(report: Any, tr: Translator) -> Iterator[List[Any]]:
         yield from _preservation_rows(report, tr)
 
 
+FINDING_ITEMS = ("bag", "path", "kind", "state", "since", "checked_at", "no_good_copy", "detail")
+
+
+def finding_key(f: Dict[str, Any]) -> str:
+    """An open finding's CSV key: bag/path, as the PREMIS form names a stored file; the bag alone
+    when the finding is the copy as a whole."""
+    return f"{f['bag']}/{f['path']}" if f.get("path") else f["bag"]
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -238,6 +253,13 @@ def _preservation_rows(report: Any, tr: Translator) -> Iterator[List[Any]]:
 
     for item, value in report.totals.items():
         yield row("totals", item, value)
+    # Open findings: one row per field, keyed bag/path (the bag alone for a whole-copy finding),
+    # so a finding's rows filter together; the count is in totals (open_findings, 0 when none).
+    for f in report.open_findings:
+        lc = {"library": f["library"] or "", "collection": f["collection"] or "", "site": f["site"] or "",
+              "target": f["target"] or "", "key": finding_key(f)}
+        for item in FINDING_ITEMS:
+            yield row("open_finding", item, f[item], **lc)
     for item, value in (("ok", report.ledger.ok), ("head_seq", report.ledger.head_seq),
                         ("head_hash", report.ledger.head_hash), ("segments", report.ledger.segments),
                         ("events", report.ledger.events), ("problems", len(report.ledger.problems))):
@@ -255,6 +277,13 @@ def _preservation_rows(report: Any, tr: Translator) -> Iterator[List[Any]]:
             yield row("holdings", "copies", n, key=state, **lc)
     for r in report.copies_by_site:
         yield row("copies", "copies", r["copies"], site=r["site"], target=r["target"], key=r["state"])
+    for g in report.locations:
+        for item in ("targets", "sites", "shared_by"):
+            yield row("location", item, g[item], key=g["location"])
+    for c in report.collection_locations:
+        lc = {"library": c["library"], "collection": c["collection"]}
+        for item in ("good_copies_min", "good_copies_max", "locations_min", "locations_max", "locations"):
+            yield row("collection_locations", item, c[item], **lc)
     for p in report.retention:
         yield row("retention", "mode", p["mode"], key=p["policy"])
         yield row("retention", "years", p["years"], key=p["policy"])
