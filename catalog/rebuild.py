@@ -24,7 +24,7 @@ config, reading each bag's tag files from its copies, and verifying each copy:
   instead of the bag vanishing.
 * a damaged catalog is mended first: `catalog.integrity.check_catalog` names what cannot be
   trusted (unreadable, truncated, foreign or stray table files; bag rows whose file rows were
-  lost; a ledger with a missing or unreadable segment) and `set_aside` MOVES those files into
+  lost; a ledger with a missing or unreadable segment) and `catalog.salvage.set_aside` MOVES those files into
   `<catalog>/.damaged/<UTC stamp>/<table>/` (never deletes them); the rebuild then registers
   from the copies what they held. The catalog is checked again at the end: what is still wrong
   is reported (exit 1).
@@ -57,7 +57,8 @@ from catalog.bag_records import adapter_reader, records_from_bag
 from catalog.access import open_catalog
 from catalog.catalog import BagConflict, Catalog
 from catalog.disputes import decide
-from catalog.integrity import LOST_EVENT, SetAside, check_catalog, set_aside
+from catalog.integrity import LOST_EVENT, check_catalog
+from catalog.salvage import SetAside, set_aside
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, EventRecord, FileRecord, ReplicaRecord, utc_now
 from ingest import bagit_spec
 from ingest.naming import BagId
