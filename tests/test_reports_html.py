@@ -30,9 +30,9 @@ KINDS = ("preservation", "fixity", "formats")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
-SECTIONS = {"preservation": ["summary", "holdings", "copies", "retention", "audits", "attention", "repairs", "ndsa",
-                             "method"],
-            "fixity": ["summary", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
+SECTIONS = {"preservation": ["summary", "findings", "holdings", "copies", "locations", "retention", "audits",
+                             "attention", "repairs", "ndsa", "method"],
+            "fixity": ["summary", "findings", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
             "formats": ["summary", "formats", "unidentified", "at-risk", "methods", "by-collection"]}
 
 
@@ -166,6 +166,13 @@ def test_reports_open_in_headless_chromium_without_errors(reports_dir, tmp_path)
         assert not doc.xpath("//script|//link|//iframe|//img[not(starts-with(@src, 'data:'))]")
         if kind == "fixity":
             assert "<script>alert(1)</script>" in doc.xpath("string(//section[@id='events'])")  # shown as text
+        if kind in ("preservation", "fixity"):
+            # The open damage (bags[1] on site-b) is listed right after the summary, which points to it.
+            (finding,) = data["open_findings"]
+            assert finding["bag"].startswith("DEMO/ejournals/") and finding["target"] == "site-b"
+            (row,) = doc.xpath("//section[@id='findings']//tbody/tr")
+            assert finding["bag"] in row.text_content() and "data/web/index.html" in row.text_content()
+            assert doc.xpath("//section[@id='summary']//p[contains(@class, 'alert')]/a[@href='#findings']")
         if save:
             keep_small(png, Path(save) / png.name)
 
