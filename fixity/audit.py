@@ -203,6 +203,8 @@ class ReplicaCheck:
     #: [path, device, inode] of every file read or stat'ed with more than one hard link: compared
     #: with the other copies by fixity.independence (a file Strongroom stored has one link)
     linked: List[List[Any]] = field(default_factory=list)
+    #: [device, inode] of the bag's folder (file systems): two copies with one folder are one copy
+    folder_identity: Optional[List[int]] = None
 
     # -- outcome of this check alone (fixity.repair adds the judgement across copies)
     @property
@@ -823,6 +825,13 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     if len(listing) == 0:
         return _bag_missing(adapter, check, retry, clock, empty_target_ok)
 
+    try:
+        ident = adapter.folder_identity(bag_id)
+    except Exception as exc:   # an identity that cannot be had is no finding of its own
+        if not is_transient(exc):
+            raise
+        ident = None
+    check.folder_identity = list(ident) if ident is not None else None
     payload_mask = pc.starts_with(listing, bagit_spec.PAYLOAD_DIR + "/")
     tag_paths = sorted(pc.filter(listing, pc.invert(payload_mask)).to_pylist())
     _check_tags(adapter, bag_id, expected, tag_paths, check, retry)

@@ -842,6 +842,8 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
     result.bag_findings = bag_findings
 
     per_target, fixes_by_target = _assemble(expected, looks, payload_fixes, tfixes, overrides, verdict)
+    for f in trust.shared_folders(targets, looks):
+        per_target[f.target or ""].append(f)
 
     repairer = _Repairer(expected, adapters, copies, retry, started.strftime("%Y%m%dT%H%M%S%fZ"))
     ok_fixes: Set[Tuple[str, str]] = set()

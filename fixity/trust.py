@@ -174,6 +174,27 @@ def _identity(target: str, path: str, looks: Mapping[str, A.ReplicaCheck],
     return st.identity
 
 
+def shared_folders(order: Sequence[str], looks: Mapping[str, A.ReplicaCheck]) -> List[A.Finding]:
+    """Copies whose bag folder is one folder on disk with an earlier copy's (a bind mount, or
+    two targets' roots leading to one place): one copy, counted once. Damage on the later copy,
+    left for a person (a mount point is not moved aside, nothing is written through it)."""
+    first: Dict[Tuple[int, int], str] = {}
+    out: List[A.Finding] = []
+    for target in order:
+        look = looks.get(target)
+        if look is None or not look.folder_identity or not look.bag_present:
+            continue
+        ident = (int(look.folder_identity[0]), int(look.folder_identity[1]))
+        if ident in first:
+            out.append(A.Finding(A.SHARED_STORAGE, target, None,
+                                 f"the bag's folder is the same folder on disk as {first[ident]}'s copy (device "
+                                 f"{ident[0]}, inode {ident[1]}; a bind mount or two roots leading to one place): "
+                                 "two copies that are one; not repaired through it, left for a person"))
+        else:
+            first[ident] = target
+    return out
+
+
 def note_shared(shared: List[Shared], looks: Mapping[str, A.ReplicaCheck]) -> List[Shared]:
     """Payload files shared with an earlier copy become problems of the later copy (repaired like
     damage, from the other copies); the shared tag files are returned for `shared_tag_fixes`."""
@@ -200,6 +221,6 @@ def shared_tag_fixes(shared: List[Shared], refs: Mapping, tfixes: List, make_fix
     return out
 
 
-__all__ = ["note_shared", "shared_tag_fixes", "vouched_manifests", "manifest_lists", "ExtraVerdict", "judge_extras",
+__all__ = ["shared_folders", "note_shared", "shared_tag_fixes", "vouched_manifests", "manifest_lists", "ExtraVerdict", "judge_extras",
            "catalog_disagreement",
            "Shared", "shared_files"]

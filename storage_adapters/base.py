@@ -437,6 +437,12 @@ class StorageAdapter(abc.ABC):
         from the descriptor it reads, without another lookup of the path."""
         return None
 
+    def folder_identity(self, bag_id: BagId) -> Optional[Tuple[int, int]]:
+        """(device, inode) of the bag's folder where the target has folders; None elsewhere or
+        when it is not there. Two copies whose bag folders are one folder (a bind mount of one
+        target's folder inside another) are one copy, though every file has one link."""
+        return None
+
     @abc.abstractmethod
     def list_bag_files(self, bag_id: BagId) -> Iterator[str]:
         """Bag paths of every file stored for this bag (only this bag), in sorted order.

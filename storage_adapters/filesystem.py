@@ -750,6 +750,14 @@ class FilesystemAdapter(StorageAdapter):
             return None
         return st.st_dev, st.st_ino, st.st_nlink
 
+    def folder_identity(self, bag_id: BagId) -> Optional[Tuple[int, int]]:
+        try:
+            with self._dir(bag_segments(bag_id), create=False) as fd:
+                st = os.fstat(fd)
+        except StorageError:   # not there, or odd: the listing says so
+            return None
+        return st.st_dev, st.st_ino
+
     def open_with_stat(self, bag_id: BagId, relpath: str):
         """One open: the fstat of the descriptor read is the stat (and the identity) of the bytes read."""
         try:

@@ -499,3 +499,26 @@ def test_inconclusive_check_keeps_the_open_damage(capsys, arch):
     rec = arch.replica("site-a")
     assert rec.state == "damaged" and rec.last_audit_outcome == "inconclusive"
     assert "corrupted" in rec.detail and "data/a.txt" in rec.detail and R.open_since(rec.detail) == since
+
+
+def test_one_bag_folder_seen_by_two_targets_is_one_copy(capsys, arch, monkeypatch):
+    """site-c's bag folder is site-a's (as a bind mount makes it: every file has one link, so only
+    the folders' identity tells): reported on site-c, the later copy, and left for a person."""
+    real = FilesystemAdapter.folder_identity
+    site_a = FilesystemAdapter("site-a", "x", arch.config.target("site-a").root)
+    bag = BagId.parse(arch.bag)
+    st = os.stat(arch.path("site-a"))
+    assert real(site_a, bag) == (st.st_dev, st.st_ino)
+
+    def mounted(self, bag_id):
+        return real(site_a if self.name == "site-c" else self, bag_id)
+
+    monkeypatch.setattr(FilesystemAdapter, "folder_identity", mounted)
+    before = {t: arch.tree(t) for t in ("site-a", "site-b", "site-c")}
+    code, s, _ = arch.audit(capsys, "--bag", arch.bag)
+    assert code == 1
+    shared = [f for f in arch.findings(s) if f["kind"] == A.SHARED_STORAGE]
+    assert [(f["target"], f["path"]) for f in shared] == [("site-c", None)]
+    assert "same folder on disk as site-a's copy" in shared[0]["detail"]
+    assert arch.replica("site-c").state == "damaged" and arch.replica("site-a").state == "verified"
+    assert {t: arch.tree(t) for t in ("site-a", "site-b", "site-c")} == before
