@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from strongroom import NAME, __version__
 from strongroom.durable import atomic_write_bytes, fsync_dir
@@ -41,6 +41,7 @@ class BagPlan:
     info: Dict[str, str] = field(default_factory=dict)  # extra bag-info lines (type, title, policy...)
     empty_dirs: List[str] = field(default_factory=list)
     supplied: List[SuppliedDigest] = field(default_factory=list)
+    virus: Optional[dict] = None  # ingest.virus.summarize(): the bag's virus check, for premis.xml
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
             str(plan.bag_id), plan.files, plan.algorithms, provenance,
             supplied_count=len(plan.supplied), validated_at=started, unidentified=unidentified,
             title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
+            virus=plan.virus,
         )
         try:
             premis.write_premis(pending_premis, objects, events, agents)

@@ -44,6 +44,7 @@ class DepositRequest:
     now: Optional[datetime] = None
     stamp: Optional[str] = None  # fixed by the workflow so a rerun rebuilds the same bag ids
     progress: Optional[Callable[[int, int], None]] = None
+    virus: Optional[object] = None  # ingest.virus.VirusSetup; None: no virus check asked for
 
 
 @dataclass
@@ -51,6 +52,7 @@ class DepositResult:
     bags: List[BuiltBag]
     scan: ScanResult
     warnings: List[str] = field(default_factory=list)
+    virus: Dict[str, dict] = field(default_factory=dict)  # bag id -> ingest.virus.summarize()
 
     @property
     def file_count(self) -> int:
@@ -114,6 +116,12 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
         for f in files:
             tasks[f.relpath] = StageTask(f, data + b"/" + f.relpath.encode("utf-8"))
             part_of[f.relpath] = i
+    virus = req.virus
+    scanner = virus.scanner if virus is not None else None
+    if virus is not None:
+        from .virus import refuse_large
+
+        refuse_large(virus, scan.files)  # large_files: refuse -- before any byte is staged
     make_parent_dirs(tasks.values())
     for w in work_dirs:
         make_dirs(w / "data")
@@ -127,7 +135,8 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
     first = [t for rel, t in tasks.items() if supplied_mod.may_hold_checksums(rel)]
     first_rel = {t.source.relpath for t in first}
     algorithms = list(policy.checksums)
-    staged_first, problems = stage_files(first, algorithms, identifier=identifier, workers=1)
+    staged_first, problems = stage_files(first, algorithms, identifier=identifier, workers=1, scanner=scanner)
+    _stop_if_scanner_failed(problems, scan.root)
     if problems:
         raise InputError("could not stage the source", path=str(scan.root), problems=problems)
     checksum_specs = supplied_mod.find_checksum_files(first_rel, read_staged)
@@ -147,11 +156,13 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
     # 2. Everything else, one read per byte, spread over the workers.
     rest = [t for rel, t in tasks.items() if rel not in first_rel]
     staged_rest, problems = stage_files(rest, algorithms + extra, identifier=identifier,
-                                        workers=req.workers, progress=req.progress)
+                                        workers=req.workers, progress=req.progress, scanner=scanner)
+    _stop_if_scanner_failed(problems, scan.root)
     if problems:
         raise InputError(f"could not stage {len(problems)} file(s) of the source", path=str(scan.root),
                          problems=problems)
     staged: Dict[str, StagedFile] = {s.relpath: s for s in staged_first + staged_rest}
+    virus_warnings = _virus_verdicts(virus, staged, tasks) if virus is not None else []
 
     # 3. Supplied checksums must match the bytes received.
     mismatches = supplied_mod.verify_supplied(supplied, {k: v.digests for k, v in staged.items()})
@@ -161,7 +172,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
             path=str(scan.root), problems=mismatches,
         )
 
-    warnings = []
+    warnings = list(virus_warnings)
     unidentified = [rel for rel, s in staged.items() if not getattr(s.identification, "puid", "")]
     if unidentified:
         message = f"{len(unidentified)} file(s) in no format FIDO knows: " + ", ".join(unidentified[:10]) + (
@@ -185,6 +196,8 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
         info["Strongroom-Collection-Title"] = req.title
     built: List[BuiltBag] = []
     final_dirs = []
+    virus_records: Dict[str, dict] = {}
+    from .virus import summarize
     try:
         for i, (files, work, bag_id) in enumerate(zip(parts, work_dirs, bag_ids)):
             in_part = [staged[f.relpath] for f in files]
@@ -193,6 +206,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
                 part_count=len(parts), external_id=str(uuid.uuid4()), info=dict(info),
                 empty_dirs=list(scan.empty_dirs) if i == 0 else [],
                 supplied=[s for s in supplied if part_of.get(s.path) == i],
+                virus=virus_records.setdefault(str(bag_id), summarize(virus, in_part)) if virus is not None else None,
             )
             final = staging / bag_id.library / bag_id.collection / bag_id.name
             built.append(finish_bag(plan, provenance, final, workers=req.workers))
@@ -201,7 +215,42 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
         for d in final_dirs:  # a deposit is all of its parts or nothing
             discard(d)
         raise
-    return DepositResult(built, scan, warnings)
+    return DepositResult(built, scan, warnings, virus_records)
+
+
+def _stop_if_scanner_failed(problems: List[str], root) -> None:
+    """clamd unreachable or failing mid-deposit (virus_check: required): stop, exit 1, nothing
+    recorded as checked (the work folders are discarded by ingest())."""
+    from .virus import ScannerProblem
+
+    failed = [p for p in problems if isinstance(p, ScannerProblem)]
+    if failed:
+        raise PreservationError(f"the virus check failed for {len(failed)} file(s), so the deposit was stopped and "
+                                f"nothing was recorded as checked; make sure clamd runs, then run the same "
+                                f"command again", path=str(root), problems=failed[:50], rerun_helps=True)
+
+
+def _virus_verdicts(virus, staged: Dict[str, StagedFile], tasks: Dict[str, StageTask]) -> List[str]:
+    """Infected files: quarantined and the deposit stopped (required), or warnings (warn)."""
+    from .virus import infected_error, quarantine
+
+    warnings = list(virus.warnings)
+    found = [(rel, s) for rel, s in sorted(staged.items()) if getattr(s.virus, "status", "") == "infected"]
+    if found and virus.mode == "required":
+        folder = quarantine(virus, [(rel, tasks[rel].dest, s.virus.signature, s.size, dict(s.digests))
+                                    for rel, s in found])
+        raise infected_error(virus, [(rel, s.virus.signature) for rel, s in found], folder)
+    for rel, s in found:
+        warnings.append(f"{rel}: infected ({s.virus.signature}); kept because policy says virus_check: warn")
+    unscanned = [rel for rel, s in staged.items() if getattr(s.virus, "status", "") == "unscanned"]
+    if unscanned:
+        warnings.append(f"{len(unscanned)} file(s) not virus-checked (clamd failed; virus_check: warn): "
+                        + ", ".join(unscanned[:10]) + (" ..." if len(unscanned) > 10 else ""))
+    skipped = [rel for rel, s in staged.items() if getattr(s.virus, "status", "") == "skipped"]
+    if skipped:
+        warnings.append(f"{len(skipped)} file(s) not virus-checked, longer than clamd's stream limit "
+                        f"(large_files: skip-and-record): " + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
+    return warnings
 
 
 def _rehash(staged: List[StagedFile], tasks, algorithms) -> List[StagedFile]:

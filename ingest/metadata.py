@@ -248,8 +248,9 @@ def premis_for_bag(
     unidentified: int,
     title: str = "",
     external_id: str = "",
+    virus: Optional[dict] = None,
 ) -> tuple:
-    """(objects, events, agents) describing one bag's ingest."""
+    """(objects, events, agents) describing one bag's ingest (`virus`: ingest.virus.summarize())."""
     when = provenance.when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     validated = validated_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     objects: list = [premis.IntellectualEntity(
@@ -296,4 +297,11 @@ def premis_for_bag(
         event("ingestion", "deposit packaged as a BagIt bag in staging", "success", bag_id,
               [strongroom_agent, library_agent], at=validated),
     ]
-    return objects, events, provenance.agents()
+    agents = provenance.agents()
+    if virus is not None:
+        from .virus import premis_parts
+
+        virus_event, virus_agent = premis_parts(virus, bag_id, when)
+        events.insert(2, virus_event)
+        agents.append(virus_agent)
+    return objects, events, agents

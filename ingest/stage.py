@@ -8,6 +8,9 @@ deposit: a bag must never hold a mixture of two versions of a file.
 
 Work is spread over processes (hashing and FIDO's regular expressions are CPU-bound; the
 identifier is built once in the parent and shared with forked workers).
+
+With a virus scanner (ingest/virus.py) the same chunks are also streamed to clamd (INSTREAM)
+as they are read: the scan needs no read of its own, and its verdict is part of the StagedFile.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from strongroom.checksums import MultiHasher
 from strongroom.durable import write_all
 from strongroom.fstree import make_dirs
 
+from .clamd import ClamdError
 from .scan import SourceFile
+from .virus import ScannerProblem
 
 CHUNK = 1 << 20  # 1 MiB: large enough for hashlib to release the GIL and for sequential reads
 
@@ -38,6 +43,7 @@ class StagedFile:
     mtime_ns: int
     digests: Dict[str, str]
     identification: object = None  # ingest.identify.Identification, or None when not asked
+    virus: object = None  # ingest.virus.FileVerdict, or None when nothing was scanned
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,11 @@ def _open_source(path: bytes) -> int:
     return os.open(path, flags)
 
 
-def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int) -> Tuple[int, Dict[str, str], bytes, bytes]:
-    """Copy one file; return (size, digests, head, tail) with head/tail of up to `keep` bytes."""
+def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int,
+                      scan=None) -> Tuple[int, Dict[str, str], bytes, bytes]:
+    """Copy one file; return (size, digests, head, tail) with head/tail of up to `keep` bytes.
+
+    `scan` (an ingest.virus.FileScan), when given, is fed every chunk as it is read."""
     src = task.source
     try:
         fd = _open_source(src.abspath)
@@ -94,6 +103,8 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int) -> 
                     break
                 chunk = view[:n]
                 hasher.update(chunk)
+                if scan is not None:
+                    scan.feed(chunk)
                 write_all(out, chunk)
                 if len(head) < keep:
                     head += bytes(chunk[: keep - len(head)])
@@ -138,17 +149,26 @@ def _stage_one(task: StageTask):
     algorithms = _worker_state["algorithms"]
     identifier = _worker_state["identifier"]
     keep = identifier.bufsize if identifier is not None else 0
+    scanner = _worker_state.get("scanner")
+    scan = None
     try:
-        size, digests, head, tail = copy_with_digests(task, algorithms, keep)
+        scan = scanner.start(task.source.relpath, task.source.size) if scanner is not None else None
+        size, digests, head, tail = copy_with_digests(task, algorithms, keep, scan)
+        verdict = scan.finish() if scan is not None else None
         ident = None
         if identifier is not None:
             name = os.path.basename(task.source.relpath)
             ident = identifier.identify_buffers(name, size, head, tail, path=os.fsdecode(task.dest))
-        return StagedFile(task.source.relpath, size, task.source.mtime_ns, digests, ident), None
+        return StagedFile(task.source.relpath, size, task.source.mtime_ns, digests, ident, verdict), None
     except StageFailure as exc:
         return None, exc.problem
+    except ClamdError as exc:
+        return None, ScannerProblem(str(exc))
     except OSError as exc:
         return None, f"{task.source.relpath}: {exc.strerror or exc}"
+    finally:
+        if scan is not None:
+            scan.abort()
 
 
 def stage_files(
@@ -158,13 +178,16 @@ def stage_files(
     identifier=None,
     workers: int = 1,
     progress: Optional[Callable[[int, int], None]] = None,
+    scanner=None,
 ) -> Tuple[List[StagedFile], List[str]]:
     """Stage every task; return (staged files in task order, problems). Never raises per file.
 
-    `progress(files_done, bytes_done)` is called as files complete.
+    `progress(files_done, bytes_done)` is called as files complete. `scanner` (ingest.virus.Scanner)
+    scans every file while it is copied; problems that are the scanner's are ScannerProblem strings.
     """
     _worker_state["algorithms"] = tuple(algorithms)
     _worker_state["identifier"] = identifier
+    _worker_state["scanner"] = scanner
     results: List[Optional[StagedFile]] = []
     problems: List[str] = []
     done_files = 0

@@ -60,6 +60,7 @@ class DepositState:
     config_path: str
     follow_internal_links: bool = False
     replaces: str = ""  # an unfinished deposit of the same source set aside (its bag ids were not its own)
+    no_virus_check: bool = False  # --no-virus-check (refused when the policy says virus_check: required)
 
     def state_dir(self, staging: Path) -> Path:
         return Path(staging) / STATE_DIR / self.key
@@ -79,7 +80,7 @@ def failures(staging: Path, state: DepositState) -> List[dict]:
 
 def open_deposit(config, *, source, library: str, collection: str, collection_type: str,
                  policy: str, title: str = "", follow_internal_links: bool = False,
-                 now: Optional[datetime] = None) -> DepositState:
+                 now: Optional[datetime] = None, no_virus_check: bool = False) -> DepositState:
     """Resume the unfinished deposit of this source into this collection, or start a new one.
 
     A new deposit's time stamp (so its bag ids) is claimed atomically (`ingest.naming.claim_stamp`):
@@ -117,7 +118,7 @@ def open_deposit(config, *, source, library: str, collection: str, collection_ty
             key=key_for(stamp), source=real_source, library=library, collection=collection,
             collection_type=collection_type, policy=policy, title=title, stamp=stamp,
             created_at=now.isoformat(), config_path=str(config.path), follow_internal_links=follow_internal_links,
-            replaces=replaced,
+            replaces=replaced, no_virus_check=no_virus_check,
         )
         write_json_atomic(state.state_dir(staging) / "deposit.json", asdict(state))
     return state
@@ -220,16 +221,22 @@ def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, 
         discard(stale)  # half-built by a run that was killed while staging
     for stale in (staging / INCOMPLETE).glob("." + prefix + "*"):
         stale.unlink(missing_ok=True)  # a temp file (premis.xml being written) of a killed run
+    from ingest import virus
+
+    policy = config.policy(state.policy)
+    scanning = virus.setup(config, policy, quarantine_dir=staging / virus.QUARANTINE / state.key,
+                           source=state.source, no_virus_check=state.no_virus_check)
     request = DepositRequest(
         source=Path(state.source), library=state.library, collection=state.collection,
-        collection_type=state.collection_type, policy=config.policy(state.policy), staging=staging,
+        collection_type=state.collection_type, policy=policy, staging=staging,
         title=state.title, workers=workers, follow_internal_links=state.follow_internal_links,
-        stamp=state.stamp, progress=progress,
+        stamp=state.stamp, progress=progress, virus=scanning,
     )
     result = ingest(request, identifier=identifier, scan=scan)
     return [
         {"id": str(b.bag_id), "path": str(b.path), "files": b.file_count, "bytes": b.byte_count,
-         "external_identifier": f"urn:uuid:{b.external_id}"}
+         "external_identifier": f"urn:uuid:{b.external_id}",
+         **({"virus_check": result.virus[str(b.bag_id)]} if str(b.bag_id) in result.virus else {})}
         for b in result.bags
     ], result.warnings
 
@@ -347,12 +354,23 @@ def register(config, state: DepositState, bag: dict) -> None:
     record = type(record)(**{**asdict(record), "source_path": state.source})
     catalog.add_bag(record, files)
     policy = config.policy(state.policy)
-    append_once(catalog, journal=state.state_dir(Path(config.staging)) / "events", events=[EventRecord(
+    events = []
+    if bag.get("virus_check"):
+        from ingest.virus import agent_note, detail_text
+
+        check = bag["virus_check"]
+        events.append(EventRecord(
+            type="virus check", outcome=check["outcome"], agent=agent_note(check), object_type="bag",
+            bag_id=str(bag_id), detail=f"at ingest (virus_check: {check['mode']}): {detail_text(check)}",
+            event_id=event_id(state, bag["id"], "virus check"),
+            datetime=datetime.fromisoformat(check["checked_at"])))
+    events.append(EventRecord(
         type="ingestion", outcome="success", agent=AGENT, object_type="bag", bag_id=str(bag_id),
         detail=f"preserved: {record.file_count} files, {record.byte_count} bytes, verified on "
                f"{', '.join(policy.replicas)} (policy {policy.name})",
         event_id=event_id(state, bag["id"], "register"),
-    )])
+    ))
+    append_once(catalog, journal=state.state_dir(Path(config.staging)) / "events", events=events)
 
 
 def finish(config, state: DepositState, bags: List[dict]) -> dict:

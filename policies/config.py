@@ -51,7 +51,8 @@ from policies.model import (
 from policies.units import format_duration
 
 CONFIG_FILENAME = "strongroom.yaml"
-CONFIG_KEYS = ("catalog", "catalog_access", "staging", "policies", "storage")
+CONFIG_KEYS = ("catalog", "catalog_access", "staging", "policies", "storage", "clamav")
+CLAMAV_KEYS = ("socket", "host", "port", "timeout", "stream_max_bytes")
 DEFAULT_CATALOG = "./archive/catalog"
 DEFAULT_STAGING = "./archive/staging"
 DEFAULT_POLICIES = "./policies"
@@ -169,6 +170,8 @@ class Config:
     locations: Mapping[str, str] = field(default_factory=dict)
     # Warnings found at load (targets on one file system); printed once per process on stderr.
     warnings: Tuple[str, ...] = ()
+    # Where ClamAV's clamd listens (`clamav:`): an ingest.clamd.Endpoint, or None when not configured.
+    clamav: Any = None
 
     def location_of(self, target_name: str) -> str:
         """The location of a target: its site, or the joined sites of the targets it shares a device
@@ -712,6 +715,7 @@ def load_config(path: Any) -> Config:
     _check_overlaps(reader, places)
     _check_bucket_overlaps(reader, storage)
     catalog_access = _read_catalog_access(reader, top, catalog, storage, declared)
+    clamav = _read_clamav(reader, top["clamav"], base) if "clamav" in top else None
 
     policies: Dict[str, Policy] = {}
     if policies_dir is not None:
@@ -727,7 +731,42 @@ def load_config(path: Any) -> Config:
     _warn_once(config_file, warnings)
     return Config(path=config_file, base_dir=base, catalog=catalog, staging=staging,
                   policies_dir=policies_dir, storage=storage, policies=policies, catalog_access=catalog_access,
-                  locations=types.MappingProxyType(locations), warnings=warnings)
+                  locations=types.MappingProxyType(locations), warnings=warnings, clamav=clamav)
+
+
+def _read_clamav(reader: Reader, value: Any, base: Path):
+    """`clamav: {socket: /run/clamav/clamd.ctl}` or `{host: H, port: 3310}`, with optional
+    `timeout` (a duration, default 60s) and `stream_max_bytes` (clamd's StreamMaxLength, default 25MiB)."""
+    from ingest.clamd import DEFAULT_STREAM_MAX, DEFAULT_TIMEOUT, Endpoint
+
+    data = reader.mapping(value, "clamav", CLAMAV_KEYS, describe="a mapping")
+    if data is None:
+        return None
+    sock = host = port = None
+    if "socket" in data:
+        text = reader.text(data["socket"], "clamav.socket", help="the path of clamd's unix socket (LocalSocket)")
+        sock = None if text is None else str(_absolute(base, text))
+    if "host" in data:
+        host = reader.text(data["host"], "clamav.host", help="the host clamd listens on (TCPAddr)")
+    if "port" in data:
+        port = reader.integer(data["port"], "clamav.port", minimum=1, maximum=65535)
+    if sock is not None and (host is not None or port is not None):
+        reader.problem("clamav", "give either socket or host and port, not both")
+        return None
+    if sock is None and (host is None or port is None):
+        if "socket" not in data and "host" not in data and "port" not in data:
+            reader.problem("clamav", "needs socket (e.g. /run/clamav/clamd.ctl) or host and port (e.g. 3310)")
+        elif host is not None or port is not None:
+            reader.problem("clamav", "host and port go together; one of them is missing")
+        return None
+    timeout = DEFAULT_TIMEOUT
+    if "timeout" in data:
+        duration = reader.duration(data["timeout"], "clamav.timeout")
+        timeout = duration.total_seconds() if duration is not None else timeout
+    stream_max = DEFAULT_STREAM_MAX
+    if "stream_max_bytes" in data:
+        stream_max = reader.size(data["stream_max_bytes"], "clamav.stream_max_bytes", minimum=4096) or stream_max
+    return Endpoint(socket=sock, host=host, port=port, timeout=timeout, stream_max_bytes=stream_max)
 
 
 # --------------------------------------------------------------------------------------------

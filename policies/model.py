@@ -117,6 +117,12 @@ class Policy:
     retention: Retention = DEFAULT_RETENTION
     description: str = ""
     source: Optional[Path] = None
+    # Virus check at ingest (ingest/virus.py): required (no deposit without a clean ClamAV scan
+    # of every file), warn (scan when clamd answers; findings and gaps are warnings), off.
+    virus_check: str = "required"
+    # Files longer than clamd's StreamMaxLength: scanned in overlapping chunks, refused, or
+    # kept unscanned and recorded as such. Never passed as "clean" silently.
+    large_files: str = "scan-in-chunks"
 
     @property
     def primary_checksum(self) -> str:
@@ -147,6 +153,8 @@ class Policy:
             "bag": {"max_bytes": format_size(self.bag.max_bytes), "max_files": self.bag.max_files},
             "formats": {"at_risk": list(self.formats.at_risk), "unidentified": self.formats.unidentified},
             "retention": {"mode": self.retention.mode, "years": self.retention.years},
+            "virus_check": self.virus_check,
+            "large_files": self.large_files,
             "source": None if self.source is None else str(self.source),
         }
 
@@ -416,7 +424,9 @@ class Reader:
 # --------------------------------------------------------------------------------------------
 
 POLICY_KEYS = ("name", "description", "checksums", "replicas", "distinct_sites", "fixity", "bag",
-               "formats", "retention")
+               "formats", "retention", "virus_check", "large_files")
+VIRUS_CHECK_CHOICES = ("required", "warn", "off")
+LARGE_FILES_CHOICES = ("scan-in-chunks", "refuse", "skip-and-record")
 POLICY_REQUIRED = ("name", "checksums", "replicas")
 CHECKSUM_HELP = f"one of {', '.join(SUPPORTED)}"
 
@@ -548,12 +558,19 @@ def read_policy(data: Any, source: Path, problems: Problems) -> Optional[Policy]
     bag = _read_bag(reader, top["bag"]) if "bag" in top else DEFAULT_BAG
     formats = _read_formats(reader, top["formats"]) if "formats" in top else DEFAULT_FORMATS
     retention = _read_retention(reader, top["retention"]) if "retention" in top else DEFAULT_RETENTION
+    virus_check = "required"
+    if "virus_check" in top:
+        virus_check = reader.choice(top["virus_check"], "virus_check", VIRUS_CHECK_CHOICES) or virus_check
+    large_files = "scan-in-chunks"
+    if "large_files" in top:
+        large_files = reader.choice(top["large_files"], "large_files", LARGE_FILES_CHOICES) or large_files
 
     if len(problems.issues) > before or name is None:
         return None
     policy = Policy(name=name, checksums=tuple(checksums), replicas=tuple(replicas), distinct_sites=distinct,
                     fixity=fixity, bag=bag, formats=formats, retention=retention,
-                    description=description.strip(), source=Path(source))
+                    description=description.strip(), source=Path(source), virus_check=virus_check,
+                    large_files=large_files)
     warn_once(policy)
     return policy
 

@@ -17,6 +17,26 @@ def archive(tmp_path):
     return load_config(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def clamd(tmp_path_factory):
+    """A private clamd (tests/clamav.py) for the whole session. Policies default to virus_check:
+    required, so every deposit in every test is really scanned: $STRONGROOM_CLAMAV points
+    Strongroom at it (it overrides the config's clamav: key)."""
+    from tests.clamav import start_session_clamd
+
+    server = start_session_clamd(tmp_path_factory.mktemp("clamd"))
+    old = os.environ.get("STRONGROOM_CLAMAV")
+    os.environ["STRONGROOM_CLAMAV"] = server.socket
+    try:
+        yield server
+    finally:
+        server.stop()
+        if old is None:
+            os.environ.pop("STRONGROOM_CLAMAV", None)
+        else:
+            os.environ["STRONGROOM_CLAMAV"] = old
+
+
 @pytest.fixture(scope="session")
 def identifier():
     """FIDO's signatures load once for the whole test session."""

@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--title", default="", help="human-readable collection title (any language)")
     p.add_argument("--follow-internal-links", action="store_true",
                    help="take symbolic links to files inside the source as those files (default: refuse links)")
+    p.add_argument("--no-virus-check", action="store_true",
+                   help="do not scan this deposit with ClamAV (refused when the policy says virus_check: required)")
     p.set_defaults(run=run)
 
 
@@ -33,13 +35,14 @@ def run(args) -> int:
     config = load_config(config_path(args))
     outcome = deposit(config, args, source=args.source, library=args.library, collection=args.collection,
                       collection_type=args.collection_type, policy_name=args.policy, title=args.title,
-                      follow_internal_links=args.follow_internal_links)
+                      follow_internal_links=args.follow_internal_links,
+                      no_virus_check=getattr(args, "no_virus_check", False))
     emit(args, outcome, outcome_text(outcome))
     return outcome["exit_code"]
 
 
 def deposit(config, args, *, source, library, collection, collection_type, policy_name=None, title="",
-            follow_internal_links=False) -> dict:
+            follow_internal_links=False, no_virus_check=False) -> dict:
     """Run a deposit through Luigi and gather what happened (also used by `demo`)."""
     from ingest.naming import check_code, check_title
     from ingest.preflight import refuse_impossible
@@ -53,7 +56,10 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     check_code(library, "library")
     check_code(collection, "collection")
     check_title(title)
+    from ingest.virus import check_before_work
     from storage_adapters.registry import check_retention
+
+    check_before_work(config, policy, no_virus_check=no_virus_check)  # exit 2 before any work
 
     scan = scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work
     refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path))
@@ -61,7 +67,7 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
     state = flow.open_deposit(config, source=source, library=library, collection=collection,
                               collection_type=collection_type, policy=policy.name, title=title,
-                              follow_internal_links=follow_internal_links)
+                              follow_internal_links=follow_internal_links, no_virus_check=no_virus_check)
     run = run_tasks([Deposit(str(config.path), state.key, workers=args.workers)], workers=args.workers,
                     scheduler_url=args.scheduler_url, verbose=args.verbose)
     return gather(config, state, policy, run)
