@@ -404,12 +404,13 @@ def remount(folder: Path, *, read_only: bool, bind: bool = True) -> None:
 # Searching for secrets
 
 
-def parquet_strings(path: Path) -> Iterator[str]:
-    """Every value of a Parquet file as text (the raw file may be compressed, so a byte search
-    of it proves nothing), plus its schema metadata."""
+def parquet_strings(source) -> Iterator[str]:
+    """Every value of a Parquet file (a path, or its bytes) as text, plus its schema metadata:
+    the raw file may be compressed, so a byte search of it proves nothing."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    table = pq.read_table(pa.BufferReader(source) if isinstance(source, bytes) else source)
     meta = table.schema.metadata or {}
     for k, v in meta.items():
         yield k.decode("utf-8", "replace")
