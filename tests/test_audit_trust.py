@@ -61,7 +61,6 @@ def deposited3(tmp_path_factory):
     base = tmp_path_factory.mktemp("trust3")
     cfg = write_archive(base / "archive")
     bags = deposit(cfg, make_source(base / "source", FILES))
-    bags += deposit(cfg, make_source(base / "other", {"x.txt": b"another bag\n"}), collection="OTHER")
     return base / "archive", bags
 
 
@@ -70,7 +69,6 @@ def deposited2(tmp_path_factory):
     base = tmp_path_factory.mktemp("trust2")
     cfg = write_two_site_archive(base / "archive")
     bags = deposit(cfg, make_source(base / "source", FILES))
-    bags += deposit(cfg, make_source(base / "other", {"x.txt": b"another bag\n"}), collection="OTHER")
     return base / "archive", bags
 
 
