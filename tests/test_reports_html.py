@@ -81,9 +81,10 @@ def reports_dir(tmp_path_factory):
                     object_type="file", bag_id=bags[0], target="site-b", path="data/README.txt", datetime=ago(3)),
         EventRecord("fixity check", "inconclusive", detail="read timeout", agent="strongroom audit",
                     object_type="replica", bag_id=bags[1], target="site-a", datetime=ago(2)),
-        EventRecord("fixity check", "failure", agent="strongroom audit", detail="data/web/index.html missing",
-                    object_type="file", bag_id=bags[1], target="site-b", path="data/web/index.html",
-                    datetime=ago(1)),
+        # An open finding as an audit records it (kind: text), after the copy was last verified.
+        EventRecord("fixity check", "failure", agent="strongroom audit",
+                    detail="missing: data/web/index.html is not stored", object_type="file", bag_id=bags[1],
+                    target="site-b", path="data/web/index.html", datetime=now),
         # Details are untrusted text: escaped by the templates, or the page's CSP would log the
         # blocked image and script as console messages (an old event: at the end of the event list).
         EventRecord("fixity check", "inconclusive", agent="strongroom audit", object_type="replica",
@@ -91,8 +92,8 @@ def reports_dir(tmp_path_factory):
                     bag_id=bags[1], target="site-a", datetime=ago(400)),
     ])
     catalog.record_replica(ReplicaRecord(bags[1], "site-b", config.target("site-b").site, "damaged",
-                                         last_audit_at=ago(1), last_audit_kind="deep", last_audit_outcome="failure",
-                                         detail="data/web/index.html missing"))
+                                         last_audit_at=now, last_audit_kind="deep", last_audit_outcome="failure",
+                                         detail="1 of 10 files damaged: data/web/index.html missing"))
     out_dir = root / "reports"
     out_dir.mkdir()
     for kind in KINDS:
@@ -169,8 +170,9 @@ def test_reports_open_in_headless_chromium_without_errors(reports_dir, tmp_path)
         if kind in ("preservation", "fixity"):
             # The open damage (bags[1] on site-b) is listed right after the summary, which points to it.
             (finding,) = data["open_findings"]
-            assert finding["bag"].startswith("DEMO/ejournals/") and finding["target"] == "site-b"
-            (row,) = doc.xpath("//section[@id='findings']//tbody/tr")
+            assert finding["bag"].startswith("DEMO/ejournals/") and \
+                (finding["target"], finding["path"], finding["kind"]) == ("site-b", "data/web/index.html", "missing")
+            (row,) = doc.xpath("//section[@id='findings']//tbody/tr[td[@data-kind='missing']]")
             assert finding["bag"] in row.text_content() and "data/web/index.html" in row.text_content()
             assert doc.xpath("//section[@id='summary']//p[contains(@class, 'alert')]/a[@href='#findings']")
         if save:
