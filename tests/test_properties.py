@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import bagit
 import pyarrow as pa
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from fixity import audit as A
@@ -517,6 +517,8 @@ def apply_damage(t: Template, archive: Path, d: Damage, fifos: List[Path]) -> No
         return
     _writable(f)
     exists = f.is_file() and not f.is_symlink()
+    if d.kind in ("corrupt", "alter consistently") and exists and f.stat().st_size == 0:
+        return   # (truncated to nothing by an earlier damage: no byte to change)
     if d.kind == "corrupt" and exists:
         data = bytearray(f.read_bytes())
         data[(d.pick * 7) % len(data)] ^= 0x20
@@ -601,6 +603,29 @@ def _original_on(t: Template, archive: Path, target: str, rel: str) -> bool:
         return False
 
 
+def _forged_majority(t: Template, archive: Path) -> List[str]:
+    """Listed files of which a strict majority of copies hold one same non-original version
+    (the same consistent alteration made on most copies): with the catalog gone too, nothing
+    independent is left to tell the forgery from the original, so no promise is made then."""
+    import stat as st_
+
+    out = []
+    for rel in t.originals:
+        versions: Dict[bytes, int] = {}
+        for target in t.targets:
+            p = t.bag_dir(archive, target) / rel
+            try:
+                if st_.S_ISREG(os.lstat(p).st_mode) and not any(q.is_symlink() for q in [p, *p.parents]):
+                    data = p.read_bytes()
+                    if data != t.originals[rel]:
+                        versions[data] = versions.get(data, 0) + 1
+            except OSError:
+                continue
+        if any(n * 2 > len(t.targets) for n in versions.values()):
+            out.append(rel)
+    return out
+
+
 def _holdings(t: Template, archive: Path) -> Dict[Tuple[str, str], bool]:
     return {(target, rel): _original_on(t, archive, target, rel) for target in t.targets for rel in t.originals}
 
@@ -656,6 +681,8 @@ def _check_no_listed_file_lost(t: Template, damage: List[Damage]) -> None:
         for d in damage:
             if d.kind != REBUILD:
                 apply_damage(t, archive, d, fifos)
+        if any(d.kind in CATALOG_DAMAGE for d in damage) and _forged_majority(t, archive):
+            assume(False)
         before = _holdings(t, archive)
         code, err, crash = _run_audit(archive, fifos, rebuild=any(d.kind == REBUILD for d in damage))
         after = _holdings(t, archive)
@@ -698,6 +725,11 @@ def test_audit_never_removes_a_listed_file_two_copies(templates, damage):
 @example(damage=[Damage("truncate catalog file", item=TABLE_FILES, pick=1)])
 @example(damage=[Damage("fifo", copy=0), Damage("hard link to other copy", copy=2, item=1)])
 @example(damage=[Damage("hostile tag file", copy=1, item=1, pick=1), Damage("hostile tag file", copy=2, pick=2)])
+@example(damage=[Damage("corrupt", copy=1), Damage("alter consistently", copy=0), Damage("alter consistently", copy=2)])
 def test_audit_never_removes_a_listed_file_three_copies(templates, damage):
-    """The same with three copies, where a majority of independent copies may decide."""
+    """The same with three copies, where a majority of independent copies may decide - but
+    not against the catalog's own record of the digests (the third example: two copies altered
+    alike, the third's payload file damaged, the catalog intact and agreeing with the third's
+    manifests). When the catalog is damaged too and most copies carry one same forgery, nothing
+    independent is left: such examples are not asked about (`_forged_majority`)."""
     _check_no_listed_file_lost(templates[3], damage)
