@@ -33,7 +33,8 @@ confirmed by its copy's tag manifest) omit it too; one they list is a catalog di
 reported and never touched. Extra files and odd objects (a link, FIFO, socket, a folder where a
 file belongs, a linked `data/`, bag or collection folder: `storage_adapters.base.OddObject`)
 are moved aside on a file system (`<root>/.strongroom-aside/<UTC stamp>/...`), never deleted;
-on an object store an extra object is deleted after its size and sha256 are recorded. Copies
+on an object store an extra object is deleted after its size and sha256 are in the ledger (an
+event appended before the delete). Copies
 that share files on disk (hard links) are one copy: the later one in the bag's target order
 gets `shared-storage` and a real copy is written (a new inode). While any copy of the bag is
 `disputed` (the copies disagree and nothing independent decides), nothing of it is repaired.
@@ -553,7 +554,8 @@ class _SourceStream:
 
 class _Repairer:
     def __init__(self, expected: A.ExpectedBag, adapters: Mapping[str, StorageAdapter], copies: _Copies,
-                 retry: A.Retry, stamp: str = ""):
+                 retry: A.Retry, stamp: str = "", record_now: Optional[Callable[[EventRecord], None]] = None):
+        self.record_now = record_now   # appends one event to the ledger at once (before a deletion)
         self.stamp = stamp or A.utcnow().strftime("%Y%m%dT%H%M%S%fZ")   # names this run's moved-aside folder
         self.expected = expected
         self.bag = BagId.parse(expected.bag_id)
@@ -708,6 +710,11 @@ class _Repairer:
             return False
         else:
             what = f"{read.size} bytes, sha256 {read.digests.get('sha256')}"
+        if self.record_now is not None:
+            # In the ledger before the object goes: a crash after the delete cannot lose what it was.
+            self.record_now(_event("deletion", "warning", "file", self.expected.bag_id, fix.target, fix.path,
+                                   f"repair: about to delete the extra object ({what}): {fix.finding.detail}",
+                                   A.utcnow()))
         try:
             A.with_retry(self.retry, lambda: dst.delete_file(self.bag, fix.path))
         except NotFound:
@@ -845,7 +852,8 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
     for f in trust.shared_folders(targets, looks):
         per_target[f.target or ""].append(f)
 
-    repairer = _Repairer(expected, adapters, copies, retry, started.strftime("%Y%m%dT%H%M%S%fZ"))
+    repairer = _Repairer(expected, adapters, copies, retry, started.strftime("%Y%m%dT%H%M%S%fZ"),
+                         record_now=lambda event: catalog.append_events([event]))
     ok_fixes: Set[Tuple[str, str]] = set()
     whole_bag: Dict[str, bool] = {}       # target -> every file of a missing bag was restored
     if repair:

@@ -825,12 +825,18 @@ class FilesystemAdapter(StorageAdapter):
         verification names it instead of silently skipping it. Descriptors are closed before
         anything is yielded: abandoning the walk leaks nothing.
         """
-        entries = self._entries(segments)
-        for name, is_dir in entries or ():
-            if is_dir:
-                yield from self._walk(segments + (name,), f"{prefix}{name}/")
+        # Depth first in sorted order, with a stack rather than recursion: a bag of any depth
+        # is listed (Python's recursion limit is about 1,000 frames).
+        stack = [(segments, prefix, iter(self._entries(segments) or ()))]
+        while stack:
+            segs, pre, entries = stack[-1]
+            for name, is_dir in entries:
+                if is_dir:
+                    stack.append((segs + (name,), f"{pre}{name}/", iter(self._entries(segs + (name,)) or ())))
+                    break
+                yield segs, name, pre + name
             else:
-                yield segments, name, prefix + name
+                stack.pop()
 
     def list_bag_files(self, bag_id: BagId) -> Iterator[str]:
         for _, name, relpath in self._walk(bag_segments(bag_id)):

@@ -663,6 +663,14 @@ def test_audit_and_repair_on_s3_targets(seaweed, tmp_path, capsys, monkeypatch):
     code, s, _ = arch.audit(capsys, "--bag", bag)
     assert code == 0, s["remaining"]
     assert client.get_object(Bucket=east, Key=key("data/a.txt"))["Body"].read() == original
+    # An object store cannot move an object aside: the extra one is deleted, what it was in the
+    # ledger first (an event of its own, appended before the delete), then the deletion.
+    import hashlib
+
+    gone = [e for e in arch.events(["deletion"]) if e["path"] == "data/stray.bin"]
+    assert [e["outcome"] for e in gone] == ["warning", "success"]
+    assert "about to delete" in gone[0]["detail"] and hashlib.sha256(b"stray").hexdigest() in gone[0]["detail"]
+    assert gone[0]["datetime"] <= gone[1]["datetime"]
     code, s, _ = arch.audit(capsys, "--bag", bag)
     assert code == 0 and s["counts"]["success"] == 3 and not arch.findings(s)
     code, s, _ = arch.audit(capsys, "--bag", bag, "--quick")
