@@ -197,7 +197,6 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
     built: List[BuiltBag] = []
     final_dirs = []
     virus_records: Dict[str, dict] = {}
-    from .virus import summarize
     try:
         for i, (files, work, bag_id) in enumerate(zip(parts, work_dirs, bag_ids)):
             in_part = [staged[f.relpath] for f in files]
@@ -206,7 +205,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
                 part_count=len(parts), external_id=str(uuid.uuid4()), info=dict(info),
                 empty_dirs=list(scan.empty_dirs) if i == 0 else [],
                 supplied=[s for s in supplied if part_of.get(s.path) == i],
-                virus=virus_records.setdefault(str(bag_id), summarize(virus, in_part)) if virus is not None else None,
+                virus=_bag_virus(virus_records, str(bag_id), virus, in_part),
             )
             final = staging / bag_id.library / bag_id.collection / bag_id.name
             built.append(finish_bag(plan, provenance, final, workers=req.workers))
@@ -216,6 +215,16 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
             discard(d)
         raise
     return DepositResult(built, scan, warnings, virus_records)
+
+
+def _bag_virus(records: Dict[str, dict], bag_id: str, virus, files) -> Optional[dict]:
+    """This bag's virus check record (None when no check was asked for), kept in `records`."""
+    from .virus import summarize
+
+    record = summarize(virus, files) if virus is not None else None
+    if record is not None:
+        records[bag_id] = record
+    return record
 
 
 def _stop_if_scanner_failed(problems: List[str], root) -> None:

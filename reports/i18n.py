@@ -334,8 +334,8 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
                            "记录存储介质及其所依赖的资源（第 1-2 级）"),
     "ndsa.storage.obsolescence": ("Monitor and act on the obsolescence of storage hardware, software and media "
                                   "(levels 3-4)", "监测并应对存储硬件、软件和介质的过时问题（第 3-4 级）"),
-    "ndsa.integrity.virus": ("Write-blockers for original media; virus scans of content (levels 2-3)",
-                             "处理原始介质时使用写保护装置；对内容进行病毒扫描（第 2-3 级）"),
+    "ndsa.integrity.write_blocker": ("Write-blockers when working with original media (level 2)",
+                                     "处理原始介质时使用写保护装置（第 2 级）"),
     "ndsa.integrity.write_access": ("No one person has write access to all copies (level 4; S3 Object Lock "
                                     "with a retention policy helps)",
                                     "没有任何一个人拥有全部副本的写权限（第 4 级；配合保留策略的 S3 对象锁定"
@@ -382,6 +382,13 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
                                     "每个文件都有其策略规定的主校验值（接收时计算）"),
     "ndsa.integrity.digests.finding": ("{files} files; {missing} without a {digests} digest",
                                        "{files} 个文件；{missing} 个缺少 {digests} 校验值"),
+    "ndsa.integrity.virus_check.rule": ("All content was virus-checked (ClamAV) and nothing infected was "
+                                        "kept: infected deposits stay in quarantine",
+                                        "所有内容都经过病毒检查（ClamAV），且未保存任何感染文件：感染的提交保留在隔离区"),
+    "ndsa.integrity.virus_check.finding": ("{checked} of {bags} bags virus-checked clean ({files} files scanned); "
+                                           "{infected} infected; signature database {db}, {age} day(s) old",
+                                           "{bags} 个包中 {checked} 个经病毒检查无感染（扫描 {files} 个文件）；"
+                                           "{infected} 个感染；病毒库 {db}，已有 {age} 天"),
     "ndsa.integrity.verified_copies.rule": ("Every copy was verified after copying (every file re-hashed on the "
                                             "stored copy)", "每个副本复制后都经过验证（对存储的副本重新计算每个文件的"
                                                             "校验值）"),

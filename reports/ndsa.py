@@ -25,7 +25,10 @@ Storage
      technology to fail), and every copy the policy asks for is present and verified (none
      damaged, failed, missing, absent or unverified)
 Integrity
-  1  every file has its policy's primary digest, computed at ingest
+  1  every file has its policy's primary digest, computed at ingest, and every bag's latest
+     virus check (ClamAV at ingest, or `audit --virus` since) scanned all of its files and found
+     nothing (NDSA: "virus check all content; isolate content in quarantine as needed"; infected
+     deposits never reach the catalog, they stay in staging/quarantine/)
   2  every copy was verified after copying (every file re-hashed on the stored copy)
   3  every verified copy had a deep audit (every file re-hashed) within its cadence, and every
      bag's fixity checks are in the ledger, whose hash chain verifies intact
@@ -62,6 +65,7 @@ Content
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -119,6 +123,11 @@ class Facts:
     bags_without_fixity: int = 0
     repairs_in_period: int = 0
     ledger_ok: bool = False
+    virus_checked_bags: int = 0         # bags whose latest virus check scanned every file, clean
+    virus_infected_bags: int = 0        # bags whose latest virus check found an infection
+    virus_scanned_files: int = 0        # files scanned by those latest checks
+    virus_db: str = ""                  # newest signature database used: "27500 of Wed Dec  2 ... 2026"
+    virus_db_age_days: Optional[int] = None  # its age when the report was made
 
 
 # A finding is (message key, params); messages live in reports.i18n as "ndsa.<rule>.finding".
@@ -160,6 +169,11 @@ RULES: Tuple[Rule, ...] = (
     # Integrity
     Rule("integrity", 1, "integrity.digests", lambda f: f.files_missing_primary == 0,
          lambda f: {"files": f.files, "missing": f.files_missing_primary, "digests": f.primary_digests}),
+    Rule("integrity", 1, "integrity.virus_check",
+         lambda f: f.bags > 0 and f.virus_checked_bags == f.bags and f.virus_infected_bags == 0,
+         lambda f: {"checked": f.virus_checked_bags, "bags": f.bags, "infected": f.virus_infected_bags,
+                    "files": f.virus_scanned_files, "db": f.virus_db or "-",
+                    "age": "-" if f.virus_db_age_days is None else f.virus_db_age_days}),
     Rule("integrity", 2, "integrity.verified_copies",
          lambda f: f.good_copies > 0 and f.good_without_verification == 0 and f.copies_unverified == 0,
          lambda f: {"copies": f.good_copies - f.good_without_verification, "unverified":
@@ -211,7 +225,7 @@ RULES: Tuple[Rule, ...] = (
 # What the NDSA asks at each level that Strongroom cannot see: for staff to attest.
 NOT_EVIDENCED: Dict[str, Tuple[str, ...]] = {
     "storage": ("ndsa.storage.media", "ndsa.storage.obsolescence"),
-    "integrity": ("ndsa.integrity.virus", "ndsa.integrity.write_access"),
+    "integrity": ("ndsa.integrity.write_blocker", "ndsa.integrity.write_access"),
     "control": ("ndsa.control.authorisation", "ndsa.control.review"),
     "metadata": ("ndsa.metadata.standards",),
     "content": ("ndsa.content.migration",),
@@ -263,3 +277,60 @@ def assess(facts: Facts) -> CollectionAssessment:
             missing=[r for r in results if r.level == reached + 1 and not r.met],
             rules=results, not_evidenced=NOT_EVIDENCED[area]))
     return CollectionAssessment(facts.library, facts.collection, areas)
+
+
+# --- virus checks (from the ledger's "virus check" events) ------------------------------------
+
+VIRUS_EVENT = "virus check"
+_SCANNED = re.compile(r"(\d+) of (\d+) file\(s\) scanned, (\d+) infected")
+_DB = re.compile(r"signature database (\S+) of (.+?) \(")
+
+
+def virus_facts(events, now: _dt.datetime) -> Dict[Tuple[str, str], Dict[str, Any]]:
+    """(library, collection) -> the virus_* fields of Facts, from each bag's latest virus check
+    event (ingest's, or a later `audit --virus` of a copy: the newest says what is known now).
+    `events` has library, collection, bag_id, type, outcome, detail, agent, datetime columns."""
+    import pyarrow.compute as pc
+
+    if events.num_rows == 0:
+        return {}
+    rows = events.filter(pc.fill_null(pc.equal(events.column("type"), VIRUS_EVENT), False)).select(
+        ["library", "collection", "bag_id", "outcome", "detail", "agent", "datetime"]).to_pylist()
+    latest: Dict[str, Dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["datetime"]):
+        if r["bag_id"] is not None and r["library"] is not None:
+            latest[r["bag_id"]] = r
+    out: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    newest: Dict[Tuple[str, str], Tuple[_dt.datetime, str]] = {}
+    for r in latest.values():
+        key = (r["library"], r["collection"])
+        facts = out.setdefault(key, {"virus_checked_bags": 0, "virus_infected_bags": 0, "virus_scanned_files": 0})
+        scanned = _SCANNED.search(r["detail"] or "")
+        if scanned:
+            facts["virus_scanned_files"] += int(scanned.group(1))
+        complete = bool(scanned) and scanned.group(1) == scanned.group(2) and scanned.group(3) == "0"
+        if r["outcome"] == "success" and complete:
+            facts["virus_checked_bags"] += 1
+        if (scanned and scanned.group(3) != "0") or r["outcome"] == "failure" and "FOUND" in (r["detail"] or ""):
+            facts["virus_infected_bags"] += 1
+        db = _DB.search(r["agent"] or "")
+        if db:
+            try:
+                when = _dt.datetime.strptime(" ".join(db.group(2).split()), "%a %b %d %H:%M:%S %Y").replace(
+                    tzinfo=_dt.timezone.utc)
+            except ValueError:
+                continue
+            if key not in newest or when > newest[key][0]:
+                newest[key] = (when, f"{db.group(1)} of {' '.join(db.group(2).split())}")
+    for key, (when, text) in newest.items():
+        out[key]["virus_db"] = text
+        out[key]["virus_db_age_days"] = max(0, (now - when).days)
+    return out
+
+
+def add_virus_facts(facts: List[Facts], events, now: _dt.datetime) -> None:
+    """Fill each collection's virus_* fields (kept out of preservation._facts' group-bys)."""
+    found = virus_facts(events, now)
+    for f in facts:
+        for name, value in found.get((f.library, f.collection), {}).items():
+            setattr(f, name, value)

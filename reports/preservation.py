@@ -160,6 +160,7 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
 
     collections = _collections(bags, copies, config)
     facts = _facts(config, bags, copies, agg, keyed_events, period, ledger)
+    ndsa.add_virus_facts(facts, keyed_events, scope.now)  # NDSA integrity 1: virus checks (ledger events)
     findings = finding_rows(catalog, copies)
     totals = _totals(bags, copies)
     totals["open_findings"] = len(findings)

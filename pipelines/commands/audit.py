@@ -46,6 +46,10 @@ def register(sub) -> None:
     p.add_argument("--all-digests", action="store_true",
                    help="deep: recompute every digest the catalog holds, not only the policy's primary one")
     p.add_argument("--no-repair", action="store_true", help="only report; change nothing on the storage targets")
+    p.add_argument("--virus", action="store_true",
+                   help="instead of fixity: rescan every verified copy of the selected bags with clamd's current "
+                        "signatures (new signatures find old infections) and record a virus check event per "
+                        "copy; exit 1 if anything is infected or could not be scanned")
     p.set_defaults(run=run)
 
 
@@ -62,6 +66,13 @@ def run(args) -> int:
 
     config = load_config(config_path(args))
     catalog = open_catalog(config, must_exist=True)
+    if getattr(args, "virus", False):
+        from fixity.virus_audit import run_virus_audit
+
+        result = run_virus_audit(config, library=args.library, collection=args.collection, bag=args.bag,
+                                 catalog=catalog)
+        emit(args, result.to_dict(), result.text())
+        return result.exit_code
     mode = "all" if args.all or (args.bag and not args.due) else "due"
     kind = "quick" if args.quick else "deep" if args.deep else None
     summary = run_audit(config, mode=mode, kind=kind, library=args.library, collection=args.collection,
