@@ -328,3 +328,24 @@ def test_no_false_alarm_while_others_register_and_compact(tmp_path):
     assert errors == []
     assert [h.problems for h in results if not h.ok] == []
     assert results[-1].counts["bags_rows"] > 20  # the writer did write meanwhile
+
+
+def test_status_does_not_take_an_unfinished_first_deposit_for_a_lost_catalog(archive, capsys, tmp_path, monkeypatch):
+    """Copied to both targets, killed before registration: the catalog is empty and the targets
+    hold a bag, but staging knows it is an unfinished deposit, not a lost catalog."""
+    import pipelines.flow as flow
+    from strongroom.errors import PreservationError
+
+    def fail(*args, **kwargs):
+        raise PreservationError("killed before registration (test)")
+
+    monkeypatch.setattr(flow, "register", fail)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a\n")
+    run = cli(capsys, "--config", archive.path, "deposit", src, "--library", "PKU", "--collection", "first",
+              "--type", "self-built")
+    assert run.code != 0
+    assert any(Path(archive.target("site-a").root).rglob("bagit.txt"))  # copied, not registered
+    text = status_text(capsys, type("A", (), {"config": archive.path})())
+    assert "CATALOG LOST" not in text.out and "Unfinished deposits" in text.out, text.out

@@ -22,7 +22,8 @@ as the way out, and exits 1; with --json that is still one JSON document (`catal
 from __future__ import annotations
 
 import argparse
-from typing import List, Tuple
+from pathlib import Path
+from typing import List, Set, Tuple
 
 from pipelines.output import emit, warn
 
@@ -56,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if not health.ok:
         return catalog_trouble(args, config, "damaged", health.problems)
     if catalog.bags().num_rows == 0:
-        holding = targets_holding_bags(config)
+        from reports.status import unfinished_deposits
+
+        pending = {b["id"] for d in unfinished_deposits(Path(config.staging)) for b in d.bags}
+        holding = targets_holding_bags(config, ignore=pending)
         if holding:
             return catalog_trouble(args, config, "lost", [
                 f"the catalog holds no bag, but storage target {name} holds bags (e.g. {example})"
@@ -99,17 +103,18 @@ def catalog_trouble(args: argparse.Namespace, config, what: str, problems: List[
     return 1
 
 
-def targets_holding_bags(config) -> List[Tuple[str, str]]:
-    """(target, one bag id) for each storage target that holds at least one bag: asked only when
-    the catalog is empty, so a wiped catalog is not taken for a new archive. A target that
-    cannot be listed is left to the usual reachability flags."""
+def targets_holding_bags(config, ignore: Set[str] = frozenset()) -> List[Tuple[str, str]]:
+    """(target, one bag id) for each storage target that holds at least one bag not in `ignore`
+    (the bags of unfinished deposits, copied but not registered yet): asked only when the
+    catalog is empty, so a wiped catalog is not taken for a new archive. A target that cannot
+    be listed is left to the usual reachability flags."""
     from storage_adapters.registry import open_target
     from strongroom.errors import StrongroomError
 
     found = []
     for target in config.storage.values():
         try:
-            first = next(iter(open_target(target).list_bags()), None)
+            first = next((b for b in open_target(target).list_bags() if str(b) not in ignore), None)
         except (StrongroomError, OSError):
             continue
         if first is not None:
