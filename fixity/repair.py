@@ -106,7 +106,8 @@ class Reference:
 
 @dataclass
 class RepairAction:
-    """One repair on one copy: `replace` a damaged/missing file from `source`, or `delete` an extra one."""
+    """One repair on one copy: `replace` a damaged/missing file from `source`, `move-aside` an
+    extra file or odd object, or `delete` an extra object (object stores)."""
 
     target: str
     path: str
@@ -114,6 +115,7 @@ class RepairAction:
     outcome: str                 # success | failure
     detail: str
     source: Optional[str] = None
+    in_ledger: bool = False      # already appended as it happened (a move aside): not again at the end
 
 
 @dataclass
@@ -556,6 +558,7 @@ class _Repairer:
     def __init__(self, expected: A.ExpectedBag, adapters: Mapping[str, StorageAdapter], copies: _Copies,
                  retry: A.Retry, stamp: str = "", record_now: Optional[Callable[[EventRecord], None]] = None):
         self.record_now = record_now   # appends one event to the ledger at once (before a deletion)
+        self.appended = 0              # events appended that way
         self.stamp = stamp or A.utcnow().strftime("%Y%m%dT%H%M%S%fZ")   # names this run's moved-aside folder
         self.expected = expected
         self.bag = BagId.parse(expected.bag_id)
@@ -628,6 +631,8 @@ class _Repairer:
 
     def _record_move(self, fix: _Fix, outcome: str, detail: str) -> None:
         self.actions[fix.target].append(RepairAction(fix.target, fix.path, "move-aside", outcome, detail))
+        if outcome == "success":
+            self._record_at_once(self.actions[fix.target][-1])
 
     def _bag_path(self, key: str) -> Optional[str]:
         """The bag path of a root-relative key inside this bag; None for the bag or a folder above it."""
@@ -712,9 +717,15 @@ class _Repairer:
             what = f"{read.size} bytes, sha256 {read.digests.get('sha256')}"
         if self.record_now is not None:
             # In the ledger before the object goes: a crash after the delete cannot lose what it was.
-            self.record_now(_event("deletion", "warning", "file", self.expected.bag_id, fix.target, fix.path,
-                                   f"repair: about to delete the extra object ({what}): {fix.finding.detail}",
-                                   A.utcnow()))
+            try:
+                self.record_now(_event("deletion", "warning", "file", self.expected.bag_id, fix.target, fix.path,
+                                       f"repair: about to delete the extra object ({what}): {fix.finding.detail}",
+                                       A.utcnow()))
+                self.appended += 1
+            except (StrongroomError, OSError) as exc:
+                self._act(fix, "delete", "failure", f"repair: extra object not deleted: what it is cannot be "
+                                                    f"recorded first ({exc})")
+                return False
         try:
             A.with_retry(self.retry, lambda: dst.delete_file(self.bag, fix.path))
         except NotFound:
@@ -754,7 +765,24 @@ class _Repairer:
             return False
         self._act(fix, "move-aside", "success", f"repair: extra file moved aside to {where} ({what}); nothing "
                                                 "was deleted")
+        self._record_at_once(self.actions[fix.target][-1])
         return True
+
+    def _record_at_once(self, action: RepairAction) -> None:
+        """Append a move aside to the ledger as it happens: a run killed before its end must not
+        leave an object in the aside folder that no record points to. If that cannot be written
+        now, the run's own record at the end tries again."""
+        if self.record_now is None:
+            return
+        try:
+            self.record_now(_event(_ACTION_EVENTS[action.action], action.outcome, "file" if action.path else "replica",
+                                   self.expected.bag_id, action.target, action.path or None, action.detail,
+                                   A.utcnow()))
+        except (StrongroomError, OSError) as exc:
+            log.warning("%s: the move aside is recorded at the end of the bag's audit instead (%s)", self.bag, exc)
+            return
+        action.in_ledger = True
+        self.appended += 1
 
     def _act(self, fix: _Fix, action: str, outcome: str, detail: str, source: Optional[str] = None) -> None:
         self.done.add((fix.target, fix.path))
@@ -925,6 +953,7 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
 
     result.finished_at = clock().isoformat()
     _record(catalog, config, result, looks, now, current)
+    result.events += repairer.appended
     return result
 
 
@@ -1040,6 +1069,8 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
                 events.append(_event("fixity check", "failure" if f.damage else "inconclusive", "file", bag,
                                      ro.target, f.path, f"{f.kind}: {f.detail}", checked_at))
         for a in ro.repairs:
+            if a.in_ledger:
+                continue
             events.append(_event(_ACTION_EVENTS.get(a.action, "replication"), a.outcome,
                                  "file" if a.path else "replica", bag, a.target, a.path or None, a.detail, now))
     for f in result.bag_findings:

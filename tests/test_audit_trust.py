@@ -520,3 +520,22 @@ def test_one_bag_folder_seen_by_two_targets_is_one_copy(capsys, arch, monkeypatc
     assert "same folder on disk as site-a's copy" in shared[0]["detail"]
     assert arch.replica("site-c").state == "damaged" and arch.replica("site-a").state == "verified"
     assert {t: arch.tree(t) for t in ("site-a", "site-b", "site-c")} == before
+
+
+def test_a_move_aside_is_in_the_ledger_as_it_happens(capsys, arch, monkeypatch):
+    """Killed right after moving an extra file aside (before the bag's events are written): the
+    ledger still says where it went."""
+    arch.put("site-c", "data/stray.bin", b"planted\n")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the bag's events are written")
+
+    monkeypatch.setattr(R, "_record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        R.audit_bag(arch.config, arch.catalog, arch.bag, {"site-c": A.DEEP},
+                    {"site-c": A.check_replica(FilesystemAdapter("site-c", "x", arch.config.target("site-c").root),
+                                               A.ExpectedBag.from_catalog(arch.catalog, arch.bag), kind=A.DEEP)})
+    moved = [p for p in aside_entries(arch, "site-c") if p.name == "stray.bin"]
+    events = Catalog(arch.config.catalog).events(type=["quarantine"]).to_pylist()
+    assert len(moved) == 1 and len(events) == 1
+    assert str(moved[0]) in events[0]["detail"] and events[0]["path"] == "data/stray.bin"

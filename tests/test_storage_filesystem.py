@@ -917,13 +917,18 @@ def test_replace_never_replaces_an_odd_object_in_place_and_move_aside_keeps_it(a
     assert sorted(adapter.list_bag_files(BAG)) == ["data/x.bin"]
 
 
-def test_a_bag_of_any_depth_is_listed_and_read(adapter, tmp_path):
+def test_a_bag_of_any_depth_is_listed_and_read(adapter, root, tmp_path):
     """1,100 nested folders: the listing walks with a stack, not recursion (RecursionError before)."""
+    from strongroom.fstree import remove_tree
+
     deep = "data/" + "/".join(["d"] * 1100) + "/f.txt"
-    put(adapter, tmp_path, "data/a.txt", b"a")
-    put(adapter, tmp_path, deep, b"deep")
-    put(adapter, tmp_path, "data/z.txt", b"z")
-    assert list(adapter.list_bag_files(BAG)) == ["data/a.txt", deep, "data/z.txt"]
-    with adapter.open_file(BAG, deep) as fh:
-        assert fh.read() == b"deep"
-    assert adapter.stat_file(BAG, deep).size == 4
+    try:
+        put(adapter, tmp_path, "data/a.txt", b"a")
+        put(adapter, tmp_path, deep, b"deep")
+        put(adapter, tmp_path, "data/z.txt", b"z")
+        assert list(adapter.list_bag_files(BAG)) == ["data/a.txt", deep, "data/z.txt"]
+        with adapter.open_file(BAG, deep) as fh:
+            assert fh.read() == b"deep"
+        assert adapter.stat_file(BAG, deep).size == 4
+    finally:
+        remove_tree(root)   # pytest's own clean-up of old temp folders recurses: leave nothing that deep
