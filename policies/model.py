@@ -560,7 +560,9 @@ def read_policy(data: Any, source: Path, problems: Problems) -> Optional[Policy]
     retention = _read_retention(reader, top["retention"]) if "retention" in top else DEFAULT_RETENTION
     virus_check = "required"
     if "virus_check" in top:
-        virus_check = reader.choice(top["virus_check"], "virus_check", VIRUS_CHECK_CHOICES) or virus_check
+        # YAML 1.1 reads an unquoted `off` as false: that is what the person wrote.
+        value = "off" if top["virus_check"] is False else top["virus_check"]
+        virus_check = reader.choice(value, "virus_check", VIRUS_CHECK_CHOICES) or virus_check
     large_files = "scan-in-chunks"
     if "large_files" in top:
         large_files = reader.choice(top["large_files"], "large_files", LARGE_FILES_CHOICES) or large_files

@@ -35,7 +35,7 @@ def clamd_binary() -> str:
 class Clamd:
     """One clamd process on `self.socket`; stop() kills it, start() brings it back."""
 
-    def __init__(self, folder: Path, stream_max: str = "25M"):
+    def __init__(self, folder: Path, stream_max: str = "25M", extra_conf: str = ""):
         self.folder = Path(folder)
         self.db = self.folder / "db"
         self.socket = str(self.folder / "clamd.sock")
@@ -54,6 +54,7 @@ class Clamd:
             f"LogFile {self.folder / 'clamd.log'}\n"
             f"PidFile {self.folder / 'clamd.pid'}\n"
             "ReadTimeout 30\n"
+            + extra_conf
         )
 
     def _build_database(self) -> None:

@@ -444,3 +444,38 @@ def test_report_shows_virus_counts_and_definitions_age(clamd, tmp_path, capsys, 
     zh = Translator("zh").t("ndsa.integrity.virus_check.finding", **params)
     assert "1 of 1 bags virus-checked clean (2 files scanned); 0 infected" in en and "0 day(s) old" in en
     assert "扫描 2 个文件" in zh and "已有 0 天" in zh
+
+
+def test_policy_values_and_errors(tmp_path):
+    from policies.model import load_policy
+    from strongroom.errors import ConfigError
+
+    def policy(text):
+        p = tmp_path / "p.yaml"
+        p.write_text("name: p\nchecksums: [sha256]\nreplicas: [a]\n" + text)
+        return load_policy(p)
+
+    assert (policy("").virus_check, policy("").large_files) == ("required", "scan-in-chunks")
+    assert policy("virus_check: off\n").virus_check == "off"  # YAML's false, as written
+    assert policy("virus_check: warn\nlarge_files: refuse\n").large_files == "refuse"
+    with pytest.raises(ConfigError, match="virus_check: must be one of required, warn, off"):
+        policy("virus_check: maybe\n")
+    with pytest.raises(ConfigError, match="large_files: must be one of scan-in-chunks, refuse, skip-and-record"):
+        policy("large_files: split\n")
+
+
+def test_clamav_config_errors(tmp_path):
+    from policies.config import load_config, write_default_config
+    from strongroom.errors import ConfigError
+
+    config = Path(write_default_config(tmp_path / "a"))
+    text = config.read_text("utf-8")
+    loaded = load_config(config)
+    assert loaded.clamav.socket == "/run/clamav/clamd.ctl" and loaded.clamav.stream_max_bytes == 25 * 2**20
+    for bad, message in [("clamav: {socket: /x, port: 3310}", "not both"), ("clamav: {host: av}", "go together"),
+                         ("clamav: {}", "needs socket"), ("clamav: {sock: /x}", "unknown key")]:
+        start = text.index("\nclamav:\n")
+        end = text.index("\n\n", start + 1)
+        config.write_text(text[:start] + "\n" + bad + text[end:], "utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_config(config)
