@@ -12,7 +12,7 @@ import os
 import string
 from typing import Dict, List, Tuple
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 #: Unicode text without surrogates (they cannot be written as UTF-8, so no tag file holds one).
@@ -27,6 +27,9 @@ TRICKY_CHARS = "%\r\n\t \u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e\ufeff:*#~."
 
 #: Multiplies every example count: STRONGROOM_PROPERTY_SCALE=20 for a long local hunt (CI: 1).
 SCALE = float(os.environ.get("STRONGROOM_PROPERTY_SCALE", "1") or 1)
+#: STRONGROOM_PROPERTY_HUNT=1 skips the explicit @example cases (known failures would stop the
+#: run before any random example is tried) when hunting for new failures locally.
+HUNT = os.environ.get("STRONGROOM_PROPERTY_HUNT", "") not in ("", "0")
 
 
 def quick(max_examples: int, **kw) -> settings:
@@ -34,6 +37,8 @@ def quick(max_examples: int, **kw) -> settings:
     base = dict(max_examples=max(1, int(max_examples * SCALE)), deadline=None, derandomize=True, database=None,
                 print_blob=False, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                         HealthCheck.filter_too_much])
+    if HUNT:
+        base["phases"] = [Phase.generate, Phase.shrink]
     base.update(kw)
     return settings(**base)
 
