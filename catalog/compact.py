@@ -168,6 +168,7 @@ def compact_store(store: Store, cache: Optional[ReplacedCache] = None) -> Compac
     cache = cache or ReplacedCache()
     lock = _take_lock(store)
     try:
+        store.remove_stale_temps(("",) + COMPACTED_TABLES + ("events", "ledger-cache"))  # killed writers' temps
         results = tuple(_compact_table(store, name, cache) for name in COMPACTED_TABLES)
         events_cached = Ledger(store).build_cache()
     finally:

@@ -71,6 +71,7 @@ AGENT = f"{NAME} {__version__}"
 REBUILD_EVENT = LOST_EVENT  # "metadata extraction"; with outcome failure it tells the catalog check a bag was given up on
 FIXITY_EVENT = "fixity check"
 DETAIL_LIMIT = 2000
+TEMP_FOLDERS = ("", "bags", "files", "replicas", "events", "ledger-cache")
 
 # Per-copy outcomes. "known": the catalog already had a record of this copy; left alone.
 VERIFIED, DAMAGED, MISSING, KNOWN, DISPUTED = "verified", "damaged", "missing", "known", "disputed"
@@ -139,6 +140,7 @@ class RebuildResult:
     catalog_problems: List[str] = field(default_factory=list)    # what the check found before
     set_aside: SetAside = field(default_factory=SetAside)         # what was moved out of the way
     remaining_problems: List[str] = field(default_factory=list)  # what the check still finds after
+    temps_removed: List[str] = field(default_factory=list)       # killed writers' temp files
 
     def count(self, state: str) -> int:
         return sum(1 for b in self.bags for c in b.copies if c.state == state)
@@ -177,7 +179,7 @@ class RebuildResult:
                         "catalog_files_set_aside": len(self.set_aside.moved),
                         "targets_unavailable": sum(1 for t in self.targets if t.error)},
             "catalog_problems": list(self.catalog_problems), "set_aside": self.set_aside.to_dict(),
-            "remaining_problems": list(self.remaining_problems),
+            "remaining_problems": list(self.remaining_problems), "temps_removed": list(self.temps_removed),
             "targets": [_plain(t) for t in self.targets],
             "bags": [{**_plain(b), "ok": b.ok} for b in self.bags],
         }
@@ -333,6 +335,8 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
     clock = now or utc_now
     catalog = catalog if catalog is not None else open_catalog(config, check=False)
     result = RebuildResult(catalog=catalog.location, deep=deep, started_at=clock())
+    # What killed writers (a killed rebuild among them) left half-written: never data, never read.
+    result.temps_removed = catalog.store.remove_stale_temps(TEMP_FOLDERS)
     health = check_catalog(catalog)
     if not health.ok:
         result.catalog_problems = list(health.problems)

@@ -4,7 +4,7 @@ The catalog never rewrites a file: every write adds a new, uniquely named file, 
 a file either whole or not at all. That is what lets several Luigi workers and several machines
 write to one catalog without a lock:
 
-* local folder: write `.tmp-<uuid>` in the same folder, fsync, then rename (or hard-link, for
+* local folder: write `.tmp-<host>-<pid>-<uuid>` in the same folder, fsync, then rename (or hard-link, for
   a write that must not replace an existing name) — both are atomic on POSIX file systems;
   fsync the folder so the new name survives a power cut.
 * object stores (S3 and compatible): a single PUT is atomic (an object appears whole or not at
@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -34,6 +36,11 @@ from strongroom.durable import fsync_dir, unlink_quietly
 from strongroom.errors import ConfigError, StrongroomError
 
 TEMP_PREFIX = ".tmp-"
+# Temp names carry their writer, `.tmp-<host>-<pid>-<uuid>`, so a temp whose writer is gone (killed
+# before it could rename or remove it) can be told from one being written right now.
+_HOST = "".join(c if c.isalnum() or c in ".-" else "_" for c in socket.gethostname())[:64] or "host"
+_WRITER = f"{_HOST}-{os.getpid()}"
+STALE_FOREIGN_TEMP_SECONDS = 24 * 3600   # a temp of another host (a shared folder), or of an older naming
 
 
 class CatalogError(StrongroomError):
@@ -195,12 +202,42 @@ class Store:
         fsync_dir(base)
         return True
 
+    def remove_stale_temps(self, folders) -> List[str]:
+        """Remove the temp files that killed writers left in `folders` (local catalogs only; an
+        object store has none: a PUT is whole or absent). A temp of a live process of this host
+        is left alone; of another host, only once a day old. Returns the paths removed."""
+        if not self.is_local:
+            return []
+        removed = []
+        now = time.time()
+        for folder in folders:
+            base = self.path(folder)
+            try:
+                names = [n for n in os.listdir(base) if n.startswith(TEMP_PREFIX)]
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = os.path.join(base, name)
+                if _writer_alive(name[len(TEMP_PREFIX):]):
+                    continue
+                try:
+                    if _writer_host(name[len(TEMP_PREFIX):]) != _HOST and \
+                            now - os.lstat(path).st_mtime < STALE_FOREIGN_TEMP_SECONDS:
+                        continue
+                    os.unlink(path)
+                    removed.append(path)
+                except FileNotFoundError:
+                    continue
+            if removed:
+                fsync_dir(base)
+        return removed
+
     def _put(self, path: str, data: bytes) -> None:
         with self.fs.open_output_stream(path) as out:
             out.write(data)
 
     def _write_temp(self, base: str, data: bytes) -> str:
-        tmp = os.path.join(base, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        tmp = os.path.join(base, f"{TEMP_PREFIX}{_WRITER}-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
@@ -214,3 +251,26 @@ class Store:
             raise
         os.close(fd)
         return tmp
+
+
+def _writer_host(rest: str) -> Optional[str]:
+    """The host of a temp name's `<host>-<pid>-<uuid>`, or None for an older `<uuid>` name."""
+    parts = rest.rsplit("-", 2)
+    return parts[0] if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _writer_alive(rest: str) -> bool:
+    """True if the temp's writer is a live process of this host."""
+    parts = rest.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or parts[0] != _HOST:
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True

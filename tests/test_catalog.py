@@ -431,3 +431,27 @@ def test_cli_catalog_compact(archive, capsys):
     assert "files: 1 -> 1 file(s), 9 row(s)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["--config", str(archive.path), "catalog"])
+
+
+def test_stale_temp_files_of_killed_writers_are_removed_and_live_ones_kept(cat, tmp_path):
+    """A writer killed between writing its temp file and renaming it leaves `.tmp-...` behind;
+    rebuild and compaction remove those whose writer is gone, never one being written."""
+    import os
+    import subprocess
+    import sys
+
+    from catalog.store import TEMP_PREFIX, _HOST
+
+    bag, files = make_bag(1)
+    cat.add_bag(bag, files)
+    folder = tmp_path / "catalog" / "files"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = folder / f"{TEMP_PREFIX}{_HOST}-{dead}-{'a' * 32}"
+    live = folder / f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{'b' * 32}"
+    foreign = folder / f"{TEMP_PREFIX}elsewhere-1-{'c' * 32}"
+    for p in (stale, live, foreign):
+        p.write_bytes(b"half a parquet file")
+    cat.compact()
+    assert not stale.exists() and live.exists() and foreign.exists()  # another host's: only when a day old
+    assert cat.file_records(bag.bag_id) == sorted(files, key=lambda f: f.path)
