@@ -257,6 +257,46 @@ def test_restore_killed_then_rerun_restores_exactly_and_leaves_nothing(template,
 
 
 # --------------------------------------------------------------------------------------------
+# kill -9 of a deposit, checked as strictly as the others (test_deposit_crash.py has more points)
+
+
+def _temp_under(folder: Path, test: Callable[[str], bool]) -> Callable[[], bool]:
+    def seen() -> bool:
+        for _, _, names in os.walk(folder):
+            if any(test(n) for n in names):
+                return True
+        return False
+    return seen
+
+
+DEPOSIT_POINTS = ["a target being written", "a catalog record being written"]
+
+
+def test_deposit_killed_then_rerun_leaves_a_healthy_archive(tmp_path):
+    source = fk.make_files(tmp_path / "source", 16, 256 * KiB, seed="killed deposit")
+    failed, outcomes = {}, {}
+    for i, point in enumerate(DEPOSIT_POINTS):
+        arch = fk.new_archive(tmp_path / f"d{i}" / "archive")
+        when = {"a target being written": _temp_under(arch.root / "archive" / "replicas",
+                                                      lambda n: n.endswith(".strongroom-part")),
+                "a catalog record being written": _temp_under(arch.catalog_path,
+                                                              lambda n: n.startswith(".tmp-"))}[point]
+        argv = ["deposit", source, "--library", fk.LIB, "--collection", "killed", "--type", "self-built"]
+        code = fk.run_and_kill(arch, argv, tmp_path / f"d{i}.log", when=when)
+        outcomes[point] = code
+        if code not in (KILLED, 0):
+            failed[point] = [f"first run exit {code}: " + (tmp_path / f"d{i}.log").read_text(errors="replace")[-800:]]
+            continue
+        rerun = _deposit(arch, source, "killed")
+        problems = [] if rerun.code == 0 else [f"rerun exit {rerun.code}: {rerun.text[-800:]}"]
+        problems += fk.health_problems(arch)
+        if problems:
+            failed[point] = problems
+    assert failed == {}, failed
+    assert [p for p, c in outcomes.items() if c == KILLED], f"no point was interrupted: {outcomes}"
+
+
+# --------------------------------------------------------------------------------------------
 # kill -9 of a catalog rebuild (the catalog lost whole)
 
 
