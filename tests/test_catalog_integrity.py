@@ -349,3 +349,12 @@ def test_status_does_not_take_an_unfinished_first_deposit_for_a_lost_catalog(arc
     assert any(Path(archive.target("site-a").root).rglob("bagit.txt"))  # copied, not registered
     text = status_text(capsys, type("A", (), {"config": archive.path})())
     assert "CATALOG LOST" not in text.out and "Unfinished deposits" in text.out, text.out
+
+
+def test_catalog_check_command(arch, capsys):
+    run = cli(capsys, "--config", arch.config, "catalog", "check")
+    assert run.code == 0 and "healthy (2 bag(s), 6 file row(s)" in run.out, run.out + run.err
+    files_file_of(arch, arch.bags["maps"]).unlink()
+    run = cli(capsys, "--config", arch.config, "--json", "catalog", "check")
+    assert run.code == 1 and run.data["ok"] is False and run.data["exit_code"] == 1
+    assert any(p.startswith(f"files: bag {arch.bags['maps']}") for p in run.data["problems"])

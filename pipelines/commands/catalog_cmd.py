@@ -1,4 +1,4 @@
-"""`strongroom catalog ACTION`: maintenance of the catalog (compact; rebuild comes from elsewhere).
+"""`strongroom catalog ACTION`: maintenance of the catalog (check, compact; rebuild comes from elsewhere).
 
 Other modules add actions: put the module's name in `SUBCOMMAND_MODULES`; its
 `register(actions)` receives the `catalog` parser's sub-parsers object and adds its parser with
@@ -19,7 +19,7 @@ SUBCOMMAND_MODULES: List[str] = ["pipelines.commands.catalog_rebuild"]
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("catalog", help="catalog maintenance (compact, rebuild)",
+    parser = subparsers.add_parser("catalog", help="catalog maintenance (check, compact, rebuild)",
                                    description="Maintenance of the catalog's Parquet tables.")
     actions = parser.add_subparsers(dest="catalog_command", metavar="ACTION")
     actions.required = True
@@ -31,18 +31,45 @@ def register(subparsers):
                     "segments are never touched. Safe while other processes write; one compaction "
                     "at a time.")
     compact.set_defaults(run=run_compact)
+    check = actions.add_parser(
+        "check", help="the catalog's self-check alone: table files readable, file rows adding up, ledger agreeing",
+        description="Run the cheap self-check every command runs when it opens the catalog (every table "
+                    "file readable and of its table, every bag's file rows adding up to its Payload-Oxum, "
+                    "the ledger's numbering and head, bags and copies the ledger knows present) and say "
+                    "what it found. Exit 0 healthy, 1 damaged (then `strongroom catalog rebuild`), 2 config.")
+    check.set_defaults(run=run_check)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(actions)
     return actions
 
 
-def catalog_of(args: argparse.Namespace):
+def catalog_of(args: argparse.Namespace, *, check: bool = True):
     """The Catalog named by the config (shared by catalog actions)."""
     from catalog.access import open_catalog
     from pipelines.cli import config_path
     from policies.config import load_config
 
-    return open_catalog(load_config(config_path(args)), must_exist=True)
+    return open_catalog(load_config(config_path(args)), must_exist=True, check=check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from catalog.integrity import REBUILD_HINT, check_catalog
+    from pipelines.output import emit
+
+    catalog = catalog_of(args, check=False)
+    health = check_catalog(catalog)
+    c = health.counts
+    if health.ok:
+        lines = [f"catalog {catalog.location}: healthy ({c.get('bags_rows', 0)} bag(s), {c.get('files_rows', 0)} "
+                 f"file row(s), {c.get('replicas_rows', 0)} replica record(s), {c.get('segments', 0)} ledger "
+                 f"segment(s); checked in {health.seconds:.2f} s)"]
+    else:
+        lines = [f"CATALOG DAMAGED: {catalog.location}: {len(health.problems)} problem(s)"]
+        lines += [f"  - {p}" for p in health.problems]
+        lines.append(REBUILD_HINT[0].upper() + REBUILD_HINT[1:] + " (damaged files are moved aside, never deleted).")
+    emit(args, {"catalog": catalog.location, **health.to_dict(), "exit_code": 0 if health.ok else 1},
+         "\n".join(lines))
+    return 0 if health.ok else 1
 
 
 def run_compact(args: argparse.Namespace) -> int:
