@@ -12,9 +12,10 @@ The commands run as real child processes (`python -m pipelines`, STRONGROOM_CONF
 archive) in their own session, and the whole session is SIGKILLed, so no Luigi worker lives on
 and nothing gets a chance to clean up. The moment is chosen from outside, by watching the
 files the command writes (a temp file on the target being repaired, a restore's temp folder
-filling up, a new ledger segment, DEST appearing). Production code has no test hooks. The deposit
-is killed at many more points in test_deposit_crash.py; here: audit (killed mid-repair) and
-restore.
+filling up, a new ledger segment, DEST appearing). Production code has no test hooks. Killed
+here: audit (mid-repair, with odd objects and a stray file to move aside), restore, catalog
+rebuild, and a deposit at two points checked as strictly as the others (test_deposit_crash.py
+kills the deposit at many more points).
 
 Disk full and read-only use real mounts (root only; CI runs as root): a small tmpfs (a loop-
 mounted ext4 image where tmpfs mounts are refused) and a read-only bind remount, undone in a
