@@ -198,6 +198,20 @@ def test_real_clamd_verdicts_and_limit(clamd, tmp_path):
     try:
         with pytest.raises(ClamdError, match="size limit exceeded"):
             scan_bytes(Endpoint(socket=small.socket, timeout=20), os.urandom(200_000))
+        # chunks of exactly StreamMaxLength (64K = 65,536 bytes) are accepted; EICAR across a boundary found
+        from ingest.virus import Scanner
+
+        limit_ep = Endpoint(socket=small.socket, timeout=20, stream_max_bytes=65536)
+        data = bytearray(os.urandom(200_000))
+        scan = Scanner(limit_ep, "required", "scan-in-chunks").start("x.bin", len(data))
+        for i in range(0, len(data), 7000):
+            scan.feed(data[i:i + 7000])
+        verdict = scan.finish()
+        assert verdict.status == "clean" and verdict.chunks == 4
+        data[65536 - 20:65536 - 20 + len(EICAR)] = EICAR
+        scan = Scanner(limit_ep, "required", "scan-in-chunks").start("x.bin", len(data))
+        scan.feed(data)
+        assert scan.finish().signature == FOUND
     finally:
         small.stop()
 
