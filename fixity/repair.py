@@ -115,7 +115,6 @@ class RepairAction:
     outcome: str                 # success | failure
     detail: str
     source: Optional[str] = None
-    in_ledger: bool = False      # already appended as it happened (a move aside): not again at the end
 
 
 @dataclass
@@ -556,8 +555,10 @@ class _SourceStream:
 
 class _Repairer:
     def __init__(self, expected: A.ExpectedBag, adapters: Mapping[str, StorageAdapter], copies: _Copies,
-                 retry: A.Retry, stamp: str = "", record_now: Optional[Callable[[EventRecord], None]] = None):
-        self.record_now = record_now   # appends one event to the ledger at once (before a deletion)
+                 retry: A.Retry, stamp: str = "", record_now: Optional[Callable[[List[EventRecord]], None]] = None):
+        self.record_now = record_now   # appends events to the ledger at once (before moves and deletions)
+        #: (target, path) -> the details of the moves aside of it the ledger holds
+        self.recorded_moves: Optional[Callable[[str, str], List[str]]] = None
         self.appended = 0              # events appended that way
         self.stamp = stamp or A.utcnow().strftime("%Y%m%dT%H%M%S%fZ")   # names this run's moved-aside folder
         self.expected = expected
@@ -597,6 +598,8 @@ class _Repairer:
         for _ in range(8):   # each odd object on the way (a link at data/, a folder in the file's place) once
             result = self._copy_once(fix, source, src, dst, size)
             if not isinstance(result, OddObject):
+                if result and not moved and fix.finding.kind == A.NOT_A_FILE:
+                    self.recover_move(fix.target, bag_key(self.bag, fix.path), fix.path)   # moved by a stopped run?
                 return result
             if result.key in moved or not self.move_odd(fix.target, result.key, result.what, fix):
                 self._act(fix, "replace", "failure", f"repair: cannot write the good copy from {source}: "
@@ -618,6 +621,7 @@ class _Repairer:
         try:
             where = A.with_retry(self.retry, lambda: dst.move_aside(self.bag, key, self.stamp))
         except NotFound:
+            self.recover_move(target, key, place)
             return True
         except Exception as exc:
             if not isinstance(exc, (StorageError, OSError)):
@@ -631,8 +635,6 @@ class _Repairer:
 
     def _record_move(self, fix: _Fix, outcome: str, detail: str) -> None:
         self.actions[fix.target].append(RepairAction(fix.target, fix.path, "move-aside", outcome, detail))
-        if outcome == "success":
-            self._record_at_once(self.actions[fix.target][-1])
 
     def _bag_path(self, key: str) -> Optional[str]:
         """The bag path of a root-relative key inside this bag; None for the bag or a folder above it."""
@@ -718,9 +720,9 @@ class _Repairer:
         if self.record_now is not None:
             # In the ledger before the object goes: a crash after the delete cannot lose what it was.
             try:
-                self.record_now(_event("deletion", "warning", "file", self.expected.bag_id, fix.target, fix.path,
-                                       f"repair: about to delete the extra object ({what}): {fix.finding.detail}",
-                                       A.utcnow()))
+                self.record_now([_event("deletion", "warning", "file", self.expected.bag_id, fix.target, fix.path,
+                                        f"repair: about to delete the extra object ({what}): {fix.finding.detail}",
+                                        A.utcnow())])
                 self.appended += 1
             except (StrongroomError, OSError) as exc:
                 self._act(fix, "delete", "failure", f"repair: extra object not deleted: what it is cannot be "
@@ -746,18 +748,40 @@ class _Repairer:
                   if gone else "repair: the extra file is still listed after deletion")
         return gone
 
+    def _gone(self, fix: _Fix) -> bool:
+        """The extra file is no longer there: moved aside by an earlier run (recorded now if that
+        run was stopped before recording it), or removed by someone else."""
+        if not self.recover_move(fix.target, bag_key(self.bag, fix.path), fix.path):
+            self._act(fix, "move-aside", "success", "repair: the extra file is already gone")
+        return True
+
+    def recover_move(self, target: str, key: str, path: str) -> bool:
+        """After a crash: what is no longer at `key` but sits in the aside folder was moved by an
+        earlier run. Its move is recorded now unless the ledger has it (each move once, saying
+        where to). False when nothing of it is aside."""
+        dst = self.adapters[target]
+        places = dst.find_aside(self.bag, key) if dst.can_move_aside else []
+        if not places:
+            return False
+        said = " ".join(self.recorded_moves(target, path)) if self.recorded_moves is not None else ""
+        unsaid = [p for p in places if p not in said]
+        if unsaid:
+            self.actions[target].append(RepairAction(
+                target, path, "move-aside", "success", f"repair: what was at {key} was moved aside to {unsaid[-1]} "
+                                                       "by an earlier run stopped before it could record it; "
+                                                       "nothing was deleted"))
+        return True
+
     def _move_extra(self, fix: _Fix, dst: StorageAdapter) -> bool:
         read = A.read_copy(dst, self.expected.bag_id, fix.path, ["sha256"], self.retry)
         if read.status == "missing":
-            self._act(fix, "move-aside", "success", "repair: the extra file is already gone")
-            return True
+            return self._gone(fix)
         what = f"{read.size} bytes, sha256 {read.digests.get('sha256')}" if read.status == "ok" else \
             (read.detail or read.status)
         try:
             where = A.with_retry(self.retry, lambda: dst.move_aside(self.bag, bag_key(self.bag, fix.path), self.stamp))
         except NotFound:
-            self._act(fix, "move-aside", "success", "repair: the extra file is already gone")
-            return True
+            return self._gone(fix)
         except Exception as exc:
             if not isinstance(exc, (StorageError, OSError, ValueError)):
                 raise
@@ -765,24 +789,32 @@ class _Repairer:
             return False
         self._act(fix, "move-aside", "success", f"repair: extra file moved aside to {where} ({what}); nothing "
                                                 "was deleted")
-        self._record_at_once(self.actions[fix.target][-1])
         return True
 
-    def _record_at_once(self, action: RepairAction) -> None:
-        """Append a move aside to the ledger as it happens: a run killed before its end must not
-        leave an object in the aside folder that no record points to. If that cannot be written
-        now, the run's own record at the end tries again."""
+    def announce_moves(self, fixes: Sequence[_Fix], odd: Mapping[str, Sequence[str]]) -> None:
+        """One ledger append, before anything is moved: every move aside this run may make, and
+        where to. A run stopped before its own record leaves no object aside that the ledger does
+        not point to (the rerun then records the moves themselves, `recover_move`)."""
         if self.record_now is None:
             return
-        try:
-            self.record_now(_event(_ACTION_EVENTS[action.action], action.outcome, "file" if action.path else "replica",
-                                   self.expected.bag_id, action.target, action.path or None, action.detail,
-                                   A.utcnow()))
-        except (StrongroomError, OSError) as exc:
-            log.warning("%s: the move aside is recorded at the end of the bag's audit instead (%s)", self.bag, exc)
-            return
-        action.in_ledger = True
-        self.appended += 1
+        now = A.utcnow()
+        events = []
+        for fix in fixes:
+            dst = self.adapters.get(fix.target)
+            if dst is None or not dst.can_move_aside or not (fix.ref is None or fix.finding.kind == A.NOT_A_FILE):
+                continue
+            what = "what is at" if fix.ref is not None else "the extra file"
+            events.append(_event("quarantine", "warning", "file", self.expected.bag_id, fix.target, fix.path,
+                                 f"repair: about to move aside {what} {bag_key(self.bag, fix.path)} into the aside "
+                                 f"folder {self.stamp} of {fix.target}: {fix.finding.detail}", now))
+        for target, keys in odd.items():
+            for key in keys:
+                events.append(_event("quarantine", "warning", "replica", self.expected.bag_id, target, None,
+                                     f"repair: about to move aside what is at {key} into the aside folder "
+                                     f"{self.stamp} of {target}", now))
+        if events:
+            self.record_now(events)
+            self.appended += len(events)
 
     def _act(self, fix: _Fix, action: str, outcome: str, detail: str, source: Optional[str] = None) -> None:
         self.done.add((fix.target, fix.path))
@@ -881,10 +913,16 @@ def audit_bag(config, catalog: Catalog, bag_id: str, plan: Mapping[str, str], ch
         per_target[f.target or ""].append(f)
 
     repairer = _Repairer(expected, adapters, copies, retry, started.strftime("%Y%m%dT%H%M%S%fZ"),
-                         record_now=lambda event: catalog.append_events([event]))
+                         record_now=catalog.append_events)
+    repairer.recorded_moves = lambda target, path: [
+        e["detail"] or "" for e in catalog.events(bag_id=bag_id, type=["quarantine"]).to_pylist()
+        if e["target"] == target and (e["path"] or "") == path and e["outcome"] == "success"]
     ok_fixes: Set[Tuple[str, str]] = set()
     whole_bag: Dict[str, bool] = {}       # target -> every file of a missing bag was restored
     if repair:
+        repairer.announce_moves([f for t in targets if looks[t].reachable and looks[t].bag_present
+                                 for f in fixes_by_target[t]],
+                                {t: looks[t].odd_keys for t in targets if looks[t].reachable and looks[t].odd_keys})
         for target in targets:
             look = looks[target]
             if not look.reachable:
@@ -1069,8 +1107,6 @@ def _record(catalog: Catalog, config, result: BagAudit, looks: Mapping[str, A.Re
                 events.append(_event("fixity check", "failure" if f.damage else "inconclusive", "file", bag,
                                      ro.target, f.path, f"{f.kind}: {f.detail}", checked_at))
         for a in ro.repairs:
-            if a.in_ledger:
-                continue
             events.append(_event(_ACTION_EVENTS.get(a.action, "replication"), a.outcome,
                                  "file" if a.path else "replica", bag, a.target, a.path or None, a.detail, now))
     for f in result.bag_findings:

@@ -431,6 +431,11 @@ class StorageAdapter(abc.ABC):
             return None
         return st, self.open_file(bag_id, relpath)
 
+    def find_aside(self, bag_id: BagId, key: str) -> List[str]:
+        """Where earlier runs moved what was at `key` (`move_aside`), oldest first; [] if nowhere.
+        Lets a rerun after a crash record a move whose record the crash prevented."""
+        return []
+
     def stream_identity(self, stream) -> Optional[Tuple[int, int, int]]:
         """(device, inode, hard links) of a stream `open_file` returned, where the target has
         such a thing (a file system); None elsewhere. Lets a deep check compare copies' identities

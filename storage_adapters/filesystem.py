@@ -651,6 +651,24 @@ class FilesystemAdapter(StorageAdapter):
                     raise self._failure(exc, loc, writing=True) from None
         return "/".join((str(self.root),) + aside + (new,))
 
+    def find_aside(self, bag_id: BagId, key: str) -> List[str]:
+        try:
+            segments = check_aside_key(bag_id, key)
+        except ValueError:
+            return []
+        out: List[str] = []
+        for stamp, is_dir in self._entries((ASIDE_DIR,)) or ():
+            if not (is_dir and _STAMP.match(stamp)):
+                continue
+            try:
+                with self._dir((ASIDE_DIR, stamp) + segments[:-1], create=False) as fd:
+                    names = sorted(n for n in os.listdir(fd)
+                                   if n == segments[-1] or re.fullmatch(re.escape(segments[-1]) + r"\.\d+", n))
+            except (StorageError, OSError):
+                continue
+            out.extend("/".join((str(self.root), ASIDE_DIR, stamp) + segments[:-1] + (n,)) for n in names)
+        return out
+
     # ------------------------------------------------------------------ reading
 
     def _open_stored(self, bag_id: BagId, relpath: str) -> Tuple[int, os.stat_result]:

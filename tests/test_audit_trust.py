@@ -191,7 +191,9 @@ def test_extra_file_is_moved_aside_not_deleted(capsys, arch):
     assert len(kept) == 1 and kept[0].read_bytes() == b"planted\n"
     assert kept[0].relative_to(aside(arch, "site-c")).parts[1:] == tuple(arch.bag.split("/")) + ("data", "stray.bin")
     events = arch.events(["quarantine"])
-    assert events and "sha256 " + hashlib.sha256(b"planted\n").hexdigest() in events[0]["detail"]
+    assert [e["outcome"] for e in events] == ["warning", "success"]    # announced before, done after
+    assert "sha256 " + hashlib.sha256(b"planted\n").hexdigest() in events[1]["detail"]
+    assert str(kept[0]) in events[1]["detail"]
     assert not arch.events(["deletion"])
     # The moved-aside folder is not a library: list_bags and a later audit ignore it.
     adapter = FilesystemAdapter("site-c", "x", arch.config.target("site-c").root)
@@ -522,13 +524,15 @@ def test_one_bag_folder_seen_by_two_targets_is_one_copy(capsys, arch, monkeypatc
     assert {t: arch.tree(t) for t in ("site-a", "site-b", "site-c")} == before
 
 
-def test_a_move_aside_is_in_the_ledger_as_it_happens(capsys, arch, monkeypatch):
-    """Killed right after moving an extra file aside (before the bag's events are written): the
-    ledger still says where it went."""
+def test_a_move_aside_stopped_before_its_record_is_recorded_by_the_rerun(capsys, arch, monkeypatch):
+    """Stopped right after moving an extra file aside, before the bag's events are written: the
+    ledger already said what would be moved where (one append before any move), and the rerun
+    records the move itself, once, with the place it went."""
     arch.put("site-c", "data/stray.bin", b"planted\n")
+    real = R._record
 
     def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed before the bag's events are written")
+        raise KeyboardInterrupt("stopped before the bag's events are written")
 
     monkeypatch.setattr(R, "_record", killed)
     with pytest.raises(KeyboardInterrupt):
@@ -536,6 +540,25 @@ def test_a_move_aside_is_in_the_ledger_as_it_happens(capsys, arch, monkeypatch):
                     {"site-c": A.check_replica(FilesystemAdapter("site-c", "x", arch.config.target("site-c").root),
                                                A.ExpectedBag.from_catalog(arch.catalog, arch.bag), kind=A.DEEP)})
     moved = [p for p in aside_entries(arch, "site-c") if p.name == "stray.bin"]
-    events = Catalog(arch.config.catalog).events(type=["quarantine"]).to_pylist()
-    assert len(moved) == 1 and len(events) == 1
-    assert str(moved[0]) in events[0]["detail"] and events[0]["path"] == "data/stray.bin"
+    assert len(moved) == 1 and moved[0].read_bytes() == b"planted\n"
+    stamp = moved[0].relative_to(aside(arch, "site-c")).parts[0]
+    intent = Catalog(arch.config.catalog).events(type=["quarantine"]).to_pylist()
+    assert [(e["outcome"], e["path"]) for e in intent] == [("warning", "data/stray.bin")]
+    assert stamp in intent[0]["detail"] and "about to move aside" in intent[0]["detail"]
+    monkeypatch.setattr(R, "_record", real)
+    for _ in range(2):   # the rerun (with the stopped run's check, as the task outputs keep it), then another
+        R.audit_bag(arch.config, arch.catalog, arch.bag, {"site-c": A.DEEP},
+                    {"site-c": A.check_replica(FilesystemAdapter("site-c", "x", arch.config.target("site-c").root),
+                                               A.ExpectedBag.from_catalog(arch.catalog, arch.bag), kind=A.DEEP)
+                     if _ else _stale_check(arch)})
+    done = [e for e in Catalog(arch.config.catalog).events(type=["quarantine"]).to_pylist() if e["outcome"] == "success"]
+    assert len(done) == 1 and str(moved[0]) in done[0]["detail"] and done[0]["path"] == "data/stray.bin"
+
+
+def _stale_check(arch):
+    """The check the stopped run made (it lists the stray file that is now aside)."""
+    check = A.check_replica(FilesystemAdapter("site-c", "x", arch.config.target("site-c").root),
+                            A.ExpectedBag.from_catalog(arch.catalog, arch.bag), kind=A.DEEP)
+    check.extra_payload = ["data/stray.bin"]
+    check.findings.append(A.Finding(A.EXTRA, "site-c", "data/stray.bin", "extra file"))
+    return check
