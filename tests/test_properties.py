@@ -93,6 +93,8 @@ def _manifest_readers(raw: bytes, version: str, algorithm: str, entries: bool = 
 @given(entries=S.manifest_entries(), version=st.sampled_from(["1.0", "0.97"]),
        ending=st.sampled_from(["\n", "\r\n", "\r"]), bom=st.booleans(), shuffle=st.randoms(use_true_random=False),
        upper=st.booleans(), final_break=st.booleans())
+@example(entries={"data/a b.txt": "0" * 64, "data/100% 善本/x": "a" * 64}, version="1.0", ending="\r", bom=False,
+         shuffle=random.Random(0), upper=False, final_break=True)   # CR-only line ends (RFC 8493 allows them)
 def test_manifest_write_then_parse_gives_back_every_pair(entries, version, ending, bom, shuffle, upper, final_break):
     """The digest/path pairs written come back exactly, whatever the line order, line ending
     (LF, CRLF, CR: RFC 8493 allows all three), a UTF-8 BOM, hex case or a missing last break."""
