@@ -445,6 +445,7 @@ RESTORE_FILES = ("metadata/file-attributes.csv", "metadata/formats.csv", "metada
          both=False, payload_only=False)
 @example(hostile=("metadata/empty-directories.txt", b"data/../../escape\n/tmp/x\ndata/a.txt/x\n"), both=True,
          payload_only=True)
+@example(hostile=("bag-info.txt", b""), both=False, payload_only=False)   # site-b's tag files are intact
 @RESTORE_BOX
 def test_restore_never_crashes_on_hostile_tag_files(deposited, hostile, both, payload_only):
     """restore_bag with a hostile tag file on the first copy (or on both, tag manifests agreeing):
