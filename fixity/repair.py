@@ -263,10 +263,15 @@ def judge_payload(expected: A.ExpectedBag, copies: _Copies, adapters: Mapping[st
             for target, problem in damaged[path]:
                 fixes.append(_Fix(target, path, ref, _finding(target, problem), copies.sources(path, target)))
             continue
-        # No copy matches the catalog (or could): the catalog itself is in doubt for this file.
+        # No copy matches the catalog (or could): the catalog itself is in doubt for this file,
+        # unless a copy's own (vouched) manifest agrees with it: then the catalog is corroborated
+        # and the file is damaged everywhere; no count of copies may overwrite that evidence.
         unreadable = [t for t in copies.looks if copies.problems[t].get(path) is not None
                       and copies.problems[t][path].kind == A.UNREADABLE]
-        winner = _majority(expected, copies, adapters, path, damaged[path], n_copies, retry)
+        corroborated = [t for t in copies.looks if copies.usable(t)
+                        and copies.manifest_digest(t, path, expected.primary) == digests.get(expected.primary)]
+        winner = None if corroborated else _majority(expected, copies, adapters, path, damaged[path], n_copies,
+                                                     retry)
         if winner is None:
             what = "; ".join(f"{t}: {p.detail}" for t, p in damaged[path])
             if unreadable:
@@ -400,8 +405,11 @@ def judge_tags(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], ove
             else:
                 # An entry is contradicted when copies of that file exist and none has its digest;
                 # a file no copy holds is not evidence against the tag manifest (it is reported itself).
+                # An entry vouching only for a disqualified copy (a manifest contradicting the
+                # catalog...) contradicts it too: a forged pair never outvotes an intact one.
                 bad = [q for q, d in entries.items()
-                       if cands.get(q) and not any(c.digests.get(alg) == d for c in cands[q].values())]
+                       if cands.get(q) and not any(c.digests.get(alg) == d and (c.qualified or _tm_alg(q))
+                                                   for c in cands[q].values())]
                 lacking = sorted(q for q in fixed if not _tm_alg(q) and q not in entries)
                 if bad:
                     cand.qualified = False
@@ -510,11 +518,20 @@ def tag_fixes(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], refs
                 continue
             fixes.append(_Fix(target, path, ref, f, [t for t in ref.holders if t != target], tag=True))
         for path in sorted(set(look.tag_copies) | set(look.tag_unreadable)):
-            if path not in refs:
+            if path not in refs and not _tag_listed(path, looks):
                 f = A.Finding(A.EXTRA, target, path, "extra file: not a tag file of the bag (no tag manifest "
                                                      "of the good copies lists it)")
                 fixes.append(_Fix(target, path, None, f, tag=True))
     return fixes, doubts
+
+
+def _tag_listed(path: str, looks: Mapping[str, A.ReplicaCheck]) -> bool:
+    """True unless a strict majority of all copies have tag manifests that do not list `path`:
+    a tag file the bag's own tag manifests list is never taken for an extra file (even when no
+    tag manifest can be shown to be right, as when the catalog itself is damaged)."""
+    absent = sum(1 for look in looks.values() if look.reachable and look.bag_present and look.tag_manifests
+                 and not any(path in entries for entries in look.tag_manifests.values()))
+    return absent * 2 <= len(looks)
 
 
 # --------------------------------------------------------------------------------------------

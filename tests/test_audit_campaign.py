@@ -178,14 +178,15 @@ def _forge(arch: Archive, target: str, bag: str, relpath: str, data: bytes) -> N
 
 
 def test_majority_of_three_copies_wins_when_the_catalog_is_in_doubt(capsys, arch):
-    """No copy matches the catalog; two of three copies, and their own manifests, agree: they win."""
+    """No copy matches the catalog, and no copy's own manifest agrees with it either; two of three
+    copies, and their own manifests, agree: they win."""
     bag = arch.bags[0]
     path = "data/part 07/file-07.bin"
     size = len(arch.path("site-a", path, bag).read_bytes())
     majority = random.Random(5).randbytes(size)
     for t in ("site-a", "site-c"):
         _forge(arch, t, bag, path, majority)
-    arch.put("site-b", path, random.Random(6).randbytes(size), bag)
+    _forge(arch, "site-b", bag, path, random.Random(6).randbytes(size))
     untouched = {t: arch.tree(t, bag) for t in ("site-a", "site-c")}
 
     code, s = audit(arch, capsys, "--bag", bag, "--no-repair")
@@ -200,6 +201,32 @@ def test_majority_of_three_copies_wins_when_the_catalog_is_in_doubt(capsys, arch
     assert arch.tree("site-b", bag) == untouched["site-a"]               # its manifests follow the majority
     assert {t: arch.tree(t, bag) for t in ("site-a", "site-c")} == untouched
     assert ("site-b", path) in {(r["target"], r["path"]) for r in s["repaired"]}
+
+
+def test_a_copy_whose_manifest_agrees_with_the_catalog_is_never_outvoted(capsys, arch):
+    """Two copies forged consistently (file, manifests, tag manifests), the third's file damaged
+    but its manifests intact: the catalog and that copy's own manifest agree, so the catalog is
+    not in doubt. No count of copies overwrites that evidence: the file is reported with no good
+    copy, the intact manifests survive (the forged ones are repaired to them)."""
+    bag = arch.bags[0]
+    path = "data/part 07/file-07.bin"
+    size = len(arch.path("site-a", path, bag).read_bytes())
+    original = {n: arch.path("site-b", n, bag).read_bytes() for n in
+                ("manifest-sha256.txt", "manifest-md5.txt", "tagmanifest-sha256.txt", "tagmanifest-md5.txt")}
+    forged = random.Random(5).randbytes(size)
+    for t in ("site-a", "site-c"):
+        _forge(arch, t, bag, path, forged)
+    arch.put("site-b", path, random.Random(6).randbytes(size), bag)
+    payload = {t: arch.path(t, path, bag).read_bytes() for t in ("site-a", "site-b", "site-c")}
+
+    code, s = audit(arch, capsys, "--bag", bag)
+    assert code == 1
+    assert (A.NO_GOOD_COPY, path) in {(r["kind"], r["path"]) for r in s["remaining"]}
+    assert not any(r["kind"] == A.CATALOG_DISAGREES for r in s["remaining"])
+    assert {t: arch.path(t, path, bag).read_bytes() for t in payload} == payload   # no copy overwritten
+    for t in ("site-a", "site-b", "site-c"):
+        for name, data in original.items():
+            assert arch.path(t, name, bag).read_bytes() == data, (t, name)
 
 
 # --------------------------------------------------------------------------------------------
