@@ -241,12 +241,12 @@ def success_counts(arch: FaultArchive) -> Counter:
 def counted_twice(arch: FaultArchive) -> List[tuple]:
     """Steps that happen once per thing and were recorded more than once: a deposit's
     replication, verification and ingestion per bag and target, a repair of one file on one
-    copy (the file is good after the first one), a removal of one extra file."""
+    copy (the file is good after the first one), a removal or move aside of one extra file."""
     twice = []
     for key, n in success_counts(arch).items():
         type_, bag, target, path, head = key
         once = (type_ in ("replication", "ingestion") and path is None) or \
-               (type_ in ("replication", "deletion") and path is not None and head == "repair")
+               (type_ in ("replication", "deletion", "quarantine") and path is not None and head == "repair")
         if once and n > 1:
             twice.append((key, n))
     return twice
