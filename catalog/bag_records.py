@@ -27,20 +27,39 @@ from strongroom.errors import PreservationError
 Reader = Callable[[str], Optional[bytes]]  # bag path -> bytes, or None when the file is absent
 
 BAG_INFO = "bag-info.txt"
+#: bag-info.txt labels every Strongroom bag has (the deposit writes them) and a BagRecord needs.
+REQUIRED_LABELS = ("Strongroom-Collection-Type", "Strongroom-Policy", "External-Identifier")
 
 
 def _lines(data: bytes, file: str, where: str) -> Iterator[Tuple[int, str]]:
-    """(number, line) of a UTF-8 tag file; TagFileError for bytes that are not UTF-8 or a line too long."""
-    text = metadata.decode_tag_text(data, file, where)
-    return ((n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1) if line.rstrip("\r") or n == 1)
+    """(number, line) of a UTF-8 tag file, LF, CR or CRLF line ends (`bagit_spec.split_lines`).
+
+    TagFileError for bytes that are not UTF-8 or a line too long."""
+    return bagit_spec.split_lines(data, file, where)
+
+
+def _manifest_lines(data: bytes, file: str, where: str) -> Iterator[Tuple[int, str]]:
+    """The manifest's lines without blank ones: a blank line is only a warning, and
+    `read_payload_digests` refuses a manifest with any issue at all."""
+    return ((n, line) for n, line in _lines(data, file, where) if line.strip())
 
 
 def bag_version(read: Reader, where: str) -> str:
-    """The rules bagit.txt declares (1.0 when it is absent or unreadable: validation says why)."""
+    """The rules bagit.txt declares (1.0 when it is absent: validation says why).
+
+    A bagit.txt that is present but wrong (an unknown version, an encoding that does not exist
+    or is not a text encoding...) raises TagFileError naming it: the tag files of such a bag
+    cannot be read as it declares, so no catalog record is made from them.
+    """
     raw = read(bagit_spec.BAGIT_TXT)
     if raw is None:
         return bagit_spec.BAGIT_VERSION
-    return bagit_spec.parse_bagit_txt(raw).rules or bagit_spec.BAGIT_VERSION
+    decl = bagit_spec.parse_bagit_txt(raw)
+    errors = [i for i in decl.issues if i.error]
+    if errors:
+        raise TagFileError(errors[0].message, file=bagit_spec.BAGIT_TXT, line=errors[0].line, where=where,
+                           problems=[f"{bagit_spec.BAGIT_TXT}: {i}" for i in errors])
+    return decl.rules or bagit_spec.BAGIT_VERSION
 
 
 def read_bag_info_lines(read: Reader, where: str) -> Dict[str, Tuple[str, int]]:
@@ -73,7 +92,7 @@ def read_payload_digests(read: Reader, where: str, version: str = bagit_spec.BAG
         raw = read(name)
         if raw is None:
             continue
-        entries, issues = bagit_spec.parse_manifest_lines(_lines(raw, name, where), version, alg)
+        entries, issues = bagit_spec.parse_manifest_lines(_manifest_lines(raw, name, where), version, alg)
         if issues:
             first = next((i for i in issues if i.error), issues[0])
             raise TagFileError(f"cannot be read: {first.message}", file=name, line=first.line, where=where,
@@ -126,17 +145,26 @@ def records_from_bag(read: Reader, bag_id: BagId, where: str) -> Tuple[BagRecord
         part, count = bagit_spec.parse_bag_count(count_value)
     except FieldError as exc:
         raise TagFileError(str(exc), file=BAG_INFO, line=number, where=where) from None
+    for label in REQUIRED_LABELS:
+        if not info.get(label):
+            problem = f"has no {label} (every Strongroom bag records it)" if label not in info_lines else \
+                f"{label} is empty (every Strongroom bag records it)"
+            raise TagFileError(problem, file=BAG_INFO, line=info_lines.get(label, ("", 0))[1], where=where)
     created = datetime.strptime(bag_id.stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    bag = BagRecord(
-        bag_id=str(bag_id), library=bag_id.library, collection=bag_id.collection,
-        collection_type=info.get("Strongroom-Collection-Type", ""),
-        title=info.get("Strongroom-Collection-Title") or None,
-        policy=info.get("Strongroom-Policy", ""),
-        external_identifier=info.get("External-Identifier", ""),
-        group_id=info.get("Bag-Group-Identifier", bag_id.group),
-        part=part, part_count=count if count is not None else 1,
-        file_count=len(files), byte_count=total, created_at=created,
-    )
+    try:
+        bag = BagRecord(
+            bag_id=str(bag_id), library=bag_id.library, collection=bag_id.collection,
+            collection_type=info["Strongroom-Collection-Type"],
+            title=info.get("Strongroom-Collection-Title") or None,
+            policy=info["Strongroom-Policy"],
+            external_identifier=info["External-Identifier"],
+            group_id=info.get("Bag-Group-Identifier", bag_id.group),
+            part=part, part_count=count if count is not None else 1,
+            file_count=len(files), byte_count=total, created_at=created,
+        )
+    except ValueError as exc:   # the record's own checks (a collection type it does not know, part > count...)
+        raise TagFileError(f"does not describe a bag the catalog can hold: {exc}", file=BAG_INFO,
+                           where=where) from None
     return bag, files
 
 

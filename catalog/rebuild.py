@@ -223,11 +223,6 @@ def _bag_key(bag: Optional[BagRecord]) -> Optional[BagRecord]:
     return None if bag is None else replace(bag, source_path=None)
 
 
-def _lines(raw: bytes):
-    text = raw.decode("utf-8-sig")
-    return ((n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1) if line.rstrip("\r"))
-
-
 def describe_copy(target, adapter, bag_id: BagId) -> _Copy:
     """Read a copy's catalog records and tag-manifest digests; `read_error` says why it could not."""
     copy = _Copy(target=target, adapter=adapter)
@@ -252,7 +247,7 @@ def describe_copy(target, adapter, bag_id: BagId) -> _Copy:
             raw = read(name)
             if raw is None:
                 continue
-            entries, issues = bagit_spec.parse_manifest_lines(_lines(raw), version, alg)
+            entries, issues = bagit_spec.parse_manifest_lines(bagit_spec.split_lines(raw, name, where), version, alg)
             errors = [str(i) for i in issues if i.error]
             if errors:
                 copy.read_error = f"{name} cannot be read: {'; '.join(errors[:5])}"

@@ -406,6 +406,48 @@ def iter_lines(path: PathLike, encoding: str = TAG_ENCODING, max_chars: int = MA
             yield number, body
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(raw: bytes, file: str, where: Optional[str] = None, max_chars: int = MAX_LINE_CHARS
+                ) -> Iterator[Tuple[int, str]]:
+    """(line number, text) of a UTF-8 tag file held in memory: the same lines `iter_lines` gives.
+
+    For readers that get a tag file's bytes from a storage adapter rather than a path
+    (`catalog.bag_records`, `catalog.rebuild`); one function, so they cannot split lines
+    differently from the validator. Lines end at LF, CR or CRLF (RFC 8493 allows all three) and
+    nowhere else; a leading UTF-8 BOM is dropped; a final line break makes no empty last line.
+    Bytes that are not UTF-8, or a line longer than `max_chars`, raise TagFileError naming
+    `file` (in `where`) and the line.
+    """
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM):]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = len(_LINE_BREAK.findall(raw[:exc.start].decode("utf-8"))) + 1
+        raise TagFileError(f"is not valid UTF-8 (byte {exc.start}: {exc.reason})", file=file, line=number,
+                           where=where) from None
+    return _split_text(text, file, where, max_chars)
+
+
+def _split_text(text: str, file: str, where: Optional[str], max_chars: int) -> Iterator[Tuple[int, str]]:
+    start, number = 0, 0
+    for brk in _LINE_BREAK.finditer(text):
+        number += 1
+        yield number, _bounded(text[start:brk.start()], number, file, where, max_chars)
+        start = brk.end()
+    if start < len(text):
+        yield number + 1, _bounded(text[start:], number + 1, file, where, max_chars)
+
+
+def _bounded(line: str, number: int, file: str, where: Optional[str], max_chars: int) -> str:
+    if len(line) > max_chars:
+        raise TagFileError(f"the line is {len(line)} characters long (at most {max_chars} are accepted)",
+                           file=file, line=number, where=where)
+    return line
+
+
 def bom_issue(path: PathLike, encoding: str) -> Optional[LineIssue]:
     """A UTF-8 byte-order mark in a UTF-8 tag file other than bagit.txt: tolerated, reported.
 
@@ -485,7 +527,7 @@ def parse_bagit_txt(raw: bytes) -> BagitDeclaration:
         number, value = found["Tag-File-Character-Encoding"]
         try:
             codecs.lookup(value)
-        except LookupError:
+        except (LookupError, ValueError):   # ValueError: a NUL in the name ("embedded null character")
             issues.append(LineIssue(number, f"Tag-File-Character-Encoding {_shown(value)} is not a known character "
                                             "encoding; the tag files cannot be read (BagIt tag files are UTF-8)"))
         else:
@@ -778,7 +820,7 @@ __all__ = [
     "parse_version", "is_v1", "bag_info_name", "rules_version",
     "encode_path", "decode_path", "path_problem", "safe_relpath", "canonical_path", "is_payload_path",
     "is_os_metadata", "hashlib_name", "digest_length", "empty_digest", "payload_oxum", "parse_payload_oxum",
-    "has_utf8_bom", "iter_lines", "bom_issue", "parse_bagit_txt", "parse_tag_lines", "read_tag_file",
+    "has_utf8_bom", "iter_lines", "split_lines", "bom_issue", "parse_bagit_txt", "parse_tag_lines", "read_tag_file",
     "parse_manifest_lines", "manifest_algorithm", "read_manifest",
     "manifest_line", "write_manifest", "write_bagit_txt", "tag_line", "write_tag_file",
     "tag_files", "tag_manifest_entries", "write_tag_manifests",

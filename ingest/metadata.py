@@ -26,7 +26,7 @@ from strongroom import NAME, __version__
 
 from . import premis
 from .bagit_spec import (INT64_MAX, INT64_MIN, MAX_FIELD_CHARS, MAX_LINE_CHARS, FieldError, TagFileError,
-                         encode_path, is_payload_path, parse_int, parse_uint, path_problem)
+                         encode_path, is_payload_path, parse_int, parse_uint, path_problem, split_lines)
 from .stage import StagedFile
 from .supplied import SuppliedDigest
 
@@ -110,25 +110,13 @@ def decode_tag_text(raw: bytes, file: str, where: Optional[str] = None,
                     max_line: int = MAX_LINE_CHARS) -> str:
     """A Strongroom tag file's bytes as text: UTF-8 (a BOM is dropped), no line over `max_line`.
 
-    TagFileError names the line of the first byte that is not UTF-8 or of the first line too long.
+    Lines are those `bagit_spec.split_lines` gives (LF, CR or CRLF ends), so a CR-only file is
+    not taken for one long line. TagFileError names the line of the first byte that is not UTF-8
+    or of the first line too long.
     """
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise TagFileError(f"is not valid UTF-8 (byte {exc.start}: {exc.reason})", file=file, line=line,
-                           where=where) from None
-    start, number = 0, 1
-    while start <= len(text):
-        end = text.find("\n", start)
-        stop = len(text) if end < 0 else end
-        if stop - start > max_line + 1:   # + 1: the CR of a CRLF
-            raise TagFileError(f"the line is {stop - start} characters long (at most {max_line} are accepted)",
-                               file=file, line=number, where=where)
-        if end < 0:
-            break
-        start, number = end + 1, number + 1
-    return text
+    for _ in split_lines(raw, file, where, max_line):
+        pass
+    return raw.decode("utf-8-sig")
 
 
 def read_csv_rows(raw: bytes, file: str, columns: Sequence[str], where: Optional[str] = None

@@ -384,3 +384,147 @@ def test_remove_tree_needs_no_recursion(tmp_path):
     os.close(fd)
     remove_tree(top)
     assert not top.exists() and (outside / "keep.txt").read_text() == "keep"
+
+
+# ------------------------------------------------------------------ line ends, bagit.txt, required fields
+# (found by tests/test_properties.py and tests/test_fuzz_parsers.py)
+
+def _cr_only(data: bytes) -> bytes:
+    """The same text with bare CR line ends (RFC 8493 allows LF, CRLF and CR)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r")
+
+
+@pytest.mark.parametrize("raw", [b"", b"a", b"a\n", b"a\n\n", b"a\rb\r\nc\n\nd", b"\xef\xbb\xbfa\r\r",
+                                 b"X: 1\r  two\r\n  three\rY: 2\r", "善本\u2028x\x0cy\r".encode()])
+def test_split_lines_gives_the_lines_the_validator_reads(tmp_path, raw):
+    """Readers of bytes (bag_records, rebuild) and the validator (iter_lines, on a path) split alike."""
+    p = tmp_path / "t.txt"
+    p.write_bytes(raw)
+    assert list(bagit_spec.split_lines(raw, "t.txt")) == list(bagit_spec.iter_lines(p))
+
+
+def test_split_lines_names_the_line_of_bad_bytes_and_of_a_long_line():
+    with pytest.raises(TagFileError) as caught:
+        list(bagit_spec.split_lines(b"a\rb\r\xff", "bag-info.txt", "BAG"))
+    assert str(caught.value).startswith("BAG: bag-info.txt line 3: is not valid UTF-8")
+    with pytest.raises(TagFileError, match="line 2: the line is 65537 characters long"):
+        list(bagit_spec.split_lines(b"a\r" + b"x" * (bagit_spec.MAX_LINE_CHARS + 1), "m.txt"))
+
+
+CR_FILES = ("bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest-md5.txt", ATTR, "metadata/formats.csv")
+
+
+def _make_cr_only(archive, target: str, bag: str) -> None:
+    """Every tag file of the copy with CR line ends, tag manifests included (and agreeing)."""
+    bag_dir = archive.bag_dir(target, bag)
+    for rel in CR_FILES:
+        if (bag_dir / rel).exists():
+            archive.rewrite(target, bag, rel, _cr_only((bag_dir / rel).read_bytes()))
+    for m in bag_dir.glob("tagmanifest-*.txt"):
+        m.write_bytes(_cr_only(m.read_bytes()))
+
+
+def test_records_from_a_bag_with_cr_only_line_ends_are_those_with_lf(archive):
+    """A CR-only manifest or bag-info.txt was read as one line (a wrong digest for a path holding
+    the rest of the file) or refused; now every reader sees the same lines, the validator too."""
+    from fixity.audit import parse_manifest
+    from ingest.validate import validate_bag
+
+    bag = archive.bags[0]
+    where = str(archive.bag_dir("site-a", bag))
+    before = records_from_bag(folder_reader(where), BagId.parse(bag), where)
+    _make_cr_only(archive, "site-a", bag)
+    raw = (Path(where) / "manifest-sha256.txt").read_bytes()
+    assert b"\n" not in raw and raw.count(b"\r") == 2
+    assert records_from_bag(folder_reader(where), BagId.parse(bag), where) == before
+    assert validate_bag(Path(where)).valid
+    table, errors = parse_manifest(raw, "1.0", "sha256")
+    assert errors == [] and sorted(table.column("path").to_pylist()) == ["data/a.txt", "data/b.txt"]
+
+
+def test_catalog_rebuild_reads_cr_only_manifests_and_tag_manifests(archive, capsys):
+    bag = archive.bags[0]
+    want = sorted((f.path, f.sha256) for f in archive.catalog.file_records(bag))
+    for target in ("site-a", "site-b"):
+        _make_cr_only(archive, target, bag)
+    shutil.rmtree(archive.config.catalog)
+    code = main(["--config", str(archive.cfg), "catalog", "rebuild"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    catalog = archive.catalog
+    assert sorted((f.path, f.sha256) for f in catalog.file_records(bag)) == want
+    assert {catalog.replica(bag, t).state for t in ("site-a", "site-b")} == {"verified"}
+
+
+NUL_BAGIT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\x00\n"
+
+
+def test_an_encoding_name_holding_nul_is_a_problem_of_bagit_txt(archive, capsys):
+    """codecs.lookup('UTF-8\\x00') raises ValueError ('embedded null character'), not LookupError:
+    it crashed validate_bag and records_from_bag."""
+    decl = bagit_spec.parse_bagit_txt(NUL_BAGIT)
+    assert decl.encoding is None
+    assert [(i.line, i.error) for i in decl.issues] == [(2, True)] and "not a known" in decl.issues[0].message
+    bag = archive.bags[0]
+    archive.rewrite("site-a", bag, "bagit.txt", NUL_BAGIT)
+    where = str(archive.bag_dir("site-a", bag))
+    with pytest.raises(TagFileError) as caught:
+        records_from_bag(folder_reader(where), BagId.parse(bag), where)
+    assert str(caught.value).startswith(f"{where}: bagit.txt line 2: ")
+    code, report, err = _validate(capsys, Path(where))
+    assert code == 1 and not report["valid"] and "Traceback" not in err
+    assert any(p["path"] == "bagit.txt" and "\\x00" in p["message"] for p in report["problems"]), report
+
+
+def _bag_info_without(archive, bag: str, label: str, value=None) -> bytes:
+    """site-a's bag-info.txt with `label`'s line dropped (value None) or its value replaced."""
+    lines = (archive.bag_dir("site-a", bag) / "bag-info.txt").read_text("utf-8").splitlines(keepends=True)
+    out = []
+    for line in lines:
+        if line.startswith(label + ":"):
+            if value is None:
+                continue
+            line = f"{label}:{' ' if value else ''}{value}\n"
+        out.append(line)
+    return "".join(out).encode("utf-8")
+
+
+#: name -> (how site-a's bag-info.txt is made, phrase the TagFileError must hold)
+INCOMPLETE_INFO = {
+    "empty": (lambda a, b: b"", "bag-info.txt: has no Strongroom-Collection-Type"),
+    "no-policy": (lambda a, b: _bag_info_without(a, b, "Strongroom-Policy"), "bag-info.txt: has no Strongroom-Policy"),
+    "empty-policy": (lambda a, b: _bag_info_without(a, b, "Strongroom-Policy", ""), "Strongroom-Policy is empty"),
+    "no-identifier": (lambda a, b: _bag_info_without(a, b, "External-Identifier"), "has no External-Identifier"),
+    "unknown-type": (lambda a, b: _bag_info_without(a, b, "Strongroom-Collection-Type", "stolen"),
+                     "bag-info.txt: does not describe a bag the catalog can hold: collection_type 'stolen'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INCOMPLETE_INFO))
+def test_a_bag_info_lacking_what_a_bag_record_needs_is_a_tag_file_error(archive, kind):
+    """It raised a bare ValueError from BagRecord.__post_init__, naming neither bag nor file."""
+    make, phrase = INCOMPLETE_INFO[kind]
+    bag = archive.bags[0]
+    archive.rewrite("site-a", bag, "bag-info.txt", make(archive, bag))
+    where = str(archive.bag_dir("site-a", bag))
+    with pytest.raises(TagFileError) as caught:
+        records_from_bag(folder_reader(where), BagId.parse(bag), where)
+    assert str(caught.value).startswith(f"{where}: bag-info.txt") and phrase in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["empty", "no-policy", "unknown-type", "nul-encoding"])
+def test_restore_uses_site_b_when_site_a_has_an_incomplete_bag_info_or_bagit_txt(archive, tmp_path, capsys, kind):
+    bag = archive.bags[0]
+    if kind == "nul-encoding":
+        name, data = "bagit.txt", NUL_BAGIT
+    else:
+        name, data = "bag-info.txt", INCOMPLETE_INFO[kind][0](archive, bag)
+    archive.rewrite("site-a", bag, name, data)
+    dest = tmp_path / "restored"
+    code, out, err = archive.run(capsys, "restore", bag, str(dest))
+    assert code == 0, err
+    assert out["tag_source"] == "site-b"
+    assert (dest / name).read_bytes() == (archive.bag_dir("site-b", bag) / name).read_bytes()
+    assert (dest / "data" / "a.txt").read_bytes() == b"alpha"
+    assert any(name in p for p in out["damaged_replicas"]["site-a"])
+    assert archive.catalog.replica(bag, "site-a").state == "damaged"
