@@ -17,8 +17,12 @@ Why it is built this way:
 * **Inconclusive is not damage.** A read error, timeout or server error is retried
   (`Retry`); if it persists the file is `unreadable` and the replica's outcome is
   `inconclusive`, never `failure`, so nothing is repaired because of it. Only a digest or
-  size mismatch, a confirmed missing file (absent from the listing, or NotFound), or a
-  symbolic link / non-file where a file belongs is damage.
+  size mismatch, a confirmed missing file (absent from the listing, or NotFound), or an odd
+  object (`OddObject`: a link, FIFO, socket, device or folder where a file belongs, or a
+  linked `data/`, bag or collection folder: never followed) is damage.
+* **Independent copies.** Reading a file also gives its identity (device, inode, links) from
+  the descriptor read: files with more than one hard link, and the bag folder's identity, are
+  kept in the check for `fixity.trust` to compare across copies (shared storage is one copy).
 * **Deep and quick.** deep re-reads every payload file and recomputes the policy's primary
   digest (every catalog digest with `all_digests`); quick checks existence, size and any
   checksum the storage keeps itself (S3 full-object checksums) without reading payload bytes.
