@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +42,26 @@ OUTCOMES = (SUCCESS, REPAIRED, FAILURE, INCONCLUSIVE, SKIPPED)
 LIST_LIMIT = 1000     # entries per list in the JSON (the rest counted)
 SCREEN_LINES = 5      # entries per section on screen
 KEEP_DAYS = 90        # summary files older than this are removed by later runs
+
+
+_WHERE = re.compile(r"moved aside to (.+?)(?: \(| by an earlier run|;|\Z)")
+
+
+def repair_text(r: Dict[str, Any]) -> str:
+    """What one successful repair did, in words that match it: a file system never deletes (the
+    extra file or odd object is moved aside, and the screen says where it is kept), an object
+    store deletes only after recording the object's size and sha256 in the ledger."""
+    action, detail = r.get("action"), r.get("detail") or ""
+    if r.get("source"):
+        return f"from {r['source']}"
+    if "already gone" in detail:
+        return "(already gone)"
+    if action == "move-aside":
+        m = _WHERE.search(detail)
+        return f"(moved aside, kept at {m.group(1)})" if m else "(moved aside, nothing deleted)"
+    if action == "delete":
+        return "(deleted, size and sha256 recorded first)"
+    return f"({action})" if action else ""
 
 
 def new_run_id(now: Optional[_dt.datetime] = None) -> str:
@@ -185,9 +206,7 @@ class AuditSummary:
         repaired = self._repaired()
         if repaired:
             lines.append(f"Repaired {len(repaired)} file(s) from good copies (each re-verified):")
-            lines += [f"  {r['bag']} {r['target']}: {r['path']} "
-                      + (f"from {r['source']}" if r["source"] else "(extra file removed)")
-                      for r in repaired[:SCREEN_LINES]]
+            lines += [f"  {r['bag']} {r['target']}: {r['path']} {repair_text(r)}" for r in repaired[:SCREEN_LINES]]
             lines += _more(len(repaired))
         remaining = sorted(self._remaining(), key=lambda r: r["target"] is not None)  # judgements of a bag first
         if remaining:
