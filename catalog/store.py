@@ -39,7 +39,6 @@ TEMP_PREFIX = ".tmp-"
 # Temp names carry their writer, `.tmp-<host>-<pid>-<uuid>`, so a temp whose writer is gone (killed
 # before it could rename or remove it) can be told from one being written right now.
 _HOST = "".join(c if c.isalnum() or c in ".-" else "_" for c in socket.gethostname())[:64] or "host"
-_WRITER = f"{_HOST}-{os.getpid()}"
 STALE_FOREIGN_TEMP_SECONDS = 24 * 3600   # a temp of another host (a shared folder), or of an older naming
 
 
@@ -78,6 +77,7 @@ class Store:
         if not self.root:
             raise ConfigError(f"catalog location {location!r} names no folder or bucket")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self._swept: set = set()   # folders this Store has cleared of killed writers' temps
 
     def __repr__(self) -> str:
         return f"Store({self.location!r})"
@@ -139,6 +139,7 @@ class Store:
         a bare "[Errno 28] No space left on device" does not tell which of the archive's
         folders (catalog, staging, a replica) ran out. Nothing is left half-written: the temp
         file is removed and the final name never appears."""
+        self._sweep(folder)
         try:
             yield
         except CatalogError:
@@ -202,6 +203,20 @@ class Store:
         fsync_dir(base)
         return True
 
+    def _sweep(self, folder: str) -> None:
+        """Before this Store's first write into `folder`: remove the temps that killed writers left
+        there (a kill -9 between writing a temp and renaming it). Where it belongs, every writer
+        cleans up: one listing per folder per opened catalog, and a live writer's temp (this host,
+        its pid alive) is never touched. Best effort: a folder that cannot be listed or cleaned
+        is left to the write itself to report."""
+        if folder in self._swept or not self.is_local:
+            return
+        self._swept.add(folder)
+        try:
+            self.remove_stale_temps((folder,))
+        except OSError:
+            pass
+
     def remove_stale_temps(self, folders) -> List[str]:
         """Remove the temp files that killed writers left in `folders` (local catalogs only; an
         object store has none: a PUT is whole or absent). A temp of a live process of this host
@@ -237,7 +252,9 @@ class Store:
             out.write(data)
 
     def _write_temp(self, base: str, data: bytes) -> str:
-        tmp = os.path.join(base, f"{TEMP_PREFIX}{_WRITER}-{uuid.uuid4().hex}")
+        # The pid now, not at import: a forked worker's temps must carry its own pid, or a parent
+        # that exits would make them look like a dead writer's while the child still writes them.
+        tmp = os.path.join(base, f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
@@ -262,7 +279,7 @@ def _writer_host(rest: str) -> Optional[str]:
 def _writer_alive(rest: str) -> bool:
     """True if the temp's writer is a live process of this host."""
     parts = rest.rsplit("-", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or parts[0] != _HOST:
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()) or parts[0] != _HOST:
         return False
     pid = int(parts[1])
     if pid == os.getpid():

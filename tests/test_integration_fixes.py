@@ -5,6 +5,10 @@ and deep folders replicated without recursion."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import subprocess
+import sys
+import uuid
 
 from fixity.due import Selection
 from fixity.repair import REPAIRED, BagAudit, RepairAction, ReplicaOutcome
@@ -37,3 +41,58 @@ def test_summary_names_what_each_repair_did():
     assert "data/extra.txt (moved aside, kept at .aside/20260102T000000Z/data/extra.txt)" in text
     assert "data/link (moved aside, kept at .aside/X/data/link)" in text
     assert "data/gone.txt (deleted, size and sha256 recorded first)" in text
+
+
+# ------------------------------------------------------------------------------------------
+# 2. a killed writer's temp in the catalog is removed by the next writer, a live one's never
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_next_writer_removes_a_killed_writers_ledger_temp(tmp_path):
+    """A kill -9 between writing a ledger temp and linking it left `.tmp-<host>-<pid>-<uuid>` in
+    events/ for ever (no rerun removed it); the next append now does, and leaves a live
+    writer's temp alone."""
+    from catalog.catalog import Catalog
+    from catalog.schema import EventRecord
+    from catalog.store import TEMP_PREFIX, _HOST
+
+    cat = Catalog(str(tmp_path / "catalog"))
+    cat.append_events([EventRecord("ingestion", "success")])
+    events = tmp_path / "catalog" / "events"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = events / f"{TEMP_PREFIX}{_HOST}-{_dead_pid()}-{uuid.uuid4().hex}"
+        alive = events / f"{TEMP_PREFIX}{_HOST}-{live.pid}-{uuid.uuid4().hex}"
+        mine = events / f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
+        for p in (dead, alive, mine):
+            p.write_bytes(b"half a segment")
+        again = Catalog(str(tmp_path / "catalog"))     # the rerun opens the catalog anew
+        assert again.append_events([EventRecord("fixity check", "success")]) == "seg-000000000001"
+        assert not dead.exists()
+        assert alive.exists() and mine.exists()
+        # a second append of the same run lists events/ no more (one sweep per folder)
+        dead2 = events / f"{TEMP_PREFIX}{_HOST}-{_dead_pid()}-{uuid.uuid4().hex}"
+        dead2.write_bytes(b"x")
+        again.append_events([EventRecord("fixity check", "success")])
+        assert dead2.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_next_writer_removes_a_killed_writers_table_temp(tmp_path):
+    from catalog.catalog import Catalog
+    from catalog.schema import ReplicaRecord
+    from catalog.store import TEMP_PREFIX, _HOST
+
+    cat = Catalog(str(tmp_path / "catalog"))
+    (tmp_path / "catalog" / "replicas").mkdir(parents=True)
+    dead = tmp_path / "catalog" / "replicas" / f"{TEMP_PREFIX}{_HOST}-{_dead_pid()}-{uuid.uuid4().hex}"
+    dead.write_bytes(b"half a record")
+    cat.record_replica(ReplicaRecord(bag_id="lib/col/bag-1", target="site-a", site="a", state="pending"))
+    assert not dead.exists()
