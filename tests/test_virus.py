@@ -458,6 +458,13 @@ def test_report_shows_virus_counts_and_definitions_age(clamd, tmp_path, capsys, 
     zh = Translator("zh").t("ndsa.integrity.virus_check.finding", **params)
     assert "1 of 1 bags virus-checked clean (2 files scanned); 0 infected" in en and "0 day(s) old" in en
     assert "扫描 2 个文件" in zh and "已有 0 天" in zh
+    import reports
+    from policies.config import load_config
+
+    for lang, text in (("en", "1 of 1 bags virus-checked clean (2 files scanned)"), ("zh", "扫描 2 个文件")):
+        written = reports.write_all(load_config(config), tmp_path / "reports" / lang, lang=lang)
+        html = next(p for p in written if "preservation" in str(p) and str(p).endswith(".html"))
+        assert text in Path(html).read_text("utf-8"), lang
 
 
 def test_policy_values_and_errors(tmp_path):
