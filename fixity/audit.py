@@ -657,20 +657,19 @@ def read_tag_file(adapter: StorageAdapter, bag_id: BagId, path: str, algorithms:
     return with_retry(retry, read)
 
 
-def _lines(data: bytes) -> Iterator[Tuple[int, str]]:
-    """(number, text) of each line, UTF-8 (BOM skipped), CR/LF/CRLF endings; decoded lazily."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    number = 0
-    for raw in io.BytesIO(data):
-        number += 1
-        line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
-        for part in line.split("\r"):  # bare CR line ends
-            yield number, part
+def _lines(data: bytes, file: str = "tag file", where: Optional[str] = None) -> Iterator[Tuple[int, str]]:
+    """(number, text) of each line of a tag file read from a copy: `bagit_spec.split_lines`, the
+    one splitter every reader of tag files shares (LF, CR and CRLF line ends, a UTF-8 BOM
+    dropped, lines bounded). Bytes that are not UTF-8 or an overlong line raise TagFileError
+    naming `file` and the line."""
+    return bagit_spec.split_lines(data, file, where)
 
 
-def parse_manifest(data: bytes, version: str, algorithm: str) -> Tuple[pa.Table, List[str]]:
-    """(path, digest) table of a (tag) manifest, and its errors. Parsed in slices: no object per line kept."""
+def parse_manifest(data: bytes, version: str, algorithm: str, file: Optional[str] = None,
+                   where: Optional[str] = None) -> Tuple[pa.Table, List[str]]:
+    """(path, digest) table of a (tag) manifest, and its errors. Parsed in slices: no object per
+    line kept. Raises TagFileError (naming `file`, default `manifest-<algorithm>.txt`, and the
+    line) for bytes that are not UTF-8 or an overlong line."""
     paths: List[pa.Array] = []
     digests: List[pa.Array] = []
     errors: List[str] = []
@@ -683,7 +682,7 @@ def parse_manifest(data: bytes, version: str, algorithm: str) -> Tuple[pa.Table,
         digests.append(pa.array([e.digest for e in entries], pa.string()))
         batch.clear()
 
-    for item in _lines(data):
+    for item in _lines(data, file or f"manifest-{algorithm}.txt", where):
         batch.append(item)
         if len(batch) >= 20000:
             flush()
@@ -1001,9 +1000,9 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
             check.manifest_state[alg] = "agrees"
             continue
         try:
-            table, errors = parse_manifest(raw, version, alg)
-        except UnicodeDecodeError as exc:
-            table, errors = None, [f"not UTF-8 ({exc.reason})"]
+            table, errors = parse_manifest(raw, version, alg, name)
+        except bagit_spec.TagFileError as exc:
+            table, errors = None, [exc.message]
         if errors:
             check.manifest_state[alg] = "invalid: " + "; ".join(errors[:5])
             continue
@@ -1029,9 +1028,9 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
         if not m or alg not in SUPPORTED:
             continue
         try:
-            table, errors = parse_manifest(kept[path], version, alg)
-        except UnicodeDecodeError as exc:
-            table, errors = None, [f"not UTF-8 ({exc.reason})"]
+            table, errors = parse_manifest(kept[path], version, alg, path)
+        except bagit_spec.TagFileError as exc:
+            table, errors = None, [exc.message]
         if errors:
             check.tag_manifest_errors[alg] = "; ".join(errors[:5])
             continue
@@ -1045,9 +1044,9 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
 def _bag_info_issues(raw: bytes, version: str, expected: ExpectedBag) -> List[str]:
     """What bag-info.txt says that the catalog contradicts (Payload-Oxum, External-Identifier)."""
     try:
-        items, issues = bagit_spec.parse_tag_lines(_lines(raw), version)
-    except UnicodeDecodeError as exc:
-        return [f"bag-info.txt is not UTF-8 ({exc.reason})"]
+        items, issues = bagit_spec.parse_tag_lines(_lines(raw, "bag-info.txt"), version)
+    except bagit_spec.TagFileError as exc:
+        return [exc.message]
     problems = [f"bag-info.txt: {i}" for i in issues if i.error]
     info: Dict[str, str] = {}
     for label, value in items:

@@ -96,3 +96,36 @@ def test_next_writer_removes_a_killed_writers_table_temp(tmp_path):
     dead.write_bytes(b"half a record")
     cat.record_replica(ReplicaRecord(bag_id="lib/col/bag-1", target="site-a", site="a", state="pending"))
     assert not dead.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# 3. the audit splits tag files with bagit_spec.split_lines
+
+
+def test_audit_lines_number_cr_only_lines():
+    """CR-only files were all "line 1" (`_lines(b"a\\rb\\rc")` gave [(1,'a'),(1,'b'),(1,'c')])."""
+    from fixity import audit as A
+
+    assert list(A._lines(b"a\rb\rc")) == [(1, "a"), (2, "b"), (3, "c")]
+    assert list(A._lines(b"\xef\xbb\xbfa\r\nb\n\nc\r")) == [(1, "a"), (2, "b"), (3, ""), (4, "c")]
+
+
+def test_audit_manifest_not_utf8_or_overlong_is_a_named_problem_not_an_exception():
+    """A manifest with bytes that are not UTF-8 raised a bare UnicodeDecodeError (the caller
+    said "not UTF-8" without file or line) and a line of any length was accepted."""
+    import pytest
+
+    from fixity import audit as A
+    from ingest import bagit_spec
+
+    digest = "0" * 64
+    bad = f"{digest}  data/a.txt\r{digest}  data/b\xff.txt\r".encode("latin-1")
+    with pytest.raises(bagit_spec.TagFileError) as err:
+        A.parse_manifest(bad, "1.0", "sha256")
+    assert err.value.file == "manifest-sha256.txt" and err.value.line == 2
+    long = f"{digest}  data/{'x' * (bagit_spec.MAX_LINE_CHARS + 10)}\n".encode()
+    with pytest.raises(bagit_spec.TagFileError) as err:
+        A.parse_manifest(long, "1.0", "sha256", "tagmanifest-sha256.txt")
+    assert err.value.file == "tagmanifest-sha256.txt" and "characters long" in err.value.problem
+    problems = A._bag_info_issues(b"Payload-Oxum: 1.1\rBad: \xff\r", "1.0", None)
+    assert problems == ["bag-info.txt line 2: is not valid UTF-8 (byte 23: invalid start byte)"]
