@@ -32,6 +32,16 @@ def clamd_binary() -> str:
     raise RuntimeError("clamd not found: install Debian's clamav-daemon (.ci/run does)")
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL it when the test process dies (a killed pytest leaves no clamd)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Clamd:
     """One clamd process on `self.socket`; stop() kills it, start() brings it back."""
 
@@ -104,7 +114,7 @@ class Clamd:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         self.proc = subprocess.Popen([clamd_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

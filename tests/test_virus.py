@@ -500,3 +500,26 @@ def test_clamav_config_errors(tmp_path):
         config.write_text(text[:start] + "\n" + bad + text[end:], "utf-8")
         with pytest.raises(ConfigError, match=message):
             load_config(config)
+
+
+def test_tcp_endpoint(tmp_path):
+    from ingest.clamd import Endpoint, scan_bytes, split_endpoint
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\0\0\0\0"):
+                data += conn.recv(4096)
+            conn.sendall(b"stream: Test.Sig FOUND\0")
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert scan_bytes(Endpoint(host="127.0.0.1", port=port, timeout=5), b"abc") == "Test.Sig"
+    assert split_endpoint("av.example.org:3310") == (None, "av.example.org", 3310)
+    assert split_endpoint("/run/clamav/clamd.ctl") == ("/run/clamav/clamd.ctl", None, None)
