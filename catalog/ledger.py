@@ -55,12 +55,12 @@ FOLDER = "events"
 # Derived, disposable copy of a chain prefix, so queries read one file instead of thousands of
 # segments. Never part of the chain; `verify_ledger` checks it against the segments too.
 CACHE_FOLDER = "ledger-cache"
-CACHE_RE = re.compile(r"^upto-(\d{12})-[0-9a-f]{32}\.parquet$")
+CACHE_RE = re.compile(r"^upto-([0-9]{12})-[0-9a-f]{32}\.parquet\Z")
 KEY_CACHE_UPTO = b"strongroom.ledger_cache.upto"
 KEY_CACHE_HEAD = b"strongroom.ledger_cache.head_sha256"
 SEQ_COLUMN = "_seq"
 GENESIS = "0" * 64
-SEGMENT_RE = re.compile(r"^seg-(\d{12})\.parquet$")
+SEGMENT_RE = re.compile(r"^seg-([0-9]{12})\.parquet\Z")
 KEY_SEQ = b"strongroom.ledger.seq"
 KEY_PREV = b"strongroom.ledger.prev_sha256"
 KEY_CONTENT = b"strongroom.ledger.content_sha256"

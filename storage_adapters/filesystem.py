@@ -93,15 +93,17 @@ NAME_MAX = 255
 #: Where repair moves odd objects and extra files: `<root>/ASIDE_DIR/<stamp>/<LIB>/<COLL>/<bag>/...`.
 #: Its name starts with a dot, so it is never taken for a library by list_bags.
 ASIDE_DIR = ".strongroom-aside"
-_STAMP = re.compile(r"^\d{8}T\d{6}(\d{0,6})Z$")
+_STAMP = re.compile(r"^[0-9]{8}T[0-9]{6}([0-9]{0,6})Z\Z")
 _O_PATH = getattr(os, "O_PATH", 0)
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = os.O_NOFOLLOW
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_BAG_NAME = re.compile(r"^\d{8}T\d{6}Z-\d+$")
+# ASCII digits and \Z, never \d and $: these read folder names from a replica (rebuild, list_bags,
+# the aside folder); an Arabic-Indic digit or a trailing newline must not pass for a bag or stamp.
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_BAG_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9]+\Z")
 
 # link() errors meaning "this file system has no hard links" (FAT/exFAT, some SMB mounts).
 _NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.EMLINK}
@@ -136,7 +138,7 @@ _SYNCFS_DURABLE = {
 def _kernel_release() -> Optional[Tuple[int, int]]:
     if not sys.platform.startswith("linux"):
         return None
-    numbers = re.findall(r"\d+", os.uname().release)
+    numbers = re.findall(r"[0-9]+", os.uname().release)
     return (int(numbers[0]), int(numbers[1])) if len(numbers) >= 2 else None
 
 
@@ -663,7 +665,7 @@ class FilesystemAdapter(StorageAdapter):
             try:
                 with self._dir((ASIDE_DIR, stamp) + segments[:-1], create=False) as fd:
                     names = sorted(n for n in os.listdir(fd)
-                                   if n == segments[-1] or re.fullmatch(re.escape(segments[-1]) + r"\.\d+", n))
+                                   if n == segments[-1] or re.fullmatch(re.escape(segments[-1]) + r"\.[0-9]+", n))
             except (StorageError, OSError):
                 continue
             out.extend("/".join((str(self.root), ASIDE_DIR, stamp) + segments[:-1] + (n,)) for n in names)

@@ -129,3 +129,49 @@ def test_audit_manifest_not_utf8_or_overlong_is_a_named_problem_not_an_exception
     assert err.value.file == "tagmanifest-sha256.txt" and "characters long" in err.value.problem
     problems = A._bag_info_issues(b"Payload-Oxum: 1.1\rBad: \xff\r", "1.0", None)
     assert problems == ["bag-info.txt line 2: is not valid UTF-8 (byte 23: invalid start byte)"]
+
+
+# ------------------------------------------------------------------------------------------
+# 4. replica folder names and ledger file names: ASCII digits, no trailing newline
+
+
+def test_list_bags_takes_only_ascii_bag_folder_names(tmp_path):
+    """`list_bags` (rebuild reads it) took "...Z-١" (an Arabic-Indic 1) and "...Z-1\\n" for bag
+    folders: BagId.parse then refused them with an exception, stopping the listing."""
+    from ingest.naming import BagId
+    from storage_adapters.filesystem import FilesystemAdapter
+
+    root = tmp_path / "site-a"
+    for name in ("20260102T030405Z-1", "20260102T030405Z-\u0661", "20260102T030405Z-2\n",
+                 "\u0662\u0660260102T030405Z-3"):
+        (root / "lib" / "coll" / name).mkdir(parents=True)
+    (root / "lib\n" / "coll" / "20260102T030405Z-4").mkdir(parents=True)
+    adapter = FilesystemAdapter("site-a", "here", root)
+    assert [str(b) for b in adapter.list_bags()] == [str(BagId.parse("lib/coll/20260102T030405Z-1"))]
+
+
+def test_aside_stamp_is_ascii_digits_without_newline(tmp_path):
+    import pytest
+
+    from ingest.naming import BagId
+    from storage_adapters.filesystem import FilesystemAdapter
+
+    root = tmp_path / "site-a"
+    bag = BagId.parse("lib/coll/20260102T030405Z-1")
+    (root / "lib" / "coll" / "20260102T030405Z-1" / "data").mkdir(parents=True)
+    (root / "lib" / "coll" / "20260102T030405Z-1" / "data" / "x.txt").write_bytes(b"x")
+    adapter = FilesystemAdapter("site-a", "here", root)
+    for stamp in ("20260102T030405Z\n", "2026010\u0662T030405Z"):
+        with pytest.raises(ValueError):
+            adapter.move_aside(bag, "lib/coll/20260102T030405Z-1/data/x.txt", stamp)
+    assert (root / "lib" / "coll" / "20260102T030405Z-1" / "data" / "x.txt").exists()
+
+
+def test_ledger_takes_only_ascii_segment_names():
+    from catalog.ledger import CACHE_RE, SEGMENT_RE
+
+    assert SEGMENT_RE.match("seg-000000000001.parquet")
+    assert not SEGMENT_RE.match("seg-000000000001.parquet\n")
+    assert not SEGMENT_RE.match("seg-00000000000\u0661.parquet")
+    assert not CACHE_RE.match(f"upto-00000000000\u0661-{'0' * 32}.parquet")
+    assert not CACHE_RE.match(f"upto-000000000001-{'0' * 32}.parquet\n")
