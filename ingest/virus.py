@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -299,16 +300,10 @@ def premis_parts(record: dict, bag_id: str, when: str):
                          note=agent_note(record))
     detail = (f"every payload file streamed to clamd (INSTREAM) while being staged; policy virus_check: "
               f"{record['mode']}, large_files: {record['large_files']}")
-    event = premis.Event("UUID", _uuid(), "virus check", when, detail, record["outcome"], detail_text(record),
+    event = premis.Event("UUID", str(uuid.uuid4()), "virus check", when, detail, record["outcome"], detail_text(record),
                          agents=(agent_id, ("local", "strongroom", "executing program")),
                          objects=(("strongroom-bag", bag_id, "source"),))
     return event, agent
-
-
-def _uuid() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 # --- infected files ---------------------------------------------------------------------------
