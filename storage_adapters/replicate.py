@@ -88,24 +88,33 @@ def _supported(algorithm: str) -> Optional[str]:
 
 
 def _walk_bag(bag_dir: Path, problems: List[str]) -> List[str]:
-    """Every regular file of the bag, as bag paths; symbolic links and special files are problems."""
+    """Every regular file of the bag, as bag paths; symbolic links and special files are problems.
+
+    Depth first in name order, with an explicit stack of folder listings: a bag nested deeper
+    than Python's recursion limit (1,000 levels) is walked like any other."""
     found: List[str] = []
-
-    def walk(folder: Path, prefix: str) -> None:
-        with os.scandir(folder) as it:
-            for entry in sorted(it, key=lambda e: e.name):
-                rel = prefix + entry.name
-                if entry.is_symlink():
-                    problems.append(f"{rel}: is a symbolic link; a bag to be stored holds regular files only")
-                elif entry.is_dir(follow_symlinks=False):
-                    walk(Path(entry.path), rel + "/")
-                elif entry.is_file(follow_symlinks=False):
-                    found.append(rel)
-                else:
-                    problems.append(f"{rel}: is not a regular file")
-
-    walk(bag_dir, "")
+    stack: List[Tuple[str, Iterator[os.DirEntry]]] = [("", iter(_sorted_entries(bag_dir)))]
+    while stack:
+        prefix, entries = stack[-1]
+        for entry in entries:
+            rel = prefix + entry.name
+            if entry.is_symlink():
+                problems.append(f"{rel}: is a symbolic link; a bag to be stored holds regular files only")
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append((rel + "/", iter(_sorted_entries(entry.path))))
+                break
+            elif entry.is_file(follow_symlinks=False):
+                found.append(rel)
+            else:
+                problems.append(f"{rel}: is not a regular file")
+        else:
+            stack.pop()
     return found
+
+
+def _sorted_entries(folder) -> List[os.DirEntry]:
+    with os.scandir(folder) as it:
+        return sorted(it, key=lambda e: e.name)
 
 
 def bag_inventory(bag_dir) -> BagInventory:

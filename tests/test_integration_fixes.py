@@ -175,3 +175,57 @@ def test_ledger_takes_only_ascii_segment_names():
     assert not SEGMENT_RE.match("seg-00000000000\u0661.parquet")
     assert not CACHE_RE.match(f"upto-00000000000\u0661-{'0' * 32}.parquet")
     assert not CACHE_RE.match(f"upto-000000000001-{'0' * 32}.parquet\n")
+
+
+# ------------------------------------------------------------------------------------------
+# 5. the replicator's bag walk is iterative, in the order the recursive one had
+
+
+def _recursive_walk(bag_dir, problems):
+    """The recursive walk `_walk_bag` had (the reference order)."""
+    found = []
+
+    def walk(folder, prefix):
+        with os.scandir(folder) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    problems.append(f"{rel}: is a symbolic link; a bag to be stored holds regular files only")
+                elif entry.is_dir(follow_symlinks=False):
+                    walk(entry.path, rel + "/")
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(rel)
+                else:
+                    problems.append(f"{rel}: is not a regular file")
+
+    walk(bag_dir, "")
+    return found
+
+
+def test_walk_bag_order_and_problems_match_the_recursive_walk(tmp_path):
+    from storage_adapters.replicate import _walk_bag
+
+    for rel in ("b.txt", "a/z.txt", "a/b/c.txt", "a/b/a.txt", "a-b.txt", "a.b/x", "data/é.txt", "data/E/1"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(rel.encode())
+    (tmp_path / "a" / "empty").mkdir()
+    os.symlink("b.txt", tmp_path / "a" / "link")
+    os.mkfifo(tmp_path / "data" / "fifo")
+    want_problems, got_problems = [], []
+    want = _recursive_walk(tmp_path, want_problems)
+    assert _walk_bag(tmp_path, got_problems) == want and got_problems == want_problems
+    assert len(want) == 8 and len(want_problems) == 2
+
+
+def test_walk_bag_takes_a_bag_deeper_than_the_recursion_limit(tmp_path):
+    """1,100 folders deep: the recursive walk died with RecursionError."""
+    from strongroom.fstree import remove_tree
+    from storage_adapters.replicate import _walk_bag
+    from tests.test_deposit_deep import _deep_rel, _deep_source
+
+    bag = _deep_source(tmp_path / "bag", 1100)
+    try:
+        problems = []
+        assert _walk_bag(bag, problems) == [_deep_rel(1100), "top.txt"] and problems == []
+    finally:
+        remove_tree(bag)
