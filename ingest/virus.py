@@ -43,6 +43,7 @@ MODES = ("required", "warn", "off")
 LARGE_FILES = ("scan-in-chunks", "refuse", "skip-and-record")
 OVERLAP = 1 << 20  # bytes repeated at the start of the next chunk of a large file
 QUARANTINE = "quarantine"
+STALE_DAYS = 7  # older definitions are said at every deposit (freshclam updates daily)
 ENV_ENDPOINT = "STRONGROOM_CLAMAV"  # overrides `clamav:` (a socket path or host:port)
 
 
@@ -223,8 +224,17 @@ def setup(config, policy, *, quarantine_dir: Path, source: str = "", no_virus_ch
                                     path=str(config.path), key="clamav", rerun_helps=True)
         return VirusSetup("warn", large, None, None, endpoint.describe(), None, source,
                           [f"not virus-checked: {exc} (policy says virus_check: warn)"])
+    warnings = []
+    built = engine.db_datetime
+    if built is None:
+        warnings.append(f"{endpoint.describe()} reports no signature database version ({engine.raw}); "
+                        f"its definitions' age is unknown")
+    elif (datetime.now(timezone.utc) - built).days > STALE_DAYS:
+        warnings.append(f"{endpoint.describe()}: signature database {engine.db_version} is "
+                        f"{(datetime.now(timezone.utc) - built).days} days old (built {engine.db_date}); "
+                        f"is freshclam running?")
     return VirusSetup(mode, large, Scanner(endpoint, mode, large), engine, endpoint.describe(),
-                      quarantine_dir, source)
+                      quarantine_dir, source, warnings)
 
 
 def refuse_no_check(policy) -> None:

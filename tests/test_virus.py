@@ -523,3 +523,14 @@ def test_tcp_endpoint(tmp_path):
     assert scan_bytes(Endpoint(host="127.0.0.1", port=port, timeout=5), b"abc") == "Test.Sig"
     assert split_endpoint("av.example.org:3310") == (None, "av.example.org", 3310)
     assert split_endpoint("/run/clamav/clamd.ctl") == ("/run/clamav/clamd.ctl", None, None)
+
+
+def test_stale_definitions_are_said_at_deposit(clamd, tmp_path, capsys, monkeypatch):
+    import ingest.virus as virus
+    from ingest.clamd import EngineVersion
+
+    monkeypatch.setattr(virus, "version", lambda ep: EngineVersion(
+        "ClamAV 1.4.6", "27000", "Mon Jan  5 09:00:00 2026", "ClamAV 1.4.6/27000/Mon Jan  5 09:00:00 2026"))
+    config = make_archive(tmp_path, clamd, monkeypatch=monkeypatch)
+    code, out, err = deposit(capsys, config, source_tree(tmp_path / "src", {"a.txt": b"a"}))
+    assert code == 0 and "signature database 27000 is" in err and "days old" in err and "freshclam" in err
