@@ -34,15 +34,14 @@ from .scan import ScanResult
 
 # The layout of a replica root: LIB/COLL/YYYYMMDDTHHMMSSZ-N/bagit.txt (ingest.naming)
 _ARCHIVE_BAG = re.compile(r"(?:^|/)([A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/"
-                          r"[0-9]{8}T[0-9]{6}Z-[0-9]+)/bagit\.txt$")  # ASCII digits only
+                          r"[0-9]{8}T[0-9]{6}Z-[0-9]+)/bagit\.txt\Z")  # ASCII digits only, no trailing newline
 _BAG_ID_LINE = re.compile(rb"^Strongroom-Bag-Id:[ \t]*(\S+)[ \t]*\r?$", re.MULTILINE)
 #: The deepest a file may sit below the source root, in folders. BagIt (RFC 8493) sets no limit,
-#: and scanning, staging, bagging and validating take any depth (no recursion; PATH_MAX 4096 is
-#: ~2,000 one-letter levels); but the storage adapters' bag walks still recurse once per level
-#: (storage_adapters.filesystem `_walk`, storage_adapters.replicate `_walk_bag`), and a copy
-#: that dies half way with RecursionError is worse than a clear refusal up front. 500 keeps a
-#: 2x margin under Python's recursion limit of 1,000; raise it once those walks are iterative.
-MAX_FOLDER_DEPTH = 500
+#: and scanning, staging, bagging, validating and the storage adapters' bag walks take any depth
+#: (no recursion, explicit stacks). The bound left is PATH_MAX (4,096 bytes): ~2,000 one-letter
+#: levels for a full path, less the staging and replica roots in front. 1,500 stays clear of it
+#: for short names; a copy that dies half way on a path too long is worse than a clear refusal.
+MAX_FOLDER_DEPTH = 1500
 _BAG_INFO_LIMIT = 1 << 20  # bag-info.txt of a Strongroom bag is a few hundred bytes
 
 
