@@ -111,9 +111,14 @@ class AuditSummary:
         out = []
         for bag in self.bags:
             for r in bag.replicas:
+                # Why a repair did not take (the disk is full, no good copy...): said with the damage it left.
+                failed = {a.path: a.detail for a in r.repairs if a.outcome != "success"}
                 for f in r.remaining:
-                    out.append({"bag": bag.bag_id, "target": r.target, "kind": f.kind, "path": f.path,
-                                "detail": f.detail, "audited": r.audited})
+                    entry = {"bag": bag.bag_id, "target": r.target, "kind": f.kind, "path": f.path,
+                             "detail": f.detail, "audited": r.audited}
+                    if f.path in failed:
+                        entry["repair"] = failed[f.path]
+                    out.append(entry)
             for f in bag.bag_findings:
                 if f.damage:
                     out.append({"bag": bag.bag_id, "target": None, "kind": f.kind, "path": f.path, "detail": f.detail,
@@ -211,7 +216,8 @@ class AuditSummary:
         remaining = sorted(self._remaining(), key=lambda r: r["target"] is not None)  # judgements of a bag first
         if remaining:
             lines.append(f"DAMAGE REMAINS ({len(remaining)}):")
-            lines += [f"  {r['bag']} {r['target'] or '(all copies)'}: {r['kind']} {r['path'] or ''} {r['detail']}"[:200]
+            lines += [(f"  {r['bag']} {r['target'] or '(all copies)'}: {r['kind']} {r['path'] or ''} {r['detail']}"[:200]
+                       + (f"; {r['repair']}"[:200] if r.get("repair") else ""))
                       for r in remaining[:SCREEN_LINES]]
             lines += _more(len(remaining))
         inconclusive = self._inconclusive()

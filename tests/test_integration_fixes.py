@@ -229,3 +229,22 @@ def test_walk_bag_takes_a_bag_deeper_than_the_recursion_limit(tmp_path):
         assert _walk_bag(bag, problems) == [_deep_rel(1100), "top.txt"] and problems == []
     finally:
         remove_tree(bag)
+
+
+def test_summary_says_why_a_repair_did_not_take():
+    """A repair that failed (the target's disk full) left only "missing: not stored on this
+    target" in the summary: why it was not repaired was in no output (H7's full-replica case)."""
+    from fixity import audit as A
+    from fixity.repair import FAILURE
+
+    now = _dt.datetime(2026, 1, 2, tzinfo=_dt.timezone.utc)
+    finding = A.Finding(A.MISSING, "site-b", "data/a.txt", "missing: not stored on this target")
+    failed = RepairAction("site-b", "data/a.txt", "replace", "failure",
+                          "repair: cannot write the good copy from site-a: cannot write: no space left on device")
+    rep = ReplicaOutcome("site-b", "b", "deep", True, FAILURE, "verified", "damaged", findings=[finding],
+                         repairs=[failed], remaining=[finding])
+    summary = AuditSummary("run-1", now, now, "all", "deep", True, {}, Selection("all", "deep", now),
+                           bags=[BagAudit("lib/col/bag-1", "default", now.isoformat(), replicas=[rep])])
+    assert "no space left on device" in summary.text()
+    (entry,) = summary.to_dict()["remaining"]
+    assert entry["repair"] == failed.detail and summary.exit_code == 1
