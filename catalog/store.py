@@ -15,7 +15,8 @@ write to one catalog without a lock:
   between two writers (tests and tools only; `open_catalog` always passes one for S3).
 
 Names that start with `.` or `_` are never data: temp files of a crashed writer are ignored
-by every reader (pyarrow.dataset skips them too).
+by every reader (pyarrow.dataset skips them too), and removed by the next writer into that
+folder (`Store._sweep`, once per folder per opened catalog; never a live writer's).
 """
 
 from __future__ import annotations
