@@ -41,7 +41,8 @@ CHUNK = 1 << 20  # 1 MiB reads: large enough for hashlib to release the GIL and 
 #: A file to store: a local path, or a readable binary stream (e.g. another target's open_file).
 Source = Union[str, "os.PathLike[str]", BinaryIO, IO[bytes]]
 
-_HEX = re.compile(r"^[0-9a-f]+$")
+#: Lower-case hex digits and nothing else: used with fullmatch (a `$` would let a trailing newline pass).
+_HEX = re.compile(r"[0-9a-f]+")
 _DIGEST_LENGTHS = {alg: hashlib.new(alg).digest_size * 2 for alg in SUPPORTED}
 
 
@@ -222,7 +223,7 @@ def check_digests(digests: Mapping[str, str]) -> Dict[str, str]:
         if alg not in SUPPORTED:
             raise ValueError(f"unsupported checksum algorithm {alg!r}; allowed: {', '.join(SUPPORTED)}")
         value = str(value).lower()
-        if not _HEX.match(value) or len(value) != _DIGEST_LENGTHS[alg]:
+        if not _HEX.fullmatch(value) or len(value) != _DIGEST_LENGTHS[alg]:
             raise ValueError(f"{alg} digest {value!r} is not {_DIGEST_LENGTHS[alg]} hex digits")
         out[alg] = value
     return out

@@ -306,8 +306,16 @@ def _odd_socket(arch, t, tmp):
 
     p = arch.path(t, "data/a.txt")
     p.unlink()
-    with socket.socket(socket.AF_UNIX) as sock:   # a socket file cannot even be opened (ENXIO)
-        sock.bind(str(p))
+    # bound by a short relative name from inside its folder: an AF_UNIX address holds ~107 bytes,
+    # less than a pytest tmp path in a deep CI checkout (binding str(p) fails there)
+    here = os.getcwd()
+    os.chdir(p.parent)
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:   # a socket file cannot even be opened (ENXIO)
+            sock.bind(p.name)
+    finally:
+        os.chdir(here)
+    assert stat.S_ISSOCK(p.lstat().st_mode)
     return "data/a.txt", A.NOT_A_FILE, p
 
 
@@ -562,3 +570,15 @@ def _stale_check(arch):
     check.extra_payload = ["data/stray.bin"]
     check.findings.append(A.Finding(A.EXTRA, "site-c", "data/stray.bin", "extra file"))
     return check
+
+
+@pytest.mark.parametrize("alg", ["sha256", "md5"])
+def test_a_digest_with_a_trailing_newline_is_refused(alg):
+    """check_digests: one hex digit short plus a newline has the right length but is no digest."""
+    from storage_adapters.base import check_digests
+
+    good = hashlib.new(alg, b"x").hexdigest()
+    assert check_digests({alg: good.upper()}) == {alg: good}
+    for bad in (good[:-1] + "\n", good[:-1] + "g", good[:-1] + "\u0661", good + "\n"):
+        with pytest.raises(ValueError, match=f"{alg} digest .* is not {len(good)} hex digits"):
+            check_digests({alg: bad})
