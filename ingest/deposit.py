@@ -24,7 +24,7 @@ from .metadata import Provenance
 from .naming import CLAIMS_DIR, BagId, check_code, check_title, claim_stamp
 from .scan import ScanResult, SourceFile, scan_source
 from .split import plan_parts
-from .stage import StagedFile, StageTask, make_parent_dirs, stage_files
+from .stage import StagedFile, StageTask, StagingProblem, make_parent_dirs, staging_error, stage_files
 
 COLLECTION_TYPES = ("purchased", "self-built")
 INCOMPLETE = ".incomplete"
@@ -93,15 +93,22 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
         identifier = Identifier()
 
     now = req.now or datetime.now(timezone.utc)
-    stamp = req.stamp or _free_stamp(staging, req.library, req.collection, now)
-    parts = plan_parts(scan.files, max_bytes=policy.bag.max_bytes, max_files=policy.bag.max_files)
-    bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
-    work_root = staging / INCOMPLETE
-    make_dirs(work_root)
-    prefix = work_dir_prefix(req.library, req.collection, stamp)
-    work_dirs = [work_root / f"{prefix}{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(len(parts))]
+    work_dirs: List[Path] = []
     try:
+        # From here on the source is read only by stage_files (which reports its problems per
+        # file): any OSError that escapes is one of writing staging (full, read-only, failing).
+        stamp = req.stamp or _free_stamp(staging, req.library, req.collection, now)
+        parts = plan_parts(scan.files, max_bytes=policy.bag.max_bytes, max_files=policy.bag.max_files)
+        bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
+        work_root = staging / INCOMPLETE
+        make_dirs(work_root)
+        prefix = work_dir_prefix(req.library, req.collection, stamp)
+        work_dirs = [work_root / f"{prefix}{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(len(parts))]
         return _build(req, scan, parts, bag_ids, work_dirs, identifier, staging, now)
+    except OSError as exc:
+        raise staging_error(staging, exc.errno or 0, exc.strerror or str(exc),
+                            f"writing {os.fsdecode(exc.filename)}" if isinstance(exc.filename, (str, bytes)) else ""
+                            ) from exc
     finally:
         for w in work_dirs:
             discard(w)
@@ -136,6 +143,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
     first_rel = {t.source.relpath for t in first}
     algorithms = list(policy.checksums)
     staged_first, problems = stage_files(first, algorithms, identifier=identifier, workers=1, scanner=scanner)
+    _stop_if_staging_failed(problems, staging)
     _stop_if_scanner_failed(problems, scan.root)
     if problems:
         raise InputError("could not stage the source", path=str(scan.root), problems=problems)
@@ -157,6 +165,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
     rest = [t for rel, t in tasks.items() if rel not in first_rel]
     staged_rest, problems = stage_files(rest, algorithms + extra, identifier=identifier,
                                         workers=req.workers, progress=req.progress, scanner=scanner)
+    _stop_if_staging_failed(problems, staging)
     _stop_if_scanner_failed(problems, scan.root)
     if problems:
         raise InputError(f"could not stage {len(problems)} file(s) of the source", path=str(scan.root),
@@ -225,6 +234,17 @@ def _bag_virus(records: Dict[str, dict], bag_id: str, virus, files) -> Optional[
     if record is not None:
         records[bag_id] = record
     return record
+
+
+def _stop_if_staging_failed(problems: List[str], staging: Path) -> None:
+    """Writing staging failed (its disk full, read-only, failing): one error naming staging, exit 1,
+    rerun helps -- not N source problems, since no file of the source is at fault (the work
+    folders are discarded by ingest(), so nothing is left half-written)."""
+    failed = [p for p in problems if isinstance(p, StagingProblem)]
+    if failed:
+        first = failed[0]
+        raise staging_error(staging, first.errno, first.strerror,
+                            f"{len(failed)} file(s) could not be staged, the first {first.relpath}")
 
 
 def _stop_if_scanner_failed(problems: List[str], root) -> None:

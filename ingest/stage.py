@@ -15,6 +15,7 @@ as they are read: the scan needs no read of its own, and its verdict is part of 
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import stat
@@ -23,6 +24,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from strongroom.checksums import MultiHasher
 from strongroom.durable import write_all
+from strongroom.errors import StagingError
 from strongroom.fstree import make_dirs
 
 from .clamd import ClamdError
@@ -60,6 +62,55 @@ class StageFailure(Exception):
         super().__init__(problem)
 
 
+class StagingWriteFailure(Exception):
+    """Writing the staged copy failed: staging's problem (its disk full, read-only, failing), not
+    the source's. Kept apart from StageFailure so that a full staging disk is never reported as
+    a fault of every file of the source."""
+
+    def __init__(self, relpath: str, exc: OSError):
+        self.relpath = relpath
+        self.errno = exc.errno or 0
+        self.strerror = exc.strerror or str(exc)
+        super().__init__(f"{relpath}: {self.strerror}")
+
+
+class StagingProblem(str):
+    """A staging problem that is staging's own, not the file's (a str, so it travels like one
+    from a worker process; the errno rides along for the one error the deposit raises)."""
+
+    errno: int = 0
+    relpath: str = ""
+    strerror: str = ""
+
+    def __new__(cls, relpath: str, err: int, strerror: str):
+        self = super().__new__(cls, f"{relpath}: cannot be written to staging ({strerror})")
+        self.errno, self.relpath, self.strerror = err, relpath, strerror
+        return self
+
+    def __reduce__(self):
+        return (StagingProblem, (self.relpath, self.errno, self.strerror))
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def staging_error(staging, err: int, strerror: str, what: str = "") -> StagingError:
+    """The one error for a staging folder that cannot be written, naming it and what to do.
+
+    ENOSPC/EDQUOT: make room; EROFS: make it writable; anything else (EIO...): fix the disk.
+    Each time the remedy is outside Strongroom and the same command then completes."""
+    where = os.path.abspath(os.fsdecode(os.fspath(staging)))
+    code = errno.errorcode.get(err, str(err or "?"))
+    after = f" ({what})" if what else ""
+    tail = "; nothing of this deposit was kept"
+    if err in _NO_SPACE:
+        return StagingError(f"no space left under staging {where} ({code}){after}: free space and rerun{tail}")
+    if err == errno.EROFS:
+        return StagingError(f"staging {where} is read-only ({code}){after}: make it writable and rerun{tail}")
+    return StagingError(f"cannot write under staging {where}: {strerror} ({code}){after}: fix the disk or "
+                        f"folder and rerun{tail}")
+
+
 def _open_source(path: bytes) -> int:
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     if _O_NOATIME:
@@ -92,7 +143,11 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int,
         tail = b""
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        out = os.open(task.dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            out = os.open(task.dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise StagingWriteFailure(src.relpath, exc)
+        closed = False
         try:
             while True:
                 try:
@@ -105,15 +160,24 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int,
                 hasher.update(chunk)
                 if scan is not None:
                     scan.feed(chunk)
-                write_all(out, chunk)
+                try:
+                    write_all(out, chunk)
+                except OSError as exc:
+                    raise StagingWriteFailure(src.relpath, exc)
                 if len(head) < keep:
                     head += bytes(chunk[: keep - len(head)])
                 if n >= keep:
                     tail = bytes(chunk[n - keep:])
                 else:
                     tail = (tail + bytes(chunk))[-keep:] if keep else b""
+            closed = True
+            try:
+                os.close(out)  # a delayed write error (NFS, quota) may first show here
+            except OSError as exc:
+                raise StagingWriteFailure(src.relpath, exc)
         finally:
-            os.close(out)
+            if not closed:
+                os.close(out)
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -123,10 +187,14 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int,
             f"{hasher.size} bytes read, now {after.st_size}); deposit it again once it is stable"
         )
     _check_unchanged(src, after, "while being staged")
-    copied = os.stat(task.dest)
+    try:
+        copied = os.stat(task.dest)
+        if copied.st_size == src.size:
+            os.utime(task.dest, ns=(src.mtime_ns, src.mtime_ns))
+    except OSError as exc:
+        raise StagingWriteFailure(src.relpath, exc)
     if copied.st_size != src.size:
         raise StageFailure(f"{src.relpath}: staged copy has {copied.st_size} bytes, source {src.size}")
-    os.utime(task.dest, ns=(src.mtime_ns, src.mtime_ns))
     return hasher.size, hasher.hexdigests(), head, tail
 
 
@@ -162,6 +230,8 @@ def _stage_one(task: StageTask):
         return StagedFile(task.source.relpath, size, task.source.mtime_ns, digests, ident, verdict), None
     except StageFailure as exc:
         return None, exc.problem
+    except StagingWriteFailure as exc:
+        return None, StagingProblem(exc.relpath, exc.errno, exc.strerror)
     except ClamdError as exc:
         return None, ScannerProblem(str(exc))
     except OSError as exc:
@@ -183,7 +253,8 @@ def stage_files(
     """Stage every task; return (staged files in task order, problems). Never raises per file.
 
     `progress(files_done, bytes_done)` is called as files complete. `scanner` (ingest.virus.Scanner)
-    scans every file while it is copied; problems that are the scanner's are ScannerProblem strings.
+    scans every file while it is copied; problems that are the scanner's are ScannerProblem strings,
+    those that are staging's own (writing the copy failed) StagingProblem strings.
     """
     _worker_state["algorithms"] = tuple(algorithms)
     _worker_state["identifier"] = identifier

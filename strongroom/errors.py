@@ -56,3 +56,14 @@ class PreservationError(StrongroomError):
     """A preservation problem was found: bytes that do not match their checksums, an invalid bag."""
 
     exit_code = 1
+
+
+class StagingError(StrongroomError):
+    """The archive's own staging folder cannot be written (full, over quota, read-only, failing).
+
+    A storage problem of the archive, not bad input: the source is fine and the same command
+    succeeds once staging is fixed, so exit 1 and "rerun" advice (never a per-file source
+    problem, which would send the depositor looking at files that are not at fault)."""
+
+    exit_code = 1
+    rerun_helps = True

@@ -1,0 +1,123 @@
+"""Staging that cannot be written is the archive's storage problem, not a fault of the source.
+
+A full (or read-only, or failing) staging disk used to be reported as "<source>: could not stage
+N file(s) of the source ... No space left on device", exit 2, rerun_helps false: the depositor was
+sent to look at files that are fine, and told a rerun would not help. Now it is one error naming
+the staging folder, exit 1, rerun helps, nothing of the deposit is left behind, and the same
+command completes once room is made. Errors READING the source stay source problems (exit 2).
+
+The write failure is injected (OSError from the write side, via monkeypatch); test_faults.py
+fills a real tmpfs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from ingest import stage
+from tests import faultkit as fk
+
+KiB = 1024
+
+
+def _deposit(arch: fk.FaultArchive, source: Path, *extra: str) -> fk.Result:
+    return fk.inproc(arch, "--json", *extra, "deposit", source, "--library", fk.LIB, "--collection", "stagingfull",
+                     "--type", "self-built")
+
+
+def _left_in_staging(arch: fk.FaultArchive) -> list:
+    """Bag folders or work folders of the failed deposit, anywhere in staging."""
+    left = []
+    incomplete = arch.staging / ".incomplete"
+    if incomplete.is_dir():
+        left += [str(p) for p in incomplete.iterdir()]
+    lib = arch.staging / fk.LIB / "stagingfull"
+    if lib.is_dir():
+        left += [str(p) for p in lib.iterdir()]
+    return left
+
+
+def _fail_writes_after(monkeypatch, err: int, after: int) -> None:
+    """Every write of a staged copy after the first `after` ones fails with `err`."""
+    real = stage.write_all
+    calls = {"n": 0}
+
+    def write_all(fd, data):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise OSError(err, os.strerror(err))
+        return real(fd, data)
+
+    monkeypatch.setattr(stage, "write_all", write_all)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_enospc_writing_staging_is_one_staging_error_exit_1_and_the_rerun_completes(tmp_path, monkeypatch, workers):
+    arch = fk.new_archive(tmp_path / "archive")
+    source = fk.make_files(tmp_path / "source", 6, 64 * KiB)
+    _fail_writes_after(monkeypatch, errno.ENOSPC, 2)
+    res = _deposit(arch, source, "--workers", workers)
+    assert res.code == 1, res.text[-2000:]
+    staging = os.path.abspath(arch.staging)
+    assert f"no space left under staging {staging} (ENOSPC)" in res.text, res.text[-2000:]
+    assert "free space and rerun" in res.text
+    assert "of the source" not in res.text  # not a per-file source problem
+    assert "Traceback" not in res.text
+    assert res.data["rerun_helps"] is True, res.data
+    assert _left_in_staging(arch) == []
+    assert not any(r["state"] in ("verified", "repaired") for r in arch.catalog().replicas().to_pylist())
+
+    monkeypatch.undo()  # room is made
+    rerun = _deposit(arch, source, "--workers", workers)
+    assert rerun.code == 0, rerun.text[-2000:]
+    assert rerun.data["state"] == "preserved"
+    assert fk.health_problems(arch, deep=False) == []
+
+
+def test_read_only_staging_folder_is_a_staging_error_too(tmp_path, monkeypatch):
+    arch = fk.new_archive(tmp_path / "archive")
+    source = fk.make_files(tmp_path / "source", 2, 4 * KiB)
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *a, **kw):
+        if os.path.abspath(os.fsdecode(path)).startswith(str(os.path.abspath(arch.staging / ".incomplete"))):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_mkdir(path, *a, **kw)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    res = _deposit(arch, source)
+    assert res.code == 1, res.text[-2000:]
+    assert f"staging {os.path.abspath(arch.staging)} is read-only (EROFS)" in res.text, res.text[-2000:]
+    assert res.data["rerun_helps"] is True
+    assert "Traceback" not in res.text
+
+
+def test_an_error_reading_the_source_stays_a_source_problem(tmp_path, monkeypatch):
+    arch = fk.new_archive(tmp_path / "archive")
+    source = fk.make_files(tmp_path / "source", 2, 4 * KiB)
+    real_readv = os.readv
+
+    def readv(fd, buffers):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("page-001.bin"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", readv)
+    res = _deposit(arch, source)
+    assert res.code == 2, res.text[-2000:]
+    assert "scans/page-001.bin: read error (Input/output error)" in res.text, res.text[-2000:]
+    assert "under staging" not in res.text
+    assert res.data["rerun_helps"] is False
+
+
+def test_a_staging_problem_survives_the_trip_from_a_worker_process():
+    p = stage.StagingProblem("a/b.tif", errno.EDQUOT, "Disk quota exceeded")
+    q = pickle.loads(pickle.dumps(p))
+    assert isinstance(q, stage.StagingProblem)
+    assert (q.relpath, q.errno, q.strerror, str(q)) == (p.relpath, p.errno, p.strerror, str(p))
+    assert "no space left under staging /s (EDQUOT)" in str(stage.staging_error("/s", q.errno, q.strerror))
