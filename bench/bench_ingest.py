@@ -1,6 +1,7 @@
 """Ingest and deposit benchmarks against the tools a library would otherwise use.
 
     python bench/bench_ingest.py [--small N] [--large-mib M] [--work DIR] [--only ingest|deposit]
+                                 [--virus-check required|off]
 
 Corpora (built once under --work, default /tmp/strongroom-bench):
   small: N files of 1-64 KiB (default 20,000): real files copied from /usr/share (those sizes),
@@ -15,6 +16,14 @@ deposit: bagit.py as above + two `cp -r` copies + `bagit.py --validate --process
          every copy, catalog).
 Wall time and peak RSS come from /usr/bin/time; page cache is warm for both sides (the corpus
 was just written), which favours neither. Prints a Markdown table.
+
+Virus check: the default policies say `virus_check: required`, so by default (--virus-check
+required) both Strongroom rows scan every byte with ClamAV while staging, as users will run it:
+a private clamd (tests/clamav.py: test-made signature database, default limits) is started
+under --work for the run and $STRONGROOM_CLAMAV points Strongroom at it (its peak RSS is
+clamd's own process, not counted). The baselines scan nothing. `--virus-check off` writes
+`virus_check: off` into the bench archive's policies instead: the figures without the scan
+(bench/bench_virus.py sets the two side by side, with clamdscan).
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def done_marker(root: Path) -> Path:
@@ -98,20 +109,45 @@ def timed(cmd, **kw):
     return wall, rss
 
 
-def fresh_archive(base: Path) -> Path:
+VIRUS_CHECK = "required"  # set by main() from --virus-check
+
+
+def fresh_archive(base: Path, virus_check: Optional[str] = None) -> Path:
+    """A default `strongroom init` archive; its policies' virus_check set to `virus_check`
+    (default: --virus-check) when that is not the policies' own `required`."""
     shutil.rmtree(base, ignore_errors=True)
     subprocess.run([BIN / "strongroom", "init", base], check=True, stdout=subprocess.DEVNULL)
+    mode = virus_check or VIRUS_CHECK
+    if mode != "required":
+        for p in (base / "policies").glob("*.yaml"):
+            p.write_text(p.read_text("utf-8").replace("virus_check: required", f"virus_check: {mode}"), "utf-8")
     return base / "strongroom.yaml"
+
+
+def start_clamd(work: Path):
+    """A private clamd for the run (tests/clamav.py); $STRONGROOM_CLAMAV names it to every
+    strongroom child. Returns the server (stop() it), or None when no scan is asked for."""
+    if VIRUS_CHECK == "off":
+        return None
+    sys.path.insert(0, str(REPO))
+    from tests.clamav import Clamd
+
+    server = Clamd(work / "clamd-ingest").start()
+    os.environ["STRONGROOM_CLAMAV"] = server.socket
+    return server
 
 
 INGEST_ONLY = """
 import sys
 from pathlib import Path
+from ingest import virus
 from ingest.deposit import DepositRequest, ingest
 from policies.config import load_config
 cfg = load_config(sys.argv[1])
+policy = cfg.policy("at-risk-purchased")
+scanning = virus.setup(cfg, policy, quarantine_dir=Path(cfg.staging) / virus.QUARANTINE / "bench", source=sys.argv[2])
 r = ingest(DepositRequest(source=Path(sys.argv[2]), library="BENCH", collection="c", collection_type="purchased",
-                          policy=cfg.policy("at-risk-purchased"), staging=cfg.staging, workers=2))
+                          policy=policy, staging=cfg.staging, workers=2, virus=scanning))
 print(r.file_count, r.byte_count)
 """
 
@@ -154,7 +190,12 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/strongroom-bench")
     ap.add_argument("--only", choices=["ingest", "deposit"], default=None)
     ap.add_argument("--corpus", choices=["small", "large"], default=None)
+    ap.add_argument("--virus-check", choices=["required", "off"], default="required",
+                    help="scan with a private clamd while staging, as the default policies ask (default), "
+                         "or write virus_check: off into the bench archive's policies")
     args = ap.parse_args()
+    global VIRUS_CHECK
+    VIRUS_CHECK = args.virus_check
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     corpora = {}
@@ -165,11 +206,18 @@ def main() -> None:
         build_large(work / "corpus-large", args.large_mib)
         corpora["large"] = work / "corpus-large"
     rows = []
-    for name, corpus in corpora.items():
-        if args.only in (None, "ingest"):
-            bench_ingest(name, corpus, work, rows)
-        if args.only in (None, "deposit"):
-            bench_deposit(name, corpus, work, rows)
+    clamd = start_clamd(work)
+    try:
+        for name, corpus in corpora.items():
+            if args.only in (None, "ingest"):
+                bench_ingest(name, corpus, work, rows)
+            if args.only in (None, "deposit"):
+                bench_deposit(name, corpus, work, rows)
+    finally:
+        if clamd is not None:
+            clamd.stop()
+    print(f"virus check: {VIRUS_CHECK}" + (" (private clamd, every byte scanned while staging)"
+                                           if VIRUS_CHECK == "required" else " (virus_check: off in the policies)"))
     print("| run | baseline s | baseline peak MiB | strongroom s | strongroom peak MiB | ratio (strongroom/baseline) |")
     print("|---|---|---|---|---|---|")
     for run, bw, br, sw, sr in rows:
