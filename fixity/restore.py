@@ -26,6 +26,15 @@ Why it works the way it does:
   lock free, removes the stale folder before it starts (and both files when it ends). A lock
   held by a live restore makes the second one refuse (exit 2); a folder of that name that no
   lock file of ours names is never touched (exit 2, remove it yourself).
+* **Killed after DEST is in place, before it is recorded.** The findings (bad copies, replica
+  states) are recorded before the rename; just before it, the lock file gets a state line
+  (the bag, --payload-only, the dissemination event with its id and detail, the tag files'
+  sizes and sha256, the folders). The same command rerun finds DEST completed by its own
+  earlier run, re-verifies it read-only against the catalog's digests (every file, size and
+  digest; no extra file, folder or link), records the event (once: its id is checked in the
+  ledger first) and removes the lock file: exit 0. Any difference is exit 1 naming the files,
+  with nothing deleted and the lock file kept; a rerun with another bag or options is refused
+  (exit 2), as is a DEST no state line vouches for.
 * **Never inside the archive.** DEST may not be inside, equal to or contain the catalog folder,
   the staging folder (with its `.state/`), the policies folder or any filesystem target's root,
   however it is spelled (relative, `..`, trailing '/') or reached (symbolic links are resolved,
@@ -76,7 +85,7 @@ from strongroom.checksums import SUPPORTED
 from strongroom.durable import fsync_dir, unlink_quietly, write_all
 from strongroom.errors import ConfigError, InputError, PreservationError, StrongroomError, UsageError
 from fixity.restore_dest import (TEMP_MARK, TempFolder, archive_folders, check_dest, check_dest_location,
-                                 check_dest_empty, make_dirs, remove_tree)
+                                 check_dest_empty, file_digests, make_dirs, remove_tree, verify_tree, walk_tree)
 from storage_adapters.base import CHUNK, HashingReader, NotFound, StorageAdapter, StorageError, check_relpath
 
 log = logging.getLogger(__name__)
@@ -179,6 +188,8 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
     temp = TempFolder(dest_path)
     temp.acquire()                                   # removes a killed restore's leftovers
     try:
+        if temp.earlier is not None:                 # DEST in place, the restore never recorded
+            return _complete_earlier(config, catalog, bag_id, dest_path, payload_only, temp)
         check_dest_empty(dest_path)
         catalog = catalog or open_catalog(config)
         record = catalog.bag(str(bag_id))
@@ -194,10 +205,75 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
         # each read waits on the network; a folder is read one file at a time)
         workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
         job = _Restore(catalog, bag_id, files, adapters, dest_path, payload_only, result, workers, progress,
-                       temp.path)
+                       temp)
         return job.run()
     finally:
         temp.release()
+
+
+def _complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Path, payload_only: bool,
+                      temp: TempFolder) -> RestoreResult:
+    """Finish a restore whose earlier run put DEST in place and was stopped before recording it.
+
+    Only the same bag with the same --payload-only is finished (else UsageError, exit 2, and the
+    lock file with its state line is kept for that command). DEST is checked again, read-only,
+    against the catalog's digests for the payload and the state line's sha256 for the tag files,
+    and against the folders it listed: any difference is a PreservationError (exit 1) naming the
+    files, nothing deleted, the lock file kept. Then the dissemination event the earlier run
+    would have recorded is recorded, unless the ledger already holds its id.
+    """
+    state = temp.earlier or {}
+    theirs = f"{state.get('bag')}" + (" with --payload-only" if state.get("payload_only") else "")
+    if state.get("bag") != str(bag_id) or bool(state.get("payload_only")) != payload_only:
+        temp.keep_lock = True
+        raise UsageError(f"is not empty: it holds a restore of {theirs} that was put in place by a run stopped before "
+                         f"it was recorded; rerun that restore (`strongroom restore {state.get('bag')} {dest}"
+                         f"{' --payload-only' if state.get('payload_only') else ''}`) to check and record it, or "
+                         "remove the folder and its lock file "
+                         f"({temp.lock_path.name}) and restore afresh", path=str(dest))
+    try:
+        catalog = catalog or open_catalog(config)
+        record = catalog.bag(str(bag_id))
+        if record is None:
+            raise UsageError(_unknown_bag_message(catalog, bag_id))
+        files = catalog.file_records(str(bag_id))
+        _check_catalog_paths(files, str(bag_id))
+        expected: Dict[str, Tuple[int, Mapping[str, str]]] = {}
+        for f in files:
+            rel = f.path[len(bagit_spec.PAYLOAD_DIR) + 1:] if payload_only else f.path
+            expected[rel] = (f.size, f.digests)
+        if not payload_only:
+            for rel, (size, sha256) in dict(state.get("tags") or {}).items():
+                expected[str(rel)] = (int(size), {"sha256": str(sha256)})
+        problems = verify_tree(dest, expected, {str(d) for d in state.get("dirs") or ()})
+    except BaseException:
+        temp.keep_lock = True    # whatever went wrong, the proof that DEST is ours stays
+        raise
+    if problems:
+        temp.keep_lock = True
+        raise PreservationError(f"holds the restore of {theirs} that an earlier run put in place and did not record, "
+                                f"but {len(problems)} thing(s) in it differ from what was restored; nothing was "
+                                "deleted or recorded: look at the files named, then remove the folder and its lock "
+                                f"file ({temp.lock_path.name}) and restore again", path=str(dest), problems=problems)
+    summary = dict(state.get("result") or {})
+    result = RestoreResult(bag_id=str(bag_id), dest=str(dest), payload_only=payload_only,
+                           files=int(summary.get("files", 0)), bytes=int(summary.get("bytes", 0)),
+                           tag_files=int(summary.get("tag_files", 0)), empty_dirs=int(summary.get("empty_dirs", 0)),
+                           sources=dict(summary.get("sources") or {}), tag_source=summary.get("tag_source"))
+    result.warnings.append(f"{dest} was put in place by an earlier run of this restore that was stopped before it "
+                           "recorded it; every file was checked again against the catalog and found exact")
+    event_id = str(state.get("event_id") or "")
+    have = set(catalog.events(bag_id=str(bag_id), type="dissemination").column("event_id").to_pylist())
+    if event_id and event_id in have:
+        result.events.append(event_id)      # recorded already: the earlier run was stopped just after
+        return result
+    detail = (str(state.get("detail") or f"restored {bag_id} to {dest}") +
+              "; put in place by a run stopped before it recorded this, every file checked again by the rerun")
+    event = EventRecord(type="dissemination", outcome="success", detail=detail[:_DETAIL_MAX], agent=AGENT,
+                        object_type="bag", bag_id=str(bag_id), **({"event_id": event_id} if event_id else {}))
+    catalog.append_events([event])
+    result.events.append(event.event_id)
+    return result
 
 
 def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[str],
@@ -247,7 +323,7 @@ def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[s
 class _Restore:
     def __init__(self, catalog: Catalog, bag_id: BagId, files: List[FileRecord], adapters: List[StorageAdapter],
                  dest: Path, payload_only: bool, result: RestoreResult, workers: int, progress: Optional[Progress],
-                 tmp: Path):
+                 temp: TempFolder):
         self.catalog = catalog
         self.bag_id = bag_id
         self.files = files
@@ -257,7 +333,9 @@ class _Restore:
         self.result = result
         self.workers = max(1, int(workers))
         self.progress = progress
-        self.tmp = tmp   # created (empty) and removed by TempFolder
+        self.temp = temp
+        self.tmp = temp.path   # created (empty) and removed by TempFolder
+        self._findings_recorded = False
         self.events: List[EventRecord] = []
         self.damaged: Dict[str, List[str]] = {}     # target -> problems (-> state "damaged")
         self.missing: Dict[str, str] = {}           # target -> detail (-> state "missing")
@@ -283,16 +361,36 @@ class _Restore:
                            "disagree with the catalog on every verified replica; nothing was restored",
                            tag_failures)
             self._finish_tree()
+            self._record_findings()        # real whatever happens next; never recorded twice by this run
+            done = self._done_event()
+            self.temp.write_state(self._state(done))
             self._put_in_place()
         except BaseException as exc:
             remove_tree(self.tmp)
             try:
-                self._record(success=False, reason=str(exc) or type(exc).__name__)
+                self._record_failure(str(exc) or type(exc).__name__)
             except Exception:  # never hide the restore's own failure behind a bookkeeping one
                 log.exception("restore of %s: the findings could not be recorded in the catalog", self.bag_id)
             raise
-        self._record(success=True)
+        self.catalog.append_events([done])   # a kill before this: the rerun re-verifies DEST, then records it
+        self.result.events.append(done.event_id)
         return self.result
+
+    def _state(self, done: EventRecord) -> dict:
+        """The lock file's state line: what a rerun needs to know DEST is this restore's and to check it."""
+        r = self.result
+        root = self.tmp / bagit_spec.PAYLOAD_DIR if self.payload_only else self.tmp
+        tree = walk_tree(root)
+        tags: Dict[str, List] = {}
+        if not self.payload_only:
+            payload = {f.path for f in self.files}
+            for rel in sorted(set(tree.files) - payload):
+                size, digests = file_digests(self.tmp / rel, ["sha256"])
+                tags[rel] = [size, digests["sha256"]]
+        return {"bag": str(self.bag_id), "payload_only": self.payload_only, "dest": str(self.dest),
+                "event_id": done.event_id, "detail": done.detail or "", "dirs": sorted(tree.dirs), "tags": tags,
+                "result": {"files": r.files, "bytes": r.bytes, "tag_files": r.tag_files, "empty_dirs": r.empty_dirs,
+                           "sources": r.sources, "tag_source": r.tag_source}}
 
     def _fail(self, message: str, problems: List[str]) -> None:
         raise RestoreError(message, path=str(self.dest), problems=problems, result=self.result)
@@ -565,20 +663,41 @@ class _Restore:
         return EventRecord(type=type_, outcome=outcome, detail=detail[:_DETAIL_MAX], agent=AGENT,
                            object_type=object_type, bag_id=str(self.bag_id), target=target, path=path)
 
-    def _record(self, success: bool, reason: str = "") -> None:
-        """Events and replica states; written even when the restore failed (the findings are real)."""
+    def _done_event(self) -> EventRecord:
+        """The dissemination success event, made (with its id) before DEST is put in place."""
         r = self.result
-        if success:
-            srcs = ", ".join(f"{t} ({s['files']} files)" for t, s in r.sources.items())
-            what = "payload (source tree)" if self.payload_only else "whole bag"
-            detail = (f"restored {what} to {r.dest}: {r.files} files, {r.bytes} bytes, verified against the "
-                      f"catalog while streaming; payload from {srcs or 'no file'}; tag files from {r.tag_source}")
-            if r.fallbacks:
-                detail += f"; {len(r.fallbacks)} file(s) taken from a fallback replica"
-            self.events.append(self._event("dissemination", "success", "bag", None, None, detail))
-        else:
-            self.events.append(self._event("dissemination", "failure", "bag", None, None,
-                                           f"restore to {r.dest} failed, nothing was written there: {reason}"))
+        srcs = ", ".join(f"{t} ({s['files']} files)" for t, s in r.sources.items())
+        what = "payload (source tree)" if self.payload_only else "whole bag"
+        detail = (f"restored {what} to {r.dest}: {r.files} files, {r.bytes} bytes, verified against the "
+                  f"catalog while streaming; payload from {srcs or 'no file'}; tag files from {r.tag_source}")
+        if r.fallbacks:
+            detail += f"; {len(r.fallbacks)} file(s) taken from a fallback replica"
+        return self._event("dissemination", "success", "bag", None, None, detail)
+
+    def _record_findings(self) -> None:
+        """Bad copies, fallbacks and replica states, once; recorded before DEST is put in place."""
+        if self._findings_recorded:
+            return
+        self._findings_recorded = True
+        self._set_states()
+        if self.events:
+            self.catalog.append_events(self.events)
+            self.result.events.extend(e.event_id for e in self.events)
+
+    def _record_failure(self, reason: str) -> None:
+        """The failed restore and, if not yet recorded, its findings (they are real all the same)."""
+        r = self.result
+        events = [] if self._findings_recorded else list(self.events)
+        if not self._findings_recorded:
+            self._findings_recorded = True
+            self._set_states()
+        events.append(self._event("dissemination", "failure", "bag", None, None,
+                                  f"restore to {r.dest} failed, nothing was written there: {reason}"))
+        self.catalog.append_events(events)
+        r.events.extend(e.event_id for e in events)
+
+    def _set_states(self) -> None:
+        r = self.result
         now = datetime.now(timezone.utc)
         for name, detail in sorted(self.missing.items()):
             self._set_state(name, "missing", f"restore found: {detail}", now)
@@ -589,9 +708,6 @@ class _Restore:
             self._set_state(name, "damaged", f"restore found {len(problems)} bad file(s): " + "; ".join(problems), now)
         for name in self.missing:
             r.damaged[name] = [self.missing[name]]
-        if self.events:
-            self.catalog.append_events(self.events)
-            r.events = [e.event_id for e in self.events]
 
     def _set_state(self, target: str, state: str, detail: str, now: datetime) -> None:
         current = self.catalog.replica(str(self.bag_id), target)

@@ -15,6 +15,14 @@ storage adapter, so they are checked (and tested) before either is opened.
   flock while a restore runs, names it. A rerun that gets the lock knows the folder it names is
   a dead restore's and removes it; a live lock is refused (exit 2); a folder or lock file of
   that name that a restore did not write is never touched (exit 2).
+* **A kill between "in place" and "recorded" is finished by the rerun.** Just before the
+  temporary folder is renamed to DEST, the restore appends a `state:` line to its lock file
+  (`TempFolder.write_state`: the bag, the options, the event it is about to record, the tag
+  files' sizes and sha256, the folders). A rerun that finds that line, DEST in place and the
+  temporary folder renamed away knows DEST is its own earlier run's (`TempFolder.earlier`); it
+  re-verifies DEST read-only (`verify_tree`: every file, size and digest, no extra file or
+  folder, no link) before recording the restore. A DEST that no state line vouches for stays
+  refused as not empty.
 * **No recursion.** `remove_tree` and `make_dirs` (strongroom.fstree, re-exported here)
   replace shutil.rmtree and mkdir -p, which recurse once per level on Python 3.11 and fail on
   a tree 1,000 folders deep.
@@ -23,12 +31,15 @@ storage adapter, so they are checked (and tested) before either is opened.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
+from strongroom.checksums import SUPPORTED, MultiHasher
 from strongroom.durable import fsync_dir, unlink_quietly
 from strongroom.errors import InputError, UsageError
 from strongroom.fstree import make_dirs, remove_tree  # moved down so that ingest can share them
@@ -40,6 +51,11 @@ TEMP_MARK = ".restore-strongroom"
 LOCK_SUFFIX = ".lock"
 #: First line of a lock file: how a rerun knows the folder it names is a restore's own.
 LOCK_MARKER = b"strongroom restore temporary folder lock\n"
+#: The line a restore appends to its lock file just before it renames the folder to DEST.
+STATE_PREFIX = b"state: "
+#: The phase that line names (the only one so far: the next step is the rename).
+PHASE_IN_PLACE = "renaming into DEST"
+_CHUNK = 1 << 20
 
 
 def check_dest(dest, config=None) -> Path:
@@ -184,8 +200,15 @@ class TempFolder:
         self.path = dest.parent / f".{dest.name}{TEMP_MARK}"
         self.lock_path = dest.parent / f".{dest.name}{TEMP_MARK}{LOCK_SUFFIX}"
         self.removed_stale = False
+        #: The state line of an earlier run of a restore into DEST that renamed its folder to DEST
+        #: and was stopped before it recorded the restore (None: no such run).
+        self.earlier: Optional[dict] = None
+        #: Set by the caller to keep the lock file (and its state line) when it ends: DEST holds
+        #: an earlier run's restore that this run did not record.
+        self.keep_lock = False
         self._fd: Optional[int] = None
         self._foreign_lock = False
+        self._header = b""
 
     def acquire(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -215,16 +238,22 @@ class TempFolder:
             os.close(fd)
         self._fd = fd
         try:
-            content = os.pread(fd, 4096, 0)
+            content = _read_all(fd)
             if content and not content.startswith(LOCK_MARKER):
                 self._foreign_lock = True   # not ours: never rewritten, never removed
                 raise UsageError(f"{self.lock_path} is in the way: restore uses that name for its lock file, but "
                                  "this one was not written by a restore; remove it, or restore into another folder",
                                  path=str(self.dest))
+            state = self._state_line(content)
+            if state is not None and self._renamed(state):
+                self.earlier = state
             if os.path.lexists(self.path):
                 self._remove_stale(content)
+            if self.earlier is not None:
+                return   # the lock file is left as it is: its state line is the only proof DEST is ours
+            self._header = LOCK_MARKER + f"folder: {self.path.name}\npid: {os.getpid()}\n".encode("utf-8")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, LOCK_MARKER + f"folder: {self.path.name}\npid: {os.getpid()}\n".encode("utf-8"), 0)
+            os.pwrite(fd, self._header, 0)
             os.fsync(fd)
             os.mkdir(self.path)
         except OSError as exc:
@@ -234,6 +263,49 @@ class TempFolder:
         except BaseException:
             self.release(remove_folder=False)
             raise
+
+    def write_state(self, state: Mapping) -> None:
+        """Append the state line (JSON, one line) to the lock file and make it durable.
+
+        Called just before the rename to DEST. Appended, never rewritten in place: a kill in
+        the middle leaves a torn line that reads as no state, while the folder is still beside
+        DEST (the rename comes after the fsync), so the rerun starts afresh.
+        """
+        if self._fd is None:
+            raise RuntimeError("write_state needs the lock")
+        line = STATE_PREFIX + json.dumps({"phase": PHASE_IN_PLACE, **state}, sort_keys=True,
+                                         ensure_ascii=True).encode("ascii") + b"\n"
+        try:
+            os.pwrite(self._fd, line, len(self._header))
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise InputError(f"cannot write the restore's lock file ({exc.strerror or exc})",
+                             path=str(self.lock_path)) from None
+
+    def _state_line(self, content: bytes) -> Optional[dict]:
+        for line in content.split(b"\n"):
+            if line.startswith(STATE_PREFIX):
+                try:
+                    state = json.loads(line[len(STATE_PREFIX):].decode("ascii"))
+                except (UnicodeDecodeError, ValueError):
+                    return None   # torn by a kill while it was written: the rename had not happened
+                return state if isinstance(state, dict) and state.get("phase") == PHASE_IN_PLACE else None
+        return None
+
+    def _renamed(self, state: dict) -> bool:
+        """True when the rename the state line announced took place: DEST is a real, non-empty
+        folder and what was to be renamed (the folder, or its data/ with --payload-only) is gone."""
+        moved = self.path / "data" if state.get("payload_only") else self.path
+        if os.path.lexists(moved):
+            return False
+        try:
+            st = os.lstat(self.dest)
+            if not stat.S_ISDIR(st.st_mode):
+                return False
+            with os.scandir(self.dest) as it:
+                return any(True for _ in it)
+        except OSError:
+            return False
 
     def _remove_stale(self, content: bytes) -> None:
         ours = content.startswith(LOCK_MARKER) and f"folder: {self.path.name}\n".encode("utf-8") in content
@@ -250,7 +322,7 @@ class TempFolder:
             return
         if remove_folder:
             remove_tree(self.path)
-        if not self._foreign_lock:
+        if not self._foreign_lock and not self.keep_lock:
             unlink_quietly(self.lock_path)   # while still holding the lock: see acquire
         os.close(self._fd)
         self._fd = None
@@ -260,5 +332,125 @@ class TempFolder:
             pass
 
 
-__all__ = ["TEMP_MARK", "LOCK_SUFFIX", "LOCK_MARKER", "TempFolder", "archive_folders", "check_dest",
-           "check_dest_location", "check_dest_empty", "remove_tree", "make_dirs"]
+def _read_all(fd: int) -> bytes:
+    parts: List[bytes] = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 16, offset)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        offset += len(chunk)
+
+
+# --------------------------------------------------------------------------------------------
+# What a restored tree holds, and checking it again
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A folder's contents as relative '/' paths, walked without following any link."""
+
+    files: Dict[str, int]          # regular file -> size
+    dirs: Set[str]                 # every folder below the root
+    odd: Dict[str, str]            # anything else (a link, FIFO, socket, device) -> what it is
+
+
+def walk_tree(root: Path) -> Tree:
+    """Every entry below `root` (iterative, lstat only: a link is listed, never followed)."""
+    files: Dict[str, int] = {}
+    dirs: Set[str] = set()
+    odd: Dict[str, str] = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            for entry in it:
+                sub = f"{rel}/{entry.name}" if rel else entry.name
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    dirs.add(sub)
+                    stack.append(sub)
+                elif stat.S_ISREG(st.st_mode):
+                    files[sub] = st.st_size
+                else:
+                    odd[sub] = _kind(st.st_mode)
+    return Tree(files, dirs, odd)
+
+
+def file_digests(path: Path, algorithms) -> Tuple[int, Dict[str, str]]:
+    """(size, digests) of a regular file, opened without following a link (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        hasher = MultiHasher([a for a in algorithms if a in SUPPORTED])
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = os.readv(fd, [buf])
+            if not n:
+                break
+            hasher.update(view[:n])
+        return hasher.size, hasher.hexdigests()
+    finally:
+        os.close(fd)
+
+
+def verify_tree(root: Path, files: Mapping[str, Tuple[int, Mapping[str, str]]], dirs: Set[str]) -> List[str]:
+    """Problems of the tree at `root` against what it must hold exactly (empty: it does).
+
+    `files`: relative path -> (size, digests by algorithm); `dirs`: every folder. A missing or
+    extra file or folder, a link or other odd object, a size or any digest that differs is a
+    problem naming the path. Read-only: nothing is changed, not even an access time on purpose.
+    """
+    try:
+        tree = walk_tree(root)
+    except OSError as exc:
+        return [f"{root}: cannot be read ({exc.strerror or exc})"]
+    problems: List[str] = []
+    for rel, what in sorted(tree.odd.items()):
+        problems.append(f"{rel}: {what} where the restore put a file or nothing")
+    for rel in sorted(set(tree.files) - set(files)):
+        problems.append(f"{rel}: an extra file the restore did not write")
+    for rel in sorted(tree.dirs - set(dirs)):
+        problems.append(f"{rel}: an extra folder the restore did not make")
+    for rel in sorted(set(dirs) - tree.dirs - set(tree.odd)):
+        problems.append(f"{rel}: a folder the restore made is missing")
+    for rel, (size, digests) in sorted(files.items()):
+        if rel in tree.odd:
+            continue
+        if rel not in tree.files:
+            problems.append(f"{rel}: missing")
+            continue
+        if tree.files[rel] != size:
+            problems.append(f"{rel}: size differs ({tree.files[rel]} bytes, {size} expected)")
+            continue
+        try:
+            got_size, got = file_digests(root / rel, digests)
+        except OSError as exc:
+            problems.append(f"{rel}: cannot be read ({exc.strerror or exc})")
+            continue
+        wrong = [f"{a} expected {d.lower()}, found {got[a]}" for a, d in sorted(digests.items())
+                 if a in got and got[a] != str(d).lower()]
+        if got_size != size:
+            problems.append(f"{rel}: size differs ({got_size} bytes read, {size} expected)")
+        elif wrong:
+            problems.append(f"{rel}: checksum mismatch ({'; '.join(wrong)})")
+        elif not got:
+            problems.append(f"{rel}: no digest to check it against")
+    return problems
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISCHR, "a character device")):
+        if test(mode):
+            return what
+    return "an object that is not a file"
+
+
+__all__ = ["TEMP_MARK", "LOCK_SUFFIX", "LOCK_MARKER", "PHASE_IN_PLACE", "TempFolder", "Tree", "archive_folders",
+           "check_dest", "check_dest_location", "check_dest_empty", "file_digests", "remove_tree", "make_dirs",
+           "verify_tree", "walk_tree"]

@@ -506,3 +506,134 @@ def test_a_lock_file_that_is_not_a_restores_is_left_alone(archive, tmp_path, cap
     assert code == 2 and "in the way" in err
     assert _lock_path(dest).read_text() == "someone else's notes"
     assert sorted(os.listdir(tmp_path)) == sorted(["archive", _lock_path(dest).name])
+
+
+# --------------------------------------------------------------------------------------------
+# Killed after DEST is in place, before the restore is recorded
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing of the restore's own cleanup runs after it."""
+
+
+def _restore_killed_after_rename(archive: Archive, dest: Path, monkeypatch, *, payload_only: bool = False,
+                                 recorded: bool = False) -> None:
+    """Run a restore in-process that dies like a kill -9 just after DEST is put in place (before the
+    dissemination event, or with `recorded` just after it): its lock file stays, as a kill leaves it."""
+    from fixity.restore import restore_bag
+    from fixity.restore_dest import TempFolder
+
+    real_append = Catalog.append_events
+
+    def append(self, events):
+        if not recorded and any(e.type == "dissemination" and e.outcome == "success" for e in events):
+            raise _Killed()
+        return real_append(self, events)
+
+    def release(self, remove_folder=True):   # the kernel drops the flock; nothing is removed
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    with monkeypatch.context() as m:
+        m.setattr(Catalog, "append_events", append)
+        m.setattr(TempFolder, "release", release)
+        if recorded:
+            restore_bag(archive.config, archive.bag, dest, payload_only=payload_only)
+        else:
+            with pytest.raises(_Killed):
+                restore_bag(archive.config, archive.bag, dest, payload_only=payload_only)
+    assert dest.is_dir() and _lock_path(dest).exists()
+
+
+@pytest.mark.parametrize("payload_only", [False, True], ids=["whole-bag", "payload-only"])
+@pytest.mark.parametrize("recorded", [False, True], ids=["before-the-record", "after-the-record"])
+def test_a_restore_killed_once_dest_is_in_place_is_checked_and_recorded_once_by_its_rerun(
+        archive, tmp_path, capsys, monkeypatch, payload_only, recorded):
+    dest = tmp_path / "out" / "bag"
+    dest.parent.mkdir()
+    _restore_killed_after_rename(archive, dest, monkeypatch, payload_only=payload_only, recorded=recorded)
+    assert len(archive.events("dissemination")) == (1 if recorded else 0)
+    extra = ["--payload-only"] if payload_only else []
+    code, out, err = archive.restore(capsys, dest, *extra)
+    assert code == 0, err
+    assert any("checked again" in w for w in out["warnings"]), out
+    if payload_only:
+        assert tree(dest) == tree(archive.source)
+    else:
+        assert validate_bag(dest).valid and _source_files(dest / "data") == _source_files(archive.source)
+    done = archive.events("dissemination")
+    assert [e["outcome"] for e in done] == ["success"] and out["events"] == [done[0]["event_id"]]
+    assert sorted(os.listdir(dest.parent)) == ["bag"]     # the lock file (and any temp folder) gone
+    code, out, err = archive.restore(capsys, dest, *extra, json_out=False)
+    assert code == 2 and "not empty" in err                # once recorded, DEST is an ordinary full folder
+
+
+def test_a_dest_changed_after_a_killed_restore_is_reported_and_nothing_is_deleted(archive, tmp_path, capsys,
+                                                                                   monkeypatch):
+    dest = tmp_path / "out" / "bag"
+    dest.parent.mkdir()
+    _restore_killed_after_rename(archive, dest, monkeypatch)
+    changed = dest / "data" / "sub dir" / "a b.txt"
+    changed.write_bytes(b"hello, World\n")                 # same size, other bytes
+    (dest / "data" / "stray.txt").write_bytes(b"not restored\n")
+    (dest / "bag-info.txt").write_bytes((dest / "bag-info.txt").read_bytes() + b"X-Note: edited\n")
+    code, out, err = archive.restore(capsys, dest, json_out=False)
+    assert code == 1, err
+    for name in ("data/sub dir/a b.txt: checksum mismatch", "data/stray.txt: an extra file",
+                 "bag-info.txt: size differs"):
+        assert name in err, err
+    assert changed.read_bytes() == b"hello, World\n" and (dest / "data" / "stray.txt").exists()
+    assert archive.events("dissemination") == [] and _lock_path(dest).exists()
+    code, out, err = archive.restore(capsys, dest, json_out=False)
+    assert code == 1                                       # the same answer until someone looks
+    shutil.rmtree(dest)
+    code, out, err = archive.restore(capsys, dest)         # removed by hand: a fresh restore
+    assert code == 0, err
+    assert validate_bag(dest).valid and sorted(os.listdir(dest.parent)) == ["bag"]
+
+
+def test_a_killed_restore_is_finished_only_by_the_same_command(archive, tmp_path, capsys, monkeypatch):
+    dest = tmp_path / "out" / "bag"
+    dest.parent.mkdir()
+    _restore_killed_after_rename(archive, dest, monkeypatch)
+    before = tree(dest)
+    code, out, err = archive.restore(capsys, dest, "--payload-only", json_out=False)
+    assert code == 2 and "not empty" in err and "was put in place by a run stopped" in err, err
+    assert tree(dest) == before and _lock_path(dest).exists() and archive.events("dissemination") == []
+    code, out, err = archive.restore(capsys, dest)
+    assert code == 0, err
+    assert len(archive.events("dissemination")) == 1 and sorted(os.listdir(dest.parent)) == ["bag"]
+
+
+def test_a_state_line_never_vouches_for_a_dest_the_rename_did_not_make(archive, tmp_path, capsys, monkeypatch):
+    """Killed after the state line was written but before the rename: DEST (here someone's full
+    folder) was never Strongroom's, and stays refused; the stale temporary folder is removed."""
+    from fixity.restore_dest import TempFolder
+
+    dest = tmp_path / "out" / "bag"
+    dest.parent.mkdir()
+    real_write = TempFolder.write_state
+
+    def write_then_die(self, state):
+        real_write(self, state)
+        os.close(self._fd)
+        self._fd = None
+        raise _Killed()
+
+    monkeypatch.setattr(TempFolder, "write_state", write_then_die)
+    monkeypatch.setattr("fixity.restore.remove_tree", lambda *a, **k: None)   # no cleanup after a kill
+    with pytest.raises(_Killed):
+        from fixity.restore import restore_bag
+        restore_bag(archive.config, archive.bag, dest)
+    monkeypatch.undo()
+    assert _temp_path(dest).is_dir() and b"state: " in _lock_path(dest).read_bytes() and not dest.exists()
+    dest.mkdir()
+    (dest / "mine.txt").write_text("someone's")
+    code, out, err = archive.restore(capsys, dest, json_out=False)
+    assert code == 2 and "is not empty" in err and "was put in place" not in err, err
+    assert (dest / "mine.txt").read_text() == "someone's"
+    (dest / "mine.txt").unlink()
+    code, out, err = archive.restore(capsys, dest)
+    assert code == 0, err
+    assert validate_bag(dest).valid and sorted(os.listdir(dest.parent)) == ["bag"]
