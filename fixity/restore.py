@@ -678,11 +678,11 @@ class _Restore:
         """Bad copies, fallbacks and replica states, once; recorded before DEST is put in place."""
         if self._findings_recorded:
             return
-        self._findings_recorded = True
-        self._set_states()
+        self._set_states()              # idempotent: set again by _record_failure if the append fails
         if self.events:
             self.catalog.append_events(self.events)
             self.result.events.extend(e.event_id for e in self.events)
+        self._findings_recorded = True
 
     def _record_failure(self, reason: str) -> None:
         """The failed restore and, if not yet recorded, its findings (they are real all the same)."""

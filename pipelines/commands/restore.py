@@ -3,7 +3,9 @@
 Writes a bag back from a verified (or repaired and re-verified) replica (whole bag, or with
 --payload-only the original source tree), checking every payload file against the catalog while
 streaming it. DEST must lie outside the archive's own folders (catalog, staging, policies,
-storage targets): that is checked before the catalog is even opened. The work
+storage targets): that is checked before the catalog is even opened. The same command rerun
+after a kill finishes the restore (see fixity.restore: a DEST put in place but not recorded is
+checked again, file by file, then recorded). The work
 is `fixity.restore.restore_bag`; this module only parses, shows progress and prints.
 """
 
@@ -22,8 +24,10 @@ def register(sub) -> None:
                     "checked against the catalog's digests as it is read; a damaged or missing copy is taken "
                     "from another verified replica instead (and recorded: the replica is marked damaged for "
                     "the next audit to repair). DEST is written completely or not at all, never inside the "
-                    "archive's own folders; a rerun after a killed restore removes what it left. Exit 0 "
-                    "restored, 1 some file has no good copy anywhere, 2 usage errors.")
+                    "archive's own folders; a rerun after a killed restore removes what it left (or, when it was "
+                    "killed once DEST was in place, checks every file of DEST again and records it). Exit 0 "
+                    "restored, 1 some file has no good copy anywhere (or a killed restore's DEST was changed "
+                    "since), 2 usage errors.")
     p.add_argument("bag", metavar="BAG", help="bag id, LIB/COLL/YYYYMMDDTHHMMSSZ-N (`strongroom status` lists them)")
     p.add_argument("dest", metavar="DEST", help="folder to create (it must not exist, or be empty)")
     p.add_argument("--payload-only", action="store_true",
