@@ -48,7 +48,9 @@ COLL/, bag-name/ levels with a delimiter.
 Credentials come from `policies.config.resolve_credentials` (named environment variables or an
 AWS profile) and are handed to boto3 only. They never appear in messages: errors are built from
 the S3 error code and message and scrubbed of the key values; botocore's DEBUG logging (which
-prints request headers, access key id included) is capped at INFO by this module.
+prints request headers, access key id included) is capped at INFO by this module when nobody set
+its level, and at any level storage_adapters.redact scrubs credentials from the records of
+botocore, boto3, s3transfer and urllib3 (installed by every adapter, see there).
 """
 
 from __future__ import annotations
@@ -94,12 +96,15 @@ from .base import (
     check_unique_relpaths,
     open_source,
 )
+from .redact import install as _install_redaction
 from .s3_wire import Answer, Signer, Wire, query_string
 
 log = logging.getLogger(__name__)
 
 # botocore logs request headers (Authorization: ... Credential=<access key id>/...) at DEBUG;
-# `-vv` sets the root logger to DEBUG. Keep these libraries at INFO unless someone set a level.
+# `-vv` sets the root logger to DEBUG. Keep these libraries at INFO unless someone set a level
+# (less noise); whatever their level, storage_adapters.redact scrubs credentials from their
+# records (installed by every S3Adapter).
 for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
     _logger = logging.getLogger(_name)
     if _logger.level == logging.NOTSET:
@@ -577,6 +582,9 @@ class S3Adapter(StorageAdapter):
         self.object_attempts = object_attempts
         self.retry_delay = float(retry_delay)
         self._credentials = credentials
+        # before any request can be logged: botocore & co. scrubbed at any level, these values too
+        _install_redaction(getattr(credentials, "access_key", None), getattr(credentials, "secret_key", None),
+                           getattr(credentials, "session_token", None))
         self._source = source
         self._client = None
         self._lock = threading.Lock()
@@ -713,7 +721,9 @@ class S3Adapter(StorageAdapter):
         elif self.ca_bundle:
             verify = self.ca_bundle
         self._session = session
-        return session.client("s3", endpoint_url=self.endpoint, config=config, verify=verify)
+        client = session.client("s3", endpoint_url=self.endpoint, config=config, verify=verify)
+        _register_session_secrets(session)  # a profile's or the default chain's keys, resolved by now
+        return client
 
     def _scrub(self, text: str) -> str:
         creds = self._credentials
@@ -1826,6 +1836,20 @@ class _Exists(Exception):
 
 class _BadDigest(Exception):
     """The server refused a PUT whose bytes did not match the checksums sent."""
+
+
+def _register_session_secrets(session) -> None:
+    """Have the log redaction replace the keys a boto3 session resolved itself (profile, default
+    chain): they were not known when the adapter was made. Never fails the caller."""
+    values: Tuple[Optional[str], ...] = ()
+    try:
+        found = session.get_credentials()
+        if found is not None:
+            frozen = found.get_frozen_credentials()
+            values = (frozen.access_key, frozen.secret_key, frozen.token)
+    except Exception:  # noqa: BLE001 - a credential problem is reported by the first request
+        pass
+    _install_redaction(*values)  # also puts the filter on botocore's loggers made since the adapter
 
 
 def _is_transient(exc: BaseException, code: Optional[str]) -> bool:
