@@ -9,12 +9,14 @@ foreground on a unix socket in a temp folder, and is killed by its own pid (SIGK
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -48,7 +50,14 @@ class Clamd:
     def __init__(self, folder: Path, stream_max: str = "25M", extra_conf: str = ""):
         self.folder = Path(folder)
         self.db = self.folder / "db"
-        self.socket = str(self.folder / "clamd.sock")
+        # A unix socket path must fit in sun_path (108 bytes): a deep pytest tmp folder does not,
+        # so the socket lives in a short folder of its own when it has to.
+        sock = self.folder / "clamd.sock"
+        if len(os.fsencode(sock)) > 90:
+            short = tempfile.mkdtemp(prefix="srclamd-", dir="/tmp")
+            atexit.register(shutil.rmtree, short, True)
+            sock = Path(short) / "clamd.sock"
+        self.socket = str(sock)
         self.stream_max = stream_max
         self.proc: Optional[subprocess.Popen] = None
         self.db.mkdir(parents=True, exist_ok=True)
