@@ -9,6 +9,10 @@ from typing import Optional, Sequence
 import luigi
 
 
+#: Luigi's loggers: silenced for a run without -v, their levels restored after every run
+LUIGI_LOGGERS = ("luigi", "luigi-interface", "luigi.scheduler")
+
+
 @dataclass
 class RunOutcome:
     ok: bool
@@ -26,11 +30,19 @@ def run_tasks(tasks: Sequence[luigi.Task], *, workers: int = 1, scheduler_url: O
         params["scheduler_url"] = scheduler_url
     else:
         params["local_scheduler"] = True
-    if not verbose:
-        # Luigi logs every scheduling decision; the CLI prints its own one-screen summary instead.
-        for name in ("luigi", "luigi-interface", "luigi.scheduler"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    result = luigi.build(list(tasks), **params)
+    # Luigi's own logging set-up may set luigi-interface's level during the build: every level is
+    # put back afterwards, so that a run inside a longer-lived process (tests, a program using
+    # Strongroom as a library) does not leave Luigi silenced or re-levelled for what follows.
+    before = {name: logging.getLogger(name).level for name in LUIGI_LOGGERS}
+    try:
+        if not verbose:
+            # Luigi logs every scheduling decision; the CLI prints its own one-screen summary instead.
+            for name in LUIGI_LOGGERS:
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        result = luigi.build(list(tasks), **params)
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
     from luigi.execution_summary import LuigiStatusCode
 
     ok = result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)

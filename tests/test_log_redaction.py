@@ -142,3 +142,59 @@ def test_filter_scrubs_message_args_exception_and_late_loggers(capture):
     assert len(capture.lines) == 6
     assert "RuntimeError" in text and "Traceback" in text  # the traceback itself is still shown
     assert text.count(redact.REDACTED) >= 9
+
+
+# --------------------------------------------------------------------------------------------
+# pipelines/runner.py: a run without -v silences Luigi's loggers for the run only
+
+
+@pytest.fixture
+def luigi_levels() -> Iterator[dict]:
+    """Luigi's loggers at distinct, known levels; whatever they were before is put back."""
+    from pipelines.runner import LUIGI_LOGGERS
+
+    before = {name: logging.getLogger(name).level for name in LUIGI_LOGGERS}
+    known = dict(zip(LUIGI_LOGGERS, (logging.WARNING, logging.NOTSET, logging.INFO)))
+    for name, level in known.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield known
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_run_without_verbose_restores_luigi_log_levels(luigi_levels):
+    import luigi
+
+    from pipelines.runner import LUIGI_LOGGERS, run_tasks
+
+    seen: dict = {}
+
+    class Probe(luigi.Task):
+        token = luigi.Parameter()
+
+        def complete(self) -> bool:
+            return bool(seen)
+
+        def run(self) -> None:
+            seen.update({name: logging.getLogger(name).level for name in LUIGI_LOGGERS})
+
+    outcome = run_tasks([Probe(token=uuid.uuid4().hex)], verbose=0)
+    assert outcome.ok, outcome.summary
+    assert seen == {name: logging.CRITICAL for name in LUIGI_LOGGERS}  # silenced during the run
+    assert {name: logging.getLogger(name).level for name in LUIGI_LOGGERS} == luigi_levels
+
+
+def test_failed_build_restores_luigi_log_levels(luigi_levels, monkeypatch):
+    import luigi
+
+    from pipelines.runner import LUIGI_LOGGERS, run_tasks
+
+    def broken_build(*args, **kwargs):
+        raise RuntimeError("scheduler unreachable")
+
+    monkeypatch.setattr(luigi, "build", broken_build)
+    with pytest.raises(RuntimeError):
+        run_tasks([], verbose=0)
+    assert {name: logging.getLogger(name).level for name in LUIGI_LOGGERS} == luigi_levels
