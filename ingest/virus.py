@@ -109,7 +109,7 @@ class FileScan:
             self.found = found
 
     def _open_stream(self) -> None:
-        self.stream = InStream(self.scanner.endpoint)
+        self.stream = InStream(self.scanner.endpoint, reuse=True)  # one clamd session per worker
         self.chunks += 1
         self.in_stream = 0
         if self.tail:

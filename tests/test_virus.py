@@ -185,6 +185,160 @@ def test_clamd_failures_are_never_clean(tmp_path):
         version(Endpoint(socket=path, timeout=2))
 
 
+def session_clamd(tmp_path: Path, script):
+    """A fake clamd speaking IDSESSION on a unix socket. `script(conn, request)` (both counted
+    from 1) gives each INSTREAM's reply bytes, or "close" to hang up instead (after reading the
+    stream), or "close-mid" to hang up halfway through the stream. Returns (path, log) with log
+    listing (conn, request, body) per stream received."""
+    path = str(tmp_path / "session.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(4)
+    log = []
+
+    def read_exact(conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def handle(conn, number):
+        with conn:
+            conn.settimeout(5)
+            try:
+                assert read_exact(conn, 11) == b"zIDSESSION\0"
+                request = 0
+                while True:
+                    try:
+                        command = read_exact(conn, 10)
+                    except EOFError:
+                        return
+                    assert command == b"zINSTREAM\0", command
+                    request += 1
+                    action = script(number, request)
+                    body = b""
+                    while True:
+                        (n,) = struct.unpack(">I", read_exact(conn, 4))
+                        if n == 0:
+                            break
+                        body += read_exact(conn, n)
+                        if action == "close-mid":
+                            return
+                    log.append((number, request, body))
+                    if action == "close":
+                        return
+                    conn.sendall(action)
+            except (EOFError, OSError):
+                return
+
+    def serve():
+        number = 0
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            number += 1
+            threading.Thread(target=handle, args=(conn, number), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return path, log
+
+
+def _scan(ep, data: bytes):
+    from ingest.clamd import InStream
+
+    with InStream(ep, reuse=True) as s:
+        s.send(data)
+        return s.verdict()
+
+
+def test_scans_share_one_clamd_session_and_replies_are_matched_by_id(tmp_path):
+    from ingest.clamd import ClamdError, Endpoint, close_sessions
+
+    def script(conn, request):
+        if conn == 1 and request == 3:
+            return b"2: stream: OK\0"  # the reply of another request: never taken for this one
+        return f"{request}: stream: {'Bad.Sig FOUND' if request == 2 else 'OK'}\0".encode()
+
+    path, log = session_clamd(tmp_path, script)
+    ep = Endpoint(socket=path, timeout=5)
+    close_sessions()
+    try:
+        assert _scan(ep, b"a") is None
+        assert _scan(ep, b"b") == "Bad.Sig"  # an infected verdict keeps the session
+        with pytest.raises(ClamdError, match="not for request 3"):
+            _scan(ep, b"c")
+        assert _scan(ep, b"d") is None  # after an error: a new session, ids from 1 again
+        assert [(c, r, b) for c, r, b in log] == [(1, 1, b"a"), (1, 2, b"b"), (1, 3, b"c"), (2, 1, b"d")]
+    finally:
+        close_sessions()
+
+
+def test_a_session_dropped_mid_stream_is_an_error_never_clean(tmp_path):
+    from ingest.clamd import ClamdError, Endpoint, close_sessions
+    from ingest.virus import Scanner
+
+    def script(conn, request):
+        if request == 2:
+            return "close-mid" if conn == 1 else "close"
+        return f"{request}: stream: OK\0".encode()
+
+    path, log = session_clamd(tmp_path, script)
+    ep = Endpoint(socket=path, timeout=5)
+    close_sessions()
+    try:
+        assert _scan(ep, b"first") is None
+        scan = Scanner(ep, "required", "scan-in-chunks").start("big.bin", 3 << 20)
+        with pytest.raises(ClamdError):
+            for _ in range(3):
+                scan.feed(os.urandom(1 << 20))
+            scan.finish()
+        scan.abort()
+        assert _scan(ep, b"again") is None  # a new session (conn 2), its request 1
+        with pytest.raises(ClamdError):  # hung up after the whole stream, before its verdict
+            _scan(ep, b"no verdict")
+        warn = Scanner(ep, "warn", "scan-in-chunks").start("w.bin", 5)
+        warn.feed(b"hello")
+        assert warn.finish().status == "clean"  # conn 3, request 1
+        assert [(c, r) for c, r, _ in log] == [(1, 1), (2, 1), (2, 2), (3, 1)]
+    finally:
+        close_sessions()
+
+
+def test_a_session_clamd_closed_while_idle_is_replaced_before_any_byte_is_sent(tmp_path, monkeypatch):
+    import ingest.clamd as clamd_mod
+
+    path, log = session_clamd(tmp_path, lambda conn, request: f"{request}: stream: OK\0".encode())
+    ep = clamd_mod.Endpoint(socket=path, timeout=5)
+    clamd_mod.close_sessions()
+    try:
+        assert _scan(ep, b"one") is None
+        (session,) = clamd_mod._idle.sessions.values()
+        session.sock.shutdown(socket.SHUT_RD)  # as if clamd had closed it (IdleTimeout): readable, EOF
+        assert _scan(ep, b"two") is None
+        monkeypatch.setattr(clamd_mod, "REUSE_IDLE", 0.0)  # idle too long: never reused
+        assert _scan(ep, b"three") is None
+        assert [(c, r, b) for c, r, b in log] == [(1, 1, b"one"), (2, 1, b"two"), (3, 1, b"three")]
+    finally:
+        clamd_mod.close_sessions()
+
+
+def test_real_clamd_in_a_session(clamd):
+    from ingest.clamd import Endpoint, close_sessions
+
+    ep = Endpoint(socket=clamd.socket, timeout=20)
+    close_sessions()
+    try:
+        verdicts = [_scan(ep, data) for data in (b"text", EICAR, zip_with_eicar(), b"more text")]
+        assert verdicts == [None, FOUND, FOUND, None]
+    finally:
+        close_sessions()
+
+
 def test_real_clamd_verdicts_and_limit(clamd, tmp_path):
     from ingest.clamd import ClamdError, Endpoint, scan_bytes, version
 
