@@ -26,15 +26,6 @@ Why it works the way it does:
   lock free, removes the stale folder before it starts (and both files when it ends). A lock
   held by a live restore makes the second one refuse (exit 2); a folder of that name that no
   lock file of ours names is never touched (exit 2, remove it yourself).
-* **Killed after DEST is in place, before it is recorded.** The findings (bad copies, replica
-  states) are recorded before the rename; just before it, the lock file gets a state line
-  (the bag, --payload-only, the dissemination event with its id and detail, the tag files'
-  sizes and sha256, the folders). The same command rerun finds DEST completed by its own
-  earlier run, re-verifies it read-only against the catalog's digests (every file, size and
-  digest; no extra file, folder or link), records the event (once: its id is checked in the
-  ledger first) and removes the lock file: exit 0. Any difference is exit 1 naming the files,
-  with nothing deleted and the lock file kept; a rerun with another bag or options is refused
-  (exit 2), as is a DEST no state line vouches for.
 * **Never inside the archive.** DEST may not be inside, equal to or contain the catalog folder,
   the staging folder (with its `.state/`), the policies folder or any filesystem target's root,
   however it is spelled (relative, `..`, trailing '/') or reached (symbolic links are resolved,
@@ -47,13 +38,11 @@ Why it works the way it does:
   rebuild` use - reads them without error and they describe what the catalog holds; a hostile
   field (a non-ASCII digit, a time beyond int64 nanoseconds, a 200 KB CSV field) makes that
   replica's tag set refused and the next replica's tried.
+* **Killed after DEST is in place, before it is recorded**, the same command rerun checks DEST
+  again and records it once: fixity.restore_rerun.
 
-Which replicas: only those whose current catalog state is "verified" or "repaired" (an audit
-repaired the copy and re-verified it: `USABLE_STATES`, the audit's GOOD_STATES), in
-this order: `from_target` first when given, then the bag's policy's replica order, then any
-other verified replica in catalog order. A target that cannot be reached (its root is not
-mounted, listing fails) is skipped with a warning and blamed for nothing; a reachable target
-that holds nothing of the bag is recorded as "missing".
+Which replicas are read, in which order, and how one file is copied and checked:
+fixity.restore_sources. The records returned and raised: fixity.restore_result.
 
 Event types (LoC PREMIS eventType vocabulary, see ingest/premis.py): "fixity check" (failure,
 per bad copy of a file, or per replica whose tag files failed), "recovery" (success, per file
@@ -69,10 +58,9 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from catalog.bag_records import folder_reader, records_from_bag
 from catalog.access import open_catalog
@@ -80,90 +68,21 @@ from catalog.catalog import Catalog
 from catalog.schema import EventRecord, FileRecord
 from ingest import bagit_spec, metadata
 from ingest.naming import BagId
-from strongroom import NAME, __version__
-from strongroom.checksums import SUPPORTED
-from strongroom.durable import fsync_dir, unlink_quietly, write_all
-from strongroom.errors import ConfigError, InputError, PreservationError, StrongroomError, UsageError
+from strongroom.durable import fsync_dir
+from strongroom.errors import InputError, PreservationError, UsageError
 from fixity.restore_dest import (TEMP_MARK, TempFolder, archive_folders, check_dest, check_dest_location,
-                                 check_dest_empty, file_digests, make_dirs, remove_tree, verify_tree, walk_tree)
-from storage_adapters.base import CHUNK, HashingReader, NotFound, StorageAdapter, StorageError, check_relpath
+                                 check_dest_empty, file_digests, make_dirs, remove_tree, walk_tree)
+from fixity.restore_result import AGENT, DETAIL_MAX as _DETAIL_MAX, CopyProblem, Fallback, RestoreError, RestoreResult
+from fixity.restore_rerun import complete_earlier
+from fixity.restore_sources import USABLE_STATES, bag_files, copy_verified, open_adapters, replica_order
+from storage_adapters.base import StorageAdapter, StorageError, check_relpath
 
 log = logging.getLogger(__name__)
 
-AGENT = f"{NAME} {__version__}"
-#: Catalog replica states a restore may read from: a copy an audit repaired and re-verified is
-#: as good as one that never needed repair (the same as fixity.repair.GOOD_STATES).
-USABLE_STATES = ("verified", "repaired")
 EMPTY_DIRS_FILE = metadata.EMPTY_DIRS_FILE
 ATTRIBUTES_FILE = metadata.ATTRIBUTES_FILE
-_DETAIL_MAX = 2000
 
 Progress = Callable[[int, int], None]  # (payload files done, payload bytes done)
-
-
-# --------------------------------------------------------------------------------------------
-# Records
-
-
-@dataclass(frozen=True)
-class CopyProblem:
-    """One bad copy of one file on one replica: `problem` says what ("missing", digests...)."""
-
-    target: str
-    path: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.target}: {self.problem}"
-
-
-@dataclass(frozen=True)
-class Fallback:
-    """A payload file whose good copy came from `source` after the copies in `failed` were refused."""
-
-    path: str
-    source: str
-    failed: Tuple[CopyProblem, ...]
-
-
-@dataclass
-class RestoreResult:
-    bag_id: str
-    dest: str
-    payload_only: bool
-    files: int = 0                      # payload files restored
-    bytes: int = 0                      # payload bytes restored
-    tag_files: int = 0                  # tag files in the restored bag (0 with payload_only)
-    empty_dirs: int = 0                 # empty folders recreated (payload_only)
-    sources: Dict[str, Dict[str, int]] = field(default_factory=dict)   # target -> {files, bytes}
-    tag_source: Optional[str] = None    # the replica whose tag files were used
-    fallbacks: List[Fallback] = field(default_factory=list)
-    damaged: Dict[str, List[str]] = field(default_factory=dict)       # target -> problems found
-    events: List[str] = field(default_factory=list)                   # event ids recorded
-    warnings: List[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {
-            "bag": self.bag_id, "dest": self.dest, "payload_only": self.payload_only,
-            "files": self.files, "bytes": self.bytes, "tag_files": self.tag_files,
-            "empty_dirs": self.empty_dirs, "sources": self.sources, "tag_source": self.tag_source,
-            "fallback_files": [{"path": f.path, "from": f.source,
-                                "instead_of": [{"target": p.target, "problem": p.problem} for p in f.failed]}
-                               for f in self.fallbacks],
-            "damaged_replicas": self.damaged, "events": self.events, "warnings": self.warnings,
-        }
-
-
-class RestoreError(PreservationError):
-    """No good copy of some file (or of the tag files) exists: nothing was left at DEST.
-
-    `problems` names every file concerned and what each replica had; `result` holds what was
-    found and recorded (events, replicas marked damaged) for machine-readable output.
-    """
-
-    def __init__(self, message: str, *, path: str, problems: list, result: RestoreResult):
-        super().__init__(message, path=path, problems=problems)
-        self.result = result
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,18 +108,14 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
     temp.acquire()                                   # removes a killed restore's leftovers
     try:
         if temp.earlier is not None:                 # DEST in place, the restore never recorded
-            return _complete_earlier(config, catalog, bag_id, dest_path, payload_only, temp)
+            return complete_earlier(config, catalog, bag_id, dest_path, payload_only, temp)
         check_dest_empty(dest_path)
         catalog = catalog or open_catalog(config)
-        record = catalog.bag(str(bag_id))
-        if record is None:
-            raise UsageError(_unknown_bag_message(catalog, bag_id))
-        files = catalog.file_records(str(bag_id))
-        _check_catalog_paths(files, str(bag_id))
+        record, files = bag_files(catalog, bag_id)
         result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only)
         targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
         result.warnings.extend(skipped)
-        adapters = _open_adapters(config, targets)
+        adapters = open_adapters(config, targets)
         # files read at once: at least what the first source serves best (an S3 target's concurrency:
         # each read waits on the network; a folder is read one file at a time)
         workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
@@ -211,109 +126,6 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
         temp.release()
 
 
-def _complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Path, payload_only: bool,
-                      temp: TempFolder) -> RestoreResult:
-    """Finish a restore whose earlier run put DEST in place and was stopped before recording it.
-
-    Only the same bag with the same --payload-only is finished (else UsageError, exit 2, and the
-    lock file with its state line is kept for that command). DEST is checked again, read-only,
-    against the catalog's digests for the payload and the state line's sha256 for the tag files,
-    and against the folders it listed: any difference is a PreservationError (exit 1) naming the
-    files, nothing deleted, the lock file kept. Then the dissemination event the earlier run
-    would have recorded is recorded, unless the ledger already holds its id.
-    """
-    state = temp.earlier or {}
-    theirs = f"{state.get('bag')}" + (" with --payload-only" if state.get("payload_only") else "")
-    if state.get("bag") != str(bag_id) or bool(state.get("payload_only")) != payload_only:
-        temp.keep_lock = True
-        raise UsageError(f"is not empty: it holds a restore of {theirs} that was put in place by a run stopped before "
-                         f"it was recorded; rerun that restore (`strongroom restore {state.get('bag')} {dest}"
-                         f"{' --payload-only' if state.get('payload_only') else ''}`) to check and record it, or "
-                         "remove the folder and its lock file "
-                         f"({temp.lock_path.name}) and restore afresh", path=str(dest))
-    try:
-        catalog = catalog or open_catalog(config)
-        record = catalog.bag(str(bag_id))
-        if record is None:
-            raise UsageError(_unknown_bag_message(catalog, bag_id))
-        files = catalog.file_records(str(bag_id))
-        _check_catalog_paths(files, str(bag_id))
-        expected: Dict[str, Tuple[int, Mapping[str, str]]] = {}
-        for f in files:
-            rel = f.path[len(bagit_spec.PAYLOAD_DIR) + 1:] if payload_only else f.path
-            expected[rel] = (f.size, f.digests)
-        if not payload_only:
-            for rel, (size, sha256) in dict(state.get("tags") or {}).items():
-                expected[str(rel)] = (int(size), {"sha256": str(sha256)})
-        problems = verify_tree(dest, expected, {str(d) for d in state.get("dirs") or ()})
-    except BaseException:
-        temp.keep_lock = True    # whatever went wrong, the proof that DEST is ours stays
-        raise
-    if problems:
-        temp.keep_lock = True
-        raise PreservationError(f"holds the restore of {theirs} that an earlier run put in place and did not record, "
-                                f"but {len(problems)} thing(s) in it differ from what was restored; nothing was "
-                                "deleted or recorded: look at the files named, then remove the folder and its lock "
-                                f"file ({temp.lock_path.name}) and restore again", path=str(dest), problems=problems)
-    summary = dict(state.get("result") or {})
-    result = RestoreResult(bag_id=str(bag_id), dest=str(dest), payload_only=payload_only,
-                           files=int(summary.get("files", 0)), bytes=int(summary.get("bytes", 0)),
-                           tag_files=int(summary.get("tag_files", 0)), empty_dirs=int(summary.get("empty_dirs", 0)),
-                           sources=dict(summary.get("sources") or {}), tag_source=summary.get("tag_source"))
-    result.warnings.append(f"{dest} was put in place by an earlier run of this restore that was stopped before it "
-                           "recorded it; every file was checked again against the catalog and found exact")
-    event_id = str(state.get("event_id") or "")
-    have = set(catalog.events(bag_id=str(bag_id), type="dissemination").column("event_id").to_pylist())
-    if event_id and event_id in have:
-        result.events.append(event_id)      # recorded already: the earlier run was stopped just after
-        return result
-    detail = (str(state.get("detail") or f"restored {bag_id} to {dest}") +
-              "; put in place by a run stopped before it recorded this, every file checked again by the rerun")
-    event = EventRecord(type="dissemination", outcome="success", detail=detail[:_DETAIL_MAX], agent=AGENT,
-                        object_type="bag", bag_id=str(bag_id), **({"event_id": event_id} if event_id else {}))
-    catalog.append_events([event])
-    result.events.append(event.event_id)
-    return result
-
-
-def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[str],
-                  from_target: Optional[str] = None) -> Tuple[List, List[str]]:
-    """(StorageTargets to read from, best first; warnings about verified replicas left out).
-
-    Only replicas whose current state is in USABLE_STATES (verified, or repaired and re-verified)
-    count. PreservationError when none is; UsageError when `from_target` is not one of them.
-    """
-    states = {r["target"]: r for r in catalog.replicas(bag_id).to_pylist()}
-    usable = [t for t, r in states.items() if r["state"] in USABLE_STATES]
-    if from_target is not None:
-        config.target(from_target)  # ConfigError naming the known targets
-        if from_target not in usable:
-            have = states.get(from_target)
-            why = f"its copy is {have['state']!r}" if have else "the catalog knows no copy of the bag there"
-            raise UsageError(f"--from {from_target}: {why}, not verified (or repaired); usable copies of "
-                             f"{bag_id}: {', '.join(usable) or 'none'}", key="--from")
-    if not usable:
-        lines = [f"{t}: {r['state']}" + (f" ({r['detail']})" if r.get("detail") else "") for t, r in states.items()]
-        raise PreservationError(f"no verified (or repaired) replica of {bag_id} to restore from "
-                                f"(`strongroom audit --bag {bag_id}` checks and repairs the copies)",
-                                problems=lines or ["the catalog records no replica of this bag"])
-    order: List[str] = []
-    if from_target is not None:
-        order.append(from_target)
-    policy = getattr(config, "policies", {}).get(policy_name) if policy_name else None
-    for name in list(policy.replicas if policy else ()) + sorted(states):
-        if name in usable and name not in order:
-            order.append(name)
-    targets, warnings = [], []
-    for name in order:
-        try:
-            targets.append(config.target(name))
-        except ConfigError:
-            warnings.append(f"{name}: holds a verified copy but is no longer in the config; not used")
-    if not targets:
-        raise PreservationError(f"no verified (or repaired) replica of {bag_id} is on a storage target of this config",
-                                path=str(getattr(config, "path", "")), problems=warnings)
-    return targets, warnings
 
 
 # --------------------------------------------------------------------------------------------
@@ -718,108 +530,7 @@ class _Restore:
 
 
 # --------------------------------------------------------------------------------------------
-# One file
-
-
-def copy_verified(adapter: StorageAdapter, bag_id: BagId, relpath: str, out: Path, size: Optional[int],
-                  digests: Mapping[str, str]) -> Optional[str]:
-    """Stream one stored file into `out` (created, never overwritten), hashing as it goes.
-
-    Returns None when the copy matches `size` and every digest in `digests` (no check when they
-    are None/empty), else what was wrong, with `out` removed. Errors writing `out` are not the
-    replica's fault and raise InputError.
-    """
-    algorithms = [a for a in digests if a in SUPPORTED]
-    try:
-        stream = adapter.open_file(bag_id, relpath)
-    except NotFound:
-        return "missing"
-    except StorageError as exc:
-        return f"cannot be read ({exc.message})"
-    try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                     | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as exc:
-        stream.close()
-        raise InputError(f"cannot create a restored file ({exc.strerror or exc})", path=str(out)) from None
-    problem: Optional[str] = None
-    try:
-        with stream:
-            reader = HashingReader(stream, algorithms)
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while True:
-                try:
-                    n = reader.readinto(buf)
-                except (OSError, StorageError) as exc:
-                    problem = f"cannot be read ({getattr(exc, 'message', None) or exc.strerror or exc})"
-                    break
-                if not n:
-                    break
-                write_all(fd, view[:n])
-                if size is not None and reader.hasher.size > size:
-                    problem = f"longer than expected (more than the {size} bytes the catalog records)"
-                    break
-            if problem is None:
-                os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        unlink_quietly(out)
-        raise InputError(f"cannot write a restored file ({exc.strerror or exc})", path=str(out)) from None
-    except BaseException:
-        os.close(fd)
-        unlink_quietly(out)
-        raise
-    os.close(fd)
-    if problem is None and size is not None and reader.hasher.size != size:
-        problem = f"size differs ({reader.hasher.size} bytes read, {size} expected: truncated)"
-    if problem is None and algorithms:
-        found = reader.hasher.hexdigests()
-        wrong = [f"{a} expected {digests[a].lower()}, found {found[a]}" for a in algorithms
-                 if found[a] != digests[a].lower()]
-        if wrong:
-            problem = "checksum mismatch (" + "; ".join(wrong) + ")"
-    if problem is not None:
-        unlink_quietly(out)
-    return problem
-
-
-# --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _open_adapters(config, targets: Sequence) -> List[StorageAdapter]:
-    from storage_adapters.registry import open_target
-
-    return [open_target(t) for t in targets]
-
-
-def _check_catalog_paths(files: Iterable[FileRecord], bag_id: str) -> None:
-    bad = []
-    for f in files:
-        try:
-            check_relpath(f.path)
-            if not bagit_spec.is_payload_path(f.path):
-                raise ValueError(f"{f.path!r} is not under data/")
-        except ValueError as exc:
-            bad.append(str(exc))
-    if bad:
-        raise PreservationError(f"the catalog's file list of {bag_id} holds unsafe paths; nothing was restored",
-                                problems=bad)
-
-
-def _unknown_bag_message(catalog: Catalog, bag_id: BagId) -> str:
-    message = (f"no bag {bag_id} in the catalog ({catalog.location}). `strongroom status` lists the bags "
-               f"held; `strongroom status --library {bag_id.library} --collection {bag_id.collection}` "
-               "those of one collection")
-    try:
-        same = catalog.bags(library=bag_id.library, collection=bag_id.collection).column("bag_id").to_pylist()
-    except StrongroomError:
-        same = []
-    if same:
-        shown = ", ".join(same[:10]) + (f" and {len(same) - 10} more" if len(same) > 10 else "")
-        message += f". Bags of {bag_id.library}/{bag_id.collection}: {shown}"
-    return message
 
 
 def _digests_text(digests: Mapping[str, str]) -> str:
