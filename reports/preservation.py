@@ -224,7 +224,7 @@ SHARED_BY = ("file system", "bucket", "site")
 
 def _shared_by(a, b) -> List[str]:
     """What two targets share that makes them one location (policies.config.find_locations' rules)."""
-    import policies.config as cfg   # at call time: tests stand in for its device lookup
+    import policies.locations as cfg   # at call time: tests stand in for its device lookup
 
     why = []
     if a.type == b.type == "filesystem" and a.root is not None and b.root is not None:

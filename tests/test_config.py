@@ -540,7 +540,7 @@ def test_replica_root_linked_into_another_is_refused(tmp_path):
 def test_targets_on_one_file_system_are_one_location(tmp_path, capsys, monkeypatch):
     """Two filesystem targets on one device (GOOD_CONFIG's two folders, both under tmp_path) are
     flagged on stderr, naming both, and share one location; on two devices they are two."""
-    import policies.config as pc
+    import policies.locations as pc
 
     config_file = make_archive(tmp_path / "conf", copy.deepcopy(GOOD_CONFIG))
     capsys.readouterr()

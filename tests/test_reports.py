@@ -99,7 +99,7 @@ def deposited(tmp_path_factory) -> Arch:
 def two_disks(monkeypatch):
     """As if site-b's folder were another disk: the default layout's two folders share one file
     system, which is one location (see test_the_demo_layout_is_not_two_locations)."""
-    import policies.config as pc
+    import policies.locations as pc
 
     real = pc._device
     monkeypatch.setattr(pc, "_device", lambda p: -1 if "site-b" in Path(p).parts else real(p))

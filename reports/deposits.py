@@ -1,0 +1,89 @@
+"""Deposits in staging that have not finished, for `strongroom status`.
+
+Read from the deposit state folders (staging/.state/<key>/, written by pipelines.flow): a
+deposit without done.json is unfinished; its recorded failures make it failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class DepositStatus:
+    """A deposit in staging that has not finished (no done.json in its state folder)."""
+
+    key: str
+    library: Optional[str]
+    collection: Optional[str]
+    source: Optional[str]
+    policy: Optional[str]
+    started_at: Optional[str]
+    stage: str                    # "bagging", "replicating", "unreadable"
+    bags: List[Dict[str, Any]]    # [{"id", "registered", "verified_on": [targets]}]
+    failures: List[Dict[str, Any]]
+    flags: List[str] = field(default_factory=list)
+
+
+def unfinished_deposits(staging: Path, *, library: Optional[str] = None, collection: Optional[str] = None,
+                        bag_id: Optional[str] = None) -> List[DepositStatus]:
+    """Deposits whose state folder has no done.json, with their recorded failures, by key."""
+    from pipelines.flow import STATE_DIR, read_json
+
+    root = Path(staging) / STATE_DIR
+    if not root.is_dir():
+        return []
+    out: List[DepositStatus] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (folder / "done.json").exists() or not (folder / "deposit.json").exists():
+            continue
+        dep = _deposit_status(folder, read_json)
+        if library is not None and dep.library != library:
+            continue
+        if collection is not None and dep.collection != collection:
+            continue
+        if bag_id is not None and bag_id not in [b["id"] for b in dep.bags]:
+            continue
+        out.append(dep)
+    return out
+
+
+def _deposit_status(folder: Path, read_json) -> DepositStatus:
+    failures = []
+    for f in sorted((folder / "failures").glob("*.json")) if (folder / "failures").is_dir() else []:
+        try:
+            failures.append(read_json(f))
+        except (OSError, ValueError) as exc:
+            failures.append({"step": f.stem, "message": f"failure record {f} cannot be read: {exc}",
+                             "problems": [], "exit_code": 1})
+    try:
+        info = read_json(folder / "deposit.json")
+    except (OSError, ValueError) as exc:
+        failures.append({"step": "deposit.json", "message": f"{folder / 'deposit.json'} cannot be read: {exc}",
+                         "problems": [], "exit_code": 2})
+        return DepositStatus(key=folder.name, library=None, collection=None, source=None, policy=None,
+                             started_at=None, stage="unreadable", bags=[], failures=failures,
+                             flags=["deposit-failed"])
+    bags: List[Dict[str, Any]] = []
+    stage = "bagging"
+    try:
+        built = read_json(folder / "bags.json") if (folder / "bags.json").exists() else None
+    except (OSError, ValueError):
+        built = None
+    if built is not None:
+        stage = "replicating"
+        for b in built.get("bags", []):
+            safe = str(b["id"]).replace("/", "__")
+            verified = sorted(p.name[len(safe) + 1:-len(".verified.json")]
+                              for p in folder.glob(f"{safe}.*.verified.json"))
+            bags.append({"id": b["id"], "registered": (folder / f"{safe}.registered.json").exists(),
+                         "verified_on": verified})
+        if bags and all(b["registered"] for b in bags):
+            stage = "finishing"
+    return DepositStatus(
+        key=folder.name, library=info.get("library"), collection=info.get("collection"),
+        source=info.get("source"), policy=info.get("policy"), started_at=info.get("created_at"),
+        stage=stage, bags=bags, failures=failures,
+        flags=["deposit-failed" if failures else "deposit-unfinished"])
