@@ -1,0 +1,180 @@
+"""The tag files of one copy (bagit.txt, bag-info.txt, manifests, tag manifests, metadata/):
+they are not in the catalog, so every copy's tag files are read and digested here, bagit.txt,
+bag-info.txt and the (tag) manifests parsed, and the findings recorded in its ReplicaCheck;
+`fixity.repair` judges them across copies.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest import bagit_spec
+from ingest.naming import BagId
+from strongroom.checksums import SUPPORTED
+from storage_adapters.base import CHUNK, NotFound, StorageAdapter, UnsafePath
+
+from .check_records import MANIFEST_DISAGREES, MAX_LISTED, NOT_A_FILE, UNREADABLE, Finding, ReplicaCheck, TagCopy
+from .expected_bag import ExpectedBag
+from .manifests import _lines, compare_manifest, manifest_matches, parse_manifest
+from .payload_check import _CONSTRUCTORS
+from .retry import Retry, describe, is_transient, with_retry
+
+
+def _needs_parsing(path: str) -> bool:
+    return "/" not in path and (path in (bagit_spec.BAGIT_TXT, "bag-info.txt")
+                                or bool(bagit_spec.MANIFEST_RE.match(path) or bagit_spec.TAGMANIFEST_RE.match(path)))
+
+
+def read_tag_file(adapter: StorageAdapter, bag_id: BagId, path: str, algorithms: Sequence[str], retry: Retry,
+                  keep: bool, linked: Optional[List[List[Any]]] = None) -> Tuple[TagCopy, Optional[bytes]]:
+    """Digest one tag file as a stream; its bytes too when `keep` (files that are parsed)."""
+    def read() -> Tuple[TagCopy, Optional[bytes]]:
+        hashers = [_CONSTRUCTORS[a]() for a in algorithms]
+        kept = io.BytesIO() if keep else None
+        n = 0
+        with adapter.open_file(bag_id, path) as fh:
+            ident = adapter.stream_identity(fh)
+            if ident is not None and ident[2] > 1 and linked is not None:
+                linked.append([path, ident[0], ident[1]])
+            while True:
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                for h in hashers:
+                    h.update(chunk)
+                if kept is not None:
+                    kept.write(chunk)
+                n += len(chunk)
+        return TagCopy(n, {a: h.hexdigest() for a, h in zip(algorithms, hashers)}), \
+            (kept.getvalue() if kept is not None else None)
+    return with_retry(retry, read)
+
+
+def tag_algorithms(expected: ExpectedBag, tag_paths: Iterable[str]) -> List[str]:
+    """Digests worth computing for tag files: the catalog's, every tag manifest's, and sha256."""
+    algs = set(expected.algorithms) | {"sha256"}
+    for p in tag_paths:
+        m = bagit_spec.TAGMANIFEST_RE.match(p) if "/" not in p else None
+        if m and bagit_spec.hashlib_name(m.group(1)) in SUPPORTED:
+            algs.add(bagit_spec.hashlib_name(m.group(1)))
+    return [a for a in SUPPORTED if a in algs]
+
+
+def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, tag_paths: List[str],
+                check: ReplicaCheck, retry: Retry) -> None:
+    """Read every tag file of the copy; parse bagit.txt, bag-info.txt and the (tag) manifests."""
+    algs = tag_algorithms(expected, tag_paths)
+    kept: Dict[str, bytes] = {}
+    for path in tag_paths:
+        keep = _needs_parsing(path)
+        try:
+            copy, data = read_tag_file(adapter, bag_id, path, algs, retry, keep, check.linked)
+        except NotFound:
+            continue  # removed between listing and reading: it is simply not there
+        except UnsafePath as exc:
+            check.findings.append(Finding(NOT_A_FILE, check.target, path, exc.message))
+            continue
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            check.tag_unreadable[path] = describe(exc)
+            check.findings.append(Finding(UNREADABLE, check.target, path,
+                                          f"tag file cannot be read after {retry.attempts} attempts "
+                                          f"({describe(exc)}); inconclusive, not damage"))
+            continue
+        check.tag_copies[path] = copy
+        check.tag_bytes += copy.size
+        if data is not None:
+            kept[path] = data
+
+    version = bagit_spec.BAGIT_VERSION
+    raw = kept.get(bagit_spec.BAGIT_TXT)
+    if raw is not None:
+        decl = bagit_spec.parse_bagit_txt(raw)
+        check.bagit_ok = decl.rules is not None and decl.encoding is not None and \
+            not any(i.error for i in decl.issues)
+        version = decl.rules or version
+    else:
+        check.bagit_ok = False
+    check.bag_version = version
+
+    raw = kept.get("bag-info.txt")
+    if raw is not None:
+        check.bag_info_issues = _bag_info_issues(raw, version, expected)
+
+    for alg in expected.algorithms:
+        name = f"manifest-{alg}.txt"
+        raw = kept.pop(name, None)
+        if raw is None:
+            check.manifest_state[alg] = "unreadable" if name in check.tag_unreadable else "missing"
+            continue
+        if manifest_matches(raw, expected, alg, version):
+            check.manifest_state[alg] = "agrees"
+            continue
+        try:
+            table, errors = parse_manifest(raw, version, alg, name)
+        except bagit_spec.TagFileError as exc:
+            table, errors = None, [exc.message]
+        if errors:
+            check.manifest_state[alg] = "invalid: " + "; ".join(errors[:5])
+            continue
+        diff = compare_manifest(expected, table, alg)
+        check.manifest_state[alg] = "disagrees" if diff else "agrees"
+        if diff:
+            check.manifest_differences[alg] = diff
+            listed = pa.array(list(diff), pa.string())
+            in_catalog = set(pc.filter(listed, pc.is_in(listed, value_set=expected.files.column("path"))).to_pylist())
+            for path, digest in list(sorted(diff.items()))[:MAX_LISTED]:
+                catalog_has = path in in_catalog
+                if digest is None:
+                    what = f"{name} does not list {path}, which the catalog holds"
+                elif not catalog_has:
+                    what = f"{name} lists {path} ({alg} {digest}), which is not in the catalog"
+                else:
+                    what = f"{name} gives {alg} {digest} for {path}; the catalog has another digest"
+                check.findings.append(Finding(MANIFEST_DISAGREES, check.target, path, what))
+
+    for path in list(kept):
+        m = bagit_spec.TAGMANIFEST_RE.match(path)
+        alg = bagit_spec.hashlib_name(m.group(1)) if m else None
+        if not m or alg not in SUPPORTED:
+            continue
+        try:
+            table, errors = parse_manifest(kept[path], version, alg, path)
+        except bagit_spec.TagFileError as exc:
+            table, errors = None, [exc.message]
+        if errors:
+            check.tag_manifest_errors[alg] = "; ".join(errors[:5])
+            continue
+        entries = dict(zip(table.column("path").to_pylist(), table.column("digest").to_pylist()))
+        if len(entries) != table.num_rows:
+            check.tag_manifest_errors[alg] = "lists a tag file twice"
+            continue
+        check.tag_manifests[alg] = entries
+
+
+def _bag_info_issues(raw: bytes, version: str, expected: ExpectedBag) -> List[str]:
+    """What bag-info.txt says that the catalog contradicts (Payload-Oxum, External-Identifier)."""
+    try:
+        items, issues = bagit_spec.parse_tag_lines(_lines(raw, "bag-info.txt"), version)
+    except bagit_spec.TagFileError as exc:
+        return [exc.message]
+    problems = [f"bag-info.txt: {i}" for i in issues if i.error]
+    info: Dict[str, str] = {}
+    for label, value in items:
+        info.setdefault(label, value)
+    oxum = info.get("Payload-Oxum")
+    want = bagit_spec.payload_oxum(expected.byte_count, expected.file_count)
+    if oxum is None:
+        problems.append("bag-info.txt has no Payload-Oxum")
+    elif oxum.strip() != want:
+        problems.append(f"bag-info.txt Payload-Oxum {oxum.strip()} differs from the catalog's {want}")
+    ext = info.get("External-Identifier")
+    if expected.external_identifier and ext != expected.external_identifier:
+        problems.append(f"bag-info.txt External-Identifier {ext!r} differs from the catalog's "
+                        f"{expected.external_identifier!r}")
+    return problems
