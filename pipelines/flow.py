@@ -33,9 +33,8 @@ from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
 from ingest.naming import CLAIMS_DIR, BagId, claim_owner, claim_stamp, take_claim
-from strongroom import NAME, __version__
-from strongroom.durable import atomic_write_json as write_json_atomic
-from strongroom.errors import PreservationError, UsageError
+from strongroom import NAME, __version__, durable
+from strongroom.errors import PreservationError, StagingError, UsageError
 from strongroom.fstree import remove_tree
 
 STATE_DIR = ".state"
@@ -64,6 +63,46 @@ class DepositState:
 
     def state_dir(self, staging: Path) -> Path:
         return Path(staging) / STATE_DIR / self.key
+
+
+def write_json_atomic(path, data) -> None:
+    """Write one record of a deposit's state (deposit.json, bags.json, a step's marker, the event
+    journal, done.json) atomically; every state write of the workflow comes through here.
+
+    Why not `strongroom.durable.atomic_write_json` directly: staging can fill up (or turn
+    read-only, or fail) between the staging phase and the last marker. A write under
+    staging/.state that fails then raises the StagingError the staging phase raises (exit 1,
+    naming the staging folder and what to do, rerun helps) instead of a raw OSError; the write
+    being atomic, the state so far is intact and the same command resumes from it.
+    """
+    try:
+        durable.atomic_write_json(path, data)
+    except OSError as exc:
+        staging = _staging_of(path)
+        if staging is None:
+            raise
+        raise _state_error(staging, path, exc) from exc
+
+
+_NOTHING_KEPT = "; nothing of this deposit was kept"   # ingest.stage.staging_error's tail, untrue here
+
+
+def _staging_of(path) -> Optional[Path]:
+    """The staging folder holding `path` in its STATE_DIR, or None for a path outside one."""
+    for folder in Path(os.path.abspath(os.fspath(path))).parents:
+        if folder.name == STATE_DIR:
+            return folder.parent
+    return None
+
+
+def _state_error(staging: Path, path, exc: OSError) -> StagingError:
+    from ingest.stage import staging_error
+
+    rel = os.path.relpath(os.path.abspath(os.fspath(path)), staging)
+    err = staging_error(staging, exc.errno or 0, exc.strerror or str(exc), f"writing the deposit's state {rel}")
+    err.message = (err.message.removesuffix(_NOTHING_KEPT) +
+                   "; the deposit's state so far is kept and the rerun resumes from it")
+    return err
 
 
 def read_json(path: Path):
@@ -252,7 +291,6 @@ def append_once(catalog: Catalog, events: Sequence[EventRecord], journal: Path) 
     between declaring its intent and writing that journal is the ledger itself searched (a scan
     of every segment); the ordinary path costs two small local files, not a ledger query.
     """
-    journal.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256("".join(e.event_id for e in events).encode()).hexdigest()[:24]
     done, intent = journal / f"{name}.done", journal / f"{name}.intent"
     if done.exists():
