@@ -94,15 +94,17 @@ class StagingProblem(str):
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-def staging_error(staging, err: int, strerror: str, what: str = "") -> StagingError:
+def staging_error(staging, err: int, strerror: str, what: str = "",
+                  kept: str = "nothing of this deposit was kept") -> StagingError:
     """The one error for a staging folder that cannot be written, naming it and what to do.
 
     ENOSPC/EDQUOT: make room; EROFS: make it writable; anything else (EIO...): fix the disk.
-    Each time the remedy is outside Strongroom and the same command then completes."""
+    Each time the remedy is outside Strongroom and the same command then completes. `kept` says
+    what the failed step leaves for the rerun."""
     where = os.path.abspath(os.fsdecode(os.fspath(staging)))
     code = errno.errorcode.get(err, str(err or "?"))
     after = f" ({what})" if what else ""
-    tail = "; nothing of this deposit was kept"
+    tail = f"; {kept}"
     if err in _NO_SPACE:
         return StagingError(f"no space left under staging {where} ({code}){after}: free space and rerun{tail}")
     if err == errno.EROFS:

@@ -84,9 +84,6 @@ def write_json_atomic(path, data) -> None:
         raise _state_error(staging, path, exc) from exc
 
 
-_NOTHING_KEPT = "; nothing of this deposit was kept"   # ingest.stage.staging_error's tail, untrue here
-
-
 def _staging_of(path) -> Optional[Path]:
     """The staging folder holding `path` in its STATE_DIR, or None for a path outside one."""
     for folder in Path(os.path.abspath(os.fspath(path))).parents:
@@ -99,10 +96,8 @@ def _state_error(staging: Path, path, exc: OSError) -> StagingError:
     from ingest.stage import staging_error
 
     rel = os.path.relpath(os.path.abspath(os.fspath(path)), staging)
-    err = staging_error(staging, exc.errno or 0, exc.strerror or str(exc), f"writing the deposit's state {rel}")
-    err.message = (err.message.removesuffix(_NOTHING_KEPT) +
-                   "; the deposit's state so far is kept and the rerun resumes from it")
-    return err
+    return staging_error(staging, exc.errno or 0, exc.strerror or str(exc), f"writing the deposit's state {rel}",
+                         kept="the deposit's state so far is kept and the rerun resumes from it")
 
 
 def read_json(path: Path):
