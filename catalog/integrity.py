@@ -247,9 +247,9 @@ def _read_files(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
     for f in files:
         got = _memo_get(store, table, f.path, sigs.get(f.name, (0, 0)))
         (todo.append(f) if got is None else parts.append(got))
-    big = [f for f in todo if f.name.startswith(COMPACT_PREFIX)]
-    todo = [f for f in todo if not f.name.startswith(COMPACT_PREFIX)]
-    for f in big:  # a compacted file is read on its own: no per-row file name to carry and sort
+
+    def probe(f: StoredFile) -> None:
+        """Read one file on its own: its rows, or the problem that names it."""
         data, problem = _probe(store, table, f, columns)
         if data is None and problem is None:
             health.vanished += 1
@@ -259,6 +259,11 @@ def _read_files(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
         elif data is not None:
             _memo_put(store, table, f.path, sigs.get(f.name, (0, 0)), data)
             parts.append(data)
+
+    big = [f for f in todo if f.name.startswith(COMPACT_PREFIX)]
+    todo = [f for f in todo if not f.name.startswith(COMPACT_PREFIX)]
+    for f in big:  # a compacted file is read on its own: no per-row file name to carry and sort
+        probe(f)
     if todo:
         fast = _scan(store, table, todo, columns, schema)
         if fast is not None:
@@ -268,15 +273,7 @@ def _read_files(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
                 parts.append(data)
         else:
             for f in todo:
-                data, problem = _probe(store, table, f, columns)
-                if data is None and problem is None:
-                    health.vanished += 1
-                if problem:
-                    health.problems.append(problem)
-                    health.unreadable.append(f.path)
-                elif data is not None:
-                    _memo_put(store, table, f.path, sigs.get(f.name, (0, 0)), data)
-                    parts.append(data)
+                probe(f)
     if not parts:
         return schema.empty_table()
     return pa.concat_tables(parts)

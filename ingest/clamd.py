@@ -134,8 +134,8 @@ def parse_scan_reply(reply: str) -> Optional[str]:
     raise ClamdError(f"unexpected reply from clamd: {reply[:200]!r}")
 
 
-def _read_reply(sock: socket.socket, endpoint: Endpoint) -> str:
-    """Read up to the NUL that ends a z-command reply (or the peer closing)."""
+def _recv_to_nul(sock: socket.socket, endpoint: Endpoint) -> bytes:
+    """What clamd sends up to the NUL that ends a z-command reply (or until it closes)."""
     data = b""
     try:
         while b"\0" not in data and len(data) < _MAX_REPLY:
@@ -148,6 +148,12 @@ def _read_reply(sock: socket.socket, endpoint: Endpoint) -> str:
     except OSError as exc:
         raise ClamdError(f"{endpoint.describe()}: connection lost while waiting for its reply "
                          f"({exc.strerror or exc})")
+    return data
+
+
+def _read_reply(sock: socket.socket, endpoint: Endpoint) -> str:
+    """Read up to the NUL that ends a z-command reply (or the peer closing)."""
+    data = _recv_to_nul(sock, endpoint)
     if not data:
         raise ClamdError(f"{endpoint.describe()} closed the connection without a reply")
     return data.split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -342,18 +348,7 @@ class InStream:
 
 def _read_session_reply(sock: socket.socket, endpoint: Endpoint) -> Tuple[str, bytes]:
     """A session reply up to its NUL, and whatever came after it (nothing, if all is well)."""
-    data = b""
-    try:
-        while b"\0" not in data and len(data) < _MAX_REPLY:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    except socket.timeout:
-        raise ClamdError(f"{endpoint.describe()}: no reply within {endpoint.timeout:g} s")
-    except OSError as exc:
-        raise ClamdError(f"{endpoint.describe()}: connection lost while waiting for its reply "
-                         f"({exc.strerror or exc})")
+    data = _recv_to_nul(sock, endpoint)
     if b"\0" not in data:
         raise ClamdError(f"{endpoint.describe()} closed the connection without a reply" if not data else
                          f"{endpoint.describe()}: reply not terminated: {data[:200]!r}")
