@@ -2,7 +2,10 @@
 
 Each command module exposes `register(subparsers)`, which adds its parser and sets `run`
 (a function `run(args) -> int`). Errors derived from `StrongroomError` become a one-line
-message on stderr and the exit code the error carries (2 usage/config/input, 1 preservation).
+message on stderr and the exit code the error carries (2 usage/config/input, 1 preservation);
+with `--json` also one JSON document on stdout (`{"ok": false, "exit_code": ..., "error": ...,
+"problems": [...]}`), usage errors included. The global options are accepted before and after
+the command (and after a nested action such as `catalog check`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import List, Optional
 
 from strongroom import __version__
 from strongroom.errors import StrongroomError
+
+from pipelines.output import emit_error
 
 # The order of `strongroom --help`; any other module in pipelines/commands/ follows, by name.
 COMMAND_ORDER = [
@@ -33,8 +38,72 @@ def command_modules() -> List[str]:
     return [n for n in COMMAND_ORDER if n in found] + sorted(found - set(COMMAND_ORDER))
 
 
+class _UsageExit(SystemExit):
+    """argparse's exit 2 on a usage error, carrying the message so `--json` can report it too."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on usage errors already; keep its message but name the program."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        text = f"{self.prog}: error: {message}"
+        print(text, file=sys.stderr)
+        raise _UsageExit(text)
+
+
+#: Option strings of the global options, as written on the command line.
+GLOBAL_FLAGS = ("--config", "--json", "--workers", "--scheduler-url", "-v", "--verbose")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, depth: int) -> None:
+    """The global options, on the top parser (depth 0, with the defaults) and on every sub-command.
+
+    On sub-commands each default is SUPPRESS, so a value given before the command is kept unless
+    it is given again after it (the later one wins, as usual). An option a command defines itself
+    (identify's --json, --workers) is left as the command has it. `-v` counts into one dest per
+    level, summed by `verbosity()`, so `-v status -v` means -vv.
+    """
+    top = depth == 0
+    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    taken = parser._option_string_actions
+    group = parser if top else parser.add_argument_group("global options (also accepted before the command)")
+    if "--config" not in taken:
+        group.add_argument("--config", default=default(None),
+                           help="config file (default: $STRONGROOM_CONFIG or ./strongroom.yaml)")
+    if "--json" not in taken:
+        group.add_argument("--json", action="store_true", default=default(False),
+                           help="machine-readable output on stdout")
+    if "--workers" not in taken:
+        group.add_argument("--workers", type=positive_int, default=default(1),
+                           help="parallel workers (default 1)")
+    if "--scheduler-url" not in taken:
+        group.add_argument("--scheduler-url", default=default(None),
+                           help="use a central luigid scheduler instead of the local one")
+    if "-v" not in taken and "--verbose" not in taken:
+        group.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                           dest="verbose" if top else f"_verbose_{depth}", help="more log output")
+
+
+def _sub_parsers(parser: argparse.ArgumentParser) -> List[argparse.ArgumentParser]:
+    """The parsers of `parser`'s sub-commands (aliases counted once)."""
+    found: List[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if all(child is not f for f in found):
+                    found.append(child)
+    return found
+
+
+def _add_global_options_everywhere(parser: argparse.ArgumentParser, depth: int = 1) -> None:
+    for child in _sub_parsers(parser):
+        _add_global_options(child, depth)
+        _add_global_options_everywhere(child, depth + 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,23 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Long-term digital preservation: BagIt deposits, verified replicas, fixity audits.",
     )
     parser.add_argument("--version", action="version", version=f"strongroom {__version__}")
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="config file (default: $STRONGROOM_CONFIG or ./strongroom.yaml)",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    parser.add_argument("--workers", type=positive_int, default=1, help="parallel workers (default 1)")
-    parser.add_argument(
-        "--scheduler-url", default=None, help="use a central luigid scheduler instead of the local one"
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    _add_global_options(parser, 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in command_modules():
         module = importlib.import_module(f"pipelines.commands.{name}")
         module.register(sub)
+    _add_global_options_everywhere(parser)
     return parser
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """Every -v on the line, before and after the command (each level counts into its own dest)."""
+    total = getattr(args, "verbose", 0) or 0
+    for key in [k for k in vars(args) if k.startswith("_verbose_")]:
+        total += getattr(args, key) or 0
+        delattr(args, key)
+    return total
 
 
 def positive_int(text: str) -> int:
@@ -77,25 +146,50 @@ def config_path(args: argparse.Namespace) -> str:
     return args.config or os.environ.get("STRONGROOM_CONFIG") or os.path.join(os.getcwd(), "strongroom.yaml")
 
 
+def _json_requested(argv: List[str]) -> bool:
+    """Whether `--json` is on the line, for errors met before (or while) it is parsed."""
+    head = argv[:argv.index("--")] if "--" in argv else argv
+    return "--json" in head
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageExit as exc:
+        if _json_requested(argv):
+            emit_error(2, exc.message)
+        raise
+    args.verbose = verbosity(args)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    as_json = bool(getattr(args, "json", False))
     try:
         code = args.run(args)
     except StrongroomError as exc:
         print(f"strongroom {args.command}: error: {exc}", file=sys.stderr)
-        for problem in getattr(exc, "problems", [])[:200]:
+        problems = list(getattr(exc, "problems", []))
+        for problem in problems[:200]:
             print(f"  - {problem}", file=sys.stderr)
-        extra = len(getattr(exc, "problems", [])) - 200
+        extra = len(problems) - 200
         if extra > 0:
             print(f"  ... and {extra} more", file=sys.stderr)
+        if as_json:
+            # A ConfigError lists its further problems inside its message and keeps them in
+            # `.issues`; the JSON document gives them as `problems`, one string each.
+            issues = list(getattr(exc, "issues", None) or [])
+            if issues and not problems:
+                emit_error(exc.exit_code, str(exc).split("\n", 1)[0], [str(i) for i in issues])
+            else:
+                emit_error(exc.exit_code, str(exc), problems)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"strongroom {args.command}: interrupted", file=sys.stderr)
+        if as_json:
+            emit_error(130, "interrupted")
         return 130
     return int(code or 0)
 

@@ -14,6 +14,7 @@ state file; test_faults.py fills a real tmpfs.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def test_enospc_writing_the_deposit_state_is_a_staging_error_and_the_rerun_compl
         assert res.data["rerun_helps"] is True, res.data
         assert res.data["state"] == "incomplete"
     else:         # raised before any task: the CLI's one error line
-        assert res.out == ""
+        doc = json.loads(res.out)   # --json: the error is the one JSON document on stdout (issue 18)
+        assert doc["ok"] is False and doc["exit_code"] == 1 and "no space left under staging" in doc["error"]
         assert res.err.startswith(f"strongroom deposit: error: no space left under staging {staging} "), res.err
 
     monkeypatch.undo()  # room is made

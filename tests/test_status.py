@@ -235,7 +235,9 @@ def test_filters_narrow_and_unknown_names_are_usage_errors(capsys, arch):
     assert len(status(capsys, arch, "--library", LIB).data["bags"]) == 2
 
     run = status(capsys, arch, "--bag", "PKU/nope/20200101T000000Z-1")
-    assert run.code == 2 and run.out == ""
+    # --json: the error is also the one JSON document on stdout (issue 18)
+    doc = json.loads(run.out)
+    assert run.code == 2 and doc["ok"] is False and doc["exit_code"] == 2 and "--bag" in doc["error"]
     assert "PKU/nope/20200101T000000Z-1" in run.err and "--bag" in run.err
     run = status(capsys, arch, "--library", "NOPE")
     assert run.code == 2 and "NOPE" in run.err and LIB in run.err
