@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+from tests.test_deposit_pipeline import sha256, tree_digests  # noqa: F401 (fk.sha256, fk.tree_digests)
+
 REPO = Path(__file__).resolve().parents[1]
 LIB = "PKU"
 TARGETS = ("site-a", "site-b")
@@ -96,23 +98,6 @@ def make_files(folder: Path, count: int, size: int, *, seed: str = "faults") -> 
     for i in range(count):
         (folder / "scans" / f"page-{i:03d}.bin").write_bytes(hashlib.shake_256(f"{seed}/{i}".encode()).digest(size))
     return folder
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tree_digests(root: Path) -> Dict[str, str]:
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            p = Path(dirpath) / name
-            out[p.relative_to(root).as_posix()] = sha256(p)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -93,17 +93,23 @@ def _bucket_needles(client, bucket: str, prefix: str, needles: List[str]) -> Lis
     return hits
 
 
-def test_no_command_leaks_the_credentials_anywhere(seaweed, tmp_path, monkeypatch, caplog):
-    import luigi
-
+def _credentials_in_env(seaweed, monkeypatch, caplog):
+    """A fresh bucket and prefix, the server's real credentials in the environment the config
+    names, every logger at DEBUG: (bucket, prefix, key, secret, the strings no output may hold)."""
     bucket = seaweed.make_bucket()
     prefix = "secrets-" + uuid.uuid4().hex[:6]
     key, secret = seaweed.access_key, seaweed.secret_key
-    needles = [key, secret, secret[:16], FAKE_KEY, FAKE_SECRET, FAKE_SECRET[:16]]
     monkeypatch.setenv(KEY_ENV, key)
     monkeypatch.setenv(SECRET_ENV, secret)
     caplog.set_level(logging.DEBUG)
     _all_loggers_at_debug(monkeypatch)
+    return bucket, prefix, key, secret, [key, secret, secret[:16], FAKE_KEY, FAKE_SECRET, FAKE_SECRET[:16]]
+
+
+def test_no_command_leaks_the_credentials_anywhere(seaweed, tmp_path, monkeypatch, caplog):
+    import luigi
+
+    bucket, prefix, key, secret, needles = _credentials_in_env(seaweed, monkeypatch, caplog)
 
     # Every Luigi task made in this process: its parameters are logged by Luigi and shown by a
     # central scheduler, so they must never carry a credential.
@@ -240,14 +246,7 @@ def test_no_command_leaks_the_credentials_with_the_catalog_in_s3(seaweed, tmp_pa
     """The catalog in the bucket (`catalog: s3://...`, reached with the vault target's
     credentials): pyarrow's S3 file system and the conditional PUTs of ledger segments are other
     paths the credentials take; the catalog's objects are searched value by value."""
-    bucket = seaweed.make_bucket()
-    prefix = "secrets-" + uuid.uuid4().hex[:6]
-    key, secret = seaweed.access_key, seaweed.secret_key
-    needles = [key, secret, secret[:16], FAKE_KEY, FAKE_SECRET, FAKE_SECRET[:16]]
-    monkeypatch.setenv(KEY_ENV, key)
-    monkeypatch.setenv(SECRET_ENV, secret)
-    caplog.set_level(logging.DEBUG)
-    _all_loggers_at_debug(monkeypatch)
+    bucket, prefix, key, secret, needles = _credentials_in_env(seaweed, monkeypatch, caplog)
     from fixity import audit as A
     from storage_adapters.s3 import S3Adapter
 
