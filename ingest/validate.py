@@ -84,6 +84,8 @@ class ValidationReport:
     files_hashed: int = 0
     bytes_hashed: int = 0
     completeness_only: bool = False
+    fetched_files: int = 0                 # absent, listed in a version bag's fetch.txt (allow_fetched)
+    fetched_bytes: int = 0
 
     @property
     def valid(self) -> bool:
@@ -96,6 +98,7 @@ class ValidationReport:
             "completeness_only": self.completeness_only,
             "payload_files": self.payload_files, "payload_bytes": self.payload_bytes,
             "tag_files": self.tag_files, "files_hashed": self.files_hashed, "bytes_hashed": self.bytes_hashed,
+            "fetched_files": self.fetched_files, "fetched_bytes": self.fetched_bytes,
             "problems": [p.to_dict() for p in self.problems],
             "warnings": [w.to_dict() for w in self.warnings],
         }
@@ -107,14 +110,22 @@ def printable(path: str) -> str:
         m.group(0), f"\\x{ord(m.group(0)):02x}"), path)
 
 
-def validate_bag(bag_dir: PathLike, *, completeness_only: bool = False, processes: int = 1) -> ValidationReport:
-    """Check a bag and return every problem found. Raises InputError if bag_dir is no folder."""
+def validate_bag(bag_dir: PathLike, *, completeness_only: bool = False, processes: int = 1,
+                 allow_fetched: bool = False) -> ValidationReport:
+    """Check a bag and return every problem found. Raises InputError if bag_dir is no folder.
+
+    `allow_fetched`: the bag is a Strongroom version bag as built or stored (docs/versions.md):
+    a file its manifests list but its data/ lacks is no problem when fetch.txt lists it at a
+    strongroom:// URL with its length; it counts for Payload-Oxum, which is of the complete bag.
+    Whether the named earlier bag really holds it is the catalog's question (the audit asks
+    it), never the network's: nothing is fetched.
+    """
     root = Path(bag_dir)
     if not root.exists():
         raise InputError("does not exist", path=str(bag_dir))
     if not root.is_dir():
         raise InputError("is not a directory (a BagIt bag is a folder)", path=str(bag_dir))
-    return _Validator(root, completeness_only, max(1, int(processes))).run()
+    return _Validator(root, completeness_only, max(1, int(processes)), allow_fetched).run()
 
 
 def require_valid(bag_dir: PathLike, **kw) -> ValidationReport:
@@ -133,8 +144,9 @@ Expected = Dict[str, Dict[str, Tuple[str, str]]]   # file -> {algorithm: (digest
 
 
 class _Validator:
-    def __init__(self, root: Path, completeness_only: bool, processes: int):
+    def __init__(self, root: Path, completeness_only: bool, processes: int, allow_fetched: bool = False):
         self.root = root
+        self.allow_fetched = allow_fetched
         self.completeness_only = completeness_only
         self.processes = processes
         self.report = ValidationReport(bag_dir=str(root), completeness_only=completeness_only)
@@ -424,7 +436,8 @@ class _Validator:
             return
         want_bytes, want_files = self.oxum
         have_bytes = sum(self.payload.values())
-        have_files = len(self.payload) + self.tolerated_absent
+        have_files = len(self.payload) + self.tolerated_absent + self.report.fetched_files
+        have_bytes += self.report.fetched_bytes
         if (want_bytes, want_files) != (have_bytes, have_files):
             self.error(spec.bag_info_name(self.rules),
                        f"Payload-Oxum says {want_bytes} bytes in {want_files} files; the payload holds "
@@ -480,6 +493,8 @@ class _Validator:
                                 "metadata file (copying tools drop these), so no content is lost")
                 self.tolerated_absent += 1
                 continue
+            if path in self.fetch and self._fetched_ok(path, listing):
+                continue
             if path in self.fetch:
                 url = self.fetch[path][0]
                 self.error(path, f"is not in the bag: fetch.txt lists it at {url}; Strongroom never fetches, "
@@ -509,6 +524,15 @@ class _Validator:
                 self.warn(names[0], f"and {', '.join(map(repr, names[1:]))} differ only in letter case; "
                                     "they cannot both exist on case-insensitive file systems")
         return expected
+
+    def _fetched_ok(self, path: str, listing: Dict[str, spec.ManifestEntry]) -> bool:
+        """An absent file a version bag lists in fetch.txt (allow_fetched): counted, not a problem."""
+        url, length, _ = self.fetch[path]
+        if not (self.allow_fetched and url.startswith("strongroom://") and re.fullmatch(r"[0-9]{1,19}", length)):
+            return False
+        self.report.fetched_files += 1
+        self.report.fetched_bytes += int(length)
+        return True
 
     def _literal_name(self, listing: Dict[str, spec.ManifestEntry]) -> Optional[str]:
         """Before 1.0 nothing was percent-encoded: 'a%0Ab' may be a literal name, not an encoded LF."""

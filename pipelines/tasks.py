@@ -88,7 +88,7 @@ class ValidateBag(_DepositTask):
     def run(self):
         from ingest.validate import require_valid
 
-        report = require_valid(self.bag(self.bag_id)["path"], completeness_only=True)
+        report = require_valid(self.bag(self.bag_id)["path"], completeness_only=True, allow_fetched=True)
         self.write_marker({"bag": self.bag_id, "valid": True, "files": report.payload_files})
 
 

@@ -137,6 +137,7 @@ def bag_inventory(bag_dir) -> BagInventory:
 
     files = _walk_bag(bag_dir, problems)
     on_disk = set(files)
+    fetched = _fetched_paths(bag_dir) if bagit_spec.FETCH_TXT in on_disk else set()
     digests: Digests = {}
     payload_algorithms: List[str] = []
     manifests = sorted(p for p in on_disk if "/" not in p and
@@ -160,6 +161,8 @@ def bag_inventory(bag_dir) -> BagInventory:
             if not is_tag and not bagit_spec.is_payload_path(relpath):
                 problems.append(f"{name}: lists {relpath!r}, which is outside data/")
                 continue
+            if relpath not in on_disk and relpath in fetched:
+                continue  # a version bag's unchanged file: an earlier bag holds it (ingest.fetch)
             if relpath not in on_disk:
                 problems.append(f"{relpath}: listed in {name} but not in the bag")
                 continue
@@ -189,6 +192,13 @@ def bag_inventory(bag_dir) -> BagInventory:
         raise PreservationError(f"bag cannot be stored: {len(problems)} problem(s) in its files or manifests",
                                 path=str(bag_dir), problems=problems)
     return BagInventory({p: digests[p] for p in files}, sizes)
+
+
+def _fetched_paths(bag_dir: Path) -> set:
+    """The files a staged version bag lists in fetch.txt instead of holding (docs/versions.md)."""
+    from ingest.fetch import FETCH_TXT, parse_fetch
+
+    return {e.path for e in parse_fetch((bag_dir / FETCH_TXT).read_bytes(), str(bag_dir))}
 
 
 # --------------------------------------------------------------------------------------------
