@@ -1,0 +1,359 @@
+"""`strongroom receive`: deposit each complete upload of a library's receiving area exactly once.
+
+One batch goes through these steps, each safe to interrupt (kill -9 included) and to run twice:
+
+1. lock: an exclusive, non-blocking flock on a file in the receiving work folder (a sibling of
+   staging: a deposit's source may not lie inside staging). A second `receive` on this machine
+   skips a batch another run is working on; the kernel drops the lock of a killed run.
+2. claim: `COLLECTION/BATCH.claim` put into the area with `If-None-Match: *` (a folder: a
+   rename that never replaces), naming this installation. A claim of ours with no run holding
+   the lock is a killed run: resumed. A claim of another installation is left alone.
+3. download: every object under `COLLECTION/BATCH/`, streamed to `<work>/.../content.part`
+   (a single `.tar` read once as a stream and unpacked, a single `.zip` stored then unpacked,
+   both refusing hostile members), renamed to `content` when whole, with the list of objects
+   taken (key, size, ETag).
+4. deposit: `pipelines.commands.deposit.deposit` (so `flow.open_deposit`, the library checks,
+   every supplied checksum and bag manifest verified); its own state resumes a killed deposit,
+   and a deposit that finished before the answer was written is found by its source folder,
+   never deposited twice.
+5. answer: `COLLECTION/BATCH.done` or `.failed` (never replacing one already there), then the
+   objects taken are removed (only if unchanged since they were taken, and only after the
+   deposit is preserved; kept when configured), then `.ready`, then the claim, then the work
+   folder. A rerun that finds our answer and our claim finishes this step.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from ingest.receive_archive import ArchiveRefused, is_archive, unpack_tar, unpack_zip
+from ingest.receive_markers import (CLAIM, DONE, FAILED, MARKER_LIMIT, READY, Batch, Problem, ReadyError,
+                                    done_document, failed_document, find_batches, now_text, parse_ready)
+from storage_adapters.base import StorageError, check_relpath
+from storage_adapters.receiving import AreaObject, ReceivingArea
+from strongroom import durable
+from strongroom.errors import ConfigError, StagingError, StrongroomError
+from strongroom.fstree import remove_tree
+
+#: The most an upload may unpack to unless `--max-batch-bytes` says otherwise (and never more
+#: than the work folder's free space).
+DEFAULT_MAX_BATCH_BYTES = 1 << 40
+_CHUNK = 1 << 20
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch came to: preserved, failed (answered .failed), incomplete (to be resumed
+    by the next run), busy (another run has it) or skipped (already answered)."""
+
+    library: str
+    batch: str
+    state: str
+    detail: str = ""
+    bags: List[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    problems: List[str] = field(default_factory=list)
+    exit_code: int = 0
+
+
+@dataclass
+class ReceiveOptions:
+    """Per run: keep uploads after preserving them, and the unpacked size cap."""
+
+    keep_uploads: bool = False
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+
+
+def work_root(config) -> Path:
+    """Where batches are downloaded: beside staging, not in it (a source inside staging is refused)."""
+    staging = Path(config.staging)
+    return staging.parent / f"{staging.name}-receiving"
+
+
+def installation_id(work: Path) -> str:
+    """This archive's id in claims, made once (O_EXCL: two first runs agree on one)."""
+    path = work / "installation-id"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        for _ in range(50):
+            text = path.read_text("ascii").strip()
+            if text:
+                return text
+            import time
+
+            time.sleep(0.01)  # the first run is writing it right now
+        raise StagingError(f"{path} is empty; remove it and run receive again", path=str(path))
+    with os.fdopen(fd, "w") as fh:
+        fh.write(uuid.uuid4().hex + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path.read_text("ascii").strip()
+
+
+def receive_library(config, args, area: ReceivingArea, options: ReceiveOptions) -> List[BatchOutcome]:
+    """Every complete batch of one library's area, in key order."""
+    work = work_root(config)
+    me = installation_id(work)
+    found = find_batches(o.key for o in area.list(""))
+    outcomes = [BatchOutcome(area.library, key.split(":", 1)[0], "ignored", detail=key) for key in found.ignored]
+    for batch in found.batches:
+        outcomes.append(receive_batch(config, args, area, batch, work, me, options))
+    return outcomes
+
+
+def receive_batch(config, args, area: ReceivingArea, batch: Batch, work: Path, me: str,
+                  options: ReceiveOptions) -> BatchOutcome:
+    code = area.library
+    lock_name = hashlib.sha256(f"{code}/{batch}".encode()).hexdigest()[:32]
+    (work / ".locks").mkdir(parents=True, exist_ok=True)
+    fd = os.open(work / ".locks" / f"{lock_name}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return BatchOutcome(code, str(batch), "busy", detail="another receive run is working on it")
+        return _locked(config, args, area, batch, work / code / batch.collection, me, options)
+    finally:
+        os.close(fd)
+
+
+def _claim_of(area: ReceivingArea, batch: Batch) -> Optional[dict]:
+    data = area.read_small(batch.marker(CLAIM), MARKER_LIMIT)
+    if data is None:
+        return None
+    try:
+        claim = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {"installation": "(unreadable claim)"}
+    return claim if isinstance(claim, dict) else {"installation": "(unreadable claim)"}
+
+
+def _locked(config, args, area: ReceivingArea, batch: Batch, folder: Path, me: str,
+            options: ReceiveOptions) -> BatchOutcome:
+    code = area.library
+    answered = [s for s in (DONE, FAILED) if area.exists(batch.marker(s))]
+    claim = _claim_of(area, batch)
+    ours = claim is not None and claim.get("installation") == me
+    if answered:
+        if ours:  # a run killed while cleaning up after its answer
+            _clean_up(area, batch, folder / f"{batch.name}.{claim.get('claim')}", answered[0] == DONE, options)
+            return BatchOutcome(code, str(batch), "cleaned", detail=f"answered {answered[0]} earlier; cleaned up")
+        for stale in folder.glob(f"{batch.name}.*"):
+            remove_tree(stale)
+        return BatchOutcome(code, str(batch), "skipped", detail=f"already answered ({batch.marker(answered[0])})")
+    if claim is None:
+        claim = {"installation": me, "claim": uuid.uuid4().hex, "claimed_at": now_text(), "host": socket.gethostname()}
+        if not area.put_bytes(batch.marker(CLAIM), json.dumps(claim).encode()):
+            claim = _claim_of(area, batch) or {}
+        ours = claim.get("installation") == me
+    if not ours:
+        return BatchOutcome(code, str(batch), "busy",
+                            detail=f"claimed by another Strongroom installation ({claim.get('host', '?')})")
+    here = folder / f"{batch.name}.{claim['claim']}"
+    try:
+        note = parse_ready(area.read_small(batch.marker(READY), MARKER_LIMIT) or b"", batch, code)
+        content, taken = _download(area, batch, here, options.max_batch_bytes)
+    except ReadyError as exc:
+        return _fail(area, batch, here, Problem("The .ready file of this batch cannot be used",
+                                                "本批次的 .ready 文件无法使用"), exc.problems)
+    except _Refused as exc:
+        return _fail(area, batch, here, exc.what, exc.problems)
+    return _deposit(config, args, area, batch, here, content, taken, note, options)
+
+
+class _Refused(Exception):
+    """The upload cannot be taken as it is: the library must fix it (answered with .failed)."""
+
+    def __init__(self, what: Problem, problems: List[Problem]):
+        self.what, self.problems = what, problems
+        super().__init__(what.en)
+
+
+def _download(area: ReceivingArea, batch: Batch, here: Path, max_bytes: int):
+    """(content folder, objects taken); reuses a download a killed run finished."""
+    content, manifest = here / "content", here / "taken.json"
+    if manifest.is_file() and content.is_dir():
+        return content, [AreaObject(**o) for o in json.loads(manifest.read_text("utf-8"))]
+    here.mkdir(parents=True, exist_ok=True)
+    part = here / "content.part"
+    if part.exists():
+        remove_tree(part, strict=True)  # half-downloaded by a killed run: download again
+    part.mkdir()
+    max_bytes = min(max_bytes, shutil.disk_usage(here).free)
+    objects, bad = [], []
+    for obj in area.list(batch.prefix):
+        rel = obj.key[len(batch.prefix):]
+        if rel.endswith("/") and obj.size == 0:
+            continue  # a "folder" object some S3 clients make
+        try:
+            check_relpath(rel)
+        except ValueError as exc:
+            bad.append(Problem(f"uploaded name {obj.key}: {exc}", f"上传的名称 {obj.key} 不安全：{exc}"))
+            continue
+        objects.append(obj)
+    if bad:
+        raise _Refused(Problem("Some uploaded file names cannot be stored safely", "部分上传文件的名称无法安全保存"), bad)
+    if not objects:
+        raise _Refused(Problem(f"Nothing was uploaded under {batch.prefix}", f"{batch.prefix} 下没有上传任何文件"),
+                       [Problem(f"upload the batch's files under {batch.prefix} before its .ready",
+                                f"请先把批次文件上传到 {batch.prefix}，再上传 .ready")])
+    try:
+        if len(objects) == 1 and is_archive(objects[0].key):
+            _unpack(area, objects[0], part, here, max_bytes)
+        else:
+            _copy_loose(area, batch, objects, part, max_bytes)
+    except ArchiveRefused as exc:
+        raise _Refused(Problem(f"The uploaded archive {objects[0].key} was refused",
+                               f"上传的压缩包 {objects[0].key} 被拒收"),
+                       [Problem(p, f"压缩包中的问题：{p}") for p in (exc.problems or [exc.message])]) from None
+    durable.fsync_dir(part)
+    os.rename(part, content)
+    durable.atomic_write_json(manifest, [asdict(o) for o in objects])
+    return content, objects
+
+
+def _unpack(area: ReceivingArea, obj: AreaObject, part: Path, here: Path, max_bytes: int) -> None:
+    if obj.size > max_bytes:
+        raise ArchiveRefused(f"{obj.key} is {obj.size:,} bytes, more than the {max_bytes:,} allowed",
+                             problems=[f"{obj.key} is {obj.size:,} bytes, more than the {max_bytes:,} allowed"])
+    if not obj.key.lower().endswith(".zip"):
+        with area.open_read(obj.key) as fh:
+            unpack_tar(fh, part, max_bytes=max_bytes, label=obj.key)
+        return
+    local = here / "upload.zip"
+    try:
+        _stream_to(area, obj, local)
+        unpack_zip(local, part, max_bytes=max_bytes, label=obj.key)
+    finally:
+        local.unlink(missing_ok=True)
+
+
+def _copy_loose(area: ReceivingArea, batch: Batch, objects: List[AreaObject], part: Path, max_bytes: int) -> None:
+    total = sum(o.size for o in objects)
+    if total > max_bytes:
+        raise _Refused(Problem("The batch is too large", "批次过大"),
+                       [Problem(f"{total:,} bytes uploaded, more than the {max_bytes:,} allowed",
+                                f"上传了 {total:,} 字节，超过允许的 {max_bytes:,} 字节")])
+    for obj in objects:
+        target = part / obj.key[len(batch.prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _stream_to(area, obj, target)
+
+
+def _stream_to(area: ReceivingArea, obj: AreaObject, target: Path) -> None:
+    """Copy one object to a new local file, checking its size and (single-part S3 uploads) its
+    MD5 ETag: a transfer that went wrong is a failure to retry, not content to preserve."""
+    md5 = hashlib.md5() if obj.etag and len(obj.etag) == 32 and "-" not in obj.etag else None
+    size = 0
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with area.open_read(obj.key) as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if md5 is not None:
+                    md5.update(chunk)
+                durable.write_all(fd, chunk)
+    finally:
+        os.close(fd)
+    if size != obj.size or (md5 is not None and md5.hexdigest() != obj.etag):
+        raise StorageError(f"downloaded {size:,} bytes that do not match the listing ({obj.size:,} bytes, "
+                           f"ETag {obj.etag}); run receive again", target=f"receiving-{area.library}",
+                           location=area.location(obj.key))
+
+
+def _deposit(config, args, area, batch, here, content, taken, note, options) -> BatchOutcome:
+    from pipelines.commands.deposit import deposit
+
+    code = area.library
+    bags = _finished(config, content)
+    if bags is None:
+        try:
+            outcome = deposit(config, args, source=str(content), library=code, collection=batch.collection,
+                              collection_type=note.collection_type, policy_name=note.policy, title=note.title)
+        except (ConfigError, StagingError) as exc:
+            # the archive's own configuration or disk: the operator's to fix, not the library's
+            return BatchOutcome(code, str(batch), "incomplete", detail=str(exc), problems=list(exc.problems),
+                                exit_code=exc.exit_code)
+        except StrongroomError as exc:
+            if exc.rerun_helps:
+                return BatchOutcome(code, str(batch), "incomplete", detail=str(exc), problems=exc.problems,
+                                    exit_code=exc.exit_code)
+            return _fail(area, batch, here, Problem("The batch could not be deposited", "本批次无法提交保存"),
+                         [Problem(_plain(exc.message), f"问题：{_plain(exc.message)}")]
+                         + [Problem(str(p), f"详情：{p}") for p in exc.problems])
+        if outcome["state"] != "preserved":
+            problems = [f"{f['step']}: {f['message']}" for f in outcome["failures"]] + \
+                       [str(p) for f in outcome["failures"] for p in f.get("problems", [])]
+            if outcome.get("rerun_helps", True):
+                return BatchOutcome(code, str(batch), "incomplete", detail="the deposit is not complete; the next "
+                                    "receive resumes it", problems=problems, exit_code=outcome["exit_code"] or 1)
+            return _fail(area, batch, here, Problem("The batch could not be preserved", "本批次未能保存"),
+                         [Problem(p, f"问题：{p}") for p in problems])
+        bags = [{"id": b["id"], "files": b["files"], "bytes": b["bytes"]} for b in outcome["bags"]]
+    area.put_bytes(batch.marker(DONE), done_document(batch, code, bags, kept=options.keep_uploads))
+    _clean_up(area, batch, here, True, options, taken)
+    return BatchOutcome(code, str(batch), "preserved", bags=[b["id"] for b in bags],
+                        files=sum(b["files"] for b in bags), bytes=sum(b["bytes"] for b in bags),
+                        detail=f"answered {batch.marker(DONE)}")
+
+
+def _plain(message: str) -> str:
+    return message.replace(os.sep + "content" + os.sep, os.sep) if message else message
+
+
+def _finished(config, content: Path) -> Optional[List[dict]]:
+    """The bags of a finished deposit of `content` (a run killed after the deposit, before its
+    answer), or None: the deposit's own state says so, so the batch is never deposited twice."""
+    from pipelines import flow
+
+    root = Path(config.staging) / flow.STATE_DIR
+    real = os.path.realpath(content)
+    if not root.is_dir():
+        return None
+    for entry in root.iterdir():
+        if not (entry / "done.json").is_file() or not (entry / "deposit.json").is_file():
+            continue
+        if flow.read_json(entry / "deposit.json").get("source") == real:
+            built = flow.read_json(entry / "bags.json")
+            return [{"id": b["id"], "files": b["files"], "bytes": b["bytes"]} for b in built["bags"]]
+    return None
+
+
+def _fail(area: ReceivingArea, batch: Batch, here: Path, what: Problem, problems: List[Problem]) -> BatchOutcome:
+    area.put_bytes(batch.marker(FAILED), failed_document(batch, area.library, what, problems))
+    _clean_up(area, batch, here, False, ReceiveOptions(keep_uploads=True))
+    return BatchOutcome(area.library, str(batch), "failed", detail=what.en, problems=[p.en for p in problems],
+                        exit_code=1)
+
+
+def _clean_up(area: ReceivingArea, batch: Batch, here: Path, preserved: bool, options: ReceiveOptions,
+              taken: Optional[List[AreaObject]] = None) -> None:
+    """After the answer: the uploads taken (only those, only unchanged, only when preserved and not
+    kept), then `.ready`, then the local work folder, then the claim."""
+    if preserved and not options.keep_uploads:
+        if taken is None:
+            manifest = here / "taken.json"
+            taken = [AreaObject(**o) for o in json.loads(manifest.read_text("utf-8"))] if manifest.is_file() else []
+        now = {o.key: o for o in area.list(batch.prefix)}
+        for obj in taken:
+            if now.get(obj.key) == obj:
+                area.delete(obj.key)
+    area.delete(batch.marker(READY))
+    if here.exists():
+        remove_tree(here)
+    area.delete(batch.marker(CLAIM))  # last: while it is there, the next run finds and finishes this
