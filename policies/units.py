@@ -131,6 +131,25 @@ def format_size(n: int) -> str:
     return f"{n}B"  # pragma: no cover - n >= 1000 always finds a unit
 
 
+def display_size(n: int) -> str:
+    """A size for people to read, in one unit system everywhere: decimal units (KB is 1000 B,
+    as in the audit summaries), about three significant figures, a space before the unit
+    ("512 B", "1.23 MB", "22.9 MB", "451 MB", "1.5 TB"). Not for config values: use
+    format_size, whose exact forms round-trip through parse_size."""
+    n = int(n)
+    if n < 0:
+        return "-" + display_size(-n)
+    if n < 1000:
+        return f"{n} B"
+    names = ["KB", "MB", "GB", "TB", "PB"]
+    value, i = n / 1000, 0
+    # 999,600 B is "1 MB", not "1e+03 KB": move up a unit while the rounded figure reaches 1000.
+    while i < len(names) - 1 and float(f"{value:.3g}") >= 1000:
+        value, i = value / 1000, i + 1
+    text = f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+    return f"{text} {names[i]}"
+
+
 def add_years(when: datetime.datetime, years: int) -> datetime.datetime:
     """`years` calendar years after `when` (retention is in years, not days); 29 February
     becomes 1 March in a common year."""

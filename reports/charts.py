@@ -108,23 +108,28 @@ def stacked(categories: Sequence[str], series: Dict[str, Sequence[int]], colours
 
 
 def levels(collections: Sequence[str], areas: Sequence[str], values: List[List[int]], area_labels: Sequence[str],
-           title: str, ylabel: str, tr: Translator) -> Markup:
-    """Grouped bars: per collection, one bar per functional area, height = level reached."""
+           title: str, xlabel: str, tr: Translator) -> Markup:
+    """Grouped horizontal bars: per collection (every one of them, top to bottom in the table's
+    order), one bar per functional area, length = level reached. Horizontal so that the chart
+    grows downwards with the number of collections and no collection is ever left out."""
     with plt.rc_context(RC), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from")
-        shown = list(collections)[:12]
-        fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(shown) + 3), 2.6))
-        width = 0.8 / max(len(areas), 1)
+        shown = list(collections)
+        n = max(len(shown), 1)
+        fig, ax = plt.subplots(figsize=(9, 1.0 + 0.55 * n))
+        height = 0.8 / max(len(areas), 1)
         palette = ["#1f5fa8", "#2e7d32", "#8e44ad", "#d35400", "#16a085"]
+        rows = list(range(len(shown)))[::-1]
         for i, (area, label) in enumerate(zip(areas, area_labels)):
-            xs = [c + (i - (len(areas) - 1) / 2) * width for c in range(len(shown))]
-            ax.bar(xs, [values[c][i] for c in range(len(shown))], width=width * 0.95, color=palette[i % 5], label=label)
-        ax.set_xticks(list(range(len(shown))))
-        ax.set_xticklabels([_short(c, 24) for c in shown])
-        ax.set_ylim(0, 4.2)
-        ax.set_yticks([0, 1, 2, 3, 4])
-        ax.set_yticklabels([tr.level(n) for n in range(5)])
-        ax.set_ylabel(ylabel)
+            ys = [y + ((len(areas) - 1) / 2 - i) * height for y in rows]
+            ax.barh(ys, [values[c][i] for c in range(len(shown))], height=height * 0.95, color=palette[i % 5],
+                    label=label)
+        ax.set_yticks(rows)
+        ax.set_yticklabels([_short(c, 32) for c in shown])
+        ax.set_xlim(0, 4.2)
+        ax.set_xticks([0, 1, 2, 3, 4])
+        ax.set_xticklabels([tr.level(n) for n in range(5)])
+        ax.set_xlabel(xlabel)
         ax.set_title(title, loc="left")
         ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(fig, title)

@@ -11,6 +11,17 @@ copying, which is a deep check too) and repair events (`reports.preservation.rep
 the same file, when both name one); `repaired_at` is empty when there is none. Bag-level
 failures (no copy named) are never matched: nothing repairs "no good copy".
 
+Counting damage (the figures every section agrees on, defined on the page as well): an audit
+records a damaged file twice, once in the copy's summary event and once for the file, and
+finds it again on every later audit until it is repaired. So a *damage* is one thing found
+damaged in the period, counted once however often it was found: a file of a copy (bag,
+target, path), or a whole copy or bag when no file is named. The `damage` column marks the
+events that count (a copy's summary failure does not when the same copy has file failures in
+the period); `damage_found` is the number of distinct (bag_id, target, path) among them.
+`damage_repaired` counts those whose latest finding was repaired afterwards (a file repaired
+and then found damaged again is not repaired). `repairs` counts successful repair events,
+which include extra files set aside, so they can outnumber the damage repaired.
+
 Damage outlives the period it was found in: `open_findings` lists every finding outstanding at
 report time (reports.findings, the same rows as the preservation report), whatever --since and
 --until select, so an audit window that starts after a file was found damaged (and left so)
@@ -32,7 +43,8 @@ from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.ledger import verify_store
 from reports.common import Scope, in_period, lookup, make_scope, plain, select_bags
-from reports.preservation import AUDIT_TYPE, Ledger, copies_table, finding_rows, repair_mask, scope_events
+from reports.preservation import (AUDIT_TYPE, Ledger, attach_findings, copies_table, finding_rows, repair_mask,
+                                  scope_events)
 from reports.status import GOOD_STATES
 
 CHUNK_ROWS = 10_000
@@ -53,7 +65,7 @@ class FixityReport:
     by_type: List[Dict[str, Any]]          # type, outcome, events
     by_month: List[Dict[str, Any]]         # month (YYYY-MM), outcome, events (fixity checks)
     per_copy: List[Dict[str, Any]]         # one row per copy: audits in the period by outcome, state now
-    damage: List[Dict[str, Any]]           # failed fixity checks with their repair, if any
+    damage: List[Dict[str, Any]]           # each distinct damage of the period once (damage_items), its repair if any
     not_audited: List[Dict[str, Any]]      # copies never audited, overdue, or not audited in the period
     open_findings: List[Dict[str, Any]]    # every outstanding finding now, whatever the period (preservation.finding_rows)
     events: pa.Table                       # one row per audit or repair event in the period (EVENT_COLUMNS)
@@ -94,12 +106,13 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
     is_check = pc.equal(events.column("type"), AUDIT_TYPE)
     outcome = events.column("outcome")
     checks = events.filter(is_check)
-    damage = events.filter(events.column("damage"))
     per_copy = _per_copy(copies, checks)
     not_audited = [r for r in per_copy if r["never_audited"] or r["overdue_deep"] or r["overdue_quick"]
                    or (r["audits"] == 0 and r["state"] in GOOD_STATES)]
     repairs = pc.and_(events.column("repair"), pc.equal(outcome, "success"))
     findings = finding_rows(catalog, copies)
+    attach_findings(per_copy, findings)
+    items = damage_items(events)
     summary = {
         "events": events.num_rows,
         "fixity_checks": checks.num_rows,
@@ -107,8 +120,8 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
         "failed": _count(pc.and_(is_check, pc.equal(outcome, "failure"))),
         "inconclusive": _count(pc.and_(is_check, pc.equal(outcome, "inconclusive"))),
         "repairs": _count(repairs),
-        "damage_found": damage.num_rows,
-        "damage_repaired": _count(pc.is_valid(damage.column("repaired_at"))) if damage.num_rows else 0,
+        "damage_found": len(items),
+        "damage_repaired": sum(1 for d in items if d["repaired_at"] is not None),
         "copies": copies.num_rows,
         "copies_audited": sum(1 for r in per_copy if r["audits"]),
         "copies_not_audited": len(not_audited),
@@ -121,7 +134,7 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
         summary=summary, by_type=_group_count(events, ["type", "outcome"]),
         by_month=_group_count(checks.append_column("month", pc.strftime(checks.column("datetime"), "%Y-%m")),
                               ["month", "outcome"]) if checks.num_rows else [],
-        per_copy=per_copy, damage=damage.select(EVENT_COLUMNS).to_pylist(), not_audited=not_audited,
+        per_copy=per_copy, damage=items, not_audited=not_audited,
         open_findings=findings, events=events.select(EVENT_COLUMNS))
 
 
@@ -136,9 +149,51 @@ def _group_count(table: pa.Table, keys: List[str]) -> List[Dict[str, Any]]:
     return agg.rename_columns(keys + ["events"]).to_pylist()
 
 
+DAMAGE_KEYS = ["bag_id", "target", "path"]
+
+
+def damage_items(events: pa.Table) -> List[Dict[str, Any]]:
+    """Each distinct damage of the period once (see the module doc): bag_id, target, path (None
+    for a whole copy or bag), first_found, last_found, times_found, the latest finding's detail
+    and its repair (repaired_at, repair_event_id, repair_type; None when not repaired)."""
+    found = events.filter(events.column("damage"))
+    if found.num_rows == 0:
+        return []
+    found = found.append_column("key", _null_safe_key(found, DAMAGE_KEYS))
+    agg = found.group_by(["key"]).aggregate([("datetime", "min"), ("datetime", "max"), ([], "count_all")])
+    agg = agg.rename_columns(["key", "first_found", "last_found", "times_found"])
+    latest = found.join(agg, "key", join_type="inner")
+    latest = latest.filter(pc.equal(latest.column("datetime"), latest.column("last_found")))
+    # One row per damage: of several findings at the same last instant, the greatest event id.
+    latest = latest.sort_by([("key", "ascending"), ("event_id", "descending")])
+    rows, seen = [], set()
+    for r in latest.select(["key", *DAMAGE_KEYS, "library", "collection", "site", "first_found", "last_found",
+                            "times_found", "detail", "event_id", "repaired_at", "repair_event_id",
+                            "repair_type"]).to_pylist():
+        if r["key"] in seen:
+            continue
+        seen.add(r.pop("key"))
+        rows.append(r)
+    return sorted(rows, key=lambda r: (r["first_found"], r["bag_id"], r["target"] or "", r["path"] or ""))
+
+
+def _null_safe_key(table: pa.Table, keys: List[str]) -> pa.Array:
+    """One string key over columns that may be null (null as empty), so nulls group and join."""
+    cols = [pc.fill_null(table.column(k), "") for k in keys]
+    key = pc.binary_join_element_wise(*cols, "\x1f")
+    return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+
+
 def _with_repairs(events: pa.Table) -> pa.Table:
-    """Add damage (a failed fixity check), repaired_at, repair_event_id, repair_type: joins only."""
-    damage = pc.and_(pc.equal(events.column("type"), AUDIT_TYPE), pc.equal(events.column("outcome"), "failure"))
+    """Add damage (a failed fixity check that counts as damage: not a copy's summary when the
+    same copy has file failures in the period), repaired_at, repair_event_id, repair_type."""
+    failed = pc.and_(pc.equal(events.column("type"), AUDIT_TYPE), pc.equal(events.column("outcome"), "failure"))
+    copy_key = _null_safe_key(events, ["bag_id", "target"])
+    with_file = pc.and_(failed, pc.is_valid(events.column("path")))
+    file_copies = pc.unique(copy_key.filter(pc.fill_null(with_file, False)))
+    summary = pc.and_(pc.and_(failed, pc.is_null(events.column("path"))), pc.is_valid(events.column("target")))
+    superseded = pc.and_(summary, pc.is_in(copy_key, value_set=file_copies))
+    damage = pc.fill_null(pc.and_(failed, pc.invert(superseded)), False)
     events = events.append_column("damage", damage)
     fails = events.filter(damage).select(["event_id", "bag_id", "target", "path", "datetime"])
     fails = fails.rename_columns(["fail_id", "bag_id", "target", "fail_path", "fail_at"])

@@ -149,6 +149,9 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "col.kind": ("Problem", "问题类型"),
     "col.since": ("Found since", "首次发现"),
     "col.last_found": ("Last found", "最近一次发现"),
+    "attention.findings": ("{n} open finding(s)", "{n} 个未解决的问题"),
+    "col.first_found": ("First found", "首次发现"),
+    "col.times_found": ("Times found", "发现次数"),
     "col.location": ("Location", "位置"),
     "col.targets": ("Storage targets", "存储目标"),
     "col.sites": ("Sites", "站点"),
@@ -173,6 +176,14 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
                     "深度审计会重新计算副本中每个文件的校验值（复制后的验证也计为一次深度审计）；快速检查确认每个文件"
                     "都存在且大小正确。若在深度审计周期内没有完成深度审计，或在快速检查周期内没有任何检查，"
                     "该副本即为逾期。"),
+    "note.damage_terms": ("Damage: a file of a copy (or a whole copy or bag) that a fixity check in the period "
+                          "found damaged, counted once however many audits found it. Repaired: damage with a "
+                          "successful repair after it was last found. Repairs: successful repair events (files "
+                          "replaced from a good copy, extra files set aside or removed), so they can outnumber "
+                          "the damage repaired.",
+                          "损坏：期间内固定性检查发现已损坏的某副本中的一个文件（或整个副本、整个数据包），无论被几次审计"
+                          "发现，只计一次。已修复：最近一次发现之后有成功修复的损坏。修复：成功的修复事件（用完好副本替换"
+                          "文件、移开或删除多余文件），因此修复次数可能多于已修复的损坏。"),
     "note.more_rows": ("{n} more rows are in the CSV and JSON forms of this report.",
                        "另有 {n} 行，见本报告的 CSV 与 JSON 版本。"),
     "note.ndsa": ("Levels are cumulative: a collection reaches a level when every rule of it and of the levels "
@@ -529,9 +540,21 @@ class Translator:
         return "—" if n is None else f"{int(n):,}"
 
     def size(self, n: Optional[int]) -> str:
-        from policies.units import format_size
+        """Every size on every page: policies.units.display_size (decimal, ~3 figures)."""
+        from policies.units import display_size
 
-        return "—" if n is None else format_size(int(n))
+        return "—" if n is None else display_size(int(n))
+
+    def detail(self, text: Optional[str]) -> str:
+        """An event's or copy's detail: the texts Strongroom writes are rendered in Chinese in
+        the zh reports (reports.details); anything else (a tool's message, a path) as it is."""
+        if not text:
+            return ""
+        if self.lang == "en":
+            return text
+        from reports.details import zh_detail
+
+        return zh_detail(text)
 
     def range(self, low: Optional[int], high: Optional[int]) -> str:
         """A count over many bags: one number when they agree, else the fewest to the most."""

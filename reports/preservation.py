@@ -162,6 +162,8 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
     facts = _facts(config, bags, copies, agg, keyed_events, period, ledger)
     ndsa.add_virus_facts(facts, keyed_events, scope.now)  # NDSA integrity 1: virus checks (ledger events)
     findings = finding_rows(catalog, copies)
+    open_damage = [r for r in _replica_rows(copies) if r["state"] not in GOOD_STATES]
+    attach_findings(open_damage, findings)
     totals = _totals(bags, copies)
     totals["open_findings"] = len(findings)
     return PreservationReport(
@@ -174,7 +176,7 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
         audits=_audits(copies),
         replicas=_replica_rows(copies),
         overdue=[r for r in _replica_rows(copies) if r["overdue_deep"] or r["overdue_quick"]],
-        open_damage=[r for r in _replica_rows(copies) if r["state"] not in GOOD_STATES],
+        open_damage=open_damage,
         repairs=_event_rows(period.filter(repair_mask(period))),
         events_by_type=_counts(period, ["type", "outcome"], "events"),
         ndsa=[ndsa.assess(f) for f in facts],
@@ -202,6 +204,16 @@ def finding_rows(catalog: Catalog, copies: pa.Table) -> List[Dict[str, Any]]:
                "checked_at": f.checked_at}
         out.append({c: row[c] for c in FINDING_COLUMNS})
     return out
+
+
+def attach_findings(rows: List[Dict[str, Any]], findings: List[Dict[str, Any]]) -> None:
+    """Each copy's open findings (kind, path; None for the whole copy) as `findings`: what the
+    Attention column says about a damaged copy, the same rows as the Open findings section."""
+    by_copy: Dict[tuple, List[Dict[str, Any]]] = {}
+    for f in findings:
+        by_copy.setdefault((f["bag"], f["target"]), []).append({"kind": f["kind"], "path": f["path"]})
+    for row in rows:
+        row["findings"] = by_copy.get((row["bag_id"], row["target"]), [])
 
 
 def locations(config) -> List[Dict[str, Any]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, TextIO
@@ -34,6 +35,7 @@ from typing import Any, Dict, Iterable, Iterator, List, TextIO
 import jinja2
 import pyarrow as pa
 import pyarrow.compute as pc
+from markupsafe import Markup, escape
 
 from reports import charts, ndsa
 from reports.common import Scope, check_output, iso, write_atomic
@@ -43,12 +45,24 @@ from strongroom import __version__
 HTML_ROW_LIMIT = 200
 HTML_EVENT_LIMIT = 500
 TOP_FORMATS = 15
-TOP_COLLECTIONS = 15
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("reports", "templates"),
     autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_SEPARATORS = re.compile(r"([-_/.])")
+
+
+def wrap_id(value: Any) -> Markup:
+    """A bag id, path or key, escaped, with a line-break opportunity (<wbr>) after each `-`, `_`,
+    `/` and `.`: a narrow table column then wraps it between its parts, never a character per
+    line (the CSS keeps the cell's smallest width at its longest part: no `break-all`)."""
+    if value is None:
+        return Markup("")
+    return Markup(_SEPARATORS.sub(r"\1<wbr>", str(escape(value))))
+
+
+_ENV.filters["wrapid"] = wrap_id
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,8 +117,9 @@ def _charts(report: Any, tr: Translator) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     if report.kind == "preservation":
         if report.collections:
-            rows = charts.top_with_other([(f"{c['library']}/{c['collection']}", c["bytes"]) for c in report.collections],
-                                         TOP_COLLECTIONS, tr.t("word.other"))
+            # Every collection has its own bar (the chart grows downwards): none hidden in "other".
+            rows = sorted(((f"{c['library']}/{c['collection']}", c["bytes"]) for c in report.collections),
+                          key=lambda r: -r[1])
             out["holdings"] = charts.barh([r[0] for r in rows], [r[1] for r in rows], tr.t("chart.holdings"),
                                           tr.t("axis.bytes"), tr, size_axis=True)
         if report.copies_by_site:
