@@ -74,7 +74,9 @@ from fixity.restore_dest import (TEMP_MARK, TempFolder, archive_folders, check_d
                                  check_dest_empty, file_digests, make_dirs, remove_tree, walk_tree)
 from fixity.restore_result import AGENT, DETAIL_MAX as _DETAIL_MAX, CopyProblem, Fallback, RestoreError, RestoreResult
 from fixity.restore_rerun import complete_earlier
-from fixity.restore_sources import USABLE_STATES, bag_files, copy_verified, open_adapters, replica_order
+from fixity.restore_fetch import FetchResolver, read_tag_bytes
+from fixity.restore_result import Missing
+from fixity.restore_sources import USABLE_STATES, BagSources, bag_files, copy_verified, open_adapters, replica_order
 from storage_adapters.base import StorageAdapter, StorageError, check_relpath
 
 log = logging.getLogger(__name__)
@@ -91,13 +93,15 @@ Progress = Callable[[int, int], None]  # (payload files done, payload bytes done
 
 def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_target: Optional[str] = None,
                 workers: int = 1, progress: Optional[Progress] = None,
-                catalog: Optional[Catalog] = None) -> RestoreResult:
+                catalog: Optional[Catalog] = None, partial: bool = False) -> RestoreResult:
     """Restore bag `bag` (a bag id) into the new folder `dest`; see the module docstring.
 
     Raises UsageError (exit 2) for a malformed or unknown bag id, a DEST inside the archive or
     not empty, another restore into DEST still running, or a `from_target` that holds no
     usable copy; ConfigError for an unknown target name; PreservationError (exit 1) when there
     is no usable replica, and RestoreError (exit 1) when some file has no good copy anywhere.
+    With `partial`, every file that has a good copy is written and the others are listed in
+    `RestoreResult.missing` (the caller exits 1); the tag files must still be good.
     """
     try:
         bag_id = BagId.parse(bag)
@@ -111,21 +115,31 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
             return complete_earlier(config, catalog, bag_id, dest_path, payload_only, temp)
         check_dest_empty(dest_path)
         catalog = catalog or open_catalog(config)
-        record, files = bag_files(catalog, bag_id)
-        result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only)
-        targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
-        result.warnings.extend(skipped)
-        adapters = open_adapters(config, targets)
-        # files read at once: at least what the first source serves best (an S3 target's concurrency:
-        # each read waits on the network; a folder is read one file at a time)
-        workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
-        job = _Restore(catalog, bag_id, files, adapters, dest_path, payload_only, result, workers, progress,
-                       temp)
+        job = prepare(config, catalog, bag_id, dest_path, temp, payload_only=payload_only, from_target=from_target,
+                      workers=workers, progress=progress, partial=partial)
         return job.run()
     finally:
         temp.release()
 
 
+def prepare(config, catalog: Catalog, bag_id: BagId, dest_path: Path, temp: TempFolder, *, payload_only: bool,
+            from_target: Optional[str], workers: int, progress: Optional[Progress], partial: bool,
+            tmp: Optional[Path] = None) -> "_Restore":
+    """The restore of one bag, its sources chosen, ready to build into `tmp` (default: temp's folder).
+
+    Shared by `restore_bag` and the restore of several bags into one DEST (fixity.restore_group).
+    """
+    record, files = bag_files(catalog, bag_id)
+    result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only, partial=partial)
+    targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
+    result.warnings.extend(skipped)
+    adapters = open_adapters(config, targets)
+    # files read at once: at least what the first source serves best (an S3 target's concurrency:
+    # each read waits on the network; a folder is read one file at a time)
+    workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
+    sources = BagSources(config, catalog, bag_id, adapters, from_target)
+    return _Restore(catalog, bag_id, files, sources, dest_path, payload_only, result, workers, progress, temp,
+                    partial=partial, tmp=tmp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,25 +147,30 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
 
 
 class _Restore:
-    def __init__(self, catalog: Catalog, bag_id: BagId, files: List[FileRecord], adapters: List[StorageAdapter],
+    def __init__(self, catalog: Catalog, bag_id: BagId, files: List[FileRecord], sources: BagSources,
                  dest: Path, payload_only: bool, result: RestoreResult, workers: int, progress: Optional[Progress],
-                 temp: TempFolder):
+                 temp: TempFolder, *, partial: bool = False, tmp: Optional[Path] = None):
         self.catalog = catalog
         self.bag_id = bag_id
         self.files = files
-        self.adapters = adapters
+        self.sources = sources
+        self.adapters = sources.for_bag(bag_id)[0]
+        self.partial = partial
+        self.fetch = FetchResolver(catalog, self._read_fetch)
         self.dest = dest
         self.payload_only = payload_only
         self.result = result
         self.workers = max(1, int(workers))
         self.progress = progress
         self.temp = temp
-        self.tmp = temp.path   # created (empty) and removed by TempFolder
+        self.tmp = tmp or temp.path   # created (empty) and removed by TempFolder (or by fixity.restore_group)
         self._findings_recorded = False
         self.events: List[EventRecord] = []
         self.damaged: Dict[str, List[str]] = {}     # target -> problems (-> state "damaged")
         self.missing: Dict[str, str] = {}           # target -> detail (-> state "missing")
-        self._reachable: Dict[str, bool] = {}
+        #: earlier bag (read for a version bag's fetch.txt) -> target -> problems (-> its replica "damaged")
+        self.damaged_earlier: Dict[str, Dict[str, List[str]]] = {}
+        self._reachable: Dict[Tuple[str, str], bool] = {}
         self._lock = threading.Lock()         # results shared by worker threads
         self._probe_lock = threading.Lock()   # one reachability probe per target
         self._done = [0, 0]
@@ -162,11 +181,28 @@ class _Restore:
     # ------------------------------------------------------------------ orchestration
 
     def run(self) -> RestoreResult:
+        done = self.build()
+        try:
+            self.temp.write_state(self._state(done))
+            self._put_in_place()
+        except BaseException as exc:
+            self.abandon(str(exc) or type(exc).__name__)
+            raise
+        self.catalog.append_events([done])   # a kill before this: the rerun re-verifies DEST, then records it
+        self.result.events.append(done.event_id)
+        return self.result
+
+    def build(self) -> EventRecord:
+        """Write the bag (payload and tag files, verified) into the temporary folder and record the
+        findings; returns the dissemination event to record once it is in place. On failure the
+        folder is removed and the failure recorded (`abandon`)."""
         try:
             hopeless = self._restore_payload()
-            if hopeless:
+            if hopeless and not self.partial:
                 self._fail(f"{len(hopeless)} file(s) of {self.bag_id} have no good copy on any verified replica; "
-                           "nothing was restored", hopeless)
+                           "nothing was restored", [str(h) for h in hopeless])
+            self.result.missing_detail = [str(h) for h in hopeless]
+            self.result.missing = [line.path for line in hopeless]
             tag_failures = self._restore_tags()
             if self.result.tag_source is None:
                 self._fail(f"the tag files of {self.bag_id} (bag-info, manifests, metadata) are damaged or "
@@ -174,19 +210,18 @@ class _Restore:
                            tag_failures)
             self._finish_tree()
             self._record_findings()        # real whatever happens next; never recorded twice by this run
-            done = self._done_event()
-            self.temp.write_state(self._state(done))
-            self._put_in_place()
+            return self._done_event()
         except BaseException as exc:
-            remove_tree(self.tmp)
-            try:
-                self._record_failure(str(exc) or type(exc).__name__)
-            except Exception:  # never hide the restore's own failure behind a bookkeeping one
-                log.exception("restore of %s: the findings could not be recorded in the catalog", self.bag_id)
+            self.abandon(str(exc) or type(exc).__name__)
             raise
-        self.catalog.append_events([done])   # a kill before this: the rerun re-verifies DEST, then records it
-        self.result.events.append(done.event_id)
-        return self.result
+
+    def abandon(self, reason: str) -> None:
+        """Remove what was built and record the failed restore (with the findings, if not yet recorded)."""
+        remove_tree(self.tmp)
+        try:
+            self._record_failure(reason)
+        except Exception:  # never hide the restore's own failure behind a bookkeeping one
+            log.exception("restore of %s: the findings could not be recorded in the catalog", self.bag_id)
 
     def _state(self, done: EventRecord) -> dict:
         """The lock file's state line: what a rerun needs to know DEST is this restore's and to check it."""
@@ -200,7 +235,8 @@ class _Restore:
                 size, digests = file_digests(self.tmp / rel, ["sha256"])
                 tags[rel] = [size, digests["sha256"]]
         return {"bag": str(self.bag_id), "payload_only": self.payload_only, "dest": str(self.dest),
-                "event_id": done.event_id, "detail": done.detail or "", "dirs": sorted(tree.dirs), "tags": tags,
+                "partial": self.partial, "missing": list(r.missing),
+                "event_id": done.event_id, "detail": done.detail or "", "outcome": done.outcome, "dirs": sorted(tree.dirs), "tags": tags,
                 "result": {"files": r.files, "bytes": r.bytes, "tag_files": r.tag_files, "empty_dirs": r.empty_dirs,
                            "sources": r.sources, "tag_source": r.tag_source}}
 
@@ -209,32 +245,55 @@ class _Restore:
 
     # ------------------------------------------------------------------ replicas
 
-    def _usable(self, adapter: StorageAdapter) -> bool:
-        """Reachable and holding the bag (checked once per target, lazily: fallbacks may never be needed)."""
+    def _usable(self, adapter: StorageAdapter, bag: Optional[BagId] = None) -> bool:
+        """Reachable and holding the bag (checked once per target and bag, lazily: fallbacks may never be
+        needed). `bag`: an earlier bag a version bag's fetch.txt names (default: the bag restored)."""
+        bag = bag or self.bag_id
         with self._probe_lock:
-            known = self._reachable.get(adapter.name)
+            known = self._reachable.get((str(bag), adapter.name))
             if known is None:
-                known = self._reachable[adapter.name] = self._probe(adapter)
+                known = self._reachable[(str(bag), adapter.name)] = self._probe(adapter, bag)
             return known
 
-    def _probe(self, adapter: StorageAdapter) -> bool:
+    def _probe(self, adapter: StorageAdapter, bag: BagId) -> bool:
         try:
-            ok = adapter.has_bag(self.bag_id)
-            if not ok:
-                detail = f"nothing of the bag is stored at {adapter.location(self.bag_id)}"
+            ok = adapter.has_bag(bag)
+            if not ok and bag == self.bag_id:
+                detail = f"nothing of the bag is stored at {adapter.location(bag)}"
                 with self._lock:
                     self.missing[adapter.name] = detail
                     self.events.append(self._event("fixity check", "failure", "replica", adapter.name, None,
                                                    f"restore: {detail}"))
+            elif not ok:
+                with self._lock:
+                    self.result.warnings.append(f"{adapter.name}: holds nothing of {bag} (named by fetch.txt); "
+                                                "not used for it (`strongroom audit --bag` checks that bag)")
         except StorageError as exc:
             ok = False
             with self._lock:
                 self.result.warnings.append(f"{adapter.name}: cannot be reached ({exc}); not used")
         return ok
 
-    def _unusable_notes(self) -> List[str]:
-        return [f"{a.name}: " + (f"missing ({self.missing[a.name]})" if a.name in self.missing else "unreachable")
-                for a in self.adapters if self._reachable.get(a.name) is False]
+    def _unusable_notes(self, bag: Optional[BagId] = None) -> List[str]:
+        bag = bag or self.bag_id
+        adapters = self.sources.for_bag(bag)[0]
+        return [f"{a.name}: " + (f"missing ({self.missing[a.name]})" if a.name in self.missing and bag == self.bag_id
+                                 else "unreachable or without the bag")
+                for a in adapters if self._reachable.get((str(bag), a.name)) is False]
+
+    def _read_fetch(self, bag: BagId) -> Optional[bytes]:
+        """The bag's fetch.txt from its first reachable replica holding the bag (None: it has none).
+
+        Read before the tag files are checked: it only says where to read from, and what is read
+        is checked against the catalog's digests of the bag being restored all the same."""
+        for adapter in self.sources.for_bag(bag)[0]:
+            if not self._usable(adapter, bag):
+                continue
+            try:
+                return read_tag_bytes(adapter, bag, bagit_spec.FETCH_TXT)
+            except (OSError, StorageError) as exc:
+                self.result.warnings.append(f"{adapter.name}: {bagit_spec.FETCH_TXT} of {bag} cannot be read ({exc})")
+        return None
 
     # ------------------------------------------------------------------ payload
 
@@ -246,16 +305,21 @@ class _Restore:
                 outcomes = list(pool.map(self._restore_file, self.files))
         else:
             outcomes = [self._restore_file(f) for f in self.files]
-        hopeless: List[str] = []
+        hopeless: List[Missing] = []
         for rec, (source, failed) in zip(self.files, outcomes):
             for p in failed:
-                self.damaged.setdefault(p.target, []).append(f"{p.path}: {p.problem}")
-                self.events.append(self._event("fixity check", "failure", "file", p.target, p.path,
-                                               f"restore: copy refused: {p.problem}"))
+                if p.bag is None:
+                    self.damaged.setdefault(p.target, []).append(f"{p.path}: {p.problem}")
+                elif not p.blameless:
+                    self.damaged_earlier.setdefault(p.bag, {}).setdefault(p.target, []).append(
+                        f"{p.path}: {p.problem}")
+                if not p.blameless:
+                    self.events.append(self._event("fixity check", "failure", "file", p.target, p.path,
+                                                   f"restore: copy refused: {p.problem}", bag=p.bag))
             if source is None:
                 tried = "; ".join([f"{p.target}: {p.problem}" for p in failed] + self._unusable_notes()) \
                     or "no verified replica holds it"
-                hopeless.append(f"{rec.path}: {tried}")
+                hopeless.append(Missing(rec.path, tried))
                 continue
             s = self.result.sources.setdefault(source, {"files": 0, "bytes": 0})
             s["files"] += 1
@@ -280,18 +344,37 @@ class _Restore:
             raise InputError(f"cannot create a folder of the restored bag ({exc.strerror or exc})",
                              path=str(out.parent)) from None
         failed: List[CopyProblem] = []
-        for adapter in self.adapters:
-            if not self._usable(adapter):
+        bag, path, earlier = self.bag_id, rec.path, None
+        if self.fetch.entries(self.bag_id):            # a version bag: unchanged files are in an earlier bag
+            origin, why = self.fetch.origin(self.bag_id, rec.path, rec.digests)
+            if origin is None:
+                return None, [CopyProblem("fetch.txt", rec.path, why, bag=None, blameless=True)]
+            bag, path = origin.bag_id, origin.path
+            earlier = str(bag) if bag != self.bag_id else None
+        adapters, notes = self.sources.for_bag(bag)
+        if earlier is not None and not adapters:
+            return None, [CopyProblem("fetch.txt", rec.path, f"held in {bag}: {'; '.join(notes)}", blameless=True)]
+        for adapter in adapters:
+            if not self._usable(adapter, bag):
                 continue  # unreachable, or the whole bag is absent there: said once, not per file
-            problem = copy_verified(adapter, self.bag_id, rec.path, out, rec.size, rec.digests)
+            problem = copy_verified(adapter, bag, path, out, rec.size, rec.digests)
+            if problem is not None and earlier is not None:
+                problem = f"{problem} (its copy of {earlier}/{path}, named by fetch.txt)"
             if problem is None:
                 with self._lock:
                     self._done[0] += 1
                     self._done[1] += rec.size
                     if self.progress is not None:
                         self.progress(self._done[0], self._done[1])
+                if earlier is not None:
+                    with self._lock:
+                        self.result.fetched += 1
                 return adapter.name, failed
-            failed.append(CopyProblem(adapter.name, rec.path, problem))
+            failed.append(CopyProblem(adapter.name, rec.path, problem, bag=earlier))
+        if earlier is not None and not failed:
+            failed.append(CopyProblem("fetch.txt", rec.path, f"held in {bag}: "
+                                      + ("; ".join(self._unusable_notes(bag)) or "no reachable replica holds it"),
+                                      blameless=True))
         return None, failed
 
     # ------------------------------------------------------------------ tag files
@@ -362,7 +445,9 @@ class _Restore:
         from ingest.validate import validate_bag
 
         report = validate_bag(self.tmp, completeness_only=True)
-        problems = [str(p) for p in report.problems]
+        left_out = set(self.result.missing)   # --partial: those files are absent on purpose
+        problems = [str(p) for p in report.problems
+                    if not (left_out and (p.path in left_out or "Payload-Oxum" in p.message))]
         self._bag_version = report.version or bagit_spec.BAGIT_VERSION
         if problems:
             return problems
@@ -453,27 +538,14 @@ class _Restore:
         return made
 
     def _put_in_place(self) -> None:
-        source = self.tmp / bagit_spec.PAYLOAD_DIR if self.payload_only else self.tmp
-        try:
-            os.rename(source, self.dest)  # replaces DEST only if it is (still) an empty folder
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise UsageError("was changed while the restore ran (it is no longer absent or empty); "
-                                 "nothing was restored", path=str(self.dest)) from None
-            if exc.errno in (errno.EXDEV, errno.EBUSY):
-                raise UsageError("cannot be replaced (is it a mount point?); restore into a new folder "
-                                 "inside it", path=str(self.dest)) from None
-            raise InputError(f"cannot be created ({exc.strerror or exc})", path=str(self.dest)) from None
-        if self.payload_only:
-            remove_tree(self.tmp)
-        fsync_dir(self.dest.parent)
+        put_in_place(self.tmp, self.dest, self.payload_only)
 
     # ------------------------------------------------------------------ the record
 
     def _event(self, type_: str, outcome: str, object_type: str, target: Optional[str], path: Optional[str],
-               detail: str) -> EventRecord:
+               detail: str, bag: Optional[str] = None) -> EventRecord:
         return EventRecord(type=type_, outcome=outcome, detail=detail[:_DETAIL_MAX], agent=AGENT,
-                           object_type=object_type, bag_id=str(self.bag_id), target=target, path=path)
+                           object_type=object_type, bag_id=bag or str(self.bag_id), target=target, path=path)
 
     def _done_event(self) -> EventRecord:
         """The dissemination success event, made (with its id) before DEST is put in place."""
@@ -484,7 +556,13 @@ class _Restore:
                   f"catalog while streaming; payload from {srcs or 'no file'}; tag files from {r.tag_source}")
         if r.fallbacks:
             detail += f"; {len(r.fallbacks)} file(s) taken from a fallback replica"
-        return self._event("dissemination", "success", "bag", None, None, detail)
+        if r.fetched:
+            detail += f"; {r.fetched} unchanged file(s) read from the earlier bag(s) named by fetch.txt"
+        if r.missing:
+            detail = (f"partial restore: {r.files} of {len(self.files)} files written, {len(r.missing)} left out "
+                      f"(no good copy on any verified replica: {', '.join(r.missing[:20])}"
+                      f"{' ...' if len(r.missing) > 20 else ''}); " + detail)
+        return self._event("dissemination", "warning" if r.missing else "success", "bag", None, None, detail)
 
     def _record_findings(self) -> None:
         """Bad copies, fallbacks and replica states, once; recorded before DEST is put in place."""
@@ -520,9 +598,15 @@ class _Restore:
             self._set_state(name, "damaged", f"restore found {len(problems)} bad file(s): " + "; ".join(problems), now)
         for name in self.missing:
             r.damaged[name] = [self.missing[name]]
+        for bag, by_target in sorted(self.damaged_earlier.items()):
+            for name, problems in sorted(by_target.items()):
+                r.warnings.append(f"{name}: its copy of {bag} (named by fetch.txt) has {len(problems)} bad file(s), "
+                                  f"now marked damaged; `strongroom audit --bag {bag}` repairs it")
+                self._set_state(name, "damaged", f"restore found {len(problems)} bad file(s): " + "; ".join(problems),
+                                now, bag=bag)
 
-    def _set_state(self, target: str, state: str, detail: str, now: datetime) -> None:
-        current = self.catalog.replica(str(self.bag_id), target)
+    def _set_state(self, target: str, state: str, detail: str, now: datetime, bag: Optional[str] = None) -> None:
+        current = self.catalog.replica(bag or str(self.bag_id), target)
         if current is None:
             return
         self.catalog.record_replica(dataclasses.replace(current, state=state, detail=detail[:_DETAIL_MAX],
@@ -533,10 +617,28 @@ class _Restore:
 # Helpers
 
 
+def put_in_place(tmp: Path, dest: Path, payload_only: bool) -> None:
+    """Rename the finished temporary folder (its data/ with `payload_only`) to DEST, in one step."""
+    source = tmp / bagit_spec.PAYLOAD_DIR if payload_only else tmp
+    try:
+        os.rename(source, dest)  # replaces DEST only if it is (still) an empty folder
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise UsageError("was changed while the restore ran (it is no longer absent or empty); "
+                             "nothing was restored", path=str(dest)) from None
+        if exc.errno in (errno.EXDEV, errno.EBUSY):
+            raise UsageError("cannot be replaced (is it a mount point?); restore into a new folder "
+                             "inside it", path=str(dest)) from None
+        raise InputError(f"cannot be created ({exc.strerror or exc})", path=str(dest)) from None
+    if payload_only:
+        remove_tree(tmp)
+    fsync_dir(dest.parent)
+
+
 def _digests_text(digests: Mapping[str, str]) -> str:
     return ", ".join(f"{a} {d}" for a, d in sorted(digests.items()))
 
 
 __all__ = ["AGENT", "USABLE_STATES", "TEMP_MARK", "CopyProblem", "Fallback", "RestoreResult", "RestoreError",
-           "TempFolder", "restore_bag", "check_dest", "check_dest_location", "archive_folders", "replica_order",
+           "TempFolder", "restore_bag", "prepare", "put_in_place", "check_dest", "check_dest_location", "archive_folders", "replica_order",
            "copy_verified", "remove_tree", "make_dirs"]

@@ -17,7 +17,7 @@ options is refused (exit 2), as is a DEST no state line vouches for.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
@@ -31,7 +31,9 @@ from fixity.restore_sources import bag_files
 
 
 def complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Path, payload_only: bool,
-                      temp: TempFolder) -> RestoreResult:
+                     temp: TempFolder, *, subject: Optional[str] = None,
+                     parts: Optional[Sequence[Tuple[BagId, str]]] = None, command: Optional[str] = None
+                     ) -> RestoreResult:
     """Finish a restore whose earlier run put DEST in place and was stopped before recording it.
 
     Only the same bag with the same --payload-only is finished (else UsageError, exit 2, and the
@@ -40,23 +42,35 @@ def complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Pa
     and against the folders it listed: any difference is a PreservationError (exit 1) naming the
     files, nothing deleted, the lock file kept. Then the dissemination event the earlier run
     would have recorded is recorded, unless the ledger already holds its id.
+
+    A restore of several bags into one DEST (fixity.restore_group) passes `subject` (what the
+    state line names: the deposit or collection version), `parts` (each bag and the folder of
+    DEST it was written to, "" for DEST itself) and `command` (how to rerun it); its state line
+    lists one event per bag.
     """
     state = temp.earlier or {}
+    subject = subject or str(bag_id)
+    parts = list(parts or [(bag_id, "")])
+    command = command or f"strongroom restore {state.get('bag')} {dest}"
     theirs = f"{state.get('bag')}" + (" with --payload-only" if state.get("payload_only") else "")
-    if state.get("bag") != str(bag_id) or bool(state.get("payload_only")) != payload_only:
+    if state.get("bag") != subject or bool(state.get("payload_only")) != payload_only:
         temp.keep_lock = True
         raise UsageError(f"is not empty: it holds a restore of {theirs} that was put in place by a run stopped before "
-                         f"it was recorded; rerun that restore (`strongroom restore {state.get('bag')} {dest}"
+                         f"it was recorded; rerun that restore (`{command}"
                          f"{' --payload-only' if state.get('payload_only') else ''}`) to check and record it, or "
                          "remove the folder and its lock file "
                          f"({temp.lock_path.name}) and restore afresh", path=str(dest))
+    left_out = {str(m) for m in state.get("missing") or ()}
     try:
         catalog = catalog or open_catalog(config)
-        _, files = bag_files(catalog, bag_id)
         expected: Dict[str, Tuple[int, Mapping[str, str]]] = {}
-        for f in files:
-            rel = f.path[len(bagit_spec.PAYLOAD_DIR) + 1:] if payload_only else f.path
-            expected[rel] = (f.size, f.digests)
+        for part, prefix in parts:
+            _, files = bag_files(catalog, part)
+            for f in files:
+                if f.path in left_out or f"{part}/{f.path}" in left_out:
+                    continue
+                rel = f.path[len(bagit_spec.PAYLOAD_DIR) + 1:] if payload_only else f.path
+                expected[f"{prefix}/{rel}" if prefix else rel] = (f.size, f.digests)
         if not payload_only:
             for rel, (size, sha256) in dict(state.get("tags") or {}).items():
                 expected[str(rel)] = (int(size), {"sha256": str(sha256)})
@@ -71,23 +85,26 @@ def complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Pa
                                 "deleted or recorded: look at the files named, then remove the folder and its lock "
                                 f"file ({temp.lock_path.name}) and restore again", path=str(dest), problems=problems)
     summary = dict(state.get("result") or {})
-    result = RestoreResult(bag_id=str(bag_id), dest=str(dest), payload_only=payload_only,
+    result = RestoreResult(bag_id=subject, dest=str(dest), payload_only=payload_only,
                            files=int(summary.get("files", 0)), bytes=int(summary.get("bytes", 0)),
                            tag_files=int(summary.get("tag_files", 0)), empty_dirs=int(summary.get("empty_dirs", 0)),
-                           sources=dict(summary.get("sources") or {}), tag_source=summary.get("tag_source"))
+                           sources=dict(summary.get("sources") or {}), tag_source=summary.get("tag_source"),
+                           partial=bool(state.get("partial")), missing=sorted(left_out))
     result.warnings.append(f"{dest} was put in place by an earlier run of this restore that was stopped before it "
                            "recorded it; every file was checked again against the catalog and found exact")
-    event_id = str(state.get("event_id") or "")
-    have = set(catalog.events(bag_id=str(bag_id), type="dissemination").column("event_id").to_pylist())
-    if event_id and event_id in have:
-        result.events.append(event_id)      # recorded already: the earlier run was stopped just after
-        return result
-    detail = (str(state.get("detail") or f"restored {bag_id} to {dest}") +
-              "; put in place by a run stopped before it recorded this, every file checked again by the rerun")
-    event = EventRecord(type="dissemination", outcome="success", detail=detail[:_DETAIL_MAX], agent=AGENT,
-                        object_type="bag", bag_id=str(bag_id), **({"event_id": event_id} if event_id else {}))
-    catalog.append_events([event])
-    result.events.append(event.event_id)
+    events = state.get("events") or [[str(bag_id), state.get("event_id"), state.get("detail"), state.get("outcome")]]
+    for bag, event_id, detail, outcome in events:
+        event_id = str(event_id or "")
+        have = set(catalog.events(bag_id=str(bag), type="dissemination").column("event_id").to_pylist())
+        if event_id and event_id in have:
+            result.events.append(event_id)      # recorded already: the earlier run was stopped just after
+            continue
+        detail = (str(detail or f"restored {bag} to {dest}") +
+                  "; put in place by a run stopped before it recorded this, every file checked again by the rerun")
+        event = EventRecord(type="dissemination", outcome=str(outcome or "success"), detail=detail[:_DETAIL_MAX],
+                            agent=AGENT, object_type="bag", bag_id=str(bag), **({"event_id": event_id} if event_id else {}))
+        catalog.append_events([event])
+        result.events.append(event.event_id)
     return result
 
 

@@ -21,11 +21,18 @@ DETAIL_MAX = 2000
 
 @dataclass(frozen=True)
 class CopyProblem:
-    """One bad copy of one file on one replica: `problem` says what ("missing", digests...)."""
+    """One bad copy of one file on one replica: `problem` says what ("missing", digests...).
+
+    `bag`: the earlier bag whose copy it was, when a version bag's fetch.txt sent the restore
+    there (None: the bag restored). `blameless`: no replica is at fault (e.g. fetch.txt names
+    no usable source), so nothing is recorded against one.
+    """
 
     target: str
     path: str
     problem: str
+    bag: Optional[str] = None
+    blameless: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}: {self.target}: {self.problem}"
@@ -38,6 +45,17 @@ class Fallback:
     path: str
     source: str
     failed: Tuple[CopyProblem, ...]
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A payload file with no good copy anywhere, and what each source had."""
+
+    path: str
+    tried: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.tried}"
 
 
 @dataclass
@@ -55,6 +73,10 @@ class RestoreResult:
     damaged: Dict[str, List[str]] = field(default_factory=dict)       # target -> problems found
     events: List[str] = field(default_factory=list)                   # event ids recorded
     warnings: List[str] = field(default_factory=list)
+    partial: bool = False               # --partial: files without a good copy are left out, not fatal
+    missing: List[str] = field(default_factory=list)                  # payload paths left out (partial)
+    missing_detail: List[str] = field(default_factory=list)           # "path: what each source had"
+    fetched: int = 0                    # files read from an earlier bag named by fetch.txt
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +87,8 @@ class RestoreResult:
                                 "instead_of": [{"target": p.target, "problem": p.problem} for p in f.failed]}
                                for f in self.fallbacks],
             "damaged_replicas": self.damaged, "events": self.events, "warnings": self.warnings,
+            "partial": self.partial, "missing": self.missing, "missing_detail": self.missing_detail,
+            "fetched_files": self.fetched,
         }
 
 
@@ -80,4 +104,4 @@ class RestoreError(PreservationError):
         self.result = result
 
 
-__all__ = ["AGENT", "DETAIL_MAX", "CopyProblem", "Fallback", "RestoreResult", "RestoreError"]
+__all__ = ["AGENT", "DETAIL_MAX", "CopyProblem", "Fallback", "Missing", "RestoreResult", "RestoreError"]

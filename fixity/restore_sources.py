@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from catalog.catalog import Catalog
 from catalog.schema import BagRecord, FileRecord
@@ -139,6 +139,40 @@ def copy_verified(adapter: StorageAdapter, bag_id: BagId, relpath: str, out: Pat
     return problem
 
 
+class BagSources:
+    """The replicas to read, best first, of the bag being restored and of the earlier bags its
+    fetch.txt names (a version bag, see fixity.restore_fetch); one adapter per target, shared."""
+
+    def __init__(self, config, catalog: Catalog, bag_id: BagId, adapters: List[StorageAdapter],
+                 from_target: Optional[str] = None):
+        self.config = config
+        self.catalog = catalog
+        self.from_target = from_target
+        self._by_name = {a.name: a for a in adapters}
+        self._order: Dict[str, Tuple[List[StorageAdapter], List[str]]] = {str(bag_id): (list(adapters), [])}
+
+    def for_bag(self, bag_id: BagId) -> Tuple[List[StorageAdapter], List[str]]:
+        """(adapters of the bag's verified replicas, best first; why there are none, when so)."""
+        key = str(bag_id)
+        if key not in self._order:
+            record = self.catalog.bag(key)
+            try:
+                if record is None:
+                    raise PreservationError(f"{key} is not in the catalog")
+                usable = {r["target"] for r in self.catalog.replicas(key).to_pylist() if r["state"] in USABLE_STATES}
+                first = self.from_target if self.from_target in usable else None
+                targets, notes = replica_order(self.config, self.catalog, key, record.policy, first)
+                adapters = []
+                for t in targets:
+                    if t.name not in self._by_name:
+                        self._by_name[t.name] = open_adapters(self.config, [t])[0]
+                    adapters.append(self._by_name[t.name])
+                self._order[key] = (adapters, notes)
+            except PreservationError as exc:
+                self._order[key] = ([], [str(exc)])
+        return self._order[key]
+
+
 def open_adapters(config, targets: Sequence) -> List[StorageAdapter]:
     from storage_adapters.registry import open_target
 
@@ -183,5 +217,5 @@ def unknown_bag_message(catalog: Catalog, bag_id: BagId) -> str:
     return message
 
 
-__all__ = ["USABLE_STATES", "replica_order", "copy_verified", "open_adapters", "bag_files", "check_catalog_paths",
+__all__ = ["USABLE_STATES", "BagSources", "replica_order", "copy_verified", "open_adapters", "bag_files", "check_catalog_paths",
            "unknown_bag_message"]

@@ -637,3 +637,43 @@ def test_a_state_line_never_vouches_for_a_dest_the_rename_did_not_make(archive, 
     code, out, err = archive.restore(capsys, dest)
     assert code == 0, err
     assert validate_bag(dest).valid and sorted(os.listdir(dest.parent)) == ["bag"]
+
+
+# --------------------------------------------------------------------------------------------
+# --partial: every good file written, each missing one listed, exit 1, recorded as a warning
+
+
+def test_partial_writes_every_good_file_and_lists_the_one_damaged_on_every_copy(archive, tmp_path, capsys):
+    archive.damage("site-a", CHINESE, "flip")
+    archive.damage("site-b", CHINESE, "truncate")
+    dest = tmp_path / "partial"
+    code, out, err = archive.restore(capsys, dest, "--payload-only", "--partial")
+    assert code == 1 and out["exit_code"] == 1 and out["restored"] is True
+    assert out["missing"] == [CHINESE] and "site-a" in out["missing_detail"][0]
+    assert f"missing: {CHINESE}" in err
+    want = {k: v for k, v in tree(archive.source).items() if k != CHINESE[len("data/"):]}
+    assert tree(dest) == want                      # every other file, byte-identical, mtimes, empty folders
+    assert _leftovers(tmp_path, "partial") == []
+    [event] = archive.events("dissemination")
+    assert event["outcome"] == "warning"
+    assert "3 of 4 files written, 1 left out" in event["detail"] and CHINESE in event["detail"]
+    assert archive.state("site-a") == archive.state("site-b") == "damaged"
+
+
+def test_partial_whole_bag_keeps_the_tag_files_and_text_names_the_missing_file(archive, tmp_path, capsys):
+    for target in ("site-a", "site-b"):
+        archive.damage(target, "data/big.bin", "delete")
+    dest = tmp_path / "partial-bag"
+    code, out, err = archive.restore(capsys, dest, "--partial", json_out=False)
+    assert code == 1
+    assert "Partially restored bag" in out and "missing: data/big.bin" in err
+    assert (dest / "bagit.txt").is_file() and not (dest / "data" / "big.bin").exists()
+    report = validate_bag(dest)                    # incomplete on purpose: only the file left out is missing
+    assert {p.path for p in report.problems if p.path.startswith("data/")} == {"data/big.bin"}
+    assert (dest / "data" / "sub dir" / "a b.txt").read_bytes() == FILES["sub dir/a b.txt"][0]
+
+
+def test_partial_with_nothing_missing_is_an_ordinary_restore(archive, tmp_path, capsys):
+    code, out, err = archive.restore(capsys, tmp_path / "full", "--partial", "--payload-only")
+    assert code == 0 and out["missing"] == []
+    assert [e["outcome"] for e in archive.events("dissemination")] == ["success"]
