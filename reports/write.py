@@ -11,12 +11,14 @@ collection, a missing output folder are UsageError (exit 2); anything written is
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from pathlib import Path
 from typing import Any, List, Optional
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
+from catalog.scope import LibraryScope
 from reports.common import FORMATS, KINDS, LANGS, SUFFIX, Scope, make_scope
 from strongroom.errors import UsageError
 
@@ -27,14 +29,27 @@ def build_report(config, kind: str, scope: Optional[Scope] = None, catalog: Opti
     scope = scope or make_scope()
     if kind == "preservation":
         from reports.preservation import build_preservation
-        return build_preservation(config, catalog, scope)
+        return library_ledger(build_preservation(config, catalog, scope), catalog, scope)
     if kind == "fixity":
         from reports.fixity import build_fixity
-        return build_fixity(config, catalog, scope)
+        return library_ledger(build_fixity(config, catalog, scope), catalog, scope)
     if kind == "formats":
         from reports.formats import build_formats
         return build_formats(config, catalog, scope)
     raise UsageError(f"unknown report {kind!r}; one of {', '.join(KINDS)}", key="report")
+
+
+def library_ledger(report: Any, catalog: Catalog, scope: Scope) -> Any:
+    """The report with its ledger figures made the library's own when it is for one library.
+
+    The ledger is one hash chain for the whole consortium: its verification (intact or not, and
+    its problems) and its head hash (a commitment that reveals nothing of any event) hold for
+    every library, but its event count is a consortium-wide total. A library's report counts
+    the events of its own bags instead (`catalog.scope.LibraryScope`)."""
+    if scope.library is None:
+        return report
+    own = LibraryScope(scope.library).events(catalog).num_rows
+    return dataclasses.replace(report, ledger=dataclasses.replace(report.ledger, events=own))
 
 
 def write_report(config, kind: str, path: Any, *, fmt: str = "html", lang: str = "en",
