@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         holding = targets_holding_bags(config, ignore=pending)
         if holding:
             return catalog_trouble(args, config, "lost", [
-                f"the catalog holds no bag, but storage target {name} holds bags (e.g. {example})"
-                for name, example in holding])
+                f"the catalog holds no bag, but storage target {name} holds bags"
+                + ("" if args.library else f" (e.g. {example})") for name, example in holding])
     status = build_status(config, catalog, library=args.library, collection=args.collection, bag_id=args.bag)
     if getattr(args, "json", False) and status.warnings:
         counts: dict = {}
@@ -72,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
             counts[w.flag] = counts.get(w.flag, 0) + 1
         warn(", ".join(f"{n} {flag}" for flag, n in counts.items()) + " (listed under `warnings`)")
     data, text, code = status.to_dict(), status_text(status), status.exit_code
-    if health.lost_bags:  # given up on by a rebuild: on record in the ledger, shown until resolved
-        data = {**data, "lost_bags": list(health.lost_bags), "ok": False, "exit_code": 1}
-        text += "\n" + "\n".join([f"LOST BAGS ({len(health.lost_bags)}): registered in the ledger, but `strongroom "
+    lost = [b for b in health.lost_bags if args.library is None or b.startswith(f"{args.library}/")]
+    if lost:  # given up on by a rebuild: on record in the ledger, shown until resolved
+        data = {**data, "lost_bags": lost, "ok": False, "exit_code": 1}
+        text += "\n" + "\n".join([f"LOST BAGS ({len(lost)}): registered in the ledger, but `strongroom "
                                    f"catalog rebuild` found no copy that could be registered:"]
-                                  + [f"  - {b}" for b in health.lost_bags])
+                                  + [f"  - {b}" for b in lost])
         code = 1
     emit(args, data, text)
     return code
@@ -86,8 +87,14 @@ def catalog_trouble(args: argparse.Namespace, config, what: str, problems: List[
     """Say the catalog is missing, damaged or lost, in text or as one JSON document; exit 1.
 
     A preservation problem, not a config error: the copies may be intact, but nothing the
-    catalog would say can be trusted until `strongroom catalog rebuild` (which reads them)."""
+    catalog would say can be trusted until `strongroom catalog rebuild` (which reads them).
+    With --library the problems are counted, not listed: they name files and bags of any
+    library, and a library's view shows nothing of another's."""
     from catalog.integrity import REBUILD_HINT
+
+    if getattr(args, "library", None) is not None and what == "damaged":
+        problems = [f"{len(problems)} problem(s) in the catalog shared by every library; "
+                    f"`strongroom status` without --library lists them"]
 
     hint = (f"{REBUILD_HINT} to rebuild it from the copies" if what != "missing" else
             f"{REBUILD_HINT} if the catalog was lost, `strongroom init` for a new archive, or fix `catalog` "
