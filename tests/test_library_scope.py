@@ -86,6 +86,14 @@ def _damage_and_audit(arch: Arch) -> None:
     victim.write_bytes(b"rotten" * 3)
     code, out, err = cli("--config", arch.config, "audit", "--all", "--deep", "--library", B)
     assert code in (0, 1), out + err
+    # and a deposit of BRAVO's fails (a file where its new collection's folder should be): staging keeps it
+    (Path(config.target("site-b").root) / B / "plantains").write_text("not a folder\n")
+    src = arch.root / "src" / f"{B}-late"
+    src.mkdir()
+    (src / "plantain-list.txt").write_bytes(b"green\n")
+    code, out, err = cli("--config", arch.config, "deposit", src, "--library", B, "--collection", "plantains",
+                         "--type", "self-built")
+    assert code != 0, out + err
 
 
 @pytest.fixture
@@ -99,7 +107,7 @@ def forbidden(arch: Arch) -> List[str]:
     """Strings of BRAVO's that must never appear in ALPHA's outputs."""
     coll, title, content = SOURCES[B]
     bag = arch.bags[B]
-    words = [B, B.lower(), coll, title, bag, *(Path(p).name for p in content)]
+    words = [B, B.lower(), coll, "plantain", title, bag, *(Path(p).name for p in content)]
     return words + [w.replace("/", "%2F") for w in words if "/" in w]
 
 
@@ -148,7 +156,7 @@ def test_the_fixture_really_has_bravo_everywhere(arch):
     assert B in out and SOURCES[B][0] in out and arch.bags[B] in out
     assert f'"bytes": {arch.bytes[A] + arch.bytes[B]}' in out
     _, out, _ = cli("--config", arch.config, "status")
-    assert B in out
+    assert B in out and "plantains" in out
     path = arch.root / "fixity.json"
     assert cli("--config", arch.config, "report", "fixity", "--format", "json", "-o", path)[0] == 0
     assert "bravo-secret.txt" in path.read_text(encoding="utf-8")
