@@ -43,6 +43,9 @@ class Scope:
     since: Optional[_dt.datetime]
     until: Optional[_dt.datetime]
     now: _dt.datetime
+    # The library is in the config's registry (`libraries:`): one with no bags yet has an empty
+    # report, not the "no library in the catalog" usage error meant for a mistyped code.
+    listed: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         return {"library": self.library, "collection": self.collection,
@@ -69,7 +72,8 @@ def parse_when(text: Optional[str], option: str, *, end_of_day: bool = False) ->
 
 
 def make_scope(*, library: Optional[str] = None, collection: Optional[str] = None,
-               since: Any = None, until: Any = None, now: Optional[_dt.datetime] = None) -> Scope:
+               since: Any = None, until: Any = None, now: Optional[_dt.datetime] = None,
+               listed: bool = False) -> Scope:
     """A Scope from CLI strings or datetimes; UsageError when the period is empty or backwards."""
     s = since if isinstance(since, _dt.datetime) or since is None else parse_when(since, "--since")
     u = until if isinstance(until, _dt.datetime) or until is None else parse_when(until, "--until", end_of_day=True)
@@ -81,13 +85,15 @@ def make_scope(*, library: Optional[str] = None, collection: Optional[str] = Non
                          f"(up to {iso(u)}, exclusive)", key="--since")
     now = (now or _dt.datetime.now(UTC)).astimezone(UTC)
     return Scope(library=library, collection=collection, since=None if s is None else s.astimezone(UTC),
-                 until=None if u is None else u.astimezone(UTC), now=now)
+                 until=None if u is None else u.astimezone(UTC), now=now, listed=listed and library is not None)
 
 
 def select_bags(catalog: Catalog, scope: Scope) -> pa.Table:
     """The bags in scope. An unknown library or collection is a usage error naming what exists, so
     a typo is not mistaken for an empty archive; an empty catalog with no filter is a valid report."""
     bags = catalog.bags(scope.library, scope.collection)
+    if bags.num_rows == 0 and scope.listed and scope.collection is None:
+        return bags
     if bags.num_rows == 0 and (scope.library is not None or scope.collection is not None):
         everything = catalog.bags()
         pairs = sorted(set(zip(everything.column("library").to_pylist(),
