@@ -119,6 +119,7 @@ def forbidden_figures(arch: Arch) -> Dict[str, int]:
 def assert_nothing_of_bravo(arch: Arch, text: str, where: str) -> None:
     from policies.units import display_size, format_size
 
+    text = text + "\n" + text.replace("<wbr>", "")   # HTML breaks ids and paths at separators
     for word in forbidden(arch):
         assert word not in text, f"{where} names {word!r} of library {B}"
     for what, n in forbidden_figures(arch).items():
@@ -249,3 +250,80 @@ def test_a_damaged_catalog_is_said_to_a_library_without_naming_another_librarys_
         code, out, err = cli("--config", arch.config, *argv)
         assert code == 1 and "damaged" in out.lower(), out + err
         assert_nothing_of_bravo(arch, out + err, " ".join(argv))
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing into the library's receiving area
+
+
+def with_areas(monkeypatch, arch: Arch, areas: Dict[str, Path], publish: bool = False):
+    """The config with a library registry whose receiving areas are the given folders (what
+    `libraries: CODE: receiving: {type: filesystem, root: ...}` in strongroom.yaml gives); every
+    command that loads the config gets it."""
+    from types import SimpleNamespace
+
+    import policies.config as pconfig
+
+    real = pconfig.load_config
+
+    def load(path):
+        config = real(path)
+        object.__setattr__(config, "libraries", {
+            code: SimpleNamespace(code=code, name={"en": code, "zh": code}, contact=None,
+                                  receiving=SimpleNamespace(type="filesystem", root=root, publish_reports=publish))
+            for code, root in areas.items()})
+        return config
+
+    monkeypatch.setattr(pconfig, "load_config", load)
+    for root in areas.values():
+        root.mkdir(parents=True, exist_ok=True)
+    return load
+
+
+PUBLISHED = [f"{kind}{tag}.html" for kind in ("preservation", "fixity", "formats") for tag in ("", "-zh")]
+
+
+def test_publish_writes_the_librarys_reports_into_its_own_receiving_area(arch, tmp_path, monkeypatch):
+    areas = {A: tmp_path / "recv-alpha", B: tmp_path / "recv-bravo"}
+    with_areas(monkeypatch, arch, areas)
+    code, out, err = cli("--config", arch.config, "--json", "report", "fixity", "--library", A, "--publish")
+    assert code == 0, out + err
+    assert json.loads(out)["published"]["keys"] == [f"reports/{name}" for name in PUBLISHED]
+    assert sorted(p.name for p in (areas[A] / "reports").iterdir()) == sorted(PUBLISHED)
+    assert list(areas[B].iterdir()) == []                  # nothing in the other library's area
+    for name in PUBLISHED:
+        text = (areas[A] / "reports" / name).read_text(encoding="utf-8")
+        assert A in text and SOURCES[A][0] in text, name
+        assert ("报告" in text) == name.endswith("-zh.html"), name
+        assert_nothing_of_bravo(arch, text, f"published {name}")
+    first = (areas[A] / "reports" / "fixity.html").read_bytes()
+    assert cli("--config", arch.config, "audit", "--all", "--quick", "--library", A)[0] == 0
+    assert cli("--config", arch.config, "report", "formats", "--library", A, "--publish")[0] == 0
+    assert (areas[A] / "reports" / "fixity.html").read_bytes() != first          # replaced by the newer one
+    assert sorted(p.name for p in (areas[A] / "reports").iterdir()) == sorted(PUBLISHED)  # no temp files left
+
+
+def test_publish_refuses_without_a_library_or_an_area(arch, tmp_path, monkeypatch):
+    with_areas(monkeypatch, arch, {A: tmp_path / "recv-alpha"})
+    for argv, needle in ((["--publish"], "--library"), (["--library", A, "--publish", "--since", "2026-01-01"],
+                                                         "--publish"),
+                         (["--library", B, "--publish"], B), (["--library", A], "-o")):
+        code, out, err = cli("--config", arch.config, "report", "preservation", *argv)
+        assert code == 2, (argv, out + err)
+        assert needle in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "recv-alpha" / "reports").exists()
+
+
+def test_a_listed_library_with_no_bags_gets_empty_reports(arch, tmp_path, monkeypatch):
+    from reports.publish import publish_reports
+
+    load = with_areas(monkeypatch, arch, {"CHARLIE": tmp_path / "recv-charlie"})
+    keys = publish_reports(load(arch.config), "CHARLIE")
+    assert len(keys) == 6
+    for key in keys:
+        text = (tmp_path / "recv-charlie" / key).read_text(encoding="utf-8")
+        assert "CHARLIE" in text and A not in text
+        assert_nothing_of_bravo(arch, text, key)
+    # an unlisted code is still a usage error naming what the catalog knows
+    code, _, err = cli("--config", arch.config, "report", "formats", "--library", "DELTA", "-o", tmp_path / "x.html")
+    assert code == 2 and "DELTA" in err

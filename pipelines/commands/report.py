@@ -1,5 +1,10 @@
 """`strongroom report preservation|fixity|formats [--library L] [--collection C] [--since D]
 [--until D] [--format html|csv|json|premis] [--lang en|zh] -o PATH`: reports for staff and auditors.
+`strongroom report KIND --library L --publish [-o PATH]`: L's three reports (HTML, en and zh) into
+L's receiving area under reports/ (`reports.publish`), where the library reads them itself.
+
+With --library nothing of another library appears (no row, total, chart bar or ledger detail:
+`catalog.scope`); consortium-wide totals only without it.
 
 preservation  holdings, copies per site and their state, retention, audits, overdue copies, open
               damage, repairs in the period, and the NDSA Levels (v2.0) each collection reaches,
@@ -39,7 +44,11 @@ def register(subparsers) -> None:
     parser.add_argument("--format", dest="report_format", default="html", choices=("html", "csv", "json", "premis"),
                         help="html (default; one self-contained file), csv, json or premis (PREMIS 3 XML)")
     parser.add_argument("--lang", default="en", choices=("en", "zh"), help="en (default) or zh (Simplified Chinese)")
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")
+    parser.add_argument("-o", "--output", default=None, metavar="PATH",
+                        help="the file to write (required unless --publish)")
+    parser.add_argument("--publish", action="store_true",
+                        help="with --library L: write L's three reports (preservation, fixity, formats; HTML, en and "
+                             "zh) into L's receiving area under reports/, replacing the previous ones")
     parser.set_defaults(run=run)
 
 
@@ -53,18 +62,36 @@ def run(args: argparse.Namespace) -> int:
     from reports.common import iso, make_scope
     from reports.render import write
     from reports.write import build_report
-    from strongroom.errors import ConfigError
+    from strongroom.errors import ConfigError, UsageError
 
-    scope = make_scope(library=args.library, collection=args.collection, since=args.since, until=args.until)
+    if args.output is None and not args.publish:
+        raise UsageError("give -o PATH, the file to write (or --library L --publish)", key="-o")
+    if args.publish and (args.library is None or args.collection or args.since or args.until):
+        raise UsageError("--publish writes one library's whole reports: give --library L, and no --collection, "
+                         "--since or --until", key="--publish")
     config = load_config(config_path(args))
+    listed = args.library in (getattr(config, "libraries", None) or {})
+    scope = make_scope(library=args.library, collection=args.collection, since=args.since, until=args.until,
+                       listed=listed)
     catalog = open_catalog(config)
     if not config.catalog_is_s3 and not catalog.store.exists():
         raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init` for a new "
                           f"archive, or `strongroom catalog rebuild` if the catalog was lost)",
                           path=str(config.path), key="catalog")
-    report = build_report(config, args.kind, scope, catalog)
-    path = write(report, args.report_format, args.lang, Path(args.output), config, catalog)
-    emit(args, {"report": args.kind, "format": args.report_format, "lang": args.lang, "path": str(path),
-                "scope": scope.to_dict(), "generated_at": iso(report.generated_at)},
-         f"{args.kind} report written to {path}")
+    data, lines = {"report": args.kind, "scope": scope.to_dict()}, []
+    if args.output is not None:
+        report = build_report(config, args.kind, scope, catalog)
+        path = write(report, args.report_format, args.lang, Path(args.output), config, catalog)
+        data.update({"format": args.report_format, "lang": args.lang, "path": str(path),
+                     "generated_at": iso(report.generated_at)})
+        lines.append(f"{args.kind} report written to {path}")
+    if args.publish:
+        from reports.publish import publish_reports
+        from storage_adapters.receiving import open_area
+
+        keys = publish_reports(config, args.library, catalog=catalog, now=scope.now)
+        where = open_area(config, args.library).describe()
+        data["published"] = {"area": where, "keys": keys}
+        lines.append(f"{len(keys)} reports of library {args.library} published to {where}: " + ", ".join(keys))
+    emit(args, data, "\n".join(lines))
     return 0
