@@ -162,7 +162,7 @@ def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = N
         key = (group, due_at or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc), r["bag_id"], r["order"], r["target"])
         deep.append((key, make(DEEP, reason_deep, due_at), fallback))
 
-    _apply_budget(config, catalog, selection, sorted(deep, key=lambda x: x[0]), now)
+    _apply_budget(config, catalog, selection, sorted(deep, key=lambda x: x[0]), now, library=library)
     # Deep audits in priority order (as the budget took them), then quick checks, most overdue first.
     deep_chosen = [c for c in selection.chosen if c.kind == DEEP]
     quick_chosen = sorted((c for c in selection.chosen if c.kind == QUICK),
@@ -238,8 +238,9 @@ def _day(value: Optional[_dt.datetime]) -> str:
     return "never" if value is None else value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def bytes_read_today(catalog: Catalog, now: _dt.datetime) -> Dict[str, int]:
-    """Payload bytes deep audits recorded since 00:00 UTC of `now`'s day, by policy."""
+def bytes_read_today(catalog: Catalog, now: _dt.datetime, library: Optional[str] = None) -> Dict[str, int]:
+    """Payload bytes deep audits recorded since 00:00 UTC of `now`'s day, by policy (of one
+    library's bags with `library`)."""
     start = now.astimezone(_dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     log = catalog.replicas(current=False)
     if log.num_rows == 0:
@@ -254,20 +255,28 @@ def bytes_read_today(catalog: Catalog, now: _dt.datetime) -> Dict[str, int]:
     if audits.num_rows == 0:
         return {}
     audits = audits.group_by(["bag_id", "target", "last_audit_at"]).aggregate([])
-    bags = catalog.bags().select(["bag_id", "policy", "byte_count"])
+    bags = catalog.bags(library).select(["bag_id", "policy", "byte_count"])
     joined = audits.join(bags, "bag_id", join_type="inner")
     sums = joined.group_by("policy").aggregate([("byte_count", "sum")])
     return dict(zip(sums.column("policy").to_pylist(), sums.column("byte_count_sum").to_pylist()))
 
 
 def _apply_budget(config, catalog: Catalog, selection: Selection,
-                  deep: List[Tuple[Tuple, Candidate, Optional[Candidate]]], now: _dt.datetime) -> None:
+                  deep: List[Tuple[Tuple, Candidate, Optional[Candidate]]], now: _dt.datetime,
+                  library: Optional[str] = None) -> None:
+    """Take deep audits while the policy's daily budget lasts. The budget is the machine's, shared
+    by every library: what others' audits read today counts against it. With `library` the
+    figures shown (`read_today`) are that library's own, and `shared: true` says the budget is
+    also spent by others, so a library's view shows no total of theirs."""
     used = bytes_read_today(catalog, now) if deep else {}
+    own = bytes_read_today(catalog, now, library) if deep and library is not None else used
     for _, cand, fallback in deep:
         budget = config.policies[cand.policy].fixity.daily_byte_budget
-        info = selection.budgets.setdefault(cand.policy, {"budget": budget, "read_today": used.get(cand.policy, 0),
+        info = selection.budgets.setdefault(cand.policy, {"budget": budget, "read_today": own.get(cand.policy, 0),
                                                           "chosen": 0})
-        spent = info["read_today"] + info["chosen"]
+        if library is not None:
+            info["shared"] = True
+        spent = used.get(cand.policy, 0) + info["chosen"]
         if spent + cand.bytes <= budget or spent == 0:
             info["chosen"] += cand.bytes
             selection.chosen.append(cand)

@@ -327,3 +327,25 @@ def test_a_listed_library_with_no_bags_gets_empty_reports(arch, tmp_path, monkey
     # an unlisted code is still a usage error naming what the catalog knows
     code, _, err = cli("--config", arch.config, "report", "formats", "--library", "DELTA", "-o", tmp_path / "x.html")
     assert code == 2 and "DELTA" in err
+
+
+def test_audit_budget_of_one_library_shows_its_own_reads_not_the_consortiums(arch, monkeypatch):
+    """Both libraries' copies fall due (91 days on); BRAVO's are deep-audited first. ALPHA's --due
+    run still counts BRAVO's reads against the shared daily budget, but shows only its own."""
+    import datetime as dt
+
+    import fixity.audit
+
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=91)
+    monkeypatch.setattr(fixity.audit, "utcnow", lambda: later)
+    code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--deep", "--library", B)
+    assert code in (0, 1), out + err
+    read_by_bravo = json.loads(out)["bytes_checked"]
+    assert read_by_bravo >= arch.bytes[B]
+    code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--library", A)
+    assert code == 0, out + err
+    (budget,) = json.loads(out)["budgets"].values()
+    assert budget["read_today"] == 0 and budget["shared"] is True
+    assert str(read_by_bravo) not in out
+    code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--library", A)
+    assert json.loads(out)["budgets"] == {}  # nothing left due
