@@ -15,15 +15,16 @@ library's own credentials only, each object replaced whole (an atomic put). All 
 before the first is written, so a report that cannot be built leaves the previous set in place.
 
 `strongroom report KIND --library L --publish` calls it (the KIND given is published with the
-other two: the library reads its evidence as one set, of one moment). `receive` and `audit
---due` call it when the library's receiving area says `publish_reports: true`
-(`publishes_reports`).
+other two: the library reads its evidence as one set, of one moment). When the library's
+receiving area says `publish_reports: true` (`publishes_reports`), `receive` calls it after
+answering that library's batches, and `audit --due` (`refresh_published`) for each library
+whose copies the run audited.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from typing import List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
@@ -69,4 +70,24 @@ def publish_reports(config, library: str, *, catalog: Optional[Catalog] = None,
     return [key for key, _ in pages]
 
 
-__all__ = ["publish_reports", "publishes_reports", "report_key", "FOLDER"]
+def refresh_published(config, bag_ids: Iterable[str], *, catalog: Optional[Catalog] = None
+                      ) -> Tuple[Dict[str, List[str]], List[str]]:
+    """After a run that changed what some bags' reports say (`audit --due`): republish the reports
+    of each library of those bags whose switch is on. Returns ({library: keys written}, problems);
+    a library whose publishing fails is a problem in words, never a traceback, and the others are
+    still published."""
+    from strongroom.errors import StrongroomError
+
+    published: Dict[str, List[str]] = {}
+    problems: List[str] = []
+    for code in sorted({b.split("/", 1)[0] for b in bag_ids}):
+        if not publishes_reports(config, code):
+            continue
+        try:
+            published[code] = publish_reports(config, code, catalog=catalog)
+        except (StrongroomError, OSError) as exc:
+            problems.append(f"the reports of library {code} could not be published: {exc}")
+    return published, problems
+
+
+__all__ = ["publish_reports", "publishes_reports", "refresh_published", "report_key", "FOLDER"]

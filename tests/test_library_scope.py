@@ -349,3 +349,27 @@ def test_audit_budget_of_one_library_shows_its_own_reads_not_the_consortiums(arc
     assert str(read_by_bravo) not in out
     code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--library", A)
     assert json.loads(out)["budgets"] == {}  # nothing left due
+
+
+def test_audit_due_refreshes_the_published_reports_of_libraries_that_ask(arch, tmp_path, monkeypatch):
+    import datetime as dt
+
+    import fixity.audit
+
+    areas = {A: tmp_path / "recv-alpha", B: tmp_path / "recv-bravo"}
+    load = with_areas(monkeypatch, arch, areas, publish=True)
+    from reports.publish import publishes_reports
+
+    assert publishes_reports(load(arch.config), A)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=91)
+    monkeypatch.setattr(fixity.audit, "utcnow", lambda: later)
+    code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--library", A)
+    assert code == 0, out + err
+    assert list(json.loads(out)["published"]) == [A]
+    assert sorted(p.name for p in (areas[A] / "reports").iterdir()) == sorted(PUBLISHED)
+    assert list(areas[B].iterdir()) == []                 # BRAVO was not audited: nothing written there
+    assert_nothing_of_bravo(arch, (areas[A] / "reports" / "fixity.html").read_text(encoding="utf-8"), "refresh")
+    with_areas(monkeypatch, arch, {B: tmp_path / "quiet-bravo"}, publish=False)   # switch off: nothing
+    code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--library", B)
+    assert code in (0, 1) and json.loads(out)["replicas"], out + err
+    assert "published" not in json.loads(out) and list((tmp_path / "quiet-bravo").iterdir()) == []

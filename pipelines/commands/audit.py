@@ -79,8 +79,19 @@ def run(args) -> int:
                         bag=args.bag, repair=not args.no_repair, all_digests=args.all_digests,
                         workers=args.workers, scheduler_url=args.scheduler_url, verbose=args.verbose,
                         catalog=catalog)
-    emit(args, summary.to_dict(), summary.text())
-    return summary.exit_code
+    data, text, code = summary.to_dict(), summary.text(), summary.exit_code
+    if mode == "due":  # the audited libraries' published reports, if their switch is on (reports.publish)
+        from reports.publish import refresh_published
+
+        published, problems = refresh_published(config, [c.bag_id for c in summary.selection.chosen], catalog=catalog)
+        if published or problems:
+            data = {**data, "published": published, "publish_problems": problems}
+            text += "".join(f"\nReports of library {lib} published ({len(keys)})" for lib, keys in published.items())
+            text += "".join(f"\nPUBLISH FAILED: {p}" for p in problems)
+            code = max(code, 1 if problems else 0)
+            data["exit_code"] = code
+    emit(args, data, text)
+    return code
 
 
 def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library: Optional[str] = None,
