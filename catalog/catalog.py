@@ -17,6 +17,7 @@ rows, and return tables sorted in a fixed order, so two queries of the same data
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import uuid
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -33,6 +34,7 @@ from catalog.schema import (BAGS_SCHEMA, BATCH, DIGEST_ALGORITHMS, EVENTS_SCHEMA
                             RECORDED, REPLICAS_SCHEMA, BagRecord, EventRecord, FileRecord, ReplicaRecord,
                             _utc, public_columns, records_to_table, table_to_records, utc_now)
 from catalog.store import CatalogError, Store
+from strongroom import agent
 from strongroom.errors import InputError
 
 __all__ = ["Catalog", "BagRecord", "FileRecord", "ReplicaRecord", "EventRecord", "CompactResult",
@@ -68,6 +70,7 @@ class Catalog:
         self.location = store.location
         self._ledger = Ledger(store)
         self._replaced = ReplacedCache()
+        self._library_of: Dict[str, Optional[str]] = {}  # bag id -> library (a bag's never changes)
 
     def __repr__(self) -> str:
         return f"Catalog({self.location!r})"
@@ -106,8 +109,27 @@ class Catalog:
         self.store.write_new("replicas", f"{bag_file_prefix(rec.bag_id)}-{rid}.parquet", table_bytes(table, "replicas"))
 
     def append_events(self, events: Sequence[EventRecord]) -> str:
-        """Append events as one ledger segment; returns its id, e.g. "seg-000000000042"."""
-        return self._ledger.append(list(events))
+        """Append events as one ledger segment; returns its id, e.g. "seg-000000000042".
+
+        Every event is stamped here with its agent (contract C3): the operator and software of
+        this process, and the library it acted for (the caller's `agent_library`, else its bag's).
+        Doing it in the one place events enter the ledger means no caller can forget it."""
+        return self._ledger.append([self._with_agent(e, agent.current()) if isinstance(e, EventRecord) else e
+                                    for e in events])
+
+    def _with_agent(self, event: EventRecord, who: "agent.Agent") -> EventRecord:
+        library = event.agent_library
+        if library is None and event.bag_id is not None:
+            if event.bag_id not in self._library_of:
+                try:
+                    rows = self._committed_bags(event.bag_id)
+                except CatalogError:  # a damaged bags table must not stop the event saying so
+                    rows = None
+                if rows is not None:
+                    self._library_of[event.bag_id] = rows.column("library")[0].as_py() if rows.num_rows else None
+            library = self._library_of.get(event.bag_id)
+        return dataclasses.replace(event, operator=event.operator or who.operator, agent_library=library,
+                                   software=event.software or who.software)
 
     def compact(self) -> CompactResult:
         """Merge each table's small files; for the ledger (whose segments are never merged) extend

@@ -48,7 +48,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from catalog.schema import EVENTS_SCHEMA, SCHEMA_VERSION, EventRecord, records_to_table
+from catalog.schema import (EVENT_AGENT_FIELDS, EVENTS_SCHEMA, EVENTS_SCHEMA_V1, SCHEMA_VERSION, EventRecord,
+                            records_to_table)
 from catalog.store import Store, StoredFile
 
 FOLDER = "events"
@@ -87,8 +88,13 @@ def content_digest(table: pa.Table) -> str:
     Column-major: `{"columns": [names], "values": [[column values], ...]}` with timestamps as
     integer microseconds since 1970-01-01 UTC (the value Arrow stores), compact separators,
     UTF-8. Stable across pyarrow versions, and one json.dumps per segment keeps it fast.
+
+    The columns are the original ones (EVENTS_SCHEMA_V1) plus each agent column that holds a
+    value in some row: so segments written before agents were recorded keep the digest they
+    were written with, and so does their copy in the query cache, where those columns are null.
     """
-    names = EVENTS_SCHEMA.names
+    names = EVENTS_SCHEMA_V1.names + [f.name for f in EVENT_AGENT_FIELDS if f.name in table.column_names
+                                      and table.column(f.name).null_count < table.num_rows]
     values = []
     for name in names:
         column = table.column(name)
@@ -231,7 +237,8 @@ class Ledger:
             upto, head_hash = seg.seq, sha256_hex(data)
         if head_hash is None:  # nothing new
             return 0 if base is None else base.num_rows
-        merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+        # Segments from before agents were recorded lack those columns: the cache holds them as null.
+        merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="default")
         meta = {KEY_CACHE_UPTO: str(upto).encode(), KEY_CACHE_HEAD: head_hash.encode(),
                 KEY_VERSION: SCHEMA_VERSION.encode()}
         sink = pa.BufferOutputStream()
@@ -274,7 +281,10 @@ def _gap_problem(expected_seq: int, seq: int, name: str) -> str:
 
 
 def _content_or_wrong(table: pa.Table) -> str:
-    return content_digest(table) if table.schema.remove_metadata() == EVENTS_SCHEMA else "(wrong columns)"
+    """The content digest of a segment with the current columns or those of before agents were
+    recorded (older catalogs stay verifiable); any other set of columns is damage."""
+    return content_digest(table) if table.schema.remove_metadata() in (EVENTS_SCHEMA, EVENTS_SCHEMA_V1) \
+        else "(wrong columns)"
 
 
 def segment_problems(seq: int, name: str, table: pa.Table, actual_content: Optional[str] = None) -> List[str]:
@@ -462,7 +472,7 @@ def _check_caches(ledger: Ledger, contents: Dict[int, str]) -> List[str]:
             problems.append(f"{where}: does not hold segments 0..{upto} in order (altered); delete it, "
                             f"`strongroom catalog compact` rebuilds it")
             continue
-        events = table.select(EVENTS_SCHEMA.names)
+        events = table.select([n for n in EVENTS_SCHEMA.names if n in table.column_names])  # older caches: V1 only
         for sq, start, length in runs:
             if sq in contents and content_digest(events.slice(start, length)) != contents[sq]:
                 problems.append(f"{where}: its copy of {segment_name(sq)} differs from the segment (the "

@@ -202,13 +202,18 @@ class EventRecord:
     path: Optional[str] = None
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     datetime: _dt.datetime = field(default_factory=utc_now)
+    # Who acted (contract C3): filled in by Catalog.append_events, the one place events enter the
+    # ledger; null in events written before they were recorded. `agent` above stays the program.
+    operator: Optional[str] = None
+    agent_library: Optional[str] = None   # the library the event acted for (else the bag's)
+    software: Optional[str] = None        # e.g. "Strongroom 0.1.0"
 
     def __post_init__(self) -> None:
         _text(self.type, "event type")
         _choice(self.outcome, EVENT_OUTCOMES, "event outcome")
         _choice(self.object_type, OBJECT_TYPES, "event object_type")
         _text(self.event_id, "event_id")
-        for name in ("bag_id", "target", "agent"):
+        for name in ("bag_id", "target", "agent", "operator", "agent_library", "software"):
             _text(getattr(self, name), f"event {name}", required=False)
         if self.path is not None:
             check_bag_path(self.path)
@@ -270,6 +275,15 @@ EVENT_FIELDS = [
     pa.field("target", pa.string()),
     pa.field("path", pa.string()),
 ]
+# The event columns before agents were recorded: older ledger segments hold exactly these, and
+# their content digests cover exactly these (see ledger.content_digest).
+EVENT_FIELDS_V1 = list(EVENT_FIELDS)
+EVENT_AGENT_FIELDS = [
+    pa.field("operator", pa.string()),
+    pa.field("agent_library", pa.string()),
+    pa.field("software", pa.string()),
+]
+EVENT_FIELDS += EVENT_AGENT_FIELDS
 
 # Bookkeeping: `_batch` ties a bag row to the files rows written by the same add_bag call (files
 # rows whose batch has no bag row are leftovers of a crash and never returned); `_recorded_at`
@@ -283,6 +297,7 @@ BAGS_SCHEMA = pa.schema(BAG_FIELDS + [pa.field(BATCH, pa.string(), nullable=Fals
 FILES_SCHEMA = pa.schema(FILE_FIELDS + [pa.field(BATCH, pa.string(), nullable=False)])
 REPLICAS_SCHEMA = pa.schema(REPLICA_FIELDS + [pa.field(RECORD_ID, pa.string(), nullable=False)])
 EVENTS_SCHEMA = pa.schema(EVENT_FIELDS)
+EVENTS_SCHEMA_V1 = pa.schema(EVENT_FIELDS_V1)
 
 TABLE_SCHEMAS: Dict[str, pa.Schema] = {
     "bags": BAGS_SCHEMA,
