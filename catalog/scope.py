@@ -5,8 +5,8 @@ is handed its own status, reports and audit results, and may restore only its ow
 view made for a library must show nothing of another: no row, no total, no file name, no
 ledger detail. The views take their bags, replica rows and events through a `LibraryScope`
 rather than each filtering in its own way, so "of this library" means the same everywhere: the
-bag's `library` column in the catalog (and, for an event without a bag, the event's own
-`library` field, once the ledger records one).
+bag's `library` column in the catalog (and, for an event without a bag, the library the event
+acted for, its `agent_library`).
 
 `LibraryScope(None)` is the whole consortium (no `--library`): everything is allowed.
 """
@@ -50,16 +50,20 @@ class LibraryScope:
 
     def only_bags(self, table: pa.Table, catalog: Catalog, column: str = "bag_id") -> pa.Table:
         """The rows of `table` (replicas, files, events, audit rows) whose `column` names a bag in
-        scope. Under a library, a row without a bag is dropped unless it has a `library` column
-        naming this library (an event that acted for it but concerns no bag)."""
+        scope. Under a library, a row without a bag is dropped unless it names this library as
+        the one it acted for: an event's `agent_library` (contract C3: stamped by
+        `Catalog.append_events`, e.g. a receive event that concerns no bag), or a `library`
+        column of other tables."""
         if self.code is None:
             return table
         ids = pa.array(sorted(self.bag_ids(catalog)), pa.string())
         mask = pc.fill_null(pc.is_in(table.column(column), value_set=ids), False)
-        if "library" in table.column_names:
-            own = pc.and_(pc.is_null(table.column(column)),
-                          pc.fill_null(pc.equal(table.column("library"), self.code), False))
-            mask = pc.or_(mask, own)
+        for name in ("agent_library", "library"):
+            if name in table.column_names:
+                own = pc.and_(pc.is_null(table.column(column)),
+                              pc.fill_null(pc.equal(table.column(name), self.code), False))
+                mask = pc.or_(mask, own)
+                break
         return table.filter(mask)
 
     def events(self, catalog: Catalog, **query: Any) -> pa.Table:

@@ -373,3 +373,25 @@ def test_audit_due_refreshes_the_published_reports_of_libraries_that_ask(arch, t
     code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--library", B)
     assert code in (0, 1) and json.loads(out)["replicas"], out + err
     assert "published" not in json.loads(out) and list((tmp_path / "quiet-bravo").iterdir()) == []
+
+
+def test_events_without_a_bag_belong_to_the_library_they_acted_for(arch):
+    from catalog.catalog import Catalog
+    from catalog.scope import LibraryScope
+    from catalog.schema import EventRecord
+    from policies.config import load_config
+
+    catalog = Catalog(load_config(arch.config).catalog)
+    catalog.append_events([
+        EventRecord(type="ingestion", outcome="success", detail="batch orchard-1 received", agent_library=A),
+        EventRecord(type="ingestion", outcome="failure", detail="batch bananas-9 refused", agent_library=B),
+        EventRecord(type="validation", outcome="success", detail="catalog-wide check"),
+    ])
+    mine = LibraryScope(A).events(catalog).to_pylist()
+    details = [e["detail"] for e in mine]
+    assert "batch orchard-1 received" in details
+    assert not any("bananas" in (d or "") or d == "catalog-wide check" for d in details)
+    assert {e["bag_id"] for e in mine} == {None, arch.bags[A]}
+    assert len(LibraryScope().events(catalog)) == len(catalog.events())
+    assert LibraryScope(A).allows({"library": A}) and not LibraryScope(A).allows({"library": B})
+    assert LibraryScope(A).bag_ids(catalog) == {arch.bags[A]}
