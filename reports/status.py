@@ -70,7 +70,8 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
     """The status of every bag matching the filters, their replicas, totals and unfinished deposits.
 
     UsageError (exit 2) when a filter matches nothing at all (no bag and no unfinished deposit),
-    naming what is known, so a typo is not mistaken for an empty archive.
+    naming what is known, so a typo is not mistaken for an empty archive; a library listed in the
+    config's registry that has deposited nothing yet has an empty status instead.
     """
     catalog = catalog if catalog is not None else open_catalog(config)
     now = (now or utc_now()).astimezone(_dt.timezone.utc)
@@ -78,7 +79,8 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
 
     bags = catalog.bags(library, collection, bag_id)
     deposits = unfinished_deposits(Path(config.staging), library=library, collection=collection, bag_id=bag_id)
-    if bags.num_rows == 0 and not deposits and any(v is not None for v in filters.values()):
+    listed = library in (getattr(config, "libraries", None) or {}) and collection is None and bag_id is None
+    if bags.num_rows == 0 and not deposits and not listed and any(v is not None for v in filters.values()):
         raise UsageError(_nothing_matches(catalog, library, collection, bag_id),
                          key="--bag" if bag_id else "--collection" if collection else "--library")
 

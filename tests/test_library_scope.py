@@ -395,3 +395,15 @@ def test_events_without_a_bag_belong_to_the_library_they_acted_for(arch):
     assert len(LibraryScope().events(catalog)) == len(catalog.events())
     assert LibraryScope(A).allows({"library": A}) and not LibraryScope(A).allows({"library": B})
     assert LibraryScope(A).bag_ids(catalog) == {arch.bags[A]}
+
+
+def test_status_of_a_listed_library_with_no_bags_is_empty_not_an_error(arch, tmp_path, monkeypatch):
+    code, _, err = cli("--config", arch.config, "status", "--library", "CHARLIE")
+    assert code == 2 and "CHARLIE" in err                     # not listed: a typo, said as one
+    with_areas(monkeypatch, arch, {"CHARLIE": tmp_path / "recv-charlie"})
+    code, out, err = cli("--config", arch.config, "--json", "status", "--library", "CHARLIE")
+    assert code == 0, out + err
+    data = json.loads(out)
+    assert data["bags"] == [] and data["totals"]["bags"] == 0 and data["libraries"] == []
+    assert A not in out
+    assert_nothing_of_bravo(arch, out, "status of CHARLIE")
