@@ -210,7 +210,8 @@ def test_audit_of_one_library_checks_and_shows_nothing_of_another(arch):
 
     catalog = Catalog(load_config(arch.config).catalog)
     before = catalog.replicas(arch.bags[B]).to_pylist()
-    for argv in (["--json", "audit", "--all", "--library", A], ["audit", "--all", "--deep", "--library", A]):
+    for argv in (["--json", "audit", "--all", "--library", A], ["audit", "--all", "--deep", "--library", A],
+                 ["--json", "audit", "--virus", "--library", A], ["audit", "--virus", "--library", A]):
         code, out, err = cli("--config", arch.config, *argv)
         assert code == 0, out + err
         assert arch.bags[A] in out or "--deep" in argv
