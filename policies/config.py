@@ -25,7 +25,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from strongroom.errors import ConfigError, UsageError
 from policies.locations import _check_bucket_overlaps, _check_overlaps, _prefixes_overlap, find_locations
+from policies.libraries import Library, check_binding_codes, check_receiving_places, read_libraries
 from policies.model import (
+    Issue,
     NAME_HELP,
     NAME_PATTERN,
     FixityCadence,
@@ -35,6 +37,7 @@ from policies.model import (
     read_policy,
     read_yaml,
     show_value,
+    to_config_error,
     type_name,
 )
 from policies.targets import (  # noqa: F401 - re-exported: importers know them from here
@@ -51,7 +54,7 @@ from policies.targets import (  # noqa: F401 - re-exported: importers know them 
 from policies.units import format_duration
 
 CONFIG_FILENAME = "strongroom.yaml"
-CONFIG_KEYS = ("catalog", "catalog_access", "staging", "policies", "storage", "clamav")
+CONFIG_KEYS = ("catalog", "catalog_access", "staging", "policies", "storage", "clamav", "libraries")
 CLAMAV_KEYS = ("socket", "host", "port", "timeout", "stream_max_bytes")
 DEFAULT_CATALOG = "./archive/catalog"
 DEFAULT_STAGING = "./archive/staging"
@@ -64,6 +67,30 @@ POLICY_FOR_TYPE: Mapping[str, str] = types.MappingProxyType({
 })
 
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+@dataclass(frozen=True)
+class BrokenPolicy:
+    """A policy file that did not load. It blocks only the collections whose bags name it: the
+    other policies load, so other collections' deposits, audits and `status` still work."""
+
+    name: str               # the file's stem: a policy named NAME must be in NAME.yaml
+    file: Path
+    issues: Tuple[Issue, ...]
+
+    def error(self) -> ConfigError:
+        """The file's problems as one ConfigError (exit 2), saying what it blocks."""
+        error = to_config_error(self.issues)
+        error.message += (f"\n  (policy {self.name!r} cannot be used until {self.file.name} is fixed; "
+                          f"the other policies work)")
+        return error
+
+    def describe(self) -> str:
+        first = self.issues[0]
+        more = f" (and {len(self.issues) - 1} more problem(s))" if len(self.issues) > 1 else ""
+        where = f"{first.key}: " if first.key else ""
+        return (f"policy file {self.file} is broken: {where}{first.message}{more}; collections using policy "
+                f"{self.name!r} cannot be deposited or audited until it is fixed")
 
 
 @dataclass(frozen=True)
@@ -86,6 +113,11 @@ class Config:
     warnings: Tuple[str, ...] = ()
     # Where ClamAV's clamd listens (`clamav:`): an ingest.clamd.Endpoint, or None when not configured.
     clamav: Any = None
+    # The library registry (`libraries:`): None when the config has no such section, else the
+    # libraries by code (policies.libraries.Library); with it, only listed codes may deposit.
+    libraries: Optional[Dict[str, Library]] = None
+    # Policy files that did not load, by policy name (see BrokenPolicy); `status` names them.
+    broken_policies: Mapping[str, BrokenPolicy] = field(default_factory=dict)
 
     def location_of(self, target_name: str) -> str:
         """The location of a target: its site, or the joined sites of the targets it shares a device
@@ -105,6 +137,8 @@ class Config:
         try:
             return self.policies[name]
         except KeyError:
+            if name in self.broken_policies:
+                raise self.broken_policies[name].error() from None
             known = ", ".join(sorted(self.policies)) or "none (the folder has no policy files)"
             raise ConfigError(f"no policy named {name!r}; known policies: {known}",
                               path=str(self.policies_dir)) from None
@@ -217,30 +251,45 @@ def _read_catalog_access(reader: Reader, top: Mapping[str, Any], catalog: Option
     return name
 
 
-def _load_policies(config_file: Path, policies_dir: Path, storage: Dict[str, StorageTarget],
-                   declared: set, problems: Problems) -> Dict[str, Policy]:
+def _load_policies(config_file: Path, policies_dir: Path, storage: Dict[str, StorageTarget], declared: set,
+                   libraries: Optional[Dict[str, Library]]) -> Tuple[Dict[str, Policy], Dict[str, BrokenPolicy]]:
+    """Every policy file of the folder, each on its own: one with problems is set aside as broken
+    (blocking only its own collections) instead of stopping every command of the archive."""
     policies: Dict[str, Policy] = {}
+    broken: Dict[str, BrokenPolicy] = {}
     lower_names: Dict[str, Path] = {}
     files = sorted(p for p in policies_dir.iterdir()
                    if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file())
     for file in files:
-        try:
-            data = read_yaml(file, what="policy file")
-        except ConfigError as exc:
-            problems.add(exc.path or file, exc.key, exc.message)
-            continue
-        policy = read_policy(data, file, problems)
-        if policy is None:
-            continue
-        folded = policy.name.lower()
-        if folded in lower_names:
-            problems.add(file, "name", f"policy name {policy.name!r} is already used by {lower_names[folded]}; "
-                                       f"policy names must be unique (ignoring case)")
-            continue
-        lower_names[folded] = file
-        if _cross_check(policy, config_file, storage, declared, problems):
+        problems = Problems()
+        policy = _load_one_policy(file, config_file, storage, declared, libraries, lower_names, problems)
+        if policy is not None and not problems:
             policies[policy.name] = policy
-    return policies
+        elif problems:  # keyed by the name it would have (keep.yml beside a good keep.yaml: by file name)
+            key = file.stem if file.stem not in policies and file.stem not in broken else file.name
+            broken[key] = BrokenPolicy(name=file.stem, file=file, issues=tuple(problems.issues))
+    return policies, broken
+
+
+def _load_one_policy(file: Path, config_file: Path, storage: Dict[str, StorageTarget], declared: set,
+                     libraries: Optional[Dict[str, Library]], lower_names: Dict[str, Path],
+                     problems: Problems) -> Optional[Policy]:
+    try:
+        data = read_yaml(file, what="policy file")
+    except ConfigError as exc:
+        problems.add(exc.path or file, exc.key, exc.message)
+        return None
+    policy = read_policy(data, file, problems)
+    if policy is None:
+        return None
+    folded = policy.name.lower()
+    if folded in lower_names:
+        problems.add(file, "name", f"policy name {policy.name!r} is already used by {lower_names[folded]}; "
+                                   f"policy names must be unique (ignoring case)")
+        return None
+    lower_names[folded] = file
+    check_binding_codes(Reader(file, problems), "libraries", policy.libraries, libraries)
+    return policy if _cross_check(policy, config_file, storage, declared, problems) else None
 
 
 def _cross_check(policy: Policy, config_file: Path, storage: Dict[str, StorageTarget], declared: set,
@@ -327,26 +376,38 @@ def load_config(path: Any) -> Config:
         places.append(("staging", staging))
     if catalog is not None and not catalog.startswith("s3://"):
         places.append(("catalog", Path(catalog)))
+    libraries = read_libraries(reader, top["libraries"], base) if "libraries" in top else None
+    if libraries is not None:  # a folder receiving area is apart from replicas, staging and the catalog
+        places += check_receiving_places(reader, libraries, storage)
+        for target in storage.values():
+            check_binding_codes(reader, f"storage.{target.name}.libraries", target.libraries, libraries)
     _check_overlaps(reader, places)
     _check_bucket_overlaps(reader, storage)
     catalog_access = _read_catalog_access(reader, top, catalog, storage, declared)
     clamav = _read_clamav(reader, top["clamav"], base) if "clamav" in top else None
 
     policies: Dict[str, Policy] = {}
+    broken: Dict[str, BrokenPolicy] = {}
     if policies_dir is not None:
         if not policies_dir.is_dir():
             reader.problem("policies", f"folder {policies_dir} does not exist; must be a folder of policy "
                                        f"YAML files (`strongroom init` writes the default ones)")
         else:
-            policies = _load_policies(config_file, policies_dir, storage, declared, problems)
+            policies, broken = _load_policies(config_file, policies_dir, storage, declared, libraries)
 
+    if problems:  # the config itself is wrong: say every problem, the policy files' too, in one pass
+        for entry in broken.values():
+            problems.issues.extend(entry.issues)
     problems.raise_if_any()
     assert catalog is not None and staging is not None and policies_dir is not None
     locations, warnings = find_locations(storage)
+    warnings = warnings + tuple(b.describe() for b in broken.values())
     _warn_once(config_file, warnings)
     return Config(path=config_file, base_dir=base, catalog=catalog, staging=staging,
                   policies_dir=policies_dir, storage=storage, policies=policies, catalog_access=catalog_access,
-                  locations=types.MappingProxyType(locations), warnings=warnings, clamav=clamav)
+                  locations=types.MappingProxyType(locations), warnings=warnings, clamav=clamav,
+                  libraries=None if libraries is None else dict(libraries),
+                  broken_policies=types.MappingProxyType(broken))
 
 
 def _read_clamav(reader: Reader, value: Any, base: Path):

@@ -39,6 +39,8 @@ WEAK_CHECKSUMS = ("md5", "sha1")
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 NAME_HELP = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+CODE_HELP = ("a library code: 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit "
+             "(the same rules as --library)")
 PUID_PATTERN = re.compile(r"^(x-)?fmt/[0-9]+\Z")  # ASCII digits: PRONOM PUIDs are ASCII
 UNIDENTIFIED_CHOICES = ("warn", "fail")
 RETENTION_MODES = ("none", "governance", "compliance")
@@ -123,6 +125,9 @@ class Policy:
     # Files longer than clamd's StreamMaxLength: scanned in overlapping chunks, refused, or
     # kept unscanned and recorded as such. Never passed as "clean" silently.
     large_files: str = "scan-in-chunks"
+    # `libraries: [CODE, ...]`: the only libraries that may deposit with this policy (None: every
+    # library). Checked by policies.libraries.check_deposit before a byte moves.
+    libraries: Optional[Tuple[str, ...]] = None
 
     @property
     def primary_checksum(self) -> str:
@@ -155,6 +160,7 @@ class Policy:
             "retention": {"mode": self.retention.mode, "years": self.retention.years},
             "virus_check": self.virus_check,
             "large_files": self.large_files,
+            "libraries": None if self.libraries is None else list(self.libraries),
             "source": None if self.source is None else str(self.source),
         }
 
@@ -419,12 +425,26 @@ class Reader:
         return value
 
 
+def read_binding(reader: Reader, value: Any, key: str) -> Optional[Tuple[str, ...]]:
+    """A policy's or storage target's `libraries: [CODE, ...]`: the only libraries that may use it
+    (whether the codes are listed in the registry is checked by the config)."""
+    items = reader.unique_list(value, key, help="library codes")
+    if items is None:
+        return None
+    codes: List[str] = []
+    for index, item in enumerate(items):
+        code = reader.text(item, join_key(key, index), pattern=NAME_PATTERN, help=CODE_HELP)
+        if code is not None:
+            codes.append(code)
+    return tuple(codes) if len(codes) == len(items) else None
+
+
 # --------------------------------------------------------------------------------------------
 # Policy
 # --------------------------------------------------------------------------------------------
 
 POLICY_KEYS = ("name", "description", "checksums", "replicas", "distinct_sites", "fixity", "bag",
-               "formats", "retention", "virus_check", "large_files")
+               "formats", "retention", "virus_check", "large_files", "libraries")
 VIRUS_CHECK_CHOICES = ("required", "warn", "off")
 LARGE_FILES_CHOICES = ("scan-in-chunks", "refuse", "skip-and-record")
 POLICY_REQUIRED = ("name", "checksums", "replicas")
@@ -567,12 +587,14 @@ def read_policy(data: Any, source: Path, problems: Problems) -> Optional[Policy]
     if "large_files" in top:
         large_files = reader.choice(top["large_files"], "large_files", LARGE_FILES_CHOICES) or large_files
 
+    libraries = read_binding(reader, top["libraries"], "libraries") if "libraries" in top else None
+
     if len(problems.issues) > before or name is None:
         return None
     policy = Policy(name=name, checksums=tuple(checksums), replicas=tuple(replicas), distinct_sites=distinct,
                     fixity=fixity, bag=bag, formats=formats, retention=retention,
                     description=description.strip(), source=Path(source), virus_check=virus_check,
-                    large_files=large_files)
+                    large_files=large_files, libraries=libraries)
     warn_once(policy)
     return policy
 

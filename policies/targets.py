@@ -16,7 +16,7 @@ import types
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from strongroom.errors import ConfigError
 from policies.model import (
@@ -25,16 +25,18 @@ from policies.model import (
     CadenceOverride,
     Reader,
     join_key,
+    read_binding,
     read_cadence_override,
     show_value,
     type_name,
 )
 
 STORAGE_TYPES = ("filesystem", "s3")
-FILESYSTEM_KEYS = ("type", "root", "site", "fixity")
+FILESYSTEM_KEYS = ("type", "root", "site", "fixity", "libraries")
 S3_KEYS = ("type", "endpoint", "bucket", "region", "prefix", "site", "addressing_style", "storage_class",
            "multipart_threshold", "multipart_chunksize", "object_lock", "credentials", "verify_tls",
-           "ca_bundle", "fixity", "retry_mode", "max_attempts", "connect_timeout", "read_timeout", "concurrency")
+           "ca_bundle", "fixity", "retry_mode", "max_attempts", "connect_timeout", "read_timeout", "concurrency",
+           "libraries")
 RETRY_MODES = ("standard", "adaptive")
 MAX_CONCURRENCY = 256
 ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -79,6 +81,8 @@ class StorageTarget:
     options: Mapping[str, Any]
     fixity: Optional[CadenceOverride] = None
     source: Optional[Path] = None  # the config file that declared it (for error messages)
+    # `libraries: [CODE, ...]`: the only libraries whose copies may be stored here (None: every one).
+    libraries: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,7 @@ def _read_target(reader: Reader, name: Any, value: Any, base: Path) -> Optional[
                        help="a site name (where this copy physically is, e.g. beijing), up to 128 characters") \
         if "site" in data else None
     fixity = read_cadence_override(reader, data["fixity"], join_key(key, "fixity")) if "fixity" in data else None
+    libraries = read_binding(reader, data["libraries"], join_key(key, "libraries")) if "libraries" in data else None
     root: Optional[Path] = None
     options: Dict[str, Any] = {}
     if kind == "filesystem":
@@ -229,7 +234,7 @@ def _read_target(reader: Reader, name: Any, value: Any, base: Path) -> Optional[
     if len(reader.problems.issues) > before or site is None:
         return None
     return StorageTarget(name=name, type=kind, site=site, root=root, options=types.MappingProxyType(options),
-                         fixity=fixity, source=reader.file)
+                         fixity=fixity, source=reader.file, libraries=libraries)
 
 
 def _read_s3_options(reader: Reader, data: Dict[str, Any], key: str, base: Path) -> Dict[str, Any]:

@@ -55,6 +55,14 @@ def config_error(fn, *args) -> ConfigError:
     return info.value
 
 
+def policy_error(config_file: Path, name: str = "keep") -> ConfigError:
+    """A broken policy file does not stop the config from loading (it blocks only the collections
+    that use it): its problems are raised when the policy is asked for."""
+    config = load_config(config_file)
+    assert name not in config.policies
+    return config_error(config.policy, name)
+
+
 def assert_names(exc: Exception, file: Path, key: str, *allowed: str) -> None:
     text = str(exc)
     assert f"{file}: {key}: " in text, text
@@ -462,7 +470,7 @@ def test_policies_folder_must_exist(tmp_path):
 def test_unknown_replica_names_policy_file_and_known_targets(tmp_path):
     config_file = make_archive(tmp_path / "conf", None,
                                {"keep.yaml": dict(GOOD_POLICY, replicas=["site-a", "site-c"])})
-    exc = config_error(load_config, config_file)
+    exc = policy_error(config_file)
     assert_names(exc, tmp_path / "conf" / "policies" / "keep.yaml", "replicas[1]",
                  "unknown storage target 'site-c'", "s3-east, site-a, site-b", str(config_file))
 
@@ -471,7 +479,7 @@ def test_distinct_sites_enforced_by_default(tmp_path):
     data = copy.deepcopy(GOOD_CONFIG)
     data["storage"]["site-b"]["site"] = "beijing"
     config_file = make_archive(tmp_path / "conf", data)
-    exc = config_error(load_config, config_file)
+    exc = policy_error(config_file)
     assert_names(exc, tmp_path / "conf" / "policies" / "keep.yaml", "replicas[1]",
                  "'site-b' is on site 'beijing'", "'site-a'", "distinct_sites")
     # Allowed when the policy says so explicitly.
@@ -482,14 +490,16 @@ def test_distinct_sites_enforced_by_default(tmp_path):
 
 def test_duplicate_policy_names(tmp_path):
     config_file = make_archive(tmp_path / "conf", None, {"keep.yaml": GOOD_POLICY, "keep.yml": GOOD_POLICY})
-    exc = config_error(load_config, config_file)
+    config = load_config(config_file)
+    assert config.policy("keep").source == tmp_path / "conf" / "policies" / "keep.yaml"
+    exc = config.broken_policies["keep.yml"].error()
     assert_names(exc, tmp_path / "conf" / "policies" / "keep.yml", "name", "already used",
                  str(tmp_path / "conf" / "policies" / "keep.yaml"))
 
 
 def test_policy_file_name_must_match_in_folder(tmp_path):
     config_file = make_archive(tmp_path / "conf", None, {"other.yaml": GOOD_POLICY})
-    assert_names(config_error(load_config, config_file), tmp_path / "conf" / "policies" / "other.yaml", "name",
+    assert_names(policy_error(config_file, "other"), tmp_path / "conf" / "policies" / "other.yaml", "name",
                  "does not match the file name", "keep.yaml")
 
 
@@ -585,7 +595,7 @@ def test_target_cadence_override(tmp_path):
     # An override that makes quick checks rarer than deep ones is refused.
     data["storage"]["s3-east"]["fixity"] = {"quick_every": "100d"}
     config_file = make_archive(tmp_path / "conf2", data)
-    assert_names(config_error(load_config, config_file), config_file, "storage.s3-east.fixity",
+    assert_names(policy_error(config_file), config_file, "storage.s3-east.fixity",
                  "quick_every must not be longer than deep_every")
 
 
