@@ -1,5 +1,5 @@
 """`strongroom audit [--due | --all] [--library L] [--collection C] [--bag B] [--quick | --deep]
-[--all-digests] [--no-repair]`.
+[--all-digests] [--no-repair]`, and `strongroom audit --bag B --repair-from SOURCE`.
 
 Select the copies to check (`fixity.due`), run one Luigi check task per bag x target and one
 judgement/repair task per bag (`pipelines.audit_tasks`), then print one summary and write it
@@ -46,6 +46,13 @@ def register(sub) -> None:
     p.add_argument("--all-digests", action="store_true",
                    help="deep: recompute every digest the catalog holds, not only the policy's primary one")
     p.add_argument("--no-repair", action="store_true", help="only report; change nothing on the storage targets")
+    p.add_argument("--repair-from", metavar="SOURCE", default=None,
+                   help="with --bag: repair that bag's damaged or missing files that no good copy can mend from "
+                        "SOURCE, the original folder it was deposited from (or a BagIt bag of it). Every source "
+                        "file is hashed with every algorithm of the bag's own manifests and must match them and "
+                        "the catalog exactly, else it is refused and listed; the source is only read. Each "
+                        "repair is a ledger event naming the source, and the copies are re-audited after. Exit 0 "
+                        "all copies intact, 1 anything refused or still damaged, 2 usage error")
     p.add_argument("--virus", action="store_true",
                    help="instead of fixity: rescan every verified copy of the selected bags with clamd's current "
                         "signatures (new signatures find old infections) and record a virus check event per "
@@ -66,6 +73,8 @@ def run(args) -> int:
 
     config = load_config(config_path(args))
     catalog = open_catalog(config, must_exist=True)
+    if getattr(args, "repair_from", None) is not None:
+        return _repair_from(args, config, catalog)
     if getattr(args, "virus", False):
         from fixity.virus_audit import run_virus_audit
 
@@ -92,6 +101,21 @@ def run(args) -> int:
             data["exit_code"] = code
     emit(args, data, text)
     return code
+
+
+def _repair_from(args, config, catalog) -> int:
+    """`audit --repair-from SOURCE --bag B` (fixity.repair_from_source): one bag, every copy, deep."""
+    from fixity.repair_from_source import repair_from_source
+    from strongroom.errors import UsageError
+
+    conflicting = [name for name, on in (("--virus", args.virus), ("--no-repair", args.no_repair),
+                                         ("--quick", args.quick), ("--due", args.due)) if on]
+    if not args.bag or conflicting:
+        raise UsageError("--repair-from SOURCE needs --bag BAG_ID (one bag, all its copies, deep)"
+                         + (f" and cannot be combined with {', '.join(conflicting)}" if conflicting else ""))
+    result = repair_from_source(config, catalog, args.bag, args.repair_from)
+    emit(args, result.to_dict(), result.text())
+    return result.exit_code
 
 
 def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library: Optional[str] = None,
