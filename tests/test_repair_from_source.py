@@ -156,3 +156,8 @@ def test_usage_errors_exit_2(arch, capsys, source, tmp_path):
     code = main(["--config", str(arch.cfg), "audit", "--bag", "LIB/COLL/20200101T000000Z-1", "--repair-from",
                  str(source)])
     assert code == 2 and "not in the catalog" in capsys.readouterr().err
+    damage_everywhere(arch)
+    code = main(["--config", str(arch.cfg), "audit", "--library", "OTHERLIB", "--bag", arch.bag, "--repair-from",
+                 str(source)])
+    assert code == 2 and "not a bag of library OTHERLIB" in capsys.readouterr().err
+    assert not arch.path("site-c", FILE).exists()

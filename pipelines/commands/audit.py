@@ -113,6 +113,10 @@ def _repair_from(args, config, catalog) -> int:
     if not args.bag or conflicting:
         raise UsageError("--repair-from SOURCE needs --bag BAG_ID (one bag, all its copies, deep)"
                          + (f" and cannot be combined with {', '.join(conflicting)}" if conflicting else ""))
+    if args.library:
+        from catalog.scope import LibraryScope
+
+        LibraryScope(args.library).check_bag(catalog, args.bag)   # another library's bag: exit 2, nothing done
     result = repair_from_source(config, catalog, args.bag, args.repair_from)
     emit(args, result.to_dict(), result.text())
     return result.exit_code
