@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from strongroom import NAME, __version__
+from strongroom import NAME, __version__, agent as _agent
 
 from . import premis
 from .bagit_spec import (INT64_MAX, INT64_MIN, MAX_FIELD_CHARS, MAX_LINE_CHARS, FieldError, TagFileError,
@@ -213,9 +213,12 @@ class Provenance:
     fido_version: str
     signature_version: str
     when: datetime
+    operator: str = field(default_factory=_agent.operator)   # who ran the deposit (strongroom.agent)
 
     def agents(self) -> List["premis.Agent"]:
         return [
+            premis.Agent("local", f"operator:{self.operator}", self.operator, "person",
+                         note=f"operator who ran the deposit ({_agent.OPERATOR_ENV}, else the OS user)"),
             premis.Agent("local", "strongroom", NAME, "software", version=__version__,
                          note=f"{NAME} {__version__} digital preservation pipeline"),
             premis.Agent("local", "fido", "FIDO (opf-fido)", "software", version=self.fido_version,
@@ -261,6 +264,7 @@ def premis_for_bag(
     strongroom_agent = ("local", "strongroom", "executing program")
     fido_agent = ("local", "fido", "executing program")
     library_agent = ("local", f"library:{provenance.library}", "implementer")
+    operator_agent = ("local", f"operator:{provenance.operator}", "implementer")
     bag_obj = (("strongroom-bag", bag_id, "source"),)
 
     def event(kind: str, detail: str, outcome: str, outcome_detail: str, agents, at: str = when):
@@ -283,7 +287,7 @@ def premis_for_bag(
         event("validation", "BagIt 1.0 (RFC 8493) validation of the staged bag, every payload digest re-computed",
               "success", f"{n} file(s) valid", [strongroom_agent], at=validated),
         event("ingestion", "deposit packaged as a BagIt bag in staging", "success", bag_id,
-              [strongroom_agent, library_agent], at=validated),
+              [strongroom_agent, library_agent, operator_agent], at=validated),
     ]
     agents = provenance.agents()
     if virus is not None:

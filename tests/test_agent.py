@@ -120,3 +120,16 @@ def test_catalog_written_before_agents_stays_readable_and_verifiable(tmp_path, m
     pq.write_table(edited.replace_schema_metadata(table.schema.metadata), str(seg0))
     bad = verify_ledger(str(root))
     assert not bad.ok and any(segment_name(0) in p for p in bad.problems)
+
+
+def test_bag_premis_names_the_operator_as_a_linking_agent_of_the_ingestion(monkeypatch):
+    from ingest import metadata, premis
+
+    monkeypatch.setenv("STRONGROOM_OPERATOR", "Zhao Qian")
+    prov = metadata.Provenance(library="PKU", fido_version="1.6", signature_version="v109", when=T0)
+    objects, events, agents = metadata.premis_for_bag("PKU/C/20240301T080000Z-1", [], ["sha256"], prov,
+                                                      supplied_count=0, validated_at=T0, unidentified=0)
+    (ingestion,) = [e for e in events if e.type == "ingestion"]
+    assert ("local", "operator:Zhao Qian", "implementer") in ingestion.agents
+    xml = premis.premis_xml(objects, events, agents)
+    assert "<premis:agentName>Zhao Qian</premis:agentName>" in xml or ">Zhao Qian<" in xml
