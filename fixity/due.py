@@ -175,6 +175,9 @@ def _not_auditable(config, r: Dict[str, Any], info: Dict[str, Any]) -> Optional[
     if r["target"] not in config.storage:
         return f"target {r['target']} is no longer in the config; this copy cannot be audited"
     if info["policy"] not in config.policies:
+        broken = getattr(config, "broken_policies", {}).get(info["policy"])
+        if broken is not None:
+            return f"the bag's policy {info['policy']!r} cannot be read ({broken.file} is broken): fix the file to audit it"
         return f"the bag's policy {info['policy']!r} is not in the config: no cadence to audit it by"
     if r["state"] in UNVERIFIED_STATES:
         return f"copy not verified yet ({r['state']}): its deposit has not finished; `strongroom deposit` resumes it"

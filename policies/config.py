@@ -81,8 +81,9 @@ class BrokenPolicy:
     def error(self) -> ConfigError:
         """The file's problems as one ConfigError (exit 2), saying what it blocks."""
         error = to_config_error(self.issues)
-        error.message += (f"\n  (policy {self.name!r} cannot be used until {self.file.name} is fixed; "
-                          f"the other policies work)")
+        first, newline, rest = error.message.partition("\n")
+        error.message = (f"{first} (policy {self.name!r} cannot be used until {self.file.name} is fixed; "
+                         f"the other policies work){newline}{rest}")
         return error
 
     def describe(self) -> str:

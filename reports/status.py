@@ -192,8 +192,10 @@ def _bags_and_flags(config, bags: pa.Table, replicas: pa.Table,
         flags: List[str] = []
         if b["policy"] not in config.policies:
             flags.append("unknown-policy")
+            broken = getattr(config, "broken_policies", {}).get(b["policy"])
+            why = f"cannot be read ({broken.file} is broken)" if broken else "is not in the config"
             warnings.append(Flag("unknown-policy", "warning",
-                                 f"policy {b['policy']!r} is not in the config: required copies and audit "
+                                 f"policy {b['policy']!r} {why}: required copies and audit "
                                  f"cadence unknown", bag_id=bag.bag_id))
         good_locations = set()
         for r in by_bag.get(bag.bag_id, []):

@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from policies.config import load_config
-from policies.libraries import Library, ReceivingSpec
 from strongroom.errors import ConfigError
 
 POLICY = {"name": "self-built", "checksums": ["sha256"], "replicas": ["site-a", "site-b"], "virus_check": "off"}
@@ -69,6 +68,8 @@ def with_change(change) -> dict:
 
 
 def test_registry_is_read_into_libraries(tmp_path):
+    from policies.libraries import Library, ReceivingSpec
+
     config = load_config(write(tmp_path, CONFIG))
     assert sorted(config.libraries) == ["PKU", "THU", "WHU"]
     pku = config.libraries["PKU"]

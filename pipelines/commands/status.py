@@ -79,8 +79,26 @@ def run(args: argparse.Namespace) -> int:
                                    f"catalog rebuild` found no copy that could be registered:"]
                                   + [f"  - {b}" for b in lost])
         code = 1
+    data, text, code = broken_policies(config, status, data, text, code)
     emit(args, data, text)
     return code
+
+
+def broken_policies(config, status, data: dict, text: str, code: int):
+    """A policy file that did not load is a config problem: exit 2 (1 when copies also need
+    attention, the more urgent news), listed under `broken_policies`. With --library only the
+    broken policies of the bags shown count (the file names come with the notes)."""
+    broken = dict(getattr(config, "broken_policies", {}))
+    if status.filters.get("library") is not None:
+        used = {b.policy for b in status.bags}
+        broken = {name: entry for name, entry in broken.items() if name in used}
+    if not broken:
+        return data, text, code
+    code = 1 if code == 1 else 2
+    listed = [{"policy": e.name, "file": str(e.file), "problems": [str(i) for i in e.issues]} for e in broken.values()]
+    text += "\n" + "\n".join([f"BROKEN POLICY FILES ({len(listed)}): their collections cannot be deposited or "
+                               f"audited until they are fixed (exit {code}):"] + [f"  - {e['file']}" for e in listed])
+    return {**data, "broken_policies": listed, "ok": False, "exit_code": code}, text, code
 
 
 def catalog_trouble(args: argparse.Namespace, config, what: str, problems: List[str]) -> int:
