@@ -91,6 +91,10 @@ class SeaweedServer:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     region: str = "us-east-1"
     ports: dict[str, int] = field(default_factory=dict)
+    #: more identities for the -s3.config file (each {"name", "credentials": [...], "actions": [...]}),
+    #: e.g. one per library limited to its receiving bucket: see `add_identity`. The admin
+    #: identity above (access_key/secret_key) stays, for fixtures that create buckets.
+    identities: list = field(default_factory=list)
     process: subprocess.Popen | None = None
     _started: bool = field(default=False, repr=False)
     _log_from: int = field(default=0, repr=False)
@@ -122,7 +126,7 @@ class SeaweedServer:
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 }
-            ]
+            ] + list(self.identities)
         }
         self.s3_config_path.write_text(json.dumps(config))
         os.chmod(self.s3_config_path, 0o600)
@@ -270,8 +274,10 @@ class SeaweedServer:
         return "--- tail of " + str(self.log_path) + " ---\n" + "\n".join(tail)
 
     # -- clients -----------------------------------------------------------------------
-    def client(self, *, retries: int = 2, connect_timeout: float = 5, read_timeout: float = 30):
-        """A boto3 S3 client with this server's credentials (path-style addressing)."""
+    def client(self, *, retries: int = 2, connect_timeout: float = 5, read_timeout: float = 30,
+               keys: tuple[str, str] | None = None):
+        """A boto3 S3 client with this server's admin credentials, or the identity `keys`
+        (access key, secret key) from `add_identity` (path-style addressing)."""
         import boto3
         from botocore.config import Config
 
@@ -279,8 +285,8 @@ class SeaweedServer:
             "s3",
             endpoint_url=self.endpoint,
             region_name=self.region,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
+            aws_access_key_id=keys[0] if keys else self.access_key,
+            aws_secret_access_key=keys[1] if keys else self.secret_key,
             config=Config(
                 s3={"addressing_style": "path"},
                 retries={"mode": "standard", "total_max_attempts": retries + 1},
@@ -300,6 +306,16 @@ class SeaweedServer:
         if versioning and not object_lock:
             client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         return name
+
+    def add_identity(self, name: str, actions: list[str]) -> tuple[str, str]:
+        """Add an identity limited to `actions` (e.g. ["Read:receiving-pku", "Write:receiving-pku",
+        "List:receiving-pku"]) before start(); returns its (access key, secret key)."""
+        if self._started:
+            raise SeaweedError("identities must be added before the server starts")
+        access, secret = "AK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
+        self.identities.append({"name": name, "credentials": [{"accessKey": access, "secretKey": secret}],
+                                "actions": list(actions)})
+        return access, secret
 
     def env(self, access_env: str = "SR_TEST_S3_KEY", secret_env: str = "SR_TEST_S3_SECRET") -> dict[str, str]:
         """Environment entries naming this server's credentials, for configs that reference them."""
