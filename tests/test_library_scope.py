@@ -257,36 +257,29 @@ def test_a_damaged_catalog_is_said_to_a_library_without_naming_another_librarys_
 # Publishing into the library's receiving area
 
 
-def with_areas(monkeypatch, arch: Arch, areas: Dict[str, Path], publish: bool = False):
-    """The config with a library registry whose receiving areas are the given folders (what
-    `libraries: CODE: receiving: {type: filesystem, root: ...}` in strongroom.yaml gives); every
-    command that loads the config gets it."""
-    from types import SimpleNamespace
+def with_areas(arch: Arch, areas: Dict[str, Path], publish: bool = False):
+    """The archive's strongroom.yaml with a `libraries:` registry whose receiving areas are these
+    folders (replacing any registry an earlier call wrote); returns a loader of the config."""
+    from policies.config import load_config
 
-    import policies.config as pconfig
-
-    real = pconfig.load_config
-
-    def load(path):
-        config = real(path)
-        object.__setattr__(config, "libraries", {
-            code: SimpleNamespace(code=code, name={"en": code, "zh": code}, contact=None,
-                                  receiving=SimpleNamespace(type="filesystem", root=root, publish_reports=publish))
-            for code, root in areas.items()})
-        return config
-
-    monkeypatch.setattr(pconfig, "load_config", load)
+    original = arch.config.with_name("strongroom.yaml.before-registry")
+    if not original.exists():
+        original.write_text(arch.config.read_text(encoding="utf-8"), encoding="utf-8")
+    entries = "".join(f"  {code}:\n    name: {{en: {code} Library, zh: {code}图书馆}}\n"
+                      f"    receiving: {{type: filesystem, root: {root}, publish_reports: {str(publish).lower()}}}\n"
+                      for code, root in areas.items())
+    arch.config.write_text(original.read_text(encoding="utf-8") + "\nlibraries:\n" + entries, encoding="utf-8")
     for root in areas.values():
         root.mkdir(parents=True, exist_ok=True)
-    return load
+    return load_config
 
 
 PUBLISHED = [f"{kind}{tag}.html" for kind in ("preservation", "fixity", "formats") for tag in ("", "-zh")]
 
 
-def test_publish_writes_the_librarys_reports_into_its_own_receiving_area(arch, tmp_path, monkeypatch):
+def test_publish_writes_the_librarys_reports_into_its_own_receiving_area(arch, tmp_path):
     areas = {A: tmp_path / "recv-alpha", B: tmp_path / "recv-bravo"}
-    with_areas(monkeypatch, arch, areas)
+    with_areas(arch, areas)
     code, out, err = cli("--config", arch.config, "--json", "report", "fixity", "--library", A, "--publish")
     assert code == 0, out + err
     assert json.loads(out)["published"]["keys"] == [f"reports/{name}" for name in PUBLISHED]
@@ -304,8 +297,8 @@ def test_publish_writes_the_librarys_reports_into_its_own_receiving_area(arch, t
     assert sorted(p.name for p in (areas[A] / "reports").iterdir()) == sorted(PUBLISHED)  # no temp files left
 
 
-def test_publish_refuses_without_a_library_or_an_area(arch, tmp_path, monkeypatch):
-    with_areas(monkeypatch, arch, {A: tmp_path / "recv-alpha"})
+def test_publish_refuses_without_a_library_or_an_area(arch, tmp_path):
+    with_areas(arch, {A: tmp_path / "recv-alpha"})
     for argv, needle in ((["--publish"], "--library"), (["--library", A, "--publish", "--since", "2026-01-01"],
                                                          "--publish"),
                          (["--library", B, "--publish"], B), (["--library", A], "-o")):
@@ -315,10 +308,10 @@ def test_publish_refuses_without_a_library_or_an_area(arch, tmp_path, monkeypatc
     assert not (tmp_path / "recv-alpha" / "reports").exists()
 
 
-def test_a_listed_library_with_no_bags_gets_empty_reports(arch, tmp_path, monkeypatch):
+def test_a_listed_library_with_no_bags_gets_empty_reports(arch, tmp_path):
     from reports.publish import publish_reports
 
-    load = with_areas(monkeypatch, arch, {"CHARLIE": tmp_path / "recv-charlie"})
+    load = with_areas(arch, {"CHARLIE": tmp_path / "recv-charlie"})
     keys = publish_reports(load(arch.config), "CHARLIE")
     assert len(keys) == 6
     for key in keys:
@@ -358,7 +351,7 @@ def test_audit_due_refreshes_the_published_reports_of_libraries_that_ask(arch, t
     import fixity.audit
 
     areas = {A: tmp_path / "recv-alpha", B: tmp_path / "recv-bravo"}
-    load = with_areas(monkeypatch, arch, areas, publish=True)
+    load = with_areas(arch, areas, publish=True)
     from reports.publish import publishes_reports
 
     assert publishes_reports(load(arch.config), A)
@@ -370,7 +363,7 @@ def test_audit_due_refreshes_the_published_reports_of_libraries_that_ask(arch, t
     assert sorted(p.name for p in (areas[A] / "reports").iterdir()) == sorted(PUBLISHED)
     assert list(areas[B].iterdir()) == []                 # BRAVO was not audited: nothing written there
     assert_nothing_of_bravo(arch, (areas[A] / "reports" / "fixity.html").read_text(encoding="utf-8"), "refresh")
-    with_areas(monkeypatch, arch, {B: tmp_path / "quiet-bravo"}, publish=False)   # switch off: nothing
+    with_areas(arch, {B: tmp_path / "quiet-bravo"}, publish=False)   # switch off: nothing
     code, out, err = cli("--config", arch.config, "--json", "audit", "--due", "--library", B)
     assert code in (0, 1) and json.loads(out)["replicas"], out + err
     assert "published" not in json.loads(out) and list((tmp_path / "quiet-bravo").iterdir()) == []
@@ -398,10 +391,10 @@ def test_events_without_a_bag_belong_to_the_library_they_acted_for(arch):
     assert LibraryScope(A).bag_ids(catalog) == {arch.bags[A]}
 
 
-def test_status_of_a_listed_library_with_no_bags_is_empty_not_an_error(arch, tmp_path, monkeypatch):
+def test_status_of_a_listed_library_with_no_bags_is_empty_not_an_error(arch, tmp_path):
     code, _, err = cli("--config", arch.config, "status", "--library", "CHARLIE")
     assert code == 2 and "CHARLIE" in err                     # not listed: a typo, said as one
-    with_areas(monkeypatch, arch, {"CHARLIE": tmp_path / "recv-charlie"})
+    with_areas(arch, {"CHARLIE": tmp_path / "recv-charlie"})
     code, out, err = cli("--config", arch.config, "--json", "status", "--library", "CHARLIE")
     assert code == 0, out + err
     data = json.loads(out)
