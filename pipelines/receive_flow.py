@@ -202,6 +202,10 @@ def _download(area: ReceivingArea, batch: Batch, here: Path, max_bytes: int):
         except ValueError as exc:
             bad.append(Problem(f"uploaded name {obj.key}: {exc}", f"上传的名称 {obj.key} 不安全：{exc}"))
             continue
+        if obj.odd:
+            bad.append(Problem(f"{obj.key} is {obj.odd}, not a file: only files and folders are taken",
+                               f"{obj.key} 不是普通文件（{obj.odd}）：只接收文件和文件夹"))
+            continue
         objects.append(obj)
     if bad:
         raise _Refused(Problem("Some uploaded file names cannot be stored safely", "部分上传文件的名称无法安全保存"), bad)

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Iterator, Mapping, Optional
 from strongroom.errors import ConfigError, UsageError
 
 from .base import NotFound, StorageError, check_relpath
-from .fs_common import is_temp_name, temp_name
+from .fs_common import is_temp_name, temp_name, what_is
 from .safe_open import rename_noreplace
 
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -33,12 +33,14 @@ _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 @dataclass(frozen=True)
 class AreaObject:
-    """One uploaded object: its key relative to the area, its size, and the S3 ETag (quotes
-    stripped; None for a folder area)."""
+    """One uploaded object: its key relative to the area, its size, the S3 ETag (quotes
+    stripped; None for a folder area), and `odd`: in a folder area, what a non-regular entry is
+    ("a symbolic link", "a FIFO"...; never read, listed so that `receive` can refuse it)."""
 
     key: str
     size: int
     etag: Optional[str] = None
+    odd: Optional[str] = None
 
 
 def check_key(key: str) -> str:
@@ -230,8 +232,8 @@ class FolderArea(ReceivingArea):
                     yield from self._walk(sub, key + "/", prefix)
                 finally:
                     os.close(sub)
-            elif stat.S_ISREG(st.st_mode) and key.startswith(prefix) and not is_temp_name(name):
-                yield AreaObject(key, st.st_size)
+            elif key.startswith(prefix) and not is_temp_name(name):
+                yield AreaObject(key, st.st_size, odd=None if stat.S_ISREG(st.st_mode) else what_is(st.st_mode))
 
     def open_read(self, key: str) -> BinaryIO:
         segments = check_key(key).split("/")

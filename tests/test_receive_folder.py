@@ -1,0 +1,106 @@
+"""`strongroom receive` for an on-site library whose receiving area is a folder: the batch is
+preserved and answered, links and special files planted in the upload are refused (never
+followed), markers are never replaced, and a library not in the registry is a usage error."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+from pipelines.cli import main
+
+
+@pytest.fixture
+def archive(tmp_path):
+    (tmp_path / "policies").mkdir()
+    for sub in ("replicas/a", "replicas/b", "receiving/whu"):
+        (tmp_path / sub).mkdir(parents=True)
+    (tmp_path / "strongroom.yaml").write_text("""\
+catalog: ./catalog
+staging: ./staging
+policies: ./policies
+storage:
+  a: {type: filesystem, root: ./replicas/a, site: wuhan}
+  b: {type: filesystem, root: ./replicas/b, site: beijing}
+libraries:
+  WHU:
+    name: {en: Wuhan University Library, zh: 武汉大学图书馆}
+    receiving: {type: filesystem, root: ./receiving/whu}
+""", encoding="utf-8")
+    for name in ("self-built", "at-risk-purchased"):
+        (tmp_path / "policies" / f"{name}.yaml").write_text(
+            f"name: {name}\nchecksums: [sha256]\nreplicas: [a, b]\nvirus_check: off\n")
+    return tmp_path
+
+
+def receive(capsys, archive, *extra):
+    capsys.readouterr()
+    code = main(["--config", str(archive / "strongroom.yaml"), "--json", "receive", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def put(area, rel, data=b"x"):
+    path = area / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def listing(area):
+    return sorted(os.path.relpath(os.path.join(d, f), area) for d, _, fs in os.walk(area) for f in fs)
+
+
+def test_a_folder_batch_is_preserved_and_answered(archive, capsys):
+    area = archive / "receiving" / "whu"
+    put(area, "theses/2024/a.pdf", b"%PDF-1.4 a")
+    put(area, "theses/2024/sub/b.txt", b"b")
+    put(area, "theses/2024.ready", yaml.safe_dump({"type": "self-built", "title": "学位论文"}).encode())
+    put(area, "theses/2025/c.pdf", b"no .ready yet")
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 0, out
+    assert [(b["batch"], b["state"], b["files"]) for b in out["batches"]] == [("theses/2024", "preserved", 2)]
+    assert listing(area) == ["theses/2024.done", "theses/2025/c.pdf"]
+    done = yaml.safe_load((area / "theses/2024.done").read_text("utf-8"))
+    assert done["bags"] == out["batches"][0]["bags"]
+    code, out = receive(capsys, archive)
+    assert code == 0 and out["batches"] == []
+
+
+def test_links_and_fifos_planted_in_a_folder_upload_are_refused(archive, capsys, tmp_path):
+    area = archive / "receiving" / "whu"
+    secret = tmp_path / "outside-secret.txt"
+    secret.write_bytes(b"not the library's")
+    put(area, "maps/m1/ok.tif", b"map")
+    os.symlink(secret, area / "maps" / "m1" / "link.txt")
+    os.mkfifo(area / "maps" / "m1" / "pipe")
+    put(area, "maps/m1.ready", b"type: self-built\n")
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 1 and out["batches"][0]["state"] == "failed"
+    failed = yaml.safe_load((area / "maps/m1.failed").read_text("utf-8"))
+    text = json.dumps(failed["problems"], ensure_ascii=False)
+    assert "maps/m1/link.txt is a symbolic link" in text and "maps/m1/pipe is a FIFO" in text
+    assert (area / "maps" / "m1" / "link.txt").is_symlink() and secret.read_bytes() == b"not the library's"
+    assert not (archive / "replicas" / "a" / "WHU").exists()
+
+
+def test_an_answer_is_never_replaced(archive):
+    from policies.config import load_config
+    from storage_adapters.receiving import open_area
+
+    area = open_area(load_config(archive / "strongroom.yaml"), "WHU")
+    assert area.put_bytes("c/b.done", b"first") is True
+    assert area.put_bytes("c/b.done", b"second") is False
+    assert (archive / "receiving/whu/c/b.done").read_bytes() == b"first"
+    with pytest.raises(ValueError):
+        area.put_bytes("../escape.done", b"x")
+    assert not (archive / "receiving" / "escape.done").exists()
+
+
+def test_receive_for_a_library_not_listed_is_a_usage_error(archive, capsys):
+    capsys.readouterr()
+    code = main(["--config", str(archive / "strongroom.yaml"), "receive", "--library", "PKU"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "PKU" in err and "strongroom.yaml" in err and "Traceback" not in err
