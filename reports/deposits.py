@@ -1,7 +1,9 @@
-"""Deposits in staging that have not finished, for `strongroom status`.
+"""Deposits in staging that have not finished, for `strongroom status` and the preservation report.
 
 Read from the deposit state folders (staging/.state/<key>/, written by pipelines.flow): a
-deposit without done.json is unfinished; its recorded failures make it failed.
+deposit without done.json is unfinished; its recorded failures make it failed; one given up
+with `deposit --abandon` has abandoned.json (why, when, by whom) and is history, not work:
+left out unless `include_abandoned`, and then flagged deposit-abandoned.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ class DepositStatus:
     bags: List[Dict[str, Any]]    # [{"id", "registered", "verified_on": [targets]}]
     failures: List[Dict[str, Any]]
     flags: List[str] = field(default_factory=list)
+    abandoned: Optional[Dict[str, Any]] = None   # abandoned.json: reason/why, at, by
 
 
 def unfinished_deposits(staging: Path, *, library: Optional[str] = None, collection: Optional[str] = None,
-                        bag_id: Optional[str] = None) -> List[DepositStatus]:
-    """Deposits whose state folder has no done.json, with their recorded failures, by key."""
-    from pipelines.flow import STATE_DIR, read_json
+                        bag_id: Optional[str] = None, include_abandoned: bool = False) -> List[DepositStatus]:
+    """Deposits whose state folder has no done.json, with their recorded failures, by key
+    (the abandoned ones too when `include_abandoned`)."""
+    from pipelines.flow import ABANDONED, STATE_DIR, read_json
 
     root = Path(staging) / STATE_DIR
     if not root.is_dir():
@@ -39,7 +43,15 @@ def unfinished_deposits(staging: Path, *, library: Optional[str] = None, collect
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if (folder / "done.json").exists() or not (folder / "deposit.json").exists():
             continue
+        if (folder / ABANDONED).exists() and not include_abandoned:
+            continue
         dep = _deposit_status(folder, read_json)
+        if (folder / ABANDONED).exists():
+            try:
+                dep.abandoned = read_json(folder / ABANDONED)
+            except (OSError, ValueError) as exc:
+                dep.abandoned = {"why": f"{folder / ABANDONED} cannot be read: {exc}"}
+            dep.flags = ["deposit-abandoned"]
         if library is not None and dep.library != library:
             continue
         if collection is not None and dep.collection != collection:

@@ -69,6 +69,20 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "sec.per_copy": ("Audits per bag and copy", "各包及副本的审计"),
     "sec.events": ("Audit and repair events", "审计与修复事件"),
     "sec.findings": ("Open findings", "未解决的问题"),
+    "sec.deposits": ("Deposits not finished", "未完成的存缴"),
+    "note.deposits": ("Deposits that never reached the archive, whatever the period: failed (a step failed; "
+                      "the reason says what to fix), abandoned (given up with `deposit --abandon`, with its "
+                      "reason) and unfinished (to be resumed by running the same deposit again).",
+                      "从未进入档案库的存缴（不受期间限制）：失败（某一步骤失败，原因说明需要修正什么）、已放弃（用 "
+                      "`deposit --abandon` 放弃，附原因）与未完成（再次运行同一存缴命令即可继续）。"),
+    "deposit.failed": ("failed", "失败"),
+    "deposit.abandoned": ("abandoned", "已放弃"),
+    "deposit.unfinished": ("unfinished", "未完成"),
+    "col.deposit": ("Deposit", "存缴"),
+    "col.source": ("Source", "来源"),
+    "col.started": ("Started", "开始时间"),
+    "col.reason": ("Reason", "原因"),
+    "empty.no_deposits": ("Every deposit finished.", "所有存缴均已完成。"),
     "sec.locations": ("Locations", "存储位置"),
     "sec.formats": ("Formats", "格式"),
     "sec.unidentified": ("Unidentified files", "未识别的文件"),

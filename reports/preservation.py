@@ -81,6 +81,9 @@ class PreservationReport:
     # per collection, how many separate locations hold its good copies (the NDSA storage figures).
     locations: List[Dict[str, Any]] = field(default_factory=list)
     collection_locations: List[Dict[str, Any]] = field(default_factory=list)
+    # Deposits that did not finish (reports.deposits): failed, unfinished and abandoned ones,
+    # whatever the period, so a deposit that never reached the archive is on the record.
+    deposits: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         data = plain(self)
@@ -166,6 +169,9 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
     attach_findings(open_damage, findings)
     totals = _totals(bags, copies)
     totals["open_findings"] = len(findings)
+    deposits = deposit_rows(config, scope)
+    for state in DEPOSIT_STATES:
+        totals[f"deposits_{state}"] = sum(1 for d in deposits if d["state"] == state)
     return PreservationReport(
         kind="preservation", catalog=catalog.location, generated_at=scope.now, scope=scope, ledger=ledger,
         totals=totals,
@@ -184,6 +190,7 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
         open_findings=findings,
         locations=locations(config),
         collection_locations=_collection_locations(facts),
+        deposits=deposits,
     )
 
 
@@ -204,6 +211,36 @@ def finding_rows(catalog: Catalog, copies: pa.Table) -> List[Dict[str, Any]]:
                "checked_at": f.checked_at}
         out.append({c: row[c] for c in FINDING_COLUMNS})
     return out
+
+
+DEPOSIT_STATES = ("failed", "abandoned", "unfinished")
+DEPOSIT_COLUMNS = ["key", "state", "library", "collection", "source", "policy", "started_at", "stage", "bags",
+                   "reason", "at", "by"]
+
+
+def deposit_rows(config, scope: Scope) -> List[Dict[str, Any]]:
+    """The deposits of the scope that did not finish: failed (a failure recorded), abandoned
+    (`deposit --abandon`, with its reason) and unfinished, from the staging state folders."""
+    from pathlib import Path
+
+    from reports.deposits import unfinished_deposits
+
+    out = []
+    for d in unfinished_deposits(Path(config.staging), library=scope.library, collection=scope.collection,
+                                 include_abandoned=True):
+        if d.abandoned is not None:
+            state = "abandoned"
+            reason, at, by = d.abandoned.get("reason") or d.abandoned.get("why"), d.abandoned.get("at"), \
+                d.abandoned.get("by")
+        elif d.failures:
+            state, last = "failed", d.failures[-1]
+            reason, at, by = f"{last.get('step')}: {last.get('message')}", None, None
+        else:
+            state, reason, at, by = "unfinished", None, None, None
+        out.append({"key": d.key, "state": state, "library": d.library, "collection": d.collection,
+                    "source": d.source, "policy": d.policy, "started_at": d.started_at, "stage": d.stage,
+                    "bags": [b["id"] for b in d.bags], "reason": reason, "at": at, "by": by})
+    return sorted(out, key=lambda r: (DEPOSIT_STATES.index(r["state"]), r["started_at"] or "", r["key"]))
 
 
 def attach_findings(rows: List[Dict[str, Any]], findings: List[Dict[str, Any]]) -> None:

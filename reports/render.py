@@ -241,6 +241,7 @@ def csv_rows(report: Any, tr: Translator) -> Iterator[List[Any]]:
         yield from _preservation_rows(report, tr)
 
 
+DEPOSIT_ITEMS = ("state", "source", "policy", "started_at", "stage", "bags", "reason", "at", "by")
 FINDING_ITEMS = ("bag", "path", "kind", "state", "since", "checked_at", "no_good_copy", "detail")
 
 
@@ -299,6 +300,10 @@ def _preservation_rows(report: Any, tr: Translator) -> Iterator[List[Any]]:
         lc = {"library": c["library"], "collection": c["collection"]}
         for item in ("good_copies_min", "good_copies_max", "locations_min", "locations_max", "locations"):
             yield row("collection_locations", item, c[item], **lc)
+    for d in report.deposits:
+        lc = {"library": d["library"] or "", "collection": d["collection"] or "", "key": d["key"]}
+        for item in DEPOSIT_ITEMS:
+            yield row("deposit", item, d[item], **lc)
     for p in report.retention:
         yield row("retention", "mode", p["mode"], key=p["policy"])
         yield row("retention", "years", p["years"], key=p["policy"])

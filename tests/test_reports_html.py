@@ -31,7 +31,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 SECTIONS = {"preservation": ["summary", "findings", "holdings", "copies", "locations", "retention", "audits",
-                             "attention", "repairs", "ndsa", "method"],
+                             "attention", "repairs", "deposits", "ndsa", "method"],
             "fixity": ["summary", "findings", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
             "formats": ["summary", "formats", "unidentified", "at-risk", "methods", "by-collection"]}
 
@@ -232,3 +232,40 @@ def _data_names(data) -> set:
 
     walk(data)
     return {n for n in found if n}
+
+
+# Counts, per id cell (text longer than 20 characters), the characters on its shortest line.
+WRAP_PROBE = """<script>
+const out = [];
+for (const td of document.querySelectorAll("td.mono")) {
+  const text = td.textContent.replace(/\\s+/g, "");
+  if (text.length < 20) continue;
+  const range = document.createRange();
+  range.selectNodeContents(td);
+  const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+  out.push([text, tops.size, Math.floor(text.length / tops.size)]);
+}
+document.body.setAttribute("data-wrap", JSON.stringify(out));
+</script>"""
+
+
+def wrap_measure(html_path: Path, tmp_path: Path, width: int):
+    """Open a copy of the page (its CSP removed so the probe may run) at `width` pixels; per id
+    cell: text, lines, characters per line."""
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html_path.read_text(encoding="utf-8"))
+    probe = tmp_path / f"probe-{html_path.name}"
+    probe.write_text(page.replace("</body>", WRAP_PROBE + "</body>"), encoding="utf-8")
+    dom = run_chromium(probe, "--dump-dom", f"--window-size={width},1500")
+    return json.loads(lxml_html.fromstring(dom.stdout).xpath("string(//body/@data-wrap)"))
+
+
+def test_bag_ids_wrap_at_separators_never_a_character_per_line(reports_dir, tmp_path):
+    """On a narrow screen the many-column tables squeeze their id columns: ids must then wrap
+    between their parts (after - _ / .), never one character per line (CSS break-all did that)."""
+    chromium()
+    for kind in ("preservation", "fixity"):
+        cells = wrap_measure(reports_dir / f"{kind}-en.html", tmp_path, 480)
+        assert cells, kind
+        assert any(lines > 1 for _, lines, _ in cells), f"{kind}: nothing wrapped at 480 px, the test shows nothing"
+        for text, lines, per_line in cells:
+            assert per_line >= 5, f"{kind}: {text!r} wrapped into {lines} lines"
