@@ -104,3 +104,19 @@ def test_receive_for_a_library_not_listed_is_a_usage_error(archive, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "PKU" in err and "strongroom.yaml" in err and "Traceback" not in err
+
+
+def test_receive_refreshes_the_librarys_reports_when_its_area_says_so(archive, capsys):
+    config = archive / "strongroom.yaml"
+    config.write_text(config.read_text("utf-8").replace(
+        "receiving: {type: filesystem, root: ./receiving/whu}",
+        "receiving: {type: filesystem, root: ./receiving/whu, publish_reports: true}"), encoding="utf-8")
+    area = archive / "receiving" / "whu"
+    put(area, "maps/m2/a.tif", b"map")
+    put(area, "maps/m2.ready", b"type: self-built\n")
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 0, out
+    assert [b["state"] for b in out["batches"]] == ["preserved", "reports published"]
+    assert "reports/preservation-zh.html" in listing(area)
+    page = (area / "reports" / "preservation.html").read_text("utf-8").replace("<wbr>", "")
+    assert out["batches"][0]["bags"][0] in page

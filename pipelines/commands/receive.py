@@ -3,7 +3,8 @@ areas exactly once, answering each with `COLLECTION/BATCH.done` or `.failed` in 
 
 Meant for cron (and safe to overlap with itself: see pipelines.receive_flow). Each library's
 area is opened with that library's own credentials; one library's unreachable area or missing
-credentials is reported and the others are still received.
+credentials is reported and the others are still received. A library whose receiving area says
+`publish_reports: true` gets its reports refreshed under reports/ once a batch of it is preserved.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from policies.config import load_config
     from policies.units import parse_size
+    from reports.publish import publish_reports, publishes_reports
     from pipelines.receive_flow import DEFAULT_MAX_BATCH_BYTES, BatchOutcome, ReceiveOptions, receive_library
     from storage_adapters.receiving import library_of, open_area
     from strongroom.errors import StrongroomError, UsageError
@@ -55,14 +57,33 @@ def run(args) -> int:
                                  max_batch_bytes=limit)
         try:
             area = open_area(config, code)
-            outcomes.extend(receive_library(config, args, area, options))
+            received = receive_library(config, args, area, options)
+            outcomes.extend(received)
         except StrongroomError as exc:
             if args.library is not None:
                 raise
             outcomes.append(BatchOutcome(code, "", "unreachable", detail=str(exc), problems=list(exc.problems),
                                          exit_code=exc.exit_code))
-    code = max([o.exit_code for o in outcomes] or [0])
-    emit(args, {"ok": code == 0, "exit_code": code, "batches": [asdict(o) for o in outcomes]}, text(outcomes))
+            continue
+        if publishes_reports(config, code) and any(o.state == "preserved" for o in received):
+            try:
+                keys = publish_reports(config, code)
+            except StrongroomError as exc:
+                outcomes.append(BatchOutcome(code, "", "reports not published", detail=str(exc), exit_code=1))
+            else:
+                outcomes.append(BatchOutcome(code, "", "reports published", detail=", ".join(keys)))
+    from reports.publish import refresh_published
+
+    # the libraries that received something get fresh reports, if their area asks (publish_reports: true)
+    published, publish_problems = refresh_published(
+        config, [b for o in outcomes if o.state == "preserved" for b in o.bags])
+    code = max([o.exit_code for o in outcomes] + [1 if publish_problems else 0])
+    data = {"ok": code == 0, "exit_code": code, "batches": [asdict(o) for o in outcomes]}
+    if published or publish_problems:
+        data.update({"published": published, "publish_problems": publish_problems})
+    emit(args, data, "\n".join([text(outcomes)] + [f"Reports of library {lib} published ({len(keys)})"
+                                                   for lib, keys in published.items()]
+                               + [f"PUBLISH FAILED: {p}" for p in publish_problems]))
     return code
 
 
