@@ -199,3 +199,12 @@ def test_codes_differing_only_in_case_from_catalogued_ones_are_refused(tmp_path,
     # the same codes, spelt as catalogued, and another library's own "Books", are fine
     assert deposit(capsys, config_file, source(tmp_path, "src4"), "PKU", "books")[0] == 0
     assert deposit(capsys, config_file, source(tmp_path, "src5"), "WHU", "Books")[0] == 0
+
+
+def test_a_bad_registry_is_a_config_error_on_the_command_line(tmp_path, capsys):
+    config_file = write(tmp_path, with_change(lambda d: d["libraries"]["PKU"]["receiving"].update(type="ftp")))
+    code, out, err = cli(capsys, "--config", config_file, "status")
+    assert code == 2, out + err
+    assert err.startswith(f"strongroom status: error: {config_file}: libraries.PKU.receiving.type: must be one of "
+                          f"s3, filesystem; got 'ftp'"), err
+    assert "Traceback" not in err
