@@ -72,18 +72,8 @@ def run(args) -> int:
                 outcomes.append(BatchOutcome(code, "", "reports not published", detail=str(exc), exit_code=1))
             else:
                 outcomes.append(BatchOutcome(code, "", "reports published", detail=", ".join(keys)))
-    from reports.publish import refresh_published
-
-    # the libraries that received something get fresh reports, if their area asks (publish_reports: true)
-    published, publish_problems = refresh_published(
-        config, [b for o in outcomes if o.state == "preserved" for b in o.bags])
-    code = max([o.exit_code for o in outcomes] + [1 if publish_problems else 0])
-    data = {"ok": code == 0, "exit_code": code, "batches": [asdict(o) for o in outcomes]}
-    if published or publish_problems:
-        data.update({"published": published, "publish_problems": publish_problems})
-    emit(args, data, "\n".join([text(outcomes)] + [f"Reports of library {lib} published ({len(keys)})"
-                                                   for lib, keys in published.items()]
-                               + [f"PUBLISH FAILED: {p}" for p in publish_problems]))
+    code = max([o.exit_code for o in outcomes] or [0])
+    emit(args, {"ok": code == 0, "exit_code": code, "batches": [asdict(o) for o in outcomes]}, text(outcomes))
     return code
 
 
