@@ -401,3 +401,23 @@ def test_status_of_a_listed_library_with_no_bags_is_empty_not_an_error(arch, tmp
     assert data["bags"] == [] and data["totals"]["bags"] == 0 and data["libraries"] == []
     assert A not in out
     assert_nothing_of_bravo(arch, out, "status of CHARLIE")
+
+
+def test_receive_refreshes_the_reports_of_a_library_that_asks(arch, tmp_path):
+    areas = {A: tmp_path / "recv-alpha", B: tmp_path / "recv-bravo"}
+    with_areas(arch, areas, publish=True)
+    batch = areas[A] / SOURCES[A][0] / "b2"
+    batch.mkdir(parents=True)
+    (batch / "orchard-map.txt").write_bytes(b"rows of trees\n" * 9)
+    (areas[A] / SOURCES[A][0] / "b2.ready").write_text("type: self-built\ntitle: Orchard maps\n", encoding="utf-8")
+    code, out, err = cli("--config", arch.config, "--json", "receive")
+    assert code == 0, out + err
+    data = json.loads(out)
+    published = [o["library"] for o in data["batches"] if o["state"] == "reports published"]
+    assert published == [A]                                   # BRAVO received nothing: not republished
+    (received,) = [b for o in data["batches"] for b in o["bags"]]
+    assert sorted(p.name for p in (areas[A] / "reports").iterdir()) == sorted(PUBLISHED)
+    assert not (areas[B] / "reports").exists()
+    text = (areas[A] / "reports" / "preservation.html").read_text(encoding="utf-8")
+    assert received in text.replace("<wbr>", "")              # the new bag is in the refreshed report
+    assert_nothing_of_bravo(arch, text, "reports published by receive")
