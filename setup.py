@@ -32,7 +32,7 @@ setup(
         "luigi>=3.3",
         "pyyaml>=6",
         "xmltodict>=0.13",
-        "tqdm>=4.60",
+        "rich>=13",
         "jinja2>=3.1",
         "matplotlib>=3.7",
     ],

@@ -93,7 +93,7 @@ class CheckReplica(_AuditTask):
 
     def run(self):
         from fixity.audit import check_target
-        from pipelines.progress import ByteProgress
+        from pipelines.progress import phase
 
         out = Path(self.output().path)
         with exclusive(out.with_name(out.name + ".lock")):
@@ -102,10 +102,11 @@ class CheckReplica(_AuditTask):
             record = self.catalog.bag(self.bag_id)
             total = record.byte_count if record and self.kind == "deep" else 0
             label = f"{self.kind} {self.target} {self.bag_id}"
-            with ByteProgress(total, record.file_count if record else 0, label) as bar:
-                def progress(files: int, nbytes: int) -> None:
-                    bar(files, nbytes)
-                    self.set_status_message(f"{label}: {files} files, {nbytes:,} bytes")
+
+            def status(files: int, nbytes: int) -> None:
+                self.set_status_message(f"{label}: {files} files, {nbytes:,} bytes")
+
+            with phase(label, total, record.file_count if record else 0, on_update=status) as progress:
                 result = check_target(self.config, self.catalog, self.bag_id, self.target, kind=self.kind,
                                       basis=self.basis, all_digests=self.all_digests, workers=self.threads,
                                       progress=progress)

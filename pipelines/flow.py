@@ -336,7 +336,7 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
     try:
         adapter = open_target(target)
         result = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True,
-                                workers=adapter.parallel_reads)
+                                workers=adapter.parallel_reads, progress=progress)
     except PreservationError as exc:
         _record_failure(config, catalog, state, bag_id, target, "fixity check", str(exc))
         raise

@@ -39,7 +39,10 @@ def run_tasks(tasks: Sequence[luigi.Task], *, workers: int = 1, scheduler_url: O
             # Luigi logs every scheduling decision; the CLI prints its own one-screen summary instead.
             for name in LUIGI_LOGGERS:
                 logging.getLogger(name).setLevel(logging.CRITICAL)
-        result = luigi.build(list(tasks), **params)
+        from pipelines.progress import display_for_run
+
+        with display_for_run():  # one display, in this process, for every worker's phases
+            result = luigi.build(list(tasks), **params)
     finally:
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)

@@ -17,7 +17,7 @@ from pathlib import Path
 import luigi
 
 from pipelines import flow
-from pipelines.progress import ByteProgress
+from pipelines.progress import phase
 from pipelines.task_base import ArchiveTask
 
 
@@ -38,14 +38,26 @@ class _DepositTask(ArchiveTask):
 
     @contextmanager
     def progress(self, label: str, total_bytes: int, total_files: int):
-        """A callback(files, bytes) shown in luigid's UI and, at a terminal, as a progress bar."""
-        with ByteProgress(total_bytes, total_files, label) as bar:
-            def update(files_done: int, bytes_done: int) -> None:
-                bar(files_done, bytes_done)
-                if total_bytes:
-                    self.set_progress_percentage(min(100, int(100 * bytes_done / total_bytes)))
-                self.set_status_message(f"{label}: {files_done}/{total_files} files, {bytes_done:,} bytes")
+        """A callback(files, bytes) shown in luigid's UI and, at a terminal, as one line of the
+        run's display; the totals must count what the callback counts (tag files included)."""
+        def status(files_done: int, bytes_done: int) -> None:
+            if total_bytes:
+                self.set_progress_percentage(min(100, int(100 * bytes_done / total_bytes)))
+            self.set_status_message(f"{label}: {files_done}/{total_files} files, {bytes_done:,} bytes")
+
+        with phase(label, total_bytes, total_files, on_update=status) as update:
             yield update
+
+    def bag_label(self, bag_id: str) -> str:
+        """How a phase line names the bag: nothing when the deposit made one bag, else its last part."""
+        return "" if len(self.bags()) <= 1 else f" {bag_id.rsplit('/', 1)[-1]}"
+
+    def bag_totals(self, bag: dict):
+        """(files, bytes) of every file of the staged bag that is copied and checked, tag files too."""
+        from storage_adapters.replicate import bag_inventory
+
+        sizes = bag_inventory(bag["path"]).sizes
+        return len(sizes), sum(sizes.values())
 
     def failure_path(self) -> Path:
         return self.state.state_dir(self.config.staging) / "failures" / f"{self.task_id}.json"
@@ -67,7 +79,7 @@ class BuildBags(_DepositTask):
         from ingest.scan import scan_source
 
         scan = scan_source(self.state.source, follow_internal_links=self.state.follow_internal_links)
-        with self.progress("staging", scan.total_bytes, len(scan.files)) as update:
+        with self.progress("stage", scan.total_bytes, len(scan.files)) as update:
             bags, warnings = flow.build_bags(self.config, self.state, workers=self.workers, progress=update,
                                              scan=scan)
         self.write_marker({"bags": bags, "warnings": warnings})
@@ -88,7 +100,9 @@ class ValidateBag(_DepositTask):
     def run(self):
         from ingest.validate import require_valid
 
-        report = require_valid(self.bag(self.bag_id)["path"], completeness_only=True, allow_fetched=True)
+        bag = self.bag(self.bag_id)
+        with self.progress(f"validate{self.bag_label(self.bag_id)}", 0, bag["files"]):
+            report = require_valid(bag["path"], completeness_only=True, allow_fetched=True)
         self.write_marker({"bag": self.bag_id, "valid": True, "files": report.payload_files})
 
 
@@ -104,7 +118,8 @@ class Replicate(_DepositTask):
 
     def run(self):
         bag = self.bag(self.bag_id)
-        with self.progress(f"copying to {self.target}", bag["bytes"], bag["files"]) as update:
+        files, nbytes = self.bag_totals(bag)
+        with self.progress(f"replicate {self.target}{self.bag_label(self.bag_id)}", nbytes, files) as update:
             result = flow.replicate_to(self.config, self.state, bag, self.target, progress=update)
         self.write_marker({"bag": self.bag_id, "target": self.target, "files_written": result.files_written,
                            "files_already_present": result.files_already_present})
@@ -121,8 +136,10 @@ class Verify(_DepositTask):
         return self.marker(f"{_safe(self.bag_id)}.{self.target}.verified.json")
 
     def run(self):
-        self.set_status_message(f"re-reading the copy on {self.target}")
-        result = flow.verify_on(self.config, self.state, self.bag(self.bag_id), self.target)
+        bag = self.bag(self.bag_id)
+        files, nbytes = self.bag_totals(bag)
+        with self.progress(f"verify {self.target}{self.bag_label(self.bag_id)}", nbytes, files) as update:
+            result = flow.verify_on(self.config, self.state, bag, self.target, progress=update)
         self.write_marker({"bag": self.bag_id, "target": self.target, "files": result.files_checked,
                            "bytes": result.bytes_checked})
 

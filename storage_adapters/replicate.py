@@ -31,7 +31,7 @@ from strongroom.errors import PreservationError
 
 from .base import HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError, read_buffer
 
-Progress = Callable[[int, int], None]  # (files done, bytes done), like pipelines.progress.ByteProgress
+Progress = Callable[[int, int], None]  # (files done, bytes done), as pipelines.progress.phase shows them
 
 #: Files per put_files call, and bytes: enough to share one flush among many small files, small
 #: enough to bound the memory waiting to be written back and the work a crash throws away.
@@ -362,14 +362,15 @@ def _stat_problem(relpath: str, st, expected: Mapping[str, str], size: Optional[
 
 def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[str, Mapping[str, str]],
                    sizes: Mapping[str, int], *, deep: bool = True, algorithms: Optional[Sequence[str]] = None,
-                   workers: int = 1) -> VerifyResult:
+                   workers: int = 1, progress: Optional[Progress] = None) -> VerifyResult:
     """Check a stored bag against what it should hold (`bag_inventory`, or the catalog).
 
     deep: every file is re-read as a stream and its digests recomputed (`algorithms` limits
     which, e.g. only the primary one; default all known for the file). quick: existence and
     size, plus any checksum the storage itself keeps. Both report files missing from the target
     and extra files the manifests do not list. Problems never stop the check: every file is
-    looked at and named.
+    looked at and named. `progress` is called as each file is done (files done, bytes of them
+    by the manifests' sizes, missing ones included, so the counts end at the inventory's totals).
     """
     for alg in algorithms or ():
         if alg not in SUPPORTED:
@@ -397,13 +398,22 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
         return relpath, _check_one(adapter, bag_id, relpath, {a: d.lower() for a, d in manifests[relpath].items()},
                                    sizes.get(relpath), deep, algorithms)
 
+    done = [len(outcomes), sum(sizes.get(p, 0) for p in outcomes)]
+
+    def settled(relpath: str, outcome) -> None:
+        outcomes[relpath] = outcome
+        if progress is not None:
+            done[0] += 1
+            done[1] += sizes.get(relpath, 0)
+            progress(done[0], done[1])
+
     if workers > 1 and len(to_check) > 1:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{adapter.name}") as pool:
             for relpath, outcome in pool.map(check, to_check):
-                outcomes[relpath] = outcome
+                settled(relpath, outcome)
     else:
         for relpath in to_check:
-            outcomes[relpath] = check(relpath)[1]
+            settled(relpath, check(relpath)[1])
 
     files_checked = bytes_checked = 0
     for relpath in expected:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, Iterable, Tuple
 
+from strongroom import byte_ticks
+
 # BagIt manifest names (RFC 8493 section 2.4 uses the lower-case hashlib-style names).
 SUPPORTED: Tuple[str, ...] = ("md5", "sha1", "sha256", "sha512")
 
@@ -34,6 +36,7 @@ class MultiHasher:
         for h in self._hashers:
             h.update(chunk)
         self.size += len(chunk)
+        byte_ticks.add(len(chunk))  # bytes within a file, for progress displays
 
     def hexdigests(self) -> Dict[str, str]:
         return {a: h.hexdigest() for a, h in zip(self.algorithms, self._hashers)}
