@@ -50,7 +50,7 @@ from reports.status import GOOD_STATES
 CHUNK_ROWS = 10_000
 
 EVENT_COLUMNS = ["event_id", "datetime", "type", "outcome", "library", "collection", "bag_id", "target", "site",
-                 "object_type", "path", "agent", "detail", "repair", "damage", "repaired_at", "repair_event_id",
+                 "object_type", "path", "agent", "operator", "agent_library", "software", "detail", "repair", "damage", "repaired_at", "repair_event_id",
                  "repair_type"]
 
 

@@ -570,6 +570,15 @@ class Translator:
 
         return zh_detail(text)
 
+    def agent(self, event: Dict[str, Any]) -> str:
+        """Who acted (contract C3: operator, the library acted for, the software), then the
+        program that ran when it says more (a virus scanner's version and database)."""
+        from strongroom.agent import describe
+
+        who = describe(event.get("operator"), event.get("agent_library"), event.get("software"), lang=self.lang)
+        program = event.get("agent")
+        return f"{who} · {program}" if program and program not in who else who
+
     def range(self, low: Optional[int], high: Optional[int]) -> str:
         """A count over many bags: one number when they agree, else the fewest to the most."""
         if low is None or high is None or low == high:

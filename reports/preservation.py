@@ -34,7 +34,7 @@ AUDIT_TYPE = "fixity check"
 # (the LoC eventType vocabulary has no "repair"); "repair" itself and "recovery" (restore taking a
 # file from another copy) count too. Other event types are shown as they are.
 REPAIR_TYPES = ("repair", "recovery")
-REPAIR_TAGGED_TYPES = ("replication", "deletion")
+REPAIR_TAGGED_TYPES = ("replication", "deletion", "quarantine")
 REPAIR_PREFIX = "repair:"
 REPLICA_LIMIT_HTML = 200
 
@@ -403,7 +403,7 @@ def _replica_rows(copies: pa.Table) -> List[Dict[str, Any]]:
 
 
 EVENT_COLUMNS = ["event_id", "datetime", "type", "outcome", "library", "collection", "bag_id", "target",
-                 "object_type", "path", "agent", "detail"]
+                 "object_type", "path", "agent", "operator", "agent_library", "software", "detail"]
 
 
 def _event_rows(events: pa.Table) -> List[Dict[str, Any]]:

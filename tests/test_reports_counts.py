@@ -5,7 +5,10 @@ repairs it. The audits record each damaged file twice per run (the copy's summar
 file's event), so counting failed events said "2 / 4 damage repaired / found" beside "1
 repairs". The fixity report must count that damage once, repaired once, by one repair, in the
 cards, the damage table and the JSON alike, and define the terms on the page. Sizes are in one
-unit system on every page (decimal, about three figures: policies.units.display_size).
+unit system on every page (decimal, about three figures: policies.units.display_size). The
+Attention column of a damaged copy names its open findings; every collection has its bar in
+every chart; the Chinese reports render the details Strongroom writes in Chinese; events name
+their agent (operator, library acted for, software: contract C3).
 
 Uses the module-deposited archive of tests/test_reports.py, copied per test.
 """
@@ -47,11 +50,14 @@ def test_one_damage_found_twice_and_repaired_once_is_counted_once(arch, tmp_path
     assert "counted once" in terms and "repair" in terms
 
 
-def test_sizes_use_one_decimal_unit_system_on_every_page(arch, tmp_path):
+def test_display_size_is_decimal_with_about_three_figures():
     from policies.units import display_size
 
-    assert [display_size(n) for n in (512, 1234, 22_862_700, 342_939_392, 2_831_155_200, 999_600)] == \
-        ["512 B", "1.23 KB", "22.9 MB", "343 MB", "2.83 GB", "1 MB"]
+    assert [display_size(n) for n in (512, 1234, 22_862_700, 342_939_392, 2_831_155_200, 999_600, 3 * 2**39)] == \
+        ["512 B", "1.23 KB", "22.9 MB", "343 MB", "2.83 GB", "1 MB", "1.65 TB"]
+
+
+def test_sizes_use_one_decimal_unit_system_on_every_page(arch, tmp_path):
     size = re.compile(r"\b\d[\d.,]*\s?(?:[KMGTP]i?B|B)\b")
     for kind in ("preservation", "fixity", "formats"):
         for lang in ("en", "zh"):
@@ -64,3 +70,75 @@ def test_sizes_use_one_decimal_unit_system_on_every_page(arch, tmp_path):
                 assert re.fullmatch(r"\d{1,3}(\.\d{1,2})? (B|KB|MB|GB|TB|PB)", text), f"{kind}-{lang}: {text!r}"
                 digits = re.sub(r"\D", "", text.split()[0]).lstrip("0")
                 assert len(digits) <= 3, f"{kind}-{lang}: {text!r}"
+
+
+def test_the_attention_column_names_a_damaged_copys_open_findings(arch, tmp_path):
+    bag = damage(arch)
+    for kind, section, word in (("fixity", "per-copy", "corrupted"), ("preservation", "attention", "corrupted")):
+        for lang in ("en", "zh"):
+            doc = lxml_html.fromstring(report(arch, kind, "html", tmp_path, lang=lang).read_bytes())
+            cells = doc.xpath(f'//section[@id="{section}"]//tr[td[1][normalize-space()="{bag}"]]'
+                              '/td[contains(@class, "attention")]')
+            texts = [" ".join(c.text_content().split()) for c in cells]
+            (damaged,) = [t for t in texts if FILE in t]
+            assert ("1 open finding" if lang == "en" else "1 个未解决的问题") in damaged, damaged
+            assert (word if lang == "en" else "内容已损坏") in damaged, damaged
+            assert cells[texts.index(damaged)].xpath('.//a[@href="#findings"]')
+
+
+def test_every_collection_is_in_every_chart():
+    from types import SimpleNamespace
+
+    from reports import charts
+    from reports.i18n import Translator
+    from reports.render import _charts
+
+    tr = Translator("en")
+    names = [f"LIB/collection-{i:02d}" for i in range(20)]
+    svg = charts.levels(names, ["storage", "integrity"], [[i % 5, 4 - i % 5] for i in range(20)],
+                        ["Storage", "Integrity"], "NDSA levels", "level", tr)
+    assert [n for n in names if f">{n}<" not in str(svg)] == []
+    report = SimpleNamespace(kind="preservation", copies_by_site=[], ndsa=[],
+                             collections=[{"library": "LIB", "collection": n.split("/")[1], "bytes": 1000 * (i + 1)}
+                                          for i, n in enumerate(names)])
+    holdings = str(_charts(report, tr)["holdings"])
+    assert [n for n in names if f">{n}<" not in holdings] == []
+
+
+def test_chinese_reports_render_strongroom_details_in_chinese(arch, tmp_path, monkeypatch):
+    monkeypatch.setenv("STRONGROOM_OPERATOR", "alice")
+    bag = damage(arch)
+    assert cli(arch, "audit", "--bag", bag, "--deep") in (0, 1)          # repaired from site-a
+    data = read_json(report(arch, "fixity", "json", tmp_path))
+    names = {bag, "site-a", "site-b", "sha256", "md5", "PKU", "THU", "virus_check", "Strongroom", "ClamAV"}
+    names |= {e["path"] for e in data["events"] if e["path"]}
+    for kind, sections in (("fixity", ("events", "damage")), ("preservation", ("repairs",))):
+        doc = lxml_html.fromstring(report(arch, kind, "html", tmp_path, lang="zh").read_bytes())
+        details = [" ".join(td.text_content().split()) for s in sections
+                   for td in doc.xpath(f'//section[@id="{s}"]//tbody/tr/td[last()]')]
+        if kind == "preservation":   # the repairs table ends with the detail; the agent before it
+            details = [" ".join(td.text_content().split()) for td in
+                       doc.xpath('//section[@id="repairs"]//table[1]/tbody/tr/td[last()]')]
+        assert details, kind
+        for text in details:
+            rest = re.sub(r"\S*/\S*|\b[0-9a-f]{16,}\b", " ", text)      # paths, bag ids, digests
+            for name in sorted(names, key=len, reverse=True):
+                rest = rest.replace(name, " ")
+            assert not re.findall(r"[A-Za-z]{3,}", rest), f"{kind}: English left in {text!r}"
+    # The English report shows the same details as written.
+    en = lxml_html.fromstring(report(arch, "fixity", "html", tmp_path).read_bytes())
+    assert "repair: replaced with the copy from site-a" in en.xpath('string(//section[@id="events"])')
+
+
+def test_events_name_their_agent(arch, tmp_path, monkeypatch):
+    monkeypatch.setenv("STRONGROOM_OPERATOR", "alice")
+    bag = damage(arch)
+    assert cli(arch, "audit", "--bag", bag, "--deep") in (0, 1)
+    data = read_json(report(arch, "fixity", "json", tmp_path))
+    repair = next(e for e in data["events"] if e["repair"])
+    assert (repair["operator"], repair["agent_library"]) == ("alice", "PKU") and repair["software"]
+    for kind, section in (("fixity", "events"), ("preservation", "repairs")):
+        for lang, word in (("en", "alice for PKU"), ("zh", "alice")):
+            doc = lxml_html.fromstring(report(arch, kind, "html", tmp_path, lang=lang).read_bytes())
+            text = doc.xpath(f'string(//section[@id="{section}"]//table[1])')
+            assert word in text and repair["software"] in text, f"{kind}-{lang}"
