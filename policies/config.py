@@ -402,8 +402,9 @@ def load_config(path: Any) -> Config:
     problems.raise_if_any()
     assert catalog is not None and staging is not None and policies_dir is not None
     locations, warnings = find_locations(storage)
-    warnings = warnings + tuple(b.describe() for b in broken.values())
-    _warn_once(config_file, warnings)
+    # broken policy files: said on stderr by every command, kept out of `warnings` (which every
+    # status view shows): `status --library L` names only the broken policies of L's bags
+    _warn_once(config_file, warnings + tuple(b.describe() for b in broken.values()))
     return Config(path=config_file, base_dir=base, catalog=catalog, staging=staging,
                   policies_dir=policies_dir, storage=storage, policies=policies, catalog_access=catalog_access,
                   locations=types.MappingProxyType(locations), warnings=warnings, clamav=clamav,

@@ -133,6 +133,10 @@ def test_a_broken_policy_file_blocks_only_its_own_collections(arch, tmp_path, ca
     assert [b["file"] for b in data["broken_policies"]] == [str(broken)]
     assert sorted(b["bag_id"].rsplit("/", 1)[0] for b in data["bags"]) == ["PKU/books", "THU/theses"]
 
+    # THU's own view: its policies are fine, so nothing of PKU's broken file and exit 0
+    code, out, err = cli(capsys, "--config", arch, "status", "--library", "THU")
+    assert code == 0 and "pku.yaml" not in out and "BROKEN" not in out and "THU/theses" in out, out + err
+
     # the other collections: audited and deposited as before
     code, out, err = cli(capsys, "--config", arch, "--json", "audit", "--all", "--library", "THU")
     assert code == 0, out + err

@@ -96,8 +96,8 @@ def broken_policies(config, status, data: dict, text: str, code: int):
         return data, text, code
     code = 1 if code == 1 else 2
     listed = [{"policy": e.name, "file": str(e.file), "problems": [str(i) for i in e.issues]} for e in broken.values()]
-    text += "\n" + "\n".join([f"BROKEN POLICY FILES ({len(listed)}): their collections cannot be deposited or "
-                               f"audited until they are fixed (exit {code}):"] + [f"  - {e['file']}" for e in listed])
+    text += "\n" + "\n".join([f"BROKEN POLICY FILES ({len(listed)}), exit {code}:"]
+                              + [f"  - {entry.describe()}" for entry in broken.values()])
     return {**data, "broken_policies": listed, "ok": False, "exit_code": code}, text, code
 
 
