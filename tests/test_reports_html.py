@@ -269,3 +269,10 @@ def test_bag_ids_wrap_at_separators_never_a_character_per_line(reports_dir, tmp_
         assert any(lines > 1 for _, lines, _ in cells), f"{kind}: nothing wrapped at 480 px, the test shows nothing"
         for text, lines, per_line in cells:
             assert per_line >= 5, f"{kind}: {text!r} wrapped into {lines} lines"
+
+
+def test_a_cjk_font_is_installed_for_the_chinese_reports():
+    """Without a CJK font Chromium draws the zh reports (and their screenshots) as boxes: CI
+    installs Debian's fonts-wqy-microhei (.ci/run); fail, never skip, when there is none."""
+    found = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout.strip()
+    assert found, "no CJK font: apt-get install -y fonts-wqy-microhei (or fonts-noto-cjk)"
