@@ -17,6 +17,7 @@ names only, never the secrets (the same rule as storage targets).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -119,17 +120,26 @@ def _read_library(reader: Reader, code: str, value: Any, base: Path) -> Optional
                              describe="the display names, a mapping")
         for lang in NAME_KEYS:
             if raw is not None and lang in raw:
-                text = reader.text(raw[lang], join_key(key, f"name.{lang}"), help="the library's display name")
+                text = _one_line(reader, raw[lang], join_key(key, f"name.{lang}"), "the library's display name")
                 if text is not None:
-                    names[lang] = text.strip()
+                    names[lang] = text
     contact = None
     if "contact" in data:
-        contact = reader.text(data["contact"], join_key(key, "contact"),
-                              help="who to write to (an e-mail address or a name)")
+        contact = _one_line(reader, data["contact"], join_key(key, "contact"),
+                            "who to write to (an e-mail address or a name)")
     receiving = _read_receiving(reader, code, data["receiving"], base) if "receiving" in data else None
     if len(reader.problems.issues) > before:
         return None
-    return Library(code=code, name=names, contact=None if contact is None else contact.strip(), receiving=receiving)
+    return Library(code=code, name=names, contact=contact, receiving=receiving)
+
+
+def _one_line(reader: Reader, value: Any, key: str, help: str) -> Optional[str]:
+    """Text shown in reports and status lines: one line, no control characters."""
+    text = reader.text(value, key, help=f"{help}, one line of text")
+    if text is not None and any(unicodedata.category(ch) == "Cc" for ch in text):
+        reader.problem(key, f"must be {help}, one line of text without control characters (line breaks, tabs)")
+        return None
+    return None if text is None else text.strip()
 
 
 def _read_receiving(reader: Reader, code: str, value: Any, base: Path) -> Optional[ReceivingSpec]:

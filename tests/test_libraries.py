@@ -98,6 +98,8 @@ def test_no_section_means_no_registry(tmp_path):
     (lambda d: d["libraries"].update({"pku": {"name": {"en": "x", "zh": "y"}}}), "libraries.pku",
      ["differs only in case from library 'PKU'"]),
     (lambda d: d.update(libraries=[]), "libraries", ["must be a mapping of library codes"]),
+    (lambda d: d["libraries"]["THU"]["name"].update(en="Tsinghua\nLibrary"), "libraries.THU.name.en",
+     ["one line of text without control characters"]),
     (lambda d: d["libraries"]["WHU"]["receiving"].update(type="ftp"), "libraries.WHU.receiving.type",
      ["must be one of s3, filesystem"]),
     (lambda d: d["libraries"]["WHU"]["receiving"].update(bucket="x"), "libraries.WHU.receiving.bucket",
