@@ -290,6 +290,14 @@ def _load_one_policy(file: Path, config_file: Path, storage: Dict[str, StorageTa
         return None
     lower_names[folded] = file
     check_binding_codes(Reader(file, problems), "libraries", policy.libraries, libraries)
+    for index, name in enumerate(policy.replicas):  # a bound policy on targets its libraries may not use
+        allowed = storage[name].libraries if name in storage else None
+        shut_out = [code for code in policy.libraries or () if allowed is not None and code not in allowed]
+        if shut_out:
+            problems.add(file, f"replicas[{index}]", f"storage target {name!r} is bound to {', '.join(allowed or ())}, "
+                                                    f"so {', '.join(shut_out)} (in this policy's libraries) could "
+                                                    f"never deposit with it; bind the target to them too or use "
+                                                    f"another target")
     return policy if _cross_check(policy, config_file, storage, declared, problems) else None
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from policies.config import load_config
+from strongroom.errors import ConfigError
 
 STORAGE = {
     "pku-a": {"type": "filesystem", "root": "./replicas/pku-a", "site": "beijing", "libraries": ["PKU"]},
@@ -157,3 +158,14 @@ def test_a_broken_policy_file_blocks_only_its_own_collections(arch, tmp_path, ca
     broken.write_text(broken.read_text("utf-8").replace("checksum:", "checksums:"), "utf-8")
     code, out, err = cli(capsys, "--config", arch, "status")
     assert code == 0 and "is broken" not in out, out + err
+
+
+def test_a_policy_bound_to_libraries_its_targets_shut_out_is_broken(arch):
+    policy = arch.parent / "policies" / "pku.yaml"
+    policy.write_text(policy.read_text("utf-8").replace("- PKU", "- PKU\n- THU"), "utf-8")
+    config = load_config(arch)
+    assert "pku" not in config.policies and "self-built" in config.policies
+    with pytest.raises(ConfigError) as info:
+        config.policy("pku")
+    assert f"{policy}: replicas[0]: storage target 'pku-a' is bound to PKU, so THU (in this policy's " \
+           f"libraries) could never deposit with it" in str(info.value)
