@@ -112,14 +112,17 @@ def test_chinese_reports_render_strongroom_details_in_chinese(arch, tmp_path, mo
     data = read_json(report(arch, "fixity", "json", tmp_path))
     names = {bag, "site-a", "site-b", "sha256", "md5", "PKU", "THU", "virus_check", "Strongroom", "ClamAV"}
     names |= {e["path"] for e in data["events"] if e["path"]}
+    from reports.i18n import MESSAGES
+
     for kind, sections in (("fixity", ("events", "damage")), ("preservation", ("repairs",))):
         doc = lxml_html.fromstring(report(arch, kind, "html", tmp_path, lang="zh").read_bytes())
-        details = [" ".join(td.text_content().split()) for s in sections
-                   for td in doc.xpath(f'//section[@id="{s}"]//tbody/tr/td[last()]')]
-        if kind == "preservation":   # the repairs table ends with the detail; the agent before it
-            details = [" ".join(td.text_content().split()) for td in
-                       doc.xpath('//section[@id="repairs"]//table[1]/tbody/tr/td[last()]')]
-        assert details, kind
+        details = []
+        for s in sections:                      # the cells under each table's Detail heading
+            table = doc.xpath(f'//section[@id="{s}"]//table')[0]
+            heads = [" ".join(th.text_content().split()) for th in table.xpath("./thead/tr/th")]
+            column = heads.index(MESSAGES["col.detail"][1]) + 1
+            details += [" ".join(td.text_content().split()) for td in table.xpath(f"./tbody/tr/td[{column}]")]
+        assert len(details) >= (5 if kind == "fixity" else 1), (kind, details)
         for text in details:
             rest = re.sub(r"\S*/\S*|\b[0-9a-f]{16,}\b", " ", text)      # paths, bag ids, digests
             for name in sorted(names, key=len, reverse=True):

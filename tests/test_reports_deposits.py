@@ -10,21 +10,13 @@ Uses the module-deposited archive of tests/test_reports.py, copied per test.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 from pathlib import Path
 
 from lxml import html as lxml_html
 
-from tests.test_reports import Arch, arch, deposited, read_csv, read_json, report  # noqa: F401
-
-
-def cli(arch: Arch, *argv: str) -> int:
-    from pipelines.cli import main
-
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return main(["--config", str(arch.config_path), *argv])
+from tests.test_reports import arch, deposited, read_csv, read_json, report  # noqa: F401
+from tests.test_reports_findings import cli
 
 
 def failing_source(folder: Path) -> Path:
