@@ -238,9 +238,19 @@ def deposit_rows(config, scope: Scope) -> List[Dict[str, Any]]:
         else:
             state, reason, at, by = "unfinished", None, None, None
         out.append({"key": d.key, "state": state, "library": d.library, "collection": d.collection,
-                    "source": d.source, "policy": d.policy, "started_at": d.started_at, "stage": d.stage,
-                    "bags": [b["id"] for b in d.bags], "reason": reason, "at": at, "by": by})
-    return sorted(out, key=lambda r: (DEPOSIT_STATES.index(r["state"]), r["started_at"] or "", r["key"]))
+                    "source": d.source, "policy": d.policy, "started_at": _when(d.started_at), "stage": d.stage,
+                    "bags": [b["id"] for b in d.bags], "reason": reason, "at": _when(at), "by": by})
+    never = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    return sorted(out, key=lambda r: (DEPOSIT_STATES.index(r["state"]), r["started_at"] or never, r["key"]))
+
+
+def _when(text: Any) -> Optional[_dt.datetime]:
+    """A state file's ISO time as an aware datetime (None when absent or not a time: it is only shown)."""
+    try:
+        when = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+    return when.replace(tzinfo=_dt.timezone.utc) if when is not None and when.tzinfo is None else when
 
 
 def attach_findings(rows: List[Dict[str, Any]], findings: List[Dict[str, Any]]) -> None:
