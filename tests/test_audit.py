@@ -624,13 +624,15 @@ def test_manifest_fast_comparison_agrees_with_the_full_parse(arch):
 S3_KEY_ENV, S3_SECRET_ENV = "SR_AUDIT_S3_KEY", "SR_AUDIT_S3_SECRET"
 
 
-def test_audit_and_repair_on_s3_targets(seaweed, tmp_path, capsys, monkeypatch):
+def s3_archive(seaweed, tmp_path: Path, monkeypatch, name: str = "audit"):
+    """A local filesystem target and two SeaweedFS buckets (s3-east, s3-west), policy self-built
+    on all three, one bag of FILES deposited: (archive, bag, east bucket, west bucket, prefix)."""
     import uuid
 
     monkeypatch.setenv(S3_KEY_ENV, seaweed.access_key)
     monkeypatch.setenv(S3_SECRET_ENV, seaweed.secret_key)
     east, west = seaweed.make_bucket(), seaweed.make_bucket()
-    prefix = "audit-" + uuid.uuid4().hex[:6]
+    prefix = f"{name}-" + uuid.uuid4().hex[:6]
     root = tmp_path / "archive"
     for d in ("policies", "replicas/local"):
         (root / d).mkdir(parents=True)
@@ -645,8 +647,12 @@ def test_audit_and_repair_on_s3_targets(seaweed, tmp_path, capsys, monkeypatch):
     (root / "policies" / "self-built.yaml").write_text(
         "name: self-built\nchecksums: [sha256, md5]\nreplicas: [local, s3-east, s3-west]\n", encoding="utf-8")
     [bag] = deposit(root / "strongroom.yaml", make_source(tmp_path / "src", FILES))
+    return Archive(root, [bag]), bag, east, west, prefix
+
+
+def test_audit_and_repair_on_s3_targets(seaweed, tmp_path, capsys, monkeypatch):
+    arch, bag, east, west, prefix = s3_archive(seaweed, tmp_path, monkeypatch)
     capsys.readouterr()
-    arch = Archive(root, [bag])
     client = seaweed.client()
     key = lambda rel: f"{prefix}/{bag}/{rel}"  # noqa: E731
     original = FILES["a.txt"]

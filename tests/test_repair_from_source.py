@@ -165,31 +165,11 @@ def test_usage_errors_exit_2(arch, capsys, source, tmp_path):
 
 def test_repair_from_source_on_s3_targets(seaweed, tmp_path, capsys, monkeypatch):
     """Object stores too (real SeaweedFS): the same replace_file, verified, then re-audited."""
-    import uuid
+    from tests.test_audit import s3_archive
 
-    from tests.test_audit import S3_KEY_ENV, S3_SECRET_ENV
-
-    monkeypatch.setenv(S3_KEY_ENV, seaweed.access_key)
-    monkeypatch.setenv(S3_SECRET_ENV, seaweed.secret_key)
-    east, west = seaweed.make_bucket(), seaweed.make_bucket()
-    prefix = "rfs-" + uuid.uuid4().hex[:6]
-    root = tmp_path / "archive"
-    for d in ("policies", "replicas/local"):
-        (root / d).mkdir(parents=True)
-    creds = f"{{{{access_key_env: {S3_KEY_ENV}, secret_key_env: {S3_SECRET_ENV}}}}}"
-    s3 = "{{type: s3, endpoint: {e}, bucket: {b}, region: us-east-1, prefix: {p}, addressing_style: path, " \
-         "site: {s}, credentials: " + creds + "}}"
-    (root / "strongroom.yaml").write_text(
-        "catalog: ./catalog\nstaging: ./staging\npolicies: ./policies\nstorage:\n"
-        "  local: {type: filesystem, root: ./replicas/local, site: beijing}\n"
-        f"  s3-east: {s3.format(e=seaweed.endpoint, b=east, p=prefix, s='shanghai')}\n"
-        f"  s3-west: {s3.format(e=seaweed.endpoint, b=west, p=prefix, s='chengdu')}\n", encoding="utf-8")
-    (root / "policies" / "self-built.yaml").write_text(
-        "name: self-built\nchecksums: [sha256, md5]\nreplicas: [local, s3-east, s3-west]\n", encoding="utf-8")
-    src = make_source(tmp_path / "src", FILES)
-    [bag] = deposit(root / "strongroom.yaml", src)
+    arch, bag, east, west, prefix = s3_archive(seaweed, tmp_path, monkeypatch, "rfs")
     capsys.readouterr()
-    arch = Archive(root, [bag])
+    src = tmp_path / "src"          # the folder the bag was deposited from
     client = seaweed.client()
     key = f"{prefix}/{bag}/{FILE}"
     client.put_object(Bucket=east, Key=key, Body=b"X" * len(FILES["a.txt"]))
