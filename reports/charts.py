@@ -126,6 +126,7 @@ def levels(collections: Sequence[str], areas: Sequence[str], values: List[List[i
                     label=label)
         ax.set_yticks(rows)
         ax.set_yticklabels([_short(c, 32) for c in shown])
+        ax.set_ylim(-0.6, len(shown) - 0.4)
         ax.set_xlim(0, 4.2)
         ax.set_xticks([0, 1, 2, 3, 4])
         ax.set_xticklabels([tr.level(n) for n in range(5)])
