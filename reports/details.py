@@ -60,9 +60,37 @@ RULES: List[Tuple[str, Replacement]] = [
     # deposits (pipelines.flow)
     (r"^copied to (.+) \(([^()]+)\)$", r"已复制到 \1（\2）"),
     (r"\bdeep verification after writing: (\d+) files matched their manifests", r"写入后深度校验：\1 个文件与清单相符"),
-    (r"\bat ingest \(virus_check: (\w+)\): (\d+) of (\d+) file\(s\) scanned, (\d+) infected, (\d+) skipped as "
-     r"too large, (\d+) not scanned", r"入库时病毒检查（virus_check: \1）：\3 个文件中扫描 \2 个，感染 \4 个，"
-     r"因过大跳过 \5 个，未扫描 \6 个"),
+    # virus checks (ingest.virus.detail_text, at ingest and by `audit --virus`)
+    (r"\bat ingest \(virus_check: (\w+)\): ", r"入库时病毒检查（virus_check: \1）："),
+    (r"\baudit --virus of the copy on (\S+): ", r"病毒审计（\1 上的副本）："),
+    (r"\b(\d+) of (\d+) file\(s\) scanned, (\d+) infected, (\d+) skipped as too large, (\d+) not scanned",
+     r"\2 个文件中扫描 \1 个，感染 \3 个，因过大跳过 \4 个，未扫描 \5 个"),
+    (r"; (\d+) large file\(s\) scanned in overlapping chunks \(archives in them not unpacked\)",
+     r"；\1 个大文件分段重叠扫描（其中的压缩包未解开）"),
+    (r"; found: ", "；发现："),
+    # deposits given up or not repeated (pipelines.flow)
+    (r"^deposit (\S+) of (.+) into (\S+) abandoned by (.+?): (.*); its state and staged files are kept, nothing "
+     r"stored was deleted$", r"存缴 \1（来源 \2，存入 \3）已由 \4 放弃：\5；其状态与暂存文件均保留，已存储的内容均未删除"),
+    (r"^duplicate deposit: ", "重复存缴："),
+    # restores (fixity.restore)
+    (r"^partial restore: (\d+) of (\d+) files written, (\d+) left out \(no good copy on any verified replica: ",
+     r"部分恢复：\2 个文件中写出 \1 个，\3 个未写出（任何已验证副本上都没有完好副本："),
+    (r"\brestored (payload \(source tree\)|whole bag) to (.+?): (\d+) files, (\d+) bytes, verified against the "
+     r"catalog while streaming; payload from (.+?); tag files from (\S+)",
+     lambda m: f"已将{'载荷（源文件树）' if m.group(1).startswith('payload') else '整个包'}恢复到 {m.group(2)}："
+     f"{m.group(3)} 个文件，{display_size(int(m.group(4)))}，传输时已按目录校验；载荷来自 "
+     f"{m.group(5).replace(' files)', ' 个文件）').replace(' (', '（')}；标签文件来自 {m.group(6)}"),
+    (r"\); (?=已将)", "）；"),
+    (r"; (\d+) file\(s\) taken from a fallback replica", r"；\1 个文件取自备用副本"),
+    (r"; (\d+) unchanged file\(s\) read from the earlier bag\(s\) named by fetch.txt",
+     r"；\1 个未变文件读自 fetch.txt 所指的早先数据包"),
+    (r"^restore to (.+?) failed, nothing was written there: ", r"恢复到 \1 失败，那里未写入任何内容："),
+    (r"^restore: the copy on (.+?) was refused; this good copy \(size and (.+?) match the catalog\) was used "
+     r"instead", r"恢复：\1 上的副本被拒绝；改用了这个完好副本（大小与 \2 均与目录相符）"),
+    (r"^restore: copy refused: ", "恢复：副本被拒绝："),
+    (r"^restore: nothing of the bag is stored at ", "恢复：该包没有任何内容存储在 "),
+    (r"\brestore found (\d+) bad file\(s\): ", r"恢复时发现 \1 个坏文件："),
+    (r"\brestore found: ", "恢复时发现："),
     (r"^preserved: (\d+) files, (\d+) bytes, verified on (.+?) \(policy ([^()]+)\)$",
      lambda m: f"已保存：{m.group(1)} 个文件，{display_size(int(m.group(2)))}，已在 {m.group(3)} 上校验（策略 "
      f"{m.group(4)}）"),

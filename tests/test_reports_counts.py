@@ -145,3 +145,32 @@ def test_events_name_their_agent(arch, tmp_path, monkeypatch):
             doc = lxml_html.fromstring(report(arch, kind, "html", tmp_path, lang=lang).read_bytes())
             text = doc.xpath(f'string(//section[@id="{section}"]//table[1])')
             assert word in text and repair["software"] in text, f"{kind}-{lang}"
+
+
+GENERATED = [  # details as fixity.restore, ingest.virus, pipelines.flow write them (data: paths, names)
+    "restored whole bag to /tmp/d: 3 files, 1234 bytes, verified against the catalog while streaming; payload "
+    "from site-a (3 files); tag files from site-a",
+    "partial restore: 2 of 3 files written, 1 left out (no good copy on any verified replica: data/x); restored "
+    "payload (source tree) to /tmp/d: 2 files, 99 bytes, verified against the catalog while streaming; payload "
+    "from site-a (2 files); tag files from site-b; 1 file(s) taken from a fallback replica",
+    "audit --virus of the copy on site-a: 3 of 3 file(s) scanned, 0 infected, 0 skipped as too large, 0 not scanned",
+    "deposit K-1 of /src into PKU/c abandoned by alice: 理由; its state and staged files are kept, nothing stored "
+    "was deleted",
+    "restore: the copy on site-b was refused; this good copy (size and md5, sha256 match the catalog) was used "
+    "instead",
+    "audit (quick): success: 4 files present with the expected sizes checked (a quick check cannot clear damage it "
+    "cannot see). Still open: audit (deep): failure: 4 files, 3733 bytes re-read. 1 damaged: corrupted: site-b "
+    "data/img.png: checksum mismatch (sha256 expected 2574d969, found b4d06ed5). Open since 2026-12-02T19:04:33Z.",
+    "missing: data/web/index.html is not stored",
+    "12 files, 21516 bytes re-read and matched",
+]
+
+
+def test_generated_details_have_a_chinese_rendering():
+    from reports.details import zh_detail
+
+    for text in GENERATED:
+        zh = zh_detail(text)
+        rest = re.sub(r"\S*/\S*|\b[0-9a-f]{8,}\b|site-[ab]|sha256|md5|alice|\d{4}-\d\d-\d\dT[\d:.]+Z", " ", zh)
+        assert not re.findall(r"[A-Za-z]{3,}", rest), f"{text!r} -> {zh!r}"
+        assert re.search(r"[\u4e00-\u9fff]", zh), zh
