@@ -191,6 +191,11 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
                     "深度审计会重新计算副本中每个文件的校验值（复制后的验证也计为一次深度审计）；快速检查确认每个文件"
                     "都存在且大小正确。若在深度审计周期内没有完成深度审计，或在快速检查周期内没有任何检查，"
                     "该副本即为逾期。"),
+    "note.fixity_terms": ("Fixity checks, passed, failed and inconclusive count check events: one per copy audited "
+                          "and one more per file found damaged or unreadable, at every audit. Damage counts each "
+                          "damaged file (or whole copy) once; repairs count repair events (see below).",
+                          "固定性检查、通过、失败与无定论统计的是检查事件：每次审计中每个被审计的副本一条，每个被发现损坏或"
+                          "无法读取的文件再各一条。损坏按文件（或整个副本）只计一次；修复统计修复事件（见下文）。"),
     "note.damage_terms": ("Damage: a file of a copy (or a whole copy or bag) that a fixity check in the period "
                           "found damaged, counted once however many audits found it. Repaired: damage with a "
                           "successful repair after it was last found. Repairs: successful repair events (files "

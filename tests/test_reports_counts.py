@@ -48,6 +48,8 @@ def test_one_damage_found_twice_and_repaired_once_is_counted_once(arch, tmp_path
     assert len(doc.xpath('//section[@id="damage"]//tbody/tr')) == 1
     terms = doc.xpath('string(//p[@id="damage-terms"])')
     assert "counted once" in terms and "repair" in terms
+    # "failed" counts check events (3 audits x the copy and the file), and the summary says so.
+    assert number(c["failed"]) == s["failed"] >= 4 and "check events" in doc.xpath('string(//p[@id="fixity-terms"])')
 
 
 def test_display_size_is_decimal_with_about_three_figures():
