@@ -53,7 +53,6 @@ copy exists).
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
 import threading
@@ -68,14 +67,14 @@ from catalog.catalog import Catalog
 from catalog.schema import EventRecord, FileRecord
 from ingest import bagit_spec, metadata
 from ingest.naming import BagId
-from strongroom.durable import fsync_dir
 from strongroom.errors import InputError, PreservationError, UsageError
 from fixity.restore_dest import (TEMP_MARK, TempFolder, archive_folders, check_dest, check_dest_location,
-                                 check_dest_empty, file_digests, make_dirs, remove_tree, walk_tree)
-from fixity.restore_result import AGENT, DETAIL_MAX as _DETAIL_MAX, CopyProblem, Fallback, RestoreError, RestoreResult
+                                 check_dest_empty, file_digests, make_dirs, make_empty_dirs, put_in_place, remove_tree,
+                                 walk_tree)
+from fixity.restore_result import (AGENT, DETAIL_MAX as _DETAIL_MAX, CopyProblem, Fallback, Missing, RestoreError,
+                                   RestoreResult)
 from fixity.restore_rerun import complete_earlier
 from fixity.restore_fetch import FetchResolver, read_tag_bytes
-from fixity.restore_result import Missing
 from fixity.restore_sources import USABLE_STATES, BagSources, bag_files, copy_verified, open_adapters, replica_order
 from storage_adapters.base import StorageAdapter, StorageError, check_relpath
 
@@ -236,7 +235,8 @@ class _Restore:
                 tags[rel] = [size, digests["sha256"]]
         return {"bag": str(self.bag_id), "payload_only": self.payload_only, "dest": str(self.dest),
                 "partial": self.partial, "missing": list(r.missing),
-                "event_id": done.event_id, "detail": done.detail or "", "outcome": done.outcome, "dirs": sorted(tree.dirs), "tags": tags,
+                "event_id": done.event_id, "detail": done.detail or "", "outcome": done.outcome,
+                "dirs": sorted(tree.dirs), "tags": tags,
                 "result": {"files": r.files, "bytes": r.bytes, "tag_files": r.tag_files, "empty_dirs": r.empty_dirs,
                            "sources": r.sources, "tag_source": r.tag_source}}
 
@@ -506,36 +506,7 @@ class _Restore:
                 self.result.warnings.append(f"{rec.path}: modification time {ns} ns could not be set ({exc}); "
                                             "left as restored")
         if self.payload_only:
-            self.result.empty_dirs = self._make_empty_dirs()
-
-    def _make_empty_dirs(self) -> int:
-        path = self.tmp / EMPTY_DIRS_FILE
-        if not path.is_file():
-            return 0
-        made = 0
-        try:
-            lines = list(bagit_spec.iter_lines(path))
-        except (OSError, UnicodeError, bagit_spec.BagItSyntaxError) as exc:
-            self.result.warnings.append(f"{EMPTY_DIRS_FILE}: cannot be read ({exc}); no empty folder recreated")
-            return 0
-        for number, line in lines:
-            if not line.strip():
-                continue
-            rel = bagit_spec.decode_path(line, self._bag_version)
-            try:
-                check_relpath(rel)
-                if not bagit_spec.is_payload_path(rel):
-                    raise ValueError(f"{rel!r} is outside data/")
-            except ValueError as exc:
-                self.result.warnings.append(f"{EMPTY_DIRS_FILE} line {number}: refused ({exc})")
-                continue
-            try:
-                make_dirs(self.tmp / rel)
-                made += 1
-            except OSError as exc:
-                self.result.warnings.append(f"{EMPTY_DIRS_FILE} line {number}: {rel!r} not created "
-                                            f"({exc.strerror or exc})")
-        return made
+            self.result.empty_dirs = make_empty_dirs(self.tmp, self._bag_version, self.result.warnings)
 
     def _put_in_place(self) -> None:
         put_in_place(self.tmp, self.dest, self.payload_only)
@@ -617,28 +588,11 @@ class _Restore:
 # Helpers
 
 
-def put_in_place(tmp: Path, dest: Path, payload_only: bool) -> None:
-    """Rename the finished temporary folder (its data/ with `payload_only`) to DEST, in one step."""
-    source = tmp / bagit_spec.PAYLOAD_DIR if payload_only else tmp
-    try:
-        os.rename(source, dest)  # replaces DEST only if it is (still) an empty folder
-    except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-            raise UsageError("was changed while the restore ran (it is no longer absent or empty); "
-                             "nothing was restored", path=str(dest)) from None
-        if exc.errno in (errno.EXDEV, errno.EBUSY):
-            raise UsageError("cannot be replaced (is it a mount point?); restore into a new folder "
-                             "inside it", path=str(dest)) from None
-        raise InputError(f"cannot be created ({exc.strerror or exc})", path=str(dest)) from None
-    if payload_only:
-        remove_tree(tmp)
-    fsync_dir(dest.parent)
-
-
 def _digests_text(digests: Mapping[str, str]) -> str:
     return ", ".join(f"{a} {d}" for a, d in sorted(digests.items()))
 
 
 __all__ = ["AGENT", "USABLE_STATES", "TEMP_MARK", "CopyProblem", "Fallback", "RestoreResult", "RestoreError",
-           "TempFolder", "restore_bag", "prepare", "put_in_place", "check_dest", "check_dest_location", "archive_folders", "replica_order",
+           "TempFolder", "restore_bag", "prepare", "put_in_place", "check_dest", "check_dest_location",
+           "archive_folders", "replica_order",
            "copy_verified", "remove_tree", "make_dirs"]

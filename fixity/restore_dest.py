@@ -30,6 +30,7 @@ storage adapter, so they are checked (and tested) before either is opened.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -39,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
+from ingest import bagit_spec, metadata
+from storage_adapters.base import check_relpath
 from strongroom.checksums import SUPPORTED, MultiHasher
 from strongroom.durable import fsync_dir, unlink_quietly
 from strongroom.errors import InputError, UsageError
@@ -443,6 +446,60 @@ def verify_tree(root: Path, files: Mapping[str, Tuple[int, Mapping[str, str]]], 
     return problems
 
 
+# --------------------------------------------------------------------------------------------
+# Finishing the tree
+
+
+def make_empty_dirs(tmp: Path, version: str, warnings: List[str]) -> int:
+    """Recreate the empty folders metadata/empty-directories.txt lists (in `tmp`, the restored bag);
+    an unsafe or unreadable line is a warning, never a folder outside data/. Returns how many."""
+    name = metadata.EMPTY_DIRS_FILE
+    path = tmp / name
+    if not path.is_file():
+        return 0
+    made = 0
+    try:
+        lines = list(bagit_spec.iter_lines(path))
+    except (OSError, UnicodeError, bagit_spec.BagItSyntaxError) as exc:
+        warnings.append(f"{name}: cannot be read ({exc}); no empty folder recreated")
+        return 0
+    for number, line in lines:
+        if not line.strip():
+            continue
+        rel = bagit_spec.decode_path(line, version)
+        try:
+            check_relpath(rel)
+            if not bagit_spec.is_payload_path(rel):
+                raise ValueError(f"{rel!r} is outside data/")
+        except ValueError as exc:
+            warnings.append(f"{name} line {number}: refused ({exc})")
+            continue
+        try:
+            make_dirs(tmp / rel)
+            made += 1
+        except OSError as exc:
+            warnings.append(f"{name} line {number}: {rel!r} not created ({exc.strerror or exc})")
+    return made
+
+
+def put_in_place(tmp: Path, dest: Path, payload_only: bool) -> None:
+    """Rename the finished temporary folder (its data/ with `payload_only`) to DEST, in one step."""
+    source = tmp / bagit_spec.PAYLOAD_DIR if payload_only else tmp
+    try:
+        os.rename(source, dest)  # replaces DEST only if it is (still) an empty folder
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise UsageError("was changed while the restore ran (it is no longer absent or empty); "
+                             "nothing was restored", path=str(dest)) from None
+        if exc.errno in (errno.EXDEV, errno.EBUSY):
+            raise UsageError("cannot be replaced (is it a mount point?); restore into a new folder "
+                             "inside it", path=str(dest)) from None
+        raise InputError(f"cannot be created ({exc.strerror or exc})", path=str(dest)) from None
+    if payload_only:
+        remove_tree(tmp)
+    fsync_dir(dest.parent)
+
+
 def _kind(mode: int) -> str:
     for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISCHR, "a character device")):
@@ -453,4 +510,4 @@ def _kind(mode: int) -> str:
 
 __all__ = ["TEMP_MARK", "LOCK_SUFFIX", "LOCK_MARKER", "PHASE_IN_PLACE", "TempFolder", "Tree", "archive_folders",
            "check_dest", "check_dest_location", "check_dest_empty", "file_digests", "remove_tree", "make_dirs",
-           "verify_tree", "walk_tree"]
+           "verify_tree", "walk_tree", "make_empty_dirs", "put_in_place"]

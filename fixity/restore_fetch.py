@@ -135,7 +135,8 @@ class FetchResolver:
         return self._digests[key]
 
 
-def read_tag_bytes(adapter: StorageAdapter, bag_id: BagId, relpath: str, limit: int = MAX_FETCH_BYTES) -> Optional[bytes]:
+def read_tag_bytes(adapter: StorageAdapter, bag_id: BagId, relpath: str,
+                   limit: int = MAX_FETCH_BYTES) -> Optional[bytes]:
     """A small tag file of a stored bag (None when absent); StorageError when it cannot be read."""
     try:
         stream = adapter.open_file(bag_id, relpath)

@@ -102,7 +102,8 @@ def complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Pa
         detail = (str(detail or f"restored {bag} to {dest}") +
                   "; put in place by a run stopped before it recorded this, every file checked again by the rerun")
         event = EventRecord(type="dissemination", outcome=str(outcome or "success"), detail=detail[:_DETAIL_MAX],
-                            agent=AGENT, object_type="bag", bag_id=str(bag), **({"event_id": event_id} if event_id else {}))
+                            agent=AGENT, object_type="bag", bag_id=str(bag),
+                            **({"event_id": event_id} if event_id else {}))
         catalog.append_events([event])
         result.events.append(event.event_id)
     return result

@@ -217,5 +217,6 @@ def unknown_bag_message(catalog: Catalog, bag_id: BagId) -> str:
     return message
 
 
-__all__ = ["USABLE_STATES", "BagSources", "replica_order", "copy_verified", "open_adapters", "bag_files", "check_catalog_paths",
+__all__ = ["USABLE_STATES", "BagSources", "replica_order", "copy_verified", "open_adapters", "bag_files",
+           "check_catalog_paths",
            "unknown_bag_message"]

@@ -77,7 +77,8 @@ def run(args) -> int:
     if not group and len(given) != 2:
         raise UsageError("restore needs BAG and DEST (or --deposit GROUP DEST, or --collection LIB/COLL DEST)")
     if args.version is not None and args.collection is None:
-        raise UsageError("--version needs --collection LIB/COLL (the collection whose version to restore)", key="--version")
+        raise UsageError("--version needs --collection LIB/COLL (the collection whose version to restore)",
+                         key="--version")
     dest = given[-1]
     config = load_config(config_path(args))
     check_dest_location(dest, config)   # a DEST inside the archive is refused before anything is opened
