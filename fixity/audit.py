@@ -53,6 +53,7 @@ from .check_records import (  # noqa: F401  (re-exported: fixity.audit is where 
     DEEP,
     DISPUTED,
     EXTRA,
+    FETCH_UNVERIFIED,
     GROWN,
     INCONCLUSIVE_KINDS,
     MANIFEST_DISAGREES,
@@ -211,11 +212,17 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     payload_mask = pc.starts_with(listing, bagit_spec.PAYLOAD_DIR + "/")
     tag_paths = sorted(pc.filter(listing, pc.invert(payload_mask)).to_pylist())
     _check_tags(adapter, bag_id, expected, tag_paths, check, retry)
+    from .fetched import fetched_paths
+
+    fetched = fetched_paths(adapter, bag_id, expected, tag_paths, check, retry)  # a version bag's (docs/versions.md)
 
     if kind != TAGS:
         stored_payload = pc.filter(listing, payload_mask)
         present = pc.is_in(expected.files.column("path"), value_set=stored_payload)
-        absent = expected.files.filter(pc.invert(present)).column("path").to_pylist()
+        absent = [p for p in expected.files.filter(pc.invert(present)).column("path").to_pylist() if p not in fetched]
+        for path in sorted(fetched & set(stored_payload.to_pylist())):
+            check.findings.append(Finding(FETCH_UNVERIFIED, adapter.name, path, "is stored in data/ and listed in "
+                                          "fetch.txt too; a version bag holds a file or refers to it, never both"))
         extra = pc.filter(stored_payload, pc.invert(pc.is_in(stored_payload, value_set=expected.files.column("path"))))
         extras = sorted(extra.to_pylist())
         folders = _folders_in_place(absent, extras)

@@ -26,6 +26,7 @@ TAG_MISSING = "tag-missing"            # a tag file is not stored
 BAG_MISSING = "bag-missing"            # nothing of the bag is stored on the target
 BAG_NOT_A_FOLDER = "bag-not-a-folder"  # the bag's folder (or its LIB/COLL folder) is a link or not a folder
 MANIFEST_DISAGREES = "manifest-disagrees"  # the copy's own payload manifest disagrees with the catalog
+FETCH_UNVERIFIED = "fetch-unverified"  # a version bag's fetch.txt names a file no earlier registered bag holds as listed
 # Bag-level judgements made by fixity.repair across copies (damage):
 CATALOG_DISAGREES = "catalog-disagrees"    # the majority of copies and their manifests say otherwise
 NO_GOOD_COPY = "no-good-copy"              # no copy anywhere to repair from: nothing was touched
@@ -37,7 +38,7 @@ UNREACHABLE = "unreachable"            # the target or the bag's listing could n
 
 DAMAGE_KINDS = frozenset({CORRUPTED, TRUNCATED, GROWN, MISSING, EXTRA, NOT_A_FILE, SHARED_STORAGE, TAG_DAMAGED,
                           TAG_MISSING, BAG_MISSING, BAG_NOT_A_FOLDER, MANIFEST_DISAGREES, CATALOG_DISAGREES,
-                          NO_GOOD_COPY, TAG_IN_DOUBT, DISPUTED})
+                          NO_GOOD_COPY, TAG_IN_DOUBT, DISPUTED, FETCH_UNVERIFIED})
 INCONCLUSIVE_KINDS = frozenset({UNREADABLE, UNREACHABLE})
 
 #: Findings kept per replica check; more are counted, not listed (a whole bag of bad files

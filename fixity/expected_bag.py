@@ -4,8 +4,8 @@ against, read once per bag and kept for the check that follows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +28,7 @@ class ExpectedBag:
     file_count: int
     byte_count: int
     external_identifier: Optional[str] = None
+    catalog: Any = field(default=None, repr=False, compare=False)  # where the earlier bags of a version are
 
     @classmethod
     def from_catalog(cls, catalog, bag_id: str, policy=None) -> "ExpectedBag":
@@ -62,7 +63,47 @@ class ExpectedBag:
         keep = ["path", "size"] + list(algorithms)
         return cls(bag_id=bag_id, policy=record.policy, files=files.select(keep), algorithms=algorithms,
                    primary=primary, file_count=record.file_count, byte_count=record.byte_count,
-                   external_identifier=record.external_identifier)
+                   external_identifier=record.external_identifier, catalog=catalog)
+
+    def fetch_problems(self, entries: Sequence[Any]) -> List[Tuple[str, str]]:
+        """(path, why) for each fetch.txt entry (`ingest.fetch.FetchEntry`) of a copy of this
+        version bag that the catalog does not vouch for: the file must be one of this bag's
+        rows, of the length given, and the bag named must be an earlier registered bag of the
+        same library and collection whose row for the same path has the same size and every
+        digest both rows have (docs/versions.md). An entry that passes is preserved there."""
+        from ingest.naming import BagId
+
+        own = self.digests_of(e.path for e in entries)
+        me = BagId.parse(self.bag_id)
+        holders: Dict[str, Optional[Dict[str, Tuple[int, Dict[str, str]]]]] = {}
+        out: List[Tuple[str, str]] = []
+        for e in entries:
+            where = f"fetch.txt line {e.line}: {e.path}"
+            if e.path not in own:
+                out.append((e.path, f"{where}: not a file the catalog holds for this bag"))
+                continue
+            size, digests = own[e.path]
+            if e.length != size:
+                out.append((e.path, f"{where}: length {e.length} differs from the catalog's {size} bytes"))
+                continue
+            holder = BagId.parse(e.bag_id)
+            if (holder.library, holder.collection) != (me.library, me.collection) or holder.stamp >= me.stamp:
+                out.append((e.path, f"{where}: refers to {e.bag_id}, which is not an earlier bag of "
+                                    f"{me.library}/{me.collection}"))
+                continue
+            if e.bag_id not in holders:
+                holders[e.bag_id] = _rows_of(self.catalog, e.bag_id)
+            rows = holders[e.bag_id]
+            if rows is None:
+                out.append((e.path, f"{where}: refers to {e.bag_id}, which the catalog does not hold; the "
+                                    "file is preserved nowhere the archive knows of"))
+                continue
+            theirs = rows.get(e.path)
+            common = [a for a in digests if theirs is not None and a in theirs[1]]
+            if theirs is None or theirs[0] != size or not common or any(theirs[1][a] != digests[a] for a in common):
+                what = "does not hold that file" if theirs is None else "holds it with another size or digest"
+                out.append((e.path, f"{where}: refers to {e.bag_id}, which {what} in the catalog"))
+        return out
 
     def digests_of(self, paths: Iterable[str]) -> Dict[str, Tuple[int, Dict[str, str]]]:
         """(size, digests) of some payload files, by path (vectorised lookup)."""
@@ -86,3 +127,13 @@ class ExpectedBag:
             cols = [(a, rb.column(rb.schema.get_field_index(a)).to_pylist()) for a in wanted]
             for i, p in enumerate(paths):
                 yield p, sizes[i], {a: c[i] for a, c in cols if c[i]}
+
+
+def _rows_of(catalog, bag_id: str) -> Optional[Dict[str, Tuple[int, Dict[str, str]]]]:
+    """path -> (size, digests) of a registered bag, None when the catalog does not hold it."""
+    if catalog is None or catalog.bag(bag_id) is None:
+        return None
+    files = catalog.files(bag_id)
+    algs = [a for a in DIGEST_ALGORITHMS if a in files.column_names]
+    cols = {n: files.column(n).to_pylist() for n in ["path", "size"] + algs}
+    return {p: (cols["size"][i], {a: cols[a][i] for a in algs if cols[a][i]}) for i, p in enumerate(cols["path"])}

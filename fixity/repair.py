@@ -262,6 +262,8 @@ def _assemble(expected: A.ExpectedBag, looks: Mapping[str, A.ReplicaCheck], payl
                     # An odd object in no good copy's place (a link where data/ belongs...): moved aside.
                     fixes_by_target[target].append(_Fix(target, f.path, None, f, tag=True))
         out.extend(fix.finding for fix in tfixes if fix.target == target)
+        # A version bag's fetch.txt entry no registered bag vouches for (fixity.fetched): never repaired.
+        out.extend(f for f in look.findings if f.kind == A.FETCH_UNVERIFIED)
         # Manifest disagreements: a manifest being replaced says so in its own finding; one the
         # catalog-in-doubt judgement explains is right; the rest are named file by file.
         replaced = {f.path for f in fixes_by_target[target]}

@@ -22,10 +22,11 @@ from strongroom.errors import PreservationError
 from strongroom.fstree import make_dirs, remove_tree
 
 from . import bagit_spec, metadata, premis
+from .fetch import FETCH_TXT, FetchEntry, fetch_bytes
 from .naming import BagId
 from .stage import StagedFile
 from .supplied import SuppliedDigest
-from .validate import validate_bag
+from .validate import Problem, validate_bag
 
 
 @dataclass
@@ -42,6 +43,8 @@ class BagPlan:
     empty_dirs: List[str] = field(default_factory=list)
     supplied: List[SuppliedDigest] = field(default_factory=list)
     virus: Optional[dict] = None  # ingest.virus.summarize(): the bag's virus check, for premis.xml
+    fetch: List[FetchEntry] = field(default_factory=list)  # files of `files` not in data/ (a version bag)
+    version_of: Optional[str] = None  # the bag group this bag is a new version of (Strongroom-Version-Of)
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,10 @@ class BuiltBag:
     path: Path
     external_id: str
     file_count: int
-    byte_count: int
+    byte_count: int                 # of the complete bag (a version bag's fetched files included)
     files: Sequence[StagedFile]
+    fetched_files: int = 0          # listed in fetch.txt, held by an earlier bag
+    fetched_bytes: int = 0
 
 
 def bag_info(plan: BagPlan, library: str, collection: str, when: datetime) -> List[tuple]:
@@ -67,6 +72,11 @@ def bag_info(plan: BagPlan, library: str, collection: str, when: datetime) -> Li
         ("Bag-Software-Agent", f"{NAME} {__version__}"),
         ("Strongroom-Bag-Id", str(plan.bag_id)),
     ]
+    if plan.version_of is not None:
+        # Payload-Oxum above is of the complete bag (fetched files included), as RFC 8493 has it.
+        items.append(("Strongroom-Version-Of", plan.version_of))
+        items.append(("Strongroom-Fetched-Oxum",
+                      bagit_spec.payload_oxum(sum(e.length for e in plan.fetch), len(plan.fetch))))
     items.extend(plan.info.items())
     return items
 
@@ -82,6 +92,8 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
             work / f"manifest-{alg}.txt", (("data/" + f.relpath, f.digests[alg]) for f in plan.files)
         )
     bagit_spec.write_tag_file(work / "bag-info.txt", _info(plan, provenance))
+    if plan.fetch:
+        atomic_write_bytes(work / FETCH_TXT, fetch_bytes(plan.fetch))
     md = work / "metadata"
     atomic_write_bytes(md / "formats.csv", metadata.formats_csv(plan.files))
     atomic_write_bytes(md / "file-attributes.csv", metadata.file_attributes_csv(plan.files))
@@ -97,7 +109,7 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
     unidentified = sum(1 for f in plan.files if not getattr(f.identification, "puid", ""))
     pending_premis = pending_premis_path(work)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        validation = pool.submit(validate_bag, work, processes=workers)
+        validation = pool.submit(validate_bag, work, processes=workers, allow_fetched=bool(plan.fetch))
         objects, events, agents = metadata.premis_for_bag(
             str(plan.bag_id), plan.files, plan.algorithms, provenance,
             supplied_count=len(plan.supplied), validated_at=started, unidentified=unidentified,
@@ -108,6 +120,9 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
             premis.write_premis(pending_premis, objects, events, agents)
         finally:
             report = validation.result()
+    if report.valid and report.fetched_files != len(plan.fetch):
+        report.problems.append(Problem(FETCH_TXT, f"lists {len(plan.fetch)} file(s) but {report.fetched_files} were "
+                                                  "found absent from data/"))
     if not report.valid:
         pending_premis.unlink(missing_ok=True)
         raise PreservationError(
@@ -118,7 +133,7 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
     bagit_spec.write_tag_manifests(work, plan.algorithms)
     # Tag files changed since the full check: check structure, Oxum and tag manifests again
     # (payload bytes are unchanged and were verified above).
-    report = validate_bag(work, completeness_only=True)
+    report = validate_bag(work, completeness_only=True, allow_fetched=bool(plan.fetch))
     if not report.valid:
         raise PreservationError(
             f"bag {plan.bag_id} failed its final check in staging; nothing was kept",
@@ -132,7 +147,7 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path, 
     os.rename(work, final_dir)  # atomic within one file system; fails if final_dir exists
     fsync_dir(final_dir.parent)
     return BuiltBag(plan.bag_id, final_dir, plan.external_id, len(plan.files),
-                    sum(f.size for f in plan.files), plan.files)
+                    sum(f.size for f in plan.files), plan.files, len(plan.fetch), sum(e.length for e in plan.fetch))
 
 
 def _info(plan: BagPlan, provenance: metadata.Provenance) -> List[tuple]:

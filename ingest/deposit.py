@@ -24,6 +24,7 @@ from .metadata import Provenance
 from .naming import CLAIMS_DIR, BagId, check_code, check_title, claim_stamp
 from .scan import ScanResult, SourceFile, scan_source
 from .split import plan_parts
+from .versions import Duplicate, Earlier, staged_listing
 from .stage import StagedFile, StageTask, StagingProblem, make_parent_dirs, staging_error, stage_files
 
 COLLECTION_TYPES = ("purchased", "self-built")
@@ -45,6 +46,8 @@ class DepositRequest:
     stamp: Optional[str] = None  # fixed by the workflow so a rerun rebuilds the same bag ids
     progress: Optional[Callable[[int, int], None]] = None
     virus: Optional[object] = None  # ingest.virus.VirusSetup; None: no virus check asked for
+    earlier: Optional[Earlier] = None  # the collection's registered bags (ingest.versions); None: not compared
+    new_version: bool = False  # --new-version: store what changed, reference the rest (fetch.txt)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class DepositResult:
     scan: ScanResult
     warnings: List[str] = field(default_factory=list)
     virus: Dict[str, dict] = field(default_factory=dict)  # bag id -> ingest.virus.summarize()
+    duplicate: Optional[Duplicate] = None  # identical to an earlier bag group: no bag built
 
     @property
     def file_count(self) -> int:
@@ -177,9 +181,22 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
     mismatches = supplied_mod.verify_supplied(supplied, {k: v.digests for k, v in staged.items()})
     if mismatches:
         raise PreservationError(
-            f"{len(mismatches)} file(s) do not match the checksums supplied with the deposit; nothing was kept",
+            f"{len(mismatches)} file(s) do not match the checksums supplied with the deposit; nothing was kept. "
+            f"Fix the source: replace the damaged file(s) with good copies, or correct the supplied checksum "
+            f"file if it is the one in error (Strongroom never changes the source)",
             path=str(scan.root), problems=mismatches,
         )
+
+    # 4. An earlier bag group of the collection with the same files: a duplicate stores nothing;
+    #    a new version references the unchanged files instead of storing them again.
+    listing = staged_listing(staged.values())
+    if req.earlier is not None and not req.new_version:
+        duplicate = req.earlier.duplicate_of(listing)
+        if duplicate is not None:
+            return DepositResult([], scan, list(virus_warnings), {}, duplicate=duplicate)
+    fetch = req.earlier.fetchable(listing) if req.earlier is not None and req.new_version else {}
+    for path in fetch:
+        _unstage(tasks[path[len("data/"):]].dest, work_dirs[part_of[path[len("data/"):]]] / "data")
 
     warnings = list(virus_warnings)
     unidentified = [rel for rel, s in staged.items() if not getattr(s.identification, "puid", "")]
@@ -194,7 +211,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
                for rel, s in staged.items() if getattr(s.identification, "puid", "") in set(policy.formats.at_risk)]
     warnings.extend(at_risk)
 
-    # 4. One bag per part, each validated before it gets its final name.
+    # 5. One bag per part, each validated before it gets its final name.
     provenance = Provenance(req.library, identifier.fido_version, identifier.signature_version, now)
     info = {
         "Strongroom-Collection-Type": req.collection_type,
@@ -215,6 +232,8 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
                 empty_dirs=list(scan.empty_dirs) if i == 0 else [],
                 supplied=[s for s in supplied if part_of.get(s.path) == i],
                 virus=_bag_virus(virus_records, str(bag_id), virus, in_part),
+                fetch=[fetch[p] for p in ("data/" + f.relpath for f in files) if p in fetch],
+                version_of=req.earlier.latest if req.earlier is not None and req.new_version else None,
             )
             final = staging / bag_id.library / bag_id.collection / bag_id.name
             built.append(finish_bag(plan, provenance, final, workers=req.workers))
@@ -224,6 +243,20 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
             discard(d)
         raise
     return DepositResult(built, scan, warnings, virus_records)
+
+
+def _unstage(dest: bytes, data_dir: Path) -> None:
+    """Remove the staged copy of a file a version bag references (fetch.txt) instead of holding,
+    and the folders that held only it: the bag's data/ is what gets stored."""
+    os.unlink(dest)
+    folder = os.path.dirname(dest)
+    top = os.fsencode(data_dir)
+    while folder != top and folder.startswith(top + b"/"):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: another file of the bag is below it
+            return
+        folder = os.path.dirname(folder)
 
 
 def _bag_virus(records: Dict[str, dict], bag_id: str, virus, files) -> Optional[dict]:

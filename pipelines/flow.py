@@ -33,6 +33,7 @@ from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
 from ingest.naming import CLAIMS_DIR, BagId, claim_owner, claim_stamp, take_claim
+from pipelines.admission import admit_deposit
 from strongroom import NAME, __version__, durable
 from strongroom.errors import PreservationError, StagingError, UsageError
 from strongroom.fstree import remove_tree
@@ -60,6 +61,7 @@ class DepositState:
     follow_internal_links: bool = False
     replaces: str = ""  # an unfinished deposit of the same source set aside (its bag ids were not its own)
     no_virus_check: bool = False  # --no-virus-check (refused when the policy says virus_check: required)
+    new_version: bool = False  # --new-version: store what changed since the collection's earlier bags
 
     def state_dir(self, staging: Path) -> Path:
         return Path(staging) / STATE_DIR / self.key
@@ -114,7 +116,8 @@ def failures(staging: Path, state: DepositState) -> List[dict]:
 
 def open_deposit(config, *, source, library: str, collection: str, collection_type: str,
                  policy: str, title: str = "", follow_internal_links: bool = False,
-                 now: Optional[datetime] = None, no_virus_check: bool = False) -> DepositState:
+                 now: Optional[datetime] = None, no_virus_check: bool = False,
+                 new_version: bool = False) -> DepositState:
     """Resume the unfinished deposit of this source into this collection, or start a new one.
 
     A new deposit's time stamp (so its bag ids) is claimed atomically (`ingest.naming.claim_stamp`):
@@ -122,6 +125,7 @@ def open_deposit(config, *, source, library: str, collection: str, collection_ty
     The whole decision runs under a lock on the staging area, so two runs of the same deposit at
     once also agree on one deposit instead of starting two.
     """
+    admit_deposit(config, library, collection, policy)  # registry, bindings, case collisions: exit 2
     staging = Path(config.staging)
     real_source = os.path.realpath(source)
     with _opening(staging):
@@ -152,7 +156,7 @@ def open_deposit(config, *, source, library: str, collection: str, collection_ty
             key=key_for(stamp), source=real_source, library=library, collection=collection,
             collection_type=collection_type, policy=policy, title=title, stamp=stamp,
             created_at=now.isoformat(), config_path=str(config.path), follow_internal_links=follow_internal_links,
-            replaces=replaced, no_virus_check=no_virus_check,
+            replaces=replaced, no_virus_check=no_virus_check, new_version=new_version,
         )
         write_json_atomic(state.state_dir(staging) / "deposit.json", asdict(state))
     return state
@@ -232,6 +236,67 @@ def abandon(staging: Path, state: DepositState, why: str) -> None:
                       {"deposit": state.key, "why": why, "at": datetime.now(timezone.utc).isoformat()})
 
 
+def unfinished_key(config, source, library: str, collection: str) -> Optional[str]:
+    """The key of the unfinished deposit of this source into this collection, or None."""
+    staging, real = Path(config.staging), os.path.realpath(source)
+    for state in _deposit_states(staging):
+        if (state.source, state.library, state.collection) == (real, library, collection) \
+                and not (state.state_dir(staging) / "done.json").exists():
+            return state.key
+    return None
+
+
+def abandon_deposit(config, key: str, reason: str) -> dict:
+    """`deposit --abandon KEY --reason TEXT`: give up an unfinished or failed deposit for good.
+
+    Recorded twice: `abandoned.json` in its state folder (why, when, by whom; `status` lists it
+    as abandoned instead of failing on it) and a ledger event with the reason. Nothing is
+    deleted: its state and staged bags stay where they are, and a copy already written or
+    verified on a replica stays too (never registered, so no audit counts it). The next deposit
+    of the source starts anew, with new bag ids.
+    """
+    staging = Path(config.staging)
+    if not key or key in (".", "..") or "/" in key or "\\" in key or "\0" in key:
+        raise UsageError(f"--abandon {key!r}: not a deposit key (as `strongroom status` shows it)")
+    folder = staging / STATE_DIR / key
+    if not (folder / "deposit.json").is_file():
+        raise UsageError(f"--abandon {key}: no such deposit in {staging / STATE_DIR} "
+                         "(`strongroom status` lists the unfinished ones)", path=str(folder))
+    with _opening(staging):
+        state = load_deposit(staging, key)
+        if (folder / "done.json").exists():
+            raise UsageError(f"--abandon {key}: that deposit finished; its bags are preserved and there is "
+                             "nothing to abandon", path=str(folder))
+        if (folder / ABANDONED).exists():
+            earlier = read_json(folder / ABANDONED)
+            return {"deposit": key, "already": True, "reason": earlier.get("reason") or earlier.get("why"),
+                    "at": earlier.get("at"), "exit_code": 0}
+        from reports.deposits import unfinished_deposits
+
+        bags = next((d.bags for d in unfinished_deposits(staging) if d.key == key), [])
+        now = datetime.now(timezone.utc)
+        operator = os.environ.get("STRONGROOM_OPERATOR") or _os_user()
+        record = {"deposit": key, "why": reason, "reason": reason, "at": now.isoformat(), "by": operator,
+                  "requested": True, "bags": bags}
+        append_once(open_catalog(config), journal=state.state_dir(staging) / "events", events=[EventRecord(
+            type="deposit abandoned", outcome="success", agent=AGENT, object_type="bag",
+            bag_id=bags[0]["id"] if bags else None, datetime=now, event_id=event_id(state, "abandon"),
+            detail=f"deposit {key} of {state.source} into {state.library}/{state.collection} abandoned by "
+                   f"{operator}: {reason}; its state and staged files are kept, nothing stored was deleted")])
+        write_json_atomic(folder / ABANDONED, record)
+    return {**record, "library": state.library, "collection": state.collection, "source": state.source,
+            "kept": str(folder), "exit_code": 0}
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 # --- the steps ------------------------------------------------------------------------------
 
 def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, identifier=None, scan=None):
@@ -265,14 +330,53 @@ def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, 
         collection_type=state.collection_type, policy=policy, staging=staging,
         title=state.title, workers=workers, follow_internal_links=state.follow_internal_links,
         stamp=state.stamp, progress=progress, virus=scanning,
+        earlier=earlier_bags(open_catalog(config), state.library, state.collection), new_version=state.new_version,
     )
     result = ingest(request, identifier=identifier, scan=scan)
+    if result.duplicate is not None:
+        record_duplicate(config, state, result.duplicate)
     return [
         {"id": str(b.bag_id), "path": str(b.path), "files": b.file_count, "bytes": b.byte_count,
          "external_identifier": f"urn:uuid:{b.external_id}",
+         **({"fetched_files": b.fetched_files, "fetched_bytes": b.fetched_bytes} if b.fetched_files else {}),
          **({"virus_check": result.virus[str(b.bag_id)]} if str(b.bag_id) in result.virus else {})}
         for b in result.bags
     ], result.warnings
+
+
+def earlier_bags(catalog: Catalog, library: str, collection: str):
+    """The collection's registered bags and their files (`ingest.versions.Earlier`), what a new
+    deposit is compared with to find a duplicate or the files a new version need not store."""
+    import pyarrow as pa
+
+    from ingest.versions import Earlier
+
+    bags = catalog.bags(library=library, collection=collection)
+    ids = bags.column("bag_id").to_pylist()
+    files = pa.concat_tables([catalog.files(b) for b in ids]) if ids else catalog.files("")
+    return Earlier.from_tables(bags, files)
+
+
+DUPLICATE = "duplicate.json"
+
+
+def record_duplicate(config, state: DepositState, duplicate) -> None:
+    """A deposit identical to an earlier bag group: the decision goes into the deposit's state
+    (`duplicate.json`, what the CLI reports) and the ledger (an `ingestion` event with outcome
+    `warning` on the earlier group's first bag), before the deposit finishes with no bag."""
+    staging = Path(config.staging)
+    message = duplicate.message(state.source)
+    write_json_atomic(state.state_dir(staging) / DUPLICATE, {"deposit": state.key, "message": message,
+                                                             **duplicate.to_dict()})
+    append_once(open_catalog(config), journal=state.state_dir(staging) / "events", events=[EventRecord(
+        type="ingestion", outcome="warning", agent=AGENT, object_type="bag", bag_id=duplicate.bag_ids[0],
+        detail=f"duplicate deposit: {message}", event_id=event_id(state, "duplicate"))])
+
+
+def duplicate_of(staging: Path, state: DepositState) -> Optional[dict]:
+    """The duplicate decision recorded for this deposit, or None."""
+    path = state.state_dir(staging) / DUPLICATE
+    return read_json(path) if path.exists() else None
 
 
 def event_id(state: DepositState, *parts: str) -> str:

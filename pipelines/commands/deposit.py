@@ -1,8 +1,12 @@
-"""`strongroom deposit SOURCE --library LIB --collection COLL --type purchased|self-built`.
+"""`strongroom deposit SOURCE --library LIB --collection COLL --type purchased|self-built [--new-version]`
+and `strongroom deposit --abandon KEY --reason TEXT`.
 
 Stage, identify, bag, validate, replicate to every policy target, verify each copy, register.
 The work runs as Luigi tasks (local scheduler, or `--scheduler-url` for luigid); a rerun of
 the same command after a crash resumes the unfinished deposit and does only what is missing.
+A deposit identical to an earlier bag group of the collection stores nothing (exit 0, says
+which); `--new-version` stores only what changed (docs/versions.md). `--abandon` gives up an
+unfinished or failed deposit for good, recorded with its reason (`pipelines.flow.abandon_deposit`).
 """
 
 from __future__ import annotations
@@ -16,33 +20,63 @@ from pipelines.output import emit, warn
 
 def register(sub) -> None:
     p = sub.add_parser("deposit", help="package a source folder as BagIt bag(s) and preserve them on every replica")
-    p.add_argument("source", help="folder holding the collection (never modified)")
-    p.add_argument("--library", required=True, help="library code, e.g. PKU")
-    p.add_argument("--collection", required=True, help="collection code, e.g. rare-books")
-    p.add_argument("--type", dest="collection_type", required=True, choices=["purchased", "self-built"])
+    p.add_argument("source", nargs="?", help="folder holding the collection (never modified)")
+    p.add_argument("--library", help="library code, e.g. PKU (required with SOURCE)")
+    p.add_argument("--collection", help="collection code, e.g. rare-books (required with SOURCE)")
+    p.add_argument("--type", dest="collection_type", choices=["purchased", "self-built"],
+                   help="required with SOURCE")
     p.add_argument("--policy", default=None, help="policy name (default: chosen by --type)")
     p.add_argument("--title", default="", help="human-readable collection title (any language)")
     p.add_argument("--follow-internal-links", action="store_true",
                    help="take symbolic links to files inside the source as those files (default: refuse links)")
     p.add_argument("--no-virus-check", action="store_true",
                    help="do not scan this deposit with ClamAV (refused when the policy says virus_check: required)")
+    p.add_argument("--new-version", action="store_true",
+                   help="deposit a changed collection as a new version: store only new and changed files, "
+                        "reference the unchanged ones in the earlier bags (fetch.txt); also stores a deposit "
+                        "identical to an earlier one, as a version holding no new file")
+    p.add_argument("--abandon", metavar="KEY", default=None,
+                   help="give up the unfinished or failed deposit KEY (as `status` shows it), for good; "
+                        "needs --reason; nothing stored is deleted")
+    p.add_argument("--reason", default=None, help="why the deposit is abandoned (recorded in the ledger)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from policies.config import load_config
+    from strongroom.errors import UsageError
 
+    if args.abandon is not None:
+        given = [f for f, v in (("SOURCE", args.source), ("--new-version", args.new_version)) if v]
+        if given:
+            raise UsageError(f"--abandon KEY takes no {' or '.join(given)}: it gives up the deposit KEY as it is")
+        if not (args.reason or "").strip():
+            raise UsageError("--abandon KEY needs --reason TEXT (why the deposit is given up; it is recorded)")
+        from pipelines import flow
+
+        config = load_config(config_path(args))
+        outcome = flow.abandon_deposit(config, args.abandon, args.reason.strip())
+        emit(args, outcome, abandon_text(outcome))
+        return 0
+    if args.reason is not None:
+        raise UsageError("--reason goes with --abandon KEY")
+    missing = [f for f, v in (("SOURCE", args.source), ("--library", args.library),
+                              ("--collection", args.collection), ("--type", args.collection_type)) if not v]
+    if missing:
+        raise UsageError(f"deposit needs {', '.join(missing)} (or --abandon KEY --reason TEXT to give up a "
+                         f"deposit)")
     config = load_config(config_path(args))
     outcome = deposit(config, args, source=args.source, library=args.library, collection=args.collection,
                       collection_type=args.collection_type, policy_name=args.policy, title=args.title,
                       follow_internal_links=args.follow_internal_links,
-                      no_virus_check=getattr(args, "no_virus_check", False))
+                      no_virus_check=getattr(args, "no_virus_check", False),
+                      new_version=getattr(args, "new_version", False))
     emit(args, outcome, outcome_text(outcome))
     return outcome["exit_code"]
 
 
 def deposit(config, args, *, source, library, collection, collection_type, policy_name=None, title="",
-            follow_internal_links=False, no_virus_check=False) -> dict:
+            follow_internal_links=False, no_virus_check=False, new_version=False) -> dict:
     """Run a deposit through Luigi and gather what happened (also used by `demo`)."""
     from ingest.naming import check_code, check_title
     from ingest.preflight import refuse_impossible
@@ -51,6 +85,7 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     from pipelines import flow
     from pipelines.runner import run_tasks
     from pipelines.tasks import Deposit
+    from strongroom.errors import InputError
 
     policy = config.policy_for_type(collection_type, policy_name)
     check_code(library, "library")
@@ -61,13 +96,22 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
 
     check_before_work(config, policy, no_virus_check=no_virus_check)  # exit 2 before any work
 
-    scan = scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work
+    try:
+        scan = scan_source(source, follow_internal_links=follow_internal_links)  # refuse bad input before any work
+    except InputError as exc:
+        key = flow.unfinished_key(config, source, library, collection)
+        if key is None:
+            raise
+        raise InputError(f"{exc}; an unfinished deposit of this source ({key}) waits for it: put the source back "
+                         f"as it was to resume, or give the deposit up with: strongroom deposit --abandon {key} "
+                         f"--reason TEXT", problems=exc.problems) from None
     refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path))
     check_bag_versions(scan)
     check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
     state = flow.open_deposit(config, source=source, library=library, collection=collection,
                               collection_type=collection_type, policy=policy.name, title=title,
-                              follow_internal_links=follow_internal_links, no_virus_check=no_virus_check)
+                              follow_internal_links=follow_internal_links, no_virus_check=no_virus_check,
+                              new_version=new_version)
     run = run_tasks([Deposit(str(config.path), state.key, workers=args.workers)], workers=args.workers,
                     scheduler_url=args.scheduler_url, verbose=args.verbose)
     return gather(config, state, policy, run)
@@ -109,8 +153,11 @@ def gather(config, state, policy, run) -> dict:
                                 "detail": None if verified else rec.get("detail")}
         bags.append({**bag, "replicas": replicas,
                      "preserved": all(r["state"] == "verified" for r in replicas.values())})
-    failed = flow.failures(Path(config.staging), state)
     done = (state_dir / "done.json").exists()
+    # A finished deposit has no failure left: the records of an earlier run's failed steps
+    # (a target that was down, since fixed) are history, not news of this run.
+    failed = [] if done and run.ok else flow.failures(Path(config.staging), state)
+    duplicate = flow.duplicate_of(Path(config.staging), state)
     exit_code = 0 if done and run.ok else max([f.get("exit_code", 1) for f in failed] or [1])
     warnings = list(built.get("warnings", []))
     if state.replaces:
@@ -120,7 +167,10 @@ def gather(config, state, policy, run) -> dict:
     # every failure is of the source or config, which fails the same way until a person fixes it.
     rerun = not done and (not failed or any(f.get("rerun_helps", True) for f in failed))
     return {
-        "deposit": state.key, "state": "preserved" if done else "incomplete", "policy": policy.name,
+        "deposit": state.key, "policy": policy.name,
+        "state": ("duplicate" if duplicate else "preserved") if done else "incomplete",
+        **({"duplicate": duplicate} if duplicate else {}),
+        **({"new_version": True} if state.new_version else {}),
         "source": state.source, "bags": bags, "warnings": warnings, "failures": failed,
         "exit_code": exit_code, "rerun_helps": rerun, "luigi": run.status,
         "luigi_summary": run.summary if not run.ok else "",
@@ -133,15 +183,23 @@ def outcome_text(outcome: dict) -> str:
         warn(w)
     files = sum(b["files"] for b in outcome["bags"])
     size = sum(b["bytes"] for b in outcome["bags"])
-    if outcome["state"] == "preserved":
+    if outcome["state"] == "duplicate":
+        lines.append(f"Nothing stored: {outcome['duplicate']['message']}.")
+    elif outcome["state"] == "preserved":
+        fetched = sum(b.get("fetched_files", 0) for b in outcome["bags"])
         lines.append(f"Preserved {files} file(s), {size:,} bytes, as {len(outcome['bags'])} bag(s) "
                      f"(policy {outcome['policy']}):")
+        if fetched:
+            kept = sum(b.get("fetched_bytes", 0) for b in outcome["bags"])
+            lines.append(f"  a new version: {files - fetched} new or changed file(s) stored, {fetched} unchanged "
+                         f"file(s) ({kept:,} bytes) referenced from earlier bags (fetch.txt)")
     elif outcome.get("rerun_helps", True):
         lines.append(f"Deposit NOT complete ({outcome['deposit']}); rerun the same command to resume"
                      + (" once the problem below is fixed." if outcome["failures"] else "."))
     else:
         lines.append(f"Deposit NOT complete ({outcome['deposit']}): a rerun as it is would fail the same way; "
-                     f"fix the source or the configuration as said below, then run the same command again.")
+                     f"fix the source or the configuration as said below, then run the same command again "
+                     f"(or give the deposit up: strongroom deposit --abandon {outcome['deposit']} --reason TEXT).")
     for b in outcome["bags"]:
         lines.append(f"  {b['id']}  {b['files']} file(s)  {b['bytes']:,} bytes")
         for target, r in b["replicas"].items():
@@ -151,4 +209,15 @@ def outcome_text(outcome: dict) -> str:
         lines.append(f"  failed: {f['step']}: {f['message']}")
         for p in f.get("problems", [])[:50]:
             lines.append(f"      - {p}")
+    return "\n".join(lines)
+
+
+def abandon_text(outcome: dict) -> str:
+    if outcome.get("already"):
+        return f"Deposit {outcome['deposit']} was already abandoned at {outcome['at']}: {outcome['reason']}"
+    lines = [f"Abandoned deposit {outcome['deposit']} ({outcome['library']}/{outcome['collection']} from "
+             f"{outcome['source']}): {outcome['reason']}",
+             f"  its state and staged files are kept in {outcome['kept']}; nothing stored on a replica was deleted"]
+    for b in outcome.get("bags", []):
+        lines.append(f"  {b['id']}: verified on {', '.join(b['verified_on']) or 'no target'} (not registered)")
     return "\n".join(lines)

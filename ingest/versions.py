@@ -1,0 +1,136 @@
+"""A deposit compared with the collection's earlier bags: a duplicate, or a new version.
+
+The comparison uses the digests computed while staging (the source is read once) and the
+catalog's rows of the same library and collection, so it runs before anything is written to a
+replica. Two files are the same when their paths and sizes are equal and every digest both
+have is equal (at least one in common).
+
+- Duplicate: the deposit's files equal the complete listing of an earlier bag group (every
+  part registered). Nothing is stored unless --new-version is given.
+- New version: a file equal to one of an earlier bag is not stored again; the version bag lists
+  it in its manifests and in fetch.txt, naming the earliest bag holding it. That bag stored
+  it in its own data/: a bag that fetched it would have had to find it in a bag earlier still,
+  so one hop always reaches the bytes (docs/versions.md).
+
+The catalog rows come in as Arrow tables (`Earlier.from_tables`): ingest sits below the catalog
+in the import order, so the pipeline reads them and hands them down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import pyarrow as pa
+
+from .fetch import FetchEntry
+from .naming import BagId
+
+DIGESTS = ("md5", "sha1", "sha256", "sha512")
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """One payload file of a registered bag, as the catalog holds it."""
+
+    bag_id: str
+    size: int
+    digests: Tuple[Tuple[str, str], ...]
+
+    def same(self, size: int, digests: Mapping[str, str]) -> bool:
+        if size != self.size:
+            return False
+        common = [(a, d) for a, d in self.digests if a in digests]
+        return bool(common) and all(digests[a].lower() == d for a, d in common)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """The earlier bag group a deposit is identical to."""
+
+    group: str
+    bag_ids: Tuple[str, ...]
+    deposited_at: str            # ISO time of the group's stamp
+    files: int
+    bytes: int
+
+    def message(self, source: str) -> str:
+        return (f"{source} is identical to bag group {self.group} ({', '.join(self.bag_ids)}), deposited "
+                f"{self.deposited_at}: {self.files} file(s), {self.bytes:,} bytes, the same paths and digests; "
+                f"nothing was stored. Use --new-version to record it as a new version anyway")
+
+    def to_dict(self) -> dict:
+        return {"group": self.group, "bags": list(self.bag_ids), "deposited_at": self.deposited_at,
+                "files": self.files, "bytes": self.bytes}
+
+
+@dataclass
+class Earlier:
+    """The registered bag groups of one library/collection, oldest first."""
+
+    groups: List[str] = field(default_factory=list)
+    listings: Dict[str, Dict[str, KnownFile]] = field(default_factory=dict)   # group -> path -> file
+    bags: Dict[str, List[str]] = field(default_factory=dict)                  # group -> bag ids
+    complete: Dict[str, bool] = field(default_factory=dict)                   # every part registered
+
+    @classmethod
+    def from_tables(cls, bags: pa.Table, files: pa.Table) -> "Earlier":
+        """From the catalog's `bags` rows of the collection and their `files` rows."""
+        out = cls()
+        parts: Dict[str, Tuple[int, set]] = {}
+        for row in sorted(bags.to_pylist(), key=lambda r: r["bag_id"]):
+            group = BagId.parse(row["bag_id"]).group
+            if group not in out.listings:
+                out.groups.append(group)
+                out.listings[group] = {}
+                out.bags[group] = []
+            out.bags[group].append(row["bag_id"])
+            count, seen = parts.setdefault(group, (row["part_count"], set()))
+            seen.add(row["part"])
+        out.groups.sort(key=lambda g: g.rsplit("/", 1)[1])      # by stamp: oldest first
+        for group, (count, seen) in parts.items():
+            out.complete[group] = seen == set(range(1, count + 1))
+        group_of = {b: g for g, ids in out.bags.items() for b in ids}
+        algs = [a for a in DIGESTS if a in files.column_names]
+        columns = {n: files.column(n).to_pylist() for n in ["bag_id", "path", "size"] + algs}
+        for i, bag_id in enumerate(columns["bag_id"]):
+            group = group_of.get(bag_id)
+            if group is None:
+                continue
+            digests = tuple((a, columns[a][i]) for a in algs if columns[a][i])
+            out.listings[group][columns["path"][i]] = KnownFile(bag_id, columns["size"][i], digests)
+        return out
+
+    @property
+    def latest(self) -> Optional[str]:
+        return self.groups[-1] if self.groups else None
+
+    def duplicate_of(self, staged: Mapping[str, Tuple[int, Mapping[str, str]]]) -> Optional[Duplicate]:
+        """The newest complete group whose listing equals `staged` (bag path -> (size, digests))."""
+        for group in reversed(self.groups):
+            listing = self.listings[group]
+            if not self.complete[group] or set(listing) != set(staged):
+                continue
+            if all(listing[p].same(*staged[p]) for p in staged):
+                stamp = group.rsplit("/", 1)[1]
+                when = f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]} UTC"
+                return Duplicate(group, tuple(self.bags[group]), when, len(listing),
+                                 sum(f.size for f in listing.values()))
+        return None
+
+    def fetchable(self, staged: Mapping[str, Tuple[int, Mapping[str, str]]]) -> Dict[str, FetchEntry]:
+        """bag path -> fetch.txt entry for each staged file equal to one of an earlier bag
+        (the earliest such bag: it holds the bytes in its own data/)."""
+        out: Dict[str, FetchEntry] = {}
+        for path, (size, digests) in staged.items():
+            for group in self.groups:
+                known = self.listings[group].get(path)
+                if known is not None and known.same(size, digests):
+                    out[path] = FetchEntry(known.bag_id, path, size)
+                    break
+        return out
+
+
+def staged_listing(files: Sequence) -> Dict[str, Tuple[int, Mapping[str, str]]]:
+    """bag path -> (size, digests) of staged files (ingest.stage.StagedFile)."""
+    return {"data/" + f.relpath: (f.size, f.digests) for f in files}
