@@ -57,7 +57,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Option strings of the global options, as written on the command line.
-GLOBAL_FLAGS = ("--config", "--json", "--workers", "--scheduler-url", "-v", "--verbose")
+GLOBAL_FLAGS = ("--config", "--json", "--workers", "--scheduler-url", "-v", "--verbose", "--progress",
+                "--no-progress")
 
 
 def _add_global_options(parser: argparse.ArgumentParser, depth: int) -> None:
@@ -84,6 +85,11 @@ def _add_global_options(parser: argparse.ArgumentParser, depth: int) -> None:
     if "--scheduler-url" not in taken:
         group.add_argument("--scheduler-url", default=default(None),
                            help="use a central luigid scheduler instead of the local one")
+    if "--progress" not in taken:
+        group.add_argument("--progress", dest="progress", action="store_const", const=True, default=default(None),
+                           help="show progress lines on stderr even when it is not a terminal")
+        group.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                           default=default(None), help="never show progress lines (default: only at a terminal)")
     if "-v" not in taken and "--verbose" not in taken:
         group.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                            dest="verbose" if top else f"_verbose_{depth}", help="more log output")
@@ -167,8 +173,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     as_json = bool(getattr(args, "json", False))
+    from pipelines.progress import forced_mode
+
     try:
-        code = args.run(args)
+        with forced_mode(getattr(args, "progress", None)):
+            code = args.run(args)
     except StrongroomError as exc:
         print(f"strongroom {args.command}: error: {exc}", file=sys.stderr)
         problems = list(getattr(exc, "problems", []))

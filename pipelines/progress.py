@@ -53,6 +53,23 @@ def wanted(stream=None) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def forced_mode(show: Optional[bool]) -> Iterator[None]:
+    """`--progress` (True) / `--no-progress` (False) for the `with`; None leaves the default."""
+    if show is None:
+        yield
+        return
+    before = os.environ.get(PROGRESS_MODE)
+    os.environ[PROGRESS_MODE] = "1" if show else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS_MODE, None)
+        else:
+            os.environ[PROGRESS_MODE] = before
+
+
 # --- the model of one line -------------------------------------------------------------------
 
 @dataclass

@@ -14,6 +14,7 @@ itself lives in `pipelines.progress`. Forked workers (staging's pool) inherit th
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable, Optional
 
@@ -26,6 +27,15 @@ Sink = Callable[[int], None]
 _sink: Optional[Sink] = None
 _pending = 0
 _lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child (staging's pool) gets a fresh lock: another thread may have held it at fork."""
+    global _lock, _pending
+    _lock, _pending = threading.Lock(), 0
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def set_sink(sink: Optional[Sink]) -> Optional[Sink]:
