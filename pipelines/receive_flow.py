@@ -31,6 +31,7 @@ import os
 import shutil
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -38,7 +39,7 @@ from typing import List, Optional
 from ingest.receive_archive import ArchiveRefused, is_archive, unpack_tar, unpack_zip
 from ingest.receive_markers import (CLAIM, DONE, FAILED, MARKER_LIMIT, READY, Batch, Problem, ReadyError,
                                     done_document, failed_document, find_batches, now_text, parse_ready)
-from storage_adapters.base import StorageError, check_relpath
+from storage_adapters.base import NotFound, StorageError, check_relpath
 from storage_adapters.receiving import AreaObject, ReceivingArea
 from strongroom import durable
 from strongroom.errors import ConfigError, StagingError, StrongroomError
@@ -47,6 +48,7 @@ from strongroom.fstree import remove_tree
 #: The most an upload may unpack to unless `--max-batch-bytes` says otherwise (and never more
 #: than the work folder's free space).
 DEFAULT_MAX_BATCH_BYTES = 1 << 40
+DOWNLOADS_IN_FLIGHT = 8
 _CHUNK = 1 << 20
 
 
@@ -106,11 +108,22 @@ def receive_library(config, args, area: ReceivingArea, options: ReceiveOptions) 
     """Every complete batch of one library's area, in key order."""
     work = work_root(config)
     me = installation_id(work)
-    found = find_batches(o.key for o in area.list(""))
+    found = find_batches(marker_keys(area))
     outcomes = [BatchOutcome(area.library, key.split(":", 1)[0], "ignored", detail=key) for key in found.ignored]
     for batch in found.batches:
         outcomes.append(receive_batch(config, args, area, batch, work, me, options))
     return outcomes
+
+
+def marker_keys(area: ReceivingArea) -> List[str]:
+    """The keys at COLLECTION/NAME depth (markers) and any `.ready`/`.claim` at the top, listed
+    one level at a time: the uploaded files themselves are not listed here."""
+    top, collections = area.shallow("")
+    keys = [o.key for o in top]
+    for folder in collections:
+        if folder != "reports/":
+            keys.extend(o.key for o in area.shallow(folder)[0])
+    return keys
 
 
 def receive_batch(config, args, area: ReceivingArea, batch: Batch, work: Path, me: str,
@@ -124,7 +137,13 @@ def receive_batch(config, args, area: ReceivingArea, batch: Batch, work: Path, m
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return BatchOutcome(code, str(batch), "busy", detail="another receive run is working on it")
-        return _locked(config, args, area, batch, work / code / batch.collection, me, options)
+        try:
+            return _locked(config, args, area, batch, work / code / batch.collection, me, options)
+        except StorageError as exc:
+            # the area or a target failed mid-way (network, server): the claim stays ours and
+            # the next run resumes; the other batches are still received
+            return BatchOutcome(code, str(batch), "incomplete", detail=f"{exc}; the next receive resumes it",
+                                problems=list(exc.problems), exit_code=1)
     finally:
         os.close(fd)
 
@@ -163,7 +182,7 @@ def _locked(config, args, area: ReceivingArea, batch: Batch, folder: Path, me: s
                             detail=f"claimed by another Strongroom installation ({claim.get('host', '?')})")
     here = folder / f"{batch.name}.{claim['claim']}"
     try:
-        note = parse_ready(area.read_small(batch.marker(READY), MARKER_LIMIT) or b"", batch, code)
+        note = parse_ready(_ready_bytes(area, batch), batch, code)
         content, taken = _download(area, batch, here, options.max_batch_bytes)
     except ReadyError as exc:
         return _fail(area, batch, here, Problem("The .ready file of this batch cannot be used",
@@ -171,6 +190,20 @@ def _locked(config, args, area: ReceivingArea, batch: Batch, folder: Path, me: s
     except _Refused as exc:
         return _fail(area, batch, here, exc.what, exc.problems)
     return _deposit(config, args, area, batch, here, content, taken, note, options)
+
+
+def _ready_bytes(area: ReceivingArea, batch: Batch) -> bytes:
+    """The `.ready` text; a huge one is the library's mistake (ReadyError), never read whole."""
+    try:
+        with area.open_read(batch.marker(READY)) as fh:
+            data = fh.read(MARKER_LIMIT + 1)
+    except NotFound:
+        return b""
+    if len(data) > MARKER_LIMIT:
+        raise ReadyError([Problem(f"{batch.marker(READY)} is larger than {MARKER_LIMIT:,} bytes; it should be a "
+                                  f"few lines of YAML", f"{batch.marker(READY)} 超过 {MARKER_LIMIT:,} 字节；"
+                                  f"它应当只是几行 YAML")])
+    return data
 
 
 class _Refused(Exception):
@@ -191,6 +224,20 @@ def _download(area: ReceivingArea, batch: Batch, here: Path, max_bytes: int):
     if part.exists():
         remove_tree(part, strict=True)  # half-downloaded by a killed run: download again
     part.mkdir()
+    fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        objects = _fetch(area, batch, here, part, max_bytes)
+        _make_durable(part, fd)
+    finally:
+        os.close(fd)
+    os.rename(part, content)
+    durable.atomic_write_json(manifest, [asdict(o) for o in objects])
+    return content, objects
+
+
+def _fetch(area: ReceivingArea, batch: Batch, here: Path, part: Path, max_bytes: int) -> List[AreaObject]:
+    """Download (or unpack) every object of the batch into `part`; _Refused for what the
+    library must fix."""
     max_bytes = min(max_bytes, shutil.disk_usage(here).free)
     objects, bad = [], []
     for obj in area.list(batch.prefix):
@@ -222,10 +269,27 @@ def _download(area: ReceivingArea, batch: Batch, here: Path, max_bytes: int):
         raise _Refused(Problem(f"The uploaded archive {objects[0].key} was refused",
                                f"上传的压缩包 {objects[0].key} 被拒收"),
                        [Problem(p, f"压缩包中的问题：{p}") for p in (exc.problems or [exc.message])]) from None
-    durable.fsync_dir(part)
-    os.rename(part, content)
-    durable.atomic_write_json(manifest, [asdict(o) for o in objects])
-    return content, objects
+    return objects
+
+
+def _make_durable(folder: Path, fd: int) -> None:
+    """Every downloaded file on disk before the folder counts as whole: after a power cut the
+    deposit must not take a truncated file for the upload. One syncfs of `fd` (opened before the
+    first file was written, so it reports their write-back errors) where the kernel makes that
+    as good as an fsync of each; elsewhere each file is fsynced."""
+    from storage_adapters.fs_durability import syncfs, syncfs_is_durable
+
+    if syncfs_is_durable(fd):
+        syncfs(fd)
+        return
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            ffd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(ffd)
+            finally:
+                os.close(ffd)
+        durable.fsync_dir(dirpath)
 
 
 def _unpack(area: ReceivingArea, obj: AreaObject, part: Path, here: Path, max_bytes: int) -> None:
@@ -250,10 +314,15 @@ def _copy_loose(area: ReceivingArea, batch: Batch, objects: List[AreaObject], pa
         raise _Refused(Problem("The batch is too large", "批次过大"),
                        [Problem(f"{total:,} bytes uploaded, more than the {max_bytes:,} allowed",
                                 f"上传了 {total:,} 字节，超过允许的 {max_bytes:,} 字节")])
+    jobs = []
     for obj in objects:
         target = part / obj.key[len(batch.prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)
-        _stream_to(area, obj, target)
+        jobs.append((obj, target))
+    # small objects cost a round trip each: several in flight (the S3 client is thread-safe)
+    with ThreadPoolExecutor(DOWNLOADS_IN_FLIGHT) as pool:
+        for _ in pool.map(lambda job: _stream_to(area, *job), jobs):
+            pass
 
 
 def _stream_to(area: ReceivingArea, obj: AreaObject, target: Path) -> None:

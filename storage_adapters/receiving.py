@@ -20,7 +20,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping, Optional
+from typing import Any, BinaryIO, Iterator, List, Mapping, Optional, Tuple
 
 from strongroom.errors import ConfigError, UsageError
 
@@ -58,6 +58,11 @@ class ReceivingArea:
         raise NotImplementedError
 
     def list(self, prefix: str = "") -> Iterator[AreaObject]:
+        raise NotImplementedError
+
+    def shallow(self, prefix: str = "") -> Tuple[List[AreaObject], List[str]]:
+        """(objects directly under `prefix`, sub-folder prefixes ending in '/'): one level, so
+        finding markers costs the number of markers and batches, not of uploaded files."""
         raise NotImplementedError
 
     def open_read(self, key: str) -> BinaryIO:
@@ -104,25 +109,34 @@ class S3Area(ReceivingArea):
     def describe(self) -> str:
         return f"s3://{self.adapter.bucket}/{self.prefix}".rstrip("/")
 
-    def list(self, prefix: str = "") -> Iterator[AreaObject]:
+    def _listing(self, prefix: str, delimiter: Optional[str]) -> Tuple[List[AreaObject], List[str]]:
         ad = self.adapter
         ad.ensure_bucket()
         base = f"{self.prefix}/" if self.prefix else ""
         args = {"Bucket": ad.bucket, "Prefix": base + prefix}
+        if delimiter:
+            args["Delimiter"] = delimiter
         loc = f"s3://{ad.bucket}/{base}{prefix}"
 
         def run(attempt: int, last: bool):
-            found = []
+            found, folders = [], []
             try:
                 for page in ad.client.get_paginator("list_objects_v2").paginate(**args):
                     for item in page.get("Contents") or ():
                         etag = str(item.get("ETag") or "").strip('"') or None
                         found.append(AreaObject(item["Key"][len(base):], int(item.get("Size") or 0), etag))
+                    folders.extend(p["Prefix"][len(base):] for p in page.get("CommonPrefixes") or ())
             except Exception as exc:  # noqa: BLE001 - boto3 raises many kinds; _error words them
                 raise ad._error(exc, "list the receiving area", loc) from None
-            return found
+            return found, folders
 
-        yield from ad._retrying(loc, run)
+        return ad._retrying(loc, run)
+
+    def list(self, prefix: str = "") -> Iterator[AreaObject]:
+        yield from self._listing(prefix, None)[0]
+
+    def shallow(self, prefix: str = "") -> Tuple[List[AreaObject], List[str]]:
+        return self._listing(prefix, "/")
 
     def open_read(self, key: str) -> BinaryIO:
         self.adapter.ensure_bucket()
@@ -215,6 +229,29 @@ class FolderArea(ReceivingArea):
             yield from self._walk(fd, "", prefix)
         finally:
             os.close(fd)
+
+    def shallow(self, prefix: str = "") -> Tuple[List[AreaObject], List[str]]:
+        objects: List[AreaObject] = []
+        folders: List[str] = []
+        segments = [s for s in prefix.split("/") if s]
+        try:
+            fd = self._dir(segments)
+        except FileNotFoundError:
+            return objects, folders
+        except OSError as exc:
+            raise self._error(exc, "list", prefix) from None
+        try:
+            with os.scandir(fd) as entries:
+                items = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries)
+        finally:
+            os.close(fd)
+        for name, st in items:
+            if stat.S_ISDIR(st.st_mode):
+                folders.append(f"{prefix}{name}/")
+            elif not is_temp_name(name):
+                objects.append(AreaObject(f"{prefix}{name}", st.st_size,
+                                          odd=None if stat.S_ISREG(st.st_mode) else what_is(st.st_mode)))
+        return objects, folders
 
     def _walk(self, fd: int, rel: str, prefix: str) -> Iterator[AreaObject]:
         with os.scandir(fd) as entries:
