@@ -4,6 +4,7 @@ One collection is deposited once per module; each test works on its own copy of 
 archive folder (config paths are relative), so damaging a replica in one test cannot leak.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -521,6 +522,20 @@ def _restore_killed_after_rename(archive: Archive, dest: Path, monkeypatch, *, p
     """Run a restore in-process that dies like a kill -9 just after DEST is put in place (before the
     dissemination event, or with `recorded` just after it): its lock file stays, as a kill leaves it."""
     from fixity.restore import restore_bag
+
+    with dies_after_rename(monkeypatch, recorded=recorded):
+        if recorded:
+            restore_bag(archive.config, archive.bag, dest, payload_only=payload_only)
+        else:
+            with pytest.raises(_Killed):
+                restore_bag(archive.config, archive.bag, dest, payload_only=payload_only)
+    assert dest.is_dir() and _lock_path(dest).exists()
+
+
+@contextlib.contextmanager
+def dies_after_rename(monkeypatch, *, recorded: bool = False):
+    """While inside, a restore dies like a kill -9 (raising _Killed) when it records its dissemination
+    success (or, with `recorded`, just after), and leaves its lock file as a kill does."""
     from fixity.restore_dest import TempFolder
 
     real_append = Catalog.append_events
@@ -538,12 +553,7 @@ def _restore_killed_after_rename(archive: Archive, dest: Path, monkeypatch, *, p
     with monkeypatch.context() as m:
         m.setattr(Catalog, "append_events", append)
         m.setattr(TempFolder, "release", release)
-        if recorded:
-            restore_bag(archive.config, archive.bag, dest, payload_only=payload_only)
-        else:
-            with pytest.raises(_Killed):
-                restore_bag(archive.config, archive.bag, dest, payload_only=payload_only)
-    assert dest.is_dir() and _lock_path(dest).exists()
+        yield
 
 
 @pytest.mark.parametrize("payload_only", [False, True], ids=["whole-bag", "payload-only"])

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from catalog.catalog import Catalog
 from ingest.validate import validate_bag
 from pipelines.cli import main
 from policies.config import load_config, write_default_config
-from tests.test_restore import _leftovers, _make_source, tree
+from tests.test_restore import _Killed, _leftovers, _make_source, dies_after_rename, tree
 
 
 @pytest.fixture(scope="module")
@@ -163,32 +162,13 @@ def test_bad_arguments_are_usage_errors(archive, tmp_path, capsys):
 
 def test_a_killed_group_restore_in_place_is_checked_and_recorded_by_the_rerun(archive, tmp_path, capsys, monkeypatch):
     """Killed (like kill -9: nothing cleaned up) after the rename, before the events were recorded."""
-    from fixity.restore_dest import TempFolder
     from fixity.restore_group import restore_group, select_deposit
 
     src, cfg, group, bags, _ = archive
     dest = tmp_path / "killed"
     config = load_config(cfg)
-    real_append = Catalog.append_events
-
-    class Killed(BaseException):
-        pass
-
-    def append(self, events):
-        if any(e.type == "dissemination" and e.outcome == "success" for e in events):
-            raise Killed()
-        return real_append(self, events)
-
-    def release(self, remove_folder=True):   # the kernel drops the flock; nothing is removed
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    with monkeypatch.context() as m:
-        m.setattr(Catalog, "append_events", append)
-        m.setattr(TempFolder, "release", release)
-        with pytest.raises(Killed):
-            restore_group(config, select_deposit(Catalog(config.catalog), group), dest)
+    with dies_after_rename(monkeypatch), pytest.raises(_Killed):
+        restore_group(config, select_deposit(Catalog(config.catalog), group), dest)
     assert dest.is_dir()
     code, out, err = _restore(capsys, cfg, "--deposit", group, dest)
     assert code == 0, err
