@@ -184,8 +184,7 @@ def restore_group(config, selection: Selection, dest, *, payload_only: bool = Fa
         layout = [(b, _prefix(b, payload_only)) for b in selection.bags]
         if temp.earlier is not None:
             done = complete_earlier(config, catalog, selection.bags[0], dest_path, payload_only, temp,
-                                    subject=selection.group_id, parts=layout,
-                                    command=f"strongroom restore --deposit {temp.earlier.get('bag')} {dest_path}")
+                                    subject=selection.group_id, parts=layout)
             result = GroupResult(selection, str(dest_path), payload_only, [done], list(done.warnings),
                                  list(done.events), list(done.missing))
             return result

@@ -32,8 +32,7 @@ from fixity.restore_sources import bag_files
 
 def complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Path, payload_only: bool,
                      temp: TempFolder, *, subject: Optional[str] = None,
-                     parts: Optional[Sequence[Tuple[BagId, str]]] = None, command: Optional[str] = None
-                     ) -> RestoreResult:
+                     parts: Optional[Sequence[Tuple[BagId, str]]] = None) -> RestoreResult:
     """Finish a restore whose earlier run put DEST in place and was stopped before recording it.
 
     Only the same bag with the same --payload-only is finished (else UsageError, exit 2, and the
@@ -45,13 +44,13 @@ def complete_earlier(config, catalog: Optional[Catalog], bag_id: BagId, dest: Pa
 
     A restore of several bags into one DEST (fixity.restore_group) passes `subject` (what the
     state line names: the deposit or collection version), `parts` (each bag and the folder of
-    DEST it was written to, "" for DEST itself) and `command` (how to rerun it); its state line
-    lists one event per bag.
+    DEST it was written to, "" for DEST itself); its state line lists one event per bag.
     """
     state = temp.earlier or {}
     subject = subject or str(bag_id)
     parts = list(parts or [(bag_id, "")])
-    command = command or f"strongroom restore {state.get('bag')} {dest}"
+    group = "events" in state     # the earlier run restored a deposit or collection version
+    command = f"strongroom restore {'--deposit ' if group else ''}{state.get('bag')} {dest}"
     theirs = f"{state.get('bag')}" + (" with --payload-only" if state.get("payload_only") else "")
     if state.get("bag") != subject or bool(state.get("payload_only")) != payload_only:
         temp.keep_lock = True

@@ -178,3 +178,18 @@ def test_a_killed_group_restore_in_place_is_checked_and_recorded_by_the_rerun(ar
         assert validate_bag(dest / bag).valid
         assert [e["outcome"] for e in catalog.events(bag_id=bag, type="dissemination").to_pylist()] == ["success"]
     assert _leftovers(tmp_path, "killed") == []
+
+
+def test_a_killed_group_restore_is_finished_only_by_the_same_command(archive, tmp_path, capsys, monkeypatch):
+    from fixity.restore_group import restore_group, select_deposit
+
+    src, cfg, group, bags, _ = archive
+    dest = tmp_path / "killed"
+    config = load_config(cfg)
+    with dies_after_rename(monkeypatch), pytest.raises(_Killed):
+        restore_group(config, select_deposit(Catalog(config.catalog), group), dest, payload_only=True)
+    code, _, err = _restore(capsys, cfg, bags[0], dest, "--payload-only", json_out=False)
+    assert code == 2 and f"strongroom restore --deposit {group} {dest} --payload-only" in err
+    code, out, err = _restore(capsys, cfg, "--deposit", group, dest, "--payload-only")
+    assert code == 0, err
+    assert tree(dest) == tree(src)
