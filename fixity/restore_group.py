@@ -105,7 +105,7 @@ def select_deposit(catalog: Catalog, key: str) -> Selection:
                  if r["group_id"].endswith("/" + stamp) and f"{r['library']}-{r['collection']}" == prefix}
         group = found.pop() if len(found) == 1 else None
     if group is None:
-        raise UsageError(f"--deposit {text!r}: no deposit of that name in the catalog; give the group id "
+        raise UsageError(f"{text!r}: no deposit of that name in the catalog; give the group id "
                          "(LIB/COLL/YYYYMMDDTHHMMSSZ, the bag id without its -N) or the deposit key `strongroom "
                          "status` shows", key="--deposit")
     return _group(catalog, group, f"deposit {group}")
@@ -115,12 +115,12 @@ def select_version(catalog: Catalog, collection: str, version: Optional[str]) ->
     """Version `version` (1-based number, a bag or group id; None: the latest) of LIB/COLL."""
     parts = (collection or "").strip().strip("/").split("/")
     if len(parts) != 2 or not all(parts):
-        raise UsageError(f"--collection {collection!r}: give LIBRARY/COLLECTION (e.g. PKU/rare-books)",
+        raise UsageError(f"{collection!r}: give LIBRARY/COLLECTION (e.g. PKU/rare-books)",
                          key="--collection")
     library, coll = parts
     groups = collection_versions(catalog, library, coll)
     if not groups:
-        raise UsageError(f"--collection {library}/{coll}: the catalog holds no bag of that collection "
+        raise UsageError(f"{library}/{coll}: the catalog holds no bag of that collection "
                          "(`strongroom status` lists the collections)", key="--collection")
     listing = ", ".join(f"{n} = {g}" for n, g in enumerate(groups, start=1))
     if version is None:
@@ -128,13 +128,13 @@ def select_version(catalog: Catalog, collection: str, version: Optional[str]) ->
     elif re.fullmatch(r"[0-9]{1,9}", version.strip()):
         number = int(version)
         if not 1 <= number <= len(groups):
-            raise UsageError(f"--version {version}: {library}/{coll} has {len(groups)} version(s): {listing}",
+            raise UsageError(f"{version}: {library}/{coll} has {len(groups)} version(s): {listing}",
                              key="--version")
     else:
         wanted = version.strip()
         wanted = _PART.match(wanted).group(1) if _PART.match(wanted) else wanted
         if wanted not in groups:
-            raise UsageError(f"--version {version!r} is not a version of {library}/{coll}; its versions: {listing}",
+            raise UsageError(f"{version!r} is not a version of {library}/{coll}; its versions: {listing}",
                              key="--version")
         number = groups.index(wanted) + 1
     group = groups[number - 1]
