@@ -169,3 +169,38 @@ def test_unknown_version_or_collection_is_a_usage_error(archive, tmp_path, capsy
     code, _, err = _restore(capsys, cfg, "--collection", "LIB/NOPE", tmp_path / "x", json_out=False)
     assert code == 2 and "no bag of that collection" in err
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The same chain made by the deposit itself (`deposit --new-version`, helper B's version bags)
+
+
+@pytest.fixture(scope="module")
+def deposited_chain(tmp_path_factory):
+    base = tmp_path_factory.mktemp("new-version")
+    cfg = write_default_config(base / "archive")
+    for n, files in enumerate(VERSIONS, start=1):
+        src = base / f"v{n}"
+        _write_source(src, files)
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main(["--config", str(cfg), "deposit", str(src), "--library", "LIB", "--collection", "COLL",
+                         "--type", "self-built"] + (["--new-version"] if n > 1 else []))
+        assert code == 0
+    return base, cfg
+
+
+def test_versions_made_by_deposit_new_version_are_restored_byte_identical(deposited_chain, tmp_path, capsys):
+    base, cfg = deposited_chain
+    config = load_config(cfg)
+    bags = sorted(Catalog(config.catalog).bags().column("bag_id").to_pylist())
+    assert len(bags) == 3
+    stored = Path(config.target("site-a").root).joinpath(*bags[2].split("/"))
+    assert (stored / FETCH_TXT).is_file() and not (stored / "data" / "sp ace" / "d%41.txt").exists()
+    for n in (1, 2, 3):
+        dest = tmp_path / f"v{n}"
+        code, out, err = _restore(capsys, cfg, "--collection", "LIB/COLL", "--version", n, dest, "--payload-only")
+        assert code == 0, err
+        assert tree(dest) == tree(base / f"v{n}")
+    code, out, err = _restore(capsys, cfg, bags[2], tmp_path / "bag")
+    assert code == 0, err
+    assert out["fetched_files"] == 3 and validate_bag(tmp_path / "bag").valid
