@@ -113,6 +113,11 @@ def test_phases_of_other_processes_draw_on_one_display():
     assert all("done in" in x and "2/2 files, 8.39 MB" in x for x in rendered), rendered
 
 
+def _env() -> dict:
+    """The test's environment without any progress setting of its own: the CLI decides."""
+    return {k: v for k, v in os.environ.items() if k not in (PROGRESS_SOCKET, PROGRESS_MODE)}
+
+
 def _run_under_pty(argv, env) -> tuple:
     """Run the CLI with stderr on a pseudo-terminal (160 columns); (exit code, stdout, all stderr output)."""
     master, slave = pty.openpty()
@@ -145,7 +150,7 @@ def test_deposit_at_a_terminal_shows_each_phase_once_and_no_overflow(tmp_path):
     source = make_source(tmp_path / "src", small=4, small_size=4096, big=(3 << 20,))
     argv = ["--config", str(arch.config_path), "--workers", "2", "deposit", str(source), "--library", LIB,
             "--collection", "progress", "--type", "self-built"]
-    env = {k: v for k, v in os.environ.items() if k not in (PROGRESS_SOCKET, PROGRESS_MODE)}
+    env = _env()
     code, out, err = _run_under_pty(argv, env)
     assert code == 0, out + err
     text = ANSI.sub("\n", err)
@@ -167,7 +172,7 @@ def test_deposit_at_a_terminal_shows_each_phase_once_and_no_overflow(tmp_path):
 def test_deposit_not_at_a_terminal_is_quiet_unless_asked(tmp_path, flag, shown):
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "src", small=2, small_size=1024)
-    env = {k: v for k, v in os.environ.items() if k not in (PROGRESS_SOCKET, PROGRESS_MODE)}
+    env = _env()
     proc = subprocess.run([sys.executable, "-m", "pipelines", "--config", str(arch.config_path), "deposit",
                            str(source), "--library", LIB, "--collection", "quiet", "--type", "self-built",
                            *([flag] if flag else [])], capture_output=True, text=True, cwd=str(REPO), env=env,
@@ -181,7 +186,7 @@ def test_deposit_not_at_a_terminal_is_quiet_unless_asked(tmp_path, flag, shown):
 def test_no_progress_at_a_terminal(tmp_path):
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "src", small=2, small_size=1024)
-    env = {k: v for k, v in os.environ.items() if k not in (PROGRESS_SOCKET, PROGRESS_MODE)}
+    env = _env()
     code, out, err = _run_under_pty(["--no-progress", "--config", str(arch.config_path), "deposit", str(source),
                                      "--library", LIB, "--collection", "quiet", "--type", "self-built"], env)
     assert code == 0, out + err
