@@ -78,7 +78,8 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
     filters = {"library": library, "collection": collection, "bag": bag_id}
 
     bags = catalog.bags(library, collection, bag_id)
-    deposits = unfinished_deposits(Path(config.staging), library=library, collection=collection, bag_id=bag_id)
+    deposits = unfinished_deposits(Path(config.staging), library=library, collection=collection, bag_id=bag_id,
+                                   include_abandoned=True)  # abandoned: listed with their reason, a warning
     listed = library in (getattr(config, "libraries", None) or {}) and collection is None and bag_id is None
     if bags.num_rows == 0 and not deposits and not listed and any(v is not None for v in filters.values()):
         raise UsageError(_nothing_matches(catalog, library, collection, bag_id),
@@ -101,6 +102,10 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
         for flag in dep.flags:
             what = "has failed" if flag == "deposit-failed" else "is not finished"
             first = dep.failures[0]["message"] if dep.failures else None
+            if flag == "deposit-abandoned":
+                gone = dep.abandoned or {}
+                what = f"was abandoned at {gone.get('at', '?')} by {gone.get('by', '?')}"
+                first = gone.get("reason") or gone.get("why")
             msg = f"deposit of {dep.source or '?'} into {dep.library}/{dep.collection} {what} ({dep.stage})"
             if first:
                 msg += f": {first}"

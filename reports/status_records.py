@@ -17,7 +17,7 @@ from reports.targets import TargetStatus
 
 PROBLEM_FLAGS = ("damaged", "failed", "missing", "disputed", "inconclusive", "absent", "unverified", "unreachable",
                  "deposit-failed")
-WARNING_FLAGS = ("overdue-deep", "overdue-quick", "unknown-policy", "deposit-unfinished")
+WARNING_FLAGS = ("overdue-deep", "overdue-quick", "unknown-policy", "deposit-unfinished", "deposit-abandoned")
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,11 +39,15 @@ def status_text(status: Status) -> str:
             for b in d.bags:
                 state = "registered" if b["registered"] else f"verified on {', '.join(b['verified_on']) or 'no target yet'}"
                 lines.append(f"      {b['id']}: {state}")
+            if d.abandoned is not None:
+                lines.append(f"      ABANDONED {d.abandoned.get('at', '')}: {d.abandoned.get('reason') or d.abandoned.get('why')}")
+                continue
             for f in d.failures:
                 lines.append(f"      FAILED {f.get('step')}: {f.get('message')}")
                 for p in (f.get("problems") or [])[:5]:
                     lines.append(f"        - {p}")
-        lines.append("  (rerun the same `strongroom deposit` command to resume one)")
+        lines.append("  (rerun the same `strongroom deposit` command to resume one, once what failed is fixed; "
+                     "or give one up: `strongroom deposit --abandon KEY --reason TEXT`)")
 
     if status.open_findings:
         copies = len({(f.bag, f.target) for f in status.open_findings})

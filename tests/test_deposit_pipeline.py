@@ -334,7 +334,8 @@ def test_same_source_twice_after_the_first_finished_is_a_new_deposit(tmp_path, c
     stored_first = {t: file_ids(arch.bag_folder(t, first_id)) for t in TARGETS}
     assert all(stored_first.values())
 
-    second = strongroom(capsys, *deposit_argv(arch, source, "twice"))
+    (source / "added later.txt").write_text("a file the first deposit did not have\n", "utf-8")
+    second = strongroom(capsys, *deposit_argv(arch, source, "twice"))   # (the same files: test_deposit_versions)
     assert second.code == 0, second.err
     check_preserved(arch, source, second.data)
     second_ids = [b["id"] for b in second.data["bags"]]

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if catalog.bags().num_rows == 0:
         from reports.status import unfinished_deposits
 
-        pending = {b["id"] for d in unfinished_deposits(Path(config.staging)) for b in d.bags}
+        # Copies of unfinished and abandoned deposits are known, not signs of a lost catalog.
+        pending = {b["id"] for d in unfinished_deposits(Path(config.staging), include_abandoned=True) for b in d.bags}
         holding = targets_holding_bags(config, ignore=pending)
         if holding:
             return catalog_trouble(args, config, "lost", [
