@@ -57,6 +57,27 @@ def member_path(name: str) -> tuple:
     return "/".join(p for p in name.split("/") if p not in ("", ".")), None
 
 
+_KIND_PROBLEMS = {
+    "symlink": "is a symbolic link{to}; links are not taken",
+    "hardlink": "is a hard link{to}; links are not taken",
+    "special": "is a special file (device, FIFO or similar); only files and folders are taken",
+    "encrypted": "is encrypted; upload it unencrypted",
+}
+
+
+def judge_member(name: str, kind: str, names: "_Names", link: str = "") -> tuple:
+    """(path, problem) for one member: `path` "" with no problem is the archive's own top folder
+    ('.', './'), skipped; kind is file, dir, symlink, hardlink, special or encrypted."""
+    path, problem = member_path(name)
+    if problem:
+        return path, f"{name}: {problem}"
+    if not path:
+        return path, None
+    if kind in _KIND_PROBLEMS:
+        return path, f"{path}: " + _KIND_PROBLEMS[kind].format(to=f" (to {link})" if link else "")
+    return path, names.take(path, kind)
+
+
 class _Names:
     """Every path taken so far, to refuse duplicates and file/folder clashes."""
 
@@ -121,23 +142,12 @@ def unpack_tar(stream: BinaryIO, dest: Path, *, max_bytes: int, label: str = "ar
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
-                path, problem = member_path(member.name)
-                if problem:
-                    out.problems.append(f"{member.name}: {problem}")
-                    continue
-                if not path:
-                    continue  # the archive's own top folder ('.' or './')
-                if member.issym() or member.islnk():
-                    out.problems.append(f"{path}: is a {'symbolic' if member.issym() else 'hard'} link "
-                                        f"(to {member.linkname}); links are not taken")
-                    continue
-                if not (member.isreg() or member.isdir()):
-                    out.problems.append(f"{path}: is a special file (device, FIFO or similar); only files "
-                                        f"and folders are taken")
-                    continue
-                clash = names.take(path, "dir" if member.isdir() else "file")
-                if clash:
-                    out.problems.append(clash)
+                kind = ("symlink" if member.issym() else "hardlink" if member.islnk() else "dir"
+                        if member.isdir() else "file" if member.isreg() else "special")
+                path, problem = judge_member(member.name, kind, names, member.linkname)
+                if problem or not path:
+                    if problem:
+                        out.problems.append(problem)
                     continue
                 if member.isdir():
                     (dest / path).mkdir(parents=True, exist_ok=True)
@@ -166,7 +176,7 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
     if info.is_dir():
         return "dir"
     if mode and stat.S_ISLNK(mode):
-        return "link"
+        return "symlink"
     if mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG):
         return "special"
     return "file"
@@ -184,27 +194,12 @@ def unpack_zip(path: Path, dest: Path, *, max_bytes: int, label: str = "archive"
         infos = zf.infolist()
         take = []
         for info in infos:
-            member, problem = member_path(info.filename)
+            kind = "encrypted" if info.flag_bits & 0x1 else _zip_kind(info)
+            member, problem = judge_member(info.filename, kind, names)
             if problem:
-                out.problems.append(f"{info.filename}: {problem}")
-                continue
-            if not member:
-                continue
-            kind = _zip_kind(info)
-            if kind == "link":
-                out.problems.append(f"{member}: is a symbolic link; links are not taken")
-                continue
-            if kind == "special":
-                out.problems.append(f"{member}: is a special file; only files and folders are taken")
-                continue
-            if info.flag_bits & 0x1:
-                out.problems.append(f"{member}: is encrypted; upload it unencrypted")
-                continue
-            clash = names.take(member, kind)
-            if clash:
-                out.problems.append(clash)
-                continue
-            take.append((member, info))
+                out.problems.append(problem)
+            elif member:
+                take.append((member, info))
         declared = sum(i.file_size for _, i in take)
         if declared > max_bytes:
             out.problems.append(f"the archive declares {declared:,} bytes unpacked, more than the {max_bytes:,} "
