@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 # SeaweedFS derives a gRPC port as http port + 10000 when none is given; we pass every gRPC
 # port explicitly, but keep both ranges free so a derived default can never collide.
@@ -95,6 +96,10 @@ class SeaweedServer:
     #: e.g. one per library limited to its receiving bucket: see `add_identity`. The admin
     #: identity above (access_key/secret_key) stays, for fixtures that create buckets.
     identities: list = field(default_factory=list)
+    #: serve S3 over https with this certificate (a `tests.tls.ServerCertificate`), clients
+    #: trusting `ca_file` (the PEM of the CA that signed it); None: plain http as before.
+    tls: Any = None
+    ca_file: Optional[Path] = None
     process: subprocess.Popen | None = None
     _started: bool = field(default=False, repr=False)
     _log_from: int = field(default=0, repr=False)
@@ -108,7 +113,8 @@ class SeaweedServer:
     # -- paths -------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.ports['s3']}"
 
     @property
     def log_path(self) -> Path:
@@ -157,6 +163,7 @@ class SeaweedServer:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={self.s3_config_path}",
+            *([f"-s3.cert.file={self.tls.cert}", f"-s3.key.file={self.tls.key}"] if self.tls is not None else []),
             "-volume.max=300",
             "-master.volumeSizeLimitMB=1024",
             "-master.telemetry=false",
@@ -277,7 +284,8 @@ class SeaweedServer:
     def client(self, *, retries: int = 2, connect_timeout: float = 5, read_timeout: float = 30,
                keys: tuple[str, str] | None = None):
         """A boto3 S3 client with this server's admin credentials, or the identity `keys`
-        (access key, secret key) from `add_identity` (path-style addressing)."""
+        (access key, secret key) from `add_identity` (path-style addressing); over https it
+        trusts `ca_file`."""
         import boto3
         from botocore.config import Config
 
@@ -293,6 +301,7 @@ class SeaweedServer:
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
             ),
+            verify=str(self.ca_file) if self.tls is not None and self.ca_file else None,
         )
 
     def make_bucket(self, name: str | None = None, *, object_lock: bool = False, versioning: bool = False) -> str:
