@@ -171,3 +171,21 @@ def test_new_version_of_identical_content_stores_no_payload_file(tmp_path, capsy
         assert _payload(arch, target, v2_id) == {}
         assert len((arch.bag_folder(target, v2_id) / "fetch.txt").read_text("utf-8").splitlines()) == \
             len(tree_digests(source))
+
+
+def test_catalog_rebuild_takes_a_version_bag_whole_without_calling_fetched_files_missing(tmp_path, capsys):
+    import shutil
+
+    arch = make_archive(tmp_path)
+    source = make_source(tmp_path / "source", small=2, small_size=1024)
+    v1_id = strongroom(capsys, *deposit_argv(arch, source, "reb")).data["bags"][0]["id"]
+    (source / "added.txt").write_text("new\n")
+    v2 = strongroom(capsys, *deposit_argv(arch, source, "reb", "--new-version"))
+    v2_id = v2.data["bags"][0]["id"]
+    before = {b: arch.catalog().files(b).to_pylist() for b in (v1_id, v2_id)}
+    shutil.rmtree(arch.catalog_path)
+
+    res = strongroom(capsys, "--config", str(arch.config_path), "--json", "catalog", "rebuild")
+    assert res.code == 0, res.out
+    assert {b: arch.catalog().files(b).to_pylist() for b in (v1_id, v2_id)} == before
+    assert {r["state"] for r in arch.catalog().replicas(bag_id=v2_id).to_pylist()} == {"verified"}
