@@ -275,26 +275,19 @@ def abandon_deposit(config, key: str, reason: str) -> dict:
 
         bags = next((d.bags for d in unfinished_deposits(staging) if d.key == key), [])
         now = datetime.now(timezone.utc)
-        operator = os.environ.get("STRONGROOM_OPERATOR") or _os_user()
+        from strongroom.agent import operator as current_operator
+
+        operator = current_operator()
         record = {"deposit": key, "why": reason, "reason": reason, "at": now.isoformat(), "by": operator,
                   "requested": True, "bags": bags}
         append_once(open_catalog(config), journal=state.state_dir(staging) / "events", events=[EventRecord(
-            type="deposit abandoned", outcome="success", agent=AGENT, object_type="bag",
+            type="deposit abandoned", outcome="success", agent=AGENT, object_type="bag", agent_library=state.library,
             bag_id=bags[0]["id"] if bags else None, datetime=now, event_id=event_id(state, "abandon"),
             detail=f"deposit {key} of {state.source} into {state.library}/{state.collection} abandoned by "
                    f"{operator}: {reason}; its state and staged files are kept, nothing stored was deleted")])
         write_json_atomic(folder / ABANDONED, record)
     return {**record, "library": state.library, "collection": state.collection, "source": state.source,
             "kept": str(folder), "exit_code": 0}
-
-
-def _os_user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 # --- the steps ------------------------------------------------------------------------------
