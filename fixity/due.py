@@ -45,10 +45,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.catalog import Catalog
+from catalog.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
 from catalog.schema import utc_now
 from fixity.audit import basis_of
 from fixity.repair import DETAIL_PREFIX
-from reports.status import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
 from strongroom.errors import UsageError
 
 DUE, ALL = "due", "all"

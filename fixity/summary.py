@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from catalog.findings import OpenFinding
 from fixity.due import Selection
 from fixity.repair import FAILURE, INCONCLUSIVE, REPAIRED, SKIPPED, SUCCESS, BagAudit
-from reports.findings import OpenFinding
 
 OUTCOMES = (SUCCESS, REPAIRED, FAILURE, INCONCLUSIVE, SKIPPED)
 LIST_LIMIT = 1000     # entries per list in the JSON (the rest counted)
