@@ -366,9 +366,9 @@ def _deposit(config, args, area, batch, here, content, taken, note, options) -> 
             if exc.rerun_helps:
                 return BatchOutcome(code, str(batch), "incomplete", detail=str(exc), problems=exc.problems,
                                     exit_code=exc.exit_code)
+            said = [str(exc)] + [str(p) for p in exc.problems]
             return _fail(area, batch, here, Problem("The batch could not be deposited", "本批次无法提交保存"),
-                         [Problem(_plain(exc.message), f"问题：{_plain(exc.message)}")]
-                         + [Problem(str(p), f"详情：{p}") for p in exc.problems])
+                         [Problem(t, f"问题：{t}") for t in _as_uploaded(said, content, batch)])
         if outcome["state"] != "preserved":
             problems = [f"{f['step']}: {f['message']}" for f in outcome["failures"]] + \
                        [str(p) for f in outcome["failures"] for p in f.get("problems", [])]
@@ -376,7 +376,7 @@ def _deposit(config, args, area, batch, here, content, taken, note, options) -> 
                 return BatchOutcome(code, str(batch), "incomplete", detail="the deposit is not complete; the next "
                                     "receive resumes it", problems=problems, exit_code=outcome["exit_code"] or 1)
             return _fail(area, batch, here, Problem("The batch could not be preserved", "本批次未能保存"),
-                         [Problem(p, f"问题：{p}") for p in problems])
+                         [Problem(t, f"问题：{t}") for t in _as_uploaded(problems, content, batch)])
         bags = [{"id": b["id"], "files": b["files"], "bytes": b["bytes"]} for b in outcome["bags"]]
     area.put_bytes(batch.marker(DONE), done_document(batch, code, bags, kept=options.keep_uploads))
     _clean_up(area, batch, here, True, options, taken)
@@ -385,8 +385,17 @@ def _deposit(config, args, area, batch, here, content, taken, note, options) -> 
                         detail=f"answered {batch.marker(DONE)}")
 
 
-def _plain(message: str) -> str:
-    return message.replace(os.sep + "content" + os.sep, os.sep) if message else message
+def _as_uploaded(texts: List[str], content: Path, batch: Batch) -> List[str]:
+    """The deposit's messages with the download folder on this machine written as the batch's
+    place in the area (COLLECTION/BATCH/...): the library knows its files by those names, and
+    the archive machine's folders are none of its business."""
+    local = [os.path.realpath(content), str(content)]
+    out = []
+    for text in texts:
+        for folder in local:
+            text = text.replace(folder + os.sep, batch.prefix).replace(folder, batch.prefix.rstrip("/"))
+        out.append(text)
+    return out
 
 
 def _finished(config, content: Path) -> Optional[List[dict]]:

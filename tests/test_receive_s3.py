@@ -287,7 +287,9 @@ def test_a_tar_batch_holding_a_bag_is_deposited_and_its_manifest_checked(server,
     code, out = receive(capsys, archive, "--library", "PKU")
     assert code == 1 and out["batches"][0]["state"] == "failed", out
     failed = marker(server, "PKU", "ejournals/e2.failed")
-    assert "article.pdf" in json.dumps(failed, ensure_ascii=False)
+    said = json.dumps(failed, ensure_ascii=False)
+    assert "vendor-bag/data/article.pdf: sha256 does not match" in said, said
+    assert str(archive) not in said and "staging-receiving" not in said   # no folder of the archive's machine
     assert len(catalog_bags(archive, "ejournals")) == 1
 
 
