@@ -87,7 +87,7 @@ def _add_global_options(parser: argparse.ArgumentParser, depth: int) -> None:
                            help="use a central luigid scheduler instead of the local one")
     if "--progress" not in taken:
         group.add_argument("--progress", dest="progress", action="store_const", const=True, default=default(None),
-                           help="show progress lines on stderr even when it is not a terminal")
+                           help="progress lines on stderr even when it is not a terminal (then once, at the end)")
         group.add_argument("--no-progress", dest="progress", action="store_const", const=False,
                            default=default(None), help="never show progress lines (default: only at a terminal)")
     if "-v" not in taken and "--verbose" not in taken:

@@ -198,13 +198,15 @@ def phase(label: str, total_bytes: int, total_files: int, *,
             last[:] = [now, -2, -2]
         send({"op": "files", "line": line, "files": files, "bytes": nbytes})
 
-    previous = byte_ticks.set_sink(lambda n: send({"op": "tick", "line": line, "bytes": n}))
+    drawn = bool(os.environ.get(PROGRESS_SOCKET))  # else byte ticks stay off: nothing to show them
+    previous = byte_ticks.set_sink(lambda n: send({"op": "tick", "line": line, "bytes": n})) if drawn else None
     ok = False
     try:
         yield update
         ok = True
     finally:
-        byte_ticks.set_sink(previous)
+        if drawn:
+            byte_ticks.set_sink(previous)
         if last[1] >= 0:
             send({"op": "files", "line": line, "files": last[1], "bytes": last[2]})
         send({"op": "end", "line": line, "ok": ok})

@@ -98,7 +98,8 @@ class Hub:
         os.environ[PROGRESS_SOCKET] = path
         self._thread = threading.Thread(target=self._receive, name="progress-display", daemon=True)
         self._thread.start()
-        console = Console(file=self._stream, highlight=False, force_terminal=True)
+        # Not a terminal (`--progress 2> log`): rich writes the final lines once, no cursor codes.
+        console = Console(file=self._stream, highlight=False)
         self._live = Live(get_renderable=self._renderable, console=console, refresh_per_second=4,
                           transient=False, redirect_stdout=False, redirect_stderr=False)
         self._live.start()
