@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -264,7 +263,7 @@ def run_throughput(name: str, cfg: Path, bag_id: str, bag_dir: Path, workers: in
     c, cs = median(lambda: command(cfg, bag_id, workers)[0], repeat)
     rows.append((f"`strongroom --workers {workers} audit --bag B --deep`", c, cs, None))
     a, as_ = median(lambda: command(cfg, bag_id, workers, "--all-digests")[0], repeat)
-    rows.append((f"`... audit --deep --all-digests` (sha256+md5)", a, as_, None))
+    rows.append(("`... audit --deep --all-digests` (sha256+md5)", a, as_, None))
     if with_bagit:
         b, bs = median(lambda: bagit_validate(bag_dir), repeat)
         rows.append(("`bagit.py --validate --processes 2` (sha256+md5)", b, bs, None))

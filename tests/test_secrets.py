@@ -19,17 +19,13 @@ set up exactly as for a user.
 from __future__ import annotations
 
 import json
-import os
 import logging
 import shutil
 import socket
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import pytest
 import yaml
 
 from tests import faultkit as fk
