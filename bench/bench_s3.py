@@ -2,6 +2,7 @@
 
     python bench/bench_s3.py corpora [--work DIR] [--repeat N] [--only small,large] [--concurrency C]
     python bench/bench_s3.py bucket-size [--work DIR] [--repeat N] [--objects 100000]
+    python bench/bench_s3.py https [--work DIR] [--repeat N] [--only small,large] [--concurrency C]
 
 corpora: `replicate_bag` of a staged bag (BagIt 1.0, sha256 + md5 manifests, built once under
 --work, default /tmp/strongroom-bench-s3) to an S3 target, against `rclone copy --checksum` and
@@ -14,6 +15,12 @@ files, or a HEAD for multipart objects); "+ deep verify" also re-reads every obj
 it (`verify_replica`, as a deposit does after writing). rclone and aws run at their defaults and
 with more parallel transfers; the faster of each is the baseline. Each repetition starts a fresh
 server (fresh data folder) and gives every tool a fresh bucket, tools in rotating order.
+
+https: the same replication + deep verify of a corpus to SeaweedFS over plain http and over
+https (a certificate from a CA made for the run, given as the target's ca_bundle), with
+`transport: auto` and `transport: boto3`, against `rclone copy --checksum` over https
+(`--ca-cert`, AWS_CA_BUNDLE unset) and `aws s3 sync --ca-bundle`. One http and one https
+server per repetition, fresh buckets, tools in rotating order.
 
 bucket-size: time to replicate (and deep-verify) one small bag (20 files) into a bucket that
 already holds 10 objects, then 100,000 objects (100 other bags of 1,000 files in the same
@@ -61,10 +68,12 @@ CORPORA = {  # scale < 1 makes smaller corpora, for a quick try of the script
 }
 
 
-def adapter_for(server: SeaweedServer, bucket: str, concurrency: int, name: str = "s3-bench") -> S3Adapter:
+def adapter_for(server: SeaweedServer, bucket: str, concurrency: int, name: str = "s3-bench", **kw) -> S3Adapter:
+    if server.tls is not None:
+        kw.setdefault("ca_bundle", str(server.ca_file))
     return S3Adapter(name, "bench", bucket=bucket, endpoint=server.endpoint, region=server.region, prefix="pres",
                      addressing_style="path", concurrency=concurrency,
-                     credentials=Credentials(access_key=server.access_key, secret_key=server.secret_key))
+                     credentials=Credentials(access_key=server.access_key, secret_key=server.secret_key), **kw)
 
 
 def tool_env(server: SeaweedServer) -> Dict[str, str]:
@@ -157,6 +166,101 @@ def bench_corpora(args) -> None:
         report(corpus, files, size, times, notes, args)
 
 
+# --------------------------------------------------------------------------------------------
+# https vs http
+
+
+def bench_https(args) -> None:
+    from tests.tls import CertificateAuthority
+
+    rng = random.Random(1)
+    work = Path(args.work)
+    ca = CertificateAuthority.create(work / "tls")
+    cert = ca.issue("server")
+    for corpus in args.only.split(","):
+        sizes = CORPORA[corpus](rng, args.scale)
+        bag_dir = build_bag(work / (f"bag-{corpus}" + ("" if args.scale == 1 else f"-{args.scale}")), sizes)
+        files, size = len(sizes), sum(sizes)
+        payload = str(bag_dir / "data")
+        bag_id = BagId.parse(f"BENCH/{corpus}/20240101T000000Z-1")
+        inventory = bag_inventory(bag_dir)
+        times: Dict[str, List[float]] = collections.defaultdict(list)
+        notes: Dict[str, str] = {}
+
+        def strongroom(https: bool, transport: str) -> Callable[[Dict[bool, SeaweedServer]], None]:
+            label = f"strongroom {'https' if https else 'http'} transport {transport} + deep verify"
+
+            def run(servers: Dict[bool, SeaweedServer]) -> None:
+                server = servers[https]
+                adapter = adapter_for(server, server.make_bucket(), args.concurrency,
+                                      direct_put=transport == "auto")
+                os.sync()
+                start = time.perf_counter()
+                result = replicate_bag(adapter, bag_dir, bag_id)
+                mid = time.perf_counter()
+                assert result.files_written == len(inventory.digests), result
+                check = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True,
+                                       workers=args.concurrency)
+                end = time.perf_counter()
+                assert check.ok, check.problems[:5]
+                times[label.replace(" + deep verify", " replicate only")].append(mid - start)
+                times[label].append(end - start)
+            return run
+
+        def rclone(transfers: int) -> Callable[[Dict[bool, SeaweedServer]], None]:
+            label = f"rclone https copy --checksum --transfers {transfers} --checkers {transfers}"
+
+            def run(servers: Dict[bool, SeaweedServer]) -> None:
+                server = servers[True]
+                bucket = server.make_bucket()
+                os.sync()
+                start = time.perf_counter()
+                run_tool(["rclone", "copy", "-q", "--checksum", "--ca-cert", str(ca.cert), "--transfers",
+                          str(transfers), "--checkers", str(transfers), payload, f"sw:{bucket}/pres"],
+                         tool_env(server))
+                times[label].append(time.perf_counter() - start)
+            return run
+
+        def aws(requests: int) -> Callable[[Dict[bool, SeaweedServer]], None]:
+            label = f"aws s3 sync https ({requests} requests)"
+            config = work / f"aws-config-{requests}"
+            config.write_text(f"[default]\ns3 =\n  max_concurrent_requests = {requests}\n")
+
+            def run(servers: Dict[bool, SeaweedServer]) -> None:
+                server = servers[True]
+                bucket = server.make_bucket()
+                env = {**tool_env(server), "AWS_CONFIG_FILE": str(config)}
+                os.sync()
+                start = time.perf_counter()
+                run_tool([args.aws, "s3", "sync", "--only-show-errors", "--endpoint-url", server.endpoint,
+                          "--ca-bundle", str(ca.cert), payload, f"s3://{bucket}/pres"], env)
+                times[label].append(time.perf_counter() - start)
+            return run
+
+        tools = [strongroom(False, "auto"), strongroom(True, "auto"), strongroom(True, "boto3"), rclone(4),
+                 rclone(args.tuned)]
+        if args.aws:
+            tools += [aws(10), aws(args.tuned)]
+        for rep in range(args.repeat):
+            dirs = {https: work / f"weed-{corpus}-{'https' if https else 'http'}" for https in (False, True)}
+            for folder in dirs.values():
+                shutil.rmtree(folder, ignore_errors=True)
+            servers = {False: SeaweedServer(dirs[False]).start(),
+                       True: SeaweedServer(dirs[True], tls=cert, ca_file=ca.cert).start()}
+            try:
+                for tool in tools[rep % len(tools):] + tools[:rep % len(tools)]:
+                    tool(servers)
+            finally:
+                for server in servers.values():
+                    server.stop()
+            notes[f"rep {rep + 1} load average"] = load_average()
+            for folder in dirs.values():
+                shutil.rmtree(folder, ignore_errors=True)
+            print(f"# {corpus} rep {rep + 1}: " + ", ".join(f"{k}: {v[-1]:.1f}s" for k, v in times.items()),
+                  file=sys.stderr, flush=True)
+        report(corpus, files, size, times, notes, args)
+
+
 def report(corpus: str, files: int, size: int, times: Dict[str, List[float]], notes: Dict[str, str], args) -> None:
     medians = {k: statistics.median(v) for k, v in times.items()}
     baselines = {k: v for k, v in medians.items() if not k.startswith("strongroom")}
@@ -239,7 +343,7 @@ def bench_bucket_size(args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["corpora", "bucket-size"])
+    parser.add_argument("what", choices=["corpora", "bucket-size", "https"])
     parser.add_argument("--work", default="/tmp/strongroom-bench-s3")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="small,large")
@@ -254,6 +358,8 @@ def main(argv=None) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
     if args.what == "corpora":
         bench_corpora(args)
+    elif args.what == "https":
+        bench_https(args)
     else:
         bench_bucket_size(args)
 
