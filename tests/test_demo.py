@@ -20,11 +20,11 @@ def test_demo_deposits_restores_and_proves_identity(tmp_path, capsys):
     assert sorted(p.name for p in reports) == sorted(
         f"{kind}{lang}.html" for kind in ("preservation", "fixity", "formats") for lang in ("", "-zh"))
     assert all(p.is_file() and p.stat().st_size > 1000 for p in reports)
-    # A second run reuses the archive and makes a new deposit of the same collection.
+    # A second run reuses the archive; the same sample again is a duplicate: nothing stored.
     assert main(["--json", "demo", str(target)]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["config_created"] is False
-    assert again["deposit"]["bags"][0]["id"] != bag["id"]
+    assert again["deposit"]["state"] == "duplicate" and again["deposit"]["duplicate"]["bags"] == [bag["id"]]
 
 
 def test_demo_detects_a_restore_that_differs(tmp_path):

@@ -39,19 +39,31 @@ def register(sub) -> None:
                    help="give up the unfinished or failed deposit KEY (as `status` shows it), for good; "
                         "needs --reason; nothing stored is deleted")
     p.add_argument("--reason", default=None, help="why the deposit is abandoned (recorded in the ledger)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, deposit_parser=p)
 
 
 def run(args) -> int:
     from policies.config import load_config
-    from strongroom.errors import UsageError
+
+    def usage(message: str) -> int:
+        """Exit 2 with the usage line, exactly as argparse's own errors (--json: one document too)."""
+        import sys
+
+        from pipelines.output import emit_error
+
+        text = f"{args.deposit_parser.prog}: error: {message}"
+        args.deposit_parser.print_usage(sys.stderr)
+        print(text, file=sys.stderr)
+        if getattr(args, "json", False):
+            emit_error(2, text)
+        return 2
 
     if args.abandon is not None:
         given = [f for f, v in (("SOURCE", args.source), ("--new-version", args.new_version)) if v]
         if given:
-            raise UsageError(f"--abandon KEY takes no {' or '.join(given)}: it gives up the deposit KEY as it is")
+            return usage(f"--abandon KEY takes no {' or '.join(given)}: it gives up the deposit KEY as it is")
         if not (args.reason or "").strip():
-            raise UsageError("--abandon KEY needs --reason TEXT (why the deposit is given up; it is recorded)")
+            return usage("--abandon KEY needs --reason TEXT (why the deposit is given up; it is recorded)")
         from pipelines import flow
 
         config = load_config(config_path(args))
@@ -59,11 +71,11 @@ def run(args) -> int:
         emit(args, outcome, abandon_text(outcome))
         return 0
     if args.reason is not None:
-        raise UsageError("--reason goes with --abandon KEY")
+        return usage("--reason goes with --abandon KEY")
     missing = [f for f, v in (("SOURCE", args.source), ("--library", args.library),
                               ("--collection", args.collection), ("--type", args.collection_type)) if not v]
     if missing:
-        raise UsageError(f"deposit needs {', '.join(missing)} (or --abandon KEY --reason TEXT to give up a "
+        return usage(f"deposit needs {', '.join(missing)} (or --abandon KEY --reason TEXT to give up a "
                          f"deposit)")
     config = load_config(config_path(args))
     outcome = deposit(config, args, source=args.source, library=args.library, collection=args.collection,
