@@ -101,3 +101,38 @@ def test_connections_the_server_closed_while_idle_are_not_used(seaweed):
     for _ in range(3):
         with a.open_file(BAG, "data/a.bin") as fh:
             assert fh.read() == blob
+
+
+def test_idle_connections_are_reused_with_descriptors_numbered_past_1024(seaweed):
+    """select() raises ValueError for a descriptor >= 1024 (FD_SETSIZE): a long audit holding
+    many files open must still reuse its kept-alive connections."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1400
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.fail(f"the hard RLIMIT_NOFILE ({hard}) is below {want}: cannot run this test here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    held = []
+    try:
+        while len(held) < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        bucket = seaweed.make_bucket()
+        a = S3Adapter("s3-w", "here", bucket=bucket, endpoint=seaweed.endpoint, region="us-east-1",
+                      prefix="w-" + uuid.uuid4().hex[:8], addressing_style="path", concurrency=2, max_attempts=1,
+                      credentials=Credentials(access_key=seaweed.access_key, secret_key=seaweed.secret_key))
+        blob = b"many descriptors" * 100
+        a.put_file(BAG, "data/a.bin", io.BytesIO(blob), size=len(blob),
+                   digests={"sha256": hashlib.sha256(blob).hexdigest()})
+        wire = a._direct._wire
+        assert wire._idle and all(c.sock.fileno() >= 1024 for c in wire._idle)
+        before = [id(c) for c in wire._idle]
+        for _ in range(3):
+            with a.open_file(BAG, "data/a.bin") as fh:
+                assert fh.read() == blob
+        assert any(id(c) in before for c in wire._idle)  # an idle connection was taken and given back
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
