@@ -28,6 +28,7 @@ import pytest
 from catalog.catalog import Catalog
 from fixity import audit as A
 from fixity import repair as R
+from fixity.judge_payload import _majority
 from ingest.naming import BagId
 from storage_adapters import safe_open
 from storage_adapters.base import NotFound, OddObject
@@ -244,13 +245,13 @@ def test_majority_needs_more_than_half_of_all_copies(arch2):
     looks = {t: A.check_replica(a, exp, kind=A.DEEP) for t, a in adapters.items()}
     copies = R._Copies(exp, looks)
     damaged = [(t, copies.problems[t]["data/a.txt"]) for t in looks]
-    assert R._majority(exp, copies, adapters, "data/a.txt", damaged, 2, A.DEFAULT_RETRY) is None
+    assert _majority(exp, copies, adapters, "data/a.txt", damaged, 2, A.DEFAULT_RETRY) is None
     # Three copies, two agreeing with their manifests: that is a majority of all copies.
     looks3 = dict(looks, **{"site-c": looks["site-b"]})
     copies3 = R._Copies(exp, looks3)
     adapters3 = dict(adapters, **{"site-c": adapters["site-b"]})
-    ref = R._majority(exp, copies3, adapters3, "data/a.txt", damaged + [("site-c", damaged[1][1])], 3,
-                      A.DEFAULT_RETRY)
+    ref = _majority(exp, copies3, adapters3, "data/a.txt", damaged + [("site-c", damaged[1][1])], 3,
+                    A.DEFAULT_RETRY)
     assert ref is not None and ref.digests["sha256"] == hashlib.sha256(b"C" * len(FILES["a.txt"])).hexdigest()
     # ... but not when a voter's manifest is not vouched for by its own tag manifest.
     arch2.put("site-b", "tagmanifest-sha256.txt", b"0" * 64 + b"  manifest-sha256.txt\n")
@@ -258,8 +259,8 @@ def test_majority_needs_more_than_half_of_all_copies(arch2):
     looks["site-b"] = A.check_replica(adapters["site-b"], exp, kind=A.DEEP)
     looks3 = dict(looks, **{"site-c": looks["site-b"]})
     copies3 = R._Copies(exp, looks3)
-    assert R._majority(exp, copies3, adapters3, "data/a.txt", damaged + [("site-c", damaged[1][1])], 3,
-                       A.DEFAULT_RETRY) is None
+    assert _majority(exp, copies3, adapters3, "data/a.txt", damaged + [("site-c", damaged[1][1])], 3,
+                     A.DEFAULT_RETRY) is None
 
 
 @pytest.fixture
