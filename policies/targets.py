@@ -36,7 +36,12 @@ FILESYSTEM_KEYS = ("type", "root", "site", "fixity", "libraries")
 S3_KEYS = ("type", "endpoint", "bucket", "region", "prefix", "site", "addressing_style", "storage_class",
            "multipart_threshold", "multipart_chunksize", "object_lock", "credentials", "verify_tls",
            "ca_bundle", "fixity", "retry_mode", "max_attempts", "connect_timeout", "read_timeout", "concurrency",
-           "libraries")
+           "libraries", "transport")
+#: how requests reach an S3 target. auto: in-memory PUTs/UploadParts and every GET go through the
+#: adapter's lean signed-request path (botocore's signer, less CPU per request) where it applies
+#: (a custom endpoint, standard retry mode); everything else through boto3. boto3: every request
+#: through the boto3 client, e.g. to rule the lean path out when a proxy or endpoint misbehaves.
+TRANSPORTS = ("auto", "boto3")
 RETRY_MODES = ("standard", "adaptive")
 MAX_CONCURRENCY = 256
 ADDRESSING_STYLES = ("path", "virtual", "auto")
@@ -68,7 +73,8 @@ class StorageTarget:
     storage_class (or None), multipart_threshold and multipart_chunksize (bytes),
     object_lock (bool: the bucket has S3 Object Lock, so policy retention is applied),
     credentials (None = the default AWS chain, or a mapping of access_key_env/secret_key_env/
-    session_token_env or profile), verify_tls (bool), ca_bundle (absolute path or None), and,
+    session_token_env or profile), verify_tls (bool), ca_bundle (absolute path or None),
+    transport (auto|boto3, see TRANSPORTS), and,
     only when the file sets them, the tuning keys retry_mode (standard|adaptive), max_attempts,
     connect_timeout and read_timeout (seconds, float) and concurrency (objects/parts in flight):
     left out, the adapter's own defaults apply.
@@ -243,7 +249,7 @@ def _read_s3_options(reader: Reader, data: Dict[str, Any], key: str, base: Path)
         "endpoint": None, "bucket": None, "region": None, "prefix": "", "addressing_style": "auto",
         "storage_class": None, "multipart_threshold": DEFAULT_MULTIPART_THRESHOLD,
         "multipart_chunksize": DEFAULT_MULTIPART_CHUNKSIZE, "object_lock": False, "credentials": None,
-        "verify_tls": True, "ca_bundle": None,
+        "verify_tls": True, "ca_bundle": None, "transport": "auto",
     }
     if "endpoint" in data:
         options["endpoint"] = _read_endpoint(reader, data["endpoint"], k("endpoint"))
@@ -284,6 +290,8 @@ def _read_s3_options(reader: Reader, data: Dict[str, Any], key: str, base: Path)
             reader.problem(k("ca_bundle"), f"{bundle} does not exist or is not a file; must be the path of a "
                                            f"PEM file of CA certificates")
         options["ca_bundle"] = None if bundle is None else str(bundle)
+    if "transport" in data:
+        options["transport"] = reader.choice(data["transport"], k("transport"), TRANSPORTS)
     if "retry_mode" in data:
         options["retry_mode"] = reader.choice(data["retry_mode"], k("retry_mode"), RETRY_MODES)
     if "max_attempts" in data:

@@ -185,6 +185,7 @@ class S3Adapter(S3Uploads, S3Multipart, S3Reads, S3Retention, S3Transport, S3Err
             multipart_chunksize=o.get("multipart_chunksize", 16 << 20),
             object_lock=o.get("object_lock", False), verify_tls=o.get("verify_tls", True),
             ca_bundle=o.get("ca_bundle"), credentials=resolve_credentials(target, environ),
+            direct_put=o.get("transport", "auto") != "boto3",  # boto3: no lean path (see s3_transport)
             retention=retention, source=None if target.source is None else str(target.source),
         )
         for key in cls.TUNING_KEYS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .base import NotFound, StorageError
+from .s3_connection_faults import explain_connection_fault
 from .s3_wire import Answer
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -112,15 +113,18 @@ class S3Errors:
         if isinstance(exc, StorageError):
             return exc
         code = self._code(exc)
-        if code is not None:
+        fault = explain_connection_fault(exc, self.endpoint, code)  # a refused certificate, a skewed clock
+        if fault is not None:
+            err: StorageError = StorageError(f"cannot {action}: {fault}", target=self.name, location=location)
+        elif code is not None:
             message = str(exc.response.get("Error", {}).get("Message") or "")  # type: ignore[attr-defined]
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")  # type: ignore[attr-defined]
             detail = f"S3 error {code}" + (f" (HTTP {status})" if status and str(status) != code else "")
             if message:
                 detail += f": {message}"
             if code in _NO_BUCKET:
-                err: StorageError = BucketMissing(f"cannot {action}: bucket {self.bucket!r} does not exist "
-                                                 f"({detail})", target=self.name, location=location)
+                err = BucketMissing(f"cannot {action}: bucket {self.bucket!r} does not exist "
+                                    f"({detail})", target=self.name, location=location)
             elif code in _MISSING:
                 err = NotFound(missing, target=self.name, location=location)
             elif code in _DENIED:
@@ -147,5 +151,5 @@ class S3Errors:
         err.message = self._scrub(err.message)
         err.args = (str(err),)
         err.s3_code = code  # type: ignore[attr-defined]
-        err.transient = _is_transient(exc, code)  # type: ignore[attr-defined]
+        err.transient = fault is None and _is_transient(exc, code)  # type: ignore[attr-defined]
         return err

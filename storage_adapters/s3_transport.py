@@ -2,8 +2,9 @@
 path for in-memory PUTs / UploadParts and GETs, which itself sends through `s3_wire` (plain
 http without a proxy) or botocore's URLLib3Session (https, proxies).
 
-The transport choice lives here and in one adapter setting: `S3Adapter.direct_put` (target
-option `direct_put`, default on for custom endpoints outside adaptive retry mode) enables
+The transport choice lives here and in one adapter setting: `S3Adapter.direct_put` (the
+target's `transport: auto | boto3`, see policies.targets: auto = on for custom endpoints outside
+adaptive retry mode, boto3 = off, so every request goes through the boto3 client) enables
 `_Direct`, which `S3Adapter._check_bucket` builds from the bucket URL boto3 used; `_Direct`
 picks `s3_wire` or urllib3 in its constructor. A redirect or region error (`_UseClient`) turns
 the lean path off for the adapter.
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 from strongroom.errors import ConfigError
 
 from .redact import install as _install_redaction
+from .s3_connection_faults import certificate_failure
 from .s3_errors import _REDIRECTS, _THROTTLING, _TRANSIENT, _client_error, _UseClient
 from .s3_records import _EMPTY_SHA256, _parse_timestamp
 from .s3_wire import Answer, Signer, Wire, query_string
@@ -79,7 +81,7 @@ class _Direct:
         self._adapter = adapter
         self._base = bucket_url if bucket_url.endswith("/") else bucket_url + "/"
         self._credentials = session.get_credentials()
-        verify: Union[bool, str] = adapter.ca_bundle or True
+        verify: Union[bool, str] = adapter.ca_bundle or _session_ca_bundle(session) or True
         if not adapter.verify_tls:
             verify = False
         self._http = URLLib3Session(verify=verify, proxies=get_environ_proxies(self._base),
@@ -144,8 +146,8 @@ class _Direct:
             try:
                 status, answer_headers, content = self._once(method, key, params, body, headers, payload_sha256,
                                                              stream)
-            except (bx.HTTPClientError, bx.ConnectionError, ConnectionError, TimeoutError):
-                if attempt >= adapter.max_attempts:
+            except (bx.HTTPClientError, bx.ConnectionError, ConnectionError, TimeoutError) as exc:
+                if attempt >= adapter.max_attempts or certificate_failure(exc) is not None:
                     raise
                 time.sleep(random.random() * min(0.05 * 2 ** (attempt - 1), 20.0))
                 continue
@@ -185,6 +187,19 @@ class _Direct:
         if stream and response.status_code < 300:
             return response.status_code, response.headers, response.raw
         return response.status_code, response.headers, response.content
+
+
+def _session_ca_bundle(session) -> Optional[str]:
+    """The CA bundle boto3 itself would use without a per-target one: AWS_CA_BUNDLE, or
+    ca_bundle in the AWS config file of the session's profile. The lean path must trust exactly
+    what the boto3 client trusts, or small objects and reads fail on a private CA."""
+    core = getattr(session, "_session", None)  # boto3.Session's botocore session
+    if core is None:
+        return None
+    try:
+        return core.get_config_variable("ca_bundle") or None
+    except Exception:  # noqa: BLE001 - a broken profile is reported by the boto3 client's first request
+        return None
 
 
 def _register_session_secrets(session) -> None:
