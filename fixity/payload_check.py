@@ -25,7 +25,7 @@ from strongroom.checksums import SUPPORTED
 from storage_adapters.base import CHUNK, NotFound, StorageAdapter, UnsafePath
 
 from .check_records import CORRUPTED, GROWN, MISSING, NOT_A_FILE, TRUNCATED, UNREADABLE, FileProblem
-from .retry import Retry, describe, is_transient
+from .retry import Retry, describe, is_transient, spent
 
 #: Parallel chunks: at most this many files or bytes per unit of work handed to a worker.
 CHUNK_FILES = 256
@@ -75,10 +75,12 @@ class FileChecker:
                 if not is_transient(exc):
                     raise
                 last = exc
+                if spent(exc):
+                    break  # the adapter already spent this object's retry budget: not another round
                 if attempt < self.retry.attempts - 1:
                     self.retry.pause(attempt)
-        return FileProblem(path, UNREADABLE, f"cannot be read after {self.retry.attempts} attempts "
-                                             f"({describe(last)}); inconclusive, not damage"), 0
+        tries = "" if spent(last) else f" after {self.retry.attempts} attempts"  # the adapter's message says
+        return FileProblem(path, UNREADABLE, f"cannot be read{tries} ({describe(last)}); inconclusive, not damage"), 0
 
     def _deep(self, path: str, size: int, expected: Mapping[str, str]) -> Tuple[Optional[FileProblem], int]:
         algorithms = [a for a in self.algorithms if a in expected] or [a for a in expected if a in SUPPORTED][:1]

@@ -1,6 +1,11 @@
 """Retrying what may be transient. A read error, timeout or server error is retried (`Retry`);
 if it persists the file is `unreadable` and the check inconclusive, never damage. NotFound and
 UnsafePath are answers, not failures, and programming errors are never swallowed.
+
+One budget per object: a failure its adapter already retried to the end of its own budget
+(storage_adapters.retrying, `spent`) is not retried again here - the S3 adapter's retries and
+these used to multiply (3 x 3 x 5 = 45 GETs for one file). `Retry` is the budget of adapters
+that do not retry themselves (file systems).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Tuple
 
 from storage_adapters.base import NotFound, StorageError, UnsafePath
+from storage_adapters.retrying import spent
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ def with_retry(retry: Retry, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except Exception as exc:
-            if not is_transient(exc) or attempt == retry.attempts - 1:
+            if not is_transient(exc) or spent(exc) or attempt == retry.attempts - 1:
                 raise
             retry.pause(attempt)
     raise AssertionError("unreachable")

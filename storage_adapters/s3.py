@@ -67,9 +67,9 @@ Module map (each layer one job; this module is the facade that assembles them):
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 from ingest.naming import BagId
@@ -83,6 +83,7 @@ from .base import (
     check_relpath,
 )
 from .redact import install as _install_redaction
+from .retrying import RetryPolicy, is_transient, object_budget, spent
 from .s3_catalog import CatalogS3, open_catalog_s3
 from .s3_errors import BucketMissing, RetentionUnsupported, S3Errors
 from .s3_multipart import S3Multipart
@@ -116,13 +117,13 @@ class S3Adapter(S3Uploads, S3Multipart, S3Reads, S3Retention, S3Transport, S3Err
                  ca_bundle: Optional[str] = None, credentials=None, retention: Any = None,
                  retry_mode: str = "standard", max_attempts: int = 5, connect_timeout: float = 10.0,
                  read_timeout: float = 60.0, max_pool_connections: Optional[int] = None,
-                 concurrency: int = DEFAULT_CONCURRENCY, object_attempts: int = 3, retry_delay: float = 1.0,
+                 concurrency: int = DEFAULT_CONCURRENCY, object_attempts: Optional[int] = None, retry_delay: float = 1.0,
                  direct_put: bool = True, source: Optional[str] = None):
         super().__init__(name, site)
         if retry_mode not in RETRY_MODES:
             raise ValueError(f"retry_mode must be one of {', '.join(RETRY_MODES)}, not {retry_mode!r}")
         for label, value in (("max_attempts", max_attempts), ("concurrency", concurrency),
-                             ("object_attempts", object_attempts)):
+                             ("object_attempts", max_attempts if object_attempts is None else object_attempts)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{label} must be a whole number >= 1, not {value!r}")
         self.bucket = bucket
@@ -144,8 +145,13 @@ class S3Adapter(S3Uploads, S3Multipart, S3Reads, S3Retention, S3Transport, S3Err
         self.concurrency = concurrency
         # put_files' objects and multipart parts can be in flight together: room for both
         self.max_pool_connections = max_pool_connections or max(10, 2 * concurrency + 2)
-        self.object_attempts = object_attempts
         self.retry_delay = float(retry_delay)
+        #: one budget per object (storage_adapters.retrying): `max_attempts` attempts in all, whichever
+        #: request fails (`object_attempts` overrides it); requests themselves are sent once, except in
+        #: adaptive mode, where botocore's client-side rate limiter needs its own retries
+        self.retry_policy = RetryPolicy(attempts=max_attempts if object_attempts is None else object_attempts,
+                                        base_delay=self.retry_delay)
+        self._request_attempts = max_attempts if retry_mode == "adaptive" else 1
         self._credentials = credentials
         # before any request can be logged: botocore & co. scrubbed at any level, these values too
         _install_redaction(getattr(credentials, "access_key", None), getattr(credentials, "secret_key", None),
@@ -232,38 +238,42 @@ class S3Adapter(S3Uploads, S3Multipart, S3Reads, S3Retention, S3Transport, S3Err
         return self._object_key(bag_id, relpath), loc
 
     def _backoff(self, attempt: int) -> float:
-        """Seconds to wait before attempt `attempt` + 1: exponential, capped at 20 s, with jitter
-        (many workers failing together must not come back together)."""
-        return min(20.0, self.retry_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        """Seconds to wait before attempt `attempt` + 1 (the retry policy's backoff with jitter)."""
+        return self.retry_policy.delay(attempt)
 
     def _retrying(self, loc: Optional[str], operation: Callable[[int, bool], T], *,
                   attempts: Optional[int] = None, before_retry: Optional[Callable[[], None]] = None) -> T:
         """Run `operation(attempt, is_last)`, again after a backoff while it fails transiently.
 
-        Each attempt is itself a series of requests that botocore retries; this level survives
-        what outlasts those (a server restarting, a long SlowDown). The final error says how
-        many attempts were made; errors that are not transient are raised at once.
+        All attempts at one object share one budget (storage_adapters.retrying): a nested call
+        for the same object (the HEAD after an upload, a part's listing) spends from the budget
+        of the operation around it, and requests are not retried underneath. `attempts` sets the
+        budget of an outermost call (1 for a source that cannot be read twice). The final error
+        says how many attempts were made and is marked spent, so that callers above do not
+        start over; errors that are not transient are raised at once.
         """
-        attempts = attempts or self.object_attempts
-        attempt = 1
-        while True:
-            try:
-                return operation(attempt, attempt >= attempts)
-            except StorageError as exc:
-                if not getattr(exc, "transient", False):
-                    raise
-                if attempt >= attempts:
-                    if attempts > 1:
-                        exc.message += f" (gave up after {attempts} attempts)"
-                        exc.args = (str(exc),)
-                    raise
-                delay = self._backoff(attempt)
-                log.warning("%s: %s; trying again in %.1f s (attempt %d of %d)", self.name,
-                            exc.message if loc is None else f"{loc}: {exc.message}", delay, attempt + 1, attempts)
-                time.sleep(delay)
-                if before_retry is not None:
-                    before_retry()
-                attempt += 1
+        policy = self.retry_policy if attempts is None else replace(self.retry_policy, attempts=attempts)
+        with object_budget(policy) as budget:
+            attempt = 1
+            while True:
+                try:
+                    return operation(attempt, budget.last)
+                except StorageError as exc:
+                    if spent(exc):  # a nested call on this object already gave up
+                        raise
+                    if not budget.fail(exc):
+                        if is_transient(exc) and budget.failures > 1:
+                            exc.message += f" (gave up after {budget.failures} attempts)"
+                            exc.args = (str(exc),)
+                        raise
+                    delay = self._backoff(budget.failures)
+                    log.warning("%s: %s; trying again in %.1f s (attempt %d of %d)", self.name,
+                                exc.message if loc is None else f"{loc}: {exc.message}", delay,
+                                budget.failures + 1, budget.policy.attempts)
+                    time.sleep(delay)
+                    if before_retry is not None:
+                        before_retry()
+                    attempt += 1
 
     def ensure_bucket(self) -> None:
         """StorageError unless the bucket exists and answers. Checked once, before the first write

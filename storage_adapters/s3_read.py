@@ -24,6 +24,7 @@ from typing import (
 from ingest.naming import BagId
 
 from .base import FileStat, StorageError, bag_segments
+from .retrying import Budget, current
 from .s3_errors import _MISSING, _UseClient
 from .s3_records import _Stored
 
@@ -40,8 +41,8 @@ class _ObjectReader(io.RawIOBase):
 
     A body that dies half way (connection reset, timeout, truncated answer) is re-opened at the
     byte where it stopped with a ranged GET pinned to the same object (VersionId, or If-Match on
-    the ETag), up to `object_attempts` times in a row with less than RESUME_PROGRESS bytes
-    read in between (a link that breaks every few bytes is given up on); a caller hashing the
+    the ETag), spending from the retry budget of the GET that opened it (failures are forgiven
+    once RESUME_PROGRESS bytes were read: a link that breaks every few bytes is given up on); a caller hashing the
     stream therefore still hashes one object's bytes exactly once. Other failures, and the last
     one, become StorageError naming the target and the object.
     """
@@ -57,8 +58,9 @@ class _ObjectReader(io.RawIOBase):
         self._etag = response.get("ETag")
         self._version = response.get("VersionId")
         self._pos = 0
-        self._failures = 0
         self._since_failure = 0
+        # the budget of the GET that opened this reader (one budget per object), else a fresh one
+        self._budget = current() or Budget(adapter.retry_policy)
 
     def readable(self) -> bool:
         return True
@@ -79,18 +81,17 @@ class _ObjectReader(io.RawIOBase):
                 self._pos += n
                 self._since_failure += n
                 if self._since_failure >= RESUME_PROGRESS:
-                    self._failures = 0
+                    self._budget.progressed()
             return n
 
     def _reopen(self, err: StorageError, transient: Optional[bool] = None) -> None:
         adapter = self._adapter
-        if transient is None:
-            transient = bool(getattr(err, "transient", False))
-        self._failures += 1
+        if transient is not None:
+            err.transient = transient  # type: ignore[attr-defined]
         self._since_failure = 0
-        if not transient or self._failures >= adapter.object_attempts:
+        if not self._budget.fail(err):
             raise err
-        delay = adapter._backoff(self._failures)
+        delay = adapter._backoff(self._budget.failures)
         log.warning("%s: %s: reading stopped at byte %d (%s); resuming there in %.1f s", adapter.name,
                     self._location, self._pos, err.message, delay)
         self._close_body()

@@ -72,23 +72,29 @@ class S3Retention:
                                f"object_lock: true, or a policy without retention for it",
                                target=self.name, location=loc)
         self.ensure_bucket()
-        try:
-            lock = self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
-        except Exception as exc:  # noqa: BLE001
-            code = self._code(exc)
-            if code in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound", "404",
-                        "NotImplemented", "InvalidRequest"):
-                lock = {}
-            else:
+
+        def lock_configuration(attempt: int, last: bool) -> Dict[str, Any]:
+            try:
+                return self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+            except Exception as exc:  # noqa: BLE001
+                code = self._code(exc)
+                if code in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound", "404",
+                            "NotImplemented", "InvalidRequest"):
+                    return {}
                 raise self._error(exc, "read the bucket's Object Lock configuration", loc) from None
+
+        def versioning(attempt: int, last: bool) -> Optional[str]:
+            try:
+                return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, "read the bucket's versioning state", loc) from None
+
+        lock = self._retrying(loc, lock_configuration)
         if lock.get("ObjectLockEnabled") != "Enabled":
             raise RetentionUnsupported(f"the policy asks for retention ({want}) but bucket {self.bucket!r} has no "
                                f"Object Lock (a bucket gets it only when created with Object Lock enabled); "
                                f"nothing was uploaded", target=self.name, location=loc)
-        try:
-            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, "read the bucket's versioning state", loc) from None
+        status = self._retrying(loc, versioning)
         if status != "Enabled":
             raise RetentionUnsupported(f"the policy asks for retention ({want}) but bucket {self.bucket!r} does not "
                                f"have versioning enabled (Object Lock needs it); nothing was uploaded",

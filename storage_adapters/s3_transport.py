@@ -147,7 +147,7 @@ class _Direct:
                 status, answer_headers, content = self._once(method, key, params, body, headers, payload_sha256,
                                                              stream)
             except (bx.HTTPClientError, bx.ConnectionError, ConnectionError, TimeoutError) as exc:
-                if attempt >= adapter.max_attempts or certificate_failure(exc) is not None:
+                if attempt >= adapter._request_attempts or certificate_failure(exc) is not None:
                     raise
                 time.sleep(random.random() * min(0.05 * 2 ** (attempt - 1), 20.0))
                 continue
@@ -157,7 +157,7 @@ class _Direct:
             code = error.response["Error"]["Code"]
             if code in _REDIRECTS:
                 raise _UseClient() from None
-            if code not in _TRANSIENT or attempt >= adapter.max_attempts:
+            if code not in _TRANSIENT or attempt >= adapter._request_attempts:
                 raise error
             base = 1.0 if code in _THROTTLING else 0.05
             time.sleep(random.random() * min(base * 2 ** (attempt - 1), 20.0))
@@ -256,7 +256,7 @@ class S3Transport:
             region_name=self.region,
             signature_version="s3v4",
             s3={"addressing_style": self.addressing_style},
-            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},
+            retries={"mode": self.retry_mode, "total_max_attempts": self._request_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=self.max_pool_connections,

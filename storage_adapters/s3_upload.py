@@ -243,10 +243,10 @@ class S3Uploads:
     def _source_attempts(self, src: Source) -> Tuple[int, Optional[Callable[[], None]]]:
         """How many whole attempts a source allows, and what puts it back at its start."""
         if isinstance(src, (str, os.PathLike)):
-            return self.object_attempts, None   # each attempt opens the file again
+            return self.retry_policy.attempts, None   # each attempt opens the file again
         if _seekable(src):
             start = src.tell()
-            return self.object_attempts, lambda: src.seek(start)  # type: ignore[union-attr]
+            return self.retry_policy.attempts, lambda: src.seek(start)  # type: ignore[union-attr]
         return 1, None  # an unseekable stream is read once; its multipart parts are still retried
 
     def _aborting_on_failure(self, key: str, loc: str, size: int, operation: Callable[[], T]) -> T:

@@ -89,11 +89,11 @@ def test_slowdown_5xx_and_resets_are_retried_until_the_object_is_stored(seaweed,
     assert a.stat_file(BAG, "data/x.txt").stored_digests == digests(data)
 
 
-def test_a_failure_that_outlasts_botocores_retries_is_retried_per_object(seaweed, proxy, bucket):
-    a = through(proxy, seaweed, bucket, max_attempts=2, object_attempts=3)
+def test_a_failure_is_retried_within_the_objects_budget(seaweed, proxy, bucket):
+    a = through(proxy, seaweed, bucket, max_attempts=4)
     data = b"object level"
     path = key_path(a, "data/o.txt")
-    proxy.fail("internal", method="PUT", path=path, times=3)  # attempt 1: 2 x 500; attempt 2: 500, then 200
+    proxy.fail("internal", method="PUT", path=path, times=3)  # 3 x 500 spend 3 of the 4 attempts, then 200
     assert a.put_file(BAG, "data/o.txt", io.BytesIO(data), size=len(data), digests=digests(data)) is PutOutcome.WRITTEN
     assert outcomes(proxy, "PUT", path) == ["internal", "internal", "internal", "200"]
     # each new attempt starts with a HEAD: an upload whose answer was lost would be found there
@@ -101,7 +101,7 @@ def test_a_failure_that_outlasts_botocores_retries_is_retried_per_object(seaweed
 
 
 def test_a_target_that_keeps_failing_gives_a_clear_error_and_stores_nothing(seaweed, proxy, bucket):
-    a = through(proxy, seaweed, bucket, max_attempts=2, object_attempts=2)
+    a = through(proxy, seaweed, bucket, max_attempts=2)
     data = b"never"
     proxy.fail("internal", method="PUT", path=f"/{bucket}/{a.prefix}/")
     with pytest.raises(StorageError) as info:
@@ -160,7 +160,7 @@ def test_a_get_resumed_on_a_changed_object_is_refused(seaweed, proxy, bucket):
 
 
 def test_a_failing_part_is_retried_alone(seaweed, proxy, bucket):
-    a = through(proxy, seaweed, bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_attempts=2)
+    a = through(proxy, seaweed, bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_attempts=4)
     data = random.Random(9).randbytes(12 * MiB)
     path = key_path(a, "data/m.bin")
     proxy.fail("internal", method="PUT", path=path, query=r"partNumber=2(&|$)", times=3)
@@ -197,7 +197,7 @@ def test_an_interrupted_multipart_upload_is_resumed_reusing_only_parts_that_matc
 
 def test_a_multipart_upload_that_finally_fails_is_aborted(seaweed, proxy, bucket):
     a = through(proxy, seaweed, bucket, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB,
-                max_attempts=1, object_attempts=2)
+                max_attempts=2)
     data = random.Random(11).randbytes(11 * MiB)
     proxy.fail("slowdown", method="PUT", path=key_path(a, "data/f.bin"), query="partNumber=3")
     with pytest.raises(StorageError, match="SlowDown"):
