@@ -30,10 +30,11 @@ only) replaces the HEAD for keys it shows absent: If-None-Match still guards the
 version and the old one is kept.
 
 Failures that pass (5xx, 503 SlowDown and other throttling, connection resets, timeouts) are
-retried at two levels: botocore retries each request (`retry_mode` standard or adaptive,
-`max_attempts`, exponential backoff with jitter), and whole-object operations are retried
-`object_attempts` times with a longer backoff: a put starts again with a HEAD (an upload whose
-answer was lost is then found identical), a GET whose body dies half way is re-opened at the
+retried under one policy (storage_adapters.retrying): each object gets one budget of
+`max_attempts` attempts in all (`object_attempts` overrides it), whichever of its requests fails,
+with exponential backoff and jitter from `retry_delay`; requests are sent once underneath
+(botocore keeps its own retries only in `retry_mode: adaptive`, whose rate limiter needs them).
+A put starts again with a HEAD (an upload whose answer was lost is then found identical), a GET whose body dies half way is re-opened at the
 byte where it stopped, pinned to the same object version (If-Match / VersionId), so the reader's
 running hash stays valid. A multipart upload interrupted by a transient failure is resumed: its
 parts already on the server are listed and each is reused only when its size and checksum
