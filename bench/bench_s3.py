@@ -47,7 +47,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,6 +91,19 @@ def run_tool(argv: List[str], env: Dict[str, str]) -> None:
         raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
 
 
+def replicate_and_verify(adapter: S3Adapter, bag_dir: Path, bag_id: BagId, inventory, workers: int) -> Tuple[float, float]:
+    """Seconds to replicate the bag (every object server-verified), and to replicate it and then
+    re-read and re-hash every object (`verify_replica(deep=True)`, as a deposit does)."""
+    start = time.perf_counter()
+    result = replicate_bag(adapter, bag_dir, bag_id)
+    mid = time.perf_counter()
+    assert result.files_written == len(inventory.digests), result
+    check = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True, workers=workers)
+    end = time.perf_counter()
+    assert check.ok, check.problems[:5]
+    return mid - start, end - start
+
+
 def load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -118,16 +131,9 @@ def bench_corpora(args) -> None:
 
         def strongroom(server: SeaweedServer, bucket: str) -> None:
             adapter = adapter_for(server, bucket, args.concurrency)
-            start = time.perf_counter()
-            result = replicate_bag(adapter, bag_dir, bag_id)
-            mid = time.perf_counter()
-            assert result.files_written == len(inventory.digests), result
-            check = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True,
-                                   workers=args.concurrency)
-            end = time.perf_counter()
-            assert check.ok, check.problems[:5]
-            times["strongroom replicate_bag (server-verified)"].append(mid - start)
-            times["strongroom + deep verify (re-read all)"].append(end - start)
+            replicated, verified = replicate_and_verify(adapter, bag_dir, bag_id, inventory, args.concurrency)
+            times["strongroom replicate_bag (server-verified)"].append(replicated)
+            times["strongroom + deep verify (re-read all)"].append(verified)
 
         def rclone(transfers: int, checkers: int) -> Callable[[SeaweedServer, str], None]:
             label = f"rclone copy --checksum --transfers {transfers} --checkers {checkers}"
@@ -195,16 +201,9 @@ def bench_https(args) -> None:
                 adapter = adapter_for(server, server.make_bucket(), args.concurrency,
                                       direct_put=transport == "auto")
                 os.sync()
-                start = time.perf_counter()
-                result = replicate_bag(adapter, bag_dir, bag_id)
-                mid = time.perf_counter()
-                assert result.files_written == len(inventory.digests), result
-                check = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True,
-                                       workers=args.concurrency)
-                end = time.perf_counter()
-                assert check.ok, check.problems[:5]
-                times[label.replace(" + deep verify", " replicate only")].append(mid - start)
-                times[label].append(end - start)
+                replicated, verified = replicate_and_verify(adapter, bag_dir, bag_id, inventory, args.concurrency)
+                times[label.replace(" + deep verify", " replicate only")].append(replicated)
+                times[label].append(verified)
             return run
 
         def rclone(transfers: int) -> Callable[[Dict[bool, SeaweedServer]], None]:
