@@ -432,9 +432,7 @@ def _clean_up(area: ReceivingArea, batch: Batch, here: Path, preserved: bool, op
             manifest = here / "taken.json"
             taken = [AreaObject(**o) for o in json.loads(manifest.read_text("utf-8"))] if manifest.is_file() else []
         now = {o.key: o for o in area.list(batch.prefix)}
-        for obj in taken:
-            if now.get(obj.key) == obj:
-                area.delete(obj.key)
+        area.delete_many([obj.key for obj in taken if now.get(obj.key) == obj])
     area.delete(batch.marker(READY))
     if here.exists():
         remove_tree(here)

@@ -77,6 +77,11 @@ class ReceivingArea:
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def delete_many(self, keys: List[str]) -> None:
+        """Remove these objects (absent ones are no error); S3 sends them 1,000 to a request."""
+        for key in keys:
+            self.delete(key)
+
     def read_small(self, key: str, limit: int) -> Optional[bytes]:
         """The whole object if it is at most `limit` bytes; None if absent; StorageError if larger
         (a marker is a few lines: a huge one is refused, not read into memory)."""
@@ -174,6 +179,28 @@ class S3Area(ReceivingArea):
                 raise ad._error(exc, "delete", loc) from None
 
         ad._retrying(loc, run)
+
+    def delete_many(self, keys: List[str]) -> None:
+        ad = self.adapter
+        ad.ensure_bucket()
+        for start in range(0, len(keys), 1000):
+            chunk = [self._full(k) for k in keys[start:start + 1000]]
+            loc = self.location(keys[start])
+
+            def run(attempt: int, last: bool) -> None:
+                try:
+                    answer = ad.client.delete_objects(Bucket=ad.bucket, Delete={
+                        "Objects": [{"Key": k} for k in chunk], "Quiet": True})
+                except Exception as exc:  # noqa: BLE001
+                    raise ad._error(exc, "delete", loc) from None
+                errors = [e for e in answer.get("Errors") or () if e.get("Code") not in ("NoSuchKey", "404")]
+                if errors:
+                    first = errors[0]
+                    raise StorageError(f"cannot delete {len(errors)} object(s), e.g. {first.get('Key')}: "
+                                       f"{first.get('Code')} {first.get('Message') or ''}".strip(),
+                                       target=ad.name, location=loc)
+
+            ad._retrying(loc, run)
 
     def exists(self, key: str) -> bool:
         self.adapter.ensure_bucket()
