@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import uuid
 
 import pytest
 
@@ -19,11 +18,10 @@ from fixity.check_records import MISSING, UNREADABLE
 from fixity.payload_check import FileChecker
 from fixity.retry import Retry, with_retry
 from ingest.naming import BagId
-from policies.config import Credentials
 from storage_adapters.base import StorageError
 from storage_adapters.retrying import Budget, RetryPolicy, is_transient, spent
 from storage_adapters.s3 import S3Adapter
-from tests.s3proxy import S3Proxy
+from tests.test_s3_faults import bucket, proxy, through  # noqa: F401 - the fault proxy's fixtures
 
 BAG = BagId.parse("LIB/COLL/20240102T030405Z-1")
 DATA = b"one budget per object " * 4000
@@ -31,22 +29,9 @@ SHA = hashlib.sha256(DATA).hexdigest()
 AUDIT_RETRY = Retry(attempts=3, delays=(0.0,))   # audit's default number of attempts, without the waits
 
 
-@pytest.fixture
-def proxy(seaweed):
-    with S3Proxy(seaweed.ports["s3"]) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed):
-    return seaweed.make_bucket()
-
-
 def adapter(proxy, seaweed, bucket, **kw) -> S3Adapter:
     kw.setdefault("retry_delay", 0.001)
-    return S3Adapter("s3-budget", "site-b", bucket=bucket, endpoint=proxy.endpoint, region="us-east-1",
-                     prefix="b-" + uuid.uuid4().hex[:10], addressing_style="path",
-                     credentials=Credentials(access_key=seaweed.access_key, secret_key=seaweed.secret_key), **kw)
+    return through(proxy, seaweed, bucket, **kw)
 
 
 def stored(proxy, seaweed, bucket, **kw):
