@@ -80,6 +80,14 @@ def test_identical_deposit_stores_nothing_and_says_which_bag_it_equals(tmp_path,
     assert "nothing was stored" in text.out and "--new-version" in text.out, text.out
     assert "failed" not in text.out
 
+    anyway = strongroom(capsys, *deposit_argv(arch, source, "dup", "--new-version"))   # a version, no new file
+    assert anyway.code == 0, anyway.err
+    v2_id = anyway.data["bags"][0]["id"]
+    for target in TARGETS:
+        assert _payload(arch, target, v2_id) == {}
+        assert len((arch.bag_folder(target, v2_id) / "fetch.txt").read_text("utf-8").splitlines()) == \
+            len(tree_digests(source))
+
 
 def test_new_version_stores_only_changed_files_and_references_the_rest(tmp_path, capsys):
     arch = make_archive(tmp_path)
@@ -157,20 +165,6 @@ def test_audit_names_a_fetched_file_that_no_registered_bag_holds(tmp_path, capsy
     fetch_findings = [f for f in found if f["kind"] == "fetch-unverified"]
     assert fetch_findings and all(ghost in f["detail"] and "does not hold" in f["detail"] for f in fetch_findings)
     assert not [f for f in found if f["kind"] == "missing"], found
-
-
-def test_new_version_of_identical_content_stores_no_payload_file(tmp_path, capsys):
-    arch = make_archive(tmp_path)
-    source = make_source(tmp_path / "source", small=2, small_size=1024)
-    v1 = strongroom(capsys, *deposit_argv(arch, source, "same"))
-    assert v1.code == 0
-    v2 = strongroom(capsys, *deposit_argv(arch, source, "same", "--new-version"))
-    assert v2.code == 0, v2.err
-    v2_id = v2.data["bags"][0]["id"]
-    for target in TARGETS:
-        assert _payload(arch, target, v2_id) == {}
-        assert len((arch.bag_folder(target, v2_id) / "fetch.txt").read_text("utf-8").splitlines()) == \
-            len(tree_digests(source))
 
 
 def test_catalog_rebuild_takes_a_version_bag_whole_without_calling_fetched_files_missing(tmp_path, capsys):
