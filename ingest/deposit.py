@@ -22,7 +22,7 @@ from . import supplied as supplied_mod
 from .bag import BagPlan, BuiltBag, discard, finish_bag
 from .metadata import Provenance
 from .naming import CLAIMS_DIR, BagId, check_code, check_title, claim_stamp
-from .scan import ScanResult, SourceFile, scan_source
+from .scan import ScanResult, scan_source
 from .split import plan_parts
 from .versions import Duplicate, Earlier, staged_listing
 from .stage import StagedFile, StageTask, StagingProblem, make_parent_dirs, staging_error, stage_files

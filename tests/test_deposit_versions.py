@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Dict, List
 
 from tests.test_deposit_pipeline import (LIB, TARGETS, Archive, deposit_argv, make_archive, make_source,
