@@ -68,3 +68,9 @@ def test_the_test_extra_brings_what_tests_and_ci_use():
     # bagit cross-checks the BagIt rules in tests; the CI tools run from .ci/run.
     for needed in ("bagit", "pytest", "pytest-timeout", "import-linter", "ruff"):
         assert needed in test_extra, f"setup.py's test extra lacks {needed}"
+
+
+def test_every_test_has_a_timeout(pytestconfig):
+    """pytest.ini's `timeout` (pytest-timeout): a hung test (a server that never answers, a
+    deadlocked worker) fails with its stack instead of holding CI until its 90 minutes run out."""
+    assert float(pytestconfig.getini("timeout") or 0) > 0, "pytest.ini sets no timeout"
