@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from strongroom.errors import ConfigError
 
+from .s3_transport import proxy_for, trusted_ca_bundle
+
 if TYPE_CHECKING:
     from .s3 import S3Adapter
 
@@ -68,8 +70,13 @@ def open_catalog_s3(location: str, target=None, *, environ: Optional[Mapping[str
             raise ConfigError(f"storage target {target.name!r} has verify_tls: false, which pyarrow's S3 file "
                               f"system cannot do for the catalog; give its CA certificates as ca_bundle instead",
                               path=source, key=f"storage.{target.name}.verify_tls")
-    if adapter.ca_bundle:
-        kwargs["tls_ca_file_path"] = adapter.ca_bundle
+    # pyarrow reads neither AWS_CA_BUNDLE nor HTTPS_PROXY/NO_PROXY: give it what boto3 uses
+    bundle = trusted_ca_bundle(adapter)
+    if bundle:
+        kwargs["tls_ca_file_path"] = bundle
+    proxy = proxy_for(adapter.endpoint) if adapter.endpoint else None
+    if proxy:
+        kwargs["proxy_options"] = proxy
     creds = adapter._credentials
     if creds is not None and creds.profile:
         import boto3

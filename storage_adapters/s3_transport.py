@@ -81,7 +81,9 @@ class _Direct:
         self._adapter = adapter
         self._base = bucket_url if bucket_url.endswith("/") else bucket_url + "/"
         self._credentials = session.get_credentials()
-        verify: Union[bool, str] = adapter.ca_bundle or _session_ca_bundle(session) or True
+        # boto3.Session keeps its botocore session as _session
+        verify: Union[bool, str] = adapter.ca_bundle or _configured_ca_bundle(getattr(session, "_session", None)) \
+            or True
         if not adapter.verify_tls:
             verify = False
         self._http = URLLib3Session(verify=verify, proxies=get_environ_proxies(self._base),
@@ -189,17 +191,38 @@ class _Direct:
         return response.status_code, response.headers, response.content
 
 
-def _session_ca_bundle(session) -> Optional[str]:
-    """The CA bundle boto3 itself would use without a per-target one: AWS_CA_BUNDLE, or
-    ca_bundle in the AWS config file of the session's profile. The lean path must trust exactly
-    what the boto3 client trusts, or small objects and reads fail on a private CA."""
-    core = getattr(session, "_session", None)  # boto3.Session's botocore session
+def _configured_ca_bundle(core) -> Optional[str]:
+    """The CA bundle boto3 itself uses without a per-target one, from botocore session `core`:
+    AWS_CA_BUNDLE, or ca_bundle in the AWS config file of its profile. The lean path (and
+    pyarrow, for the catalog) must trust exactly what the boto3 client trusts, or small objects
+    and reads fail on a private CA."""
     if core is None:
         return None
     try:
         return core.get_config_variable("ca_bundle") or None
     except Exception:  # noqa: BLE001 - a broken profile is reported by the boto3 client's first request
         return None
+
+
+def trusted_ca_bundle(adapter: "S3Adapter") -> Optional[str]:
+    """The CA bundle a client other than boto3 (pyarrow's, for the catalog) must trust to see
+    what boto3 sees: the target's ca_bundle, else boto3's default (AWS_CA_BUNDLE, or ca_bundle
+    in the AWS config file); None = the system's."""
+    import botocore.session
+
+    return adapter.ca_bundle or _configured_ca_bundle(botocore.session.get_session())
+
+
+def proxy_for(url: str) -> Optional[str]:
+    """The http(s) proxy that requests to `url` go through, by botocore's rules (HTTPS_PROXY or
+    HTTP_PROXY by the URL's scheme, unless NO_PROXY names its host); None = direct. For clients
+    that do not read the environment themselves (pyarrow's)."""
+    from urllib.parse import urlsplit
+
+    from botocore.utils import get_environ_proxies
+
+    proxy = get_environ_proxies(url).get(urlsplit(url).scheme)
+    return proxy if proxy and urlsplit(proxy).scheme in ("http", "https") else None
 
 
 def _register_session_secrets(session) -> None:

@@ -317,3 +317,25 @@ def test_transport_key_is_validated(tmp_path):
         load_config(path)
     text = str(info.value)
     assert "storage.s3.transport" in text and "auto, boto3" in text and str(path) in text, text
+
+
+# ---------------------------------------------------------------------------------------------
+# the catalog's S3 access (pyarrow) sees what boto3 sees
+
+
+def test_catalog_on_s3_trusts_aws_ca_bundle_and_goes_through_the_proxy(tls_server, bucket, ca, monkeypatch):
+    from storage_adapters.s3_catalog import open_catalog_s3
+
+    monkeypatch.setenv("SR_TR_KEY", tls_server.access_key)
+    monkeypatch.setenv("SR_TR_SECRET", tls_server.secret_key)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(ca.cert))
+    root = f"{bucket}/cat-{uuid.uuid4().hex[:8]}"
+    with ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        catalog = open_catalog_s3(f"s3://{root}", target(tls_server, bucket))
+        with catalog.filesystem.open_output_stream(f"{root}/part-0.parquet") as fh:
+            fh.write(b"written by pyarrow")
+        assert proxy.tunnels >= 1 and proxy.refused == 0
+    monkeypatch.delenv("HTTPS_PROXY")
+    raw = tls_server.client().get_object(Bucket=bucket, Key=root.split("/", 1)[1] + "/part-0.parquet")
+    assert raw["Body"].read() == b"written by pyarrow"
