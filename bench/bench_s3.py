@@ -91,6 +91,15 @@ def run_tool(argv: List[str], env: Dict[str, str]) -> None:
         raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
 
 
+def stage_corpus(work: Path, corpus: str, rng: random.Random, scale: float) -> tuple:
+    """The staged bag of `corpus` (built once under `work`): (bag folder, files, bytes, payload
+    folder, bag id, inventory)."""
+    sizes = CORPORA[corpus](rng, scale)
+    bag_dir = build_bag(work / (f"bag-{corpus}" + ("" if scale == 1 else f"-{scale}")), sizes)
+    return (bag_dir, len(sizes), sum(sizes), str(bag_dir / "data"), BagId.parse(f"BENCH/{corpus}/20240101T000000Z-1"),
+            bag_inventory(bag_dir))
+
+
 def replicate_and_verify(adapter: S3Adapter, bag_dir: Path, bag_id: BagId, inventory, workers: int) -> Tuple[float, float]:
     """Seconds to replicate the bag (every object server-verified), and to replicate it and then
     re-read and re-hash every object (`verify_replica(deep=True)`, as a deposit does)."""
@@ -120,12 +129,7 @@ def bench_corpora(args) -> None:
     (aws_dir / "tuned").write_text(f"[default]\ns3 =\n  max_concurrent_requests = {args.tuned}\n")
     (aws_dir / "default").write_text("[default]\n")
     for corpus in args.only.split(","):
-        sizes = CORPORA[corpus](rng, args.scale)
-        bag_dir = build_bag(work / (f"bag-{corpus}" + ("" if args.scale == 1 else f"-{args.scale}")), sizes)
-        files, size = len(sizes), sum(sizes)
-        payload = str(bag_dir / "data")
-        bag_id = BagId.parse(f"BENCH/{corpus}/20240101T000000Z-1")
-        inventory = bag_inventory(bag_dir)
+        bag_dir, files, size, payload, bag_id, inventory = stage_corpus(work, corpus, rng, args.scale)
         times: Dict[str, List[float]] = collections.defaultdict(list)
         notes: Dict[str, str] = {}
 
@@ -184,12 +188,7 @@ def bench_https(args) -> None:
     ca = CertificateAuthority.create(work / "tls")
     cert = ca.issue("server")
     for corpus in args.only.split(","):
-        sizes = CORPORA[corpus](rng, args.scale)
-        bag_dir = build_bag(work / (f"bag-{corpus}" + ("" if args.scale == 1 else f"-{args.scale}")), sizes)
-        files, size = len(sizes), sum(sizes)
-        payload = str(bag_dir / "data")
-        bag_id = BagId.parse(f"BENCH/{corpus}/20240101T000000Z-1")
-        inventory = bag_inventory(bag_dir)
+        bag_dir, files, size, payload, bag_id, inventory = stage_corpus(work, corpus, rng, args.scale)
         times: Dict[str, List[float]] = collections.defaultdict(list)
         notes: Dict[str, str] = {}
 
