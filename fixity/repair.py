@@ -24,15 +24,13 @@ from catalog.catalog import Catalog
 from fixity import audit as A
 from fixity import open_detail as D
 from fixity import trust
-# Also imported here so that `fixity.repair.X` keeps working for every name it always had (the
-# callers, the tests and their monkeypatches of `_record`, which audit_bag looks up here).
-from fixity.audit_record import (AGENT, DETAIL_MAX, DETAIL_PREFIX, MAX_FILE_EVENTS, MAX_INCONCLUSIVE_EVENTS,
-                                 _event, _parse_time, _record, _replica_detail, _replica_record)
-from fixity.bag_audit import (DISPUTED_STATE, FAILURE, GOOD_STATES, INCONCLUSIVE, REPAIRED, SKIPPED, SUCCESS,
-                              BagAudit, Reference, RepairAction, ReplicaOutcome, _Fix)
-from fixity.judge_payload import _Copies, _majority, judge_payload
+# audit_bag looks `_record` up here, so the tests monkeypatch it here.
+from fixity.audit_record import DETAIL_PREFIX, _record
+from fixity.bag_audit import (DISPUTED_STATE, FAILURE, INCONCLUSIVE, REPAIRED, SKIPPED, SUCCESS, BagAudit,
+                              Reference, RepairAction, ReplicaOutcome, _Fix)
+from fixity.judge_payload import _Copies, judge_payload
 from fixity.judge_tags import expected_tag_names, judge_tags, tag_fixes
-from fixity.repairer import _missing_bag_fixes, _Repairer, _repair_order, _SourceStream
+from fixity.repairer import _missing_bag_fixes, _Repairer, _repair_order
 from strongroom.errors import StrongroomError
 from storage_adapters.base import StorageAdapter
 

@@ -6,7 +6,7 @@ JSON), what could not be audited and what is still overdue. The JSON is written 
 to `<staging>/.audit/summaries/<run id>.json` and copied to `latest.json` there, so a
 monitoring check can read one fixed path (`exit_code`, `counts`, `remaining`, `finished_at`).
 
-Every run also reports the archive's *open findings* (`reports.findings`): all outstanding
+Every run also reports the archive's *open findings* (`catalog.findings`): all outstanding
 damage and doubt in the copies' current catalog records within the run's --library /
 --collection / --bag filter, whatever this run selected. A copy an earlier run left damaged
 (no good copy, or --no-repair) is not due again for a while, but the next `audit --due` still

@@ -23,7 +23,7 @@ and then found damaged again is not repaired). `repairs` counts successful repai
 which include extra files set aside, so they can outnumber the damage repaired.
 
 Damage outlives the period it was found in: `open_findings` lists every finding outstanding at
-report time (reports.findings, the same rows as the preservation report), whatever --since and
+report time (catalog.findings, the same rows as the preservation report), whatever --since and
 --until select, so an audit window that starts after a file was found damaged (and left so)
 still shows it. The HTML form shows them first, the JSON form as `open_findings` (their count in
 `summary`); the CSV form stays one row per event of the period (the preservation report's CSV

@@ -19,13 +19,13 @@ import pyarrow.compute as pc
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
+from catalog.findings import open_findings
 from catalog.ledger import LedgerReport, verify_store
 from catalog.schema import TIMESTAMP
 from policies.units import format_duration
 from reports import ndsa
 from reports.common import Scope, in_period, lookup, plain, select_bags
 from reports.scan import file_aggregate, sum_by
-from reports.findings import open_findings
 from reports.status import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, location_groups, replica_table
 
 AUDIT_TYPE = "fixity check"
@@ -74,14 +74,14 @@ class PreservationReport:
     events_by_type: List[Dict[str, Any]]     # type, outcome, events (in the period)
     ndsa: List[ndsa.CollectionAssessment]
     facts: List[ndsa.Facts]
-    # Every open finding (reports.findings: bag, target, file, kind, since) of the bags in scope,
+    # Every open finding (catalog.findings: bag, target, file, kind, since) of the bags in scope,
     # whatever the period: damage stays in the report until a later check resolves it.
     open_findings: List[Dict[str, Any]] = field(default_factory=list)
     # The config's locations (location, targets, sites, shared_by: why its targets are one) and,
     # per collection, how many separate locations hold its good copies (the NDSA storage figures).
     locations: List[Dict[str, Any]] = field(default_factory=list)
     collection_locations: List[Dict[str, Any]] = field(default_factory=list)
-    # Deposits that did not finish (reports.deposits): failed, unfinished and abandoned ones,
+    # Deposits that did not finish (ingest.deposit_states): failed, unfinished and abandoned ones,
     # whatever the period, so a deposit that never reached the archive is on the record.
     deposits: List[Dict[str, Any]] = field(default_factory=list)
 
@@ -199,7 +199,7 @@ FINDING_COLUMNS = ["bag", "library", "collection", "target", "site", "state", "k
 
 
 def finding_rows(catalog: Catalog, copies: pa.Table) -> List[Dict[str, Any]]:
-    """Every open finding of the copies (reports.findings), with the bag's library and collection
+    """Every open finding of the copies (catalog.findings), with the bag's library and collection
     and its times as datetimes (the JSON form writes them as ISO 8601 UTC, like every time).
     `copies` is `copies_table`: the fixity report shares this, so both reports list the same."""
     where = {r["bag_id"]: (r["library"], r["collection"])
@@ -223,7 +223,7 @@ def deposit_rows(config, scope: Scope) -> List[Dict[str, Any]]:
     (`deposit --abandon`, with its reason) and unfinished, from the staging state folders."""
     from pathlib import Path
 
-    from reports.deposits import unfinished_deposits
+    from ingest.deposit_states import unfinished_deposits
 
     out = []
     for d in unfinished_deposits(Path(config.staging), library=scope.library, collection=scope.collection,

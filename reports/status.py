@@ -8,8 +8,8 @@ each bag row already carries its file and byte counts (checked equal to its file
 bag was registered), so the query costs the same for ten files or ten million.
 
 The parts live in their own modules, all re-exported here: the replica table, its states and
-what overdue means (`reports.replicas`), target locations and reachability (`reports.targets`),
-unfinished deposits (`reports.deposits`), the records and their JSON form
+what overdue means (`catalog.replicas`), target locations and reachability (`reports.targets`),
+unfinished deposits (`ingest.deposit_states`), the records and their JSON form
 (`reports.status_records`) and the text form (`reports.status_text`). This module builds the
 status from them: flags per copy and bag, and totals.
 
@@ -22,7 +22,7 @@ Flags, and what they mean for the exit code of `strongroom status`:
                      deposit-failed (an unfinished deposit with a recorded failure)
   warnings (exit 0)  overdue-deep, overdue-quick, unknown-policy, deposit-unfinished
 
-A copy in trouble shows its open findings (`reports.findings`: file, kind, since when, from the
+A copy in trouble shows its open findings (`catalog.findings`: file, kind, since when, from the
 ledger) and the detail of the record that put it there, not of a later passing quick check,
 until a later check resolves them. Each bag's count of locations holding a good copy is shown.
 """
@@ -37,10 +37,10 @@ import pyarrow as pa
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
+from catalog.findings import OpenCopy, OpenFinding, open_copies  # noqa: F401
+from catalog.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
 from catalog.schema import utc_now
-from reports.deposits import DepositStatus, unfinished_deposits  # noqa: F401
-from reports.findings import OpenCopy, OpenFinding, open_copies  # noqa: F401
-from reports.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
+from ingest.deposit_states import DepositStatus, unfinished_deposits  # noqa: F401
 from reports.status_records import (
     PROBLEM_FLAGS,
     WARNING_FLAGS,

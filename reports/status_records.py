@@ -10,9 +10,9 @@ import datetime as _dt
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
+from catalog.findings import OpenFinding
+from ingest.deposit_states import DepositStatus
 from policies.units import add_years
-from reports.deposits import DepositStatus
-from reports.findings import OpenFinding
 from reports.targets import TargetStatus
 
 PROBLEM_FLAGS = ("damaged", "failed", "missing", "disputed", "inconclusive", "absent", "unverified", "unreachable",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from catalog.catalog import Catalog
-from reports.replicas import ABSENT
+from catalog.replicas import ABSENT
 
 #: An S3 target's reachability check: one HEAD of its bucket, no retries, short timeouts.
 S3_CHECK_TIMEOUTS = {"max_attempts": 1, "connect_timeout": 3.0, "read_timeout": 5.0}

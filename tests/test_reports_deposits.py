@@ -27,7 +27,7 @@ def failing_source(folder: Path) -> Path:
 
 
 def test_failed_and_abandoned_deposits_are_listed(arch, tmp_path):
-    from reports.deposits import unfinished_deposits
+    from ingest.deposit_states import unfinished_deposits
 
     for name in ("first", "second"):
         src = failing_source(tmp_path / name)

@@ -189,9 +189,9 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
 
 def outstanding(config, catalog, *, library: Optional[str] = None, collection: Optional[str] = None,
                 bag: Optional[str] = None, now=None):
-    """Every open finding (`reports.findings`) of the bags matching the filters, read from the
+    """Every open finding (`catalog.findings`) of the bags matching the filters, read from the
     catalog after the run: what this run did not select is reported too."""
-    from reports.findings import open_findings
+    from catalog.findings import open_findings
     from reports.status import replica_table
 
     bags = catalog.bags(library, collection, bag)
