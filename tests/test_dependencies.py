@@ -11,7 +11,9 @@ that other package stops bringing it. The imports are read by import-linter's gr
 from __future__ import annotations
 
 import ast
+import importlib.util
 import sys
+import sysconfig
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Dict, List, Set
@@ -39,11 +41,20 @@ def _names(requirements: List[str]) -> Set[str]:
     return {Requirement(r).name.lower().replace("_", "-") for r in requirements}
 
 
+def _is_stdlib(name: str) -> bool:
+    """Python 3.10+ lists the standard library; 3.9 (setup.py's floor) is asked where it lives."""
+    if hasattr(sys, "stdlib_module_names"):
+        return name in sys.stdlib_module_names
+    spec = importlib.util.find_spec(name)
+    origin = (spec.origin or "") if spec is not None else ""
+    return origin in ("built-in", "frozen") or origin.startswith(sysconfig.get_paths()["stdlib"])
+
+
 def _imported_distributions() -> Dict[str, Set[str]]:
     """distribution name -> the top-level modules of it that runtime code imports."""
     graph = grimp.build_graph(*RUNTIME_PACKAGES, include_external_packages=True)
     external = {m for m in graph.modules if "." not in m and m not in RUNTIME_PACKAGES
-                and m not in sys.stdlib_module_names}
+                and not _is_stdlib(m)}
     providers = packages_distributions()
     out: Dict[str, Set[str]] = {}
     for module in external:
