@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import socket
 import struct
 import threading
@@ -38,6 +37,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional, Tuple
+
+from strongroom.sockets import idle_socket_quiet
 
 DEFAULT_TIMEOUT = 60.0          # seconds for connecting and for each reply
 DEFAULT_STREAM_MAX = 25 * 2**20  # clamd's own StreamMaxLength default (25M)
@@ -188,10 +189,10 @@ class _Session:
         if self.pid != os.getpid() or time.monotonic() - self.idle_since > REUSE_IDLE:
             return False
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            # EOF, or a reply nobody asked for: either way, not this session
+            return idle_socket_quiet(self.sock)
         except (OSError, ValueError):
             return False
-        return not readable  # EOF, or a reply nobody asked for: either way, not this session
 
     def close(self) -> None:
         # In a forked child this closes only the child's copy of the descriptor: the parent's

@@ -20,11 +20,12 @@ import hashlib
 import hmac
 import http.client
 import io
-import select
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
+
+from strongroom.sockets import idle_socket_quiet
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 
@@ -89,17 +90,6 @@ class Signer:
                                     f"SignedHeaders={';'.join(names)}, Signature={signature}")
 
 
-def _quiet(sock) -> bool:
-    """True if an idle socket is neither closed by the peer nor holding bytes nobody asked for.
-
-    poll(), not select(): select() cannot watch a descriptor numbered 1024 or more (ValueError),
-    which a long audit with many parallel reads and open files reaches.
-    """
-    poller = select.poll()
-    poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
-    return not poller.poll(0)
-
-
 class Wire:
     """Kept-alive connections to one http:// endpoint, shared by threads (one request each)."""
 
@@ -127,7 +117,7 @@ class Wire:
                 if not self._idle:
                     break
                 conn = self._idle.pop()
-            if conn.sock is not None and _quiet(conn.sock):
+            if conn.sock is not None and idle_socket_quiet(conn.sock):
                 return conn, True
             conn.close()
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
