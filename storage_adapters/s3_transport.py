@@ -1,6 +1,6 @@
 """How requests reach the server: the boto3 client (every operation), and `_Direct`, the lean
-path for in-memory PUTs / UploadParts and GETs, which itself sends through `s3_wire` (plain
-http without a proxy) or botocore's URLLib3Session (https, proxies).
+path for in-memory PUTs / UploadParts and GETs, which itself sends through `s3_wire` (http or
+https without a proxy) or botocore's URLLib3Session (through a proxy).
 
 The transport choice lives here and in one adapter setting: `S3Adapter.direct_put` (the
 target's `transport: auto | boto3`, see policies.targets: auto = on for custom endpoints outside
@@ -22,6 +22,7 @@ import hashlib
 import logging
 import random
 import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -91,11 +92,13 @@ class _Direct:
                                     max_pool_connections=adapter.max_pool_connections,
                                     # as boto3's own: no Nagle delay between the headers and the body
                                     socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-        # plain http without a proxy: the leaner client of s3_wire (same requests, less CPU)
+        # http or https without a proxy: the leaner client of s3_wire (same requests, less CPU),
+        # trusting exactly what urllib3 above would (verify)
         self._wire: Optional[Wire] = None
-        if self._base.startswith("http://") and not get_environ_proxies(self._base):
+        if self._base.startswith(("http://", "https://")) and not get_environ_proxies(self._base):
+            context = _ssl_context(verify) if self._base.startswith("https://") else None
             self._wire = Wire(self._base, connect_timeout=adapter.connect_timeout, read_timeout=adapter.read_timeout,
-                              max_idle=adapter.max_pool_connections)
+                              max_idle=adapter.max_pool_connections, ssl_context=context)
             self._signer = Signer(adapter.region or "us-east-1")
 
     def put_object(self, **kw) -> Dict[str, Any]:
@@ -189,6 +192,19 @@ class _Direct:
         if stream and response.status_code < 300:
             return response.status_code, response.headers, response.raw
         return response.status_code, response.headers, response.content
+
+
+def _ssl_context(verify: Union[bool, str]) -> ssl.SSLContext:
+    """What botocore's URLLib3Session would check for `verify`: the given CA bundle, or its default
+    (certifi's) for True, with host-name checks; nothing for False (verify_tls: false)."""
+    from botocore.httpsession import get_cert_path
+
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=get_cert_path(verify))
 
 
 def _configured_ca_bundle(core) -> Optional[str]:

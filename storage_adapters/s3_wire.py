@@ -6,9 +6,10 @@ request objects, header dictionaries, signer and urllib3's pool spend most of a 
 CPU on bookkeeping; the request below is the same bytes on the wire (SigV4 with a known payload
 hash, the same headers) for a fraction of it. The numbers are in docs/benchmarks.md.
 
-Scope, deliberately small: plain `http://` endpoints without a proxy (loopback or a private
-network, as between a consortium's sites and their own gateways); everything else (TLS, proxies,
-AWS itself, redirects) stays on botocore's tested machinery. Errors come back as the answer
+Scope, deliberately small: `http://` and `https://` endpoints without a proxy (TLS through
+`ssl` with the CA bundle boto3 would use: over https urllib3's per-request bookkeeping doubled the
+client CPU of small files); everything else (proxies, AWS itself, redirects) stays on botocore's
+tested machinery. Errors come back as the answer
 (status, headers, body) for the caller to turn into botocore's ClientError, and transport
 failures as the built-in ConnectionError/TimeoutError, which the adapter retries.
 """
@@ -20,6 +21,7 @@ import hashlib
 import hmac
 import http.client
 import io
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -91,14 +93,19 @@ class Signer:
 
 
 class Wire:
-    """Kept-alive connections to one http:// endpoint, shared by threads (one request each)."""
+    """Kept-alive connections to one http:// endpoint, or https:// with `ssl_context` (which
+    decides what is trusted: the caller gives the CA bundle boto3 would use), shared by threads
+    (one request each). TLS connections are kept alive like plain ones, so a handshake is paid
+    per connection, not per request."""
 
-    def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, max_idle: int):
+    def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, max_idle: int,
+                 ssl_context: Optional[ssl.SSLContext] = None):
         parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"Wire serves plain http:// endpoints, not {parts.scheme}://")
+        if parts.scheme != ("https" if ssl_context is not None else "http") or not parts.hostname:
+            raise ValueError(f"Wire serves http:// endpoints, or https:// with an SSL context, not {base_url}")
         self.host = parts.hostname
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if ssl_context is not None else 80)
+        self.ssl_context = ssl_context
         self.netloc = parts.netloc
         self.base_path = parts.path.rstrip("/") + "/"
         self.connect_timeout = connect_timeout
@@ -120,12 +127,17 @@ class Wire:
             if conn.sock is not None and idle_socket_quiet(conn.sock):
                 return conn, True
             conn.close()
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        if self.ssl_context is not None:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.connect_timeout, context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
         try:
             conn.connect()  # sets TCP_NODELAY
         except OSError as exc:
             conn.close()
-            if isinstance(exc, (TimeoutError, ConnectionError)):
+            # a refused certificate keeps ssl's own error (its reason is what the user needs)
+            if isinstance(exc, (TimeoutError, ConnectionError, ssl.SSLCertVerificationError)):
                 raise
             raise ConnectionError(f"cannot connect ({exc.strerror or exc})") from None
         conn.sock.settimeout(self.read_timeout)

@@ -140,6 +140,14 @@ def test_target_ca_bundle_wins_over_aws_ca_bundle(tls_server, bucket, ca, tmp_pa
     round_trip(adapter(tls_server, bucket, ca_bundle=str(ca.cert)))
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # boto3's, as asked
+def test_verify_tls_false_checks_no_certificate_on_any_path(tls_server, bucket, monkeypatch):
+    lean = LeanCalls(monkeypatch)
+    a = adapter(tls_server, bucket, verify_tls=False)  # no CA given anywhere
+    round_trip(a)
+    assert lean.calls and a._direct._wire is not None
+
+
 # ---------------------------------------------------------------------------------------------
 # refused certificates: one clear line naming the endpoint
 
@@ -203,8 +211,10 @@ def test_https_goes_through_the_connect_proxy_of_https_proxy(tls_server, bucket,
     with ConnectProxy() as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
         lean = LeanCalls(monkeypatch)
-        round_trip(adapter(tls_server, bucket, ca_bundle=str(ca.cert)))
-        assert lean.calls  # the lean path too, not only boto3
+        a = adapter(tls_server, bucket, ca_bundle=str(ca.cert))
+        round_trip(a)
+        assert lean.calls  # the lean path too, not only boto3 (through urllib3: s3_wire has no proxy)
+        assert a._direct is not None and a._direct._wire is None
         assert proxy.tunnels >= 1 and proxy.refused == 0
         assert set(proxy.targets) == {f"127.0.0.1:{tls_server.ports['s3']}"}
 
@@ -213,8 +223,10 @@ def test_no_proxy_bypasses_the_proxy(tls_server, bucket, ca, monkeypatch):
     with ConnectProxy() as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        round_trip(adapter(tls_server, bucket, ca_bundle=str(ca.cert)))
+        a = adapter(tls_server, bucket, ca_bundle=str(ca.cert))
+        round_trip(a)
         assert proxy.tunnels == 0 and proxy.refused == 0
+        assert a._direct is not None and a._direct._wire is not None  # direct: s3_wire over TLS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,3 +351,21 @@ def test_catalog_on_s3_trusts_aws_ca_bundle_and_goes_through_the_proxy(tls_serve
     monkeypatch.delenv("HTTPS_PROXY")
     raw = tls_server.client().get_object(Bucket=bucket, Key=root.split("/", 1)[1] + "/part-0.parquet")
     assert raw["Body"].read() == b"written by pyarrow"
+
+
+def test_s3_wire_over_tls_refuses_an_unknown_ca_with_ssls_reason(tls_server, ca):
+    import ssl
+
+    from storage_adapters.s3_connection_faults import explain_connection_fault
+    from storage_adapters.s3_wire import Wire
+
+    wire = Wire(tls_server.endpoint + "/", connect_timeout=5, read_timeout=5, max_idle=2,
+                ssl_context=ssl.create_default_context())  # the system's CAs: not the test's
+    with pytest.raises(ssl.SSLCertVerificationError) as info:
+        wire.request("GET", "/", "", {"host": wire.netloc}, b"", stream=False)
+    text = explain_connection_fault(info.value, tls_server.endpoint, None)
+    assert text and "not trusted" in text and tls_server.endpoint in text, text
+    trusted = Wire(tls_server.endpoint + "/", connect_timeout=5, read_timeout=5, max_idle=2,
+                   ssl_context=ssl.create_default_context(cafile=str(ca.cert)))
+    status, _, _ = trusted.request("GET", "/", "", {"host": trusted.netloc}, b"", stream=False)
+    assert status == 403  # unsigned, refused by S3: but the TLS connection was made and trusted
