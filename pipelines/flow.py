@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import uuid
 from contextlib import contextmanager
@@ -32,14 +31,13 @@ from catalog.bag_records import folder_reader, records_from_bag
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
+from ingest.deposit_states import ABANDONED, STATE_DIR, read_json
 from ingest.naming import CLAIMS_DIR, BagId, claim_owner, claim_stamp, take_claim
 from pipelines.admission import admit_deposit
 from strongroom import NAME, __version__, durable
 from strongroom.errors import PreservationError, StagingError, UsageError
 from strongroom.fstree import remove_tree
 
-STATE_DIR = ".state"
-ABANDONED = "abandoned.json"
 AGENT = f"{NAME} {__version__}"
 _EVENT_NS = uuid.UUID("7f0c6a52-3f43-4d0e-9a55-5b1d2b3c0a11")
 
@@ -100,11 +98,6 @@ def _state_error(staging: Path, path, exc: OSError) -> StagingError:
     rel = os.path.relpath(os.path.abspath(os.fspath(path)), staging)
     return staging_error(staging, exc.errno or 0, exc.strerror or str(exc), f"writing the deposit's state {rel}",
                          kept="the deposit's state so far is kept and the rerun resumes from it")
-
-
-def read_json(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def failures(staging: Path, state: DepositState) -> List[dict]:
@@ -271,7 +264,7 @@ def abandon_deposit(config, key: str, reason: str) -> dict:
             earlier = read_json(folder / ABANDONED)
             return {"deposit": key, "already": True, "reason": earlier.get("reason") or earlier.get("why"),
                     "at": earlier.get("at"), "exit_code": 0}
-        from reports.deposits import unfinished_deposits
+        from ingest.deposit_states import unfinished_deposits
 
         bags = next((d.bags for d in unfinished_deposits(staging) if d.key == key), [])
         now = datetime.now(timezone.utc)

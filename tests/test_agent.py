@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from catalog.catalog import BagRecord, Catalog, EventRecord, FileRecord
 from catalog.ledger import (GENESIS, KEY_CONTENT, KEY_COUNT, KEY_PREV, KEY_SEQ, segment_name, sha256_hex,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import json
 from pathlib import Path
 
 from lxml import html as lxml_html

@@ -317,11 +317,11 @@ def test_dest_that_is_not_empty_is_refused(archive, tmp_path, capsys):
 
 
 def test_unknown_or_malformed_bag_id_is_a_usage_error(archive, tmp_path, capsys):
-    code, out, err = main(["--config", str(archive.cfg), "restore", "LIB/COLL/19990101T000000Z-1",
-                           str(tmp_path / "d")]), *capsys.readouterr()
+    code, _, err = main(["--config", str(archive.cfg), "restore", "LIB/COLL/19990101T000000Z-1",
+                         str(tmp_path / "d")]), *capsys.readouterr()
     assert code == 2 and "LIB/COLL/19990101T000000Z-1" in err and "strongroom status" in err
     assert archive.bag in err  # the bags of that collection are listed
-    code, out, err = main(["--config", str(archive.cfg), "restore", "not-a-bag", str(tmp_path / "d")]), \
+    code, _, err = main(["--config", str(archive.cfg), "restore", "not-a-bag", str(tmp_path / "d")]), \
         *capsys.readouterr()
     assert code == 2 and "not a bag id" in err and "strongroom status" in err
     assert not (tmp_path / "d").exists()
