@@ -35,8 +35,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: --before trees win
 
-from ingest import bagit_spec  # noqa: E402
-from ingest.naming import BagId  # noqa: E402
+from strongroom import bagit_spec  # noqa: E402
+from strongroom.bag_id import BagId  # noqa: E402
 from storage_adapters.filesystem import FilesystemAdapter  # noqa: E402
 from storage_adapters.replicate import bag_inventory, replicate_bag  # noqa: E402
 

@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_replicate import build_bag  # noqa: E402  (the same staged bag layout)
 
-from ingest.naming import BagId  # noqa: E402
+from strongroom.bag_id import BagId  # noqa: E402
 from policies.config import Credentials  # noqa: E402
 from storage_adapters.replicate import bag_inventory, replicate_bag, verify_replica  # noqa: E402
 from storage_adapters.s3 import DEFAULT_CONCURRENCY, S3Adapter  # noqa: E402

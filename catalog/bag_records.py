@@ -7,7 +7,7 @@ staged bag), `catalog rebuild` (reading a replica through its storage adapter) a
 differently.
 
 A stored bag is untrusted by the time it is read back: every field is parsed with the strict
-parsers of `ingest.bagit_spec` / `ingest.metadata` (ASCII digits, ranges, bounded lines and
+parsers of `strongroom.bagit_spec` / `ingest.metadata` (ASCII digits, ranges, bounded lines and
 fields), and anything that does not parse raises `bagit_spec.TagFileError` (a
 PreservationError, exit 1) naming the bag, the file and the line - never a bare ValueError,
 csv.Error or OverflowError from deep inside.
@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, FileRecord
-from ingest import bagit_spec, metadata
-from ingest.bagit_spec import FieldError, TagFileError
-from ingest.naming import BagId
+from ingest import metadata
+from strongroom import bagit_spec
+from strongroom.bagit_spec import FieldError, TagFileError
+from strongroom.bag_id import BagId
 from strongroom.errors import PreservationError
 
 Reader = Callable[[str], Optional[bytes]]  # bag path -> bytes, or None when the file is absent

@@ -61,8 +61,8 @@ from catalog.disputes import decide
 from catalog.integrity import LOST_EVENT, check_catalog
 from catalog.salvage import SetAside, set_aside
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, EventRecord, FileRecord, ReplicaRecord, utc_now
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom import NAME, __version__
 from strongroom.errors import StrongroomError
 

@@ -39,8 +39,8 @@ from typing import Any, Callable, Dict, List, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from storage_adapters.base import OddObject, StorageAdapter
 from strongroom.errors import StrongroomError
 

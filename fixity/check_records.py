@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from ingest import bagit_spec
+from strongroom import bagit_spec
 
 DEEP, QUICK, TAGS = "deep", "quick", "tags"   # TAGS: tag files only (a copy looked at for comparison)
 

@@ -71,7 +71,7 @@ class ExpectedBag:
         rows, of the length given, and the bag named must be an earlier registered bag of the
         same library and collection whose row for the same path has the same size and every
         digest both rows have (docs/versions.md). An entry that passes is preserved there."""
-        from ingest.naming import BagId
+        from strongroom.bag_id import BagId
 
         own = self.digests_of(e.path for e in entries)
         me = BagId.parse(self.bag_id)

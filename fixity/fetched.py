@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import List, Set
 
-from ingest import bagit_spec
+from strongroom import bagit_spec
 from ingest.fetch import FETCH_TXT, parse_fetch
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from storage_adapters.base import NotFound, StorageAdapter
 
 from .check_records import FETCH_UNVERIFIED, UNREADABLE, Finding, ReplicaCheck

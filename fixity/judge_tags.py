@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from fixity import audit as A
 from fixity.bag_audit import Reference, _Fix
-from ingest import bagit_spec
+from strongroom import bagit_spec
 
 @dataclass
 class _Candidate:

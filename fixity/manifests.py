@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import bagit_spec
+from strongroom import bagit_spec
 
 from .expected_bag import ExpectedBag
 

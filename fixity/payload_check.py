@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, T
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED
 from storage_adapters.base import CHUNK, NotFound, StorageAdapter, UnsafePath
 

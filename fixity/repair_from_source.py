@@ -36,8 +36,8 @@ from fixity import audit as A
 from fixity.audit_record import AGENT, DETAIL_MAX
 from fixity.judge_payload import _digest_text
 from fixity.repair import audit_bag
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from storage_adapters.base import NotFound, OddObject, SourceMismatch, StorageAdapter, StorageError
 from strongroom.checksums import MultiHasher
 from strongroom.errors import InputError, StrongroomError, UsageError

@@ -27,8 +27,8 @@ from fixity import audit as A
 from fixity.audit_record import _event
 from fixity.bag_audit import Reference, RepairAction, _Fix
 from fixity.judge_payload import _Copies, _digest_text
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.errors import StrongroomError
 from storage_adapters.base import NotFound, OddObject, SourceMismatch, StorageAdapter, StorageError, bag_key
 

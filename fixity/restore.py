@@ -65,8 +65,9 @@ from catalog.bag_records import folder_reader, records_from_bag
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, FileRecord
-from ingest import bagit_spec, metadata
-from ingest.naming import BagId
+from ingest import metadata
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.errors import InputError, PreservationError, UsageError
 from fixity.restore_dest import (TEMP_MARK, TempFolder, archive_folders, check_dest, check_dest_location,
                                  check_dest_empty, file_digests, make_dirs, make_empty_dirs, put_in_place, remove_tree,

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
-from ingest import bagit_spec, metadata
+from ingest import metadata
+from strongroom import bagit_spec
 from storage_adapters.base import check_relpath
 from strongroom.checksums import SUPPORTED, MultiHasher
 from strongroom.durable import fsync_dir, unlink_quietly

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from catalog.catalog import Catalog
-from ingest import bagit_spec
+from strongroom import bagit_spec
 from ingest.fetch import FETCH_TXT, FetchEntry, parse_fetch
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from storage_adapters.base import NotFound, StorageAdapter, StorageError
 
 #: A fetch.txt longer than this is refused (it lists one short line per unchanged file).

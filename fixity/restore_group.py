@@ -35,8 +35,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import BagRecord
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.errors import PreservationError, UsageError
 from fixity.restore import prepare, put_in_place
 from fixity.restore_dest import TempFolder, check_dest_empty, check_dest_location, file_digests, make_dirs, \

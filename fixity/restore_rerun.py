@@ -22,8 +22,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.errors import PreservationError, UsageError
 from fixity.restore_dest import TempFolder, verify_tree
 from fixity.restore_result import AGENT, DETAIL_MAX as _DETAIL_MAX, RestoreResult

@@ -24,8 +24,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from catalog.catalog import Catalog
 from catalog.schema import BagRecord, FileRecord
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED
 from strongroom.durable import unlink_quietly, write_all
 from strongroom.errors import ConfigError, InputError, PreservationError, StrongroomError, UsageError

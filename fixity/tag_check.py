@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED
 from storage_adapters.base import CHUNK, NotFound, StorageAdapter, UnsafePath
 

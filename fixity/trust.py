@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from fixity import audit as A
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from storage_adapters.base import StorageAdapter
 
 

@@ -62,7 +62,7 @@ def run_virus_audit(config, *, library: Optional[str] = None, collection: Option
     from catalog.access import open_catalog
     from catalog.schema import EventRecord
     from ingest.clamd import ClamdError, version
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from ingest.virus import Scanner, agent_note, configured_endpoint, detail_text
     from storage_adapters.base import StorageError
     from storage_adapters.registry import open_target

@@ -21,9 +21,11 @@ from strongroom.durable import atomic_write_bytes, fsync_dir
 from strongroom.errors import PreservationError
 from strongroom.fstree import make_dirs, remove_tree
 
-from . import bagit_spec, metadata, premis
+from strongroom import bagit_spec
+
+from . import metadata, premis
 from .fetch import FETCH_TXT, FetchEntry, fetch_bytes
-from .naming import BagId
+from strongroom.bag_id import BagId
 from .stage import StagedFile
 from .supplied import SuppliedDigest
 from .validate import Problem, validate_bag

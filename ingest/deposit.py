@@ -21,7 +21,9 @@ from strongroom.fstree import make_dirs
 from . import supplied as supplied_mod
 from .bag import BagPlan, BuiltBag, discard, finish_bag
 from .metadata import Provenance
-from .naming import CLAIMS_DIR, BagId, check_code, check_title, claim_stamp
+from strongroom.bag_id import BagId, check_code, check_title
+
+from .naming import CLAIMS_DIR, claim_stamp
 from .scan import ScanResult, scan_source
 from .split import plan_parts
 from .versions import Duplicate, Earlier, staged_listing

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional
 from urllib.parse import quote, unquote
 
-from . import bagit_spec
-from .naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.errors import UsageError
 
 FETCH_TXT = bagit_spec.FETCH_TXT

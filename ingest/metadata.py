@@ -25,7 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from strongroom import NAME, __version__, agent as _agent
 
 from . import premis
-from .bagit_spec import (INT64_MAX, INT64_MIN, MAX_FIELD_CHARS, MAX_LINE_CHARS, FieldError, TagFileError,
+from strongroom.bagit_spec import (INT64_MAX, INT64_MIN, MAX_FIELD_CHARS, MAX_LINE_CHARS, FieldError, TagFileError,
                          encode_path, is_payload_path, parse_int, parse_uint, path_problem, split_lines)
 from .stage import StagedFile
 from .supplied import SuppliedDigest

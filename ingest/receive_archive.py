@@ -2,7 +2,7 @@
 
 Why so strict: a receiving area is written by outsiders, and an archive is the classic way to
 smuggle a path out of its folder or to fill a disk. Refused, each named in the problem list:
-absolute names, `..`, backslashes and drive letters (ingest.bagit_spec.path_problem), symbolic
+absolute names, `..`, backslashes and drive letters (strongroom.bagit_spec.path_problem), symbolic
 and hard links, devices, FIFOs and other special members, two members with one name (or a file
 where a folder is needed), encrypted zip members, zip members whose stored data overlap (the
 overlapping-entry zip bomb), and any archive that unpacks to more than `max_bytes` in total or
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional
 
-from ingest.bagit_spec import path_problem
+from strongroom.bagit_spec import path_problem
 from strongroom.errors import InputError
 
 CHUNK = 1 << 20

@@ -16,8 +16,8 @@ from typing import Dict, Iterable, List, Optional
 
 import yaml
 
-from ingest.bagit_spec import path_problem
-from ingest.naming import check_code, check_title
+from strongroom.bagit_spec import path_problem
+from strongroom.bag_id import check_code, check_title
 from strongroom.errors import StrongroomError
 
 READY, DONE, FAILED, CLAIM = ".ready", ".done", ".failed", ".claim"

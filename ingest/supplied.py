@@ -24,7 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from strongroom.checksums import SUPPORTED
 from strongroom.errors import InputError
 
-from .bagit_spec import decode_path, safe_relpath
+from strongroom.bagit_spec import decode_path, safe_relpath
 
 _HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 _SUMS_NAME = re.compile(r"^(md5|sha1|sha256|sha512)sums?$", re.IGNORECASE)
@@ -92,7 +92,7 @@ def version_problem(bagit_txt: str, version: str) -> Optional[str]:
     not guessed: the version decides how manifest paths are percent-decoded, so guessing could
     check the depositor's checksums against the wrong files. The fix is one line in bagit.txt.
     """
-    from .bagit_spec import KNOWN_VERSIONS, rules_version
+    from strongroom.bagit_spec import KNOWN_VERSIONS, rules_version
 
     try:
         use, note = rules_version(version)

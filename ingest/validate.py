@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 from strongroom.checksums import hash_file
 from strongroom.errors import InputError, PreservationError
 
-from . import bagit_spec as spec
+from strongroom import bagit_spec as spec
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -24,7 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import pyarrow as pa
 
 from .fetch import FetchEntry
-from .naming import BagId
+from strongroom.bag_id import BagId
 
 DIGESTS = ("md5", "sha1", "sha256", "sha512")
 

@@ -32,7 +32,8 @@ from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
 from ingest.deposit_states import ABANDONED, STATE_DIR, read_json
-from ingest.naming import CLAIMS_DIR, BagId, claim_owner, claim_stamp, take_claim
+from strongroom.bag_id import BagId
+from ingest.naming import CLAIMS_DIR, claim_owner, claim_stamp, take_claim
 from pipelines.admission import admit_deposit
 from strongroom import NAME, __version__, durable
 from strongroom.errors import PreservationError, StagingError, UsageError

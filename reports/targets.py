@@ -93,7 +93,7 @@ def _reach(target, held: Sequence[str]) -> Tuple[Optional[bool], str]:
     import dataclasses
     import types as _types
 
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from storage_adapters.registry import open_target
 
     quick = dataclasses.replace(target, options=_types.MappingProxyType({**target.options, **S3_CHECK_TIMEOUTS}))

@@ -31,8 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED, MultiHasher
 from strongroom.errors import PreservationError, UsageError
 
@@ -157,7 +157,7 @@ def check_relpath(relpath: str) -> Tuple[str, ...]:
     """The '/'-separated segments of a bag-relative path; ValueError if it is unsafe or not canonical.
 
     Paths come from bags and manifests, so they are untrusted: the rules are those of
-    `ingest.bagit_spec.path_problem` (no '..', absolute path, NUL, backslash...), plus canonical
+    `strongroom.bagit_spec.path_problem` (no '..', absolute path, NUL, backslash...), plus canonical
     form (no '.', empty segment or trailing '/'), so one file has exactly one key.
     """
     if not isinstance(relpath, str):

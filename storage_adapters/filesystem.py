@@ -42,7 +42,7 @@ import stat
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 
 from . import safe_open
 from .base import (

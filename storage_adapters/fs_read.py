@@ -14,7 +14,7 @@ import os
 import stat
 from typing import Iterator, Optional, Tuple
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 
 from . import safe_open
 from .base import CHUNK, FileStat, NotFound, OddObject, StorageError, bag_segments

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED, hash_file
 from strongroom.errors import PreservationError
 

@@ -73,7 +73,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 
 from .base import (
     StorageAdapter,

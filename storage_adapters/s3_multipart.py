@@ -22,7 +22,7 @@ from typing import (
     Tuple,
 )
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 
 from .base import SourceMismatch, StorageError
 from .s3_errors import _BadDigest, _UseClient

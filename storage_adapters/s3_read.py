@@ -21,7 +21,7 @@ from typing import (
     Tuple,
 )
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 
 from .base import FileStat, StorageError, bag_segments
 from .retrying import Budget, current

@@ -24,7 +24,7 @@ from typing import (
     TypeVar,
 )
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from strongroom.checksums import MultiHasher
 
 from .base import (

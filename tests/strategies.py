@@ -117,7 +117,7 @@ def line_endings(text: str, ending: str) -> str:
 
 def manifest_text(entries: Dict[str, str], version: str = "1.0") -> Tuple[str, List[str]]:
     """(manifest text as Strongroom writes it, its lines) for {path: digest}."""
-    from ingest import bagit_spec as spec
+    from strongroom import bagit_spec as spec
 
     lines = [spec.manifest_line(d, p, version) for p, d in sorted(entries.items())]
     return "".join(lines), lines
@@ -134,7 +134,7 @@ def build_bag(root, tree: Dict[str, bytes], algorithms=("sha256", "md5")):
 
     from ingest.bag import BagPlan, finish_bag
     from ingest.metadata import Provenance
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from ingest.stage import StagedFile
 
     root = Path(root)

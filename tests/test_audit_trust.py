@@ -29,7 +29,7 @@ from catalog.catalog import Catalog
 from fixity import audit as A
 from fixity import repair as R
 from fixity.judge_payload import _majority
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from storage_adapters import safe_open
 from storage_adapters.base import NotFound, OddObject
 from storage_adapters.filesystem import ASIDE_DIR, FilesystemAdapter

@@ -1,4 +1,4 @@
-"""BagIt rules (ingest.bagit_spec): path encoding, tag files, manifests, safe paths, writers."""
+"""BagIt rules (strongroom.bagit_spec): path encoding, tag files, manifests, safe paths, writers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import bagit
 import pytest
 
-from ingest import bagit_spec as spec
+from strongroom import bagit_spec as spec
 
 TRICKY_NAMES = [
     "data/100% cotton.txt",

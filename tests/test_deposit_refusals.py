@@ -468,8 +468,8 @@ def test_a_title_is_checked_by_ingest_itself(archive, tmp_path, identifier):
 def test_a_multi_line_title_of_8_KiB_round_trips_through_validate_and_rebuild(tmp_path, capsys):
     """LF line breaks, a blank line, leading space on the first line, any script: kept as given
     in bag-info.txt (continuation lines), the catalog, `validate` and `catalog rebuild`."""
-    from ingest.bagit_spec import read_tag_file
-    from ingest.naming import MAX_TITLE_BYTES
+    from strongroom.bagit_spec import read_tag_file
+    from strongroom.bag_id import MAX_TITLE_BYTES
 
     head = " 善本書目 — première ligne\n\nthird line, after a blank one\n"
     title = head + "x" * (MAX_TITLE_BYTES - len(head.encode("utf-8")))
@@ -503,7 +503,7 @@ def test_a_multi_line_title_of_8_KiB_round_trips_through_validate_and_rebuild(tm
     "PKU/c/20260304T050607Z-1\n",  # '$' matched before a trailing newline
 ])
 def test_a_bag_id_takes_ascii_digits_only(text):
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from strongroom.errors import UsageError
 
     assert str(BagId.parse("PKU/c/20260304T050607Z-1")) == "PKU/c/20260304T050607Z-1"
@@ -512,7 +512,7 @@ def test_a_bag_id_takes_ascii_digits_only(text):
 
 
 def test_codes_and_puids_take_ascii_only_and_no_trailing_newline():
-    from ingest.naming import check_code
+    from strongroom.bag_id import check_code
     from policies.model import NAME_PATTERN, PUID_PATTERN
     from strongroom.errors import UsageError
 

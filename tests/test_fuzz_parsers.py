@@ -41,7 +41,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ingest import bagit_spec as spec
+from strongroom import bagit_spec as spec
 from strongroom.errors import StrongroomError
 from tests import strategies as S
 
@@ -349,7 +349,7 @@ def test_catalog_record_reader_never_crashes_on_a_hostile_tag_file(base_bag, hos
     """records_from_bag (registration and `catalog rebuild`) returns records or raises a
     StrongroomError naming the bag; nothing else."""
     from catalog.bag_records import records_from_bag
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
 
     name, content = hostile
     files = {str(p.relative_to(base_bag)): p.read_bytes() for p in base_bag.rglob("*") if p.is_file()}

@@ -1,7 +1,7 @@
 """Hostile tag files: restore, catalog rebuild and validate never crash, and say where the problem is.
 
 A stored bag is untrusted input by the time it is read back. Every field of its tag files is
-parsed strictly (ingest.bagit_spec's field parsers: ASCII digits only - Python's int() also
+parsed strictly (strongroom.bagit_spec's field parsers: ASCII digits only - Python's int() also
 takes Arabic-Indic digits -, ranges checked, lines <= 64 KiB, CSV fields <= 8 KiB); a field
 that breaks that is a TagFileError (a PreservationError, exit 1) naming the bag, the file and
 the line. A hostile tag file on one replica makes restore take the next replica's tag files.
@@ -22,9 +22,10 @@ import pytest
 
 from catalog.bag_records import folder_reader, records_from_bag
 from catalog.catalog import Catalog
-from ingest import bagit_spec, metadata
-from ingest.bagit_spec import FieldError, TagFileError
-from ingest.naming import BagId
+from ingest import metadata
+from strongroom import bagit_spec
+from strongroom.bagit_spec import FieldError, TagFileError
+from strongroom.bag_id import BagId
 from pipelines.cli import main
 from policies.config import load_config, write_default_config
 from strongroom.errors import PreservationError

@@ -116,7 +116,7 @@ def test_audit_manifest_not_utf8_or_overlong_is_a_named_problem_not_an_exception
     import pytest
 
     from fixity import audit as A
-    from ingest import bagit_spec
+    from strongroom import bagit_spec
 
     digest = "0" * 64
     bad = f"{digest}  data/a.txt\r{digest}  data/b\xff.txt\r".encode("latin-1")
@@ -138,7 +138,7 @@ def test_audit_manifest_not_utf8_or_overlong_is_a_named_problem_not_an_exception
 def test_list_bags_takes_only_ascii_bag_folder_names(tmp_path):
     """`list_bags` (rebuild reads it) took "...Z-١" (an Arabic-Indic 1) and "...Z-1\\n" for bag
     folders: BagId.parse then refused them with an exception, stopping the listing."""
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from storage_adapters.filesystem import FilesystemAdapter
 
     root = tmp_path / "site-a"
@@ -153,7 +153,7 @@ def test_list_bags_takes_only_ascii_bag_folder_names(tmp_path):
 def test_aside_stamp_is_ascii_digits_without_newline(tmp_path):
     import pytest
 
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from storage_adapters.filesystem import FilesystemAdapter
 
     root = tmp_path / "site-a"

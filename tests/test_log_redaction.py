@@ -19,7 +19,7 @@ from typing import Iterator, List
 
 import pytest
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from policies.config import Credentials
 from storage_adapters import redact
 from storage_adapters.s3 import S3Adapter

@@ -2,7 +2,7 @@
 
 Part 1: BagIt parsing and writing. Percent-encoding of manifest paths (RFC 8493 2.1.3 for 1.0,
 the older CR/LF-only rule before it), manifests and tag files written then read by each of
-the project's readers (ingest.bagit_spec, fixity.audit, catalog.bag_records), the audit's
+the project's readers (strongroom.bagit_spec, fixity.audit, catalog.bag_records), the audit's
 vectorised manifest comparison against the full parse, and whole bags made by the bag writer
 checked by our validator and by bagit-python.
 
@@ -34,7 +34,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from fixity import audit as A
-from ingest import bagit_spec as spec
+from strongroom import bagit_spec as spec
 from tests import strategies as S
 
 VERSIONS = list(spec.KNOWN_VERSIONS)
@@ -271,7 +271,7 @@ def test_bag_writer_output_is_valid_for_us_and_for_bagit_python(tree):
     two things bagit-python is known to get wrong (`_bagit_python_mishandles`): each of its
     complaints must then concern one of those names. The catalog reader agrees on every file."""
     from catalog.bag_records import folder_reader, records_from_bag
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from ingest.validate import validate_bag
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest import bagit_spec
-from ingest.naming import BagId
+from strongroom import bagit_spec
+from strongroom.bag_id import BagId
 from storage_adapters.base import ReplicaConflict, SourceMismatch
 from storage_adapters.filesystem import FilesystemAdapter
 from storage_adapters.replicate import bag_inventory, replicate_bag, verify_replica
@@ -142,7 +142,7 @@ KILLED_REPLICATION = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from storage_adapters.filesystem import FilesystemAdapter
     from storage_adapters.replicate import replicate_bag
 
@@ -314,7 +314,7 @@ KILLED_WHILE_WRITING = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     import storage_adapters.filesystem as fs
     from storage_adapters.filesystem import FilesystemAdapter
     from storage_adapters.replicate import replicate_bag

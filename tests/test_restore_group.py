@@ -133,7 +133,7 @@ def test_a_group_with_a_part_absent_from_the_catalog_is_refused(archive, tmp_pat
 
 def test_conflicting_paths_are_refused_before_anything_is_written(archive, tmp_path, capsys):
     from fixity.restore_group import Selection, _check_merge
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from strongroom.errors import PreservationError
 
     src, cfg, group, bags, _ = archive

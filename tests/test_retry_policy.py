@@ -17,7 +17,7 @@ import pytest
 from fixity.check_records import MISSING, UNREADABLE
 from fixity.payload_check import FileChecker
 from fixity.retry import Retry, with_retry
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from storage_adapters.base import StorageError
 from storage_adapters.retrying import Budget, RetryPolicy, is_transient, spent
 from storage_adapters.s3 import S3Adapter

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from pipelines.cli import main
 from policies.config import Credentials
 from storage_adapters.base import PutItem, PutOutcome, StorageError

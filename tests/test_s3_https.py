@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from policies.config import Credentials, StorageTarget, load_config
 from storage_adapters.base import StorageError
 from storage_adapters.s3 import S3Adapter

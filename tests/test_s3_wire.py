@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from policies.config import Credentials
 from storage_adapters.s3 import S3Adapter
 from storage_adapters.s3_wire import Signer

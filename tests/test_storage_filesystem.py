@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from storage_adapters import filesystem as fs_module
 from storage_adapters.base import (
     FileStat,
@@ -328,7 +328,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from storage_adapters.filesystem import FilesystemAdapter
 
     class DiesMidway:
@@ -766,7 +766,7 @@ BATCH_CRASH_SCRIPT = textwrap.dedent("""
     import hashlib, os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from ingest.naming import BagId
+    from strongroom.bag_id import BagId
     from storage_adapters.base import PutItem
     from storage_adapters.filesystem import FilesystemAdapter
 

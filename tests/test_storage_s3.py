@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.naming import BagId
+from strongroom.bag_id import BagId
 from policies.config import Credentials, StorageTarget
 from storage_adapters.base import (
     FileStat,

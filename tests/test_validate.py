@@ -19,7 +19,7 @@ suite encodes it only by folder name (PROVENANCE.md). What each category means h
 Every invalid and warning case must also fail (or warn) for its own reason: WHY maps each to
 the file and a phrase the problem must contain, so a case cannot pass by accident.
 
-Part 2 builds bags with the project's own writer rules (ingest.bagit_spec) and breaks them one
+Part 2 builds bags with the project's own writer rules (strongroom.bagit_spec) and breaks them one
 way at a time. Part 3 drives the CLI through pipelines.cli.main for exit codes 0/1/2.
 """
 
@@ -38,7 +38,7 @@ import bagit
 import pytest
 
 import ingest.validate as validate_module
-from ingest import bagit_spec as spec
+from strongroom import bagit_spec as spec
 from ingest.validate import Problem, require_valid, validate_bag
 from pipelines.cli import main
 from strongroom.errors import InputError, PreservationError

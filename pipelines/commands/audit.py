@@ -139,7 +139,7 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
     catalog = catalog if catalog is not None else open_catalog(config)
     prune_outputs(Path(config.staging) / AUDIT_DIR)
     if bag is not None:
-        from ingest.naming import BagId
+        from strongroom.bag_id import BagId
 
         BagId.parse(bag)  # UsageError for a malformed id
     selection = due.select(config, catalog, mode=mode, kind=kind, library=library, collection=collection, bag=bag,

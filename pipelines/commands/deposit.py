@@ -90,7 +90,7 @@ def run(args) -> int:
 def deposit(config, args, *, source, library, collection, collection_type, policy_name=None, title="",
             follow_internal_links=False, no_virus_check=False, new_version=False) -> dict:
     """Run a deposit through Luigi and gather what happened (also used by `demo`)."""
-    from ingest.naming import check_code, check_title
+    from strongroom.bag_id import check_code, check_title
     from ingest.preflight import refuse_impossible
     from ingest.scan import scan_source
     from ingest.supplied import check_bag_versions

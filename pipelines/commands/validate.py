@@ -55,7 +55,7 @@ def _refuse_plain_folder(bag_dir: str) -> None:
     Only when bagit.txt, every manifest-*.txt and data/ are all absent; with any of them present
     the folder is judged as a bag (a missing bagit.txt is then one of its problems, exit 1).
     Missing or non-folder paths are left to validate_bag, which names them."""
-    from ingest import bagit_spec as spec
+    from strongroom import bagit_spec as spec
     from strongroom.errors import InputError
 
     root = Path(bag_dir)
