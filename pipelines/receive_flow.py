@@ -167,6 +167,8 @@ def _locked(config, args, area: ReceivingArea, batch: Batch, folder: Path, me: s
     ours = claim is not None and claim.get("installation") == me
     if answered:
         if ours:  # a run killed while cleaning up after its answer
+            if answered[0] == FAILED:
+                _abandon_failed(config, area, batch, folder / f"{batch.name}.{claim.get('claim')}")
             _clean_up(area, batch, folder / f"{batch.name}.{claim.get('claim')}", answered[0] == DONE, options)
             return BatchOutcome(code, str(batch), "cleaned", detail=f"answered {answered[0]} earlier; cleaned up")
         for stale in folder.glob(f"{batch.name}.*"):
@@ -368,7 +370,7 @@ def _deposit(config, args, area, batch, here, content, taken, note, options) -> 
                                     exit_code=exc.exit_code)
             said = [str(exc)] + [str(p) for p in exc.problems]
             return _fail(area, batch, here, Problem("The batch could not be deposited", "本批次无法提交保存"),
-                         [Problem(t, f"问题：{t}") for t in _as_uploaded(said, content, batch)])
+                         [Problem(t, f"问题：{t}") for t in _as_uploaded(said, content, batch)], config=config)
         if outcome["state"] != "preserved":
             problems = [f"{f['step']}: {f['message']}" for f in outcome["failures"]] + \
                        [str(p) for f in outcome["failures"] for p in f.get("problems", [])]
@@ -376,7 +378,7 @@ def _deposit(config, args, area, batch, here, content, taken, note, options) -> 
                 return BatchOutcome(code, str(batch), "incomplete", detail="the deposit is not complete; the next "
                                     "receive resumes it", problems=problems, exit_code=outcome["exit_code"] or 1)
             return _fail(area, batch, here, Problem("The batch could not be preserved", "本批次未能保存"),
-                         [Problem(t, f"问题：{t}") for t in _as_uploaded(problems, content, batch)])
+                         [Problem(t, f"问题：{t}") for t in _as_uploaded(problems, content, batch)], config=config)
         bags = [{"id": b["id"], "files": b["files"], "bytes": b["bytes"]} for b in outcome["bags"]]
     area.put_bytes(batch.marker(DONE), done_document(batch, code, bags, kept=options.keep_uploads))
     _clean_up(area, batch, here, True, options, taken)
@@ -416,11 +418,29 @@ def _finished(config, content: Path) -> Optional[List[dict]]:
     return None
 
 
-def _fail(area: ReceivingArea, batch: Batch, here: Path, what: Problem, problems: List[Problem]) -> BatchOutcome:
+def _fail(area: ReceivingArea, batch: Batch, here: Path, what: Problem, problems: List[Problem],
+          config=None) -> BatchOutcome:
+    """Answer `.failed`; with `config` (the deposit was started and failed on the library's input),
+    give that deposit up too, before the work folder (its source) goes."""
     area.put_bytes(batch.marker(FAILED), failed_document(batch, area.library, what, problems))
+    if config is not None:
+        _abandon_failed(config, area, batch, here)
     _clean_up(area, batch, here, False, ReceiveOptions(keep_uploads=True))
     return BatchOutcome(area.library, str(batch), "failed", detail=what.en, problems=[p.en for p in problems],
                         exit_code=1)
+
+
+def _abandon_failed(config, area: ReceivingArea, batch: Batch, here: Path) -> None:
+    """Abandon the deposit of a batch answered `.failed` (flow.abandon_deposit: abandoned.json and a
+    ledger event): the library's corrected upload comes under a new batch name, a new deposit, so
+    this one would otherwise stay a FAILED problem in `status` for ever. Run after the answer, so
+    a deposit is only given up once the library has been told; a rerun after a kill does it again
+    (a no-op once abandoned; nothing to do when no deposit was started)."""
+    from pipelines import flow
+
+    key = flow.unfinished_key(config, here / "content", area.library, batch.collection)
+    if key is not None:
+        flow.abandon_deposit(config, key, f"received batch {batch} failed: answered with {batch.marker(FAILED)}")
 
 
 def _clean_up(area: ReceivingArea, batch: Batch, here: Path, preserved: bool, options: ReceiveOptions,

@@ -46,8 +46,9 @@ def status_text(status: Status) -> str:
                 lines.append(f"      FAILED {f.get('step')}: {f.get('message')}")
                 for p in (f.get("problems") or [])[:5]:
                     lines.append(f"        - {p}")
-        lines.append("  (rerun the same `strongroom deposit` command to resume one, once what failed is fixed; "
-                     "or give one up: `strongroom deposit --abandon KEY --reason TEXT`)")
+        if any(d.abandoned is None for d in status.deposits):  # an abandoned one is never resumed
+            lines.append("  (rerun the same `strongroom deposit` command to resume one, once what failed is fixed; "
+                         "or give one up: `strongroom deposit --abandon KEY --reason TEXT`)")
 
     if status.open_findings:
         copies = len({(f.bag, f.target) for f in status.open_findings})

@@ -120,3 +120,79 @@ def test_receive_refreshes_the_librarys_reports_when_its_area_says_so(archive, c
     assert "reports/preservation-zh.html" in listing(area)
     page = (area / "reports" / "preservation.html").read_text("utf-8").replace("<wbr>", "")
     assert out["batches"][0]["bags"][0] in page
+
+
+def status(capsys, archive):
+    capsys.readouterr()
+    code = main(["--config", str(archive / "strongroom.yaml"), "status"])
+    return code, capsys.readouterr().out
+
+
+def test_a_batch_failed_on_the_librarys_input_is_answered_and_its_deposit_abandoned(archive, capsys):
+    import hashlib
+
+    from catalog.access import open_catalog
+    from policies.config import load_config
+
+    area = archive / "receiving" / "whu"
+    put(area, "maps/b2/a.tif", b"map")
+    put(area, "maps/b2/MD5SUMS", f"{hashlib.md5(b'other').hexdigest()}  a.tif\n".encode())
+    put(area, "maps/b2.ready", b"type: self-built\n")
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 1 and out["batches"][0]["state"] == "failed", out
+    assert (area / "maps/b2.failed").is_file() and (area / "maps/b2/a.tif").is_file()
+    events = [e for e in open_catalog(load_config(archive / "strongroom.yaml")).events().to_pylist()
+              if e["type"] == "deposit abandoned"]
+    assert len(events) == 1 and "received batch maps/b2 failed: answered with maps/b2.failed" in events[0]["detail"]
+    code, text = status(capsys, archive)
+    assert code == 0, text
+    assert "ABANDONED" in text and "  FAILED " not in text and "rerun the same" not in text, text
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 0 and out["batches"] == [], out
+
+
+def test_a_batch_failed_on_the_archives_side_stays_unfinished_and_the_rerun_resumes_it(archive, capsys):
+    area = archive / "receiving" / "whu"
+    put(area, "maps/b3/a.tif", b"map")
+    put(area, "maps/b3.ready", b"type: self-built\n")
+    (archive / "replicas" / "b").rmdir()                          # target b not mounted: the archive's fault
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 1 and out["batches"][0]["state"] == "incomplete", out
+    assert not (area / "maps/b3.failed").exists() and (area / "maps/b3.claim").exists()
+    code, text = status(capsys, archive)
+    assert code == 1 and "FAILED" in text and "ABANDONED" not in text, text
+    states = os.listdir(archive / "staging" / ".state")
+    (archive / "replicas" / "b").mkdir()
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 0 and out["batches"][0]["state"] == "preserved", out
+    assert listing(area) == ["maps/b3.done"]
+    assert os.listdir(archive / "staging" / ".state") == states  # resumed, not deposited anew
+    assert status(capsys, archive)[0] == 0
+
+
+def test_a_run_stopped_after_the_failed_answer_abandons_the_deposit_on_the_rerun(archive, capsys, monkeypatch):
+    import hashlib
+
+    from pipelines import flow
+    from strongroom.errors import StagingError
+
+    area = archive / "receiving" / "whu"
+    put(area, "maps/b4/a.tif", b"map")
+    put(area, "maps/b4/MD5SUMS", f"{hashlib.md5(b'other').hexdigest()}  a.tif\n".encode())
+    put(area, "maps/b4.ready", b"type: self-built\n")
+    real = flow.abandon_deposit
+
+    def stopped(*args, **kwargs):
+        raise StagingError("the state folder could not be written (simulated stop)")
+
+    monkeypatch.setattr(flow, "abandon_deposit", stopped)
+    capsys.readouterr()
+    assert main(["--config", str(archive / "strongroom.yaml"), "receive", "--library", "WHU"]) != 0
+    assert (area / "maps/b4.failed").is_file() and (area / "maps/b4.claim").is_file()
+    assert status(capsys, archive)[0] == 1                          # not yet abandoned
+    monkeypatch.setattr(flow, "abandon_deposit", real)
+    code, out = receive(capsys, archive, "--library", "WHU")
+    assert code == 0 and out["batches"][0]["state"] == "cleaned", out
+    assert not (area / "maps/b4.claim").exists()
+    code, text = status(capsys, archive)
+    assert code == 0 and "ABANDONED" in text, text
