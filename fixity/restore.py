@@ -76,7 +76,7 @@ from fixity.restore_result import (AGENT, DETAIL_MAX as _DETAIL_MAX, CopyProblem
                                    RestoreResult)
 from fixity.restore_rerun import complete_earlier
 from fixity.restore_fetch import FetchResolver, read_tag_bytes
-from fixity.restore_sources import USABLE_STATES, BagSources, bag_files, copy_verified, open_adapters, replica_order
+from fixity.restore_sources import PARTIAL_STATES, USABLE_STATES, BagSources, bag_files, copy_verified, open_adapters, replica_order
 from storage_adapters.base import StorageAdapter, StorageError, check_relpath
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
     usable copy; ConfigError for an unknown target name; PreservationError (exit 1) when there
     is no usable replica, and RestoreError (exit 1) when some file has no good copy anywhere.
     With `partial`, every file that has a good copy is written and the others are listed in
-    `RestoreResult.missing` (the caller exits 1); the tag files must still be good.
+    `RestoreResult.missing` (exit 1); tag files must be good; damaged copies are read too.
     """
     try:
         bag_id = BagId.parse(bag)
@@ -131,13 +131,14 @@ def prepare(config, catalog: Catalog, bag_id: BagId, dest_path: Path, temp: Temp
     """
     record, files = bag_files(catalog, bag_id)
     result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only, partial=partial)
-    targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target)
+    allowed = PARTIAL_STATES if partial else USABLE_STATES
+    targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target, allowed)
     result.warnings.extend(skipped)
     adapters = open_adapters(config, targets)
     # files read at once: at least what the first source serves best (an S3 target's concurrency:
     # each read waits on the network; a folder is read one file at a time)
     workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
-    sources = BagSources(config, catalog, bag_id, adapters, from_target)
+    sources = BagSources(config, catalog, bag_id, adapters, from_target, allowed)
     return _Restore(catalog, bag_id, files, sources, dest_path, payload_only, result, workers, progress, temp,
                     partial=partial, tmp=tmp)
 
@@ -494,7 +495,8 @@ class _Restore:
         """Modification times from metadata/file-attributes.csv; empty folders for the payload tree."""
         if not self._have_attributes:
             self.result.warnings.append(f"{ATTRIBUTES_FILE} is absent; modification times from the catalog")
-        for rec in self.files:
+        left_out = set(self.result.missing)   # --partial did not write them: no time to set
+        for rec in (f for f in self.files if f.path not in left_out):
             ns = self._tag_mtimes.get(rec.path) if self._have_attributes else None
             if ns is None:
                 ns = rec.mtime_ns

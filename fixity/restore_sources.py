@@ -5,7 +5,8 @@ streaming one stored file while checking it are the parts of a restore that trus
 replica says; they need no temporary folder and no record keeping (fixity.restore does those).
 
 Which replicas: only those whose current catalog state is "verified" or "repaired" (an audit
-repaired the copy and re-verified it: `USABLE_STATES`, the audit's GOOD_STATES), in
+repaired the copy and re-verified it: `USABLE_STATES`, the audit's GOOD_STATES); with
+--partial also copies already found damaged or disputed (`PARTIAL_STATES`, after the others). In
 this order: `from_target` first when given, then the bag's policy's replica order, then any
 other verified replica in catalog order. A target that cannot be reached (its root is not
 mounted, listing fails) is skipped with a warning and blamed for nothing; a reachable target
@@ -34,17 +35,22 @@ from storage_adapters.base import CHUNK, HashingReader, NotFound, StorageAdapter
 #: Catalog replica states a restore may read from: a copy an audit repaired and re-verified is
 #: as good as one that never needed repair (the same as fixity.repair.GOOD_STATES).
 USABLE_STATES = ("verified", "repaired")
+#: What `restore --partial` also reads: copies found damaged (by an earlier restore or an audit) or
+#: disputed still hold good files, and --partial writes only files whose bytes verify against the
+#: bag's manifest digests, so such a copy can give up its good files. Usable copies come first.
+PARTIAL_STATES = USABLE_STATES + ("damaged", "disputed")
 
 
 def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[str],
-                  from_target: Optional[str] = None) -> Tuple[List, List[str]]:
+                  from_target: Optional[str] = None, allowed: Sequence[str] = USABLE_STATES) -> Tuple[List, List[str]]:
     """(StorageTargets to read from, best first; warnings about verified replicas left out).
 
-    Only replicas whose current state is in USABLE_STATES (verified, or repaired and re-verified)
-    count. PreservationError when none is; UsageError when `from_target` is not one of them.
+    Only replicas whose current state is in `allowed` count: USABLE_STATES (verified, or repaired
+    and re-verified), or PARTIAL_STATES for --partial, those in USABLE_STATES first.
+    PreservationError when none is; UsageError when `from_target` is not one of them.
     """
     states = {r["target"]: r for r in catalog.replicas(bag_id).to_pylist()}
-    usable = [t for t, r in states.items() if r["state"] in USABLE_STATES]
+    usable = [t for t, r in states.items() if r["state"] in allowed]
     if from_target is not None:
         config.target(from_target)  # ConfigError naming the known targets
         if from_target not in usable:
@@ -61,9 +67,11 @@ def replica_order(config, catalog: Catalog, bag_id: str, policy_name: Optional[s
     if from_target is not None:
         order.append(from_target)
     policy = getattr(config, "policies", {}).get(policy_name) if policy_name else None
-    for name in list(policy.replicas if policy else ()) + sorted(states):
-        if name in usable and name not in order:
-            order.append(name)
+    names = list(policy.replicas if policy else ()) + sorted(states)
+    for good in (True, False):      # the copies no one found bad first
+        for name in names:
+            if name in usable and name not in order and (states[name]["state"] in USABLE_STATES) == good:
+                order.append(name)
     targets, warnings = [], []
     for name in order:
         try:
@@ -144,8 +152,9 @@ class BagSources:
     fetch.txt names (a version bag, see fixity.restore_fetch); one adapter per target, shared."""
 
     def __init__(self, config, catalog: Catalog, bag_id: BagId, adapters: List[StorageAdapter],
-                 from_target: Optional[str] = None):
+                 from_target: Optional[str] = None, allowed: Sequence[str] = USABLE_STATES):
         self.config = config
+        self.allowed = tuple(allowed)
         self.catalog = catalog
         self.from_target = from_target
         self._by_name = {a.name: a for a in adapters}
@@ -159,9 +168,9 @@ class BagSources:
             try:
                 if record is None:
                     raise PreservationError(f"{key} is not in the catalog")
-                usable = {r["target"] for r in self.catalog.replicas(key).to_pylist() if r["state"] in USABLE_STATES}
+                usable = {r["target"] for r in self.catalog.replicas(key).to_pylist() if r["state"] in self.allowed}
                 first = self.from_target if self.from_target in usable else None
-                targets, notes = replica_order(self.config, self.catalog, key, record.policy, first)
+                targets, notes = replica_order(self.config, self.catalog, key, record.policy, first, self.allowed)
                 adapters = []
                 for t in targets:
                     if t.name not in self._by_name:
@@ -217,6 +226,6 @@ def unknown_bag_message(catalog: Catalog, bag_id: BagId) -> str:
     return message
 
 
-__all__ = ["USABLE_STATES", "BagSources", "replica_order", "copy_verified", "open_adapters", "bag_files",
+__all__ = ["USABLE_STATES", "PARTIAL_STATES", "BagSources", "replica_order", "copy_verified", "open_adapters", "bag_files",
            "check_catalog_paths",
            "unknown_bag_message"]

@@ -687,3 +687,28 @@ def test_partial_with_nothing_missing_is_an_ordinary_restore(archive, tmp_path, 
     code, out, err = archive.restore(capsys, tmp_path / "full", "--partial", "--payload-only")
     assert code == 0 and out["missing"] == []
     assert [e["outcome"] for e in archive.events("dissemination")] == ["success"]
+
+
+def test_partial_still_reads_copies_already_marked_damaged_by_a_restore_or_an_audit(archive, tmp_path, capsys):
+    """Issue 18: the first --partial run (or an audit) marks both copies damaged; --partial must
+    keep reading them, writing every file that verifies and nothing that does not."""
+    archive.damage("site-a", CHINESE, "flip")
+    archive.damage("site-b", CHINESE, "truncate")
+    want = {k: v for k, v in tree(archive.source).items() if k != CHINESE[len("data/"):]}
+    code, out, err = archive.restore(capsys, tmp_path / "first", "--payload-only", "--partial")
+    assert code == 1 and archive.state("site-a") == archive.state("site-b") == "damaged"
+    assert "could not be set" not in err and not any("could not be set" in w for w in out["warnings"])
+    code, out, err = archive.restore(capsys, tmp_path / "refused", "--payload-only")
+    assert code == 1 and "no verified (or repaired) replica" in err and not (tmp_path / "refused").exists()
+    for run in ("second", "after-audit"):
+        if run == "after-audit":
+            assert main(["--config", str(archive.cfg), "audit", "--bag", archive.bag]) == 1
+            capsys.readouterr()
+            assert archive.state("site-a") == archive.state("site-b") == "damaged"
+        dest = tmp_path / run
+        code, out, err = archive.restore(capsys, dest, "--payload-only", "--partial")
+        assert code == 1 and out["restored"] is True and out["missing"] == [CHINESE], err
+        assert tree(dest) == want                  # every good file, byte-identical, and not the bad one
+        assert _leftovers(tmp_path, run) == []
+        assert archive.events("dissemination")[-1]["outcome"] == "warning"
+        assert archive.state("site-a") == archive.state("site-b") == "damaged"
