@@ -35,6 +35,9 @@ PROGRESS_SOCKET = "STRONGROOM_PROGRESS_SOCKET"
 PROGRESS_MODE = "STRONGROOM_PROGRESS"
 #: Seconds between two file-count messages of one phase (the last one is always sent).
 SEND_EVERY = 0.1
+#: Seconds a send may wait for room in the display's queue (Linux queues only ~10 datagrams per
+#: socket): a byte tick is dropped rather than slow the work, a phase's start and end are not.
+TICK_WAIT, LINE_WAIT = 0.05, 2.0
 
 Update = Callable[[int, int], None]  # (files done, bytes done), both counted from the phase's start
 
@@ -87,6 +90,7 @@ class PhaseLine:
     partial: int = 0
     finished: Optional[float] = None
     ok: bool = True
+    seconds: Optional[float] = None  # the phase's own measure of its duration (sent with its end)
 
     def files_done(self, files: int, nbytes: int) -> None:
         """Cumulative counts of finished files; their bytes leave `partial` (already counted there)."""
@@ -98,9 +102,11 @@ class PhaseLine:
     def tick(self, nbytes: int) -> None:
         self.partial += max(0, nbytes)
 
-    def finish(self, ok: bool, now: float) -> None:
-        """A phase that succeeded handled all it was given: its line says so in full."""
-        self.finished, self.ok = now, ok
+    def finish(self, ok: bool, now: float, seconds: Optional[float] = None) -> None:
+        """A phase that succeeded handled all it was given: its line says so in full. `seconds`
+        is the duration the phase measured itself: messages may reach the display late or in a
+        bunch, so the display's own clock could make a short phase look instantaneous."""
+        self.finished, self.ok, self.seconds = now, ok, seconds
         if ok:
             self.files = max(self.files, self.total_files)
             self.done_bytes = max(self.done_bytes, self.total_bytes)
@@ -133,7 +139,10 @@ def describe(line: PhaseLine, now: float, width: int = 24) -> str:
     keep = width - 1
     label = line.label if len(line.label) <= width else line.label[: keep // 2] + "~" + line.label[-(keep - keep // 2):]
     label = label.ljust(width)
-    elapsed = max(1e-6, (line.finished or now) - line.started)
+    if line.finished is not None and line.seconds is not None:
+        elapsed = max(1e-3, line.seconds)
+    else:
+        elapsed = max(1e-3, (line.finished or now) - line.started)
     shown = line.shown_bytes
     rate = shown / elapsed
     files = f"{line.shown_files:,}/{line.total_files:,} files" if line.total_files else f"{line.shown_files:,} files"
@@ -141,7 +150,7 @@ def describe(line: PhaseLine, now: float, width: int = 24) -> str:
         size = f", {display_size(line.total_bytes or shown)}" if line.total_bytes or shown else ""
         if not line.ok:
             return f"{label} stopped after {_clock(elapsed)}: {files}{size}"
-        speed = f" ({display_size(rate)}/s)" if shown and elapsed >= 1 else ""
+        speed = f" ({display_size(rate)}/s)" if shown else ""  # a short phase has a rate too
         return f"{label} done in {_clock(elapsed)}: {files}{size}{speed}"
     if not line.total_bytes:
         if not (shown or line.files):  # a phase with no counts of its own (validate): what and how long
@@ -159,17 +168,17 @@ _sender: Optional[tuple] = None  # (pid, socket): a forked child opens its own
 _ids = itertools.count(1)
 
 
-def send(message: dict) -> None:
-    """One datagram to the display, if there is one; dropped rather than ever slowing the work."""
+def send(message: dict, wait: float = TICK_WAIT) -> None:
+    """One datagram to the display, if there is one; dropped after `wait` seconds with no room,
+    rather than ever holding up the work for long."""
     global _sender
     path = os.environ.get(PROGRESS_SOCKET)
     if not path:
         return
     try:
         if _sender is None or _sender[0] != os.getpid():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.settimeout(0.05)
-            _sender = (os.getpid(), sock)
+            _sender = (os.getpid(), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+        _sender[1].settimeout(wait)
         _sender[1].sendto(json.dumps(message, separators=(",", ":")).encode("utf-8"), path)
     except OSError:
         pass
@@ -183,7 +192,9 @@ def phase(label: str, total_bytes: int, total_files: int, *,
     Bytes read inside files (byte ticks, from this process or children it forks) move the line
     too. `on_update` also gets every update (a Luigi task's status in luigid's UI)."""
     line = f"{os.getpid()}.{next(_ids)}"
-    send({"op": "start", "line": line, "label": label, "bytes": int(total_bytes), "files": int(total_files)})
+    send({"op": "start", "line": line, "label": label, "bytes": int(total_bytes), "files": int(total_files)},
+         LINE_WAIT)
+    began = time.monotonic()
     last = [0.0, -1, -1]
     lock = threading.Lock()
 
@@ -208,8 +219,8 @@ def phase(label: str, total_bytes: int, total_files: int, *,
         if drawn:
             byte_ticks.set_sink(previous)
         if last[1] >= 0:
-            send({"op": "files", "line": line, "files": last[1], "bytes": last[2]})
-        send({"op": "end", "line": line, "ok": ok})
+            send({"op": "files", "line": line, "files": last[1], "bytes": last[2]}, LINE_WAIT)
+        send({"op": "end", "line": line, "ok": ok, "seconds": time.monotonic() - began}, LINE_WAIT)
 
 
 class ByteProgress:

@@ -8,7 +8,9 @@ Drawn with rich (`rich.live.Live`) rather than tqdm: rich redraws a block of sev
 one unit, crops each line to the terminal's width and keeps finished lines above the running
 ones; tqdm draws one bar per process and position, which is how bars came to overwrite each
 other. The text of each line comes from `pipelines.progress.describe`, so the units and
-counting are the same (and testable) whatever draws them.
+counting are the same (and testable) whatever draws them. Off a terminal (`--progress 2> log`)
+nothing is drawn while the run goes: the final lines are written once at the end, each ending
+in a newline (rich's Live leaves the last one open, so line-based tools lost the last phase).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from pipelines.progress import PROGRESS_SOCKET, PhaseLine, describe
 
 #: Finished lines kept on screen; older ones are folded into a count (a run of 100 bags).
 KEEP_FINISHED = 12
+#: After the run: seconds to wait for phases still open (a worker's end still on its way), and
+#: the quiet spell that ends the draining of whatever else is queued.
+DRAIN_LIMIT, DRAIN_QUIET = 2.0, 0.05
 
 
 class Display:
@@ -47,20 +52,26 @@ class Display:
                                                  int(message["files"]), self._clock())
                     return
                 line = self._lines.get(key)
-                if line is None:
+                if line is None or line.finished is not None:  # late ticks never change a final line
                     return
                 if op == "files":
                     line.files_done(int(message["files"]), int(message["bytes"]))
                 elif op == "tick":
                     line.tick(int(message["bytes"]))
                 elif op == "end":
-                    line.finish(bool(message["ok"]), self._clock())
+                    seconds = message.get("seconds")
+                    line.finish(bool(message["ok"]), self._clock(), None if seconds is None else float(seconds))
         except (KeyError, TypeError, ValueError):
             pass
 
     def lines(self) -> List[PhaseLine]:
         with self._lock:
             return list(self._lines.values())
+
+    def open_lines(self) -> int:
+        """Phases started and not yet ended: their end message may still be on its way."""
+        with self._lock:
+            return sum(1 for x in self._lines.values() if x.finished is None)
 
     def render(self) -> List[str]:
         now = self._clock()
@@ -98,11 +109,15 @@ class Hub:
         os.environ[PROGRESS_SOCKET] = path
         self._thread = threading.Thread(target=self._receive, name="progress-display", daemon=True)
         self._thread.start()
-        # Not a terminal (`--progress 2> log`): rich writes the final lines once, no cursor codes.
-        console = Console(file=self._stream, highlight=False)
-        self._live = Live(get_renderable=self._renderable, console=console, refresh_per_second=4,
-                          transient=False, redirect_stdout=False, redirect_stderr=False)
-        self._live.start()
+        try:
+            at_terminal = bool(self._stream.isatty())
+        except (AttributeError, ValueError):
+            at_terminal = False
+        if at_terminal:
+            console = Console(file=self._stream, highlight=False)
+            self._live = Live(get_renderable=self._renderable, console=console, refresh_per_second=4,
+                              transient=False, redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
         return self
 
     def _renderable(self):
@@ -112,14 +127,28 @@ class Hub:
         return Group(*[Text(t, no_wrap=True, overflow="ellipsis") for t in self.display.render()])
 
     def _receive(self) -> None:
+        """Apply datagrams until "stop"; then drain: wait (at most DRAIN_LIMIT) for phases still
+        open, whose end a worker may have sent just before the run returned, and take whatever
+        else is queued until a quiet spell, so the final lines are complete."""
         assert self._sock is not None
+        stopped_at: Optional[float] = None
         while True:
+            if stopped_at is not None:
+                left = DRAIN_LIMIT - (time.monotonic() - stopped_at)
+                if left <= 0:
+                    return
+                self._sock.settimeout(min(left, 0.2) if self.display.open_lines() else DRAIN_QUIET)
             try:
                 data = self._sock.recv(65536)
+            except socket.timeout:
+                if not self.display.open_lines():
+                    return
+                continue
             except OSError:
                 return
             if data == b"stop":
-                return
+                stopped_at = time.monotonic()
+                continue
             try:
                 self.display.apply(json.loads(data.decode("utf-8")))
             except ValueError:
@@ -132,7 +161,7 @@ class Hub:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stopper:
                 stopper.sendto(b"stop", path)  # after every message already queued
             if self._thread is not None:
-                self._thread.join(timeout=5)
+                self._thread.join(timeout=DRAIN_LIMIT + 3)
         finally:
             if self._previous_env is None:
                 os.environ.pop(PROGRESS_SOCKET, None)
@@ -141,5 +170,8 @@ class Hub:
             if self._live is not None:
                 self._live.refresh()
                 self._live.stop()
+            else:  # not a terminal (`--progress 2> log`): the final lines once, each a whole line
+                self._stream.write("".join(text + "\n" for text in self.display.render()))
+                self._stream.flush()
             self._sock.close()
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -191,3 +191,52 @@ def test_no_progress_at_a_terminal(tmp_path):
                                      "--library", LIB, "--collection", "quiet", "--type", "self-built"], env)
     assert code == 0, out + err
     assert "done in" not in err and "files" not in err, err
+
+
+def test_deposit_with_stderr_to_a_file_ends_with_every_phase_and_its_rate(tmp_path):
+    """`deposit --progress 2> log` (issue 18, note K): every phase's final line is a whole line (the
+    last one, verify of the last target, was left without its newline, so line tools lost it) and
+    every phase that moves bytes says its rate, a phase shorter than a second too."""
+    arch = make_archive(tmp_path)
+    source = make_source(tmp_path / "src", small=4, small_size=4096, big=(2 << 20,))
+    log = tmp_path / "log"
+    with open(log, "w") as err:
+        proc = subprocess.run([sys.executable, "-m", "pipelines", "--config", str(arch.config_path), "deposit",
+                               str(source), "--library", LIB, "--collection", "logged", "--type", "self-built",
+                               "--progress"], stderr=err, stdout=subprocess.PIPE, cwd=str(REPO), env=_env(),
+                              timeout=120)
+    text = log.read_text("utf-8")
+    assert proc.returncode == 0, text
+    whole = [row[:-1] for row in text.splitlines(keepends=True) if row.endswith("\n")]
+    final = {}
+    for row in whole:
+        words = row.split()
+        if "done in" in row:
+            final[" ".join(words[:2]) if words[0] in ("replicate", "verify") else words[0]] = row
+    assert set(final) == {"stage", "validate", "replicate site-a", "replicate site-b", "verify site-a",
+                          "verify site-b"}, text
+    for name, row in final.items():
+        if name != "validate":  # validate counts files only
+            assert re.search(r"\(\d[\d.]* [kMGT]?B/s\)$", row), row
+    assert "\x1b[" not in text
+
+
+def _late_phase(ready) -> None:
+    with phase("verify site-b", 1000, 1) as update:
+        ready.set()
+        time.sleep(0.4)
+        update(1, 1000)
+
+
+def test_the_display_waits_for_a_phase_ending_as_the_run_ends():
+    """A worker's phase still ending when the run returns is drained, not cut off."""
+    ctx = multiprocessing.get_context("fork")
+    out = io.StringIO()
+    with Hub(stream=out) as hub:
+        ready = ctx.Event()
+        child = ctx.Process(target=_late_phase, args=(ready,))
+        child.start()
+        assert ready.wait(10)
+    child.join(10)
+    assert [x.finished is not None and x.ok for x in hub.display.lines()] == [True]
+    assert out.getvalue().startswith("verify site-b") and out.getvalue().endswith("/s)\n"), out.getvalue()
