@@ -16,6 +16,12 @@ from strongroom.bag_id import deposit_stamp
 from strongroom.durable import atomic_write_bytes, fsync_dir
 from strongroom.errors import PreservationError
 
+# Two deposits into one collection in the same second would compute the same stamp, so the same
+# bag ids, and one would overwrite (or fail over, and then record failures against) the other's
+# bags. A stamp is therefore *claimed* before it is used: `mkdir` of one folder per
+# LIB/COLL/STAMP in staging/.claims/ (atomic, also on NFS: exactly one of two racing processes
+# succeeds), holding the owner's key. A claim is never released: a stamp once claimed is never
+# handed out again by this staging area, whether its deposit finished, failed or was abandoned.
 CLAIMS_DIR = ".claims"
 _OWNER = "owner"
 #: How far ahead of the clock a stamp may be taken (one per second): only a burst of that many

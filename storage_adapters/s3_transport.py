@@ -138,8 +138,9 @@ class _Direct:
 
     def _send(self, method: str, key: str, params: Dict[str, str], body: bytes, headers: Dict[str, str],
               operation: str, payload_sha256: str, *, stream: bool) -> Tuple[Mapping[str, str], Any]:
-        """One signed request, retried like botocore's standard mode: (headers, body) of the
-        2xx answer, the body a stream with `stream`, else bytes."""
+        """One signed request: (headers, body) of the 2xx answer, the body a stream with `stream`,
+        else bytes. It is sent `_request_attempts` times at most: once (the object's retry budget in
+        storage_adapters/retrying.py retries above it), or up to max_attempts with `retry_mode: adaptive`."""
         import botocore.exceptions as bx
 
         adapter = self._adapter

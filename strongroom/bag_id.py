@@ -106,12 +106,3 @@ class BagId:
             raise UsageError(f"{text!r} is not a bag id (expected LIB/COLL/YYYYMMDDTHHMMSSZ-N)")
         return cls(m.group(1), m.group(2), m.group(3), int(m.group(4)))
 
-
-# --- claiming a deposit's time stamp ------------------------------------------------------------
-#
-# Two deposits into one collection in the same second would compute the same stamp, so the same
-# bag ids, and one would overwrite (or fail over, and then record failures against) the other's
-# bags. A stamp is therefore *claimed* before it is used: `mkdir` of one folder per
-# LIB/COLL/STAMP in staging/.claims/ (atomic, also on NFS: exactly one of two racing processes
-# succeeds), holding the owner's key. A claim is never released: a stamp once claimed is never
-# handed out again by this staging area, whether its deposit finished, failed or was abandoned.
