@@ -85,6 +85,8 @@ EMPTY_DIRS_FILE = metadata.EMPTY_DIRS_FILE
 ATTRIBUTES_FILE = metadata.ATTRIBUTES_FILE
 
 Progress = Callable[[int, int], None]  # (payload files done, payload bytes done)
+#: Makes the event recorded for the restore itself from its result and failure reason (None: success).
+RecordAs = Callable[[RestoreResult, Optional[str]], EventRecord]
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,25 +124,28 @@ def restore_bag(config, bag: str, dest, *, payload_only: bool = False, from_targ
         temp.release()
 
 
-def prepare(config, catalog: Catalog, bag_id: BagId, dest_path: Path, temp: TempFolder, *, payload_only: bool,
-            from_target: Optional[str], workers: int, progress: Optional[Progress], partial: bool,
-            tmp: Optional[Path] = None) -> "_Restore":
+def prepare(config, catalog: Catalog, bag_id: BagId, dest_path: Path, temp: Optional[TempFolder], *,
+            payload_only: bool, from_target: Optional[str], workers: int, progress: Optional[Progress], partial: bool,
+            tmp: Optional[Path] = None, only_from: bool = False,
+            record_as: Optional[RecordAs] = None) -> "_Restore":
     """The restore of one bag, its sources chosen, ready to build into `tmp` (default: temp's folder).
 
-    Shared by `restore_bag` and the restore of several bags into one DEST (fixity.restore_group).
+    Shared by `restore_bag`, fixity.restore_group and the drill (fixity.drill: `only_from` reads
+    from_target alone, `record_as(result, failure or None)` makes its event, not a dissemination).
     """
     record, files = bag_files(catalog, bag_id)
     result = RestoreResult(bag_id=str(bag_id), dest=str(dest_path), payload_only=payload_only, partial=partial)
     allowed = PARTIAL_STATES if partial else USABLE_STATES
     targets, skipped = replica_order(config, catalog, str(bag_id), record.policy, from_target, allowed)
+    targets = targets[:1] if only_from else targets
     result.warnings.extend(skipped)
     adapters = open_adapters(config, targets)
     # files read at once: at least what the first source serves best (an S3 target's concurrency:
     # each read waits on the network; a folder is read one file at a time)
     workers = max(int(workers), adapters[0].parallel_reads if adapters else 1)
-    sources = BagSources(config, catalog, bag_id, adapters, from_target, allowed)
+    sources = BagSources(config, catalog, bag_id, adapters, from_target, allowed, only=only_from)
     return _Restore(catalog, bag_id, files, sources, dest_path, payload_only, result, workers, progress, temp,
-                    partial=partial, tmp=tmp)
+                    partial=partial, tmp=tmp, record_as=record_as)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,8 +155,10 @@ def prepare(config, catalog: Catalog, bag_id: BagId, dest_path: Path, temp: Temp
 class _Restore:
     def __init__(self, catalog: Catalog, bag_id: BagId, files: List[FileRecord], sources: BagSources,
                  dest: Path, payload_only: bool, result: RestoreResult, workers: int, progress: Optional[Progress],
-                 temp: TempFolder, *, partial: bool = False, tmp: Optional[Path] = None):
+                 temp: Optional[TempFolder], *, partial: bool = False, tmp: Optional[Path] = None,
+                 record_as: Optional[RecordAs] = None):
         self.catalog = catalog
+        self.record_as = record_as
         self.bag_id = bag_id
         self.files = files
         self.sources = sources
@@ -524,6 +531,8 @@ class _Restore:
     def _done_event(self) -> EventRecord:
         """The dissemination success event, made (with its id) before DEST is put in place."""
         r = self.result
+        if self.record_as is not None:
+            return self.record_as(r, None)
         srcs = ", ".join(f"{t} ({s['files']} files)" for t, s in r.sources.items())
         what = "payload (source tree)" if self.payload_only else "whole bag"
         detail = (f"restored {what} to {r.dest}: {r.files} files, {r.bytes} bytes, verified against the "
@@ -555,7 +564,8 @@ class _Restore:
         if not self._findings_recorded:
             self._findings_recorded = True
             self._set_states()
-        events.append(self._event("dissemination", "failure", "bag", None, None,
+        events.append(self.record_as(r, reason) if self.record_as is not None else
+                      self._event("dissemination", "failure", "bag", None, None,
                                   f"restore to {r.dest} failed, nothing was written there: {reason}"))
         self.catalog.append_events(events)
         r.events.extend(e.event_id for e in events)

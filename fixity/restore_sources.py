@@ -152,11 +152,13 @@ class BagSources:
     fetch.txt names (a version bag, see fixity.restore_fetch); one adapter per target, shared."""
 
     def __init__(self, config, catalog: Catalog, bag_id: BagId, adapters: List[StorageAdapter],
-                 from_target: Optional[str] = None, allowed: Sequence[str] = USABLE_STATES):
+                 from_target: Optional[str] = None, allowed: Sequence[str] = USABLE_STATES, only: bool = False):
         self.config = config
         self.allowed = tuple(allowed)
         self.catalog = catalog
         self.from_target = from_target
+        #: read from `from_target` alone, also for the earlier bags a fetch.txt names (a restore drill)
+        self.only = only
         self._by_name = {a.name: a for a in adapters}
         self._order: Dict[str, Tuple[List[StorageAdapter], List[str]]] = {str(bag_id): (list(adapters), [])}
 
@@ -170,7 +172,10 @@ class BagSources:
                     raise PreservationError(f"{key} is not in the catalog")
                 usable = {r["target"] for r in self.catalog.replicas(key).to_pylist() if r["state"] in self.allowed}
                 first = self.from_target if self.from_target in usable else None
+                if self.only and first is None:
+                    raise PreservationError(f"{key} has no verified copy on {self.from_target}")
                 targets, notes = replica_order(self.config, self.catalog, key, record.policy, first, self.allowed)
+                targets = targets[:1] if self.only else targets
                 adapters = []
                 for t in targets:
                     if t.name not in self._by_name:
