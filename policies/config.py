@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from strongroom.errors import ConfigError, UsageError
 from policies.locations import _check_bucket_overlaps, _check_overlaps, _prefixes_overlap, find_locations
+from policies.governance import Governance, read_governance
 from policies.libraries import Library, check_binding_codes, check_receiving_places, read_libraries
 from policies.model import (
     Issue,
@@ -54,7 +55,7 @@ from policies.targets import (  # noqa: F401 - re-exported: importers know them 
 from policies.units import format_duration
 
 CONFIG_FILENAME = "strongroom.yaml"
-CONFIG_KEYS = ("catalog", "catalog_access", "staging", "policies", "storage", "clamav", "libraries")
+CONFIG_KEYS = ("catalog", "catalog_access", "staging", "policies", "storage", "clamav", "libraries", "governance")
 CLAMAV_KEYS = ("socket", "host", "port", "timeout", "stream_max_bytes")
 DEFAULT_CATALOG = "./archive/catalog"
 DEFAULT_STAGING = "./archive/staging"
@@ -119,6 +120,8 @@ class Config:
     libraries: Optional[Dict[str, Library]] = None
     # Policy files that did not load, by policy name (see BrokenPolicy); `status` names them.
     broken_policies: Mapping[str, BrokenPolicy] = field(default_factory=dict)
+    # `governance:` (policies.governance): approvers, quorums, operators; None without the section.
+    governance: Optional[Governance] = None
 
     def location_of(self, target_name: str) -> str:
         """The location of a target: its site, or the joined sites of the targets it shares a device
@@ -394,6 +397,7 @@ def load_config(path: Any) -> Config:
     _check_bucket_overlaps(reader, storage)
     catalog_access = _read_catalog_access(reader, top, catalog, storage, declared)
     clamav = _read_clamav(reader, top["clamav"], base) if "clamav" in top else None
+    governance = read_governance(reader, top["governance"], base) if "governance" in top else None
 
     policies: Dict[str, Policy] = {}
     broken: Dict[str, BrokenPolicy] = {}
@@ -417,7 +421,7 @@ def load_config(path: Any) -> Config:
                   policies_dir=policies_dir, storage=storage, policies=policies, catalog_access=catalog_access,
                   locations=types.MappingProxyType(locations), warnings=warnings, clamav=clamav,
                   libraries=None if libraries is None else dict(libraries),
-                  broken_policies=types.MappingProxyType(broken))
+                  broken_policies=types.MappingProxyType(broken), governance=governance)
 
 
 def _read_clamav(reader: Reader, value: Any, base: Path):
