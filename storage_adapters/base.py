@@ -171,6 +171,28 @@ def check_relpath(relpath: str) -> Tuple[str, ...]:
     return segments
 
 
+#: The reserved namespace beside the bags on every target (`<root or prefix>/.strongroom/`) for
+#: small records that are not bag files: ledger checkpoints, tombstones, the stdlib verifier.
+#: It is no library code (those start with a letter or digit), so bag listings never meet it.
+RESERVED = ".strongroom"
+
+
+def check_record_key(key: str, *, prefix: bool = False) -> Tuple[str, ...]:
+    """The segments of a record key (relative to RESERVED); ValueError if it is unsafe.
+
+    Record keys are checked like bag paths (no '..', absolute path, NUL, backslash, '.' or empty
+    segment), because a key may come from a record read back from storage. With `prefix`, a
+    listing prefix: "" or a key that may end in '/'.
+    """
+    if prefix:
+        if key == "":
+            return ()
+        if not isinstance(key, str):
+            raise ValueError(f"{key!r}: a record key must be text")
+        return check_relpath(key[:-1] if key.endswith("/") else key)
+    return check_relpath(key)
+
+
 def bag_segments(bag_id: BagId) -> Tuple[str, str, str]:
     """(LIB, COLL, bag-name): checked again here because BagId can be built without `parse`."""
     text = str(bag_id)
@@ -478,10 +500,32 @@ class StorageAdapter(abc.ABC):
         """
         return 0
 
+    # --- records (the reserved namespace, see RESERVED) ------------------------------------
+
+    def put_record(self, key: str, data: bytes) -> PutOutcome:
+        """Store a small record under `.strongroom/<key>` atomically and durably, never
+        overwriting: ALREADY_PRESENT when the same bytes are there, ReplicaConflict when other
+        bytes are. Object-Locked with the adapter's retention where the target locks. Why never
+        overwrite: records are evidence (ledger checkpoints, tombstones); a rewrite would erase it."""
+        raise NotImplementedError(f"{self.type} targets cannot store records")
+
+    def read_record(self, key: str) -> bytes:
+        """The bytes of the record `.strongroom/<key>`; NotFound if there is none."""
+        raise NotImplementedError(f"{self.type} targets cannot store records")
+
+    def list_records(self, prefix: str = "") -> Iterator[str]:
+        """Keys (relative to `.strongroom/`) of every record whose key starts with `prefix`,
+        recursively, sorted; leftovers of interrupted writes are not listed."""
+        raise NotImplementedError(f"{self.type} targets cannot store records")
+
+    def record_location(self, key: str) -> str:
+        """Human-readable place of a record (a path, an s3:// URL), for messages."""
+        raise NotImplementedError(f"{self.type} targets cannot store records")
+
 
 __all__ = [
     "CHUNK", "Source", "StorageError", "NotFound", "ReplicaConflict", "UnsafePath", "OddObject", "SourceMismatch",
     "PutOutcome", "PutItem", "ItemDone", "FileStat", "StorageAdapter", "HashingReader",
     "check_relpath", "bag_segments", "bag_key", "check_aside_key", "check_digests", "check_unique_relpaths", "open_source",
-    "hash_stream", "read_buffer",
+    "hash_stream", "read_buffer", "RESERVED", "check_record_key",
 ]

@@ -82,6 +82,7 @@ from .fs_common import (  # noqa: F401  (re-exported: TEMP_SUFFIX, temp_name, is
 # Looked up here at call time (tests replace them on this module).
 from .fs_durability import fd_budget, syncfs, syncfs_is_durable
 from .fs_read import StoredReads
+from .fs_records import StoredRecords
 
 #: Where repair moves odd objects and extra files: `<root>/ASIDE_DIR/<stamp>/<LIB>/<COLL>/<bag>/...`.
 #: Its name starts with a dot, so it is never taken for a library by list_bags.
@@ -104,10 +105,11 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[n:]
 
 
-class FilesystemAdapter(StoredReads, StorageAdapter):
+class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
     """Bags as folders under `root`. Thread-safe: every call uses its own descriptors.
 
-    Reading and listing come from `StoredReads` (fs_read)."""
+    Reading and listing come from `StoredReads` (fs_read), records under `.strongroom/` from
+    `StoredRecords` (fs_records)."""
 
     type = "filesystem"
     #: put_files flushes at least this often (files, bytes): bounds dirty memory and open files

@@ -62,6 +62,7 @@ Module map (each layer one job; this module is the facade that assembles them):
   s3_upload     put_file(s) / replace / delete / put_new_object, the no-overwrite rule
   s3_multipart  multipart uploads, resuming, aborting, cleanup_temp
   s3_retention  Object Lock retention
+  s3_reserved   records under <prefix>/.strongroom/ (put_record / read_record / list_records)
   s3_catalog    the catalog's S3 access (pyarrow file system + conditional PUT)
 """
 
@@ -89,6 +90,7 @@ from .s3_catalog import CatalogS3, open_catalog_s3
 from .s3_errors import BucketMissing, RetentionUnsupported, S3Errors
 from .s3_multipart import S3Multipart
 from .s3_read import S3Reads
+from .s3_reserved import S3Records
 from .s3_records import META_MTIME
 from .s3_retention import RetentionSpec, S3Retention, retain_until
 from .s3_transport import S3Transport, _Direct
@@ -102,7 +104,7 @@ RETRY_MODES = ("standard", "adaptive", "legacy")
 DEFAULT_CONCURRENCY = 16      # objects (put_files) and parts (multipart) in flight per adapter
 
 
-class S3Adapter(S3Uploads, S3Multipart, S3Reads, S3Retention, S3Transport, S3Errors, StorageAdapter):
+class S3Adapter(S3Uploads, S3Multipart, S3Reads, S3Records, S3Retention, S3Transport, S3Errors, StorageAdapter):
     """Bags as objects in one bucket under a prefix. Thread-safe (one shared boto3 client).
 
     Assembled from one mixin per job (see the module map above); this class holds the settings,

@@ -23,7 +23,7 @@ from typing import (
 
 from strongroom.bag_id import BagId
 
-from .base import FileStat, StorageError, bag_segments
+from .base import RESERVED, FileStat, StorageError, bag_segments
 from .retrying import Budget, current
 from .s3_errors import _MISSING, _UseClient
 from .s3_records import _Stored
@@ -219,7 +219,7 @@ class S3Reads:
         base = self.prefix + "/" if self.prefix else ""
         found: List[BagId] = []
         for lib, is_prefix in self._list(base, delimiter="/"):
-            if not is_prefix:
+            if not is_prefix or lib == f"{base}{RESERVED}/":  # records, not a library: not walked
                 continue
             for coll, is_prefix2 in self._list(lib, delimiter="/"):
                 if not is_prefix2:
