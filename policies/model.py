@@ -26,6 +26,7 @@ import yaml
 
 from strongroom.checksums import SUPPORTED
 from strongroom.errors import ConfigError
+from policies.fixity_rules import DEFAULT_AFTER_FINDING, DEFAULT_COLD, AfterFinding, ColdSample, read_after_finding, read_cold
 from policies.units import format_duration, format_size, parse_duration, parse_size
 
 # --------------------------------------------------------------------------------------------
@@ -54,6 +55,8 @@ class FixityCadence:
     deep_every: datetime.timedelta      # full re-hash of every file
     quick_every: datetime.timedelta     # existence + size (and stored-checksum) check
     daily_byte_budget: int              # bytes a single day's deep audits may read
+    after_finding: Optional[AfterFinding] = DEFAULT_AFTER_FINDING   # None: off (policies.fixity_rules)
+    cold: ColdSample = DEFAULT_COLD     # the deep sample on `tier: cold` targets
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class CadenceOverride:
             deep_every=self.deep_every or cadence.deep_every,
             quick_every=self.quick_every or cadence.quick_every,
             daily_byte_budget=cadence.daily_byte_budget,
+            after_finding=cadence.after_finding,
+            cold=cadence.cold,
         )
 
 
@@ -154,6 +159,8 @@ class Policy:
                 "deep_every": format_duration(self.fixity.deep_every),
                 "quick_every": format_duration(self.fixity.quick_every),
                 "daily_byte_budget": format_size(self.fixity.daily_byte_budget),
+                "after_finding": None if self.fixity.after_finding is None else self.fixity.after_finding.as_dict(),
+                "cold": self.fixity.cold.as_dict(),
             },
             "bag": {"max_bytes": format_size(self.bag.max_bytes), "max_files": self.bag.max_files},
             "formats": {"at_risk": list(self.formats.at_risk), "unidentified": self.formats.unidentified},
@@ -468,7 +475,7 @@ def read_cadence_override(reader: Reader, value: Any, key: str) -> Optional[Cade
 
 
 def _read_fixity(reader: Reader, value: Any) -> FixityCadence:
-    data = reader.mapping(value, "fixity", ("deep_every", "quick_every", "daily_byte_budget"))
+    data = reader.mapping(value, "fixity", ("deep_every", "quick_every", "daily_byte_budget", "after_finding", "cold"))
     if data is None:
         return DEFAULT_FIXITY
     deep = reader.duration(data["deep_every"], "fixity.deep_every") if "deep_every" in data else DEFAULT_FIXITY.deep_every
@@ -479,9 +486,12 @@ def _read_fixity(reader: Reader, value: Any) -> FixityCadence:
         reader.problem("fixity.quick_every",
                        f"({format_duration(quick)}) must not be longer than "
                        f"fixity.deep_every ({format_duration(deep)}): quick checks run between deep ones")
+    after = read_after_finding(reader, data["after_finding"], "fixity.after_finding", deep or DEFAULT_FIXITY.deep_every) \
+        if "after_finding" in data else DEFAULT_AFTER_FINDING
+    cold = read_cold(reader, data["cold"], "fixity.cold") if "cold" in data else DEFAULT_COLD
     return FixityCadence(deep_every=deep or DEFAULT_FIXITY.deep_every,
                          quick_every=quick or DEFAULT_FIXITY.quick_every,
-                         daily_byte_budget=budget or DEFAULT_FIXITY.daily_byte_budget)
+                         daily_byte_budget=budget or DEFAULT_FIXITY.daily_byte_budget, after_finding=after, cold=cold)
 
 
 def _read_bag(reader: Reader, value: Any) -> BagLimits:

@@ -32,17 +32,21 @@ from policies.model import (
 )
 
 STORAGE_TYPES = ("filesystem", "s3")
-FILESYSTEM_KEYS = ("type", "root", "site", "fixity", "libraries")
+FILESYSTEM_KEYS = ("type", "root", "site", "fixity", "libraries", "tier")
 S3_KEYS = ("type", "endpoint", "bucket", "region", "prefix", "site", "addressing_style", "storage_class",
            "multipart_threshold", "multipart_chunksize", "object_lock", "credentials", "verify_tls",
            "ca_bundle", "fixity", "retry_mode", "max_attempts", "connect_timeout", "read_timeout", "concurrency",
-           "libraries", "transport")
+           "libraries", "transport", "tier")
 #: how requests reach an S3 target. auto: in-memory PUTs/UploadParts and every GET go through the
 #: adapter's lean signed-request path (botocore's signer, less CPU per request) where it applies
 #: (a custom endpoint, standard retry mode); everything else through boto3. boto3: every request
 #: through the boto3 client, e.g. to rule the lean path out when a proxy or endpoint misbehaves.
 TRANSPORTS = ("auto", "boto3")
 RETRY_MODES = ("standard", "adaptive")
+#: hot: every copy deep-audited on the cadence. cold (Glacier-class: re-reading costs money and
+#: hours): quick checks on the cadence plus a random deep sample under the policy's `fixity.cold`
+#: budget (policies.fixity_rules).
+TIERS = ("hot", "cold")
 MAX_CONCURRENCY = 256
 ADDRESSING_STYLES = ("path", "virtual", "auto")
 CREDENTIAL_KEYS = ("access_key_env", "secret_key_env", "session_token_env", "profile")
@@ -89,6 +93,7 @@ class StorageTarget:
     source: Optional[Path] = None  # the config file that declared it (for error messages)
     # `libraries: [CODE, ...]`: the only libraries whose copies may be stored here (None: every one).
     libraries: Optional[Tuple[str, ...]] = None
+    tier: str = "hot"   # see TIERS
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,7 @@ def _read_target(reader: Reader, name: Any, value: Any, base: Path) -> Optional[
         if "site" in data else None
     fixity = read_cadence_override(reader, data["fixity"], join_key(key, "fixity")) if "fixity" in data else None
     libraries = read_binding(reader, data["libraries"], join_key(key, "libraries")) if "libraries" in data else None
+    tier = reader.choice(data["tier"], join_key(key, "tier"), TIERS) if "tier" in data else "hot"
     root: Optional[Path] = None
     options: Dict[str, Any] = {}
     if kind == "filesystem":
@@ -240,7 +246,7 @@ def _read_target(reader: Reader, name: Any, value: Any, base: Path) -> Optional[
     if len(reader.problems.issues) > before or site is None:
         return None
     return StorageTarget(name=name, type=kind, site=site, root=root, options=types.MappingProxyType(options),
-                         fixity=fixity, source=reader.file, libraries=libraries)
+                         fixity=fixity, source=reader.file, libraries=libraries, tier=tier or "hot")
 
 
 def _read_s3_options(reader: Reader, data: Dict[str, Any], key: str, base: Path) -> Dict[str, Any]:

@@ -1,0 +1,355 @@
+"""Coverage: how much of what each target holds was truly re-read in full recently (issue 17).
+
+"Last audit" per copy says little to an auditor: a quick check proves presence and size, not
+the bytes, and an archive can audit the same few bags over and over. Coverage answers the
+auditor's question per storage target: of the files and bytes held there, how many were
+verified by a DEEP check (every byte re-read and re-hashed) in the last 90 and 365 days, beside
+what the policy's cadence asks for in those windows.
+
+What counts as deep-verified at time t: a replica record with `last_audit_kind` deep and
+`last_audit_outcome` success at `last_audit_at` t: a deep audit, a repair re-verified deep, the
+deposit's own deep read-back of the stored copy, a deep `catalog rebuild`. And the copy must be
+in a good state now (verified, repaired): a copy found damaged since is not counted. Quick
+checks never count, whatever they found.
+
+The replica log is read in record batches of the few columns needed and folded into one entry
+per copy, so memory grows with the number of copies held, never with the number of audit
+records. The same pass gives the newest finding (failure or inconclusive) per target, which
+`fixity.due` uses to bring audits forward (policies.fixity_rules).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from catalog.catalog import TIE_ORDER, Catalog
+from catalog.compact import live_files
+from catalog.schema import RECORD_ID, REPLICAS_SCHEMA, utc_now
+from catalog.store import CatalogError
+from policies.units import format_duration, format_size
+
+WINDOWS = (90, 365)
+HOT, COLD = "hot", "cold"
+GOOD = ("verified", "repaired")
+NOT_HELD = ("pending", "copied")          # the deposit has not finished: not held yet
+FINDING_OUTCOMES = ("failure", "inconclusive")
+_COLUMNS = ["bag_id", "target", "site", "state", "last_audit_at", "last_audit_kind", "last_audit_outcome",
+            "recorded_at", RECORD_ID]
+_BATCH_ROWS = 65536
+_SCAN_ATTEMPTS = 5
+_RANK = {state: i for i, state in enumerate(TIE_ORDER)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The newest damaged or inconclusive audit outcome recorded on a target."""
+
+    target: str
+    bag_id: str
+    outcome: str              # failure | inconclusive
+    at: _dt.datetime
+
+
+@dataclass
+class CopyFacts:
+    """What the replica log says about one copy (bag on target), folded from all its records."""
+
+    bag_id: str
+    target: str
+    site: Optional[str]
+    state: str
+    last_deep_at: Optional[_dt.datetime]
+    _key: Tuple = field(default=(), repr=False)   # (recorded_at, -rank, record id) of the current record
+
+
+@dataclass(frozen=True)
+class WindowFigures:
+    days: int
+    files: int
+    bytes: int
+    files_pct: Optional[float]
+    bytes_pct: Optional[float]
+    expected_pct: Optional[float]   # the cadence target, as % of the bytes held
+    expected_bytes: int             # the same in bytes
+
+
+@dataclass(frozen=True)
+class TargetCoverage:
+    target: str
+    site: Optional[str]
+    tier: str
+    held_copies: int
+    held_files: int
+    held_bytes: int
+    good_copies: int
+    never_deep: int
+    windows: Dict[int, WindowFigures]
+    cadence: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["windows"] = {str(k): asdict(v) for k, v in self.windows.items()}
+        return d
+
+
+@dataclass(frozen=True)
+class CopyCoverage:
+    bag_id: str
+    target: str
+    state: str
+    files: int
+    bytes: int
+    last_deep_at: Optional[_dt.datetime]
+    within: Dict[int, bool]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    now: _dt.datetime
+    targets: List[TargetCoverage]
+    total: TargetCoverage
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"now": _iso(self.now), "windows_days": list(WINDOWS),
+                "targets": [t.to_dict() for t in self.targets], "total": self.total.to_dict()}
+
+
+def _iso(value: _dt.datetime) -> str:
+    return value.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def pct(part: float, whole: float) -> Optional[float]:
+    """part/whole in %, rounded DOWN to 0.1 (evidence never overstates: 99.96 % is not 100 %)."""
+    if whole <= 0:
+        return None
+    return math.floor(part * 1000.0 / whole + 1e-9) / 10.0
+
+
+# ------------------------------------------------------------------------------------------
+# One pass over the replica log
+
+
+def _batches(catalog: Catalog, bag_id: Optional[str]) -> Iterator[pa.RecordBatch]:
+    files = live_files(catalog.store, "replicas", bag_id, catalog._replaced)  # noqa: SLF001 - same package
+    if not files:
+        return
+    flt = None if bag_id is None else ds.field("bag_id") == bag_id
+    dataset = ds.dataset([f.path for f in files], schema=REPLICAS_SCHEMA, format="parquet",
+                         filesystem=catalog.store.fs)
+    yield from dataset.to_batches(columns=_COLUMNS, filter=flt, batch_size=_BATCH_ROWS)
+
+
+def scan_copies(catalog: Catalog, *, bag_id: Optional[str] = None
+                ) -> Tuple[Dict[Tuple[str, str], CopyFacts], Dict[str, Finding]]:
+    """Per copy its current state and newest deep verification; per target its newest finding.
+
+    Folding is idempotent (newest wins), so a scan restarted because a compaction replaced files
+    under it gives the same answer."""
+    for attempt in range(_SCAN_ATTEMPTS):
+        copies: Dict[Tuple[str, str], CopyFacts] = {}
+        findings: Dict[str, Finding] = {}
+        try:
+            for batch in _batches(catalog, bag_id):
+                _fold(pa.Table.from_batches([batch]), copies, findings)
+            return copies, findings
+        except FileNotFoundError as exc:
+            if attempt == _SCAN_ATTEMPTS - 1:
+                raise CatalogError(f"the replicas table kept changing while being read: {exc}",
+                                   path=catalog.store.path("replicas"))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CatalogError(f"the replicas table cannot be read: {exc}", path=catalog.store.path("replicas"))
+    raise AssertionError("unreachable")
+
+
+def _fold(table: pa.Table, copies: Dict[Tuple[str, str], CopyFacts], findings: Dict[str, Finding]) -> None:
+    # Newest deep success per copy in this batch (vectorised), then merged.
+    deep_ok = pc.and_(pc.fill_null(pc.equal(table.column("last_audit_kind"), "deep"), False),
+                      pc.fill_null(pc.equal(table.column("last_audit_outcome"), "success"), False))
+    deep = table.filter(deep_ok).group_by(["bag_id", "target"]).aggregate([("last_audit_at", "max")])
+    deep_at = dict(zip(zip(deep.column("bag_id").to_pylist(), deep.column("target").to_pylist()),
+                       deep.column("last_audit_at_max").to_pylist()))
+    # The current record per copy: newest recorded_at, the worse state on a tie, then record id.
+    rank = pc.index_in(table.column("state"), value_set=pa.array(TIE_ORDER))
+    table = table.append_column("_rank", rank)
+    table = table.sort_by([("bag_id", "ascending"), ("target", "ascending"), ("recorded_at", "descending"),
+                           ("_rank", "ascending"), (RECORD_ID, "descending")])
+    cols = {n: table.column(n).to_pylist() for n in ("bag_id", "target", "site", "state", "recorded_at", RECORD_ID)}
+    previous = None
+    for i, key in enumerate(zip(cols["bag_id"], cols["target"])):
+        if key == previous:
+            continue
+        previous = key
+        order = (cols["recorded_at"][i], -_RANK.get(cols["state"][i], len(TIE_ORDER)), cols[RECORD_ID][i])
+        facts = copies.get(key)
+        if facts is None:
+            copies[key] = CopyFacts(key[0], key[1], cols["site"][i], cols["state"][i], None, order)
+        elif order > facts._key:
+            facts.site, facts.state, facts._key = cols["site"][i], cols["state"][i], order
+    for key, at in deep_at.items():
+        facts = copies[key]
+        if at is not None and (facts.last_deep_at is None or at > facts.last_deep_at):
+            facts.last_deep_at = at
+    # The newest finding per target.
+    bad = pc.fill_null(pc.is_in(table.column("last_audit_outcome"), value_set=pa.array(FINDING_OUTCOMES)), False)
+    bad = table.filter(pc.and_(bad, pc.is_valid(table.column("last_audit_at"))))
+    if bad.num_rows:
+        bad = bad.sort_by([("last_audit_at", "descending")])
+        for target, bag, outcome, at in zip(*(bad.column(n).to_pylist() for n in
+                                               ("target", "bag_id", "last_audit_outcome", "last_audit_at"))):
+            known = findings.get(target)
+            if known is None or at > known.at:
+                findings[target] = Finding(target=target, bag_id=bag, outcome=outcome, at=at)
+
+
+def target_findings(catalog: Catalog, since: _dt.datetime) -> Dict[str, Finding]:
+    """The newest damaged/inconclusive audit outcome per target, if at or after `since`."""
+    _, findings = scan_copies(catalog)
+    return {t: f for t, f in findings.items() if f.at >= since}
+
+
+# ------------------------------------------------------------------------------------------
+# Coverage
+
+
+def tier_of(config, target: str) -> str:
+    spec = config.storage.get(target)
+    return getattr(spec, "tier", HOT) if spec is not None else HOT
+
+
+def _held(config, catalog: Catalog, library: Optional[str], collection: Optional[str], bag: Optional[str],
+          ) -> Iterator[Tuple[CopyFacts, Dict[str, Any]]]:
+    bags = catalog.bags(library, collection, bag).select(["bag_id", "policy", "byte_count", "file_count"])
+    facts = {r["bag_id"]: r for r in bags.to_pylist()}
+    for bag_id in _withdrawn(catalog):
+        facts.pop(bag_id, None)
+    copies, _ = scan_copies(catalog, bag_id=bag)
+    for key in sorted(copies):
+        c = copies[key]
+        info = facts.get(c.bag_id)
+        if info is None or c.state in NOT_HELD:
+            continue
+        yield c, info
+
+
+def _withdrawn(catalog: Catalog) -> List[str]:
+    """Bag ids withdrawn under governance (K4): neither held nor verified. None while the
+    tombstone module is not installed."""
+    try:
+        from catalog.tombstones import withdrawn_bags  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return list(withdrawn_bags(catalog))
+
+
+def _within(at: Optional[_dt.datetime], now: _dt.datetime, days: int) -> bool:
+    return at is not None and now - _dt.timedelta(days=days) <= at <= now
+
+
+def copy_coverage(config, catalog: Catalog, *, library: Optional[str] = None, collection: Optional[str] = None,
+                  bag: Optional[str] = None, now: Optional[_dt.datetime] = None) -> Iterator[CopyCoverage]:
+    """One row per copy held (see the module docstring), by bag id then target."""
+    now = (now or utc_now()).astimezone(_dt.timezone.utc)
+    for c, info in _held(config, catalog, library, collection, bag):
+        good = c.state in GOOD
+        yield CopyCoverage(bag_id=c.bag_id, target=c.target, state=c.state, files=info["file_count"],
+                           bytes=info["byte_count"], last_deep_at=c.last_deep_at,
+                           within={d: good and _within(c.last_deep_at, now, d) for d in WINDOWS})
+
+
+@dataclass
+class _Sums:
+    site: Optional[str] = None
+    copies: int = 0
+    files: int = 0
+    bytes: int = 0
+    good: int = 0
+    never: int = 0
+    files_in: Dict[int, int] = field(default_factory=lambda: {d: 0 for d in WINDOWS})
+    bytes_in: Dict[int, int] = field(default_factory=lambda: {d: 0 for d in WINDOWS})
+    by_policy: Dict[str, int] = field(default_factory=dict)   # held bytes per policy (expected figures)
+
+
+def coverage(config, catalog: Catalog, *, library: Optional[str] = None, collection: Optional[str] = None,
+             bag: Optional[str] = None, now: Optional[_dt.datetime] = None) -> Coverage:
+    """Per target (and all targets together): held, deep-verified in 90/365 days, cadence target."""
+    now = (now or utc_now()).astimezone(_dt.timezone.utc)
+    sums: Dict[str, _Sums] = {}
+    for c, info in _held(config, catalog, library, collection, bag):
+        s = sums.setdefault(c.target, _Sums(site=c.site))
+        s.copies += 1
+        s.files += info["file_count"]
+        s.bytes += info["byte_count"]
+        s.by_policy[info["policy"]] = s.by_policy.get(info["policy"], 0) + info["byte_count"]
+        if c.last_deep_at is None:
+            s.never += 1
+        if c.state not in GOOD:
+            continue
+        s.good += 1
+        for d in WINDOWS:
+            if _within(c.last_deep_at, now, d):
+                s.files_in[d] += info["file_count"]
+                s.bytes_in[d] += info["byte_count"]
+    targets = [_target(config, name, s) for name, s in sorted(sums.items())]
+    return Coverage(now=now, targets=targets, total=_total(targets))
+
+
+def _expected(config, target: str, tier: str, by_policy: Dict[str, int], days: int) -> Tuple[float, List[str]]:
+    """Bytes the cadence asks to be re-read within `days`, and the cadence in words."""
+    expected = 0.0
+    words: List[str] = []
+    for name, held in sorted(by_policy.items()):
+        policy = config.policies.get(name)
+        if policy is None or target not in config.storage:
+            continue
+        cadence = config.cadence_for(policy, target)
+        window = _dt.timedelta(days=days)
+        if tier == COLD:
+            expected += min(float(held), cadence.cold.sample_bytes * (window / cadence.cold.every))
+            words.append(f"cold: sample {format_size(cadence.cold.sample_bytes)} every "
+                         f"{format_duration(cadence.cold.every)}")
+        else:
+            expected += held * min(1.0, window / cadence.deep_every)
+            words.append(f"deep every {format_duration(cadence.deep_every)}")
+    return expected, list(dict.fromkeys(words))
+
+
+def _target(config, name: str, s: _Sums) -> TargetCoverage:
+    tier = tier_of(config, name)
+    windows: Dict[int, WindowFigures] = {}
+    words: List[str] = []
+    for d in WINDOWS:
+        expected, words = _expected(config, name, tier, s.by_policy, d)
+        windows[d] = WindowFigures(days=d, files=s.files_in[d], bytes=s.bytes_in[d],
+                                   files_pct=pct(s.files_in[d], s.files), bytes_pct=pct(s.bytes_in[d], s.bytes),
+                                   expected_pct=pct(expected, s.bytes) if words else None,
+                                   expected_bytes=int(expected))
+    return TargetCoverage(target=name, site=s.site, tier=tier, held_copies=s.copies, held_files=s.files,
+                          held_bytes=s.bytes, good_copies=s.good, never_deep=s.never, windows=windows,
+                          cadence="; ".join(words) or "unknown (target or policy not in the config)")
+
+
+def _total(targets: List[TargetCoverage]) -> TargetCoverage:
+    files = sum(t.held_files for t in targets)
+    size = sum(t.held_bytes for t in targets)
+    windows: Dict[int, WindowFigures] = {}
+    for d in WINDOWS:
+        f = sum(t.windows[d].files for t in targets)
+        b = sum(t.windows[d].bytes for t in targets)
+        exp = sum(t.windows[d].expected_bytes for t in targets)
+        windows[d] = WindowFigures(days=d, files=f, bytes=b, files_pct=pct(f, files), bytes_pct=pct(b, size),
+                                   expected_pct=pct(exp, size) if targets else None, expected_bytes=exp)
+    return TargetCoverage(target="*", site=None, tier="-", held_copies=sum(t.held_copies for t in targets),
+                          held_files=files, held_bytes=size, good_copies=sum(t.good_copies for t in targets),
+                          never_deep=sum(t.never_deep for t in targets), windows=windows,
+                          cadence="; ".join(dict.fromkeys(t.cadence for t in targets)))
+
+
+__all__ = ["WINDOWS", "Coverage", "CopyCoverage", "CopyFacts", "Finding", "TargetCoverage", "WindowFigures",
+           "copy_coverage", "coverage", "pct", "scan_copies", "target_findings", "tier_of"]
