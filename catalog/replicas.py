@@ -15,7 +15,10 @@ cadence's `deep_every` of now; verification at deposit or rebuild counts as a de
 `verified_at` (unless it was recorded as a quick check). It is overdue for a quick audit when
 no check of any kind finished within `quick_every`. Inconclusive audits do not count. Cadences
 are per target: `config.cadence_for(policy, target)`. Only replicas in a good state (verified,
-repaired) are checked for overdue: the others are problems already.
+repaired) are checked for overdue: the others are problems already. The rules of
+`catalog.cadence_rules` then apply: a finding on a target brings its other copies' deep audits
+forward (column `early_reason` says why), and copies on `tier: cold` targets are never overdue
+for a deep audit by `deep_every` (a random sample is re-read instead; column `cold`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Dict, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog import cadence_rules
 from catalog.catalog import Catalog
 from catalog.schema import TIMESTAMP, utc_now
 
@@ -100,6 +104,7 @@ def replica_table(config, catalog: Catalog, bags: pa.Table, *, bag_id: Optional[
         "overdue_quick": overdue_quick,
         "policy_known": pc.is_valid(rows.column("policy_deep_every")),
     })
+    out = cadence_rules.apply(config, out, log, bags, now)   # after findings, cold targets
     return out.sort_by([("bag_id", "ascending"), ("order", "ascending"), ("target", "ascending")])
 
 

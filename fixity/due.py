@@ -18,6 +18,12 @@ Selection with `--due` (the default), per (bag, target), with `now` injectable f
   cron job must get to it without waiting for the next cadence;
 * a copy the bag's policy asks for but the catalog has no record of (`absent`) gets a deep
   audit at once: finding the bag missing there, the repair step copies it from a good copy;
+* after a damaged or inconclusive finding on a target, its other good copies not deep-verified
+  since fall due `fixity.after_finding.deep_within` after it (never later than the policy says;
+  `catalog.cadence_rules`), the reason naming the finding;
+* on a `tier: cold` target copies get quick checks on the cadence and no deep cadence: instead
+  `cold_samples` draws a random sample of copies not re-read within `fixity.cold.every`, up to
+  `fixity.cold.sample_bytes` per period (after every other deep audit under the daily budget);
 * never audited first, then most overdue first (oldest due date);
 * deep audits are limited per policy to `daily_byte_budget` bytes per UTC day, counting
   what earlier runs of the same day already read (their replica records). Copies over the
@@ -38,6 +44,7 @@ never silently skipped.
 from __future__ import annotations
 
 import datetime as _dt
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -49,6 +56,7 @@ from catalog.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES,
 from catalog.schema import utc_now
 from fixity.audit import basis_of
 from fixity.repair import DETAIL_PREFIX
+from policies.units import format_duration, format_size
 from strongroom.errors import UsageError
 
 DUE, ALL = "due", "all"
@@ -109,8 +117,9 @@ def _iso(value: _dt.datetime) -> str:
 
 def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = None, library: Optional[str] = None,
            collection: Optional[str] = None, bag: Optional[str] = None,
-           now: Optional[_dt.datetime] = None) -> Selection:
-    """The copies to audit (see the module docstring). UsageError when a filter matches no bag."""
+           now: Optional[_dt.datetime] = None, rng: Optional[random.Random] = None) -> Selection:
+    """The copies to audit (see the module docstring). UsageError when a filter matches no bag.
+    `rng` draws the cold-tier sample (a SystemRandom by default: nobody can predict it)."""
     if mode not in (DUE, ALL):
         raise ValueError(f"mode must be {DUE!r} or {ALL!r}")
     if kind not in (None, DEEP, QUICK):
@@ -127,6 +136,7 @@ def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = N
     rows = replica_table(config, catalog, bags, bag_id=bag, now=now).to_pylist()
     facts = {r["bag_id"]: r for r in bags.select(["bag_id", "policy", "byte_count", "file_count"]).to_pylist()}
 
+    samples = cold_samples(config, rows, facts, now, rng) if mode == DUE else {}
     deep: List[Tuple[Tuple, Candidate, Optional[Candidate]]] = []
     for r in rows:
         info = facts.get(r["bag_id"])
@@ -147,6 +157,9 @@ def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = N
             selection.chosen.append(make(kind or DEEP, "requested (--all)", None))
             continue
         wanted = _due(config, r, info, now)
+        sample = samples.get((r["bag_id"], r["target"]))
+        if sample is not None and kind != QUICK and (wanted is None or wanted[2] is None):
+            wanted = (3, None, sample, None if wanted is None else wanted[3])
         if wanted is None:
             continue
         group, due_at, reason_deep, reason_quick = wanted
@@ -203,7 +216,9 @@ def _due(config, r: Dict[str, Any], info: Dict[str, Any], now: _dt.datetime
     if state not in GOOD_STATES:
         return None
     why_deep = why_quick = None
-    if r["overdue_deep"]:
+    if r["overdue_deep"] and r.get("early_reason"):
+        why_deep = f"{r['early_reason']} (due {_day(r['deep_due_at'])}, last deep {_day(r['last_deep_at'])})"
+    elif r["overdue_deep"]:
         why_deep = "never deep-audited" if r["last_deep_at"] is None else \
             f"deep audit due {_day(r['deep_due_at'])} (last {_day(r['last_deep_at'])})"
     if r["overdue_quick"]:
@@ -220,6 +235,42 @@ def _due(config, r: Dict[str, Any], info: Dict[str, Any], now: _dt.datetime
     group = 1 if r["last_deep_at"] is None else 2
     due_at = r["deep_due_at"] if why_deep else r["quick_due_at"]
     return group, due_at, why_deep, why_quick
+
+
+def cold_samples(config, rows: List[Dict[str, Any]], facts: Dict[str, Dict[str, Any]], now: _dt.datetime,
+                 rng: Optional[random.Random] = None) -> Dict[Tuple[str, str], str]:
+    """(bag, target) -> why, for the copies on `tier: cold` targets drawn for a deep re-read now.
+
+    Per cold target and policy: what deep checks re-read there within the policy's `cold.every`
+    counts against `cold.sample_bytes`; the rest of the budget goes to good copies not re-read in
+    that period, drawn at random (the first one even when it alone exceeds the budget, or a bag
+    bigger than the budget would never be re-read)."""
+    rng = rng or random.SystemRandom()
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for r in rows:
+        info = facts.get(r["bag_id"])
+        if not r.get("cold") or info is None or info["policy"] not in config.policies or r["target"] not in config.storage:
+            continue
+        groups.setdefault((r["target"], info["policy"]), []).append(r)
+    out: Dict[Tuple[str, str], str] = {}
+    for (target, policy), members in sorted(groups.items()):
+        cold = config.cadence_for(config.policies[policy], target).cold
+        since = now - cold.every
+        read = sum(facts[r["bag_id"]]["byte_count"] for r in members
+                   if r["last_deep_at"] is not None and r["last_deep_at"] >= since)
+        pool = sorted((r for r in members if r["state"] in GOOD_STATES
+                       and (r["last_deep_at"] is None or r["last_deep_at"] < since)), key=lambda r: r["bag_id"])
+        rng.shuffle(pool)
+        taken = 0
+        for r in pool:
+            size = facts[r["bag_id"]]["byte_count"]
+            if read + taken + size > cold.sample_bytes and read + taken > 0:
+                continue
+            taken += size
+            out[(r["bag_id"], target)] = (
+                f"cold-tier random sample: {format_size(read)} re-read on {target} in the last "
+                f"{format_duration(cold.every)}, budget {format_size(cold.sample_bytes)} (policy fixity.cold)")
+    return out
 
 
 def _inconclusive_retry(r: Dict[str, Any], cadence, now: _dt.datetime) -> Optional[Tuple[_dt.datetime, str]]:
@@ -289,4 +340,5 @@ def _apply_budget(config, catalog: Catalog, selection: Selection,
                 selection.chosen.append(fallback)
 
 
-__all__ = ["DUE", "ALL", "DEEP", "QUICK", "Candidate", "Selection", "select", "basis_of", "bytes_read_today"]
+__all__ = ["DUE", "ALL", "DEEP", "QUICK", "Candidate", "Selection", "select", "basis_of", "bytes_read_today",
+           "cold_samples"]
