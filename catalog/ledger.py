@@ -83,7 +83,14 @@ def sha256_hex(data: bytes) -> str:
 
 
 def content_digest(table: pa.Table) -> str:
-    """SHA-256 of the events as canonical JSON, independent of how Parquet encoded them.
+    """SHA-256 of `canonical_events(table)` (UTF-8): pins a segment's events on the segment."""
+    return hashlib.sha256(canonical_events(table).encode("utf-8")).hexdigest()
+
+
+def canonical_events(table: pa.Table) -> str:
+    """The events as canonical JSON text, independent of how Parquet encoded them; what
+    `content_digest` hashes, and what the storage checkpoints carry (catalog.checkpoints), so
+    a script with nothing but the standard library can recompute the digest.
 
     Column-major: `{"columns": [names], "values": [[column values], ...]}` with timestamps as
     integer microseconds since 1970-01-01 UTC (the value Arrow stores), compact separators,
@@ -101,8 +108,7 @@ def content_digest(table: pa.Table) -> str:
         if pa.types.is_timestamp(column.type):
             column = column.cast(pa.int64())
         values.append(column.to_pylist())
-    text = json.dumps({"columns": names, "values": values}, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json.dumps({"columns": names, "values": values}, ensure_ascii=False, separators=(",", ":"))
 
 
 def read_segment_bytes(data: bytes) -> pa.Table:

@@ -35,7 +35,9 @@ config, reading each bag's tag files from its copies, and verifying each copy:
   already has a replica record is left as it is, neither re-read nor re-recorded (re-checking
   known copies is `strongroom audit`'s job). So a rebuild into a complete catalog reads nothing
   but the listings, and an interrupted rebuild can simply be run again.
-* the ledger's history cannot be rebuilt (it lived only in the catalog); the rebuild appends,
+* the ledger's history comes back from the checkpoints every storage target keeps
+  (`catalog.anchors.restore_events`: the longest chain the targets agree on, segment files
+  byte for byte; refused, and said, when targets disagree); then the rebuild appends,
   per bag it touched, one ledger segment holding one event of type "metadata extraction"
   (PREMIS eventType: catalog records were extracted from the bag's own tag files; its detail
   starts with "catalog rebuild") and one "fixity check" event per copy it verified or found
@@ -56,6 +58,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from catalog.bag_records import adapter_reader, records_from_bag
 from ingest.fetch import fetched
 from catalog.access import open_catalog
+from catalog.anchors import RestoreResult, restore_events
 from catalog.catalog import BagConflict, Catalog
 from catalog.disputes import decide
 from catalog.integrity import LOST_EVENT, check_catalog
@@ -142,6 +145,7 @@ class RebuildResult:
     set_aside: SetAside = field(default_factory=SetAside)         # what was moved out of the way
     remaining_problems: List[str] = field(default_factory=list)  # what the check still finds after
     temps_removed: List[str] = field(default_factory=list)       # killed writers' temp files
+    events: RestoreResult = field(default_factory=RestoreResult)  # the ledger, from the checkpoints
 
     def count(self, state: str) -> int:
         return sum(1 for b in self.bags for c in b.copies if c.state == state)
@@ -159,7 +163,7 @@ class RebuildResult:
         """False when a copy is damaged or missing, copies or catalog disagree, a bag could not
         be read, or a target could not be listed: each is a preservation problem (exit 1)."""
         return all(b.ok for b in self.bags) and not any(t.error for t in self.targets) \
-            and not self.remaining_problems
+            and not self.remaining_problems and not self.events.problems
 
     @property
     def exit_code(self) -> int:
@@ -181,6 +185,7 @@ class RebuildResult:
                         "targets_unavailable": sum(1 for t in self.targets if t.error)},
             "catalog_problems": list(self.catalog_problems), "set_aside": self.set_aside.to_dict(),
             "remaining_problems": list(self.remaining_problems), "temps_removed": list(self.temps_removed),
+            "events": self.events.to_dict(),
             "targets": [_plain(t) for t in self.targets],
             "bags": [{**_plain(b), "ok": b.ok} for b in self.bags],
         }
@@ -343,6 +348,7 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
         result.set_aside = set_aside(catalog, health, stamp=clock().strftime("%Y%m%dT%H%M%SZ"))
         log.warning("catalog rebuild: the catalog was damaged; %d file(s) set aside in %s",
                     len(result.set_aside.moved), result.set_aside.folder)
+    result.events = restore_events(config, catalog.store)  # before anything is appended: same seqs
     ledger_knows = _ledger_registered(catalog)
 
     holders: Dict[str, List[Tuple[Any, Any]]] = {}

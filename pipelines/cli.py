@@ -194,13 +194,53 @@ def main(argv: Optional[List[str]] = None) -> int:
                 emit_error(exc.exit_code, str(exc).split("\n", 1)[0], [str(i) for i in issues])
             else:
                 emit_error(exc.exit_code, str(exc), problems)
+        anchor_after(args)  # after a failure too: a deposit that stopped half way may have recorded events
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"strongroom {args.command}: interrupted", file=sys.stderr)
         if as_json:
             emit_error(130, "interrupted")
         return 130
-    return int(code or 0)
+    return max(int(code or 0), anchor_after(args))
+
+
+#: Commands that touch no archive (they run without a config): nothing to anchor after them.
+NO_ARCHIVE = ("validate", "identify")
+
+
+def anchor_after(args: argparse.Namespace) -> int:
+    """Write a ledger checkpoint to every storage target if the command moved the ledger head
+    (issue 17, catalog.anchors); 1 if a target could not be anchored (a warning names it and
+    why), else 0. The one call site, so every command that records events is anchored without
+    doing anything itself. Cheap when nothing changed (a marker in the catalog says so).
+    Never raises: anchoring must not turn a command's answer into a traceback."""
+    if args.command in NO_ARCHIVE:
+        return 0
+    path = config_path(args)
+    if not os.path.isfile(path):
+        return 0
+    from catalog.access import open_store
+    from catalog.anchors import anchor_all
+    from policies.config import load_config
+
+    try:
+        config = load_config(path)
+        store = open_store(config)
+        exists = store.exists()
+    except (StrongroomError, OSError):
+        return 0   # no archive this command could have recorded in; the command says what is wrong
+    if not exists:
+        return 0
+    try:
+        report = anchor_all(config, store)
+    except (StrongroomError, OSError) as exc:
+        print(f"strongroom {args.command}: warning: the ledger could not be anchored in storage: {exc}",
+              file=sys.stderr)
+        return 1
+    for failed in report.failed:
+        print(f"strongroom {args.command}: warning: ledger checkpoint not written to {failed.target}: "
+              f"{failed.message} (the next command tries again)", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

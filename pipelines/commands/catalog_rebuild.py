@@ -32,7 +32,8 @@ def register(actions):
                     "manifests, metadata/) and register what the catalog lacks: bags, files and the "
                     "state of every copy after verifying it against the bag's own manifests (deep: "
                     "every byte re-read; --quick: sizes only). Bags and copies the catalog already "
-                    "knows are left as they are. Works into an empty or missing catalog folder. "
+                    "knows are left as they are; the ledger's events come back from the checkpoints the "
+                    "targets keep. Works into an empty or missing catalog folder. "
                     "Exit 1 if a copy is damaged or missing or copies disagree.")
     parser.add_argument("--quick", action="store_true",
                         help="check existence and size only, without re-reading the bytes")
@@ -75,6 +76,12 @@ def format_result(result) -> str:
     for t in result.targets:
         lines.append(f"  target {t.name} ({t.site}): " + (f"CANNOT BE LISTED: {t.error}" if t.error else
                                                           f"{t.bags} bag(s)"))
+    ev = result.events
+    if ev.restored:
+        lines.append(f"ledger: {ev.restored} segment(s), {ev.events} event(s) restored from the storage "
+                     f"checkpoints ({', '.join(ev.sources)})")
+    lines += [f"  EVENTS NOT RESTORED: {text}" for text in ev.problems]
+    lines += [f"  checkpoints: {text}" for text in ev.warnings]
     lines.append(f"{d['bags_found']} bag(s) found: {d['bags_added']} added, {d['bags_already_registered']} "
                  f"already registered")
     lines.append(f"copies: {d['copies_verified']} verified, {d['copies_damaged']} damaged, "

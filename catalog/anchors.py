@@ -1,0 +1,369 @@
+"""The ledger anchored in every storage target: writing checkpoints, checking the catalog
+against them, and restoring the events from them (issue 17 part 1; format: catalog.checkpoints).
+
+* `anchor_all` runs after every command (one call site, pipelines/cli.py): when the ledger head
+  moved since the last checkpoint a target holds, that target gets one new checkpoint covering
+  every segment since (so a target that could not be written catches up at the next command).
+  A checkpoint never blesses a divergent catalog: if the catalog's chain does not continue the
+  one a target anchored (rolled back, truncated, rewritten), nothing is written and the target
+  is reported. Cheap when nothing changed: a marker in the catalog (`anchored/`) names the head
+  and the targets that hold it, so a command that appended nothing reads one listing and one
+  small file.
+* `verify_against_storage` (`strongroom ledger verify --against-storage`): every segment every
+  target anchored must be in the catalog with the same file hash, which catches a catalog
+  rolled back, truncated, or replaced by a consistently re-hashed chain.
+* `restore_events` (`catalog rebuild`): the segments the targets anchored, written back into
+  the catalog byte for byte (so the chain's hashes are the anchored ones), when the targets
+  agree; refused, and said, when they do not.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from catalog.checkpoints import (BadCheckpoint, Checkpoint, Entry, build, checkpoint_keys, entry_of_segment, parse,
+                                 read_chain)
+from catalog.ledger import FOLDER, GENESIS, Ledger, Segment, segment_name, sha256_hex
+from catalog.store import Store
+from strongroom.errors import StrongroomError
+
+MARKER_FOLDER = "anchored"
+WRITTEN, CURRENT, FAILED = "written", "current", "failed"
+
+
+# --------------------------------------------------------------------------------------------
+# Which retention a target's records get
+
+
+def records_retention(config, target) -> Optional[Tuple[str, int]]:
+    """The strongest Object Lock retention any policy asks of `target` ((mode, years)), for S3
+    targets declared with object_lock: true; None elsewhere (the bucket's default rule, if any,
+    still applies). Why the strongest: a checkpoint vouches for every bag the target holds."""
+    if target.type != "s3" or not target.options.get("object_lock"):
+        return None
+    best: Optional[Tuple[bool, int, str]] = None
+    for policy in config.policies.values():
+        r = policy.retention
+        if target.name in policy.replicas and r.mode != "none":
+            rank = (r.mode == "compliance", r.years, r.mode)
+            best = rank if best is None or rank > best else best
+    return None if best is None else (best[2], best[1])
+
+
+def open_for_records(config, target):
+    from storage_adapters.registry import open_target
+
+    return open_target(target, retention=records_retention(config, target))
+
+
+# --------------------------------------------------------------------------------------------
+# Anchoring
+
+
+@dataclass
+class TargetAnchor:
+    """What anchoring did on one target: written, current (already held the head) or failed."""
+
+    target: str
+    state: str
+    key: Optional[str] = None
+    segments: int = 0
+    message: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"target": self.target, "state": self.state, "key": self.key, "segments": self.segments,
+                "message": self.message}
+
+
+@dataclass
+class AnchorReport:
+    head_seq: int = -1
+    head_sha256: str = GENESIS
+    skipped: bool = False          # the marker said every target already holds this head
+    targets: List[TargetAnchor] = field(default_factory=list)
+
+    @property
+    def failed(self) -> List[TargetAnchor]:
+        return [t for t in self.targets if t.state == FAILED]
+
+
+class _Segments:
+    """The catalog's segments, read (and checked) once however many targets need them."""
+
+    def __init__(self, store: Store, listing: Sequence[Segment]):
+        self.store = store
+        self.by_seq = {s.seq: s for s in listing}
+        self._entries: Dict[int, Entry] = {}
+
+    def entry(self, seq: int) -> Entry:
+        if seq not in self._entries:
+            seg = self.by_seq.get(seq)
+            if seg is None:
+                raise BadCheckpoint(f"{segment_name(seq)}: missing from the catalog's ledger (a gap)")
+            self._entries[seq] = entry_of_segment(seq, self.store.read_bytes(seg.file.path))
+        return self._entries[seq]
+
+
+def ledger_head(store: Store) -> Tuple[List[Segment], int, str]:
+    """(segments, head seq, head sha256); (.., -1, GENESIS) for an empty ledger."""
+    segs = Ledger(store).segments()
+    if not segs:
+        return segs, -1, GENESIS
+    return segs, segs[-1].seq, sha256_hex(store.read_bytes(segs[-1].file.path))
+
+
+def _marker_name(seq: int, sha: str) -> str:
+    return f"head-{seq:012d}-{sha}.json"
+
+
+def _marker_targets(store: Store, seq: int, sha: str) -> Optional[List[str]]:
+    name = _marker_name(seq, sha)
+    if name not in store.names(MARKER_FOLDER):
+        return None
+    try:
+        doc = json.loads(store.read_bytes(store.path(MARKER_FOLDER, name)))
+        return [str(t) for t in doc.get("targets", [])]
+    except (OSError, ValueError, AttributeError):
+        return None   # unreadable: anchoring again costs only reads
+
+
+def _write_marker(store: Store, seq: int, sha: str, targets: List[str]) -> None:
+    name = _marker_name(seq, sha)
+    store.write_new(MARKER_FOLDER, name, json.dumps({"targets": sorted(targets)}).encode())
+    for other in store.names(MARKER_FOLDER):
+        if other != name:
+            store.delete(store.path(MARKER_FOLDER, other))
+
+
+def anchor_all(config, store: Store, *, now: Optional[_dt.datetime] = None) -> AnchorReport:
+    """Bring every storage target's checkpoints up to the catalog's ledger head (see the module
+    docstring). Never raises for a target: each failure is a FAILED entry with its reason."""
+    segs, head_seq, head_sha = ledger_head(store)
+    report = AnchorReport(head_seq, head_sha)
+    if head_seq < 0:
+        report.skipped = True
+        return report
+    names = sorted(config.storage)
+    held = _marker_targets(store, head_seq, head_sha)
+    if held is not None and set(names) <= set(held):
+        report.skipped = True
+        return report
+    segments = _Segments(store, segs)
+    for target in config.storage.values():
+        if held is not None and target.name in held:
+            report.targets.append(TargetAnchor(target.name, CURRENT))
+            continue
+        try:
+            adapter = open_for_records(config, target)
+            report.targets.append(anchor_target(adapter, segments, head_seq, head_sha, now))
+        except (StrongroomError, OSError) as exc:
+            report.targets.append(TargetAnchor(target.name, FAILED, message=str(exc)))
+    good = [t.target for t in report.targets if t.state != FAILED]
+    try:
+        _write_marker(store, head_seq, head_sha, good)
+    except (StrongroomError, OSError):
+        pass  # the marker only saves work; without it the next command reads the targets again
+    return report
+
+
+def _newest(adapter) -> Optional[Checkpoint]:
+    keys, _ = checkpoint_keys(adapter)
+    if not keys:
+        return None
+    try:
+        return parse(keys[-1], adapter.read_record(keys[-1]), deep=False)
+    except BadCheckpoint as exc:
+        raise BadCheckpoint(f"its newest checkpoint {adapter.record_location(keys[-1])} is damaged ({exc}); "
+                            f"`strongroom ledger verify --against-storage` says more") from None
+
+
+def anchor_target(adapter, segments: _Segments, head_seq: int, head_sha: str,
+                  now: Optional[_dt.datetime] = None) -> TargetAnchor:
+    """One target: a new checkpoint from its newest one to the catalog's head, unless it holds
+    the head already, or the catalog does not continue what it anchored (FAILED, nothing written)."""
+    from storage_adapters.base import ReplicaConflict
+
+    name = adapter.name
+    try:
+        last = _newest(adapter)
+        last_seq, last_head = (-1, GENESIS) if last is None else (last.last_seq, last.head_sha256)
+        if (last_seq, last_head) == (head_seq, head_sha):
+            return TargetAnchor(name, CURRENT, last.key if last else None)
+        if last_seq >= head_seq:
+            mine = segments.entry(last_seq).file_sha256 if last_seq == head_seq else None
+            why = (f"it anchored {segment_name(last_seq)} but the catalog's ledger ends at {segment_name(head_seq)} "
+                   f"(rolled back or truncated?)") if mine is None else \
+                  (f"it anchored {segment_name(last_seq)} as {last_head[:16]}... but the catalog's hashes to "
+                   f"{mine[:16]}... (replaced?)")
+            return TargetAnchor(name, FAILED, message=f"{why}; nothing written: run `strongroom ledger verify "
+                                                      f"--against-storage`")
+        entries = [segments.entry(seq) for seq in range(last_seq + 1, head_seq + 1)]
+        if entries[0].prev_sha256 != last_head:
+            return TargetAnchor(name, FAILED, message=(
+                f"the catalog's {segment_name(last_seq + 1)} does not continue the chain it anchored "
+                f"up to {segment_name(last_seq)}: the catalog's ledger was replaced or rewritten; nothing written: "
+                f"run `strongroom ledger verify --against-storage`"))
+        key, data = build(name, entries, last, now)
+        try:
+            adapter.put_record(key, data)
+        except ReplicaConflict:
+            other = parse(key, adapter.read_record(key), deep=False)  # another command anchored this head at once
+            if other.head_sha256 != head_sha:
+                raise
+        return TargetAnchor(name, WRITTEN, key, len(entries))
+    except BadCheckpoint as exc:
+        return TargetAnchor(name, FAILED, message=str(exc))
+    except (StrongroomError, OSError) as exc:
+        return TargetAnchor(name, FAILED, message=str(exc))
+
+
+# --------------------------------------------------------------------------------------------
+# Verifying the catalog against the targets
+
+
+@dataclass
+class TargetCheck:
+    target: str
+    checkpoints: int = 0
+    anchored_seq: int = -1
+    problems: List[str] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"target": self.target, "checkpoints": self.checkpoints, "anchored_seq": self.anchored_seq,
+                "ok": not self.problems, "problems": list(self.problems), "note": self.note}
+
+
+@dataclass
+class AnchorVerifyReport:
+    head_seq: int
+    head_sha256: str
+    targets: List[TargetCheck] = field(default_factory=list)
+
+    @property
+    def problems(self) -> List[str]:
+        return [p for t in self.targets for p in t.problems]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"ok": self.ok, "head_seq": self.head_seq, "head_sha256": self.head_sha256,
+                "targets": [t.to_dict() for t in self.targets], "problems": self.problems}
+
+
+def catalog_hashes(store: Store, segs: Sequence[Segment]) -> Dict[int, str]:
+    return {s.seq: sha256_hex(store.read_bytes(s.file.path)) for s in segs}
+
+
+def verify_against_storage(config, store: Store) -> AnchorVerifyReport:
+    """Every checkpoint on every target checked on its own and as a chain, and every segment it
+    anchored found in the catalog with the same file hash (hence the same events)."""
+    segs, head_seq, head_sha = ledger_head(store)
+    mine = catalog_hashes(store, segs)
+    report = AnchorVerifyReport(head_seq, head_sha)
+    for target in config.storage.values():
+        check = TargetCheck(target.name)
+        report.targets.append(check)
+        try:
+            chain = read_chain(open_for_records(config, target))
+        except (StrongroomError, OSError) as exc:
+            check.problems.append(f"{target.name}: its checkpoints cannot be read: {exc}")
+            continue
+        check.problems += chain.problems
+        check.checkpoints = len(chain.checkpoints)
+        check.anchored_seq = chain.head[0]
+        for cp in chain.checkpoints:
+            for e in cp.entries:
+                have = mine.get(e.seq)
+                where = f"{target.name}: {cp.key}: {segment_name(e.seq)}"
+                if have is None:
+                    check.problems.append(f"{where}: anchored ({e.file_sha256[:16]}..., {e.events} event(s)) but "
+                                          f"missing from the catalog: the catalog's ledger was rolled back, "
+                                          f"truncated or had segments removed")
+                elif have != e.file_sha256:
+                    check.problems.append(f"{where}: anchored as {e.file_sha256[:16]}... but the catalog's hashes to "
+                                          f"{have[:16]}...: the catalog's ledger was altered or replaced")
+        if not chain.checkpoints:
+            check.note = "no checkpoints here yet" if head_seq >= 0 else ""
+        elif head_seq > check.anchored_seq:
+            check.note = f"{head_seq - check.anchored_seq} newer segment(s) not anchored here yet"
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Restoring the events (catalog rebuild)
+
+
+@dataclass
+class RestoreResult:
+    restored: int = 0                    # segments written back into the catalog
+    events: int = 0
+    anchored_seq: int = -1               # the head of the longest chain the targets agree on
+    sources: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)   # refusals: nothing restored
+    warnings: List[str] = field(default_factory=list)   # a target unreadable or damaged: others used
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"segments_restored": self.restored, "events_restored": self.events,
+                "anchored_seq": self.anchored_seq, "from_targets": list(self.sources),
+                "problems": list(self.problems), "warnings": list(self.warnings)}
+
+
+def restore_events(config, store: Store) -> RestoreResult:
+    """Write back into the catalog every anchored segment it lacks, byte for byte: the longest
+    chain the targets agree on. Refused (problems, nothing written) when two targets anchored
+    different segments under one number, or the catalog holds a segment other than the
+    anchored one (`ledger verify --against-storage` tells which)."""
+    result = RestoreResult()
+    agreed: Dict[int, Tuple[Entry, str]] = {}
+    for target in config.storage.values():
+        try:
+            chain = read_chain(open_for_records(config, target))
+        except (StrongroomError, OSError) as exc:
+            result.warnings.append(f"{target.name}: its checkpoints cannot be read: {exc}")
+            continue
+        result.warnings += chain.problems
+        if chain.checkpoints:
+            result.sources.append(target.name)
+        for seq, e in sorted(chain.entries.items()):
+            other = agreed.get(seq)
+            if other is None:
+                agreed[seq] = (e, target.name)
+            elif other[0].file_sha256 != e.file_sha256:
+                result.problems.append(f"the targets disagree on {segment_name(seq)}: {other[1]} anchored "
+                                       f"{other[0].file_sha256[:16]}..., {target.name} {e.file_sha256[:16]}...; "
+                                       f"no events restored (decide which target to trust)")
+    if result.problems:
+        return result
+    upto = -1
+    while upto + 1 in agreed:
+        upto += 1
+    result.anchored_seq = upto
+    segs, _, _ = ledger_head(store)
+    for seq, have in catalog_hashes(store, segs).items():
+        if seq in agreed and agreed[seq][0].file_sha256 != have:
+            result.problems.append(f"the catalog's {segment_name(seq)} is not the one the targets anchored: no "
+                                   f"events restored; `strongroom ledger verify --against-storage` says more")
+    present = {s.seq for s in segs}
+    if result.problems or (present and max(present) >= upto):
+        return result
+    if present != set(range(len(present))):
+        result.problems.append("the catalog's ledger has gaps: no events restored")
+        return result
+    for seq in range(len(present), upto + 1):
+        entry = agreed[seq][0]
+        if not store.create_exclusive(FOLDER, segment_name(seq), entry.data):
+            result.problems.append(f"{segment_name(seq)}: written by another process meanwhile; restore stopped")
+            break
+        result.restored += 1
+        result.events += entry.events
+    return result
+
+
+__all__ = ["anchor_all", "anchor_target", "AnchorReport", "TargetAnchor", "verify_against_storage",
+           "AnchorVerifyReport", "restore_events", "RestoreResult", "records_retention", "MARKER_FOLDER"]
