@@ -55,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--library", default=None, metavar="L",
                    help="restore for library L: a bag, deposit or collection of any other library is refused "
                         "(exit 2) before anything is read")
+    p.add_argument("--for-preservation", action="store_true",
+                   help="restore a dark (or any) collection for preservation work: only for the consortium "
+                        "operators listed in governance.operators; recorded in the dissemination event")
     p.add_argument("--from", dest="from_target", metavar="TARGET", default=None,
                    help="read from this storage target first (other verified replicas are used only for files "
                         "that are damaged or missing there)")
@@ -83,13 +86,19 @@ def run(args) -> int:
     config = load_config(config_path(args))
     check_dest_location(dest, config)   # a DEST inside the archive is refused before anything is opened
     catalog = open_catalog(config)
-    _check_library(args, catalog)
+    if config.governance is None:
+        if args.for_preservation:
+            raise UsageError("--for-preservation needs a governance: section naming the consortium operators "
+                             "(see docs/governance.md)", path=str(config.path), key="governance")
+        _check_library(args, catalog)
     selection = None
     if args.deposit is not None:
         selection = select_deposit(catalog, args.deposit)
     elif args.collection is not None:
         selection = select_version(catalog, args.collection, args.version)
     known = [_bag_record(catalog, str(b)) for b in selection.bags] if selection else [_bag_record(catalog, args.bag)]
+    if config.governance is not None:
+        catalog = _gate(args, config.governance, catalog, known)
     total_bytes = sum(k.byte_count for k in known if k)
     total_files = sum(k.file_count for k in known if k)
     options = dict(payload_only=args.payload_only, from_target=args.from_target, workers=args.workers,
@@ -136,6 +145,22 @@ def _check_library(args, catalog) -> None:
         raise UsageError(f"{named} is not of library {args.library}; nothing done", key="--library")
     if named is None:
         LibraryScope(args.library).check_bag(catalog, args.bag)
+
+
+def _gate(args, gov, catalog, known):
+    """With a governance: section, the access states decide (catalog.entitlements.decide_restore):
+    dark refused unless --for-preservation by a listed operator, open-to-owner for its owner
+    library, released for the entitled libraries; the basis goes into the dissemination events.
+    A bag the catalog does not know is left to the restore to report (after the library check)."""
+    from catalog.entitlements import decide_restore, note_disseminations
+    from strongroom import agent
+
+    if any(k is None for k in known):
+        _check_library(args, catalog)
+        return catalog
+    decision = decide_restore(catalog, known, args.library, args.for_preservation, agent.operator(),
+                              gov.operators or ())
+    return note_disseminations(catalog, decision)
 
 
 def _bag_record(catalog, bag: str):
