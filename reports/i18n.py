@@ -16,6 +16,7 @@ import re
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 from reports.common import LANGS
+from reports.i18n_coverage import COVERAGE_MESSAGES
 from reports.i18n_ndsa import NDSA_MESSAGES
 
 MESSAGES: Dict[str, Tuple[str, str]] = {
@@ -344,6 +345,7 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     "unit.min": ("{n} minutes", "{n} 分钟"),
     "unit.s": ("{n} seconds", "{n} 秒"),
     **NDSA_MESSAGES,
+    **COVERAGE_MESSAGES,
     # charts
     "chart.holdings": ("Size held per collection", "各馆藏的数据量"),
     "chart.copies": ("Copies per site, by state", "各站点副本数（按状态）"),
