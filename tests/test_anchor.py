@@ -90,3 +90,171 @@ def test_records_on_a_locked_bucket_get_the_retention(seaweed, locked_bucket):
     head = seaweed.client().head_object(Bucket=locked_bucket, Key=f"{adapter.prefix}/.strongroom/ledger/checkpoints/x.json")
     assert head.get("ObjectLockMode") == "GOVERNANCE"
     assert head.get("ObjectLockRetainUntilDate") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# K2: checkpoints written by the CLI, checked and restored (filesystem targets)
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from catalog.checkpoints import build, entry_of_segment, parse, read_chain  # noqa: E402
+from catalog.ledger import GENESIS, build_segment, sha256_hex  # noqa: E402
+from tests.test_status import cli, clone, deposited, load  # noqa: E402,F401
+
+TARGETS = ("site-a", "site-b")
+
+
+@pytest.fixture
+def arch(deposited, tmp_path):  # noqa: F811
+    return clone(deposited, tmp_path)
+
+
+def root_of(arch, target: str) -> Path:
+    return Path(load(arch).target(target).root)
+
+
+def checkpoint_files(arch, target: str):
+    folder = root_of(arch, target) / ".strongroom" / "ledger" / "checkpoints"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def snapshot(arch):
+    return {t: {p.name: p.read_bytes() for p in checkpoint_files(arch, t)} for t in TARGETS}
+
+
+def events_dir(arch) -> Path:
+    return Path(load(arch).catalog) / "events"
+
+
+def rewritten_chain(arch, seq_to_edit: int):
+    """The catalog's segments with one event's detail edited and every hash recomputed:
+    [(seq, bytes)] forming a chain that `ledger verify` alone accepts."""
+    out, prev = [], GENESIS
+    for p in sorted(events_dir(arch).glob("seg-*.parquet")):
+        seq = int(p.name[4:16])
+        table = pq.read_table(p).replace_schema_metadata(None)
+        if seq == seq_to_edit:
+            detail = table.column("detail").to_pylist()
+            detail[0] = "history as the attacker would have it"
+            table = table.set_column(table.column_names.index("detail"), "detail", pa.array(detail, pa.string()))
+        data = build_segment(table, seq, prev)
+        out.append((seq, data))
+        prev = sha256_hex(data)
+    return out
+
+
+def install_chain(arch, chain) -> None:
+    shutil.rmtree(Path(load(arch).catalog) / "ledger-cache", ignore_errors=True)
+    for seq, data in chain:
+        path = events_dir(arch) / f"seg-{seq:012d}.parquet"
+        path.chmod(0o644)
+        path.write_bytes(data)
+
+
+def verify(capsys, arch):
+    return cli(capsys, "--config", arch.config, "--json", "ledger", "verify", "--against-storage")
+
+
+def test_deposit_anchors_every_target_and_a_command_that_records_nothing_writes_nothing(capsys, arch):
+    before = snapshot(arch)
+    head = load(arch)
+    for target in TARGETS:
+        files = checkpoint_files(arch, target)
+        assert files, f"no checkpoint on {target} after the deposits"
+        cps = [parse(f"ledger/checkpoints/{p.name}", p.read_bytes()) for p in files]
+        assert cps[0].first_seq == 0 and cps[0].previous is None
+        for older, newer in zip(cps, cps[1:]):  # one chain per target
+            assert newer.previous["key"] == older.key and newer.previous["sha256"] == older.sha256
+    assert head is not None
+    run = cli(capsys, "--config", arch.config, "--json", "status")
+    assert run.code == 0, run.err
+    assert snapshot(arch) == before  # nothing written when the head did not move
+    audit = cli(capsys, "--config", arch.config, "--json", "audit", "--all", "--quick")
+    assert audit.code == 0, audit.out + audit.err
+    after = snapshot(arch)
+    for target in TARGETS:
+        assert set(before[target]) < set(after[target])           # a new checkpoint ...
+        assert all(after[target][k] == v for k, v in before[target].items())  # ... the old ones untouched
+        newest = max(after[target])
+        cp = parse(f"ledger/checkpoints/{newest}", after[target][newest])
+        assert cp.previous["key"] == f"ledger/checkpoints/{max(before[target])}"
+        assert any("fixity check" in e.canonical for e in cp.entries)
+    assert not (root_of(arch, "site-a") / ".strongroom-aside").exists()  # the audit left the namespace alone
+    good = verify(capsys, arch)
+    assert good.code == 0, good.out
+    assert good.data["against_storage"]["ok"] is True
+
+
+def test_a_consistent_rewrite_of_the_catalog_ledger_is_caught(capsys, arch):
+    install_chain(arch, rewritten_chain(arch, 1))
+    plain = cli(capsys, "--config", arch.config, "--json", "ledger", "verify")
+    assert plain.data["ok"] is True  # the chain alone is fooled: every hash was recomputed
+    run = verify(capsys, arch)
+    assert run.code == 1
+    problems = run.data["against_storage"]["problems"]
+    assert any(p.startswith("site-a: ledger/checkpoints/") and "seg-000000000001.parquet" in p
+               and "altered or replaced" in p for p in problems), problems
+    assert any(p.startswith("site-b: ") for p in problems)
+
+
+def test_a_truncated_catalog_ledger_is_caught_and_anchoring_refuses_to_follow_it(capsys, arch):
+    before = snapshot(arch)
+    newest = sorted(events_dir(arch).glob("seg-*.parquet"))[-1]
+    newest.unlink()
+    run = verify(capsys, arch)
+    assert run.code == 1
+    assert run.data["ok"] is True  # the shortened chain is consistent on its own
+    assert any(newest.name in p and "missing from the catalog" in p for p in run.data["against_storage"]["problems"])
+    assert "rolled back or truncated" in run.err  # the anchoring after the command says so too
+    assert snapshot(arch) == before  # and wrote nothing that would bless the shorter chain
+
+
+def test_rebuild_restores_the_events_byte_for_byte(capsys, arch):
+    catalog = Path(load(arch).catalog)
+    original = {p.name: p.read_bytes() for p in (catalog / "events").glob("seg-*.parquet")}
+    shutil.rmtree(catalog)
+    run = cli(capsys, "--config", arch.config, "--json", "catalog", "rebuild")
+    assert run.code == 0, run.out + run.err
+    assert run.data["events"]["segments_restored"] == len(original)
+    restored = {p.name: p.read_bytes() for p in (catalog / "events").glob("seg-*.parquet")}
+    assert all(restored[name] == data for name, data in original.items())
+    assert len(restored) > len(original)  # and the rebuild's own events chained after them
+    assert verify(capsys, arch).code == 0
+    status = cli(capsys, "--config", arch.config, "--json", "status")
+    assert status.code == 0 and status.data["totals"]["bags"] == len(arch.bags)
+
+
+def test_rebuild_refuses_to_restore_events_when_targets_disagree(capsys, arch):
+    forged = [entry_of_segment(seq, data) for seq, data in rewritten_chain(arch, 0)]
+    site_b = root_of(arch, "site-b") / ".strongroom"
+    shutil.rmtree(site_b)
+    from storage_adapters.filesystem import FilesystemAdapter
+
+    FilesystemAdapter("site-b", "x", root_of(arch, "site-b")).put_record(*build("site-b", forged, None))
+    shutil.rmtree(Path(load(arch).catalog))
+    run = cli(capsys, "--config", arch.config, "--json", "catalog", "rebuild")
+    assert run.code == 1
+    assert run.data["events"]["segments_restored"] == 0
+    assert any("the targets disagree on seg-000000000000.parquet" in p for p in run.data["events"]["problems"])
+
+
+def test_an_unwritable_target_is_a_warning_and_exit_1_and_the_next_command_catches_up(capsys, arch):
+    site_b = root_of(arch, "site-b") / ".strongroom"
+    shutil.rmtree(site_b)
+    site_b.write_bytes(b"not a folder")   # the namespace cannot be written
+    run = cli(capsys, "--config", arch.config, "--json", "audit", "--all", "--quick")
+    assert run.code == 1
+    assert "warning: ledger checkpoint not written to site-b" in run.err
+    assert "Traceback" not in run.err
+    assert json.loads(run.out)  # the command's own answer is intact
+    site_b.unlink()
+    again = cli(capsys, "--config", arch.config, "--json", "status")   # records nothing, but catches up
+    assert again.code == 0, again.err
+    (cp,) = read_chain(FilesystemAdapter("site-b", "x", root_of(arch, "site-b"))).checkpoints
+    assert cp.first_seq == 0 and cp.last_seq == len(list(events_dir(arch).glob("seg-*.parquet"))) - 1
+    assert verify(capsys, arch).code == 0
