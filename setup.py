@@ -52,5 +52,5 @@ setup(
             "lxml>=4.9",
         ],
     },
-    entry_points={"console_scripts": ["strongroom=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["strongroom=pipelines.entry:main"]},
 )

@@ -1,5 +1,3 @@
-import sys
+from pipelines.entry import main
 
-from pipelines.cli import main
-
-sys.exit(main())
+main()

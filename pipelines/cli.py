@@ -21,6 +21,7 @@ from strongroom import __version__
 from strongroom.errors import StrongroomError
 
 from pipelines.output import emit_error
+from pipelines.entry import standalone_command
 
 # The order of `strongroom --help`; any other module in pipelines/commands/ follows, by name.
 COMMAND_ORDER = [
@@ -112,7 +113,8 @@ def _add_global_options_everywhere(parser: argparse.ArgumentParser, depth: int =
         _add_global_options_everywhere(child, depth + 1)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of `only` that one (pipelines.entry.standalone_command)."""
     parser = _Parser(
         prog="strongroom",
         description="Long-term digital preservation: BagIt deposits, verified replicas, fixity audits.",
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(parser, 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in command_modules():
+    for name in [only] if only else command_modules():
         module = importlib.import_module(f"pipelines.commands.{name}")
         module.register(sub)
     _add_global_options_everywhere(parser)
@@ -160,7 +162,7 @@ def _json_requested(argv: List[str]) -> bool:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(standalone_command(argv))
     try:
         args = parser.parse_args(argv)
     except _UsageExit as exc:

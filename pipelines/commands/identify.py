@@ -96,6 +96,7 @@ def _usable_cpus() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ingest.identify import identify_paths  # loads FIDO only when the command runs
+    from pipelines.entry import skip_teardown
 
     files = list(list_files(args.paths))
     workers = choose_workers(getattr(args, "workers", 1) or 1, len(files))
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `strongroom identify ... | head`: the reader has all it wants
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+    # Everything is written and the pool is gone: the process may end without freeing FIDO's
+    # signature tree object by object (pipelines.entry).
+    skip_teardown()
     return 0
 
 
