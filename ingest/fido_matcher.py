@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib
 import json
 import os
 import re
 import sys
 import tempfile
+import types
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 from xml.etree import ElementTree as ET
@@ -45,10 +47,39 @@ except ImportError:  # pragma: no cover
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-import fido as _fido_pkg
-from fido.fido import Fido
-from fido.package import OlePackage, ZipPackage
-from fido.versions import get_local_versions
+
+class _DeferredModule(types.ModuleType):
+    """Stands in for a module while another one is imported, and imports the real one on the
+    first attribute asked of it (then hands that attribute over, every time)."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def _import_fido_without_requests() -> None:
+    """Import FIDO without `requests` (and urllib3, charset_normalizer, idna...): ~0.1 s of a
+    `strongroom identify` run. `fido.versions` imports it at the top only for signature
+    updates, which this module never asks for; if that code ever runs, `requests` is imported
+    then. The stand-in is in sys.modules only while FIDO is imported."""
+    if "requests" in sys.modules or "fido.versions" in sys.modules:
+        return
+    stand_in = _DeferredModule("requests")
+    sys.modules["requests"] = stand_in
+    try:
+        importlib.import_module("fido.versions")
+    finally:
+        if sys.modules.get("requests") is stand_in:
+            del sys.modules["requests"]
+
+
+_import_fido_without_requests()
+
+import fido as _fido_pkg  # noqa: E402
+from fido.fido import Fido  # noqa: E402
+from fido.package import OlePackage, ZipPackage  # noqa: E402
+from fido.versions import get_local_versions  # noqa: E402
 
 # FIDO's pattern positions and the buffer/anchoring each one implies (see Fido.match_formats).
 _BOF, _EOF, _VAR = 0, 1, 2  # BOF: re.match(bof); EOF: re.search(eof); VAR/IFB: re.search(bof)
