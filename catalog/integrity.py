@@ -21,7 +21,8 @@ What is checked (`check_catalog`), each problem naming the table and file:
   on the record (a failed "metadata extraction": `status` lists it as lost); and every
   (registered bag, target) the ledger records a successful replication or fixity check of a
   copy for has a replica record (writers record the copy's state before such an event): a
-  deleted `bags/` or `replicas/` file shows here.
+  deleted `bags/` or `replicas/` file shows here. A withdrawn bag (catalog.tombstones) that a
+  rebuild rightly did not register again is not such a hole.
 
 Cost: only the few columns needed are read (column projection, one dataset scan per table, one
 vectorised group_by for the file sums), and what was read from a file is kept for the life of
@@ -57,6 +58,7 @@ from catalog.compact import COMPACT_PREFIX, ReplacedCache, live_files
 from catalog.ledger import CACHE_FOLDER, FOLDER as EVENTS_FOLDER, Ledger, glance
 from catalog.schema import BATCH, EVENTS_SCHEMA, RECORDED, TABLE_SCHEMAS
 from catalog.store import CatalogError, Store, StoredFile
+from catalog.tombstones import withdrawn_bags
 from strongroom.errors import PreservationError
 
 REBUILD_HINT = "run `strongroom catalog rebuild`"
@@ -493,7 +495,8 @@ def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
         registered, pairs, gave_up = mentions
         have_bags = set(tables["bags"].column("bag_id").unique().to_pylist())
         health.lost_bags = sorted(gave_up - have_bags)
-        for bag_id in sorted(registered - have_bags):
+        # a withdrawn bag a rebuild did not register again is not a hole in the index (K4)
+        for bag_id in sorted(registered - have_bags - set(withdrawn_bags(catalog))):
             health.problems.append(f"bags: bag {bag_id} is registered in the ledger but has no bag row: a bags/ "
                                    f"Parquet file is missing or damaged")
         reps = tables["replicas"]

@@ -19,6 +19,9 @@ from typing import Any, Dict, Mapping, Tuple
 
 from catalog.compact import bag_key
 from catalog.store import CatalogError, Store
+from storage_adapters.withdrawal import TOMBSTONE_SPACE, tombstone_key
+from strongroom.bag_id import BagId
+from strongroom.errors import StrongroomError
 
 TOMBSTONES = "tombstones"
 HOLDS = "holds"
@@ -197,6 +200,23 @@ def withdrawn_bags(catalog) -> Dict[str, Tombstone]:
     return out
 
 
+def recover_tombstones(catalog, adapter) -> int:
+    """For `catalog rebuild`: record in the catalog the tombstones a target holds (the
+    `.strongroom/tombstones/` records the withdrawal left), so a rebuilt catalog knows the bags
+    it must not register again, even one a dead withdrawal left half removed. How many were new.
+    A record that is not a tombstone is skipped (it names no bag it could hide)."""
+    added = 0
+    for key in adapter.list_records(TOMBSTONE_SPACE + "/"):
+        try:
+            stone = Tombstone.from_json(adapter.read_record(key))
+            if key != tombstone_key(BagId.parse(stone.bag_id), stone.state):
+                continue   # a tombstone must lie where its own bag's would: no bag hidden by a stray record
+        except (ValueError, StrongroomError):
+            continue
+        added += record_tombstone(catalog, stone)
+    return added
+
+
 def holds(catalog) -> list:
     """Every hold record, oldest first."""
     return sorted(_all(catalog, HOLDS, HoldRecord.from_json), key=lambda h: (h.at, h.action == RELEASE))
@@ -210,5 +230,5 @@ def held_bags(catalog) -> Dict[str, HoldRecord]:
     return {b: h for b, h in newest.items() if h.action == HOLD}
 
 
-__all__ = ["Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "holds",
+__all__ = ["Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "recover_tombstones", "holds",
            "held_bags", "STARTED", "COMPLETE", "HOLD", "RELEASE", "TOMBSTONES", "HOLDS"]

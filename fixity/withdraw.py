@@ -14,9 +14,10 @@ safety argument:
    `.strongroom/tombstones/`) and in the catalog, and a `deaccession` event saying the
    withdrawal started. From here on the bag is withdrawn for every reader (audits, status,
    rebuild), also if the process dies half way: never half withdrawn without saying so.
-3. Per target: remove every object (storage_adapters.withdrawal), one `deletion` event per copy,
-   and the "complete" tombstone record on that target.
-4. The "complete" tombstone in the catalog and a `deaccession` event.
+3. Per target: remove every object (storage_adapters.withdrawal), one `deletion` event per copy.
+4. Once every copy is gone: the "complete" tombstone on every target and in the catalog, and a
+   `deaccession` event. (A target's "complete" record thus means gone everywhere: a catalog
+   rebuilt after a crash in step 3 still says the withdrawal is unfinished.)
 
 A rerun (G1 retries execution with `strongroom approve REQ`) reuses the started tombstone (same
 time, same manifest digests), skips the steps already done and finishes the rest.
@@ -199,10 +200,11 @@ def _withdraw_one(catalog, request, plan: _Plan, adapters: Sequence[StorageAdapt
             catalog.append_events([_event("deletion", "success", plan.bag_id,
                                           {**base, "objects": removed.objects, "versions": removed.versions},
                                           target=adapter.name, object_type="replica")])
-        adapter.put_record(tombstone_key(bag, COMPLETE), complete.to_json())
         out[adapter.name] = "already removed" if removed is None else \
             {"objects": removed.objects, "versions": removed.versions}
-    if record_tombstone(catalog, complete):        # step 4
+    for adapter in adapters:                       # step 4: gone everywhere, said everywhere
+        adapter.put_record(tombstone_key(bag, COMPLETE), complete.to_json())
+    if record_tombstone(catalog, complete):
         catalog.append_events([_event("deaccession", "success", plan.bag_id, {**base, "phase": COMPLETE})])
     return out
 

@@ -1,0 +1,256 @@
+"""Governed withdrawal, tombstones, Object Lock and legal holds (issue 13 part 5) on a filesystem
+target and real SeaweedFS buckets (plain versioned, Object Lock compliance and governance).
+
+The executors are called as G1's `strongroom approve` calls them at quorum: with the request
+and its approvals. What the targets hold afterwards is checked with plain boto3 and os calls.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import types
+import uuid
+from pathlib import Path
+
+import pytest
+
+from catalog.access import open_catalog
+from catalog.requests import Request
+from catalog.tombstones import COMPLETE, STARTED, held_bags, withdrawn_bags
+from fixity import withdraw as withdraw_mod
+from fixity.withdraw import WithdrawalRefused, execute_legal_hold, execute_release_hold, execute_withdraw
+from pipelines.cli import main
+from policies.config import load_config
+from storage_adapters.withdrawal import tombstone_key
+from strongroom.bag_id import BagId
+
+KEY_ENV, SECRET_ENV = "SR_WD_S3_KEY", "SR_WD_S3_SECRET"
+
+
+def run(capsys, *argv):
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def s3_env(seaweed, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, seaweed.access_key)
+    monkeypatch.setenv(SECRET_ENV, seaweed.secret_key)
+
+
+def make_archive(folder: Path, seaweed, bucket: str, *, object_lock: bool = False, retention: str = "") -> Path:
+    """A filesystem target `local` and one S3 target `s3`, one policy using both, governance on."""
+    (folder / "policies").mkdir(parents=True)
+    (folder / "replicas" / "local").mkdir(parents=True)
+    (folder / "allowed_signers").write_text("")
+    creds = f"{{access_key_env: {KEY_ENV}, secret_key_env: {SECRET_ENV}}}"
+    (folder / "strongroom.yaml").write_text(f"""\
+catalog: ./catalog
+staging: ./staging
+policies: ./policies
+storage:
+  local: {{type: filesystem, root: ./replicas/local, site: beijing}}
+  s3:
+    type: s3
+    endpoint: {seaweed.endpoint}
+    bucket: {bucket}
+    region: us-east-1
+    prefix: wd-{uuid.uuid4().hex[:6]}
+    addressing_style: path
+    object_lock: {str(object_lock).lower()}
+    site: shanghai
+    credentials: {creds}
+governance:
+  allowed_signers: ./allowed_signers
+  quorum: {{withdraw: 2, legal-hold: 2, release-hold: 2, governance-bypass: 3}}
+""", encoding="utf-8")
+    (folder / "policies" / "mixed.yaml").write_text(
+        f"name: mixed\nchecksums: [sha256]\nreplicas: [local, s3]\n{retention}", encoding="utf-8")
+    return folder / "strongroom.yaml"
+
+
+def deposit(capsys, cfg: Path, tmp_path: Path, name: str = "src") -> str:
+    src = tmp_path / name
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha " * 100)
+    (src / "sub" / "b.bin").write_bytes(os.urandom(3000))
+    code, out, err = run(capsys, "--config", cfg, "--json", "deposit", src, "--library", "PKU", "--collection",
+                         "TAKE", "--type", "self-built", "--policy", "mixed")
+    assert code == 0, out + err
+    (bag,) = json.loads(out)["bags"]
+    return bag["id"]
+
+
+def request(kind: str, bag_id: str) -> Request:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return Request(id=f"REQ-{uuid.uuid4().hex[:8]}", kind=kind, target=bag_id, bag_ids=(bag_id,), reason="court order",
+                   evidence=None, requester="carol", created=now, expires=now + _dt.timedelta(days=30))
+
+
+def approvals(*names: str):
+    return [types.SimpleNamespace(principal=n) for n in names]
+
+
+def s3_versions(seaweed, cfg: Path, bag_id: str) -> list:
+    import yaml
+
+    t = yaml.safe_load(cfg.read_text())["storage"]["s3"]
+    got = seaweed.client().list_object_versions(Bucket=t["bucket"], Prefix=f"{t['prefix']}/{bag_id}/")
+    return got.get("Versions", []) + got.get("DeleteMarkers", [])
+
+
+def open_all(cfg: Path):
+    config = load_config(cfg)
+    return config, open_catalog(config)
+
+
+def test_withdrawal_removes_every_object_leaves_tombstones_audit_and_rebuild_respect_it(
+        seaweed, s3_env, tmp_path, capsys):
+    bucket = seaweed.make_bucket(versioning=True)
+    cfg = make_archive(tmp_path / "archive", seaweed, bucket)
+    bag_id = deposit(capsys, cfg, tmp_path)
+    keep = deposit(capsys, cfg, tmp_path, "other")       # another bag: untouched
+    bag_dir = cfg.parent / "replicas" / "local" / bag_id
+    assert bag_dir.is_dir() and s3_versions(seaweed, cfg, bag_id)
+
+    config, catalog = open_all(cfg)
+    req = request("withdraw", bag_id)
+    result = execute_withdraw(config, catalog, req, approvals("alice", "bob"))
+    assert bag_id in result.summary
+
+    # every object gone: the bag folder, every S3 version (no delete marker hiding old versions)
+    assert not bag_dir.exists() and (cfg.parent / "replicas" / "local" / "PKU" / "TAKE").is_dir()
+    assert s3_versions(seaweed, cfg, bag_id) == []
+    assert s3_versions(seaweed, cfg, keep) and (cfg.parent / "replicas" / "local" / keep).is_dir()
+    # a tombstone where the bag was, on every target, naming request, approvers and manifests
+    from storage_adapters.registry import open_target
+
+    for name in ("local", "s3"):
+        stone = json.loads(open_target(config.target(name)).read_record(tombstone_key(BagId.parse(bag_id), COMPLETE)))
+        assert (stone["bag_id"], stone["request_id"], stone["approvers"]) == (bag_id, req.id, ["alice", "bob"])
+        assert set(stone["manifest_digests"]) >= {"manifest-sha256.txt", "tagmanifest-sha256.txt"}
+    t = withdrawn_bags(catalog)[bag_id]
+    assert (t.state, t.request_id) == (COMPLETE, req.id)
+    events = catalog.events(bag_id).to_pylist()
+    assert [e["type"] for e in events if e["type"] in ("deaccession", "deletion")] == \
+        ["deaccession", "deletion", "deletion", "deaccession"]
+    assert {e["target"] for e in events if e["type"] == "deletion"} == {"local", "s3"}
+    assert all(json.loads(e["detail"])["approvers"] == ["alice", "bob"] for e in events if e["type"] == "deletion")
+
+    # a second execution finds nothing left to do and writes nothing new
+    again = execute_withdraw(config, catalog, req, approvals("alice", "bob"))
+    assert "nothing left" in again.summary
+    assert len(catalog.events(bag_id).to_pylist()) == len(events)
+
+    # audit: withdrawn, not missing; status says WITHDRAWN with the request id
+    code, out, err = run(capsys, "--config", cfg, "--json", "audit", "--all")
+    assert code == 0, out + err
+    audit = json.loads(out)
+    assert audit["bags"] == 1 and bag_id not in json.dumps(audit["replicas"] + audit["not_audited"])
+    code, out, err = run(capsys, "--config", cfg, "--json", "status")
+    assert code == 0, out + err
+    status = json.loads(out)
+    assert [b["bag_id"] for b in status["bags"]] == [keep]            # its copies are not listed as missing
+    assert [(w["bag_id"], w["request_id"], w["state"]) for w in status["withdrawn"]] == [(bag_id, req.id, COMPLETE)]
+    code, out, err = run(capsys, "--config", cfg, "status")
+    assert "WITHDRAWN" in out and req.id in out
+
+    # the catalog is lost: the rebuild reads the tombstones and does not bring the bag back
+    shutil.rmtree(cfg.parent / "catalog")
+    code, out, err = run(capsys, "--config", cfg, "--json", "catalog", "rebuild")
+    assert code == 0, out + err
+    _, catalog = open_all(cfg)
+    assert not catalog.has_bag(bag_id) and catalog.has_bag(keep)
+    assert withdrawn_bags(catalog)[bag_id].request_id == req.id
+
+
+def test_crash_mid_withdrawal_is_withdrawn_for_rebuild_and_a_rerun_finishes(seaweed, s3_env, tmp_path, capsys,
+                                                                            monkeypatch):
+    cfg = make_archive(tmp_path / "archive", seaweed, seaweed.make_bucket())
+    bag_id = deposit(capsys, cfg, tmp_path)
+    config, catalog = open_all(cfg)
+    req = request("withdraw", bag_id)
+    real = withdraw_mod.remove_bag
+
+    def dies_on_s3(adapter, bag, **kw):
+        if adapter.name == "s3":
+            raise KeyboardInterrupt("killed")   # the process dies after the local copy went
+        return real(adapter, bag, **kw)
+
+    monkeypatch.setattr(withdraw_mod, "remove_bag", dies_on_s3)
+    with pytest.raises(KeyboardInterrupt):
+        execute_withdraw(config, catalog, req, approvals("alice", "bob"))
+    assert withdrawn_bags(catalog)[bag_id].state == STARTED          # said so before any deletion
+    assert not (cfg.parent / "replicas" / "local" / bag_id).exists() and s3_versions(seaweed, cfg, bag_id)
+
+    # the half-withdrawn bag is still on s3: a rebuilt catalog must not resurrect it
+    shutil.rmtree(cfg.parent / "catalog")
+    code, out, err = run(capsys, "--config", cfg, "--json", "catalog", "rebuild")
+    assert code == 0, out + err
+    config, catalog = open_all(cfg)
+    assert not catalog.has_bag(bag_id)
+    assert withdrawn_bags(catalog)[bag_id].state == STARTED
+
+    monkeypatch.setattr(withdraw_mod, "remove_bag", real)
+    execute_withdraw(config, catalog, req, approvals("alice", "bob"))
+    assert s3_versions(seaweed, cfg, bag_id) == []
+    assert withdrawn_bags(catalog)[bag_id].state == COMPLETE
+
+
+def test_object_lock_compliance_refuses_early_withdrawal_nothing_deleted_anywhere(seaweed, s3_env, tmp_path, capsys):
+    cfg = make_archive(tmp_path / "archive", seaweed, seaweed.make_bucket(object_lock=True), object_lock=True,
+                       retention="retention: {mode: compliance, years: 1}\n")
+    bag_id = deposit(capsys, cfg, tmp_path)
+    local = cfg.parent / "replicas" / "local" / bag_id
+    before_local = sorted(p.relative_to(local) for p in local.rglob("*"))
+    before_s3 = s3_versions(seaweed, cfg, bag_id)
+    config, catalog = open_all(cfg)
+    # the local target comes first and has no lock: still nothing may go before all are checked
+    with pytest.raises(WithdrawalRefused) as info:
+        execute_withdraw(config, catalog, request("withdraw", bag_id), approvals("alice", "bob", "dave"))
+    assert "compliance" in str(info.value) and info.value.exit_code == 1
+    assert sorted(p.relative_to(local) for p in local.rglob("*")) == before_local
+    assert s3_versions(seaweed, cfg, bag_id) == before_s3
+    assert withdrawn_bags(catalog) == {}
+
+
+def test_object_lock_governance_needs_the_bypass_quorum_and_is_recorded(seaweed, s3_env, tmp_path, capsys):
+    cfg = make_archive(tmp_path / "archive", seaweed, seaweed.make_bucket(object_lock=True), object_lock=True,
+                       retention="retention: {mode: governance, years: 1}\n")
+    bag_id = deposit(capsys, cfg, tmp_path)
+    config, catalog = open_all(cfg)
+    with pytest.raises(WithdrawalRefused, match="governance-bypass quorum"):
+        execute_withdraw(config, catalog, request("withdraw", bag_id), approvals("alice", "bob"))
+    assert s3_versions(seaweed, cfg, bag_id)
+    execute_withdraw(config, catalog, request("withdraw", bag_id), approvals("alice", "bob", "dave"))
+    assert s3_versions(seaweed, cfg, bag_id) == []
+    assert withdrawn_bags(catalog)[bag_id].bypass_governance is True
+
+
+def test_legal_hold_blocks_withdrawal_until_released(seaweed, s3_env, tmp_path, capsys):
+    bucket = seaweed.make_bucket(object_lock=True)
+    cfg = make_archive(tmp_path / "archive", seaweed, bucket, object_lock=True)
+    bag_id = deposit(capsys, cfg, tmp_path)
+    config, catalog = open_all(cfg)
+    execute_legal_hold(config, catalog, request("legal-hold", bag_id), approvals("alice", "bob"))
+    assert bag_id in held_bags(catalog)
+    raw = seaweed.client()
+    versions = s3_versions(seaweed, cfg, bag_id)
+    assert all(raw.get_object_legal_hold(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["LegalHold"]["Status"]
+               == "ON" for v in versions)
+
+    with pytest.raises(WithdrawalRefused, match="legal hold"):
+        execute_withdraw(config, catalog, request("withdraw", bag_id), approvals("alice", "bob"))
+    assert (cfg.parent / "replicas" / "local" / bag_id).is_dir() and s3_versions(seaweed, cfg, bag_id) == versions
+
+    execute_release_hold(config, catalog, request("release-hold", bag_id), approvals("alice", "bob"))
+    assert bag_id not in held_bags(catalog)
+    assert raw.get_object_legal_hold(Bucket=bucket, Key=versions[0]["Key"],
+                                     VersionId=versions[0]["VersionId"])["LegalHold"]["Status"] == "OFF"
+    execute_withdraw(config, catalog, request("withdraw", bag_id), approvals("alice", "bob"))
+    assert s3_versions(seaweed, cfg, bag_id) == []
