@@ -64,6 +64,7 @@ from catalog.disputes import decide
 from catalog.integrity import LOST_EVENT, check_catalog
 from catalog.salvage import SetAside, set_aside
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, EventRecord, FileRecord, ReplicaRecord, utc_now
+from catalog.tombstones import recover_tombstones, withdrawn_bags
 from strongroom import bagit_spec
 from strongroom.bag_id import BagId
 from strongroom import NAME, __version__
@@ -365,6 +366,11 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
             continue
         listable.add(target.name)
         outcome.bags = len(found)
+        try:  # the tombstones of withdrawn bags: those bags are never registered again
+            recover_tombstones(catalog, adapter)
+        except (StrongroomError, OSError) as exc:
+            outcome.error = f"cannot read its tombstones: {exc}"
+            listable.discard(target.name)
         for bag_id in found:
             holders.setdefault(str(bag_id), []).append((target, adapter))
 
@@ -374,7 +380,8 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
     if result.set_aside.moved:
         _note_set_aside(catalog, result.set_aside, clock)
 
-    ids = sorted(holders)
+    withdrawn = set(withdrawn_bags(catalog))
+    ids = sorted(set(holders) - withdrawn)
     for n, bag_text in enumerate(ids):
         if progress is not None:
             progress(n, len(ids), bag_text)
@@ -391,7 +398,7 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
 
     # Bags the ledger says were registered, found on no target: say so, once, on the record.
     if len(listable) == len(config.storage):
-        lost = sorted(ledger_knows - set(catalog.bags().column("bag_id").to_pylist()) - set(holders))
+        lost = sorted(ledger_knows - set(catalog.bags().column("bag_id").to_pylist()) - set(holders) - withdrawn)
         for bag_text in lost:
             outcome = BagOutcome(bag_id=bag_text, action="unreadable", problems=[
                 f"{bag_text}: registered in the ledger, but no storage target holds a copy: lost"])
