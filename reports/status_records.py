@@ -146,6 +146,7 @@ class Status:
     targets: List[TargetStatus] = field(default_factory=list)
     locations: List[Dict[str, Any]] = field(default_factory=list)   # {location, targets, sites}
     notes: List[str] = field(default_factory=list)                  # config warnings (shared file systems)
+    withdrawn: List[Dict[str, Any]] = field(default_factory=list)   # withdrawn bags (tombstones), not copies
 
     @property
     def ok(self) -> bool:
@@ -177,6 +178,7 @@ class Status:
             "targets": [_plain(t) for t in self.targets],
             "locations": [_plain(x) for x in self.locations],
             "notes": list(self.notes),
+            "withdrawn": list(self.withdrawn),
         }
 
 
