@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.findings import OpenCopy, OpenFinding, open_copies  # noqa: F401
 from catalog.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
+from catalog.tombstones import withdrawn_bags
 from catalog.schema import utc_now
 from ingest.deposit_states import DepositStatus, unfinished_deposits  # noqa: F401
 from reports.status_records import (
@@ -85,6 +87,12 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
         raise UsageError(_nothing_matches(catalog, library, collection, bag_id),
                          key="--bag" if bag_id else "--collection" if collection else "--library")
 
+    # K4: a withdrawn bag is listed as WITHDRAWN with its request, never as copies missing
+    gone = withdrawn_bags(catalog)
+    withdrawn = [{**gone[b].to_dict(), "title": t} for b, t in zip(bags.column("bag_id").to_pylist(),
+                                                                   bags.column("title").to_pylist()) if b in gone]
+    if gone:
+        bags = bags.filter(pc.invert(pc.is_in(bags.column("bag_id"), value_set=pa.array(sorted(gone)))))
     replicas = replica_table(config, catalog, bags, bag_id=bag_id, now=now)
     rows = replicas.to_pylist()
     troubled = open_copies(catalog, rows)
@@ -122,6 +130,7 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
         filters=filters, bags=bag_list, collections=collections, libraries=libraries, totals=totals,
         deposits=deposits, problems=problems, warnings=warnings, open_findings=findings, targets=targets,
         locations=location_groups(config), notes=list(getattr(config, "warnings", ())),
+        withdrawn=withdrawn,
     )
 
 
