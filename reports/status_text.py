@@ -50,6 +50,15 @@ def status_text(status: Status) -> str:
             lines.append("  (rerun the same `strongroom deposit` command to resume one, once what failed is fixed; "
                          "or give one up: `strongroom deposit --abandon KEY --reason TEXT`)")
 
+    if status.withdrawn:
+        lines += ["", f"Withdrawn ({len(status.withdrawn)}; removed from every target at quorum, tombstones kept):"]
+        for w in status.withdrawn[:MESSAGE_LIMIT]:
+            what = "WITHDRAWN" if w["state"] == "complete" else "WITHDRAWAL UNFINISHED (rerun `strongroom approve REQ`)"
+            lines.append(f"  {w['bag_id']}: {what} by {w['request_id']} on {w['withdrawn_at'][:10]}, "
+                         f"approved by {', '.join(w['approvers']) or '?'}"[:240])
+        if len(status.withdrawn) > MESSAGE_LIMIT:
+            lines.append(f"  ... and {len(status.withdrawn) - MESSAGE_LIMIT} more (--json lists them all)")
+
     if status.open_findings:
         copies = len({(f.bag, f.target) for f in status.open_findings})
         lines += ["", f"Open findings ({len(status.open_findings)} on {copies} cop{'y' if copies == 1 else 'ies'}, "
