@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import subprocess
 import types
 import uuid
 from pathlib import Path
@@ -254,3 +255,64 @@ def test_legal_hold_blocks_withdrawal_until_released(seaweed, s3_env, tmp_path, 
                                      VersionId=versions[0]["VersionId"])["LegalHold"]["Status"] == "OFF"
     execute_withdraw(config, catalog, request("withdraw", bag_id), approvals("alice", "bob"))
     assert s3_versions(seaweed, cfg, bag_id) == []
+
+
+# ------------------------------------------------------------------------------------ through the CLI
+
+def _keygen(folder: Path, name: str) -> Path:
+    key = folder / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
+    return key
+
+
+def test_cli_hold_blocks_an_approved_withdrawal_until_released_then_approve_retries_it(tmp_path, capsys,
+                                                                                       monkeypatch):
+    from policies.config import write_default_config
+
+    cfg = write_default_config(tmp_path / "archive")
+    keys = {n: _keygen(tmp_path, n) for n in ("alice", "bob")}
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("".join(f"{n} {' '.join(k.with_suffix('.pub').read_text().split()[:2])}\n"
+                               for n, k in keys.items()))
+    with open(cfg, "a") as fh:
+        fh.write(f"governance:\n  allowed_signers: {signers}\n"
+                 "  quorum: {withdraw: 2, legal-hold: 2, release-hold: 2}\n")
+    monkeypatch.setenv("STRONGROOM_OPERATOR", "op1")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("to be taken down\n")
+    assert run(capsys, "--config", cfg, "deposit", src, "--library", "LIB", "--collection", "own",
+               "--type", "self-built")[0] == 0
+    config, catalog = open_all(cfg)
+    (bag_id,) = catalog.bags().column("bag_id").to_pylist()
+    folders = [Path(t.root) / bag_id for t in config.storage.values()]
+    assert all(f.is_dir() for f in folders)
+
+    def decide(kind: str):
+        code, out, err = run(capsys, "--config", cfg, "--json", "request", kind, bag_id, "--reason", "court order")
+        assert code == 0, out + err
+        req = json.loads(out)["id"]
+        code, text, err = run(capsys, "--config", cfg, "requests", "show", req, "--signable")
+        (tmp_path / f"{req}.txt").write_text(text)
+        last = None
+        for who in ("alice", "bob"):
+            subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(keys[who]), "-n", "strongroom",
+                            str(tmp_path / f"{req}.txt")], check=True, capture_output=True)
+            sig = tmp_path / f"{req}.{who}.sig"
+            (tmp_path / f"{req}.txt.sig").rename(sig)
+            last = run(capsys, "--config", cfg, "--json", "approve", req, sig)
+        return req, last
+
+    _, (code, out, err) = decide("legal-hold")
+    assert code == 0, out + err
+    wd, (code, out, err) = decide("withdraw")
+    assert code == 1 and "legal hold" in out + err           # approved, refused, nothing removed
+    assert all(f.is_dir() for f in folders)
+    _, (code, out, err) = decide("release-hold")
+    assert code == 0, out + err
+    code, out, err = run(capsys, "--config", cfg, "--json", "approve", wd)   # retry the approved withdrawal
+    assert code == 0, out + err
+    assert not any(f.exists() for f in folders)
+    assert withdrawn_bags(open_all(cfg)[1])[bag_id].request_id == wd
+    code, out, err = run(capsys, "--config", cfg, "catalog", "check")
+    assert code == 0, out + err
