@@ -52,11 +52,16 @@ class _DepositTask(ArchiveTask):
         """How a phase line names the bag: nothing when the deposit made one bag, else its last part."""
         return "" if len(self.bags()) <= 1 else f" {bag_id.rsplit('/', 1)[-1]}"
 
+    def inventory(self, bag: dict):
+        """The staged bag's inventory, as ValidateBag kept it (`flow.save_inventory`)."""
+        if not hasattr(self, "_inventory"):
+            path = Path(self.marker(f"{_safe(bag['id'])}.inventory.json").path)
+            self._inventory = flow.load_inventory(path, bag["path"])
+        return self._inventory
+
     def bag_totals(self, bag: dict):
         """(files, bytes) of every file of the staged bag that is copied and checked, tag files too."""
-        from storage_adapters.replicate import bag_inventory
-
-        sizes = bag_inventory(bag["path"]).sizes
+        sizes = self.inventory(bag).sizes
         return len(sizes), sum(sizes.values())
 
     def failure_path(self) -> Path:
@@ -103,6 +108,7 @@ class ValidateBag(_DepositTask):
         bag = self.bag(self.bag_id)
         with self.progress(f"validate{self.bag_label(self.bag_id)}", 0, bag["files"]):
             report = require_valid(bag["path"], completeness_only=True, allow_fetched=True)
+            flow.save_inventory(Path(self.marker(f"{_safe(self.bag_id)}.inventory.json").path), bag["path"])
         self.write_marker({"bag": self.bag_id, "valid": True, "files": report.payload_files})
 
 
@@ -120,7 +126,8 @@ class Replicate(_DepositTask):
         bag = self.bag(self.bag_id)
         files, nbytes = self.bag_totals(bag)
         with self.progress(f"replicate {self.target}{self.bag_label(self.bag_id)}", nbytes, files) as update:
-            result = flow.replicate_to(self.config, self.state, bag, self.target, progress=update)
+            result = flow.replicate_to(self.config, self.state, bag, self.target, progress=update,
+                                       inventory=self.inventory(bag))
         self.write_marker({"bag": self.bag_id, "target": self.target, "files_written": result.files_written,
                            "files_already_present": result.files_already_present})
 
@@ -139,7 +146,8 @@ class Verify(_DepositTask):
         bag = self.bag(self.bag_id)
         files, nbytes = self.bag_totals(bag)
         with self.progress(f"verify {self.target}{self.bag_label(self.bag_id)}", nbytes, files) as update:
-            result = flow.verify_on(self.config, self.state, bag, self.target, progress=update)
+            result = flow.verify_on(self.config, self.state, bag, self.target, progress=update,
+                                    inventory=self.inventory(bag))
         self.write_marker({"bag": self.bag_id, "target": self.target, "files": result.files_checked,
                            "bytes": result.bytes_checked})
 
