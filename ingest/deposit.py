@@ -238,7 +238,7 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
                 version_of=req.earlier.latest if req.earlier is not None and req.new_version else None,
             )
             final = staging / bag_id.library / bag_id.collection / bag_id.name
-            built.append(finish_bag(plan, provenance, final, workers=req.workers))
+            built.append(finish_bag(plan, provenance, final))
             final_dirs.append(final)
     except BaseException:
         for d in final_dirs:  # a deposit is all of its parts or nothing

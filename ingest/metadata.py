@@ -284,7 +284,9 @@ def premis_for_bag(
         events.append(event("fixity check", "depositor-supplied checksums compared with the bytes received",
                             "success", f"{supplied_count} supplied digest(s) matched", [strongroom_agent]))
     events += [
-        event("validation", "BagIt 1.0 (RFC 8493) validation of the staged bag, every payload digest re-computed",
+        event("validation", "BagIt 1.0 (RFC 8493) check of the staged bag (structure, completeness, Payload-Oxum, "
+                            "tag manifests); every payload digest is checked again as each replica is written "
+                            "and re-read",
               "success", f"{n} file(s) valid", [strongroom_agent], at=validated),
         event("ingestion", "deposit packaged as a BagIt bag in staging", "success", bag_id,
               [strongroom_agent, library_agent, operator_agent], at=validated),
