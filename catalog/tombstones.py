@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 from catalog.compact import bag_key
 from catalog.store import CatalogError, Store
-from storage_adapters.withdrawal import TOMBSTONE_SPACE, tombstone_key
+from storage_adapters.withdrawal import HOLD_SPACE, TOMBSTONE_SPACE, hold_key, tombstone_key
 from strongroom.bag_id import BagId
 from strongroom.errors import StrongroomError
 
@@ -200,20 +200,30 @@ def withdrawn_bags(catalog) -> Dict[str, Tombstone]:
     return out
 
 
-def recover_tombstones(catalog, adapter) -> int:
-    """For `catalog rebuild`: record in the catalog the tombstones a target holds (the
-    `.strongroom/tombstones/` records the withdrawal left), so a rebuilt catalog knows the bags
-    it must not register again, even one a dead withdrawal left half removed. How many were new.
-    A record that is not a tombstone is skipped (it names no bag it could hide)."""
+def recover_from_target(catalog, adapter) -> int:
+    """For `catalog rebuild`: record in the catalog the tombstones and legal-hold markers a
+    target holds (the `.strongroom/tombstones/` and `.strongroom/holds/` records), so a rebuilt
+    catalog knows the bags it must not register again, even one a dead withdrawal left half
+    removed, and the holds still in force. How many records were new. A record that is not
+    what its key says, or lies elsewhere than its own bag's key, is skipped: a stray record
+    must not hide a bag or block its withdrawal."""
     added = 0
     for key in adapter.list_records(TOMBSTONE_SPACE + "/"):
         try:
             stone = Tombstone.from_json(adapter.read_record(key))
             if key != tombstone_key(BagId.parse(stone.bag_id), stone.state):
-                continue   # a tombstone must lie where its own bag's would: no bag hidden by a stray record
+                continue
         except (ValueError, StrongroomError):
             continue
         added += record_tombstone(catalog, stone)
+    for key in adapter.list_records(HOLD_SPACE + "/"):
+        try:
+            hold = HoldRecord.from_json(adapter.read_record(key))
+            if key != hold_key(BagId.parse(hold.bag_id), hold.request_id, hold.action):
+                continue
+        except (ValueError, StrongroomError):
+            continue
+        added += record_hold(catalog, hold)
     return added
 
 
@@ -230,5 +240,5 @@ def held_bags(catalog) -> Dict[str, HoldRecord]:
     return {b: h for b, h in newest.items() if h.action == HOLD}
 
 
-__all__ = ["Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "recover_tombstones", "holds",
+__all__ = ["Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "recover_from_target", "holds",
            "held_bags", "STARTED", "COMPLETE", "HOLD", "RELEASE", "TOMBSTONES", "HOLDS"]

@@ -245,6 +245,12 @@ def test_legal_hold_blocks_withdrawal_until_released(seaweed, s3_env, tmp_path, 
     assert all(raw.get_object_legal_hold(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["LegalHold"]["Status"]
                == "ON" for v in versions)
 
+    # the hold outlives the catalog: a rebuilt one reads it back from the targets' markers
+    shutil.rmtree(cfg.parent / "catalog")
+    code, out, err = run(capsys, "--config", cfg, "--json", "catalog", "rebuild")
+    assert code == 0, out + err
+    config, catalog = open_all(cfg)
+    assert bag_id in held_bags(catalog) and catalog.has_bag(bag_id)
     with pytest.raises(WithdrawalRefused, match="legal hold"):
         execute_withdraw(config, catalog, request("withdraw", bag_id), approvals("alice", "bob"))
     assert (cfg.parent / "replicas" / "local" / bag_id).is_dir() and s3_versions(seaweed, cfg, bag_id) == versions
