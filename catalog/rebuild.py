@@ -64,7 +64,7 @@ from catalog.disputes import decide
 from catalog.integrity import LOST_EVENT, check_catalog
 from catalog.salvage import SetAside, set_aside
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, EventRecord, FileRecord, ReplicaRecord, utc_now
-from catalog.tombstones import recover_tombstones, withdrawn_bags
+from catalog.tombstones import recover_from_target, withdrawn_bags
 from strongroom import bagit_spec
 from strongroom.bag_id import BagId
 from strongroom import NAME, __version__
@@ -366,10 +366,10 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
             continue
         listable.add(target.name)
         outcome.bags = len(found)
-        try:  # the tombstones of withdrawn bags: those bags are never registered again
-            recover_tombstones(catalog, adapter)
+        try:  # tombstones (those bags are never registered again) and legal holds
+            recover_from_target(catalog, adapter)
         except (StrongroomError, OSError) as exc:
-            outcome.error = f"cannot read its tombstones: {exc}"
+            outcome.error = f"cannot read its tombstones and holds: {exc}"
             listable.discard(target.name)
         for bag_id in found:
             holders.setdefault(str(bag_id), []).append((target, adapter))
