@@ -10,7 +10,7 @@ one exception, so it is kept here, apart, and does three things only:
   hold from a HEAD of that version. A filesystem target has no lock: only a recorded hold
   marker (the catalog's, checked by the caller) stops it;
 * `remove_bag`: every file of the bag folder (links removed, never followed; folders emptied
-  from the bottom up) or every object version and delete marker, aborting unfinished multipart
+  from the bottom up), and what repair moved aside of it, or every object version and delete marker, aborting unfinished multipart
   uploads too; with `bypass_governance` the S3 deletes carry x-amz-bypass-governance-retention
   (the caller decides that only at the governance-bypass quorum). Rerunnable: what is already
   gone is skipped;
@@ -27,11 +27,12 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from strongroom.bag_id import BagId
 
 from .base import NotFound, StorageAdapter, StorageError, bag_segments
+from .filesystem import ASIDE_DIR
 
 TOMBSTONE_SPACE = "tombstones"
 HOLD_SPACE = "holds"
@@ -213,34 +214,46 @@ def _remove_s3(adapter: Any, bag_id: BagId, bypass_governance: bool) -> Removed:
 
 
 def _remove_folder(adapter: Any, bag_id: BagId) -> Removed:
-    """Empty the bag folder bottom-up with descriptors (no path is resolved twice, no link is
-    followed: a link is an entry like any other and is unlinked itself), then remove it."""
-    segments = bag_segments(bag_id)
-    loc = adapter.location(bag_id)
+    """The bag folder, and whatever of it repair moved aside (`.strongroom-aside/<stamp>/LIB/COLL/`
+    entries named after the bag: damaged copies of its files are its bytes too)."""
+    lib, coll, name = bag_segments(bag_id)
     counts = [0, 0]
+    _remove_entry(adapter, (lib, coll), lambda n: n == name, counts)
+    aside = (ASIDE_DIR,)
+    for stamp, is_dir in adapter._entries(aside) or ():
+        if is_dir:
+            _remove_entry(adapter, aside + (stamp, lib, coll),
+                          lambda n: n == name or (n.startswith(name + ".") and n[len(name) + 1:].isdigit()), counts)
+    return Removed(objects=counts[0], versions=counts[0], folders=counts[1])
+
+
+def _remove_entry(adapter: Any, folder: Tuple[str, ...], wanted: Callable[[str], bool], counts: List[int]) -> None:
+    """Remove the entries of `folder` that `wanted` names, emptying folders bottom-up with
+    descriptors (no path is resolved twice, no link is followed: a link is an entry like any
+    other and is unlinked itself). A folder that is not there: nothing to do."""
+    loc = "/".join((str(adapter.root),) + folder)
     try:
-        with adapter._dir(segments[:-1], create=False) as parent:
-            try:
-                fd = os.open(segments[-1], _DIR_FLAGS, dir_fd=parent)
-            except FileNotFoundError:
-                return Removed(0, 0)
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                os.unlink(segments[-1], dir_fd=parent)   # a link or a file where the bag was: not followed
-                os.fsync(parent)
-                return Removed(1, 1)
-            try:
-                _empty(fd, counts)
-            finally:
-                os.close(fd)
-            os.rmdir(segments[-1], dir_fd=parent)
+        with adapter._dir(folder, create=False) as parent:
+            for entry in sorted(n for n in os.listdir(parent) if wanted(n)):
+                try:
+                    fd = os.open(entry, _DIR_FLAGS, dir_fd=parent)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    os.unlink(entry, dir_fd=parent)   # a link or a file where a folder was: not followed
+                    counts[0] += 1
+                    continue
+                try:
+                    _empty(fd, counts)
+                finally:
+                    os.close(fd)
+                os.rmdir(entry, dir_fd=parent)
+                counts[1] += 1
             os.fsync(parent)
     except NotFound:
-        return Removed(0, 0)
+        return
     except OSError as exc:
         raise adapter._failure(exc, loc, writing=True) from None
-    return Removed(objects=counts[0], versions=counts[0], folders=counts[1] + 1)
 
 
 def _empty(dfd: int, counts: List[int]) -> None:

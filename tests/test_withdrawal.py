@@ -119,18 +119,28 @@ def test_withdrawal_removes_every_object_leaves_tombstones_audit_and_rebuild_res
     bag_dir = cfg.parent / "replicas" / "local" / bag_id
     assert bag_dir.is_dir() and s3_versions(seaweed, cfg, bag_id)
 
+    # what a repair moved aside is the bag's bytes too; a planted link is removed, never followed
+    from storage_adapters.registry import open_target
+
+    local = open_target(load_config(cfg).target("local"))
+    bag = BagId.parse(bag_id)
+    local.move_aside(bag, f"{bag_id}/data/a.txt", "20260101T000000Z")
+    assert local.find_aside(bag, f"{bag_id}/data/a.txt")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the archive's")
+    (bag_dir / "data" / "link").symlink_to(outside)
+
     config, catalog = open_all(cfg)
     req = request("withdraw", bag_id)
     result = execute_withdraw(config, catalog, req, approvals("alice", "bob"))
     assert bag_id in result.summary
+    assert local.find_aside(bag, f"{bag_id}/data/a.txt") == [] and outside.read_text() == "not the archive's"
 
     # every object gone: the bag folder, every S3 version (no delete marker hiding old versions)
     assert not bag_dir.exists() and (cfg.parent / "replicas" / "local" / "PKU" / "TAKE").is_dir()
     assert s3_versions(seaweed, cfg, bag_id) == []
     assert s3_versions(seaweed, cfg, keep) and (cfg.parent / "replicas" / "local" / keep).is_dir()
     # a tombstone where the bag was, on every target, naming request, approvers and manifests
-    from storage_adapters.registry import open_target
-
     for name in ("local", "s3"):
         stone = json.loads(open_target(config.target(name)).read_record(tombstone_key(BagId.parse(bag_id), COMPLETE)))
         assert (stone["bag_id"], stone["request_id"], stone["approvers"]) == (bag_id, req.id, ["alice", "bob"])
