@@ -28,6 +28,7 @@ from catalog.checkpoints import (BadCheckpoint, Checkpoint, Entry, build, checkp
                                  read_chain)
 from catalog.ledger import FOLDER, GENESIS, Ledger, Segment, segment_name, sha256_hex
 from catalog.store import Store
+from catalog.verifier_copy import ensure_verifier
 from strongroom.errors import StrongroomError
 
 MARKER_FOLDER = "anchored"
@@ -53,9 +54,19 @@ def records_retention(config, target) -> Optional[Tuple[str, int]]:
     return None if best is None else (best[2], best[1])
 
 
-def open_for_records(config, target):
+#: A catch-up of a target that missed a head other targets already hold (a read-only command
+#: after a failure) is one quick attempt: a target that is down must not slow every `status`.
+QUICK = {"max_attempts": 1, "connect_timeout": 3.0, "read_timeout": 5.0}
+
+
+def open_for_records(config, target, *, quick: bool = False):
+    import dataclasses
+    import types
+
     from storage_adapters.registry import open_target
 
+    if quick and target.type == "s3":
+        target = dataclasses.replace(target, options=types.MappingProxyType({**target.options, **QUICK}))
     return open_target(target, retention=records_retention(config, target))
 
 
@@ -157,7 +168,7 @@ def anchor_all(config, store: Store, *, now: Optional[_dt.datetime] = None) -> A
             report.targets.append(TargetAnchor(target.name, CURRENT))
             continue
         try:
-            adapter = open_for_records(config, target)
+            adapter = open_for_records(config, target, quick=held is not None)
             report.targets.append(anchor_target(adapter, segments, head_seq, head_sha, now))
         except (StrongroomError, OSError) as exc:
             report.targets.append(TargetAnchor(target.name, FAILED, message=str(exc)))
@@ -213,6 +224,7 @@ def anchor_target(adapter, segments: _Segments, head_seq: int, head_sha: str,
             other = parse(key, adapter.read_record(key), deep=False)  # another command anchored this head at once
             if other.head_sha256 != head_sha:
                 raise
+        ensure_verifier(adapter)  # the means to check the checkpoints travels with them
         return TargetAnchor(name, WRITTEN, key, len(entries))
     except BadCheckpoint as exc:
         return TargetAnchor(name, FAILED, message=str(exc))
@@ -266,11 +278,12 @@ def verify_against_storage(config, store: Store) -> AnchorVerifyReport:
     segs, head_seq, head_sha = ledger_head(store)
     mine = catalog_hashes(store, segs)
     report = AnchorVerifyReport(head_seq, head_sha)
+    checked: Dict[str, Entry] = {}
     for target in config.storage.values():
         check = TargetCheck(target.name)
         report.targets.append(check)
         try:
-            chain = read_chain(open_for_records(config, target))
+            chain = read_chain(open_for_records(config, target), checked)
         except (StrongroomError, OSError) as exc:
             check.problems.append(f"{target.name}: its checkpoints cannot be read: {exc}")
             continue
@@ -321,9 +334,10 @@ def restore_events(config, store: Store) -> RestoreResult:
     anchored one (`ledger verify --against-storage` tells which)."""
     result = RestoreResult()
     agreed: Dict[int, Tuple[Entry, str]] = {}
+    checked: Dict[str, Entry] = {}
     for target in config.storage.values():
         try:
-            chain = read_chain(open_for_records(config, target))
+            chain = read_chain(open_for_records(config, target), checked)
         except (StrongroomError, OSError) as exc:
             result.warnings.append(f"{target.name}: its checkpoints cannot be read: {exc}")
             continue

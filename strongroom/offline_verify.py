@@ -445,6 +445,33 @@ def _checkpoint_keys(root: str, report: Report) -> List[str]:
     return keys
 
 
+def _parquet_value(raw: bytes, key: str) -> Optional[str]:
+    """A key-value entry of a Parquet file's footer, read without a Parquet library.
+
+    The footer is Thrift compact protocol: a KeyValue's `key` string is followed by the header
+    byte of field 2 (0x18: delta 1, type binary), a varint length and the value's bytes. Strongroom
+    writes each segment's seq, prev_sha256, content_sha256 and event count there, so the events
+    carried as JSON can be tied to the very bytes the chain hashes.
+    """
+    at = raw.rfind(key.encode("ascii"))
+    if at < 0:
+        return None
+    pos = at + len(key)
+    if pos >= len(raw) or raw[pos] != 0x18:
+        return None
+    pos += 1
+    length, shift = 0, 0
+    while pos < len(raw):
+        byte = raw[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    value = raw[pos:pos + length]
+    return value.decode("utf-8", "replace") if len(value) == length else None
+
+
 def _check_segment(where: str, seg: dict, expected_seq: int, expected_prev: str, report: Report) -> Optional[str]:
     """One segment's own hashes; returns its file sha256 (the next one's prev) or None if unusable."""
     import base64
@@ -464,6 +491,13 @@ def _check_segment(where: str, seg: dict, expected_seq: int, expected_prev: str,
         report.problem(where, f"{name}: the segment bytes carried do not hash to its file_sha256")
     if hashlib.sha256(canonical.encode("utf-8")).hexdigest() != content_sha:
         report.problem(where, f"{name}: its events do not hash to its content_sha256 (an event was altered)")
+    recorded = {label: _parquet_value(raw, f"strongroom.ledger.{label}")
+                for label in ("seq", "prev_sha256", "content_sha256", "events")}
+    claimed = {"seq": str(seq), "prev_sha256": prev, "content_sha256": content_sha, "events": str(count)}
+    for label, value in claimed.items():
+        if recorded[label] != value:
+            report.problem(where, f"{name}: the segment's own bytes record {label} {recorded[label]!r}, "
+                                  f"the checkpoint says {value!r}")
     try:
         values = json.loads(canonical)["values"]
         rows = len(values[0]) if values else 0

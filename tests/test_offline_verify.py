@@ -10,7 +10,10 @@ as the project's own validator is, so the two are independent implementations th
 from __future__ import annotations
 
 import ast
+import base64
 import csv
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -74,6 +77,7 @@ def deposited(tmp_path_factory):
     cfg = write_default_config(base / "archive")
     assert main(["--config", str(cfg), "deposit", str(src), "--library", "LIB", "--collection", "COLL",
                  "--type", "self-built"]) == 0
+    assert main(["--config", str(cfg), "audit", "--all", "--deep"]) == 0  # a second checkpoint
     config = load_config(cfg)
     bag = Catalog(config.catalog).bags().column("bag_id").to_pylist()[0]
     return config, bag
@@ -134,3 +138,79 @@ def test_usage_errors_exit_2(tmp_path):
     done = run_bare("target", str(tmp_path / "absent"), cwd=tmp_path)
     assert done.returncode == 2 and "not a folder" in done.stderr
     assert run_bare("frobnicate", cwd=tmp_path).returncode == 2
+
+
+def _checkpoints(root: Path):
+    return sorted((root / ".strongroom" / "ledger" / "checkpoints").glob("*.json"))
+
+
+def test_each_target_carries_this_script_and_a_readme(copy_of_target, tmp_path):
+    root, _ = copy_of_target
+    data = SCRIPT.read_bytes()
+    copy = root / ".strongroom" / "verifier" / f"strongroom-verify-{hashlib.sha256(data).hexdigest()[:16]}.py"
+    assert copy.read_bytes() == data
+    readme = next((root / ".strongroom" / "verifier").glob("README-*.txt")).read_text(encoding="utf-8")
+    assert "python3 -I" in readme and "校验" in readme
+    # The copy in storage runs by itself, from the target, and re-checks the ledger there.
+    done = subprocess.run([BARE_PYTHON, "-I", str(copy.relative_to(root)), "target", "."], cwd=root,
+                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(_checkpoints(root)) >= 2 and f"{len(_checkpoints(root))} ledger checkpoint(s)" in done.stdout
+    assert "ledger head on .: segment" in done.stdout
+
+
+def _rewrite(path: Path, change) -> None:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    change(doc)
+    path.write_text(json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def _alter_first_event(doc, recompute: bool) -> None:
+    seg = doc["segments"][0]
+    events = json.loads(seg["canonical_events"])
+    column = events["columns"].index("outcome")
+    events["values"][column][0] = "failure" if events["values"][column][0] != "failure" else "success"
+    seg["canonical_events"] = json.dumps(events, ensure_ascii=False, separators=(",", ":"))
+    if recompute:  # a forger who recomputes every hash the JSON carries
+        seg["content_sha256"] = hashlib.sha256(seg["canonical_events"].encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize("how, phrase", [
+    ("event", "its events do not hash to its content_sha256"),
+    ("event-recomputed", "the segment's own bytes record content_sha256"),
+    ("segment-bytes", "do not hash to its file_sha256"),
+    ("drop-first", "names a previous checkpoint"),
+    ("drop-segment", "where segment 0 was expected"),
+])
+def test_bare_python_catches_ledger_tampering(copy_of_target, tmp_path, how, phrase):
+    root, _ = copy_of_target
+    first = _checkpoints(root)[0]
+    if how == "event":
+        _rewrite(first, lambda d: _alter_first_event(d, recompute=False))
+    elif how == "event-recomputed":
+        _rewrite(first, lambda d: _alter_first_event(d, recompute=True))
+    elif how == "segment-bytes":
+        def flip(doc):
+            raw = bytearray(base64.b64decode(doc["segments"][0]["parquet_base64"]))
+            raw[len(raw) // 2] ^= 1
+            doc["segments"][0]["parquet_base64"] = base64.b64encode(bytes(raw)).decode("ascii")
+        _rewrite(first, flip)
+    elif how == "drop-first":
+        first.unlink()
+    else:
+        def drop(doc):
+            doc["events"] -= doc["segments"][0]["events"]
+            del doc["segments"][0]
+        _rewrite(first, drop)
+    done = run_bare("ledger", str(root), cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert phrase in done.stdout, done.stdout
+
+
+def test_two_targets_compared(deposited, tmp_path):
+    config, _ = deposited
+    roots = [config.target(name).root for name in ("site-a", "site-b")]
+    done = run_bare("ledger", *map(str, roots), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    heads = [line.rsplit(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("ledger head on")]
+    assert len(heads) == 2 and heads[0] == heads[1]
