@@ -17,6 +17,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Mapping, Tuple
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from catalog.compact import bag_key
 from catalog.store import CatalogError, Store
 from storage_adapters.withdrawal import HOLD_SPACE, TOMBSTONE_SPACE, hold_key, tombstone_key
@@ -227,6 +230,15 @@ def recover_from_target(catalog, adapter) -> int:
     return added
 
 
+def without_withdrawn(catalog, bags: pa.Table) -> pa.Table:
+    """The rows of a bags table (catalog.bags()) whose bag is not withdrawn: what is still held.
+    Due selection, status and the reports' holdings use it; the ledger's history keeps them."""
+    gone = withdrawn_bags(catalog)
+    if not gone or bags.num_rows == 0:
+        return bags
+    return bags.filter(pc.invert(pc.is_in(bags.column("bag_id"), value_set=pa.array(sorted(gone)))))
+
+
 def holds(catalog) -> list:
     """Every hold record, oldest first."""
     return sorted(_all(catalog, HOLDS, HoldRecord.from_json), key=lambda h: (h.at, h.action == RELEASE))
@@ -240,5 +252,5 @@ def held_bags(catalog) -> Dict[str, HoldRecord]:
     return {b: h for b, h in newest.items() if h.action == HOLD}
 
 
-__all__ = ["Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "recover_from_target", "holds",
+__all__ = ["Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "without_withdrawn", "recover_from_target", "holds",
            "held_bags", "STARTED", "COMPLETE", "HOLD", "RELEASE", "TOMBSTONES", "HOLDS"]

@@ -332,3 +332,16 @@ def test_cli_hold_blocks_an_approved_withdrawal_until_released_then_approve_retr
     assert withdrawn_bags(open_all(cfg)[1])[bag_id].request_id == wd
     code, out, err = run(capsys, "--config", cfg, "catalog", "check")
     assert code == 0, out + err
+
+    # reports: no longer a holding; the fixity report keeps its history; the decision is listed
+    code, out, err = run(capsys, "--config", cfg, "report", "fixity", "--format", "json", "-o", tmp_path / "f.json")
+    assert code == 0, out + err
+    fixity = json.loads((tmp_path / "f.json").read_text())
+    assert bag_id not in json.dumps(fixity["per_copy"]) and bag_id in json.dumps(fixity["events"])
+    code, out, err = run(capsys, "--config", cfg, "report", "preservation", "--format", "json", "-o",
+                         tmp_path / "p.json")
+    assert code == 0, out + err
+    pres = json.loads((tmp_path / "p.json").read_text())
+    assert bag_id not in json.dumps(pres["replicas"]) and pres["totals"]["bags"] == 0
+    assert [(r["id"], r["state"]) for r in pres["governance"]["requests"] if r["kind"] == "withdraw"] == \
+        [(wd, "executed")]
