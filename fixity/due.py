@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 from catalog.catalog import Catalog
 from catalog.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
 from catalog.schema import utc_now
-from catalog.tombstones import withdrawn_bags
+from catalog.tombstones import without_withdrawn
 from fixity.audit import basis_of
 from fixity.repair import DETAIL_PREFIX
 from policies.units import format_duration, format_size
@@ -131,9 +131,7 @@ def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = N
         what = f"bag {bag}" if bag else " / ".join(x for x in (library, collection) if x)
         raise UsageError(f"no registered bag matches {what}; `strongroom status` lists what is held",
                          key="--bag" if bag else "--collection" if collection else "--library")
-    gone = withdrawn_bags(catalog)   # K4: withdrawn on purpose (a tombstone): never audited, never "missing"
-    if gone:
-        bags = bags.filter(pc.invert(pc.is_in(bags.column("bag_id"), value_set=pa.array(sorted(gone)))))
+    bags = without_withdrawn(catalog, bags)   # K4: withdrawn on purpose (a tombstone): never audited, never "missing"
     selection = Selection(mode=mode, kind=kind, now=now)
     if bags.num_rows == 0:
         return selection
