@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.findings import OpenCopy, OpenFinding, open_copies  # noqa: F401
 from catalog.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
-from catalog.tombstones import withdrawn_bags
+from catalog.tombstones import withdrawn_bags, without_withdrawn
 from catalog.schema import utc_now
 from ingest.deposit_states import DepositStatus, unfinished_deposits  # noqa: F401
 from reports.status_records import (
@@ -91,8 +90,7 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
     gone = withdrawn_bags(catalog)
     withdrawn = [{**gone[b].to_dict(), "title": t} for b, t in zip(bags.column("bag_id").to_pylist(),
                                                                    bags.column("title").to_pylist()) if b in gone]
-    if gone:
-        bags = bags.filter(pc.invert(pc.is_in(bags.column("bag_id"), value_set=pa.array(sorted(gone)))))
+    bags = without_withdrawn(catalog, bags)
     replicas = replica_table(config, catalog, bags, bag_id=bag_id, now=now)
     rows = replicas.to_pylist()
     troubled = open_copies(catalog, rows)
