@@ -138,12 +138,14 @@ def _hex(doc: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def parse(key: str, data: bytes, *, deep: bool = True) -> Checkpoint:
+def parse(key: str, data: bytes, *, deep: bool = True, checked: Optional[Dict[str, Entry]] = None) -> Checkpoint:
     """A checkpoint from its record key and bytes; BadCheckpoint naming what is wrong.
 
     Always: the key's form, the JSON structure, the head named by the key. `deep`: every segment
     against itself too (its bytes' sha256, its canonical events' digest and count, the
-    segment's own Parquet metadata) and the chain of prev hashes inside the checkpoint."""
+    segment's own Parquet metadata) and the chain of prev hashes inside the checkpoint.
+    `checked`: segments already decoded, by file sha256 (one file is decoded once, however
+    many targets anchored it)."""
     m = KEY_RE.match(key)
     if not m:
         raise BadCheckpoint("not a checkpoint key (ledger/checkpoints/<12 digits>-<sha256>.json)")
@@ -173,7 +175,7 @@ def parse(key: str, data: bytes, *, deep: bool = True) -> Checkpoint:
     raw = doc.get("segments")
     if not isinstance(raw, list) or len(raw) != last - first + 1:
         raise BadCheckpoint(f"field 'segments' does not hold segments {first}..{last}")
-    entries = tuple(_entry(item, first + i, deep) for i, item in enumerate(raw))
+    entries = tuple(_entry(item, first + i, deep, checked) for i, item in enumerate(raw))
     if entries[-1].file_sha256 != head_sha:
         raise BadCheckpoint(f"its head sha256 is not that of {segment_name(last)} it holds")
     if sum(e.events for e in entries) != events:
@@ -189,7 +191,7 @@ def parse(key: str, data: bytes, *, deep: bool = True) -> Checkpoint:
                       previous, entries)
 
 
-def _entry(item: Any, seq: int, deep: bool) -> Entry:
+def _entry(item: Any, seq: int, deep: bool, checked: Optional[Dict[str, Entry]]) -> Entry:
     if not isinstance(item, dict) or item.get("seq") != seq or item.get("name") != segment_name(seq):
         raise BadCheckpoint(f"segment entry {seq} is missing or out of order")
     text, b64 = item.get("canonical_events"), item.get("parquet_base64")
@@ -207,7 +209,11 @@ def _entry(item: Any, seq: int, deep: bool) -> Entry:
         raise BadCheckpoint(f"{segment_name(seq)}: its bytes do not hash to the file_sha256 recorded")
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != entry.content_sha256:
         raise BadCheckpoint(f"{segment_name(seq)}: its canonical events do not hash to its content_sha256")
-    actual = entry_of_segment(seq, data)
+    actual = None if checked is None else checked.get(entry.file_sha256)
+    if actual is None or actual.seq != seq:
+        actual = entry_of_segment(seq, data)
+        if checked is not None:
+            checked[entry.file_sha256] = actual
     if (actual.prev_sha256, actual.content_sha256, actual.events) != \
             (entry.prev_sha256, entry.content_sha256, entry.events):
         raise BadCheckpoint(f"{segment_name(seq)}: the segment's own metadata does not match its entry")
@@ -245,7 +251,7 @@ def checkpoint_keys(adapter) -> Tuple[List[str], List[str]]:
     return sorted(keys), problems
 
 
-def read_chain(adapter) -> TargetChain:
+def read_chain(adapter, checked: Optional[Dict[str, Entry]] = None) -> TargetChain:
     """Read and check every checkpoint on `adapter`: each on its own (parse, deep) and as a chain:
     its `previous` is a checkpoint found before it (key and sha256 of its bytes), and where two
     checkpoints cover one segment (two commands anchoring at once) they agree on it."""
@@ -256,7 +262,7 @@ def read_chain(adapter) -> TargetChain:
     for key in keys:
         where = f"{adapter.name}: {adapter.record_location(key)}"
         try:
-            cp = parse(key, adapter.read_record(key))
+            cp = parse(key, adapter.read_record(key), checked=checked)
         except BadCheckpoint as exc:
             chain.problems.append(f"{where}: damaged checkpoint: {exc}")
             continue
