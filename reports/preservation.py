@@ -22,9 +22,11 @@ from catalog.catalog import Catalog
 from catalog.findings import open_findings
 from catalog.ledger import LedgerReport, verify_store
 from catalog.schema import TIMESTAMP
+from catalog.tombstones import without_withdrawn
 from policies.units import format_duration
 from reports import ndsa
 from reports.common import Scope, in_period, lookup, plain, select_bags
+from reports.governance_report import governance_section
 from reports.scan import file_aggregate, sum_by
 from reports.status import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, location_groups, replica_table
 
@@ -84,6 +86,9 @@ class PreservationReport:
     # Deposits that did not finish (ingest.deposit_states): failed, unfinished and abandoned ones,
     # whatever the period, so a deposit that never reached the archive is on the record.
     deposits: List[Dict[str, Any]] = field(default_factory=list)
+    # Access states, entitlements and governance requests of the collections in scope
+    # (reports.governance_report, issue 13).
+    governance: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         data = plain(self)
@@ -153,7 +158,9 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
 
     catalog = catalog if catalog is not None else open_catalog(config)
     scope = scope or make_scope()
-    bags = select_bags(catalog, scope)
+    everything = select_bags(catalog, scope)
+    # K4: withdrawn bags are no longer holdings (their withdrawal is in the governance section)
+    bags = without_withdrawn(catalog, everything)
     copies = copies_table(config, catalog, bags, scope.now)
     agg = file_aggregate(config, catalog, bags)
     events = scope_events(catalog, bags, scope)
@@ -191,6 +198,7 @@ def build_preservation(config, catalog: Optional[Catalog] = None, scope: Optiona
         locations=locations(config),
         collection_locations=_collection_locations(facts),
         deposits=deposits,
+        governance=governance_section(config, catalog, everything),
     )
 
 

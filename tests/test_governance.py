@@ -223,6 +223,17 @@ def test_trigger_at_quorum_releases_to_the_entitled_library_only_and_executes_on
     code, out, _ = arch.run("requests", as_json=True)
     assert [(r["id"], r["state"]) for r in out["requests"]] == [(req, "executed")]
     assert arch.run("requests", "--pending", as_json=True)[1]["requests"] == []
+    # the preservation report shows access states, entitlements and the executed request with its approvers
+    out = tmp_path / "report.json"
+    assert arch.run("report", "preservation", "--format", "json", "-o", str(out))[0] == 0
+    gov = json.loads(out.read_text())["governance"]
+    assert {a["collection"]: a["state"] for a in gov["access"]} == {"PKU/ejournals": "released", "LIB/own": "open-to-owner"}
+    assert sorted(e["library"] for e in gov["entitlements"]) == ["SYSU", "WHU"]
+    assert [(r["id"], r["state"], sorted(r["approvers"])) for r in gov["requests"]] == [(req, "executed", ["alice", "bob"])]
+    html = tmp_path / "report.html"
+    assert arch.run("report", "preservation", "--lang", "zh", "-o", str(html))[0] == 0
+    page = html.read_text()
+    assert "访问与治理" in page and "已开放" in page and "向所属馆开放" in page and req in page
 
 
 def test_approvals_in_the_ledger_verify_with_ssh_keygen_alone(arch):

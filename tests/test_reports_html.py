@@ -31,7 +31,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 SECTIONS = {"preservation": ["summary", "findings", "holdings", "copies", "locations", "retention", "audits",
-                             "attention", "repairs", "deposits", "ndsa", "method"],
+                             "attention", "repairs", "deposits", "governance", "ndsa", "method"],
             "fixity": ["summary", "findings", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
             "formats": ["summary", "formats", "unidentified", "at-risk", "methods", "by-collection"]}
 
