@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.ledger import verify_store
+from catalog.tombstones import without_withdrawn
 from reports.common import Scope, in_period, lookup, make_scope, plain, select_bags
 from reports.preservation import (AUDIT_TYPE, Ledger, attach_findings, copies_table, finding_rows, repair_mask,
                                   scope_events)
@@ -93,7 +94,8 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
     catalog = catalog if catalog is not None else open_catalog(config)
     scope = scope or make_scope()
     bags = select_bags(catalog, scope)
-    copies = copies_table(config, catalog, bags, scope.now)
+    # K4: a withdrawn bag's audits and repairs stay in the history; it has no copies any more
+    copies = copies_table(config, catalog, without_withdrawn(catalog, bags), scope.now)
     events = scope_events(catalog, bags, scope)
     events = events.append_column("repair", repair_mask(events))
     wanted = pc.or_(pc.equal(events.column("type"), AUDIT_TYPE), events.column("repair"))
