@@ -35,6 +35,9 @@ PROGRESS_SOCKET = "STRONGROOM_PROGRESS_SOCKET"
 PROGRESS_MODE = "STRONGROOM_PROGRESS"
 #: Seconds between two file-count messages of one phase (the last one is always sent).
 SEND_EVERY = 0.1
+#: Seconds between two calls of a phase's `on_update` (a Luigi task's status in luigid's UI,
+#: one HTTP request to luigid each): once per file tripled a deposit's time through luigid.
+STATUS_EVERY = 2.0
 #: Seconds a send may wait for room in the display's queue (Linux queues only ~10 datagrams per
 #: socket): a byte tick is dropped rather than slow the work, a phase's start and end are not.
 TICK_WAIT, LINE_WAIT = 0.05, 2.0
@@ -190,18 +193,24 @@ def phase(label: str, total_bytes: int, total_files: int, *,
     """One line of the display for the work inside the `with`: yields update(files, bytes).
 
     Bytes read inside files (byte ticks, from this process or children it forks) move the line
-    too. `on_update` also gets every update (a Luigi task's status in luigid's UI)."""
+    too. `on_update` gets the first update, then at most one every STATUS_EVERY seconds, and
+    the last one at the end (a Luigi task's status in luigid's UI: each call is a request)."""
     line = f"{os.getpid()}.{next(_ids)}"
     send({"op": "start", "line": line, "label": label, "bytes": int(total_bytes), "files": int(total_files)},
          LINE_WAIT)
     began = time.monotonic()
     last = [0.0, -1, -1]
+    status = [0.0, None]  # when on_update was last called, and the counts it has not been given yet
     lock = threading.Lock()
 
     def update(files: int, nbytes: int) -> None:
-        if on_update is not None:
-            on_update(files, nbytes)
         now = time.monotonic()
+        if on_update is not None:
+            with lock:
+                due = now - status[0] >= STATUS_EVERY
+                status[:] = [now, None] if due else [status[0], (files, nbytes)]
+            if due:
+                on_update(files, nbytes)
         with lock:
             if now - last[0] < SEND_EVERY:
                 last[1], last[2] = files, nbytes
@@ -218,6 +227,8 @@ def phase(label: str, total_bytes: int, total_files: int, *,
     finally:
         if drawn:
             byte_ticks.set_sink(previous)
+        if on_update is not None and status[1] is not None:
+            on_update(*status[1])  # the last counts, so a finished task's status says where it ended
         if last[1] >= 0:
             send({"op": "files", "line": line, "files": last[1], "bytes": last[2]}, LINE_WAIT)
         send({"op": "end", "line": line, "ok": ok, "seconds": time.monotonic() - began}, LINE_WAIT)

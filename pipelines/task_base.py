@@ -7,11 +7,19 @@ the run can read it, instead of living only in Luigi's log.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import signal
 from pathlib import Path
 
 import luigi
 
 from strongroom.durable import atomic_write_json
+
+#: The process that imported the tasks (the worker); a task running under another pid was forked.
+_WORKER_PID = os.getpid()
+_PR_SET_PDEATHSIG = 1
 
 
 def failure_record(step: str, exc: BaseException) -> dict:
@@ -67,3 +75,27 @@ class ArchiveTask(luigi.Task):
     def on_success(self):
         self.failure_path().unlink(missing_ok=True)
         return super().on_success()
+
+
+def die_with_worker() -> None:
+    """In a task process Luigi forked (`--workers N`), be killed when the worker dies.
+
+    Luigi's forked task processes outlive a worker killed with -9 and go on working, while the
+    rerun that finds the worker gone runs the same task again (`pipelines.central`): two
+    processes on one task. With PR_SET_PDEATHSIG the kernel kills the task process with its
+    worker, so a killed worker's work stops as a whole, as on one process; every step resumes
+    from what it made durable. Linux only; elsewhere a no-op."""
+    if os.getpid() == _WORKER_PID or not hasattr(os, "getppid"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != _WORKER_PID:  # the worker died before the call: nothing would kill us later
+        os._exit(1)
+
+
+@ArchiveTask.event_handler(luigi.Event.START)
+def _on_start(task: luigi.Task) -> None:
+    die_with_worker()
