@@ -1,14 +1,14 @@
 """The ledger anchored in every storage target: writing checkpoints, checking the catalog
 against them, and restoring the events from them (issue 17 part 1; format: catalog.checkpoints).
 
-* `anchor_all` runs after every command (one call site, pipelines/cli.py): when the ledger head
-  moved since the last checkpoint a target holds, that target gets one new checkpoint covering
-  every segment since (so a target that could not be written catches up at the next command).
+* `anchor_all` runs after every command that moved the ledger head (one call site,
+  pipelines/cli.py): each target gets one new checkpoint covering every segment since the
+  newest checkpoint it holds (so a target that could not be written catches up at the next
+  command that records events).
   A checkpoint never blesses a divergent catalog: if the catalog's chain does not continue the
   one a target anchored (rolled back, truncated, rewritten), nothing is written and the target
-  is reported. Cheap when nothing changed: a marker in the catalog (`anchored/`) names the head
-  and the targets that hold it, so a command that appended nothing reads one listing and one
-  small file.
+  is reported. Nothing is read or written after a command that recorded nothing (the CLI
+  compares the head's number before and after it: one listing of the catalog's events/).
 * `verify_against_storage` (`strongroom ledger verify --against-storage`): every segment every
   target anchored must be in the catalog with the same file hash, which catches a catalog
   rolled back, truncated, or replaced by a consistently re-hashed chain.
@@ -20,7 +20,6 @@ against them, and restoring the events from them (issue 17 part 1; format: catal
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -31,7 +30,6 @@ from catalog.store import Store
 from catalog.verifier_copy import ensure_verifier
 from strongroom.errors import StrongroomError
 
-MARKER_FOLDER = "anchored"
 WRITTEN, CURRENT, FAILED = "written", "current", "failed"
 
 
@@ -54,19 +52,9 @@ def records_retention(config, target) -> Optional[Tuple[str, int]]:
     return None if best is None else (best[2], best[1])
 
 
-#: A catch-up of a target that missed a head other targets already hold (a read-only command
-#: after a failure) is one quick attempt: a target that is down must not slow every `status`.
-QUICK = {"max_attempts": 1, "connect_timeout": 3.0, "read_timeout": 5.0}
-
-
-def open_for_records(config, target, *, quick: bool = False):
-    import dataclasses
-    import types
-
+def open_for_records(config, target):
     from storage_adapters.registry import open_target
 
-    if quick and target.type == "s3":
-        target = dataclasses.replace(target, options=types.MappingProxyType({**target.options, **QUICK}))
     return open_target(target, retention=records_retention(config, target))
 
 
@@ -93,7 +81,7 @@ class TargetAnchor:
 class AnchorReport:
     head_seq: int = -1
     head_sha256: str = GENESIS
-    skipped: bool = False          # the marker said every target already holds this head
+    skipped: bool = False          # an empty ledger: nothing to anchor
     targets: List[TargetAnchor] = field(default_factory=list)
 
     @property
@@ -126,27 +114,11 @@ def ledger_head(store: Store) -> Tuple[List[Segment], int, str]:
     return segs, segs[-1].seq, sha256_hex(store.read_bytes(segs[-1].file.path))
 
 
-def _marker_name(seq: int, sha: str) -> str:
-    return f"head-{seq:012d}-{sha}.json"
-
-
-def _marker_targets(store: Store, seq: int, sha: str) -> Optional[List[str]]:
-    name = _marker_name(seq, sha)
-    if name not in store.names(MARKER_FOLDER):
-        return None
-    try:
-        doc = json.loads(store.read_bytes(store.path(MARKER_FOLDER, name)))
-        return [str(t) for t in doc.get("targets", [])]
-    except (OSError, ValueError, AttributeError):
-        return None   # unreadable: anchoring again costs only reads
-
-
-def _write_marker(store: Store, seq: int, sha: str, targets: List[str]) -> None:
-    name = _marker_name(seq, sha)
-    store.write_new(MARKER_FOLDER, name, json.dumps({"targets": sorted(targets)}).encode())
-    for other in store.names(MARKER_FOLDER):
-        if other != name:
-            store.delete(store.path(MARKER_FOLDER, other))
+def ledger_seq(store: Store) -> int:
+    """The newest segment's number (-1 for an empty ledger): one listing, no read. The CLI
+    compares it before and after a command to know whether the command recorded anything."""
+    segs = Ledger(store).segments()
+    return segs[-1].seq if segs else -1
 
 
 def anchor_all(config, store: Store, *, now: Optional[_dt.datetime] = None) -> AnchorReport:
@@ -157,26 +129,13 @@ def anchor_all(config, store: Store, *, now: Optional[_dt.datetime] = None) -> A
     if head_seq < 0:
         report.skipped = True
         return report
-    names = sorted(config.storage)
-    held = _marker_targets(store, head_seq, head_sha)
-    if held is not None and set(names) <= set(held):
-        report.skipped = True
-        return report
     segments = _Segments(store, segs)
     for target in config.storage.values():
-        if held is not None and target.name in held:
-            report.targets.append(TargetAnchor(target.name, CURRENT))
-            continue
         try:
-            adapter = open_for_records(config, target, quick=held is not None)
+            adapter = open_for_records(config, target)
             report.targets.append(anchor_target(adapter, segments, head_seq, head_sha, now))
         except (StrongroomError, OSError) as exc:
             report.targets.append(TargetAnchor(target.name, FAILED, message=str(exc)))
-    good = [t.target for t in report.targets if t.state != FAILED]
-    try:
-        _write_marker(store, head_seq, head_sha, good)
-    except (StrongroomError, OSError):
-        pass  # the marker only saves work; without it the next command reads the targets again
     return report
 
 
@@ -380,4 +339,4 @@ def restore_events(config, store: Store) -> RestoreResult:
 
 
 __all__ = ["anchor_all", "anchor_target", "AnchorReport", "TargetAnchor", "verify_against_storage",
-           "AnchorVerifyReport", "restore_events", "RestoreResult", "records_retention", "MARKER_FOLDER"]
+           "AnchorVerifyReport", "restore_events", "RestoreResult", "records_retention", "ledger_seq"]

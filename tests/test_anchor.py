@@ -210,8 +210,10 @@ def test_a_truncated_catalog_ledger_is_caught_and_anchoring_refuses_to_follow_it
     assert run.code == 1
     assert run.data["ok"] is True  # the shortened chain is consistent on its own
     assert any(newest.name in p and "missing from the catalog" in p for p in run.data["against_storage"]["problems"])
-    assert "rolled back or truncated" in run.err  # the anchoring after the command says so too
-    assert snapshot(arch) == before  # and wrote nothing that would bless the shorter chain
+    audit = cli(capsys, "--config", arch.config, "--json", "audit", "--all", "--quick")  # records events
+    assert audit.code == 1
+    assert "ledger checkpoint not written to site-a" in audit.err and "nothing written" in audit.err
+    assert snapshot(arch) == before  # nothing written that would bless the other chain
 
 
 def test_rebuild_restores_the_events_byte_for_byte(capsys, arch):
@@ -253,7 +255,9 @@ def test_an_unwritable_target_is_a_warning_and_exit_1_and_the_next_command_catch
     assert "Traceback" not in run.err
     assert json.loads(run.out)  # the command's own answer is intact
     site_b.unlink()
-    again = cli(capsys, "--config", arch.config, "--json", "status")   # records nothing, but catches up
+    quiet = cli(capsys, "--config", arch.config, "--json", "status")   # records nothing: writes nothing
+    assert quiet.code == 0 and not site_b.exists()
+    again = cli(capsys, "--config", arch.config, "--json", "audit", "--all", "--quick")   # catches up
     assert again.code == 0, again.err
     (cp,) = read_chain(FilesystemAdapter("site-b", "x", root_of(arch, "site-b"))).checkpoints
     assert cp.first_seq == 0 and cp.last_seq == len(list(events_dir(arch).glob("seg-*.parquet"))) - 1
