@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
+import functools
 import hashlib
 import io
 import os
@@ -193,13 +194,20 @@ def check_record_key(key: str, *, prefix: bool = False) -> Tuple[str, ...]:
     return check_relpath(key)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_bag_id(text: str) -> Optional[BagId]:
+    """BagId.parse(text), None when it is no bag id; kept because every stored file opened,
+    stat'ed or named asks for the same few bags' segments (twice per file in a deep audit)."""
+    try:
+        return BagId.parse(text)
+    except UsageError:
+        return None
+
+
 def bag_segments(bag_id: BagId) -> Tuple[str, str, str]:
     """(LIB, COLL, bag-name): checked again here because BagId can be built without `parse`."""
     text = str(bag_id)
-    try:
-        canonical = BagId.parse(text) == bag_id
-    except UsageError:
-        canonical = False
+    canonical = _parsed_bag_id(text) == bag_id
     if not canonical:
         raise ValueError(f"{text!r} is not a canonical bag id (LIB/COLL/YYYYMMDDTHHMMSSZ-N)")
     return bag_id.library, bag_id.collection, bag_id.name
