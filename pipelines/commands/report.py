@@ -13,6 +13,9 @@ fixity        for auditors: every audit and repair event of the period (one row 
               and JSON), damage found and its repair, copies never or not recently audited, and
               the ledger's verification with its head hash
 formats       files and bytes per PRONOM format, unidentified files, files in at-risk formats
+evidence      for certification: ISO 16363 metrics and CoreTrustSeal requirements mapped to the
+              catalog's and ledger's figures, the event ids behind them and what they cannot show
+              (`reports.evidence`; html or json, --library only: evidence covers every period)
 
 Dates: YYYY-MM-DD is a whole day in UTC (`--until 2026-12-31` includes the 31st); an ISO 8601
 date-time is that instant. Exit 0 when the report is written (even if it shows problems: the
@@ -24,15 +27,18 @@ from __future__ import annotations
 
 import argparse
 
-KINDS = ("preservation", "fixity", "formats")
+KINDS = ("preservation", "fixity", "formats", "evidence")
+EVIDENCE_FORMATS = ("html", "json")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "report", help="preservation, fixity and format reports (HTML, CSV, JSON, PREMIS; English or Chinese)",
+        "report", help="preservation, fixity, format and evidence reports (HTML, CSV, JSON, PREMIS; English or "
+                       "Chinese)",
         description="Write a report over the catalog: preservation (holdings, copies, audits, NDSA levels), "
-                    "fixity (every audit event of a period, damage and repairs, ledger verification) or "
-                    "formats (PRONOM formats, unidentified and at-risk files). Exit 0 written, 2 usage or "
+                    "fixity (every audit event of a period, damage and repairs, ledger verification), "
+                    "formats (PRONOM formats, unidentified and at-risk files) or evidence (ISO 16363 and "
+                    "CoreTrustSeal requirements mapped to the records, html or json). Exit 0 written, 2 usage or "
                     "config error.")
     parser.add_argument("kind", choices=KINDS, help="which report")
     parser.add_argument("--library", default=None, help="only this library")
@@ -64,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from reports.write import build_report
     from strongroom.errors import ConfigError, UsageError
 
+    if args.kind == "evidence":
+        return _evidence(args)
     if args.output is None and not args.publish:
         raise UsageError("give -o PATH, the file to write (or --library L --publish)", key="-o")
     if args.publish and (args.library is None or args.collection or args.since or args.until):
@@ -94,4 +102,40 @@ def run(args: argparse.Namespace) -> int:
         data["published"] = {"area": where, "keys": keys}
         lines.append(f"{len(keys)} reports of library {args.library} published to {where}: " + ", ".join(keys))
     emit(args, data, "\n".join(lines))
+    return 0
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    """`report evidence`: the certification evidence pack (reports.evidence)."""
+    from pathlib import Path
+
+    from catalog.access import open_catalog
+    from pipelines.cli import config_path
+    from pipelines.output import emit
+    from policies.config import load_config
+    from reports.common import iso, make_scope
+    from reports.evidence import build_evidence, write_evidence
+    from strongroom.errors import UsageError
+
+    if args.output is None:
+        raise UsageError("give -o PATH, the file to write", key="-o")
+    for given, option in ((args.collection, "--collection"), (args.since, "--since"), (args.until, "--until")):
+        if given is not None:
+            raise UsageError(f"report evidence covers a whole library (or the consortium) over every period; "
+                             f"{option} is not for it", key=option)
+    if args.publish:
+        raise UsageError("--publish writes the preservation, fixity and format reports; not evidence",
+                         key="--publish")
+    if args.report_format not in EVIDENCE_FORMATS:
+        raise UsageError(f"report evidence is written as {' or '.join(EVIDENCE_FORMATS)}, not {args.report_format}",
+                         key="--format")
+    config = load_config(config_path(args))
+    listed = args.library in (getattr(config, "libraries", None) or {})
+    scope = make_scope(library=args.library, listed=listed)
+    catalog = open_catalog(config)
+    report = build_evidence(config, catalog, scope)
+    path = write_evidence(report, args.report_format, args.lang, Path(args.output))
+    emit(args, {"report": "evidence", "scope": scope.to_dict(), "format": args.report_format, "lang": args.lang,
+                "path": str(path), "generated_at": iso(report.generated_at), "status_counts": report.status_counts()},
+         f"evidence report written to {path}")
     return 0
