@@ -13,7 +13,8 @@ CoreTrustSeal R14): not "we check our checksums" but "we restored, and it worked
   are recorded as a restore records them (a bad file is a "fixity check" failure, the copy is
   marked damaged for the next audit to repair). Instead of a dissemination (nothing left the
   archive) one drill event per bag and target is recorded (catalog.drills: its wording).
-* **Which bags**: per target, those whose copy there is verified (or repaired), in the library
+* **Which bags**: per target, those whose copy there is verified (or repaired) and that are not
+  withdrawn (catalog.tombstones), in the library
   with `library`, drawn at random: `sample` bags, or bags up to `budget` bytes (at least one: a
   bag bigger than the budget is still drilled when nothing smaller is). The seed is the time
   unless given, is recorded in every event, and each target draws from `Random("SEED/TARGET")`,
@@ -38,6 +39,7 @@ from catalog.catalog import Catalog
 from catalog.drills import DRILL_EVENT, failure_detail, last_drills, success_detail
 from catalog.schema import EventRecord
 from catalog.scope import LibraryScope
+from catalog.tombstones import withdrawn_bags
 from fixity.drill_scratch import Scratch
 from fixity.restore import prepare
 from fixity.restore_result import AGENT, DETAIL_MAX, RestoreError, RestoreResult
@@ -167,11 +169,12 @@ def choose(bags: Sequence[str], sizes: Dict[str, int], rng: random.Random, sampl
 
 
 def _verified_copies(catalog: Catalog, scope: LibraryScope) -> Dict[str, List[str]]:
-    """target -> bags whose current copy there is verified (or repaired), in scope."""
+    """target -> bags whose current copy there is verified (or repaired), in scope, not withdrawn."""
     table = scope.only_bags(catalog.replicas(), catalog)
+    gone = withdrawn_bags(catalog)
     out: Dict[str, List[str]] = {}
     for row in table.select(["bag_id", "target", "state"]).to_pylist():
-        if row["state"] in USABLE_STATES:
+        if row["state"] in USABLE_STATES and row["bag_id"] not in gone:
             out.setdefault(row["target"], []).append(row["bag_id"])
     return out
 
