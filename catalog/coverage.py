@@ -33,6 +33,7 @@ from catalog.catalog import TIE_ORDER, Catalog
 from catalog.compact import live_files
 from catalog.schema import RECORD_ID, REPLICAS_SCHEMA, utc_now
 from catalog.store import CatalogError
+from catalog.tombstones import without_withdrawn
 from policies.units import format_duration, format_size
 
 WINDOWS = (90, 365)
@@ -91,11 +92,13 @@ class TargetCoverage:
     good_copies: int
     never_deep: int
     windows: Dict[int, WindowFigures]
-    cadence: str
+    cadence: str                   # in words (English), e.g. "deep every 90d"
+    cadences: Tuple[Dict[str, Any], ...] = ()   # the same as data: {kind: deep, every} | {kind: cold, sample_bytes, every}
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         d["windows"] = {str(k): asdict(v) for k, v in self.windows.items()}
+        d["cadences"] = [dict(p) for p in self.cadences]
         return d
 
 
@@ -225,10 +228,8 @@ def tier_of(config, target: str) -> str:
 
 def _held(config, catalog: Catalog, library: Optional[str], collection: Optional[str], bag: Optional[str],
           ) -> Iterator[Tuple[CopyFacts, Dict[str, Any]]]:
-    bags = catalog.bags(library, collection, bag).select(["bag_id", "policy", "byte_count", "file_count"])
-    facts = {r["bag_id"]: r for r in bags.to_pylist()}
-    for bag_id in _withdrawn(catalog):
-        facts.pop(bag_id, None)
+    bags = without_withdrawn(catalog, catalog.bags(library, collection, bag))   # K4: withdrawn = not held
+    facts = {r["bag_id"]: r for r in bags.select(["bag_id", "policy", "byte_count", "file_count"]).to_pylist()}
     copies, _ = scan_copies(catalog, bag_id=bag)
     for key in sorted(copies):
         c = copies[key]
@@ -236,16 +237,6 @@ def _held(config, catalog: Catalog, library: Optional[str], collection: Optional
         if info is None or c.state in NOT_HELD:
             continue
         yield c, info
-
-
-def _withdrawn(catalog: Catalog) -> List[str]:
-    """Bag ids withdrawn under governance (K4): neither held nor verified. None while the
-    tombstone module is not installed."""
-    try:
-        from catalog.tombstones import withdrawn_bags  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(withdrawn_bags(catalog))
 
 
 def _within(at: Optional[_dt.datetime], now: _dt.datetime, days: int) -> bool:
@@ -300,10 +291,11 @@ def coverage(config, catalog: Catalog, *, library: Optional[str] = None, collect
     return Coverage(now=now, targets=targets, total=_total(targets))
 
 
-def _expected(config, target: str, tier: str, by_policy: Dict[str, int], days: int) -> Tuple[float, List[str]]:
-    """Bytes the cadence asks to be re-read within `days`, and the cadence in words."""
+def _expected(config, target: str, tier: str, by_policy: Dict[str, int], days: int
+              ) -> Tuple[float, List[Dict[str, Any]]]:
+    """Bytes the cadence asks to be re-read within `days`, and the cadences behind it."""
     expected = 0.0
-    words: List[str] = []
+    words: List[Dict[str, Any]] = []
     for name, held in sorted(by_policy.items()):
         policy = config.policies.get(name)
         if policy is None or target not in config.storage:
@@ -312,18 +304,25 @@ def _expected(config, target: str, tier: str, by_policy: Dict[str, int], days: i
         window = _dt.timedelta(days=days)
         if tier == COLD:
             expected += min(float(held), cadence.cold.sample_bytes * (window / cadence.cold.every))
-            words.append(f"cold: sample {format_size(cadence.cold.sample_bytes)} every "
-                         f"{format_duration(cadence.cold.every)}")
+            part = {"kind": COLD, "sample_bytes": cadence.cold.sample_bytes, "every": format_duration(cadence.cold.every)}
         else:
             expected += held * min(1.0, window / cadence.deep_every)
-            words.append(f"deep every {format_duration(cadence.deep_every)}")
-    return expected, list(dict.fromkeys(words))
+            part = {"kind": "deep", "every": format_duration(cadence.deep_every)}
+        if part not in words:
+            words.append(part)
+    return expected, words
+
+
+def _words(part: Dict[str, Any]) -> str:
+    if part["kind"] == COLD:
+        return f"cold: sample {format_size(part['sample_bytes'])} every {part['every']}"
+    return f"deep every {part['every']}"
 
 
 def _target(config, name: str, s: _Sums) -> TargetCoverage:
     tier = tier_of(config, name)
     windows: Dict[int, WindowFigures] = {}
-    words: List[str] = []
+    words: List[Dict[str, Any]] = []
     for d in WINDOWS:
         expected, words = _expected(config, name, tier, s.by_policy, d)
         windows[d] = WindowFigures(days=d, files=s.files_in[d], bytes=s.bytes_in[d],
@@ -332,10 +331,12 @@ def _target(config, name: str, s: _Sums) -> TargetCoverage:
                                    expected_bytes=int(expected))
     return TargetCoverage(target=name, site=s.site, tier=tier, held_copies=s.copies, held_files=s.files,
                           held_bytes=s.bytes, good_copies=s.good, never_deep=s.never, windows=windows,
-                          cadence="; ".join(words) or "unknown (target or policy not in the config)")
+                          cadence="; ".join(_words(w) for w in words) or "unknown (target or policy not in the config)",
+                          cadences=tuple(words))
 
 
 def _total(targets: List[TargetCoverage]) -> TargetCoverage:
+    parts = [p for t in targets for p in t.cadences]
     files = sum(t.held_files for t in targets)
     size = sum(t.held_bytes for t in targets)
     windows: Dict[int, WindowFigures] = {}
@@ -348,7 +349,8 @@ def _total(targets: List[TargetCoverage]) -> TargetCoverage:
     return TargetCoverage(target="*", site=None, tier="-", held_copies=sum(t.held_copies for t in targets),
                           held_files=files, held_bytes=size, good_copies=sum(t.good_copies for t in targets),
                           never_deep=sum(t.never_deep for t in targets), windows=windows,
-                          cadence="; ".join(dict.fromkeys(t.cadence for t in targets)))
+                          cadence="; ".join(dict.fromkeys(t.cadence for t in targets)),
+                          cadences=tuple(p for i, p in enumerate(parts) if p not in parts[:i]))
 
 
 __all__ = ["WINDOWS", "Coverage", "CopyCoverage", "CopyFacts", "Finding", "TargetCoverage", "WindowFigures",

@@ -28,6 +28,11 @@ report time (catalog.findings, the same rows as the preservation report), whatev
 still shows it. The HTML form shows them first, the JSON form as `open_findings` (their count in
 `summary`); the CSV form stays one row per event of the period (the preservation report's CSV
 carries the findings as its `open_finding` rows).
+
+Coverage (`catalog.coverage`, at report time whatever the period): per target, the share of the
+files and bytes held that a deep check re-read within 90 and 365 days, beside the cadence's
+target. HTML section `coverage`, JSON key `coverage`; the CSV form writes it beside the events
+CSV as `NAME-coverage.csv` (COVERAGE_COLUMNS), the events CSV staying one row per event.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import pyarrow.compute as pc
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
+from catalog.coverage import WINDOWS, Coverage, coverage
 from catalog.ledger import verify_store
 from catalog.tombstones import without_withdrawn
 from reports.common import Scope, in_period, lookup, make_scope, plain, select_bags
@@ -70,11 +76,13 @@ class FixityReport:
     not_audited: List[Dict[str, Any]]      # copies never audited, overdue, or not audited in the period
     open_findings: List[Dict[str, Any]]    # every outstanding finding now, whatever the period (preservation.finding_rows)
     events: pa.Table                       # one row per audit or repair event in the period (EVENT_COLUMNS)
+    coverage: Optional[Coverage] = None    # per target: re-read in full in 90/365 days (catalog.coverage), at report time
 
     def to_dict(self, events: bool = True) -> Dict[str, Any]:
         """Plain values; `events=False` leaves the rows out (writers stream them: event_rows)."""
         data = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name != "events"}
         data["scope"] = self.scope.to_dict()
+        data["coverage"] = None if self.coverage is None else self.coverage.to_dict()
         if events:
             data["events"] = [row for chunk in self.event_rows() for row in chunk]
         return data
@@ -137,7 +145,33 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
         by_month=_group_count(checks.append_column("month", pc.strftime(checks.column("datetime"), "%Y-%m")),
                               ["month", "outcome"]) if checks.num_rows else [],
         per_copy=per_copy, damage=items, not_audited=not_audited,
-        open_findings=findings, events=events.select(EVENT_COLUMNS))
+        open_findings=findings, events=events.select(EVENT_COLUMNS),
+        coverage=coverage(config, catalog, library=scope.library, collection=scope.collection, now=scope.now))
+
+
+COVERAGE_COLUMNS = ["target", "site", "tier", "held_copies", "held_files", "held_bytes", "good_copies", "never_deep",
+                    *[f"{w}_{d}d" for d in WINDOWS for w in ("files", "bytes", "files_pct", "bytes_pct",
+                                                             "expected_pct")], "cadence"]
+
+
+def coverage_csv_path(path):
+    """Where the CSV form puts the coverage table: beside the events CSV (one row per event, so
+    it cannot hold a second table), `NAME-coverage.csv`."""
+    return path.with_name(f"{path.stem}-coverage{path.suffix or '.csv'}")
+
+
+def coverage_rows(report: "FixityReport") -> Iterator[List[Any]]:
+    """The coverage CSV: a header, then one row per target and an "*" row for all targets."""
+    yield COVERAGE_COLUMNS
+    if report.coverage is None:
+        return
+    for t in [*report.coverage.targets, report.coverage.total]:
+        row: Dict[str, Any] = {c: getattr(t, c, None) for c in COVERAGE_COLUMNS}
+        for d in WINDOWS:
+            w = t.windows[d]
+            for name in ("files", "bytes", "files_pct", "bytes_pct", "expected_pct"):
+                row[f"{name}_{d}d"] = getattr(w, name)
+        yield ["" if row[c] is None else row[c] for c in COVERAGE_COLUMNS]
 
 
 def _count(mask) -> int:

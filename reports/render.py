@@ -459,6 +459,10 @@ def write(report: Any, fmt: str, lang: str, path: Path, config, catalog) -> Path
     if fmt == "json":
         return write_atomic(path, lambda fh: write_json(report, tr, fh))
     if fmt == "csv":
+        if report.kind == "fixity":  # its coverage table beside the events (reports.fixity)
+            from reports.fixity import coverage_csv_path, coverage_rows
+
+            write_atomic(coverage_csv_path(path), lambda fh: csv.writer(fh).writerows(coverage_rows(report)))
         return write_atomic(path, lambda fh: write_csv(report, tr, fh))
     if fmt == "premis":
         return write_premis_file(report, config, catalog, path)

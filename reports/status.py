@@ -25,6 +25,8 @@ Flags, and what they mean for the exit code of `strongroom status`:
 A copy in trouble shows its open findings (`catalog.findings`: file, kind, since when, from the
 ledger) and the detail of the record that put it there, not of a later passing quick check,
 until a later check resolves them. Each bag's count of locations holding a good copy is shown.
+Coverage (`catalog.coverage`): per target, what share of the files and bytes held was re-read
+in full in the last 90 and 365 days, beside what the cadence asks for.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import pyarrow as pa
 
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
+from catalog.coverage import coverage
 from catalog.findings import OpenCopy, OpenFinding, open_copies  # noqa: F401
 from catalog.replicas import ABSENT, BAD_STATES, GOOD_STATES, UNVERIFIED_STATES, replica_table
 from catalog.tombstones import withdrawn_bags, without_withdrawn
@@ -129,6 +132,7 @@ def build_status(config, catalog: Optional[Catalog] = None, *, library: Optional
         deposits=deposits, problems=problems, warnings=warnings, open_findings=findings, targets=targets,
         locations=location_groups(config), notes=list(getattr(config, "warnings", ())),
         withdrawn=withdrawn,
+        coverage=coverage(config, catalog, library=library, collection=collection, bag=bag_id, now=now),
     )
 
 
@@ -174,7 +178,9 @@ def _replica_flags(r: Dict[str, Any], trouble: Optional[OpenCopy] = None,
                     + (_findings_text(trouble) if trouble is not None else detail)))
     if unreachable is not None and state != ABSENT:
         out.append(("unreachable", f"copy on {target}: the target is unreachable ({unreachable.reason})"))
-    if r["overdue_deep"]:
+    if r["overdue_deep"] and r.get("early_reason"):
+        out.append(("overdue-deep", f"copy on {target}: {r['early_reason']} (due {_fmt_time(r['deep_due_at'])})"))
+    elif r["overdue_deep"]:
         out.append(("overdue-deep", f"copy on {target}: never deep-audited (only quick checks)"
                     if r["last_deep_at"] is None else
                     f"copy on {target}: no deep audit since {_fmt_time(r['last_deep_at'])} "

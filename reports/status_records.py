@@ -10,6 +10,7 @@ import datetime as _dt
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
+from catalog.coverage import Coverage
 from catalog.findings import OpenFinding
 from ingest.deposit_states import DepositStatus
 from policies.units import add_years
@@ -147,6 +148,7 @@ class Status:
     locations: List[Dict[str, Any]] = field(default_factory=list)   # {location, targets, sites}
     notes: List[str] = field(default_factory=list)                  # config warnings (shared file systems)
     withdrawn: List[Dict[str, Any]] = field(default_factory=list)   # withdrawn bags (tombstones), not copies
+    coverage: Optional[Coverage] = None   # deep re-read in 90/365 days per target (catalog.coverage)
 
     @property
     def ok(self) -> bool:
@@ -179,6 +181,7 @@ class Status:
             "locations": [_plain(x) for x in self.locations],
             "notes": list(self.notes),
             "withdrawn": list(self.withdrawn),
+            "coverage": None if self.coverage is None else self.coverage.to_dict(),
         }
 
 

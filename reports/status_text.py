@@ -31,6 +31,10 @@ def status_text(status: Status) -> str:
         lines.append("")
         lines += _bag_table(status)
 
+    if status.coverage is not None and status.coverage.targets:
+        lines.append("")
+        lines += coverage_lines(status.coverage)
+
     if status.deposits:
         lines += ["", f"Unfinished deposits ({len(status.deposits)}):"]
         for d in status.deposits:
@@ -149,6 +153,28 @@ def _bag_table(status) -> List[str]:
     if hidden:
         lines.append(f"({hidden} more bag(s), all well; narrow with --collection or --bag, or use --json)")
     return lines
+
+
+def coverage_lines(cov) -> List[str]:
+    """Per target: the share of bytes (and files) held that a deep check re-read in the last 90 and
+    365 days, with the cadence's target share beside it (catalog.coverage)."""
+    from policies.units import format_size
+
+    def cell(w) -> str:
+        if w.bytes_pct is None:
+            return "-"
+        expected = "" if w.expected_pct is None else f" (target {w.expected_pct:g} %)"
+        return f"{w.bytes_pct:g} % of bytes, {w.files_pct:g} % of files{expected}"
+
+    rows = [[t.target, t.tier, t.held_copies, format_size(t.held_bytes), cell(t.windows[90]), cell(t.windows[365]),
+             t.cadence] for t in cov.targets]
+    if len(cov.targets) > 1:
+        t = cov.total
+        rows.append(["all", "", t.held_copies, format_size(t.held_bytes), cell(t.windows[90]), cell(t.windows[365]),
+                     ""])
+    return (["Coverage: held copies re-read in full by a deep check (quick checks do not count):"]
+            + text_table(["TARGET", "TIER", "COPIES", "BYTES", "LAST 90 DAYS", "LAST 365 DAYS", "CADENCE"], rows,
+                         right={2, 3}))
 
 
 def _retention(retention: Optional[Dict[str, Any]]) -> str:

@@ -544,8 +544,9 @@ def test_cli_writes_every_form_and_refuses_bad_options(deposited, tmp_path, caps
             assert main(["--config", cfg, "report", kind, "--format", fmt, "--lang", "zh", "--library", "PKU",
                          "--since", "2000-01-01", "-o", str(path)]) == 0
             assert path.stat().st_size > 0
-    assert sorted(os.listdir(out)) == sorted(f"{k}.{f}" for k in ("preservation", "fixity", "formats")
-                                             for f in ("html", "csv", "json", "premis"))  # no temp files left
+    assert sorted(os.listdir(out)) == sorted([f"{k}.{f}" for k in ("preservation", "fixity", "formats")
+                                              for f in ("html", "csv", "json", "premis")]
+                                             + ["fixity-coverage.csv"])  # its coverage table; no temp files left
     capsys.readouterr()
     for argv, needle in ((["--since", "2026-02-30"], "--since"), (["--until", "yesterday"], "--until"),
                          (["--library", "NOPE"], "PKU"), (["--collection", "nope"], "books"),

@@ -32,7 +32,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 SECTIONS = {"preservation": ["summary", "findings", "holdings", "copies", "locations", "retention", "audits",
                              "attention", "repairs", "deposits", "governance", "ndsa", "method"],
-            "fixity": ["summary", "findings", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
+            "fixity": ["summary", "findings", "coverage", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
             "formats": ["summary", "formats", "unidentified", "at-risk", "methods", "by-collection"]}
 
 
@@ -167,6 +167,9 @@ def test_reports_open_in_headless_chromium_without_errors(reports_dir, tmp_path)
         assert not doc.xpath("//script|//link|//iframe|//img[not(starts-with(@src, 'data:'))]")
         if kind == "fixity":
             assert "<script>alert(1)</script>" in doc.xpath("string(//section[@id='events'])")  # shown as text
+            # Coverage (issue 17): one row per target holding copies, as the JSON says.
+            assert doc.xpath("//section[@id='coverage']//tr/@data-target") == \
+                [t["target"] for t in data["coverage"]["targets"]] + ["*"]
         if kind in ("preservation", "fixity"):
             # The open damage (bags[1] on site-b) is listed right after the summary, which points to it.
             (finding,) = data["open_findings"]

@@ -192,7 +192,7 @@ def test_json_keys_are_stable(capsys, arch):
     data = status(capsys, arch).data
     assert set(data) == {"catalog", "generated_at", "ok", "exit_code", "ledger_head", "filters", "totals",
                          "libraries", "collections", "bags", "deposits", "problems", "warnings", "open_findings",
-                         "targets", "locations", "notes"}
+                         "targets", "locations", "notes", "coverage", "withdrawn"}
     assert set(data["totals"]) == {"bags", "files", "bytes", "replicas", "problems", "warnings"}
     bag = data["bags"][0]
     assert set(bag) == {"bag_id", "library", "collection", "title", "policy", "part", "part_count", "files", "bytes",
