@@ -83,6 +83,8 @@ class Candidate:
     bytes: int
     files: int
     order: int = 0
+    early: bool = False      # deep audit brought forward by a finding on its target (policy after_finding)
+    sampled: bool = False    # drawn for the random deep sample of a cold target, not overdue
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -150,16 +152,19 @@ def select(config, catalog: Catalog, *, mode: str = DUE, kind: Optional[str] = N
                                           "reason": skip, "blocking": r["state"] not in UNVERIFIED_STATES})
             continue
 
+        sample = samples.get((r["bag_id"], r["target"]))
+
         def make(k: str, reason: str, due_at: Optional[_dt.datetime]) -> Candidate:
             return Candidate(bag_id=r["bag_id"], target=r["target"], site=r["site"], policy=info["policy"],
                              state=r["state"], kind=k, reason=reason, due_at=due_at, basis=basis_of(r["recorded_at"]),
-                             bytes=info["byte_count"], files=info["file_count"], order=r["order"])
+                             bytes=info["byte_count"], files=info["file_count"], order=r["order"],
+                             early=k == DEEP and r["overdue_deep"] and bool(r.get("early_reason")),
+                             sampled=k == DEEP and sample is not None and reason == sample)
 
         if mode == ALL:
             selection.chosen.append(make(kind or DEEP, "requested (--all)", None))
             continue
         wanted = _due(config, r, info, now)
-        sample = samples.get((r["bag_id"], r["target"]))
         if sample is not None and kind != QUICK and (wanted is None or wanted[2] is None):
             wanted = (3, None, sample, None if wanted is None else wanted[3])
         if wanted is None:

@@ -89,6 +89,10 @@ def run(args) -> int:
                         workers=args.workers, scheduler_url=args.scheduler_url, verbose=args.verbose,
                         catalog=catalog)
     data, text, code = summary.to_dict(), summary.text(), summary.exit_code
+    early = [c for c in summary.selection.chosen + summary.selection.deferred if c.early or c.sampled]
+    if early:
+        data = {**data, "due_early": [c.to_dict() for c in early]}
+        text += early_text(summary.selection, early)
     if mode == "due":  # the audited libraries' published reports, if their switch is on (reports.publish)
         from reports.publish import refresh_published
 
@@ -101,6 +105,20 @@ def run(args) -> int:
             data["exit_code"] = code
     emit(args, data, text)
     return code
+
+
+EARLY_LINES = 20
+
+
+def early_text(selection, special) -> str:
+    """Why copies were audited before their policy's deep_every (a finding on their target) or
+    re-read on a cold target (its random sample): each reason, so nobody wonders why these bags."""
+    lines = [f"\nDeep audits due early or sampled ({len(special)}):"]
+    lines += [f"  {c.bag_id} {c.target}{' (deferred: daily byte budget)' if c in selection.deferred else ''}: "
+              f"{c.reason}"[:300] for c in special[:EARLY_LINES]]
+    if len(special) > EARLY_LINES:
+        lines.append(f"  ... and {len(special) - EARLY_LINES} more (--json lists them all under due_early)")
+    return "\n".join(lines)
 
 
 def _repair_from(args, config, catalog) -> int:
@@ -174,7 +192,7 @@ def run_audit(config, *, mode: str = "due", kind: Optional[str] = None, library:
             unfinished.append(bag_id)
 
     after = due.select(config, catalog, mode="due", library=library, collection=collection, bag=bag, now=clock())
-    overdue = {"deep": sum(1 for c in after.chosen + after.deferred if c.kind == "deep"),
+    overdue = {"deep": sum(1 for c in after.chosen + after.deferred if c.kind == "deep" and not c.sampled),
                "quick": sum(1 for c in after.chosen if c.kind == "quick")}
     open_now = outstanding(config, catalog, library=library, collection=collection, bag=bag, now=clock())
     seq, head = catalog.ledger_head()
