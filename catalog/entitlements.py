@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from catalog.catalog import Catalog
-from catalog.requests import Grant, Request
+from catalog.requests import Grant, Request, with_record
 from catalog.schema import BagRecord, EventRecord, utc_now
 from catalog.scope import LibraryScope
 from catalog.store import CatalogError
@@ -71,16 +71,22 @@ def change_entitlement(catalog: Catalog, ent: Entitlement, action: str) -> None:
     """Record `add` or `remove` of an entitlement: a catalog row and a `policy assignment` event
     per bag of the collection (the rights statement of each bag changed)."""
     data = {"action": action, "collection": ent.collection, "library": ent.library, "titles": list(ent.titles),
-            "years": list(ent.years) if ent.years else None, "at": utc_now().isoformat()}
-    catalog.store.write_new(ENTITLEMENTS, f"{_stamp()}-{uuid.uuid4().hex}.json",
-                            json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            "years": list(ent.years) if ent.years else None, "at": utc_now().isoformat(),
+            "name": f"{_stamp()}-{uuid.uuid4().hex}.json"}
+    store_entitlement(catalog, data)
     owner, coll = ent.collection.split("/", 1)
-    what = f"entitlement {'added' if action == 'add' else 'removed'}: {Grant(ent.library, ent.titles, ent.years).describe()}" \
-           f" for purchased collection {ent.collection}"
+    what = with_record(f"entitlement {'added' if action == 'add' else 'removed'}: {ent.grant().describe()} for "
+                       f"purchased collection {ent.collection}", data)
     bags = catalog.bags(owner, coll).column("bag_id").to_pylist()
     events = [EventRecord(type=POLICY_EVENT, outcome="success", bag_id=b, detail=what) for b in bags] or \
         [EventRecord(type=POLICY_EVENT, outcome="success", agent_library=owner, detail=what)]
     catalog.append_events(events)
+
+
+def store_entitlement(catalog: Catalog, data: Dict) -> bool:
+    """Write one entitlement change under its own name (data["name"]); False if it is there."""
+    return catalog.store.create_exclusive(ENTITLEMENTS, data["name"],
+                                          json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8"))
 
 
 def entitlements(catalog: Catalog, collection: Optional[str] = None) -> List[Entitlement]:
@@ -107,18 +113,22 @@ def entitlements(catalog: Catalog, collection: Optional[str] = None) -> List[Ent
 def record_release(catalog: Catalog, req: Request) -> int:
     """Mark the trigger's collection released to the grants it names (idempotent); `policy
     assignment` events per bag. Returns the number of bags released."""
-    data = {"collection": req.target, "request_id": req.id, "sha256": req.sha256,
-            "grants": [{"library": g.library, "titles": list(g.titles), "years": list(g.years) if g.years else None}
-                       for g in req.grants], "at": utc_now().isoformat()}
-    created = catalog.store.create_exclusive(RELEASES, f"{req.id}.json",
-                                             json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-    if created:
+    if store_release(catalog, req):
         who = "; ".join(g.describe() for g in req.grants)
         catalog.append_events([EventRecord(type=POLICY_EVENT, outcome="success", bag_id=b,
                                            detail=f"access state released by trigger {req.id} (sha256 {req.sha256}) "
                                                   f"to the entitled libraries only: {who}")
                                for b in req.bag_ids])
     return len(req.bag_ids)
+
+
+def store_release(catalog: Catalog, req: Request) -> bool:
+    """Write the release record of an executed trigger once; False if it is there."""
+    data = {"collection": req.target, "request_id": req.id, "sha256": req.sha256,
+            "grants": [{"library": g.library, "titles": list(g.titles), "years": list(g.years) if g.years else None}
+                       for g in req.grants], "at": utc_now().isoformat()}
+    return catalog.store.create_exclusive(RELEASES, f"{req.id}.json",
+                                          json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8"))
 
 
 def releases(catalog: Catalog, collection: Optional[str] = None) -> Dict[str, List[Grant]]:
@@ -235,4 +245,4 @@ def note_disseminations(catalog: Catalog, decision: AccessDecision) -> Catalog:
 
 __all__ = ["DARK", "OPEN_TO_OWNER", "RELEASED", "AccessDecision", "Entitlement", "access_state",
            "change_entitlement", "decide_restore", "entitlements", "grant_covers", "note_disseminations",
-           "parse_years", "record_release", "releases"]
+           "parse_years", "record_release", "releases", "store_entitlement", "store_release"]

@@ -61,6 +61,7 @@ from catalog.access import open_catalog
 from catalog.anchors import RestoreResult, restore_events
 from catalog.catalog import BagConflict, Catalog
 from catalog.disputes import decide
+from catalog.governance_recover import recover_governance
 from catalog.integrity import LOST_EVENT, check_catalog
 from catalog.salvage import SetAside, set_aside
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, EventRecord, FileRecord, ReplicaRecord, utc_now
@@ -350,6 +351,7 @@ def rebuild_catalog(config, catalog: Optional[Catalog] = None, *, deep: bool = T
         log.warning("catalog rebuild: the catalog was damaged; %d file(s) set aside in %s",
                     len(result.set_aside.moved), result.set_aside.folder)
     result.events = restore_events(config, catalog.store)  # before anything is appended: same seqs
+    recover_governance(catalog)  # entitlements, requests, approvals, releases: back from those events
     ledger_knows = _ledger_registered(catalog)
 
     holders: Dict[str, List[Tuple[Any, Any]]] = {}

@@ -112,6 +112,27 @@ class ExecutionResult:
     details: Dict[str, Any] = field(default_factory=dict)
 
 
+RECORD_MARK = "\nrecord: "
+
+
+def with_record(sentence: str, record: Dict[str, Any], tail: str = "") -> str:
+    """An event detail: a sentence for people, then `record: <JSON>` (what `catalog rebuild`
+    recovers the governance records from, see catalog.governance_recover), then `tail`."""
+    return f"{sentence}{RECORD_MARK}{json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)}\n{tail}"
+
+
+def read_record(detail: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The JSON record of an event detail written by `with_record`, or None."""
+    if not detail or RECORD_MARK not in detail:
+        return None
+    line = detail.split(RECORD_MARK, 1)[1].split("\n", 1)[0]
+    try:
+        found = json.loads(line)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def _stamp(value: _dt.datetime) -> str:
     return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -152,14 +173,19 @@ def new_request(kind: str, target: str, bag_ids: Sequence[str], reason: str, evi
 # -------------------------------------------------------------------------------- storage
 
 
-def _request_json(req: Request) -> bytes:
+def _request_data(req: Request) -> Dict[str, Any]:
     data = asdict(req)
     data.update(created=_stamp(req.created), expires=_stamp(req.expires), sha256=req.sha256,
                 bag_ids=list(req.bag_ids), grants=[asdict(g) for g in req.grants])
-    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return data
 
 
-def _request_from(raw: bytes, where: str) -> Request:
+def _request_json(req: Request) -> bytes:
+    return json.dumps(_request_data(req), ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def request_from(raw: bytes, where: str) -> Request:
+    """A stored request record (JSON) as a Request; PreservationError if its text was altered."""
     try:
         data = json.loads(raw.decode("utf-8"))
         grants = tuple(Grant(g["library"], tuple(g.get("titles") or ()),
@@ -179,15 +205,20 @@ def _request_from(raw: bytes, where: str) -> Request:
 def _request_event(req: Request) -> EventRecord:
     lib = req.target.split("/", 1)[0]
     return EventRecord(type=REQUEST_EVENT, outcome="success", object_type="bag", agent_library=lib,
-                       detail=f"request {req.id} ({req.kind} {req.target}) sha256 {req.sha256}; signable text:\n"
-                              + req.signable().decode("utf-8"))
+                       detail=with_record(f"request {req.id} ({req.kind} {req.target}) sha256 {req.sha256}",
+                                          _request_data(req), "signable text:\n" + req.signable().decode("utf-8")))
 
 
 def save_request(catalog: Catalog, req: Request) -> None:
     """Store a new request and log it; a request id is never reused."""
-    if not catalog.store.create_exclusive(REQUESTS, f"{req.id}.json", _request_json(req)):
+    if not store_request(catalog, req):
         raise CatalogError(f"request {req.id} already exists", path=catalog.store.path(REQUESTS))
     catalog.append_events([_request_event(req)])
+
+
+def store_request(catalog: Catalog, req: Request) -> bool:
+    """Write a request record once; False if one with its id exists."""
+    return catalog.store.create_exclusive(REQUESTS, f"{req.id}.json", _request_json(req))
 
 
 def check_request_id(text: str) -> str:
@@ -204,12 +235,12 @@ def load_request(catalog: Catalog, request_id: str) -> Request:
         raw = catalog.store.read_bytes(path)
     except FileNotFoundError:
         raise InputError(f"no request {request_id} (`strongroom requests` lists them)", key="REQ") from None
-    return _request_from(raw, path)
+    return request_from(raw, path)
 
 
 def list_requests(catalog: Catalog) -> List[Request]:
     """Every request, oldest first."""
-    found = [_request_from(catalog.store.read_bytes(f.path), f.path) for f in catalog.store.list(REQUESTS)
+    found = [request_from(catalog.store.read_bytes(f.path), f.path) for f in catalog.store.list(REQUESTS)
              if f.name.endswith(".json")]
     return sorted(found, key=lambda r: (r.created, r.id))
 
@@ -222,15 +253,21 @@ def save_approval(catalog: Catalog, approval: Approval) -> bool:
     """Record a verified approval; False (nothing written) if this principal already approved."""
     data = asdict(approval)
     data["approved_at"] = _stamp(approval.approved_at)
-    name = f"{approval.request_id}--{_principal_key(approval.principal)}.json"
-    if not catalog.store.create_exclusive(APPROVALS, name, json.dumps(data, sort_keys=True).encode("utf-8")):
+    if not store_approval(catalog, data):
         return False
+    record = {k: v for k, v in data.items() if k != "signature"}
     catalog.append_events([EventRecord(
         type=APPROVAL_EVENT, outcome="success", agent_library=None,
-        detail=f"approval of request {approval.request_id} (sha256 {approval.request_sha256}) by "
-               f"{approval.principal} ({approval.fingerprint}), verified with ssh-keygen -Y verify -n strongroom; "
-               f"signature:\n{approval.signature.strip()}\n")])
+        detail=with_record(f"approval of request {approval.request_id} (sha256 {approval.request_sha256}) by "
+                           f"{approval.principal} ({approval.fingerprint}), verified with ssh-keygen -Y verify -n "
+                           f"strongroom", record, f"signature:\n{approval.signature.strip()}\n"))])
     return True
+
+
+def store_approval(catalog: Catalog, data: Dict[str, Any]) -> bool:
+    """Write an approval record (JSON fields of Approval) once per (request, principal)."""
+    name = f"{data['request_id']}--{_principal_key(data['principal'])}.json"
+    return catalog.store.create_exclusive(APPROVALS, name, json.dumps(data, sort_keys=True).encode("utf-8"))
 
 
 def approvals(catalog: Catalog, request_id: Optional[str] = None) -> List[Approval]:
@@ -261,16 +298,21 @@ def execution(catalog: Catalog, request_id: str) -> Optional[Dict[str, Any]]:
 
 def mark_executed(catalog: Catalog, req: Request, result: ExecutionResult, signers: Sequence[str]) -> bool:
     """Write the executed marker and its ledger event; False if another run marked it first."""
-    data = {"at": _stamp(utc_now()), "summary": result.summary, "details": result.details,
+    data = {"id": req.id, "at": _stamp(utc_now()), "summary": result.summary, "details": result.details,
             "approvers": list(signers), "sha256": req.sha256}
-    if not catalog.store.create_exclusive(EXECUTIONS, f"{req.id}.json",
-                                          json.dumps(data, sort_keys=True, default=str).encode("utf-8")):
+    if not store_execution(catalog, data):
         return False
     catalog.append_events([EventRecord(
         type=EXECUTION_EVENT, outcome="success", agent_library=req.target.split("/", 1)[0],
-        detail=f"request {req.id} ({req.kind} {req.target}, sha256 {req.sha256}) executed at quorum, approved by "
-               f"{', '.join(signers)}: {result.summary}")])
+        detail=with_record(f"request {req.id} ({req.kind} {req.target}, sha256 {req.sha256}) executed at quorum, "
+                           f"approved by {', '.join(signers)}: {result.summary}", data))])
     return True
+
+
+def store_execution(catalog: Catalog, data: Dict[str, Any]) -> bool:
+    """Write the executed marker of request data["id"]; False if there is one already."""
+    return catalog.store.create_exclusive(EXECUTIONS, f"{data['id']}.json",
+                                          json.dumps(data, sort_keys=True, default=str).encode("utf-8"))
 
 
 def record_execution_failure(catalog: Catalog, req: Request, reason: str) -> None:
@@ -282,4 +324,5 @@ def record_execution_failure(catalog: Catalog, req: Request, reason: str) -> Non
 
 __all__ = ["APPROVAL_EVENT", "EXECUTION_EVENT", "KINDS", "REQUEST_EVENT", "Approval", "ExecutionResult", "Grant",
            "Request", "approvals", "check_line", "check_request_id", "execution", "list_requests", "load_request",
-           "mark_executed", "new_request", "record_execution_failure", "save_approval", "save_request"]
+           "mark_executed", "new_request", "read_record", "record_execution_failure", "request_from", "save_approval",
+           "save_request", "store_approval", "store_execution", "store_request", "with_record"]

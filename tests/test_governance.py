@@ -315,3 +315,26 @@ def test_a_stored_request_altered_in_the_catalog_is_refused(arch):
     path.write_text(json.dumps(data))
     code, _, err = arch.run("requests", "show", req)
     assert code == 1 and "altered" in err
+
+
+def test_a_rebuilt_catalog_keeps_entitlements_requests_approvals_and_releases(arch, tmp_path):
+    bag = arch.bag("PKU")
+    arch.run("entitlement", "add", "PKU/ejournals", "--library", "WHU")
+    req = arch.request("trigger", "PKU/ejournals")
+    text = arch.signable(req)
+    arch.approve(req, arch.sign("alice", text))
+    arch.approve(req, arch.sign("bob", text))
+    pending = arch.request("withdraw", arch.bag("LIB"))
+    arch.approve(pending, arch.sign("carol", arch.signable(pending)))
+    catalog = Path(load_config(arch.cfg).catalog)
+    shutil.rmtree(catalog)                                   # the catalog is lost; the targets remain
+    code, _, err = arch.run("catalog", "rebuild")
+    assert code == 0, err
+    code, out, _ = arch.run("requests", as_json=True)
+    states = {r["id"]: (r["state"], sorted(r["approvers"])) for r in out["requests"]}
+    assert states == {req: ("executed", ["alice", "bob"]), pending: ("pending", ["carol"])}
+    assert [e["library"] for e in arch.run("entitlement", "list", as_json=True)[1]["entitlements"]] == ["WHU"]
+    code, _, err = arch.restore(bag, tmp_path / "whu", "--library", "WHU")   # still released
+    assert code == 0, err
+    code, _, err = arch.approve(pending, arch.sign("carol", arch.signable(pending)), as_json=False)
+    assert code == 2 and "already approved" in err
