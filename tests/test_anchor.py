@@ -97,6 +97,7 @@ def test_records_on_a_locked_bucket_get_the_retention(seaweed, locked_bucket):
 
 import json  # noqa: E402
 import shutil  # noqa: E402
+import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
@@ -262,3 +263,57 @@ def test_an_unwritable_target_is_a_warning_and_exit_1_and_the_next_command_catch
     (cp,) = read_chain(FilesystemAdapter("site-b", "x", root_of(arch, "site-b"))).checkpoints
     assert cp.first_seq == 0 and cp.last_seq == len(list(events_dir(arch).glob("seg-*.parquet"))) - 1
     assert verify(capsys, arch).code == 0
+
+
+# --------------------------------------------------------------------------------------------
+# K2 on SeaweedFS: a locked S3 target through the CLI
+
+KEY_ENV, SECRET_ENV = "SR_ANCHOR_S3_KEY", "SR_ANCHOR_S3_SECRET"
+
+
+def test_an_s3_target_gets_locked_checkpoints_and_witnesses_a_rewrite(seaweed, locked_bucket, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv(KEY_ENV, seaweed.access_key)
+    monkeypatch.setenv(SECRET_ENV, seaweed.secret_key)
+    prefix = "anchor-" + uuid.uuid4().hex[:6]
+    folder = tmp_path / "archive"
+    (folder / "policies").mkdir(parents=True)
+    (folder / "replicas" / "local").mkdir(parents=True)
+    (folder / "strongroom.yaml").write_text(f"""\
+storage:
+  local: {{type: filesystem, root: ./replicas/local, site: beijing}}
+  vault:
+    type: s3
+    endpoint: {seaweed.endpoint}
+    bucket: {locked_bucket}
+    prefix: {prefix}
+    object_lock: true
+    site: shanghai
+    credentials: {{access_key_env: {KEY_ENV}, secret_key_env: {SECRET_ENV}}}
+""", encoding="utf-8")
+    (folder / "policies" / "kept.yaml").write_text(
+        "name: kept\nchecksums: [sha256]\nreplicas: [local, vault]\nvirus_check: off\n"
+        "retention: {mode: governance, years: 1}\n", encoding="utf-8")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"kept for ever\n")
+    cfg = folder / "strongroom.yaml"
+    run = cli(capsys, "--config", cfg, "--json", "deposit", tmp_path / "src", "--library", "PKU", "--collection",
+              "KEPT", "--type", "self-built", "--policy", "kept")
+    assert run.code == 0, run.out + run.err
+
+    raw = seaweed.client()
+    listed = raw.list_objects_v2(Bucket=locked_bucket, Prefix=f"{prefix}/.strongroom/ledger/checkpoints/")
+    (obj,) = listed["Contents"]
+    head = raw.head_object(Bucket=locked_bucket, Key=obj["Key"])
+    assert head.get("ObjectLockMode") == "GOVERNANCE"   # the policy's retention, on the checkpoint too
+    cp = parse(obj["Key"][len(prefix) + len("/.strongroom/"):],
+               raw.get_object(Bucket=locked_bucket, Key=obj["Key"])["Body"].read())
+    assert cp.target == "vault" and cp.first_seq == 0
+
+    arch = types.SimpleNamespace(config=cfg)
+    install_chain(arch, rewritten_chain(arch, 0))
+    caught = verify(capsys, arch)
+    assert caught.code == 1
+    assert any(p.startswith(f"vault: {cp.key}: seg-000000000000.parquet") for p in
+               caught.data["against_storage"]["problems"])
+    assert seaweed.secret_key not in caught.out + caught.err
