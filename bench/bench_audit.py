@@ -99,7 +99,8 @@ def build(root: Path, collection: str, sizes: List[int], seed: int = 42) -> Tupl
             left = size
             salt = i.to_bytes(8, "little")
             while left:
-                piece = (salt + chunk)[: min(left, 8 * MIB)] if left == size else chunk[: min(left, 8 * MIB)]
+                n = min(left, 8 * MIB)   # the first piece starts with the salt (no 8 MiB copy per file)
+                piece = (salt + chunk[: max(0, n - len(salt))])[:n] if left == size else chunk[:n]
                 fh.write(piece)
                 for h in hashers.values():
                     h.update(piece)
