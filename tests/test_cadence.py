@@ -4,6 +4,7 @@ deep sample under the policy's byte budget. Hand-made replica histories with a f
 
 from __future__ import annotations
 
+import json
 import random
 import textwrap
 from pathlib import Path
@@ -11,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from catalog.catalog import Catalog
+from fixity import audit as A
 from fixity.due import cold_samples, select
+from pipelines.cli import main
 from policies.config import load_config
 from policies.model import load_policy
 from reports.status import replica_table
 from strongroom.errors import ConfigError
+from tests.test_audit import Archive, make_source, write_archive
 from tests.test_due import DAY, SITES, T0, Fake, days
 
 
@@ -180,3 +184,36 @@ def test_cold_sample_takes_one_bag_larger_than_the_budget(tmp_path):
 
 def _facts(h: Hist):
     return {r["bag_id"]: r for r in h.catalog.bags().select(["bag_id", "policy", "byte_count", "file_count"]).to_pylist()}
+
+
+@pytest.fixture
+def real(tmp_path) -> Archive:
+    """Two small bags really deposited on three filesystem targets."""
+    cfg = write_archive(tmp_path / "archive")
+    for n in range(2):
+        src = make_source(tmp_path / f"src{n}", {"a.txt": bytes([65 + n]) * (1000 * (n + 1)), "b.txt": b"b" * 10})
+        assert main(["--config", str(cfg), "deposit", str(src), "--library", "LIB", "--collection", f"C{n}",
+                     "--type", "self-built"]) == 0
+    return Archive(cfg.parent, Catalog(load_config(cfg).catalog).bags().column("bag_id").to_pylist())
+
+
+def test_audit_due_after_real_damage_audits_the_targets_other_bags_and_says_why(real, capsys, monkeypatch):
+    damaged, other = real.bags
+    real.flip("site-b", "data/a.txt", bag=damaged)
+    start = A.utcnow()
+    monkeypatch.setattr(A, "utcnow", lambda: start + DAY)
+    code, found, _ = real.audit(capsys, "--bag", damaged, "--deep", "--no-repair")
+    assert code == 1 and any(r["target"] == "site-b" and r["outcome"] == "failure" for r in found["replicas"])
+    monkeypatch.setattr(A, "utcnow", lambda: start + 3 * DAY)       # within deep_within (7d): not yet
+    assert main(["--config", str(real.cfg), "--json", "audit", "--due", "--no-repair"]) in (0, 1)
+    early = json.loads(capsys.readouterr().out)
+    assert "due_early" not in early and not any(r["bag"] == other for r in early["replicas"])
+    monkeypatch.setattr(A, "utcnow", lambda: start + 9 * DAY)
+    assert main(["--config", str(real.cfg), "audit", "--due", "--no-repair"]) == 1   # the damage is still open
+    text = capsys.readouterr().out
+    assert "Deep audits due early or sampled (1):" in text
+    line = next(line for line in text.splitlines() if line.startswith(f"  {other} site-b: "))
+    assert "damaged finding on site-b" in line and damaged in line and "after_finding.deep_within 7d" in line
+    copy = real.catalog.replica(other, "site-b")
+    assert copy.last_audit_kind == "deep" and copy.last_audit_at == start + 9 * DAY
+    assert real.catalog.replica(other, "site-a").last_audit_kind == "quick"   # other targets: the cadence (7d quick)

@@ -8,17 +8,13 @@ import csv
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
-from catalog.catalog import Catalog
 from catalog.coverage import copy_coverage, coverage
 from fixity import audit as A
 from pipelines.cli import main
-from policies.config import load_config
 from reports.status import build_status, status_text
 from reports.write import write_report
-from tests.test_audit import Archive, make_source, write_archive
-from tests.test_cadence import Hist, _bags
+from tests.test_cadence import Hist, _bags, real  # noqa: F401 - real: a fixture
 from tests.test_due import DAY, SITES, T0, days
 from tests.test_reports_html import console_messages, run_chromium
 
@@ -106,16 +102,6 @@ def test_status_and_fixity_report_show_coverage(tmp_path):
         rows = {r["target"]: r for r in csv.DictReader(fh)}
     assert float(rows["site-a"]["bytes_pct_90d"]) == 50.0 and rows["site-a"]["held_copies"] == "2"
     assert rows["*"]["held_copies"] == "6" and rows["site-c"]["cadence"] == "deep every 90d"
-
-
-@pytest.fixture
-def real(tmp_path) -> Archive:
-    cfg = write_archive(tmp_path / "archive")
-    for n in range(2):
-        src = make_source(tmp_path / f"src{n}", {"a.txt": bytes([65 + n]) * (1000 * (n + 1)), "b.txt": b"b" * 10})
-        assert main(["--config", str(cfg), "deposit", str(src), "--library", "LIB", "--collection", f"C{n}",
-                     "--type", "self-built"]) == 0
-    return Archive(cfg.parent, Catalog(load_config(cfg).catalog).bags().column("bag_id").to_pylist())
 
 
 def test_real_deposits_and_audits(real, capsys, monkeypatch):
