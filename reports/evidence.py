@@ -44,7 +44,7 @@ from strongroom.errors import StrongroomError
 
 #: Event ids listed per claim in the JSON form (HTML shows fewer); the total is always given.
 EVENT_IDS_JSON = 100
-EVENT_IDS_HTML = 8
+EVENT_IDS_HTML = 3
 STATUSES = ("evidenced", "gaps", "not_evidenced")
 
 
@@ -105,6 +105,11 @@ class EvidenceReport:
     totals: Dict[str, int]
     coverage: Any                      # catalog.coverage.Coverage (the fixity report's)
     anchors: AnchorVerifyReport
+
+    @property
+    def events_shown(self) -> int:
+        """Event ids shown per claim in the HTML form (the JSON form lists EVENT_IDS_JSON)."""
+        return EVENT_IDS_HTML
 
     def status_counts(self) -> Dict[str, int]:
         return {s: sum(1 for c in self.claims if c.status == s) for s in STATUSES}
@@ -180,7 +185,8 @@ class _Facts:
         bags = catalog.bags(scope.code)
         self.policies = sorted({p for p in bags.column("policy").to_pylist()}) if bags.num_rows else []
         self.bag_policy = dict(zip(bags.column("bag_id").to_pylist(), bags.column("policy").to_pylist()))
-        self.sites = sorted({r["site"] for r in pres.copies_by_site if r["site"]})
+        # locations, not site labels: targets on one file system, bucket or site are one place (policies.locations)
+        self.sites = sorted({config.location_of(r["target"]) for r in pres.copies_by_site})
         total = fix.coverage.total if fix.coverage is not None else None
         self.cov = {d: (total.windows[d] if total is not None else None) for d in (90, 365)}
         self.n_targets = len(targets)
@@ -247,6 +253,7 @@ class _Facts:
     # ------------------------------------------------------------------ claims
     def claim(self, framework: str, number: str) -> Claim:
         status, figures, events = getattr(self, "c_" + number.replace(".", "_"))()
+        events = list(dict.fromkeys(events))     # a drill's event is a fixity check too: listed once
         return Claim(framework, number, status, figures, events[:EVENT_IDS_JSON], len(events))
 
     def c_3_3_5(self):

@@ -34,7 +34,7 @@ EVIDENCE_MESSAGES: Dict[str, Tuple[str, str]] = {
     "ev.col.evidence": ("What the catalog and ledger show", "目录与账本所显示的"),
     "ev.col.events": ("Events behind it", "所依据的事件"),
     "ev.col.cannot": ("What this cannot evidence", "本报告无法证明的"),
-    "ev.events_more": ("{n} more in the ledger", "账本中另有 {n} 个"),
+    "ev.events_more": ("and {n} more (the JSON form lists them)", "另有 {n} 个（JSON 格式中列出）"),
     "ev.no_events": ("none", "无"),
     "ev.intact": ("intact", "完整"),
     "ev.altered": ("ALTERED", "已被篡改"),
@@ -105,38 +105,40 @@ EVIDENCE_MESSAGES: Dict[str, Tuple[str, str]] = {
                    "{head_hash}. Every event names the program that acted; {with_operator} also name the operator.",
                    "账本共有 {events} 个事件，分为 {segments} 个哈希链段，{intact}；账本头 sha256 {head_hash}。"
                    "每个事件都记录执行的程序；其中 {with_operator} 个还记录了操作员。"),
-    "find.4.6.1.1": ("{restores} restores are recorded, {restore_failed} of them failed; {request_failed} "
-                     "governance requests failed to execute.",
+    "find.4.6.1.1": ("Restores recorded: {restores}, of which failed: {restore_failed}; governance requests that "
+                     "failed to execute: {request_failed}.",
                      "已记录 {restores} 次恢复，其中 {restore_failed} 次失败；{request_failed} 个治理请求执行失败。"),
-    "find.5.1.1.3": ("Deep audits and drills re-hash every file with its policy's digests ({algorithms}). {damage} "
-                     "damages were found. Deep re-reads cover {cov365} of the bytes held in 365 days; {drilled} "
+    "find.5.1.1.3": ("Deep audits and drills re-hash every file with its policy's digests ({algorithms}). Damage "
+                     "found: {damage}. Deep re-reads cover {cov365} of the bytes held in 365 days; {drilled} "
                      "targets were restore-drilled.",
                      "深度审计与演练用策略规定的摘要（{algorithms}）重新计算每个文件的摘要。已发现 {damage} 处损坏。"
                      "近 365 天深度重读覆盖所持字节的 {cov365}；{drilled} 个存储目标做过恢复演练。"),
-    "find.5.1.1.3.1": ("{damage} damages recorded, {repaired} repaired from a good copy, {open} findings still open; "
-                       "{repairs} repair events.",
+    "find.5.1.1.3.1": ("Damage recorded: {damage}; repaired from a good copy: {repaired}; findings still open: "
+                       "{open}; repair events: {repairs}.",
                        "已记录 {damage} 处损坏，{repaired} 处已用完好副本修复，{open} 项发现仍未解决；修复事件 {repairs} 个。"),
-    "find.5.1.2": ("{copies} copies on {sites} sites ({targets} targets); {short} bags have fewer good copies than "
-                   "their policy asks; policies requiring distinct sites: {distinct}.",
-                   "{copies} 份副本分布在 {sites} 个地点（{targets} 个存储目标）；{short} 个包的完好副本少于策略要求；"
+    "find.5.1.2": ("{copies} copies in {sites} separate locations ({targets} targets; targets sharing a file "
+                   "system, bucket or site count as one); bags with fewer good copies than their policy asks: "
+                   "{short}; policies requiring distinct sites: {distinct}.",
+                   "{copies} 份副本位于 {sites} 个独立位置（{targets} 个存储目标；共用文件系统、存储桶或地点的目标"
+                   "算作一个）；{short} 个包的完好副本少于策略要求；"
                    "要求不同地点的策略：{distinct}。"),
     "find.5.1.2.1": ("{verified} of {copies} copies match the catalog's digests now (verified or repaired); "
-                     "{problem} are damaged, missing, disputed or not yet verified; {repairs} repairs brought copies "
-                     "back in line.",
+                     "damaged, missing, disputed or not yet verified: {problem}; repairs that brought copies back in "
+                     "line: {repairs}.",
                      "{copies} 份副本中 {verified} 份当前与目录摘要一致（已验证或已修复）；{problem} 份损坏、缺失、"
                      "有争议或尚未验证；{repairs} 次修复使副本恢复一致。"),
     "find.5.2.4": ("Restore drills: the last drill passed on {ok} of {targets} targets ({never} never drilled). "
-                   "Copies are on {sites} sites. The catalog, with its events, can be rebuilt from the targets "
+                   "Copies are in {sites} separate locations. The catalog, with its events, can be rebuilt from the targets "
                    "(ledger checkpoints on {anchored} targets).",
                    "恢复演练：{targets} 个存储目标中 {ok} 个最近一次演练通过（{never} 个从未演练）。副本分布在 "
-                   "{sites} 个地点。目录及其事件可从存储目标重建（{anchored} 个存储目标上有账本检查点）。"),
+                   "{sites} 个独立位置。目录及其事件可从存储目标重建（{anchored} 个存储目标上有账本检查点）。"),
     "find.R07": ("Every ingest, check, repair and restore is an event in the hash-chained ledger ({intact}), "
                  "anchored on {anchored} targets; bag manifests carry {algorithms} digests.",
                  "每次接收、检查、修复和恢复都是哈希链账本中的事件（{intact}），锚定在 {anchored} 个存储目标上；"
                  "包清单带有 {algorithms} 摘要。"),
-    "find.R14": ("{copies} copies on {sites} sites; {checks} fixity checks; {cov365} of the bytes held re-read deep "
+    "find.R14": ("{copies} copies in {sites} separate locations; {checks} fixity checks; {cov365} of the bytes held re-read deep "
                  "in 365 days; the last restore drill passed on {ok} of {targets} targets.",
-                 "{copies} 份副本分布在 {sites} 个地点；{checks} 次固定性检查；近 365 天深度重读所持字节的 {cov365}；"
+                 "{copies} 份副本位于 {sites} 个独立位置；{checks} 次固定性检查；近 365 天深度重读所持字节的 {cov365}；"
                  "{targets} 个存储目标中 {ok} 个最近一次恢复演练通过。"),
     # what it cannot show
     "cannot.3.3.5": ("Whether this cadence suits the repository's risks is a policy decision, documented outside "

@@ -113,6 +113,10 @@ def test_drills_and_anchors_per_target(packs):
     for c in ev["claims"]:
         assert c["cannot"] and c["status"] in ("evidenced", "gaps", "not_evidenced") and c["finding"]
     assert claims["4.6.1.1"]["status"] == "gaps"       # refused restores are not in the ledger: said so
+    # the two default targets are folders on one file system: one location, whatever their site labels say
+    assert claims["5.1.2"]["figures"]["sites"] == 1 and claims["5.1.2"]["status"] == "gaps"
+    assert claims["5.2.4"]["status"] == "gaps" and claims["R14"]["status"] == "gaps"
+    assert all(len(c["events"]) == len(set(c["events"])) for c in ev["claims"])
     # only PKU's bags in PKU's pack: its drills name no WHU bag
     pku_pack = _load(out, "evidence-PKU-en.json")
     assert all(t["last_drill"]["bags"] == 1 for t in pku_pack["targets"])
@@ -137,7 +141,7 @@ def test_a_never_drilled_target_and_a_truncated_ledger_are_shown_as_gaps(packs, 
     assert claims["4.2.9"]["status"] == "gaps" and claims["4.2.9"]["figures"]["agree"] is False
     assert claims["4.4.2"]["status"] == "gaps" and claims["R07"]["status"] == "gaps"
     assert claims["5.2.4"]["status"] == "gaps" and claims["5.2.4"]["figures"] == \
-        {"ok": 2, "targets": 3, "never": 1, "sites": 2, "anchored": 2}
+        {"ok": 2, "targets": 3, "never": 1, "sites": 1, "anchored": 2}
     site_c = [t for t in ev["targets"] if t["target"] == "site-c"][0]
     assert site_c["last_drill"] is None and site_c["checkpoints"] == 0
 
