@@ -109,37 +109,28 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
     if plan.supplied:
         atomic_write_bytes(md / "supplied-checksums.csv", metadata.supplied_csv(plan.supplied))
 
-    # The bag as staged is checked (structure, completeness, Payload-Oxum; its payload is not
-    # hashed again, see the module doc) before premis.xml, written outside the bag, is moved in.
+    # premis.xml is written outside the bag and moved in with the tag manifests; then the bag as
+    # staged is checked once (structure, completeness, Payload-Oxum, tag manifests; its payload
+    # is not hashed again, see the module doc) before it gets its final name.
     started = datetime.now(timezone.utc)
     unidentified = sum(1 for f in plan.files if not getattr(f.identification, "puid", ""))
     pending_premis = pending_premis_path(work)
+    objects, events, agents = metadata.premis_for_bag(
+        str(plan.bag_id), plan.files, plan.algorithms, provenance,
+        supplied_count=len(plan.supplied), validated_at=started, unidentified=unidentified,
+        title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
+        virus=plan.virus,
+    )
+    premis.write_premis(pending_premis, objects, events, agents)
+    os.replace(pending_premis, md / "premis.xml")
+    bagit_spec.write_tag_manifests(work, plan.algorithms)
     report = validate_bag(work, completeness_only=True, allow_fetched=bool(plan.fetch))
-    if report.valid:
-        objects, events, agents = metadata.premis_for_bag(
-            str(plan.bag_id), plan.files, plan.algorithms, provenance,
-            supplied_count=len(plan.supplied), validated_at=started, unidentified=unidentified,
-            title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
-            virus=plan.virus,
-        )
-        premis.write_premis(pending_premis, objects, events, agents)
     if report.valid and report.fetched_files != len(plan.fetch):
         report.problems.append(Problem(FETCH_TXT, f"lists {len(plan.fetch)} file(s) but {report.fetched_files} were "
                                                   "found absent from data/"))
     if not report.valid:
-        pending_premis.unlink(missing_ok=True)
         raise PreservationError(
             f"bag {plan.bag_id} failed validation in staging; nothing was kept",
-            path=str(work), problems=[str(p) for p in report.problems],
-        )
-    os.replace(pending_premis, md / "premis.xml")
-    bagit_spec.write_tag_manifests(work, plan.algorithms)
-    # Tag files changed since the full check: check structure, Oxum and tag manifests again
-    # (payload bytes are unchanged and were verified above).
-    report = validate_bag(work, completeness_only=True, allow_fetched=bool(plan.fetch))
-    if not report.valid:
-        raise PreservationError(
-            f"bag {plan.bag_id} failed its final check in staging; nothing was kept",
             path=str(work), problems=[str(p) for p in report.problems],
         )
     # No fsync of the staged files: staging is a work area, not a copy of record. Every byte is
