@@ -1,47 +1,104 @@
-"""Ingest and deposit benchmarks against the tools a library would otherwise use.
+"""Deposit benchmark against what a librarian would script by hand (issue 11), in interleaved runs.
 
-    python bench/bench_ingest.py [--small N] [--large-mib M] [--work DIR] [--only ingest|deposit]
-                                 [--virus-check required|off]
+    python bench/bench_ingest.py [--small N] [--large 4x512MiB] [--rounds R] [--work DIR]
+                                 [--corpus small|large] [--virus-check off|required] [--strace]
 
 Corpora (built once under --work, default /tmp/strongroom-bench):
-  small: N files of 1-64 KiB (default 20,000): real files copied from /usr/share (those sizes),
-         topped up with random bytes (unknown formats: FIDO's worst case);
-  large: four files of M/4 MiB random bytes (default 2,048 MiB in all).
+  small: N files of 1-32 KiB (default 20,000): real files copied from /usr/share (those sizes,
+         a quarter of N at most), topped up with random bytes (unknown formats: FIDO's worst case);
+  large: COUNTxSIZE files of random bytes (default 4x512MiB).
 
-ingest:  `bagit.py --processes 2 --sha256 --md5` on a copy of the corpus (bags in place,
-         identifies nothing)  vs  Strongroom's ingest to a validated bag in staging
-         (copy + sha256 + md5 + FIDO identification + full validation; source untouched).
-deposit: bagit.py as above + two `cp -r` copies + `bagit.py --validate --processes 2` of each
-         vs  `strongroom deposit` with two filesystem replicas (ingest, copy, re-read and verify
-         every copy, catalog).
-Wall time and peak RSS come from /usr/bin/time; page cache is warm for both sides (the corpus
-was just written), which favours neither. Prints a Markdown table.
+baseline: `bagit.py --processes 2 --sha256 --md5` on a copy of the corpus, `cp -r` of the bag to
+          two folders, `bagit.py --validate --processes 2` of each (for the large corpus also the
+          same ending with `sync`: the plain baseline never waits for the disk);
+strongroom: `strongroom --workers 2 deposit` into a fresh `strongroom init` archive (two
+          filesystem replicas; sha256 + md5; FIDO; PREMIS; catalog; every replica re-read after
+          it was made durable).
 
-Virus check: the default policies say `virus_check: required`, so by default (--virus-check
-required) both Strongroom rows scan every byte with ClamAV while staging, as users will run it:
-a private clamd (tests/clamav.py: test-made signature database, default limits) is started
-under --work for the run and $STRONGROOM_CLAMAV points Strongroom at it (its peak RSS is
-clamd's own process, not counted). The baselines scan nothing. `--virus-check off` writes
-`virus_check: off` into the bench archive's policies instead: the figures without the scan
-(bench/bench_virus.py sets the two side by side, with clamdscan).
+Each round runs strongroom and the baseline(s) one after the other, the order alternating, so a
+busy machine slows both alike; the ratios are medians over the rounds. Wall time, CPU (user+sys
+of every child process) and peak RSS come from one small wrapper process per command
+(os.wait4's rusage), the byte and syscall accounting from the wrapper's /proc/self/io, to which
+Linux adds the counters of every waited-for child: read()/write() bytes (page cache included)
+and calls, and bytes that reached the block device. `--strace` adds one extra, untimed run of each
+side under `strace -f -c` for the syscall table (it slows the run a lot, so never timed).
+
+Virus check: off by default here (the goal compares with a baseline that scans nothing); with
+`--virus-check required` a private clamd (tests/clamav.py) is started and every byte is scanned
+while staging, as the default policies ask.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional, Sequence
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
+GOAL = 1.0  # strongroom / baseline, wall and CPU (issue 11)
 
+#: The wrapper: runs one command, writes {"wall", "cpu", "rss_mib", "io": {...}} as JSON to argv[1].
+_WRAP = r"""
+import json, os, sys, time
+def io():
+    with open("/proc/self/io") as fh:
+        return {k: int(v) for k, v in (line.split(": ") for line in fh)}
+before = io()
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+after = io()
+out = {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mib": ru.ru_maxrss / 1024,
+       "rc": os.waitstatus_to_exitcode(status), "io": {k: after[k] - before[k] for k in after}}
+with open(sys.argv[1], "w") as fh:
+    json.dump(out, fh)
+"""
+
+
+@dataclass
+class Run:
+    """One measured command (or a sequence of them, summed; peak RSS is the max)."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    rss_mib: float = 0.0
+    io: Dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "Run") -> None:
+        self.wall += other.wall
+        self.cpu += other.cpu
+        self.rss_mib = max(self.rss_mib, other.rss_mib)
+        for k, v in other.io.items():
+            self.io[k] = self.io.get(k, 0) + v
+
+
+def measure(cmd: Sequence, **kw) -> Run:
+    """Run `cmd` under the wrapper; a failing command stops the benchmark (its output shown)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
+        proc = subprocess.run([sys.executable, "-c", _WRAP, result.name] + [str(c) for c in cmd],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+        output = proc.stdout
+        data = json.loads(result.read() or "{}")
+    if proc.returncode or data.get("rc"):
+        sys.exit(f"command failed ({' '.join(map(str, cmd))}):\n{output.decode(errors='replace')[-3000:]}")
+    return Run(data["wall"], data["cpu"], data["rss_mib"], data["io"])
+
+
+# --- corpora ---------------------------------------------------------------------------------
 
 def done_marker(root: Path) -> Path:
     return root.parent / f"{root.name}.complete"
@@ -54,174 +111,234 @@ def build_small(root: Path, count: int) -> None:
     root.mkdir(parents=True)
     rng = random.Random(42)
     n = 0
+    real = min(count // 4, 5000)
     for dirpath, _, files in os.walk("/usr/share"):
         for name in sorted(files):
             p = os.path.join(dirpath, name)
             try:
-                if os.path.islink(p) or not 1024 <= os.path.getsize(p) <= 65536:
+                if os.path.islink(p) or not 1024 <= os.path.getsize(p) <= 32768:
                     continue
-                dest = root / "real" / f"d{n // 500:03d}" / f"{n:05d}-{name}"
+                dest = root / "real" / f"d{n // 500:03d}" / f"{n:06d}-{name}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(p, dest)
             except OSError:
                 continue
             n += 1
-            if n >= min(count // 4, 5000):
+            if n >= real:
                 break
-        if n >= min(count // 4, 5000):
+        if n >= real:
             break
     while n < count:
-        dest = root / "random" / f"d{n // 500:03d}" / f"{n:05d}.bin"
+        dest = root / "random" / f"d{n // 500:04d}" / f"{n:06d}.bin"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(rng.randbytes(rng.randint(1024, 65536)))
+        dest.write_bytes(rng.randbytes(rng.randint(1024, 32768)))
         n += 1
     done_marker(root).touch()
 
 
-def build_large(root: Path, mib: int) -> None:
+def build_large(root: Path, total_mib: int, count: int = 4) -> None:
+    """`count` files of total_mib / count MiB each (bench_virus.py passes the total only)."""
+    mib = total_mib // count
     if done_marker(root).exists():
         return
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     chunk = os.urandom(1 << 20)
-    for i in range(4):
+    for i in range(count):
         with open(root / f"scan-{i}.raw", "wb") as fh:
-            for j in range(mib // 4):
-                fh.write(chunk[j % 7:] + chunk[: j % 7])  # distinct blocks, cheap to make
+            for j in range(mib):
+                fh.write(chunk[(i * 131 + j) % 4093:] + chunk[: (i * 131 + j) % 4093])  # distinct blocks
     done_marker(root).touch()
 
 
-def corpus_copy(src: Path, dest: Path) -> None:
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(src, dest)
+def corpus_stats(root: Path):
+    files = total = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            files += 1
+            total += os.path.getsize(os.path.join(dirpath, name))
+    return files, total
 
 
-def timed(cmd, **kw):
-    """(wall seconds, peak RSS MiB) of a command run under /usr/bin/time."""
-    out = tempfile.NamedTemporaryFile(delete=False)
-    out.close()
-    t0 = time.perf_counter()
-    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name] + [str(c) for c in cmd], check=True,
-                   stdout=subprocess.DEVNULL, **kw)
-    wall = time.perf_counter() - t0
-    rss = int(Path(out.name).read_text().strip().splitlines()[-1]) / 1024
-    os.unlink(out.name)
-    return wall, rss
+# --- the two sides ---------------------------------------------------------------------------
+
+VIRUS_CHECK = "off"  # set by main() from --virus-check
 
 
-VIRUS_CHECK = "required"  # set by main() from --virus-check
-
-
-def fresh_archive(base: Path, virus_check: Optional[str] = None) -> Path:
-    """A default `strongroom init` archive; its policies' virus_check set to `virus_check`
-    (default: --virus-check) when that is not the policies' own `required`."""
+def fresh_archive(base: Path) -> Path:
+    """A default `strongroom init` archive (two filesystem replicas), virus_check per --virus-check."""
     shutil.rmtree(base, ignore_errors=True)
     subprocess.run([BIN / "strongroom", "init", base], check=True, stdout=subprocess.DEVNULL)
-    mode = virus_check or VIRUS_CHECK
-    if mode != "required":
+    if VIRUS_CHECK != "required":
         for p in (base / "policies").glob("*.yaml"):
-            p.write_text(p.read_text("utf-8").replace("virus_check: required", f"virus_check: {mode}"), "utf-8")
+            p.write_text(p.read_text("utf-8").replace("virus_check: required", f"virus_check: {VIRUS_CHECK}"),
+                         "utf-8")
     return base / "strongroom.yaml"
 
 
-def start_clamd(work: Path):
-    """A private clamd for the run (tests/clamav.py); $STRONGROOM_CLAMAV names it to every
-    strongroom child. Returns the server (stop() it), or None when no scan is asked for."""
-    if VIRUS_CHECK == "off":
-        return None
-    sys.path.insert(0, str(REPO))
-    from tests.clamav import Clamd
-
-    server = Clamd(work / "clamd-ingest").start()
-    os.environ["STRONGROOM_CLAMAV"] = server.socket
-    return server
+def strongroom_cmd(cfg: Path, corpus: Path, name: str) -> List:
+    return [BIN / "strongroom", "--config", cfg, "--workers", "2", "deposit", corpus,
+            "--library", "BENCH", "--collection", name, "--type", "purchased"]
 
 
-INGEST_ONLY = """
-import sys
-from pathlib import Path
-from ingest import virus
-from ingest.deposit import DepositRequest, ingest
-from policies.config import load_config
-cfg = load_config(sys.argv[1])
-policy = cfg.policy("at-risk-purchased")
-scanning = virus.setup(cfg, policy, quarantine_dir=Path(cfg.staging) / virus.QUARANTINE / "bench", source=sys.argv[2])
-r = ingest(DepositRequest(source=Path(sys.argv[2]), library="BENCH", collection="c", collection_type="purchased",
-                          policy=policy, staging=cfg.staging, workers=2, virus=scanning))
-print(r.file_count, r.byte_count)
-"""
-
-
-def bench_ingest(name: str, corpus: Path, work: Path, rows: list) -> None:
-    copy = work / f"{name}-bagit"
-    corpus_copy(corpus, copy)
-    b_wall, b_rss = timed([BIN / "bagit.py", "--processes", "2", "--sha256", "--md5", "--quiet", copy])
+def run_strongroom(name: str, corpus: Path, work: Path, code: Optional[str] = None) -> Run:
+    """One deposit; `code`: a checkout of another Strongroom version to run instead (--before)."""
     cfg = fresh_archive(work / f"{name}-archive")
-    s_wall, s_rss = timed([sys.executable, "-c", INGEST_ONLY, cfg, corpus])
-    rows.append((f"ingest {name}", b_wall, b_rss, s_wall, s_rss))
+    env = dict(os.environ, PYTHONPATH=code) if code else None
+    return measure(strongroom_cmd(cfg, corpus, name), env=env)
 
 
-def bench_deposit(name: str, corpus: Path, work: Path, rows: list) -> None:
+def baseline_cmds(name: str, corpus: Path, work: Path, sync: bool) -> List[List]:
     copy = work / f"{name}-bagit"
-    corpus_copy(corpus, copy)
-    wall = 0.0
-    rss = 0.0
-    w, r = timed([BIN / "bagit.py", "--processes", "2", "--sha256", "--md5", "--quiet", copy])
-    wall += w
-    rss = max(rss, r)
+    cmds: List[List] = [[BIN / "bagit.py", "--processes", "2", "--sha256", "--md5", "--quiet", copy]]
     for site in ("a", "b"):
         dest = work / f"{name}-cp-{site}"
-        shutil.rmtree(dest, ignore_errors=True)
-        w, r = timed(["cp", "-r", copy, dest])
-        wall += w
-        w, r = timed([BIN / "bagit.py", "--validate", "--processes", "2", "--quiet", dest])
-        wall += w
-        rss = max(rss, r)
-    cfg = fresh_archive(work / f"{name}-archive")
-    s_wall, s_rss = timed([BIN / "strongroom", "--config", cfg, "--workers", "2", "deposit", corpus,
-                           "--library", "BENCH", "--collection", name, "--type", "purchased"])
-    rows.append((f"deposit {name}", wall, rss, s_wall, s_rss))
+        cmds.append(["cp", "-r", copy, dest])
+        cmds.append([BIN / "bagit.py", "--validate", "--processes", "2", "--quiet", dest])
+    if sync:
+        cmds.append(["sync"])
+    return cmds
 
 
-def main() -> None:
+def prepare_baseline(name: str, corpus: Path, work: Path) -> None:
+    """The copy bagit.py bags in place and the cp destinations: set up outside the timing."""
+    copy = work / f"{name}-bagit"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(corpus, copy)
+    for site in ("a", "b"):
+        shutil.rmtree(work / f"{name}-cp-{site}", ignore_errors=True)
+    subprocess.run(["sync"], check=True)
+
+
+def run_baseline(name: str, corpus: Path, work: Path, sync: bool) -> Run:
+    prepare_baseline(name, corpus, work)
+    total = Run()
+    for cmd in baseline_cmds(name, corpus, work, sync):
+        total.add(measure(cmd))
+    return total
+
+
+def strace_counts(cmds: List[List]) -> Dict[str, int]:
+    """Syscall counts of a sequence of commands, from `strace -f -c` (one untimed run)."""
+    counts: Dict[str, int] = {}
+    for cmd in cmds:
+        with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+            subprocess.run(["strace", "-f", "-c", "-o", out.name] + [str(c) for c in cmd], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for line in out.read().splitlines():
+                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+                if m and m.group(2) != "total":
+                    counts[m.group(2)] = counts.get(m.group(2), 0) + int(m.group(1))
+    return counts
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def median(values: List[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(name: str, files: int, nbytes: int, runs: Dict[str, List[Run]], syscalls: Dict[str, Dict[str, int]]):
+    print(f"\n## {name}: {files:,} files, {nbytes / 2**20:,.0f} MiB, {len(runs['strongroom'])} interleaved round(s)")
+    print("| side | wall s (median) | CPU s (median) | peak RSS MiB | read B/B | written B/B | to disk B/B "
+          "| read calls/file | write calls/file |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for side, rs in runs.items():
+        io = rs[-1].io
+        print(f"| {side} | {median([r.wall for r in rs]):.2f} | {median([r.cpu for r in rs]):.2f} "
+              f"| {max(r.rss_mib for r in rs):.0f} | {io.get('rchar', 0) / nbytes:.2f} "
+              f"| {io.get('wchar', 0) / nbytes:.2f} | {io.get('write_bytes', 0) / nbytes:.2f} "
+              f"| {io.get('syscr', 0) / files:.1f} | {io.get('syscw', 0) / files:.1f} |")
+    if syscalls:
+        names = sorted({k for c in syscalls.values() for k in c},
+                       key=lambda k: -max(c.get(k, 0) for c in syscalls.values()))[:14]
+        print("\nsyscalls per file (strace -f -c, one untimed run each):")
+        print("| syscall | " + " | ".join(syscalls) + " |")
+        print("|---|" + "---|" * len(syscalls))
+        for k in names:
+            print(f"| {k} | " + " | ".join(f"{c.get(k, 0) / files:.2f}" for c in syscalls.values()) + " |")
+    s = runs["strongroom"]
+    for base in [k for k in runs if k != "strongroom"]:
+        b = runs[base]
+        wall = [x.wall / y.wall for x, y in zip(s, b)]
+        cpu = [x.cpu / y.cpu for x, y in zip(s, b)]
+        for what, ratios in (("wall", wall), ("CPU", cpu)):
+            r = median(ratios)
+            rounds = ", ".join(f"{x:.2f}" for x in ratios)
+            if base == "before":
+                print(f"{name}: strongroom/before {what} {r:.2f}x (rounds: {rounds}): this version against --before")
+                continue
+            verdict = "met" if r <= GOAL else "NOT met"
+            print(f"{name}: strongroom/{base} {what} {r:.2f}x (rounds: {rounds}) goal <= {GOAL:.1f}x: {verdict}")
+
+
+def parse_large(spec: str):
+    m = re.fullmatch(r"(\d+)x(\d+)(MiB|GiB)", spec)
+    if not m:
+        raise argparse.ArgumentTypeError(f"--large {spec!r}: expected COUNTxSIZE such as 4x512MiB")
+    return int(m.group(1)), int(m.group(2)) * (1024 if m.group(3) == "GiB" else 1)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", type=int, default=20000)
-    ap.add_argument("--large-mib", type=int, default=2048)
+    ap.add_argument("--small", type=int, default=20000, help="files in the small corpus (default 20000)")
+    ap.add_argument("--large", type=parse_large, default=(4, 512), help="large corpus, e.g. 4x512MiB (default)")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default="/tmp/strongroom-bench")
-    ap.add_argument("--only", choices=["ingest", "deposit"], default=None)
-    ap.add_argument("--corpus", choices=["small", "large"], default=None)
-    ap.add_argument("--virus-check", choices=["required", "off"], default="required",
-                    help="scan with a private clamd while staging, as the default policies ask (default), "
-                         "or write virus_check: off into the bench archive's policies")
-    args = ap.parse_args()
+    ap.add_argument("--corpus", choices=["small", "large"], default=None, help="only this corpus")
+    ap.add_argument("--virus-check", choices=["off", "required"], default="off")
+    ap.add_argument("--strace", action="store_true", help="also count syscalls (one untimed run per side)")
+    ap.add_argument("--before", metavar="DIR", default=None,
+                    help="also run the Strongroom of this checkout (e.g. `git archive` of an older commit), "
+                         "interleaved like the others, as the side 'before'")
+    args = ap.parse_args(argv)
     global VIRUS_CHECK
     VIRUS_CHECK = args.virus_check
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     corpora = {}
     if args.corpus in (None, "small"):
-        build_small(work / "corpus-small", args.small)
-        corpora["small"] = work / "corpus-small"
+        corpora["small"] = work / f"corpus-small-{args.small}"
+        build_small(corpora["small"], args.small)
     if args.corpus in (None, "large"):
-        build_large(work / "corpus-large", args.large_mib)
-        corpora["large"] = work / "corpus-large"
-    rows = []
-    clamd = start_clamd(work)
+        count, mib = args.large
+        corpora["large"] = work / f"corpus-large-{count}x{mib}"
+        build_large(corpora["large"], count * mib, count)
+    clamd = None
+    if VIRUS_CHECK == "required":
+        sys.path.insert(0, str(REPO))
+        from tests.clamav import Clamd
+
+        clamd = Clamd(work / "clamd-ingest").start()
+        os.environ["STRONGROOM_CLAMAV"] = clamd.socket
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; "
+          f"virus check: {VIRUS_CHECK}")
     try:
         for name, corpus in corpora.items():
-            if args.only in (None, "ingest"):
-                bench_ingest(name, corpus, work, rows)
-            if args.only in (None, "deposit"):
-                bench_deposit(name, corpus, work, rows)
+            files, nbytes = corpus_stats(corpus)
+            sides = ["strongroom", "baseline"] + (["baseline+sync"] if name == "large" else []) + (
+                ["before"] if args.before else [])
+            runs: Dict[str, List[Run]] = {s: [] for s in sides}
+            for i in range(args.rounds):
+                order = sides if i % 2 == 0 else sides[::-1]
+                for side in order:
+                    if side in ("strongroom", "before"):
+                        runs[side].append(run_strongroom(name, corpus, work, args.before if side == "before" else None))
+                    else:
+                        runs[side].append(run_baseline(name, corpus, work, sync=side.endswith("sync")))
+                    print(f"  round {i + 1} {name} {side}: {runs[side][-1].wall:.2f} s wall, "
+                          f"{runs[side][-1].cpu:.2f} s CPU", flush=True)
+            syscalls: Dict[str, Dict[str, int]] = {}
+            if args.strace:
+                cfg = fresh_archive(work / f"{name}-archive")
+                syscalls["strongroom"] = strace_counts([strongroom_cmd(cfg, corpus, name)])
+                prepare_baseline(name, corpus, work)
+                syscalls["baseline"] = strace_counts(baseline_cmds(name, corpus, work, sync=False))
+            report(name, files, nbytes, runs, syscalls)
     finally:
         if clamd is not None:
             clamd.stop()
-    print(f"virus check: {VIRUS_CHECK}" + (" (private clamd, every byte scanned while staging)"
-                                           if VIRUS_CHECK == "required" else " (virus_check: off in the policies)"))
-    print("| run | baseline s | baseline peak MiB | strongroom s | strongroom peak MiB | ratio (strongroom/baseline) |")
-    print("|---|---|---|---|---|---|")
-    for run, bw, br, sw, sr in rows:
-        print(f"| {run} | {bw:.1f} | {br:.0f} | {sw:.1f} | {sr:.0f} | {sw / bw:.2f}x |")
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other work on the machine slows both sides)")
 
 
 if __name__ == "__main__":
