@@ -57,6 +57,7 @@ class FixityCadence:
     daily_byte_budget: int              # bytes a single day's deep audits may read
     after_finding: Optional[AfterFinding] = DEFAULT_AFTER_FINDING   # None: off (policies.fixity_rules)
     cold: ColdSample = DEFAULT_COLD     # the deep sample on `tier: cold` targets
+    drill_every: datetime.timedelta = datetime.timedelta(days=180)   # restore drill per target (fixity.drill)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class CadenceOverride:
             daily_byte_budget=cadence.daily_byte_budget,
             after_finding=cadence.after_finding,
             cold=cadence.cold,
+            drill_every=cadence.drill_every,
         )
 
 
@@ -161,6 +163,7 @@ class Policy:
                 "daily_byte_budget": format_size(self.fixity.daily_byte_budget),
                 "after_finding": None if self.fixity.after_finding is None else self.fixity.after_finding.as_dict(),
                 "cold": self.fixity.cold.as_dict(),
+                "drill_every": format_duration(self.fixity.drill_every),
             },
             "bag": {"max_bytes": format_size(self.bag.max_bytes), "max_files": self.bag.max_files},
             "formats": {"at_risk": list(self.formats.at_risk), "unidentified": self.formats.unidentified},
@@ -475,7 +478,8 @@ def read_cadence_override(reader: Reader, value: Any, key: str) -> Optional[Cade
 
 
 def _read_fixity(reader: Reader, value: Any) -> FixityCadence:
-    data = reader.mapping(value, "fixity", ("deep_every", "quick_every", "daily_byte_budget", "after_finding", "cold"))
+    data = reader.mapping(value, "fixity", ("deep_every", "quick_every", "daily_byte_budget", "after_finding", "cold",
+                                            "drill_every"))
     if data is None:
         return DEFAULT_FIXITY
     deep = reader.duration(data["deep_every"], "fixity.deep_every") if "deep_every" in data else DEFAULT_FIXITY.deep_every
@@ -489,9 +493,11 @@ def _read_fixity(reader: Reader, value: Any) -> FixityCadence:
     after = read_after_finding(reader, data["after_finding"], "fixity.after_finding", deep or DEFAULT_FIXITY.deep_every) \
         if "after_finding" in data else DEFAULT_AFTER_FINDING
     cold = read_cold(reader, data["cold"], "fixity.cold") if "cold" in data else DEFAULT_COLD
+    drill = reader.duration(data["drill_every"], "fixity.drill_every") if "drill_every" in data else None
     return FixityCadence(deep_every=deep or DEFAULT_FIXITY.deep_every,
                          quick_every=quick or DEFAULT_FIXITY.quick_every,
-                         daily_byte_budget=budget or DEFAULT_FIXITY.daily_byte_budget, after_finding=after, cold=cold)
+                         daily_byte_budget=budget or DEFAULT_FIXITY.daily_byte_budget, after_finding=after, cold=cold,
+                         drill_every=drill or DEFAULT_FIXITY.drill_every)
 
 
 def _read_bag(reader: Reader, value: Any) -> BagLimits:
