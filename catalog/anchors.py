@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from catalog.checkpoints import (BadCheckpoint, Checkpoint, Entry, build, checkpoint_keys, entry_of_segment, parse,
-                                 read_chain)
+from catalog.checkpoints import (BadCheckpoint, Checkpoint, Entry, TargetChain, build, checkpoint_keys,
+                                 entry_of_segment, parse, read_chain)
 from catalog.ledger import FOLDER, GENESIS, Ledger, Segment, segment_name, sha256_hex
 from catalog.store import Store
 from catalog.verifier_copy import ensure_verifier
@@ -227,6 +227,17 @@ class AnchorVerifyReport:
                 "targets": [t.to_dict() for t in self.targets], "problems": self.problems}
 
 
+def target_chains(config) -> Iterator[Tuple[Any, Optional[TargetChain], str]]:
+    """(target, its checkpoint chain or None, why not) for every storage target; a segment
+    anchored on several targets is decoded once (`read_chain`'s `checked`)."""
+    checked: Dict[str, Entry] = {}
+    for target in config.storage.values():
+        try:
+            yield target, read_chain(open_for_records(config, target), checked), ""
+        except (StrongroomError, OSError) as exc:
+            yield target, None, f"{target.name}: its checkpoints cannot be read: {exc}"
+
+
 def catalog_hashes(store: Store, segs: Sequence[Segment]) -> Dict[int, str]:
     return {s.seq: sha256_hex(store.read_bytes(s.file.path)) for s in segs}
 
@@ -237,14 +248,11 @@ def verify_against_storage(config, store: Store) -> AnchorVerifyReport:
     segs, head_seq, head_sha = ledger_head(store)
     mine = catalog_hashes(store, segs)
     report = AnchorVerifyReport(head_seq, head_sha)
-    checked: Dict[str, Entry] = {}
-    for target in config.storage.values():
+    for target, chain, why in target_chains(config):
         check = TargetCheck(target.name)
         report.targets.append(check)
-        try:
-            chain = read_chain(open_for_records(config, target), checked)
-        except (StrongroomError, OSError) as exc:
-            check.problems.append(f"{target.name}: its checkpoints cannot be read: {exc}")
+        if chain is None:
+            check.problems.append(why)
             continue
         check.problems += chain.problems
         check.checkpoints = len(chain.checkpoints)
@@ -293,12 +301,9 @@ def restore_events(config, store: Store) -> RestoreResult:
     anchored one (`ledger verify --against-storage` tells which)."""
     result = RestoreResult()
     agreed: Dict[int, Tuple[Entry, str]] = {}
-    checked: Dict[str, Entry] = {}
-    for target in config.storage.values():
-        try:
-            chain = read_chain(open_for_records(config, target), checked)
-        except (StrongroomError, OSError) as exc:
-            result.warnings.append(f"{target.name}: its checkpoints cannot be read: {exc}")
+    for target, chain, why in target_chains(config):
+        if chain is None:
+            result.warnings.append(why)
             continue
         result.warnings += chain.problems
         if chain.checkpoints:

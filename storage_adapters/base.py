@@ -204,6 +204,16 @@ def _parsed_bag_id(text: str) -> Optional[BagId]:
         return None
 
 
+def checked_record_prefix(adapter: "StorageAdapter", prefix: str) -> Tuple[str, ...]:
+    """`check_record_key(prefix, prefix=True)` for `adapter.list_records`: UnsafePath naming the
+    target and the place instead of ValueError."""
+    try:
+        return check_record_key(prefix, prefix=True)
+    except ValueError as exc:
+        raise UnsafePath(f"refused record prefix: {exc}", target=adapter.name,
+                         location=adapter.record_location(prefix)) from None
+
+
 def bag_segments(bag_id: BagId) -> Tuple[str, str, str]:
     """(LIB, COLL, bag-name): checked again here because BagId can be built without `parse`."""
     text = str(bag_id)
@@ -535,5 +545,5 @@ __all__ = [
     "CHUNK", "Source", "StorageError", "NotFound", "ReplicaConflict", "UnsafePath", "OddObject", "SourceMismatch",
     "PutOutcome", "PutItem", "ItemDone", "FileStat", "StorageAdapter", "HashingReader",
     "check_relpath", "bag_segments", "bag_key", "check_aside_key", "check_digests", "check_unique_relpaths", "open_source",
-    "hash_stream", "read_buffer", "RESERVED", "check_record_key",
+    "hash_stream", "read_buffer", "RESERVED", "check_record_key", "checked_record_prefix",
 ]

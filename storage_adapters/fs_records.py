@@ -1,21 +1,19 @@
 """Records on the folder target: small files under `<root>/.strongroom/` (storage_adapters.base.RESERVED).
 
 `StoredRecords` is a part of `FilesystemAdapter` (a mixin, like `fs_read.StoredReads`): it uses
-the adapter's link-refusing folder walk (`_dir`, `_walk`), its locked temp files and its
-never-overwriting link() (`_create_temp`, `_fill`, `_link_new`), so a record gets exactly the
+the adapter's link-refusing folder walk (`_dir`, `_walk`) and its never-overwriting store of a
+file (`_store`: locked temp file, fsync, link(), folder fsync), so a record gets exactly the
 guarantees of a bag file: complete and durable under its name or not there at all, never
 replacing anything, no link followed at any level.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
 from typing import Iterator, Tuple
 
-from .base import RESERVED, NotFound, PutOutcome, UnsafePath, check_record_key
+from .base import RESERVED, NotFound, PutOutcome, UnsafePath, check_record_key, checked_record_prefix
 from .fs_common import TEMP_SUFFIX, is_temp_name
 
 
@@ -41,23 +39,7 @@ class StoredRecords:
         dirs, name, loc = self._record_key(key)
         digests = {"sha256": hashlib.sha256(data).hexdigest()}
         with self._dir(dirs, create=True) as dfd:
-            if self._same_as_existing(dfd, name, loc, len(data), digests):
-                return PutOutcome.ALREADY_PRESENT
-            tmp, fd = self._create_temp(dfd, name, loc)
-            tmp_gone = False
-            try:
-                self._fill(fd, io.BytesIO(data), len(data), digests, None, loc)
-                try:
-                    outcome, tmp_gone = self._link_new(dfd, tmp, name, loc, len(data), digests)
-                    os.fsync(dfd)
-                except OSError as exc:
-                    raise self._failure(exc, loc, writing=True) from None
-                return outcome
-            finally:
-                if not tmp_gone:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp, dir_fd=dfd)
-                os.close(fd)
+            return self._store(dfd, name, loc, io.BytesIO(data), len(data), digests, None, replace=False)
 
     def read_record(self, key: str) -> bytes:
         dirs, name, loc = self._record_key(key)
@@ -69,11 +51,7 @@ class StoredRecords:
                     raise self._failure(exc, loc, writing=False) from None
 
     def list_records(self, prefix: str = "") -> Iterator[str]:
-        try:
-            check_record_key(prefix, prefix=True)
-        except ValueError as exc:
-            raise UnsafePath(f"refused record prefix: {exc}", target=self.name,
-                             location=self.record_location(prefix)) from None
+        checked_record_prefix(self, prefix)
         folder = tuple(s for s in prefix.split("/")[:-1] if s)
         base = "/".join(folder) + "/" if folder else ""
         try:

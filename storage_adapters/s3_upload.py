@@ -523,14 +523,15 @@ class S3Uploads:
 
         self._retrying(loc, delete)
 
-    def put_new_object(self, key: str, data: bytes) -> bool:
+    def put_new_object(self, key: str, data: bytes, *, extra: Optional[Mapping[str, Any]] = None) -> bool:
         """Store small `data` under `key` (a full key: no prefix or bag layout) only if nothing is
         there: True if written, False if the key is taken. If-None-Match: * makes it atomic; on a
-        server without it, a HEAD before the PUT (a small race remains). For the catalog."""
+        server without it, a HEAD before the PUT (a small race remains). For the catalog and the
+        records (s3_reserved); `extra`: more PutObject arguments (Object Lock retention)."""
         loc = f"s3://{self.bucket}/{key}"
         self.ensure_bucket()
         args = {"Bucket": self.bucket, "Key": key, "Body": data, "ContentMD5": _b64(hashlib.md5(data).digest()),
-                "ChecksumSHA256": _b64(hashlib.sha256(data).digest())}
+                "ChecksumSHA256": _b64(hashlib.sha256(data).digest()), **(extra or {})}
 
         def put(attempt: int, last: bool) -> bool:
             try:
