@@ -164,6 +164,9 @@ def test_dark_restore_refused_and_preservation_restore_logged(arch, tmp_path):
     assert not (tmp_path / "a").exists()
     code, _, err = arch.restore(bag, tmp_path / "b", "--library", "PKU")
     assert code == 2 and "dark" in err
+    for option, name in (("--collection", "PKU/ejournals"), ("--deposit", bag.rsplit("-", 1)[0])):
+        code, _, err = arch.run("restore", option, name, str(tmp_path / "g"))
+        assert code == 2 and "dark" in err, err
     arch.as_operator("eve")
     code, _, err = arch.restore(bag, tmp_path / "c", "--for-preservation")
     assert code == 2 and "governance.operators" in err
@@ -223,13 +226,22 @@ def test_trigger_at_quorum_releases_to_the_entitled_library_only_and_executes_on
     code, out, _ = arch.run("requests", as_json=True)
     assert [(r["id"], r["state"]) for r in out["requests"]] == [(req, "executed")]
     assert arch.run("requests", "--pending", as_json=True)[1]["requests"] == []
+    # an entitlement added after the release needs a trigger of its own, naming only it
+    code, _, err = arch.run("request", "trigger", "PKU/ejournals", "--reason", "again")
+    assert code == 2 and "not released yet" in err
+    arch.run("entitlement", "add", "PKU/ejournals", "--library", "FDU")
+    second = arch.request("trigger", "PKU/ejournals")
+    assert [ln for ln in arch.signable(second).read_text().splitlines() if ln.startswith("release-to:")] == \
+        ["release-to: FDU"]
+    assert arch.restore(bag, tmp_path / "fdu", "--library", "FDU")[0] == 2
     # the preservation report shows access states, entitlements and the executed request with its approvers
     out = tmp_path / "report.json"
     assert arch.run("report", "preservation", "--format", "json", "-o", str(out))[0] == 0
     gov = json.loads(out.read_text())["governance"]
     assert {a["collection"]: a["state"] for a in gov["access"]} == {"PKU/ejournals": "released", "LIB/own": "open-to-owner"}
-    assert sorted(e["library"] for e in gov["entitlements"]) == ["SYSU", "WHU"]
-    assert [(r["id"], r["state"], sorted(r["approvers"])) for r in gov["requests"]] == [(req, "executed", ["alice", "bob"])]
+    assert sorted(e["library"] for e in gov["entitlements"]) == ["FDU", "SYSU", "WHU"]
+    assert [(r["id"], r["state"], sorted(r["approvers"])) for r in gov["requests"]] == \
+        [(req, "executed", ["alice", "bob"]), (second, "pending", [])]
     html = tmp_path / "report.html"
     assert arch.run("report", "preservation", "--lang", "zh", "-o", str(html))[0] == 0
     page = html.read_text()

@@ -2,8 +2,9 @@
 
 Writes a governance request (catalog.requests) and prints its id and sha256; approvers then sign
 its text (`strongroom requests show REQ --signable`) and `strongroom approve` counts them. A
-trigger names a purchased collection and carries its current entitlements into the signed text:
-the approvers see, and sign, exactly which libraries it releases to.
+trigger names a purchased collection and carries its entitlements not yet released into the
+signed text: the approvers see, and sign, exactly which libraries it releases to (an entitlement
+added after a release needs a trigger of its own).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from catalog.entitlements import DARK, access_state, entitlements
+    from catalog.entitlements import OPEN_TO_OWNER, access_state, entitlements, releases
     from catalog.requests import new_request, save_request
     from pipelines.governance import collection_bags, open_governed
     from pipelines.output import emit
@@ -46,14 +47,15 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "trigger":
         owner, coll = args.target.split("/", 1)
         state = access_state(catalog, owner, coll)
-        if state != DARK:
-            raise UsageError(f"collection {args.target} is {state}, not dark: a trigger releases dark (purchased) "
-                             f"content only", key="TARGET")
-        grants = tuple(e.grant() for e in entitlements(catalog, args.target))
+        if state == OPEN_TO_OWNER:
+            raise UsageError(f"collection {args.target} is self-built (open to its owner): a trigger releases "
+                             f"purchased content only", key="TARGET")
+        done = set(releases(catalog, args.target).get(args.target, []))
+        grants = tuple(g for g in (e.grant() for e in entitlements(catalog, args.target)) if g not in done)
         if not grants:
-            raise UsageError(f"collection {args.target} has no entitlements: a trigger releases to the entitled "
-                             f"libraries only; add them first (`strongroom entitlement add {args.target} --library L`)",
-                             key="TARGET")
+            raise UsageError(f"collection {args.target} has no entitlements that are not released yet: a trigger "
+                             f"releases to the entitled libraries only; add them first (`strongroom entitlement add "
+                             f"{args.target} --library L`)", key="TARGET")
     req = new_request(args.kind, args.target, bags, args.reason, args.evidence, agent.operator(), gov.expiry_days,
                       grants)
     save_request(catalog, req)
