@@ -350,3 +350,29 @@ def test_a_rebuilt_catalog_keeps_entitlements_requests_approvals_and_releases(ar
     assert code == 0, err
     code, _, err = arch.approve(pending, arch.sign("carol", arch.signable(pending)), as_json=False)
     assert code == 2 and "already approved" in err
+
+
+def test_titles_and_years_of_a_grant_decide_which_bags_it_covers():
+    import datetime as dt
+
+    from catalog.entitlements import grant_covers, parse_years
+    from catalog.requests import Grant
+    from catalog.schema import BagRecord
+    from strongroom.errors import UsageError
+
+    def bag(title):
+        return BagRecord(bag_id="PKU/ej/20260101T000000Z-1", library="PKU", collection="ej",
+                         collection_type="purchased", title=title, policy="p", external_identifier="x",
+                         group_id="PKU/ej/20260101T000000Z", part=1, part_count=1, file_count=0, byte_count=0,
+                         created_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+
+    assert grant_covers(Grant("WHU"), bag(None)) is None
+    assert grant_covers(Grant("WHU", ("Journal of Examples",)), bag("journal of  examples 2005")) is None
+    assert "not among the entitled titles" in grant_covers(Grant("WHU", ("Other Review",)), bag("Journal 2005"))
+    assert grant_covers(Grant("WHU", years=(2001, 2010)), bag("Journal 2005")) is None
+    assert "outside 2001-2010" in grant_covers(Grant("WHU", years=(2001, 2010)), bag("Journal 2015"))
+    assert "names no year" in grant_covers(Grant("WHU", years=(2001, 2010)), bag("Journal"))
+    assert parse_years("2001-2020") == (2001, 2020) and parse_years("2005") == (2005, 2005)
+    for bad in ("2020-2001", "20x1", "2001-"):
+        with pytest.raises(UsageError):
+            parse_years(bad)
