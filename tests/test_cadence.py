@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-import textwrap
+import re
 from pathlib import Path
 
 import pytest
@@ -25,24 +25,12 @@ from tests.test_due import DAY, SITES, T0, Fake, days
 
 def archive(root: Path, *, policy_fixity: str = "deep_every: 90d, quick_every: 7d",
             site_c: str = "") -> Path:
-    for d in ("catalog", "staging", "policies", "replicas/a", "replicas/b", "replicas/c"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "strongroom.yaml").write_text(textwrap.dedent(f"""\
-        catalog: ./catalog
-        staging: ./staging
-        policies: ./policies
-        storage:
-          site-a: {{type: filesystem, root: ./replicas/a, site: beijing}}
-          site-b: {{type: filesystem, root: ./replicas/b, site: wuhan}}
-          site-c: {{type: filesystem, root: ./replicas/c, site: shanghai{site_c}}}
-        """), encoding="utf-8")
-    (root / "policies" / "self-built.yaml").write_text(textwrap.dedent(f"""\
-        name: self-built
-        checksums: [sha256]
-        replicas: [site-a, site-b, site-c]
-        fixity: {{{policy_fixity}}}
-        """), encoding="utf-8")
-    return root / "strongroom.yaml"
+    """test_audit's three-target archive with this policy `fixity:` and extra keys on site-c."""
+    cfg = write_archive(root)
+    cfg.write_text(cfg.read_text("utf-8").replace("site: shanghai}", f"site: shanghai{site_c}}}"), "utf-8")
+    policy = root / "policies" / "self-built.yaml"
+    policy.write_text(re.sub(r"(?m)^fixity: .*$", f"fixity: {{{policy_fixity}}}", policy.read_text("utf-8")), "utf-8")
+    return cfg
 
 
 class Hist(Fake):
