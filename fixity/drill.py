@@ -20,7 +20,8 @@ CoreTrustSeal R14): not "we check our checksums" but "we restored, and it worked
   unless given, is recorded in every event, and each target draws from `Random("SEED/TARGET")`,
   so a run can be reproduced exactly.
 * **When**: `due=True` drills only targets whose last drill (catalog.drills.last_drills) is
-  older than the cadence, `DEFAULT_EVERY` (180 days) unless `every` is given.
+  older than the cadence: `every` if given, else the shortest policy `fixity.drill_every`
+  (default 180 days) of the policies that keep copies on that target.
 * **Scratch space** is fixity.drill_scratch: one folder per run under STAGING/drills, removed
   after every bag and at the end however the run ends; a killed run's is removed by the next.
 """
@@ -44,13 +45,15 @@ from fixity.drill_scratch import Scratch
 from fixity.restore import prepare
 from fixity.restore_result import AGENT, DETAIL_MAX, RestoreError, RestoreResult
 from fixity.restore_sources import USABLE_STATES
+from policies.model import DEFAULT_FIXITY
+from policies.units import format_duration
 from strongroom.bag_id import BagId
 from strongroom.errors import PreservationError, UsageError
 
 log = logging.getLogger(__name__)
 
-#: How often each target is drilled by `drill --due` unless told otherwise.
-DEFAULT_EVERY = _dt.timedelta(days=180)
+#: How often a target no policy names is drilled by `drill --due` (the policies' own default).
+DEFAULT_EVERY = DEFAULT_FIXITY.drill_every
 #: Bags drilled per target when neither a sample size nor a byte budget is given.
 DEFAULT_SAMPLE = 1
 
@@ -132,15 +135,19 @@ def run_drill(config, catalog: Catalog, *, sample: Optional[int] = None, budget:
     held = _verified_copies(catalog, scope)
     sizes = {r["bag_id"]: r["byte_count"] for r in scope.bags(catalog).select(["bag_id", "byte_count"]).to_pylist()}
     last = last_drills(catalog, library) if due else {}
-    cadence = every or DEFAULT_EVERY
+    broken = getattr(config, "broken_policies", {})
+    if due and every is None and broken:      # its drill_every cannot be known: never guess a cadence
+        raise broken[sorted(broken)[0]].error()
     with Scratch(config.staging, report.run_id) as scratch:
         report.removed_stale = scratch.removed
         for name in names:
             run = TargetDrillRun(name, candidates=len(held.get(name, [])))
             report.targets.append(run)
             previous = last.get(name)
+            cadence = every or cadence_of(config, name)
             if due and previous is not None and previous.at > now - cadence:
-                run.skipped = f"not due: last drilled {previous.at.isoformat()} (every {cadence.days} days)"
+                run.skipped = (f"not due: last drilled {previous.at.isoformat()} "
+                               f"(every {format_duration(cadence)})")
                 continue
             chosen = choose(held.get(name, []), sizes, random.Random(f"{seed}/{name}"), sample, budget)
             if not chosen:
@@ -149,6 +156,12 @@ def run_drill(config, catalog: Catalog, *, sample: Optional[int] = None, budget:
             for bag in chosen:
                 run.bags.append(_drill_one(config, catalog, scratch, report, bag, name, workers))
     return report
+
+
+def cadence_of(config, target: str) -> _dt.timedelta:
+    """The shortest `fixity.drill_every` of the policies keeping copies on `target` (DEFAULT_EVERY if none)."""
+    named = [p.fixity.drill_every for p in config.policies.values() if target in p.replicas]
+    return min(named) if named else DEFAULT_EVERY
 
 
 def choose(bags: Sequence[str], sizes: Dict[str, int], rng: random.Random, sample: Optional[int],
@@ -221,4 +234,4 @@ def _drill_one(config, catalog: Catalog, scratch: Scratch, report: DrillReport, 
 
 
 __all__ = ["DEFAULT_EVERY", "DEFAULT_SAMPLE", "BagDrill", "TargetDrillRun", "DrillReport", "run_drill", "choose",
-           "new_run_id"]
+           "new_run_id", "cadence_of"]

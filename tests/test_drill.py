@@ -161,6 +161,16 @@ def test_due_drills_only_targets_not_drilled_within_the_cadence(archive, capsys)
     assert [len(t.bags) for t in report.targets] == [1, 1]
     report = run_drill(archive.config, archive.catalog, due=True, now=later, every=dt.timedelta(days=365))
     assert [len(t.bags) for t in report.targets] == [0, 0]
+    # the policy's own cadence, fixity.drill_every (180d by default)
+    policy = archive.config.policies_dir / "self-built.yaml"
+    text = policy.read_text()
+    policy.write_text(text.replace("  drill_every: 180d", "  drill_every: 30d"))
+    sooner = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31)
+    report = run_drill(load_config(archive.cfg), archive.catalog, due=True, now=sooner)
+    assert [len(t.bags) for t in report.targets] == [1, 1]
+    policy.write_text(text.replace("  drill_every: 180d", "  drill_every: soon"))
+    code = main(["--config", str(archive.cfg), "drill", "--due"])
+    assert code == 2 and "fixity.drill_every" in capsys.readouterr().err
 
 
 def test_library_scope_and_seed(archive, capsys):

@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--due", action="store_true",
                    help="only targets whose last drill is older than --every (or that were never drilled)")
     p.add_argument("--every", default=None, metavar="DURATION",
-                   help="with --due: the drill cadence, e.g. 90d (default 180d)")
+                   help="with --due: the drill cadence, e.g. 90d (default: the shortest fixity.drill_every of "
+                        "the policies keeping copies on the target, 180d unless set)")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="the random seed (default: the time); recorded in every event, so a run can be repeated")
     p.set_defaults(run=run)
