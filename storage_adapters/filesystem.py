@@ -82,6 +82,7 @@ from .fs_common import (  # noqa: F401  (re-exported: TEMP_SUFFIX, temp_name, is
 # Looked up here at call time (tests replace them on this module).
 from .fs_durability import fd_budget, syncfs, syncfs_is_durable
 from .fs_read import StoredReads
+from .fs_rename import rename_noreplace
 from .fs_records import StoredRecords
 
 #: Where repair moves odd objects and extra files: `<root>/ASIDE_DIR/<stamp>/<LIB>/<COLL>/<bag>/...`.
@@ -321,8 +322,11 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
 
     def _link_new(self, dfd: int, tmp: str, name: str, loc: str, size: int,
                   digests: Dict[str, str]) -> Tuple[PutOutcome, bool]:
-        """Give the finished temp file its final name without ever replacing anything there."""
+        """Give the finished temp file its final name without ever replacing anything there: one
+        renameat2(RENAME_NOREPLACE) where offered (fs_rename), else link (the temp then removed)."""
         try:
+            if rename_noreplace(dfd, tmp, name):
+                return PutOutcome.WRITTEN, True
             os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
             return PutOutcome.WRITTEN, False
         except FileExistsError:

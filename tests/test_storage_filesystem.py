@@ -178,6 +178,7 @@ def test_file_systems_without_hard_links_still_get_atomic_never_overwrite_puts(a
         raise OSError(errno.EPERM, "Operation not permitted")  # what vfat/exfat answer to link()
 
     monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(fs_module, "rename_noreplace", lambda *a: False)  # nor renameat2 (fs_rename)
     data = os.urandom(3000)
     assert put(adapter, tmp_path, "data/x.bin", data) is PutOutcome.WRITTEN
     folder = root / "LIB/COLL" / BAG.name / "data"
@@ -618,10 +619,20 @@ class FlushLog:
             self.events.append(("link", ino, os.fstat(dst_dir_fd).st_ino))
             return real_link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks)
 
+        real_rename = fs_module.rename_noreplace
+
+        def rename_noreplace(dir_fd, src, dst):  # naming by renameat2 is logged as a link
+            ino = os.stat(src, dir_fd=dir_fd, follow_symlinks=False).st_ino
+            done = real_rename(dir_fd, src, dst)
+            if done:
+                self.events.append(("link", ino, os.fstat(dir_fd).st_ino))
+            return done
+
         monkeypatch.setattr(os, "write", write)
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "link", link)
         monkeypatch.setattr(fs_module, "syncfs", syncfs)
+        monkeypatch.setattr(fs_module, "rename_noreplace", rename_noreplace)
 
     def kinds(self, kind):
         return [e for e in self.events if e[0] == kind]
