@@ -16,7 +16,7 @@ Why it is built this way:
   what no catalog can show (agreements, plans, people's reviews).
 * **One file, two languages.** HTML through the same Jinja environment, frame and CSP as every
   report (`reports.render.html`, template reports/templates/evidence.html), JSON with stable
-  English keys and the texts in the chosen language (reports.i18n_evidence).
+  English keys and the texts in the chosen language (reports.i18n_evidence, part of reports.i18n).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from catalog.verifier_copy import FOLDER as VERIFIER_FOLDER
 from policies.units import format_duration
 from reports.common import Scope, iso, plain, write_atomic
 from reports.i18n import Translator
-from reports.i18n_evidence import EVIDENCE_MESSAGES, REQUIREMENTS
+from reports.i18n_evidence import REQUIREMENTS
 from reports.preservation import Ledger
 from reports.status import GOOD_STATES
 from strongroom.errors import StrongroomError
@@ -46,18 +46,6 @@ from strongroom.errors import StrongroomError
 EVENT_IDS_JSON = 100
 EVENT_IDS_HTML = 3
 STATUSES = ("evidenced", "gaps", "not_evidenced")
-
-
-class EvidenceTranslator(Translator):
-    """The reports' Translator with the evidence pack's own words looked up first."""
-
-    def t(self, key: str, **params: Any) -> str:
-        if key not in EVIDENCE_MESSAGES:
-            return super().t(key, **params)
-        text = EVIDENCE_MESSAGES[key][self.index]
-        return text.format(**{k: self.value(v) for k, v in params.items()}) if params else text
-
-    __call__ = t
 
 
 @dataclass
@@ -410,7 +398,7 @@ def write_evidence(report: EvidenceReport, fmt: str, lang: str, path: Path) -> P
     """The pack as one self-contained HTML page or one JSON document, written atomically."""
     from reports.render import html
 
-    tr = EvidenceTranslator(lang)
+    tr = Translator(lang)
     if fmt == "html":
         text = html(report, tr)
         return write_atomic(path, lambda fh: fh.write(text))
@@ -421,5 +409,4 @@ def write_evidence(report: EvidenceReport, fmt: str, lang: str, path: Path) -> P
     raise ValueError(f"unknown evidence format {fmt!r}")
 
 
-__all__ = ["EvidenceReport", "Claim", "TargetEvidence", "EvidenceTranslator", "build_evidence", "write_evidence",
-           "STATUSES"]
+__all__ = ["EvidenceReport", "Claim", "TargetEvidence", "build_evidence", "write_evidence", "STATUSES"]

@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from reports.common import LANGS
 from reports.i18n_coverage import COVERAGE_MESSAGES
+from reports.i18n_evidence import EVIDENCE_MESSAGES
 from reports.i18n_governance import GOVERNANCE_MESSAGES
 from reports.i18n_ndsa import NDSA_MESSAGES
 
@@ -348,6 +349,7 @@ MESSAGES: Dict[str, Tuple[str, str]] = {
     **NDSA_MESSAGES,
     **COVERAGE_MESSAGES,
     **GOVERNANCE_MESSAGES,
+    **EVIDENCE_MESSAGES,
     # charts
     "chart.holdings": ("Size held per collection", "各馆藏的数据量"),
     "chart.copies": ("Copies per site, by state", "各站点副本数（按状态）"),

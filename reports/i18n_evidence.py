@@ -1,9 +1,8 @@
-"""The words of the certification evidence pack (reports.evidence), in English and Simplified Chinese.
-
-Kept apart from reports.i18n.MESSAGES (the evidence texts are long, one set per requirement);
-reports.evidence looks a key up here first and in MESSAGES after, so the shared words (dates,
-states, the page's frame) stay one translation. A key missing in both is a KeyError at rendering.
-The requirement lines are short paraphrases naming the metric, not the standards' own text.
+"""The words of the certification evidence pack (reports.evidence) and of the restore drills the
+reports show, in English and Simplified Chinese: a part of reports.i18n.MESSAGES kept in its own
+file (one long set of texts per requirement), merged into it there, so a missing translation is
+still a KeyError at rendering. The requirement lines are short paraphrases naming the metric,
+not the standards' own text.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ EVIDENCE_MESSAGES: Dict[str, Tuple[str, str]] = {
     "sec.claims": ("Requirements and evidence", "要求与证据"),
     "sec.drills": ("Restore drills per target", "各存储目标的恢复演练"),
     "sec.anchors": ("Ledger anchored in storage", "存储中锚定的账本"),
-    "sec.method": ("How to read this pack", "如何阅读本证据包"),
+    "ev.sec.method": ("How to read this pack", "如何阅读本证据包"),
     "framework.iso16363": ("ISO 16363:2012", "ISO 16363:2012"),
     "framework.coretrustseal": ("CoreTrustSeal 2023–2025", "CoreTrustSeal 2023–2025"),
     "ev.status.evidenced": ("evidenced", "有证据"),
