@@ -30,7 +30,7 @@ from catalog.store import Store
 from catalog.verifier_copy import ensure_verifier
 from strongroom.errors import StrongroomError
 
-WRITTEN, CURRENT, FAILED = "written", "current", "failed"
+WRITTEN, CURRENT, FAILED, SKIPPED = "written", "current", "failed", "skipped"
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,7 +55,8 @@ def records_retention(config, target) -> Optional[Tuple[str, int]]:
 def open_for_records(config, target):
     from storage_adapters.registry import open_target
 
-    return open_target(target, retention=records_retention(config, target))
+    retention = records_retention(config, target)
+    return open_target(target) if retention is None else open_target(target, retention=retention)
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,7 +65,8 @@ def open_for_records(config, target):
 
 @dataclass
 class TargetAnchor:
-    """What anchoring did on one target: written, current (already held the head) or failed."""
+    """What anchoring did on one target: written, current (already held the head), failed, or
+    skipped (a folder target holding no bag)."""
 
     target: str
     state: str
@@ -133,6 +135,11 @@ def anchor_all(config, store: Store, *, now: Optional[_dt.datetime] = None) -> A
     for target in config.storage.values():
         try:
             adapter = open_for_records(config, target)
+            if target.type == "filesystem" and next(iter(adapter.list_bags()), None) is None:
+                # A folder holding no bag may be a mount point whose volume is not mounted: as
+                # audits and deposits, write nothing there (it would land on the local disk).
+                report.targets.append(TargetAnchor(target.name, SKIPPED, message="holds no bag"))
+                continue
             report.targets.append(anchor_target(adapter, segments, head_seq, head_sha, now))
         except (StrongroomError, OSError) as exc:
             report.targets.append(TargetAnchor(target.name, FAILED, message=str(exc)))
