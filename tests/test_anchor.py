@@ -317,3 +317,16 @@ storage:
     assert any(p.startswith(f"vault: {cp.key}: seg-000000000000.parquet") for p in
                caught.data["against_storage"]["problems"])
     assert seaweed.secret_key not in caught.out + caught.err
+
+
+def test_a_folder_target_holding_no_bag_gets_no_checkpoint(capsys, arch):
+    """It may be a mount point whose volume is not mounted: nothing is written into it."""
+    empty = arch.root / "not-mounted"
+    empty.mkdir()
+    text = arch.config.read_text("utf-8")
+    arch.config.write_text(text.replace("\nstorage:\n", f"\nstorage:\n  site-z: {{type: filesystem, root: {empty}, "
+                                                      f"site: elsewhere}}\n", 1), "utf-8")
+    run = cli(capsys, "--config", arch.config, "--json", "audit", "--all", "--quick")
+    assert run.code == 0, run.err
+    assert list(empty.iterdir()) == []
+    assert len(snapshot(arch)["site-a"]) >= 2  # the others were anchored
