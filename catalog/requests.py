@@ -13,7 +13,8 @@ the catalog's Store, each file created exclusively (never overwritten, even by a
     governance/executions/<id>.json            written after the request was carried out: a
                                                request executes once
 
-Each also goes into the ledger (events "request", "approval", "request execution"), the request
+Each also goes into the ledger (events "request", "digital signature validation" for an
+approval, "request execution"), the request
 event with the full signable text and each approval with the armoured signature, so the
 ledger alone is enough to re-check every approval with `ssh-keygen -Y verify`.
 """
@@ -35,7 +36,8 @@ from policies.governance import KINDS
 from strongroom.errors import InputError, PreservationError
 
 REQUESTS, APPROVALS, EXECUTIONS = "governance/requests", "governance/approvals", "governance/executions"
-REQUEST_EVENT, APPROVAL_EVENT, EXECUTION_EVENT = "request", "approval", "request execution"
+# An approval is a "digital signature validation" (LoC PREMIS eventType): its detail says which request.
+REQUEST_EVENT, APPROVAL_EVENT, EXECUTION_EVENT = "request", "digital signature validation", "request execution"
 FORMAT = "strongroom request v1"
 MAX_TEXT = 2000
 _ID = re.compile(r"^REQ-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\Z")

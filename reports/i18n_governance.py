@@ -46,7 +46,7 @@ GOVERNANCE_MESSAGES: Dict[str, Tuple[str, str]] = {
     "empty.no_requests": ("No requests.", "没有请求。"),
     "etype.policy assignment": ("policy assignment", "策略分配"),
     "etype.request": ("request", "请求"),
-    "etype.approval": ("approval", "批准"),
+    "etype.digital signature validation": ("digital signature validation", "数字签名验证"),
     "etype.request execution": ("request execution", "请求执行"),
 }
 

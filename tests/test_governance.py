@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from catalog.catalog import Catalog
-from catalog.requests import new_request, save_request
+from catalog.requests import APPROVAL_EVENT, new_request, save_request
 from pipelines.cli import main
 from policies.config import load_config, write_default_config
 
@@ -222,7 +222,7 @@ def test_trigger_at_quorum_releases_to_the_entitled_library_only_and_executes_on
     code, out, err = arch.approve(req, arch.sign("carol", text))
     assert code == 0 and out["executed"] and not out["executed_now"]
     assert len([e for e in arch.events("request execution") if e["outcome"] == "success"]) == 1
-    assert len(arch.events("approval")) == 2
+    assert len(arch.events(APPROVAL_EVENT)) == 2
     code, out, _ = arch.run("requests", as_json=True)
     assert [(r["id"], r["state"]) for r in out["requests"]] == [(req, "executed")]
     assert arch.run("requests", "--pending", as_json=True)[1]["requests"] == []
@@ -254,7 +254,7 @@ def test_approvals_in_the_ledger_verify_with_ssh_keygen_alone(arch):
     arch.approve(req, arch.sign("alice", arch.signable(req)))
     detail = next(e["detail"] for e in arch.events("request") if req in e["detail"])
     text = detail.split("signable text:\n", 1)[1].encode()
-    sig = next(e["detail"] for e in arch.events("approval")).split("signature:\n", 1)[1]
+    sig = next(e["detail"] for e in arch.events(APPROVAL_EVENT)).split("signature:\n", 1)[1]
     sig_file = arch.folder.parent / "ledger.sig"
     sig_file.write_text(sig)
     signers = arch.folder / "governance" / "allowed_signers"
@@ -292,7 +292,7 @@ def test_bad_signatures_are_refused_with_a_reason_and_nothing_recorded(arch):
         code, _, err = arch.approve(req, sig, as_json=False)
         assert code == 2, (sig, err)
         assert reason in err and "Traceback" not in err, (reason, err)
-    assert arch.events("approval") == []
+    assert arch.events(APPROVAL_EVENT) == []
     # replay: alice's valid signature of one request presented for another
     alice = arch.sign("alice", text)
     assert arch.approve(req, alice)[0] == 0
@@ -301,7 +301,7 @@ def test_bad_signatures_are_refused_with_a_reason_and_nothing_recorded(arch):
     # the same person twice (a fresh signature of the same text)
     code, _, err = arch.approve(req, arch.sign("alice", text), as_json=False)
     assert code == 2 and "already approved" in err
-    assert len(arch.events("approval")) == 1
+    assert len(arch.events(APPROVAL_EVENT)) == 1
 
 
 def test_requester_never_approves_and_expired_requests_are_refused(arch):
@@ -315,7 +315,7 @@ def test_requester_never_approves_and_expired_requests_are_refused(arch):
     save_request(arch.catalog, old)
     code, _, err = arch.approve(old.id, arch.sign("bob", arch.signable(old.id)), as_json=False)
     assert code == 2 and "expired" in err
-    assert arch.events("approval") == []
+    assert arch.events(APPROVAL_EVENT) == []
 
 
 def test_a_stored_request_altered_in_the_catalog_is_refused(arch):
