@@ -22,6 +22,7 @@ whom (`holders`), and then:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -37,8 +38,11 @@ from strongroom.errors import PreservationError, UsageError
 
 #: Seconds to wait for luigid's answer to one request.
 REQUEST_TIMEOUT = 10.0
-#: A worker pings luigid every second (Luigi's `worker.ping_interval`): silent this long, it is gone.
-SILENT_AFTER = 15.0
+#: A worker pings luigid every second (Luigi's `worker.ping_interval`). Silent this long (as seen
+#: from here, luigid's clock aside) a worker of this machine whose process is gone is released;
+#: the wait also keeps a live worker of another machine with the same host name from being taken
+#: for it. Silent SILENT_AFTER seconds, a worker elsewhere is said to have stopped answering.
+RELEASE_AFTER, SILENT_AFTER = 5.0, 15.0
 #: Seconds between two looks at luigid while waiting, and between two "still waiting" lines.
 POLL_EVERY, SAY_EVERY = 2.0, 30.0
 #: Longest wait for luigid to drop a silent worker (its worker_disconnect_delay plus a prune).
@@ -68,15 +72,16 @@ class Holder:
     worker: str
     host: str
     pid: Optional[int]
-    silent_for: Optional[float]  # seconds since luigid last heard of it; None: no longer listed
+    last_active: Optional[float]  # luigid's time of its last message; None: no longer listed
     tasks: tuple
+    silent_for: float = 0.0  # seconds this run has seen last_active unchanged (Waiter.observe)
 
     @property
     def here(self) -> bool:
         return self.host == socket.gethostname()
 
     def describe(self) -> str:
-        heard = "" if self.silent_for is None else f", last heard {self.silent_for:.0f} s ago"
+        heard = f", silent for {self.silent_for:.0f} s" if self.silent_for >= 1 else ""
         return f"worker pid {self.pid} on {self.host}{heard}"
 
 
@@ -143,25 +148,25 @@ def survey(url: str, task_ids: Iterable[str]) -> Survey:
     if not running:
         return Survey([], list(pending.values()))
     workers = {w["name"]: w for w in call(url, "worker_list", include_running=False) or []}
-    now = time.time()
     found = []
     for worker, tids in running.items():
         info = workers.get(worker, {})
         pid = info.get("pid")
         found.append(Holder(worker=worker, host=str(info.get("host", "")),
                             pid=int(pid) if str(pid or "").isdigit() else None,
-                            silent_for=now - info["last_active"] if "last_active" in info else None,
+                            last_active=info.get("last_active"),
                             tasks=tuple(sorted(set(tids)))))
     return Survey(found, list(pending.values()))
 
 
-def helpers(pending: Iterable[tuple], config_paths: Set[str]) -> list:
+def helpers(pending: Iterable[tuple], roots: Set[tuple]) -> list:
     """The pending tasks of the graph this run may take on: Strongroom tasks of this archive only.
 
     A deposit's bags are only known once built, so its per-bag tasks are added to luigid by the
     worker that ran the deposit's root task; a second worker running the same command learns of
-    them here and adds them too, so luigid hands them out to both. Anything but a task of ours
-    (an ArchiveTask) on the same config file is left alone: never another archive's work."""
+    them here and adds them too, so luigid hands them out to both. Only tasks of ours (an
+    ArchiveTask) of a root's (config file, deposit key) are taken, and no parameter may name a
+    path outside (`..`, absolute): never another archive's or deposit's work, whatever luigid says."""
     from luigi.task_register import Register, TaskClassException
 
     from pipelines.task_base import ArchiveTask
@@ -172,7 +177,8 @@ def helpers(pending: Iterable[tuple], config_paths: Set[str]) -> list:
             cls = Register.get_task_cls(family)
         except TaskClassException:
             continue
-        if not (isinstance(cls, type) and issubclass(cls, ArchiveTask)) or params.get("config_path") not in config_paths:
+        if not (isinstance(cls, type) and issubclass(cls, ArchiveTask)) \
+                or (params.get("config_path"), params.get("deposit_key")) not in roots or not _plain(params):
             continue
         try:
             task = cls.from_str_params(params)
@@ -216,18 +222,27 @@ def release(url: str, holder: Holder) -> None:
 class Waiter:
     """Decides, after a build left work undone, what to build next (and says why)."""
 
-    def __init__(self, url: str, config_paths: Set[str], stream=None):
+    def __init__(self, url: str, roots: Set[tuple], stream=None):
         self.url = url
-        self.config_paths = config_paths
+        self.roots = roots
         self.stream = stream if stream is not None else sys.stderr
         self._said: Dict[str, float] = {}
-        self._silent_since: Dict[str, float] = {}
+        self._heard: Dict[str, tuple] = {}
 
     def say(self, key: str, text: str) -> None:
         now = time.monotonic()
         if now - self._said.get(key, -SAY_EVERY) >= SAY_EVERY:
             self._said[key] = now
             print(f"strongroom: {text}", file=self.stream, flush=True)
+
+    def observe(self, h: Holder) -> Holder:
+        """`h` with how long this run has seen its last_active unchanged (own clock only)."""
+        seen = self._heard.get(h.worker)
+        now = time.monotonic()
+        if seen is None or seen[0] != h.last_active:
+            self._heard[h.worker] = (h.last_active, now)
+            return h
+        return dataclasses.replace(h, silent_for=now - seen[1])
 
     def again(self, task_ids: List[str]) -> Optional[list]:
         """None: nothing of the run is held by another worker (done, or failed: stop). Else the
@@ -239,8 +254,8 @@ class Waiter:
             if not found.holders:
                 return [] if freed else None  # held before, free now: build again; never held: stop
             freed, waiting = True, False
-            for h in found.holders:
-                if h.here and process_gone(h.pid):
+            for h in map(self.observe, found.holders):
+                if h.here and process_gone(h.pid) and h.silent_for >= RELEASE_AFTER:
                     release(self.url, h)
                     self.say(f"released {h.worker}", f"luigid at {shown_url(self.url)} still held {len(h.tasks)} "
                              f"task(s) for {h.describe()}, which is gone (killed?): released them, running "
@@ -250,29 +265,42 @@ class Waiter:
                 self._wait_on(h)
             if not waiting:
                 return []
-            extra = helpers(found.pending, self.config_paths)
+            extra = helpers(found.pending, self.roots)
             if extra:
                 return extra
             time.sleep(POLL_EVERY)
 
     def _wait_on(self, h: Holder) -> None:
-        silent = h.silent_for is not None and h.silent_for > SILENT_AFTER
-        if not silent:
-            self._silent_since.pop(h.worker, None)
+        if h.here and process_gone(h.pid):
+            self.say(h.worker, f"{h.describe()} (this machine) is gone; its {len(h.tasks)} task(s) on luigid are "
+                     f"released once it has been silent {RELEASE_AFTER:.0f} s")
+            return
+        if h.silent_for <= SILENT_AFTER:
             self.say(h.worker, f"waiting for {h.describe()}, which is running {len(h.tasks)} task(s) of this run "
                      f"({_short(h.tasks[0])}); checking luigid every {POLL_EVERY:.0f} s")
             return
-        first = self._silent_since.setdefault(h.worker, time.monotonic())
-        waited = time.monotonic() - first
-        if waited > MAX_SILENT_WAIT:
+        if h.silent_for > MAX_SILENT_WAIT:
             raise SchedulerStuck(
-                f"luigid at {shown_url(self.url)} still holds {len(h.tasks)} task(s) of this run for {h.describe()}, "
-                f"after waiting {waited:.0f} s for it to drop that worker; check luigid's "
-                "[scheduler] worker_disconnect_delay, or restart the worker, then rerun the same command")
+                f"luigid at {shown_url(self.url)} still holds {len(h.tasks)} task(s) of this run for {h.describe()}: "
+                "check luigid's [scheduler] worker_disconnect_delay, or restart the worker, then rerun the same "
+                "command")
         self.say(h.worker, f"waiting for luigid to release {len(h.tasks)} task(s) held by {h.describe()}, "
                  "which stopped answering (another machine?): luigid frees them after its "
-                 "[scheduler] worker_disconnect_delay (60 s unless configured); waited "
-                 f"{waited:.0f} s so far")
+                 "[scheduler] worker_disconnect_delay (60 s unless configured)")
+
+
+def _plain(params: dict) -> bool:
+    """No parameter but the config file names a path outside its folder."""
+    for name, value in params.items():
+        text = str(value)
+        if name != "config_path" and (text.startswith("/") or ".." in text.split("/") or "\0" in text):
+            return False
+    return True
+
+
+def root_keys(tasks) -> Set[tuple]:
+    """(config file, deposit key) of the root tasks that have a deposit key, for `helpers`."""
+    return {(str(t.config_path), str(t.deposit_key)) for t in tasks if hasattr(t, "deposit_key")}
 
 
 def _short(task_id: str) -> str:

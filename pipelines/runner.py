@@ -67,9 +67,9 @@ def _build(tasks: Sequence[luigi.Task], params: dict, scheduler_url: Optional[st
         return luigi.build(list(tasks), **params)
     from luigi.rpc import RPCError
 
-    from pipelines.central import SchedulerLost, Waiter, shown_url
+    from pipelines.central import SchedulerLost, Waiter, root_keys, shown_url
 
-    waiter = Waiter(scheduler_url, {str(getattr(t, "config_path", "")) for t in tasks})
+    waiter = Waiter(scheduler_url, root_keys(tasks))
     extra: list = []
     try:
         with _keep_alive(KEEP_ALIVE_IDLE):

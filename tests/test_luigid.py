@@ -233,3 +233,19 @@ def test_a_gone_process_is_told_from_a_live_one():
     time.sleep(0.5)  # exited, not reaped yet
     assert process_gone(zombie.pid)
     zombie.wait()
+
+
+def test_helpers_take_only_this_deposits_tasks_from_what_luigid_lists():
+    from pipelines import tasks  # noqa: F401 - registers the task families
+    from pipelines.central import helpers
+
+    ours = {"config_path": "/srv/a/strongroom.yaml", "deposit_key": "PKU-R-1"}
+    good = tasks.Replicate(bag_id="PKU/R/20260101T000000Z-1", target="s3", **ours)
+    listed = [(good.task_id, "Replicate", {**ours, "bag_id": good.bag_id, "target": "s3"}),
+              ("x", "Replicate", {**ours, "deposit_key": "THU-X-2", "bag_id": "b", "target": "s3"}),
+              ("y", "Replicate", {**ours, "config_path": "/srv/other.yaml", "bag_id": "b", "target": "s3"}),
+              ("z", "Replicate", {**ours, "deposit_key": "../../etc", "bag_id": "b", "target": "s3"}),
+              ("w", "Replicate", {**ours, "bag_id": "../../b", "target": "s3"}),
+              ("v", "NotOurs", {**ours})]
+    found = helpers(listed, {(ours["config_path"], ours["deposit_key"]), (ours["config_path"], "../../etc")})
+    assert [t.task_id for t in found] == [good.task_id]
