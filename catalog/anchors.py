@@ -303,7 +303,8 @@ class RestoreResult:
 
 def restore_events(config, store: Store) -> RestoreResult:
     """Write back into the catalog every anchored segment it lacks, byte for byte: the longest
-    chain the targets agree on. Refused (problems, nothing written) when two targets anchored
+    chain the targets agree on (targets whose own chain of checkpoints has a problem are left
+    out). Refused (problems, nothing written) when two targets anchored
     different segments under one number, or the catalog holds a segment other than the
     anchored one (`ledger verify --against-storage` tells which)."""
     result = RestoreResult()
@@ -312,7 +313,9 @@ def restore_events(config, store: Store) -> RestoreResult:
         if chain is None:
             result.warnings.append(why)
             continue
-        result.warnings += chain.problems
+        if chain.problems:  # a chain with a damaged, missing or forged link vouches for nothing
+            result.warnings += chain.problems + [f"{target.name}: its checkpoints were not used"]
+            continue
         if chain.checkpoints:
             result.sources.append(target.name)
         for seq, e in sorted(chain.entries.items()):
