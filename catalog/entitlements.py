@@ -146,10 +146,13 @@ def releases(catalog: Catalog, collection: Optional[str] = None) -> Dict[str, Li
     return out
 
 
-def access_state(catalog: Catalog, library: str, collection: str) -> str:
+def access_state(catalog: Catalog, library: str, collection: str,
+                 released: Optional[Dict[str, List[Grant]]] = None) -> str:
     """`released` once a trigger executed, else `dark` for purchased and `open-to-owner` for
-    self-built collections (by the collection's bags)."""
-    if releases(catalog, f"{library}/{collection}"):
+    self-built collections (by the collection's bags). `released`: `releases(catalog)`, when
+    the caller has it already (one read for many collections)."""
+    found = releases(catalog) if released is None else released
+    if found.get(f"{library}/{collection}"):
         return RELEASED
     types = set(catalog.bags(library, collection).column("collection_type").to_pylist())
     return DARK if "purchased" in types or not types else OPEN_TO_OWNER
@@ -188,10 +191,14 @@ def decide_restore(catalog: Catalog, bags: Sequence[BagRecord], library: Optiona
 
     Under --library, a bag of another library that is not released to it is refused in the words
     of `LibraryScope.check_bag`, which reveal nothing of the bag (not even its access state)."""
+    released = releases(catalog)
+    states: Dict[str, str] = {}
     for bag in bags:
+        coll = f"{bag.library}/{bag.collection}"
+        if coll not in states:
+            states[coll] = access_state(catalog, bag.library, bag.collection, released)
         if library is not None and bag.library != library and not any(
-                g.library == library for g in releases(catalog, f"{bag.library}/{bag.collection}").get(
-                    f"{bag.library}/{bag.collection}", [])):
+                g.library == library for g in released.get(coll, [])):
             LibraryScope(library).check_bag(catalog, bag.bag_id)
     if for_preservation:
         if operator not in operators:
@@ -201,8 +208,8 @@ def decide_restore(catalog: Catalog, bags: Sequence[BagRecord], library: Optiona
         return AccessDecision(f"restore for preservation by consortium operator {operator}", library)
     bases = []
     for bag in bags:
-        state = access_state(catalog, bag.library, bag.collection)
         coll = f"{bag.library}/{bag.collection}"
+        state = states[coll]
         if state == DARK:
             raise UsageError(f"collection {coll} is dark (purchased content, not released): it is preserved but not "
                              f"handed out. A release is requested with `strongroom request trigger {coll} --reason "
@@ -214,7 +221,7 @@ def decide_restore(catalog: Catalog, bags: Sequence[BagRecord], library: Optiona
                                  f"{bag.library}" + (f" (not {library})" if library else ""), key=bag.bag_id)
             bases.append(f"open-to-owner collection restored for its owner {library}")
             continue
-        grants = [g for g in releases(catalog, coll).get(coll, []) if g.library == library]
+        grants = [g for g in released.get(coll, []) if g.library == library]
         if library is None or not grants:
             raise UsageError(f"collection {coll} is released to its entitled libraries only; give --library L for "
                              f"one of them" + (f" ({library} is not entitled)" if library else ""), key=bag.bag_id)

@@ -25,7 +25,7 @@ def governance_section(config, catalog: Catalog, bags: pa.Table) -> Dict[str, An
                                                 bags.column("collection").to_pylist()))
     names = {f"{lib}/{coll}" for lib, coll in collections}
     released = releases(catalog)
-    access = [{"collection": f"{lib}/{coll}", "state": access_state(catalog, lib, coll),
+    access = [{"collection": f"{lib}/{coll}", "state": access_state(catalog, lib, coll, released),
                "released_to": [g.describe() for g in released.get(f"{lib}/{coll}", [])]}
               for lib, coll in sorted(collections)]
     ents = [{"collection": e.collection, "library": e.library, "titles": list(e.titles),
