@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from pipelines.central import SchedulerUnreachable
 from tests.seaweed import free_ports
 
 
@@ -55,15 +56,16 @@ class Luigid:
             try:
                 self.call("task_list", status="RUNNING")
                 return self
-            except OSError:
+            except SchedulerUnreachable:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"luigid on {self.url} did not answer within {timeout} s")
 
     def call(self, method: str, **args):
-        body = urllib.parse.urlencode({"data": json.dumps(args)}).encode()
-        with urllib.request.urlopen(f"{self.url}/api/{method}", body, timeout=10) as answer:
-            return json.loads(answer.read())["response"]
+        """One request to luigid's JSON API, as Strongroom's runner sends it (pipelines.central)."""
+        from pipelines.central import call
+
+        return call(self.url, method, **args)
 
     def raw(self, method: str, **args) -> str:
         """The text luigid's page fetches (what a browser on its port would see)."""
