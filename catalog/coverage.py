@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from catalog.catalog import TIE_ORDER, Catalog
+from catalog.catalog import TIE_ORDER, Catalog, _first_per_key
 from catalog.compact import live_files
 from catalog.schema import RECORD_ID, REPLICAS_SCHEMA, utc_now
 from catalog.store import CatalogError
@@ -45,7 +45,7 @@ _COLUMNS = ["bag_id", "target", "site", "state", "last_audit_at", "last_audit_ki
             "recorded_at", RECORD_ID]
 _BATCH_ROWS = 65536
 _SCAN_ATTEMPTS = 5
-_RANK = {state: i for i, state in enumerate(TIE_ORDER)}
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Finding:
     at: _dt.datetime
 
 
-@dataclass
+@dataclass(frozen=True)
 class CopyFacts:
     """What the replica log says about one copy (bag on target), folded from all its records."""
 
@@ -66,8 +66,11 @@ class CopyFacts:
     target: str
     site: Optional[str]
     state: str
-    last_deep_at: Optional[_dt.datetime]
-    _key: Tuple = field(default=(), repr=False)   # (recorded_at, -rank, record id) of the current record
+    last_deep_us: Optional[int]     # newest deep verification, microseconds since 1970 UTC
+
+    @property
+    def last_deep_at(self) -> Optional[_dt.datetime]:
+        return None if self.last_deep_us is None else _EPOCH + _dt.timedelta(microseconds=self.last_deep_us)
 
 
 @dataclass(frozen=True)
@@ -153,62 +156,85 @@ def scan_copies(catalog: Catalog, *, bag_id: Optional[str] = None
                 ) -> Tuple[Dict[Tuple[str, str], CopyFacts], Dict[str, Finding]]:
     """Per copy its current state and newest deep verification; per target its newest finding.
 
-    Folding is idempotent (newest wins), so a scan restarted because a compaction replaced files
-    under it gives the same answer."""
+    Each batch is reduced to one row per copy in Arrow (no row loops), and the reduced batches
+    are merged whenever they outgrow what is already merged, so memory stays about one row per
+    copy. Folding is idempotent (newest wins), so a scan restarted because a compaction
+    replaced files under it gives the same answer."""
     for attempt in range(_SCAN_ATTEMPTS):
-        copies: Dict[Tuple[str, str], CopyFacts] = {}
         findings: Dict[str, Finding] = {}
         try:
-            for batch in _batches(catalog, bag_id):
-                _fold(pa.Table.from_batches([batch]), copies, findings)
-            return copies, findings
+            merged = _merge(catalog, bag_id, findings)
+            break
         except FileNotFoundError as exc:
             if attempt == _SCAN_ATTEMPTS - 1:
                 raise CatalogError(f"the replicas table kept changing while being read: {exc}",
                                    path=catalog.store.path("replicas"))
         except (pa.ArrowInvalid, OSError) as exc:
             raise CatalogError(f"the replicas table cannot be read: {exc}", path=catalog.store.path("replicas"))
-    raise AssertionError("unreachable")
+    copies: Dict[Tuple[str, str], CopyFacts] = {}
+    if merged is not None:
+        cols = [merged.column(n).to_pylist() for n in ("bag_id", "target", "site", "state")]
+        deep = pc.cast(merged.column("deep_at"), pa.int64()).to_pylist()
+        for bag, target, site, state, at in zip(*cols, deep):
+            copies[(bag, target)] = CopyFacts(bag, target, site, state, at)
+    return copies, findings
 
 
-def _fold(table: pa.Table, copies: Dict[Tuple[str, str], CopyFacts], findings: Dict[str, Finding]) -> None:
-    # Newest deep success per copy in this batch (vectorised), then merged.
+_ORDER = [("recorded_at", "descending"), ("_rank", "ascending"), (RECORD_ID, "descending")]
+_REDUCED = ["bag_id", "target", "site", "state", "recorded_at", "_rank", RECORD_ID, "deep_at"]
+
+
+def _merge(catalog: Catalog, bag_id: Optional[str], findings: Dict[str, Finding]) -> Optional[pa.Table]:
+    merged: Optional[pa.Table] = None
+    pending: List[pa.Table] = []
+    pending_rows = 0
+    for batch in _batches(catalog, bag_id):
+        table = pa.Table.from_batches([batch])
+        _newest_finding(table, findings)
+        pending.append(_reduce(_prepare(table)))
+        pending_rows += pending[-1].num_rows
+        if pending_rows > max(merged.num_rows if merged is not None else 0, 4 * _BATCH_ROWS):
+            merged = _reduce(pa.concat_tables(([merged] if merged is not None else []) + pending))
+            pending, pending_rows = [], 0
+    if pending:
+        merged = _reduce(pa.concat_tables(([merged] if merged is not None else []) + pending))
+    return merged
+
+
+def _prepare(table: pa.Table) -> pa.Table:
+    """The columns a copy's facts are folded from: its deep verification time (null if not one)."""
     deep_ok = pc.and_(pc.fill_null(pc.equal(table.column("last_audit_kind"), "deep"), False),
                       pc.fill_null(pc.equal(table.column("last_audit_outcome"), "success"), False))
-    deep = table.filter(deep_ok).group_by(["bag_id", "target"]).aggregate([("last_audit_at", "max")])
-    deep_at = dict(zip(zip(deep.column("bag_id").to_pylist(), deep.column("target").to_pylist()),
-                       deep.column("last_audit_at_max").to_pylist()))
-    # The current record per copy: newest recorded_at, the worse state on a tie, then record id.
-    rank = pc.index_in(table.column("state"), value_set=pa.array(TIE_ORDER))
-    table = table.append_column("_rank", rank)
-    table = table.sort_by([("bag_id", "ascending"), ("target", "ascending"), ("recorded_at", "descending"),
-                           ("_rank", "ascending"), (RECORD_ID, "descending")])
-    cols = {n: table.column(n).to_pylist() for n in ("bag_id", "target", "site", "state", "recorded_at", RECORD_ID)}
-    previous = None
-    for i, key in enumerate(zip(cols["bag_id"], cols["target"])):
-        if key == previous:
-            continue
-        previous = key
-        order = (cols["recorded_at"][i], -_RANK.get(cols["state"][i], len(TIE_ORDER)), cols[RECORD_ID][i])
-        facts = copies.get(key)
-        if facts is None:
-            copies[key] = CopyFacts(key[0], key[1], cols["site"][i], cols["state"][i], None, order)
-        elif order > facts._key:
-            facts.site, facts.state, facts._key = cols["site"][i], cols["state"][i], order
-    for key, at in deep_at.items():
-        facts = copies[key]
-        if at is not None and (facts.last_deep_at is None or at > facts.last_deep_at):
-            facts.last_deep_at = at
-    # The newest finding per target.
+    at = table.column("last_audit_at")
+    return pa.table({
+        "bag_id": table.column("bag_id"), "target": table.column("target"), "site": table.column("site"),
+        "state": table.column("state"), "recorded_at": table.column("recorded_at"),
+        # The worse state wins a tie of recorded_at (catalog.catalog.TIE_ORDER), as Catalog.replicas.
+        "_rank": pc.index_in(table.column("state"), value_set=pa.array(TIE_ORDER)),
+        RECORD_ID: table.column(RECORD_ID),
+        "deep_at": pc.if_else(deep_ok, at, pa.scalar(None, at.type)),
+    })
+
+
+def _reduce(table: pa.Table) -> pa.Table:
+    """One row per copy: the current record's columns and the newest deep verification."""
+    deep = table.group_by(["bag_id", "target"]).aggregate([("deep_at", "max")])
+    deep = deep.rename_columns(["bag_id", "target", "deep_at"])
+    first = _first_per_key(table.drop_columns(["deep_at"]), ["bag_id", "target"], _ORDER)
+    return first.join(deep, ["bag_id", "target"], join_type="inner").select(_REDUCED)
+
+
+def _newest_finding(table: pa.Table, findings: Dict[str, Finding]) -> None:
     bad = pc.fill_null(pc.is_in(table.column("last_audit_outcome"), value_set=pa.array(FINDING_OUTCOMES)), False)
     bad = table.filter(pc.and_(bad, pc.is_valid(table.column("last_audit_at"))))
-    if bad.num_rows:
-        bad = bad.sort_by([("last_audit_at", "descending")])
-        for target, bag, outcome, at in zip(*(bad.column(n).to_pylist() for n in
-                                               ("target", "bag_id", "last_audit_outcome", "last_audit_at"))):
-            known = findings.get(target)
-            if known is None or at > known.at:
-                findings[target] = Finding(target=target, bag_id=bag, outcome=outcome, at=at)
+    if bad.num_rows == 0:
+        return
+    bad = bad.sort_by([("last_audit_at", "descending")])
+    for target, bag, outcome, at in zip(*(bad.column(n).to_pylist() for n in
+                                           ("target", "bag_id", "last_audit_outcome", "last_audit_at"))):
+        known = findings.get(target)
+        if known is None or at > known.at:
+            findings[target] = Finding(target=target, bag_id=bag, outcome=outcome, at=at)
 
 
 def target_findings(catalog: Catalog, since: _dt.datetime) -> Dict[str, Finding]:
@@ -239,19 +265,29 @@ def _held(config, catalog: Catalog, library: Optional[str], collection: Optional
         yield c, info
 
 
-def _within(at: Optional[_dt.datetime], now: _dt.datetime, days: int) -> bool:
-    return at is not None and now - _dt.timedelta(days=days) <= at <= now
+def _us(value: _dt.datetime) -> int:
+    return (value - _EPOCH) // _dt.timedelta(microseconds=1)
+
+
+def _bounds(now: _dt.datetime) -> Dict[int, Tuple[int, int]]:
+    """Per window, (from, to) in microseconds: a verification counts when within [now - days, now]."""
+    return {d: (_us(now - _dt.timedelta(days=d)), _us(now)) for d in WINDOWS}
+
+
+def _within(at_us: Optional[int], bounds: Tuple[int, int]) -> bool:
+    return at_us is not None and bounds[0] <= at_us <= bounds[1]
 
 
 def copy_coverage(config, catalog: Catalog, *, library: Optional[str] = None, collection: Optional[str] = None,
                   bag: Optional[str] = None, now: Optional[_dt.datetime] = None) -> Iterator[CopyCoverage]:
     """One row per copy held (see the module docstring), by bag id then target."""
     now = (now or utc_now()).astimezone(_dt.timezone.utc)
+    bounds = _bounds(now)
     for c, info in _held(config, catalog, library, collection, bag):
         good = c.state in GOOD
         yield CopyCoverage(bag_id=c.bag_id, target=c.target, state=c.state, files=info["file_count"],
                            bytes=info["byte_count"], last_deep_at=c.last_deep_at,
-                           within={d: good and _within(c.last_deep_at, now, d) for d in WINDOWS})
+                           within={d: good and _within(c.last_deep_us, bounds[d]) for d in WINDOWS})
 
 
 @dataclass
@@ -272,19 +308,20 @@ def coverage(config, catalog: Catalog, *, library: Optional[str] = None, collect
     """Per target (and all targets together): held, deep-verified in 90/365 days, cadence target."""
     now = (now or utc_now()).astimezone(_dt.timezone.utc)
     sums: Dict[str, _Sums] = {}
+    bounds = _bounds(now)
     for c, info in _held(config, catalog, library, collection, bag):
         s = sums.setdefault(c.target, _Sums(site=c.site))
         s.copies += 1
         s.files += info["file_count"]
         s.bytes += info["byte_count"]
         s.by_policy[info["policy"]] = s.by_policy.get(info["policy"], 0) + info["byte_count"]
-        if c.last_deep_at is None:
+        if c.last_deep_us is None:
             s.never += 1
         if c.state not in GOOD:
             continue
         s.good += 1
         for d in WINDOWS:
-            if _within(c.last_deep_at, now, d):
+            if _within(c.last_deep_us, bounds[d]):
                 s.files_in[d] += info["file_count"]
                 s.bytes_in[d] += info["byte_count"]
     targets = [_target(config, name, s) for name, s in sorted(sums.items())]
