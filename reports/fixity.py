@@ -29,6 +29,9 @@ still shows it. The HTML form shows them first, the JSON form as `open_findings`
 `summary`); the CSV form stays one row per event of the period (the preservation report's CSV
 carries the findings as its `open_finding` rows).
 
+The last restore drill per target (`catalog.drills.last_drills`, whatever the period): HTML
+section `drills`, JSON key `drills`.
+
 Coverage (`catalog.coverage`, at report time whatever the period): per target, the share of the
 files and bytes held that a deep check re-read within 90 and 365 days, beside the cadence's
 target. HTML section `coverage`, JSON key `coverage`; the CSV form writes it beside the events
@@ -38,7 +41,7 @@ CSV as `NAME-coverage.csv` (COVERAGE_COLUMNS), the events CSV staying one row pe
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
@@ -47,6 +50,7 @@ import pyarrow.compute as pc
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.coverage import WINDOWS, Coverage, coverage
+from catalog.drills import TargetDrill, last_drills
 from catalog.ledger import verify_store
 from catalog.tombstones import without_withdrawn
 from reports.common import Scope, in_period, lookup, make_scope, plain, select_bags
@@ -77,12 +81,14 @@ class FixityReport:
     open_findings: List[Dict[str, Any]]    # every outstanding finding now, whatever the period (preservation.finding_rows)
     events: pa.Table                       # one row per audit or repair event in the period (EVENT_COLUMNS)
     coverage: Optional[Coverage] = None    # per target: re-read in full in 90/365 days (catalog.coverage), at report time
+    drills: Dict[str, TargetDrill] = field(default_factory=dict)   # per target: its last restore drill (catalog.drills)
 
     def to_dict(self, events: bool = True) -> Dict[str, Any]:
         """Plain values; `events=False` leaves the rows out (writers stream them: event_rows)."""
         data = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name != "events"}
         data["scope"] = self.scope.to_dict()
         data["coverage"] = None if self.coverage is None else self.coverage.to_dict()
+        data["drills"] = {name: d.to_dict() for name, d in self.drills.items()}
         if events:
             data["events"] = [row for chunk in self.event_rows() for row in chunk]
         return data
@@ -146,7 +152,8 @@ def build_fixity(config, catalog: Optional[Catalog] = None, scope: Optional[Scop
                               ["month", "outcome"]) if checks.num_rows else [],
         per_copy=per_copy, damage=items, not_audited=not_audited,
         open_findings=findings, events=events.select(EVENT_COLUMNS),
-        coverage=coverage(config, catalog, library=scope.library, collection=scope.collection, now=scope.now))
+        coverage=coverage(config, catalog, library=scope.library, collection=scope.collection, now=scope.now),
+        drills=last_drills(catalog, scope.library))
 
 
 COVERAGE_COLUMNS = ["target", "site", "tier", "held_copies", "held_files", "held_bytes", "good_copies", "never_deep",

@@ -32,7 +32,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 SECTIONS = {"preservation": ["summary", "findings", "holdings", "copies", "locations", "retention", "audits",
                              "attention", "repairs", "deposits", "governance", "ndsa", "method"],
-            "fixity": ["summary", "findings", "coverage", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
+            "fixity": ["summary", "findings", "coverage", "drills", "ledger", "outcomes", "damage", "not-audited", "per-copy", "events"],
             "formats": ["summary", "formats", "unidentified", "at-risk", "methods", "by-collection"]}
 
 
