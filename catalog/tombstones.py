@@ -24,7 +24,7 @@ from catalog.compact import bag_key
 from catalog.store import CatalogError, Store
 from storage_adapters.withdrawal import HOLD_SPACE, TOMBSTONE_SPACE, hold_key, tombstone_key
 from strongroom.bag_id import BagId
-from strongroom.errors import StrongroomError
+from strongroom.errors import InputError, StrongroomError
 
 TOMBSTONES = "tombstones"
 HOLDS = "holds"
@@ -230,6 +230,21 @@ def recover_from_target(catalog, adapter) -> int:
     return added
 
 
+class BagWithdrawn(InputError):
+    """The bag asked for was withdrawn at quorum: its copies are gone on purpose (exit 2)."""
+
+
+def refuse_withdrawn(catalog, bag_id: str) -> None:
+    """BagWithdrawn naming the request, date and approvers if `bag_id` is withdrawn: a restore
+    (or any read of its copies) must say so, not report every file missing."""
+    t = withdrawn_bags(catalog).get(bag_id)
+    if t is not None:
+        when = "was withdrawn" if t.state == COMPLETE else "is being withdrawn"
+        raise BagWithdrawn(f"bag {bag_id} {when} by request {t.request_id} on {t.withdrawn_at.date().isoformat()} "
+                           f"(approved by {', '.join(t.approvers) or '?'}): its copies were removed from every "
+                           f"target; nothing restored")
+
+
 def without_withdrawn(catalog, bags: pa.Table) -> pa.Table:
     """The rows of a bags table (catalog.bags()) whose bag is not withdrawn: what is still held.
     Due selection, status and the reports' holdings use it; the ledger's history keeps them."""
@@ -252,5 +267,5 @@ def held_bags(catalog) -> Dict[str, HoldRecord]:
     return {b: h for b, h in newest.items() if h.action == HOLD}
 
 
-__all__ = ["Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "without_withdrawn", "recover_from_target", "holds",
+__all__ = ["BagWithdrawn", "refuse_withdrawn", "Tombstone", "HoldRecord", "record_tombstone", "record_hold", "tombstones", "withdrawn_bags", "without_withdrawn", "recover_from_target", "holds",
            "held_bags", "STARTED", "COMPLETE", "HOLD", "RELEASE", "TOMBSTONES", "HOLDS"]

@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from catalog.catalog import Catalog
 from catalog.schema import BagRecord, FileRecord
+from catalog.tombstones import refuse_withdrawn
 from strongroom import bagit_spec
 from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED
@@ -195,6 +196,7 @@ def open_adapters(config, targets: Sequence) -> List[StorageAdapter]:
 
 def bag_files(catalog: Catalog, bag_id: BagId) -> Tuple[BagRecord, List[FileRecord]]:
     """(the catalog's bag record, its file records with their paths checked): UsageError for an unknown bag."""
+    refuse_withdrawn(catalog, str(bag_id))          # K4: gone on purpose, not "missing"
     record = catalog.bag(str(bag_id))
     if record is None:
         raise UsageError(unknown_bag_message(catalog, bag_id))

@@ -303,6 +303,8 @@ def test_cli_hold_blocks_an_approved_withdrawal_until_released_then_approve_retr
     assert withdrawn_bags(open_all(cfg)[1])[bag_id].request_id == wd
     code, out, err = run(capsys, "--config", cfg, "catalog", "check")
     assert code == 0, out + err
+    code, out, err = run(capsys, "--config", cfg, "restore", bag_id, tmp_path / "back", "--library", "LIB")
+    assert code == 2 and f"withdrawn by request {wd}" in err and not (tmp_path / "back").exists()
 
     # reports: no longer a holding; the fixity report keeps its history; the decision is listed
     code, out, err = run(capsys, "--config", cfg, "report", "fixity", "--format", "json", "-o", tmp_path / "f.json")
