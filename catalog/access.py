@@ -10,6 +10,7 @@ cannot send, so it goes through boto3 with the same endpoint and credentials.
 
 from __future__ import annotations
 
+from catalog.anchors import noted
 from catalog.catalog import Catalog
 from catalog.store import Store
 from strongroom.errors import ConfigError
@@ -23,7 +24,7 @@ def open_store(config, *, must_exist: bool = False) -> Store:
         if must_exist and not store.exists():
             raise ConfigError(f"catalog folder {config.catalog} does not exist (run `strongroom init`, "
                               f"or fix `catalog`)", path=str(config.path), key="catalog")
-        return store
+        return noted(config, store)
     from storage_adapters.s3 import BucketMissing, open_catalog_s3
 
     access = open_catalog_s3(config.catalog, config.catalog_target)
@@ -33,7 +34,7 @@ def open_store(config, *, must_exist: bool = False) -> Store:
         via = f" (reached with storage target {config.catalog_access!r})" if config.catalog_access else ""
         raise ConfigError(f"the catalog's bucket does not exist{via}: {exc.message}",
                           path=str(config.path), key="catalog") from None
-    return Store(config.catalog, filesystem=access.filesystem, put_if_absent=access.put_if_absent)
+    return noted(config, Store(config.catalog, filesystem=access.filesystem, put_if_absent=access.put_if_absent))
 
 
 def open_catalog(config, *, must_exist: bool = False, check: bool = True) -> Catalog:

@@ -116,6 +116,30 @@ def ledger_head(store: Store) -> Tuple[List[Segment], int, str]:
     return segs, segs[-1].seq, sha256_hex(store.read_bytes(segs[-1].file.path))
 
 
+#: Catalogs opened in this process since `take_opened` was last called, by location: (config,
+#: store, ledger head's number when first opened). Why process state: the CLI must know whether
+#: its command recorded anything, and where, without parsing the config a second time (YAML
+#: costs 0.1-0.3 s); every command opens its catalog through catalog.access, which notes it here.
+_OPENED: Dict[str, Tuple[Any, Store, int]] = {}
+
+
+def noted(config, store: Store) -> Store:
+    """Note a catalog a command opened (catalog.access), with its head's number then."""
+    if store.location not in _OPENED:
+        try:
+            _OPENED[store.location] = (config, store, ledger_seq(store))
+        except OSError:
+            pass   # an unreadable catalog is the command's to report; nothing to compare with
+    return store
+
+
+def take_opened() -> List[Tuple[Any, Store, int]]:
+    """The catalogs noted since the last call (and forget them)."""
+    found = list(_OPENED.values())
+    _OPENED.clear()
+    return found
+
+
 def ledger_seq(store: Store) -> int:
     """The newest segment's number (-1 for an empty ledger): one listing, no read. The CLI
     compares it before and after a command to know whether the command recorded anything."""
@@ -354,4 +378,5 @@ def restore_events(config, store: Store) -> RestoreResult:
 
 
 __all__ = ["anchor_all", "anchor_target", "AnchorReport", "TargetAnchor", "verify_against_storage",
-           "AnchorVerifyReport", "restore_events", "RestoreResult", "records_retention", "ledger_seq"]
+           "AnchorVerifyReport", "restore_events", "RestoreResult", "records_retention", "ledger_seq",
+           "noted", "take_opened"]

@@ -177,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     as_json = bool(getattr(args, "json", False))
     from pipelines.progress import forced_mode
 
-    before = ledger_position(args)
+    forget_opened_catalogs()
     try:
         with forced_mode(getattr(args, "progress", None)):
             code = args.run(args)
@@ -197,75 +197,49 @@ def main(argv: Optional[List[str]] = None) -> int:
                 emit_error(exc.exit_code, str(exc).split("\n", 1)[0], [str(i) for i in issues])
             else:
                 emit_error(exc.exit_code, str(exc), problems)
-        anchor_after(args, before)  # after a failure too: a deposit that stopped half way may have recorded events
+        anchor_after(args)  # after a failure too: a deposit that stopped half way may have recorded events
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"strongroom {args.command}: interrupted", file=sys.stderr)
         if as_json:
             emit_error(130, "interrupted")
         return 130
-    return max(int(code or 0), anchor_after(args, before))
+    return max(int(code or 0), anchor_after(args))
 
 
-#: Commands that touch no archive (they run without a config): nothing to anchor after them.
-NO_ARCHIVE = ("validate", "identify")
+def forget_opened_catalogs() -> None:
+    """Before the command: forget catalogs noted earlier in this process (tests run many
+    commands in one), so that what the command opens is noted with its ledger head then."""
+    from catalog.anchors import take_opened
+
+    take_opened()
 
 
-def _archive(args: argparse.Namespace):
-    """(config, catalog store) of the command's archive, or None where there is none to anchor."""
-    if args.command in NO_ARCHIVE:
-        return None
-    path = config_path(args)
-    if not os.path.isfile(path):
-        return None
-    from catalog.access import open_store
-    from policies.config import load_config
+def anchor_after(args: argparse.Namespace) -> int:
+    """Write a ledger checkpoint to every storage target of each catalog the command opened whose
+    ledger head moved meanwhile (issue 17, catalog.anchors); 1 if a target could not be anchored
+    (a warning names it and why), else 0. The one call site, so every command that records
+    events is anchored without doing anything itself; a command that recorded nothing costs one
+    listing of the catalog's events/. Never raises: anchoring must not turn a command's answer
+    into a traceback."""
+    from catalog.anchors import anchor_all, ledger_seq, take_opened
 
-    try:
-        config = load_config(path)
-        store = open_store(config)
-        return (config, store) if store.exists() else None
-    except (StrongroomError, OSError):
-        return None   # the command itself says what is wrong with the config or the catalog
-
-
-def ledger_position(args: argparse.Namespace) -> int:
-    """The ledger head's number before the command (-1: none, or no archive): one listing."""
-    archive = _archive(args)
-    if archive is None:
-        return -1
-    from catalog.anchors import ledger_seq
-
-    try:
-        return ledger_seq(archive[1])
-    except (StrongroomError, OSError):
-        return -1
-
-
-def anchor_after(args: argparse.Namespace, before: int) -> int:
-    """Write a ledger checkpoint to every storage target if the command moved the ledger head
-    (issue 17, catalog.anchors); 1 if a target could not be anchored (a warning names it and
-    why), else 0. The one call site, so every command that records events is anchored without
-    doing anything itself; a command that recorded nothing costs one listing. Never raises:
-    anchoring must not turn a command's answer into a traceback."""
-    archive = _archive(args)
-    if archive is None:
-        return 0
-    config, store = archive
-    from catalog.anchors import anchor_all, ledger_seq
-
-    try:
-        if ledger_seq(store) <= before:
-            return 0
-        report = anchor_all(config, store)
-    except (StrongroomError, OSError) as exc:
-        print(f"strongroom {args.command}: warning: the ledger could not be anchored in storage: {exc}",
-              file=sys.stderr)
-        return 1
-    for failed in report.failed:
-        print(f"strongroom {args.command}: warning: ledger checkpoint not written to {failed.target}: "
-              f"{failed.message} (the next command that records events tries again)", file=sys.stderr)
-    return 1 if report.failed else 0
+    code = 0
+    for config, store, seq in take_opened():
+        try:
+            if ledger_seq(store) <= seq:
+                continue
+            report = anchor_all(config, store)
+        except (StrongroomError, OSError) as exc:
+            print(f"strongroom {args.command}: warning: the ledger could not be anchored in storage: {exc}",
+                  file=sys.stderr)
+            code = 1
+            continue
+        for failed in report.failed:
+            print(f"strongroom {args.command}: warning: ledger checkpoint not written to {failed.target}: "
+                  f"{failed.message} (the next command that records events tries again)", file=sys.stderr)
+        code = max(code, 1 if report.failed else 0)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
