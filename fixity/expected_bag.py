@@ -52,7 +52,7 @@ class ExpectedBag:
         record = catalog.bag(bag_id)
         if record is None:
             raise KeyError(bag_id)
-        files = catalog.files(bag_id)
+        files = catalog.files(bag_id, columns=["path", "size", *DIGEST_ALGORITHMS])  # no other column read
         if files.num_rows:
             algorithms = tuple(a for a in DIGEST_ALGORITHMS if files.column(a).null_count == 0)
         else:
@@ -133,7 +133,7 @@ def _rows_of(catalog, bag_id: str) -> Optional[Dict[str, Tuple[int, Dict[str, st
     """path -> (size, digests) of a registered bag, None when the catalog does not hold it."""
     if catalog is None or catalog.bag(bag_id) is None:
         return None
-    files = catalog.files(bag_id)
-    algs = [a for a in DIGEST_ALGORITHMS if a in files.column_names]
+    files = catalog.files(bag_id, columns=["path", "size", *DIGEST_ALGORITHMS])
+    algs = list(DIGEST_ALGORITHMS)
     cols = {n: files.column(n).to_pylist() for n in ["path", "size"] + algs}
     return {p: (cols["size"][i], {a: cols[a][i] for a in algs if cols[a][i]}) for i, p in enumerate(cols["path"])}
