@@ -11,7 +11,8 @@ its catalog records written as a deposit would; built once and reused.
   large:  8 files, G GiB in all (default 4);
   memory: 20,000 and 200,000 files of 64 bytes (peak RSS only).
 
-Measured per dataset, page cache warm (an untimed pass first), medians of --repeat runs:
+Measured per dataset, page cache warm (an untimed pass first), medians of --repeat runs made in
+interleaved rounds (every measure once per round):
   * hashing limit: a single-thread loop that opens, reads (1 MiB) and hashlib.sha256-hashes
     every payload file; the limit for W workers is that rate x W. The same loop run by W
     processes at once shows what the machine actually gives W workers at the time (on a
@@ -238,9 +239,14 @@ def bagit_validate(bag_dir: Path) -> float:
     return elapsed
 
 
-def median(fn, repeat: int):
-    values = [fn() for _ in range(repeat)]
-    return statistics.median(values), values
+def interleaved(measures, repeat: int) -> List[List[float]]:
+    """Each measure `repeat` times, round by round (a, b, c, a, b, c...): on a machine shared
+    with other work, a busy spell then slows every measure alike instead of one of them."""
+    runs: List[List[float]] = [[] for _ in measures]
+    for _ in range(repeat):
+        for i, fn in enumerate(measures):
+            runs[i].append(fn())
+    return runs
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,22 +258,23 @@ def run_throughput(name: str, cfg: Path, bag_id: str, bag_dir: Path, workers: in
     n = len(files)
     total = sum(p.stat().st_size for p in files)
     hash_loop(files)                               # warm the page cache
-    rows = []
-    h, hs = median(lambda: hash_loop(files), repeat)
+    measures = [
+        (f"hashlib.sha256 loop, 1 thread (x{workers} = limit)", lambda: hash_loop(files)),
+        (f"same loop in {workers} processes at once (what the machine gives now)",
+         lambda: hash_parallel(files, workers)),
+        (f"audit engine (check_replica deep, workers={workers})", lambda: engine(cfg, bag_id, workers)),
+        (f"`strongroom --workers {workers} audit --bag B --deep`", lambda: command(cfg, bag_id, workers)[0]),
+        ("`... audit --deep --all-digests` (sha256+md5)",
+         lambda: command(cfg, bag_id, workers, "--all-digests")[0]),
+    ]
+    if with_bagit:
+        measures.append(("`bagit.py --validate --processes 2` (sha256+md5)", lambda: bagit_validate(bag_dir)))
+    runs_of = interleaved([fn for _, fn in measures], repeat)
+    rows = [(label, statistics.median(runs), runs, None) for (label, _), runs in zip(measures, runs_of)]
+    h, e, c, a = rows[0][1], rows[2][1], rows[3][1], rows[4][1]
+    b = rows[5][1] if with_bagit else 0.0
     limit_mbs = total / h / 1e6 * workers
     limit_fps = n / h * workers
-    rows.append((f"hashlib.sha256 loop, 1 thread (x{workers} = limit)", h, hs, None))
-    p, ps = median(lambda: hash_parallel(files, workers), repeat)
-    rows.append((f"same loop in {workers} processes at once (what the machine gives now)", p, ps, None))
-    e, es = median(lambda: engine(cfg, bag_id, workers), repeat)
-    rows.append((f"audit engine (check_replica deep, workers={workers})", e, es, None))
-    c, cs = median(lambda: command(cfg, bag_id, workers)[0], repeat)
-    rows.append((f"`strongroom --workers {workers} audit --bag B --deep`", c, cs, None))
-    a, as_ = median(lambda: command(cfg, bag_id, workers, "--all-digests")[0], repeat)
-    rows.append(("`... audit --deep --all-digests` (sha256+md5)", a, as_, None))
-    if with_bagit:
-        b, bs = median(lambda: bagit_validate(bag_dir), repeat)
-        rows.append(("`bagit.py --validate --processes 2` (sha256+md5)", b, bs, None))
     out = [f"### {name}: {n:,} files, {total / 1e6:,.1f} MB (workers={workers}, median of {repeat})", "",
            "| what | seconds (runs) | files/s | MB/s | vs limit |", "|---|---:|---:|---:|---:|"]
     for label, sec, runs, _ in rows:
@@ -275,9 +282,11 @@ def run_throughput(name: str, cfg: Path, bag_id: str, bag_dir: Path, workers: in
                    f"{total / sec / 1e6:,.0f} | {(total / sec / 1e6) / limit_mbs:.2f}x |")
     out.append(f"| hashing limit (1 thread x {workers}) | | {limit_fps:,.0f} | {limit_mbs:,.0f} | 1.00x |")
     if with_bagit:
+        bagit_runs, command_runs = rows[5][2], rows[3][2]
         out.append("")
         out.append(f"Audit command vs bagit.py, files/s: {b / c:.2f}x (primary digest), {b / a:.2f}x (both digests); "
-                   f"engine vs bagit.py: {b / e:.2f}x")
+                   f"engine vs bagit.py: {b / e:.2f}x; per round (primary digest): "
+                   + ", ".join(f"{x / y:.2f}x" for x, y in zip(bagit_runs, command_runs)))
     out.append("")
     return out
 
@@ -285,12 +294,18 @@ def run_throughput(name: str, cfg: Path, bag_id: str, bag_dir: Path, workers: in
 def run_memory(work: Path, workers: int) -> List[str]:
     out = ["### Memory: peak RSS of the audit command (deep, 64-byte files)", "",
            "| files | workers | seconds | RSS main (MiB) | RSS pool process (MiB) |", "|---:|---:|---:|---:|---:|"]
+    peaks: Dict[int, Dict[int, float]] = {}
     for n in (20_000, 200_000):
         cfg, bag_id, _ = build(work / f"memory-{n}", f"mem{n}", [64] * n, seed=n)
         for w in sorted({1, workers}):
             sec, stats = command(cfg, bag_id, w)
+            peaks.setdefault(w, {})[n] = stats["rss_kib"] / 1024
             out.append(f"| {n:,} | {w} | {sec:.1f} | {stats['rss_kib'] / 1024:.0f} | "
                        f"{stats['children_rss_kib'] / 1024:.0f} |")
+    out.append("")
+    for w, by_n in sorted(peaks.items()):
+        out.append(f"Peak RSS of the command at 200,000 files / at 20,000 (workers={w}): "
+                   f"{by_n[200_000] / by_n[20_000]:.2f}x (flat: <= 1.20x)")
     out.append("")
     return out
 
