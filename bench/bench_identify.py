@@ -6,9 +6,17 @@ Two corpora, built in a temporary folder (never committed):
 and optionally the shared format corpus (../shared/format-corpus), used in place.
 
 For each corpus it times the exact commands printed, checks that every file got the same PUIDs
-(and match type) from both, and prints files/s and the speed-up. Usage:
+(and match type) from both, and prints files/s and the speed-up. Siegfried (`sf -multi 2`, the
+Go PRONOM identifier) is an optional anchor: it is timed on the same folder when an `sf` binary
+is found ($SIEGFRIED, else `sf` on PATH; its signature folder from $SIEGFRIED_HOME, passed as
+`-home`), and skipped with a message otherwise. Its answers come from another engine (DROID
+priorities, containers by default), so only its time is compared, not its PUIDs.
 
-    python bench/bench_identify.py [--real 3000] [--random 20000] [--shared] [--keep DIR]
+`strongroom identify` and `sf` are run --repeat times in interleaved pairs (ours, sf, ours,
+sf...), so a machine busy with other work slows both alike; medians and the ratio of the
+medians are printed, with every run. Usage:
+
+    python bench/bench_identify.py [--real 3000] [--random 20000] [--shared] [--keep DIR] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import io
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -100,6 +109,25 @@ def run_strongroom(folder: Path):
     return seconds, answers, command
 
 
+def siegfried() -> Optional[List[str]]:
+    """The `sf` command with its -home, or None when no binary is found."""
+    exe = os.environ.get("SIEGFRIED") or shutil.which("sf")
+    if not exe or not os.access(exe, os.X_OK):
+        return None
+    home = os.environ.get("SIEGFRIED_HOME")
+    return [exe] + (["-home", home] if home else [])
+
+
+def run_siegfried(sf: List[str], folder: Path) -> Tuple[float, int, List[str]]:
+    """Seconds for `sf -multi 2 -csv FOLDER` as a whole process, and the rows it printed."""
+    command = sf + ["-multi", "2", "-csv", str(folder)]
+    start = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True)
+    seconds = time.perf_counter() - start
+    rows = max(0, len(done.stdout.splitlines()) - 1)
+    return seconds, rows, command
+
+
 def run_library_one_core(folder: Path) -> Tuple[float, float]:
     """Per-core speed: Identifier() load time, then identify_paths(..., workers=1) in-process."""
     from ingest.identify import Identifier, identify_paths
@@ -115,14 +143,36 @@ def run_library_one_core(folder: Path) -> Tuple[float, float]:
     return load, time.perf_counter() - start
 
 
-def compare(label: str, folder: Path, files: int) -> bool:
+def compare(label: str, folder: Path, files: int, repeat: int = 1) -> bool:
     print(f"\n== {label}: {files} files in {folder}")
     fido_s, fido_answers, fido_cmd = run_fido(folder)
     print(f"  fido CLI            {fido_s:8.2f} s {files / fido_s:9.1f} files/s"
           f"          $ {' '.join(fido_cmd)}")
-    ours_s, ours, cmd = run_strongroom(folder)
+    sf = siegfried()
+    ours_runs: List[float] = []
+    sf_runs: List[float] = []
+    sf_cmd: List[str] = []
+    sf_rows = 0
+    for _ in range(max(1, repeat)):       # interleaved pairs: ours, sf, ours, sf...
+        ours_s, ours, cmd = run_strongroom(folder)
+        ours_runs.append(ours_s)
+        if sf is not None:
+            sf_s, sf_rows, sf_cmd = run_siegfried(sf, folder)
+            sf_runs.append(sf_s)
+    ours_s = statistics.median(ours_runs)
+    runs = ", ".join(f"{r:.2f}" for r in ours_runs)
     print(f"  strongroom identify {ours_s:8.2f} s {files / ours_s:9.1f} files/s  x{fido_s / ours_s:5.1f}"
-          f"   $ {' '.join(cmd)}   (cwd {REPO})")
+          f"   $ {' '.join(cmd)}   (cwd {REPO}; median of {len(ours_runs)}: {runs})")
+    if sf is None:
+        print("  siegfried           skipped: no `sf` found (set SIEGFRIED=/path/to/sf and SIEGFRIED_HOME="
+              "its signature folder, e.g. siegfried's cmd/roy/data)")
+    else:
+        sf_s = statistics.median(sf_runs)
+        runs = ", ".join(f"{r:.2f}" for r in sf_runs)
+        print(f"  siegfried sf        {sf_s:8.2f} s {files / sf_s:9.1f} files/s  x{fido_s / sf_s:5.1f}"
+              f"   $ {' '.join(sf_cmd)}   (median of {len(sf_runs)}: {runs}; {sf_rows} rows)")
+        print(f"    strongroom identify vs sf -multi 2: {sf_s / ours_s:.2f}x sf's speed "
+              f"(pairwise: {', '.join(f'{s / o:.2f}' for o, s in zip(ours_runs, sf_runs))})")
     differ = [p for p in set(fido_answers) | set(ours) if fido_answers.get(p) != ours.get(p)]
     print(f"    identical answers (PUIDs + method): {len(ours) - len(differ)}/{len(ours)}"
           f" (fido answered {len(fido_answers)} files)")
@@ -140,8 +190,11 @@ def main() -> int:
     parser.add_argument("--random", type=int, default=20000, help="small random files (0: none)")
     parser.add_argument("--shared", action="store_true", help="also the shared format corpus")
     parser.add_argument("--keep", type=Path, help="build the corpora here and keep them")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="interleaved runs of strongroom identify and sf per corpus (medians)")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, fido at {fido_command()}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
+          f"fido at {fido_command()}, sf: {' '.join(siegfried() or ['absent'])}")
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-identify-") as tmp:
         base = args.keep or Path(tmp)
@@ -150,16 +203,16 @@ def main() -> int:
             if not folder.exists():
                 build_real(folder, args.real)
             files = sum(len(f) for _, _, f in os.walk(folder))
-            ok &= compare("real files from /usr/share", folder, files)
+            ok &= compare("real files from /usr/share", folder, files, args.repeat)
         if args.random:
             folder = base / "random"
             if not folder.exists():
                 build_random(folder, args.random)
             files = sum(len(f) for _, _, f in os.walk(folder))
-            ok &= compare("small random files", folder, files)
+            ok &= compare("small random files", folder, files, args.repeat)
         if args.shared:
             files = sum(len(f) for _, _, f in os.walk(SHARED_CORPUS))
-            ok &= compare("shared format corpus", SHARED_CORPUS, files)
+            ok &= compare("shared format corpus", SHARED_CORPUS, files, args.repeat)
     print("\nall answers identical" if ok else "\nSOME ANSWERS DIFFER")
     return 0 if ok else 1
 
