@@ -126,6 +126,22 @@ def test_governance_commands_without_section_say_what_to_add(base, tmp_path, cap
         assert "no `governance:` section" in err and "allowed_signers:" in err and "Traceback" not in err
 
 
+def test_without_a_governance_section_a_purchased_restore_says_nothing_decided_it(base, tmp_path, capsys):
+    root, _ = base
+    copy = tmp_path / "plain"
+    shutil.copytree(root / "archive", copy, symlinks=True)
+    cfg = str(copy / "strongroom.yaml")
+    bags = Catalog(load_config(cfg).catalog).bags().column("bag_id").to_pylist()
+    purchased = next(b for b in bags if b.startswith("PKU/"))
+    own = next(b for b in bags if b.startswith("LIB/"))
+    assert main(["--config", cfg, "restore", purchased, str(tmp_path / "d1")]) == 0
+    err = capsys.readouterr().err
+    assert "PKU/ejournals is purchased content (dark by default), but access states are not enforced" in err
+    assert "no governance: section" in err
+    assert main(["--config", cfg, "restore", own, str(tmp_path / "d2")]) == 0
+    assert "not enforced" not in capsys.readouterr().err
+
+
 def test_bad_governance_values_name_file_and_key(arch):
     text = arch.cfg.read_text().replace("quorum: {trigger: 2, withdraw: 2}", "quorum: {trigger: 0, withdrawl: 2}")
     arch.cfg.write_text(text)

@@ -99,6 +99,8 @@ def run(args) -> int:
     known = [_bag_record(catalog, str(b)) for b in selection.bags] if selection else [_bag_record(catalog, args.bag)]
     if config.governance is not None:
         catalog = _gate(args, config.governance, catalog, known)
+    else:
+        _warn_ungoverned(config, known)
     total_bytes = sum(k.byte_count for k in known if k)
     total_files = sum(k.file_count for k in known if k)
     options = dict(payload_only=args.payload_only, from_target=args.from_target, workers=args.workers,
@@ -145,6 +147,17 @@ def _check_library(args, catalog) -> None:
         raise UsageError(f"{named} is not of library {args.library}; nothing done", key="--library")
     if named is None:
         LibraryScope(args.library).check_bag(catalog, args.bag)
+
+
+def _warn_ungoverned(config, known) -> None:
+    """Purchased content is dark by default (DESIGN, Governance), but only an archive with a
+    governance: section has approvers who could release it; without one the restore goes ahead,
+    and says plainly on stderr that nothing decided it may (the dissemination is recorded as ever)."""
+    dark = sorted({f"{k.library}/{k.collection}" for k in known if k and k.collection_type == "purchased"})
+    if dark:
+        warn(f"{', '.join(dark)} is purchased content (dark by default), but access states are not enforced: "
+             f"{config.path} has no governance: section (docs/governance.md says how to set up approvers, "
+             f"entitlements and trigger release)")
 
 
 def _gate(args, gov, catalog, known):
