@@ -79,6 +79,11 @@ class TargetEvidence:
     verifiers: int
     note: str = ""
 
+    @property
+    def drill_row(self) -> tuple:
+        """(target, site, last drill or None): a row of reports/templates/drills.html."""
+        return self.target, self.site, self.drill
+
 
 @dataclass
 class EvidenceReport:

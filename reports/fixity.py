@@ -98,6 +98,11 @@ class FixityReport:
         for batch in self.events.to_batches(max_chunksize=chunk):
             yield batch.to_pylist()
 
+    def drill_rows(self) -> List[tuple]:
+        """(target, site, its last drill) per drilled target, for the HTML (reports/templates/drills.html)."""
+        sites = {t.target: t.site for t in self.coverage.targets} if self.coverage is not None else {}
+        return [(name, sites.get(name), d) for name, d in self.drills.items()]
+
     def latest_events(self, n: int) -> List[Dict[str, Any]]:
         """The newest n rows, newest first (what the HTML form shows)."""
         start = max(self.events.num_rows - n, 0)

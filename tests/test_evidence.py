@@ -105,6 +105,10 @@ def test_drills_and_anchors_per_target(packs):
         assert t["last_drill"] == drills[name].to_dict() == fixity["drills"][name]
         assert t["last_drill"]["outcome"] == "success" and t["last_drill"]["bags"] == 2
         assert t["checkpoints"] >= 1 and t["agrees_with_catalog"]
+    page = write_report(load_config(cfg), "fixity", out / "fixity-zh.html", lang="zh")
+    rows = lxml_html.fromstring(page.read_text(encoding="utf-8")).xpath("//section[@id='drills']//tbody/tr")
+    assert [r.get("data-target") for r in rows] == ["site-a", "site-b"]
+    assert all("通过" in r.text_content() and drills[r.get("data-target")].run_id in r.text_content() for r in rows)
     claims = {c["number"]: c for c in ev["claims"]}
     assert claims["5.2.4"]["figures"]["ok"] == 2 and claims["5.2.4"]["figures"]["never"] == 0
     assert set(claims["5.2.4"]["events"]) == {e for d in drills.values() for e in d.event_ids}
