@@ -54,6 +54,8 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     config = load_config(write_default_config(work))
     catalog = Catalog(config.catalog)
+    for target in config.storage.values():  # a folder holding no bag gets no checkpoint: give each one
+        (Path(target.root) / "LIB" / "COLL" / "20240101T000000Z-1").mkdir(parents=True)
     for i in range(a.segments):
         catalog.append_events([event(2 * i), event(2 * i + 1)])
     store = catalog.store
