@@ -249,3 +249,43 @@ def test_helpers_take_only_this_deposits_tasks_from_what_luigid_lists():
               ("v", "NotOurs", {**ours})]
     found = helpers(listed, {(ours["config_path"], ours["deposit_key"]), (ours["config_path"], "../../etc")})
     assert [t.task_id for t in found] == [good.task_id]
+
+
+SLEEPY = '''
+import os, sys, time
+import luigi
+from pathlib import Path
+from pipelines.task_base import ArchiveTask
+
+class Sleepy(ArchiveTask):
+    n = luigi.IntParameter()
+    def output(self):
+        return luigi.LocalTarget(os.path.join(sys.argv[1], f"out{self.n}"))
+    def failure_path(self):
+        return Path(sys.argv[1]) / f"failed{self.n}"
+    def run(self):
+        Path(sys.argv[1], f"pid{self.n}").write_text(str(os.getpid()))
+        time.sleep(60)
+
+luigi.build([Sleepy(config_path="x", n=1), Sleepy(config_path="x", n=2)], workers=2, local_scheduler=True,
+            log_level="CRITICAL")
+'''
+
+
+def test_forked_task_processes_die_with_their_worker(tmp_path):
+    """A worker killed with -9 takes its forked task processes with it (nothing of it keeps
+    working while a rerun runs its tasks again)."""
+    from pipelines.central import process_gone
+
+    worker = subprocess.Popen([sys.executable, "-c", SLEEPY, str(tmp_path)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all((tmp_path / f"pid{n}").exists() for n in (1, 2)):
+        time.sleep(0.1)
+    children = [int((tmp_path / f"pid{n}").read_text()) for n in (1, 2)]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(process_gone(c) for c in children):
+        time.sleep(0.1)
+    assert all(process_gone(c) for c in children)
