@@ -123,7 +123,7 @@ def call(url: str, method: str, **args):
 def check_reachable(url: str) -> None:
     """Exit 2 naming the URL when no luigid answers there, before any task is scheduled."""
     check_url(url)
-    call(url, "task_list", status="RUNNING", search="strongroom-reachability-probe")
+    call(url, "task_list", status="RUNNING", upstream_status="")
 
 
 @dataclass
