@@ -210,6 +210,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def forget_opened_catalogs() -> None:
     """Before the command: forget catalogs noted earlier in this process (tests run many
     commands in one), so that what the command opens is noted with its ledger head then."""
+    if "catalog.anchors" not in sys.modules:
+        return   # no catalog was opened in this process (nor any noted): no need to import it
     from catalog.anchors import take_opened
 
     take_opened()
@@ -222,6 +224,8 @@ def anchor_after(args: argparse.Namespace) -> int:
     events is anchored without doing anything itself; a command that recorded nothing costs one
     listing of the catalog's events/. Never raises: anchoring must not turn a command's answer
     into a traceback."""
+    if "catalog.anchors" not in sys.modules:
+        return 0   # the command opened no catalog (identify, validate): nothing can have moved
     from catalog.anchors import anchor_all, ledger_seq, take_opened
 
     code = 0
