@@ -32,7 +32,6 @@ import hashlib
 import importlib
 import json
 import os
-import re
 import sys
 import tempfile
 import types
@@ -46,6 +45,8 @@ try:  # the parser `re` itself uses (module names before Python 3.11: sre_*)
 except ImportError:  # pragma: no cover
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+from ingest.regex_programs import ProgramCache
 
 
 class _DeferredModule(types.ModuleType):
@@ -268,6 +269,8 @@ class FastFido(Fido):
         self._container_signatures: Dict[str, dict] = {}
         self._cache_dir = default_cache_dir() if cache_dir == "" else cache_dir
         self._build_index()
+        self._programs = ProgramCache((regex for signatures in self._signatures for sig in signatures
+                                       for _, regex in sig.patterns if isinstance(regex, bytes)), self._cache_dir)
 
     # ---- index -----------------------------------------------------------------------------
     def _build_index(self) -> None:
@@ -377,7 +380,7 @@ class FastFido(Fido):
             for i, (kind, regex) in enumerate(patterns):
                 if isinstance(regex, bytes):
                     try:
-                        patterns[i] = (kind, re.compile(regex))
+                        patterns[i] = (kind, self._programs.compile(regex))
                     except Exception:
                         patterns[i] = (kind, _BAD)
             sig.compiled = True
