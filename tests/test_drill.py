@@ -78,6 +78,8 @@ def test_every_bag_restored_from_each_target_verified_recorded_and_cleaned_up(ar
     assert [t["target"] for t in out["targets"]] == ["site-a", "site-b"]
     for t in out["targets"]:
         assert t["drilled"] == 2 and t["failed"] == 0
+        # the recorded seed reproduces the draw, order included
+        assert [b["bag"] for b in t["bags"]] == choose(archive.bags, {}, random.Random(f"42/{t['target']}"), 5, None)
         assert sorted(b["bag"] for b in t["bags"]) == sorted(archive.bags)
         for b in t["bags"]:
             assert b["files"] == 3 and b["bytes"] == sum(len(d) + 3 for d in FILES.values())
@@ -179,9 +181,12 @@ def test_library_scope_and_seed(archive, capsys):
     assert {b["bag"] for t in out["targets"] for b in t["bags"]} == {b for b in archive.bags if b.startswith("WHU/")}
     assert set(last_drills(archive.catalog, "PKU")) == set()
     assert set(last_drills(archive.catalog, "WHU")) == {"site-a", "site-b"}
-    first = [[b["bag"] for b in t["bags"]] for t in archive.drill(capsys, "--seed", "99")[1]["targets"]]
-    again = [[b["bag"] for b in t["bags"]] for t in archive.drill(capsys, "--seed", "99")[1]["targets"]]
-    assert first == again
+    # the recorded seed reproduces the draw: the same bags in the same order, target by target
+    whu = [b for b in archive.bags if b.startswith("WHU/")]
+    sizes = {b: 1 for b in whu}
+    for t in out["targets"]:
+        again = choose(whu, sizes, random.Random(f"{out['seed']}/{t['target']}"), 5, None)
+        assert [b["bag"] for b in t["bags"]] == again
 
 
 def test_choose_draws_at_random_within_the_budget():
@@ -206,3 +211,24 @@ def test_bad_options_are_usage_errors(archive, capsys):
         main(["--config", str(archive.cfg), "drill", "--sample", "1", "--bytes", "1GB"])
     assert exc.value.code == 2 and "not allowed" in capsys.readouterr().err
     assert archive.drill_events() == []
+
+
+def test_drills_on_s3_targets_read_each_bucket_alone(seaweed, tmp_path, capsys, monkeypatch):
+    from tests.test_audit import FILES as AUDIT_FILES, s3_archive
+
+    arch, bag, east, west, prefix = s3_archive(seaweed, tmp_path, monkeypatch, name="drill")
+    cfg = arch.cfg
+    capsys.readouterr()
+    original = AUDIT_FILES["a.txt"]
+    seaweed.client().put_object(Bucket=east, Key=f"{prefix}/{bag}/data/a.txt", Body=b"X" * len(original))
+    code = main(["--config", str(cfg), "--json", "drill", "--sample", "3"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    by = {t["target"]: t for t in out["targets"]}
+    assert by["local"]["failed"] == 0 and by["s3-west"]["failed"] == 0 and by["local"]["drilled"] == 1
+    (failed,) = by["s3-east"]["bags"]
+    assert failed["outcome"] == "failure" and failed["damaged"]
+    assert any("data/a.txt" in p and "checksum mismatch" in p for p in failed["problems"])
+    catalog = Catalog(load_config(cfg).catalog)
+    assert catalog.replica(bag, "s3-east").state == "damaged" and catalog.replica(bag, "s3-west").state == "verified"
+    assert os.listdir(arch.config.staging / "drills") == []
