@@ -26,7 +26,7 @@ import yaml
 
 from strongroom.checksums import SUPPORTED
 from strongroom.errors import ConfigError
-from policies.fixity_rules import DEFAULT_AFTER_FINDING, DEFAULT_COLD, AfterFinding, ColdSample, read_after_finding, read_cold
+from policies.fixity_rules import DEFAULT_FIXITY, FixityCadence, read_fixity
 from policies.units import format_duration, format_size, parse_duration, parse_size
 
 # --------------------------------------------------------------------------------------------
@@ -46,36 +46,6 @@ PUID_PATTERN = re.compile(r"^(x-)?fmt/[0-9]+\Z")  # ASCII digits: PRONOM PUIDs a
 UNIDENTIFIED_CHOICES = ("warn", "fail")
 RETENTION_MODES = ("none", "governance", "compliance")
 MAX_RETENTION_YEARS = 100  # S3 Object Lock caps retention at 100 years (36500 days)
-
-
-@dataclass(frozen=True)
-class FixityCadence:
-    """How often every copy is re-checked, and how many bytes an audit day may read."""
-
-    deep_every: datetime.timedelta      # full re-hash of every file
-    quick_every: datetime.timedelta     # existence + size (and stored-checksum) check
-    daily_byte_budget: int              # bytes a single day's deep audits may read
-    after_finding: Optional[AfterFinding] = DEFAULT_AFTER_FINDING   # None: off (policies.fixity_rules)
-    cold: ColdSample = DEFAULT_COLD     # the deep sample on `tier: cold` targets
-    drill_every: datetime.timedelta = datetime.timedelta(days=180)   # restore drill per target (fixity.drill)
-
-
-@dataclass(frozen=True)
-class CadenceOverride:
-    """A storage target's own cadence (e.g. a cold bucket re-hashed every 180d); None = policy's."""
-
-    deep_every: Optional[datetime.timedelta] = None
-    quick_every: Optional[datetime.timedelta] = None
-
-    def apply(self, cadence: FixityCadence) -> FixityCadence:
-        return FixityCadence(
-            deep_every=self.deep_every or cadence.deep_every,
-            quick_every=self.quick_every or cadence.quick_every,
-            daily_byte_budget=cadence.daily_byte_budget,
-            after_finding=cadence.after_finding,
-            cold=cadence.cold,
-            drill_every=cadence.drill_every,
-        )
 
 
 @dataclass(frozen=True)
@@ -102,11 +72,6 @@ class Retention:
     years: int
 
 
-DEFAULT_FIXITY = FixityCadence(
-    deep_every=datetime.timedelta(days=90),
-    quick_every=datetime.timedelta(days=7),
-    daily_byte_budget=500 * 10**9,
-)
 DEFAULT_BAG = BagLimits(max_bytes=100 * 10**9, max_files=100_000)
 DEFAULT_FORMATS = FormatRules(at_risk=(), unidentified="warn")
 DEFAULT_RETENTION = Retention(mode="none", years=0)
@@ -461,45 +426,6 @@ POLICY_REQUIRED = ("name", "checksums", "replicas")
 CHECKSUM_HELP = f"one of {', '.join(SUPPORTED)}"
 
 
-def read_cadence_override(reader: Reader, value: Any, key: str) -> Optional[CadenceOverride]:
-    """A storage target's `fixity: {deep_every, quick_every}` (either or both)."""
-    data = reader.mapping(value, key, ("deep_every", "quick_every"))
-    if data is None:
-        return None
-    if not value:
-        reader.problem(key, "must set deep_every and/or quick_every (or be left out)")
-        return None
-    deep = reader.duration(data["deep_every"], join_key(key, "deep_every")) if "deep_every" in data else None
-    quick = reader.duration(data["quick_every"], join_key(key, "quick_every")) if "quick_every" in data else None
-    if deep and quick and quick > deep:
-        reader.problem(join_key(key, "quick_every"),
-                       f"({format_duration(quick)}) must not be longer than deep_every ({format_duration(deep)})")
-    return CadenceOverride(deep_every=deep, quick_every=quick)
-
-
-def _read_fixity(reader: Reader, value: Any) -> FixityCadence:
-    data = reader.mapping(value, "fixity", ("deep_every", "quick_every", "daily_byte_budget", "after_finding", "cold",
-                                            "drill_every"))
-    if data is None:
-        return DEFAULT_FIXITY
-    deep = reader.duration(data["deep_every"], "fixity.deep_every") if "deep_every" in data else DEFAULT_FIXITY.deep_every
-    quick = reader.duration(data["quick_every"], "fixity.quick_every") if "quick_every" in data else DEFAULT_FIXITY.quick_every
-    budget = (reader.size(data["daily_byte_budget"], "fixity.daily_byte_budget")
-              if "daily_byte_budget" in data else DEFAULT_FIXITY.daily_byte_budget)
-    if deep and quick and quick > deep:
-        reader.problem("fixity.quick_every",
-                       f"({format_duration(quick)}) must not be longer than "
-                       f"fixity.deep_every ({format_duration(deep)}): quick checks run between deep ones")
-    after = read_after_finding(reader, data["after_finding"], "fixity.after_finding", deep or DEFAULT_FIXITY.deep_every) \
-        if "after_finding" in data else DEFAULT_AFTER_FINDING
-    cold = read_cold(reader, data["cold"], "fixity.cold") if "cold" in data else DEFAULT_COLD
-    drill = reader.duration(data["drill_every"], "fixity.drill_every") if "drill_every" in data else None
-    return FixityCadence(deep_every=deep or DEFAULT_FIXITY.deep_every,
-                         quick_every=quick or DEFAULT_FIXITY.quick_every,
-                         daily_byte_budget=budget or DEFAULT_FIXITY.daily_byte_budget, after_finding=after, cold=cold,
-                         drill_every=drill or DEFAULT_FIXITY.drill_every)
-
-
 def _read_bag(reader: Reader, value: Any) -> BagLimits:
     data = reader.mapping(value, "bag", ("max_bytes", "max_files"))
     if data is None:
@@ -590,7 +516,7 @@ def read_policy(data: Any, source: Path, problems: Problems) -> Optional[Policy]
     if "description" in top:
         description = reader.text(top["description"], "description", help="text", allow_empty=True) or ""
 
-    fixity = _read_fixity(reader, top["fixity"]) if "fixity" in top else DEFAULT_FIXITY
+    fixity = read_fixity(reader, top["fixity"]) if "fixity" in top else DEFAULT_FIXITY
     bag = _read_bag(reader, top["bag"]) if "bag" in top else DEFAULT_BAG
     formats = _read_formats(reader, top["formats"]) if "formats" in top else DEFAULT_FORMATS
     retention = _read_retention(reader, top["retention"]) if "retention" in top else DEFAULT_RETENTION
@@ -644,7 +570,7 @@ def load_policy(path: Any) -> Policy:
 
 
 __all__ = [
-    "BagLimits", "CadenceOverride", "FixityCadence", "FormatRules", "Issue", "Policy", "Problems",
+    "BagLimits", "FixityCadence", "FormatRules", "Issue", "Policy", "Problems",
     "Reader", "Retention", "DEFAULT_BAG", "DEFAULT_FIXITY", "DEFAULT_FORMATS", "DEFAULT_RETENTION",
     "load_policy", "read_policy", "read_yaml", "to_config_error",
 ]

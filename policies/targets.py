@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from strongroom.errors import ConfigError
+from policies.fixity_rules import CadenceOverride, read_cadence_override
 from policies.model import (
     NAME_HELP,
     NAME_PATTERN,
-    CadenceOverride,
     Reader,
     join_key,
     read_binding,
-    read_cadence_override,
     show_value,
     type_name,
 )
