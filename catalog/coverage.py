@@ -14,8 +14,7 @@ checks never count, whatever they found.
 
 The replica log is read in record batches of the few columns needed and folded into one entry
 per copy, so memory grows with the number of copies held, never with the number of audit
-records. The same pass gives the newest finding (failure or inconclusive) per target, which
-`fixity.due` uses to bring audits forward (policies.fixity_rules).
+records.
 """
 
 from __future__ import annotations
@@ -40,22 +39,11 @@ WINDOWS = (90, 365)
 HOT, COLD = "hot", "cold"
 GOOD = ("verified", "repaired")
 NOT_HELD = ("pending", "copied")          # the deposit has not finished: not held yet
-FINDING_OUTCOMES = ("failure", "inconclusive")
 _COLUMNS = ["bag_id", "target", "site", "state", "last_audit_at", "last_audit_kind", "last_audit_outcome",
             "recorded_at", RECORD_ID]
 _BATCH_ROWS = 65536
 _SCAN_ATTEMPTS = 5
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The newest damaged or inconclusive audit outcome recorded on a target."""
-
-    target: str
-    bag_id: str
-    outcome: str              # failure | inconclusive
-    at: _dt.datetime
 
 
 @dataclass(frozen=True)
@@ -152,18 +140,16 @@ def _batches(catalog: Catalog, bag_id: Optional[str]) -> Iterator[pa.RecordBatch
     yield from dataset.to_batches(columns=_COLUMNS, filter=flt, batch_size=_BATCH_ROWS)
 
 
-def scan_copies(catalog: Catalog, *, bag_id: Optional[str] = None
-                ) -> Tuple[Dict[Tuple[str, str], CopyFacts], Dict[str, Finding]]:
-    """Per copy its current state and newest deep verification; per target its newest finding.
+def scan_copies(catalog: Catalog, *, bag_id: Optional[str] = None) -> Dict[Tuple[str, str], CopyFacts]:
+    """Per copy (bag, target) its current state and newest deep verification.
 
     Each batch is reduced to one row per copy in Arrow (no row loops), and the reduced batches
     are merged whenever they outgrow what is already merged, so memory stays about one row per
     copy. Folding is idempotent (newest wins), so a scan restarted because a compaction
     replaced files under it gives the same answer."""
     for attempt in range(_SCAN_ATTEMPTS):
-        findings: Dict[str, Finding] = {}
         try:
-            merged = _merge(catalog, bag_id, findings)
+            merged = _merge(catalog, bag_id)
             break
         except FileNotFoundError as exc:
             if attempt == _SCAN_ATTEMPTS - 1:
@@ -177,21 +163,19 @@ def scan_copies(catalog: Catalog, *, bag_id: Optional[str] = None
         deep = pc.cast(merged.column("deep_at"), pa.int64()).to_pylist()
         for bag, target, site, state, at in zip(*cols, deep):
             copies[(bag, target)] = CopyFacts(bag, target, site, state, at)
-    return copies, findings
+    return copies
 
 
 _ORDER = [("recorded_at", "descending"), ("_rank", "ascending"), (RECORD_ID, "descending")]
 _REDUCED = ["bag_id", "target", "site", "state", "recorded_at", "_rank", RECORD_ID, "deep_at"]
 
 
-def _merge(catalog: Catalog, bag_id: Optional[str], findings: Dict[str, Finding]) -> Optional[pa.Table]:
+def _merge(catalog: Catalog, bag_id: Optional[str]) -> Optional[pa.Table]:
     merged: Optional[pa.Table] = None
     pending: List[pa.Table] = []
     pending_rows = 0
     for batch in _batches(catalog, bag_id):
-        table = pa.Table.from_batches([batch])
-        _newest_finding(table, findings)
-        pending.append(_reduce(_prepare(table)))
+        pending.append(_reduce(_prepare(pa.Table.from_batches([batch]))))
         pending_rows += pending[-1].num_rows
         if pending_rows > max(merged.num_rows if merged is not None else 0, 4 * _BATCH_ROWS):
             merged = _reduce(pa.concat_tables(([merged] if merged is not None else []) + pending))
@@ -224,25 +208,6 @@ def _reduce(table: pa.Table) -> pa.Table:
     return first.join(deep, ["bag_id", "target"], join_type="inner").select(_REDUCED)
 
 
-def _newest_finding(table: pa.Table, findings: Dict[str, Finding]) -> None:
-    bad = pc.fill_null(pc.is_in(table.column("last_audit_outcome"), value_set=pa.array(FINDING_OUTCOMES)), False)
-    bad = table.filter(pc.and_(bad, pc.is_valid(table.column("last_audit_at"))))
-    if bad.num_rows == 0:
-        return
-    bad = bad.sort_by([("last_audit_at", "descending")])
-    for target, bag, outcome, at in zip(*(bad.column(n).to_pylist() for n in
-                                           ("target", "bag_id", "last_audit_outcome", "last_audit_at"))):
-        known = findings.get(target)
-        if known is None or at > known.at:
-            findings[target] = Finding(target=target, bag_id=bag, outcome=outcome, at=at)
-
-
-def target_findings(catalog: Catalog, since: _dt.datetime) -> Dict[str, Finding]:
-    """The newest damaged/inconclusive audit outcome per target, if at or after `since`."""
-    _, findings = scan_copies(catalog)
-    return {t: f for t, f in findings.items() if f.at >= since}
-
-
 # ------------------------------------------------------------------------------------------
 # Coverage
 
@@ -256,7 +221,7 @@ def _held(config, catalog: Catalog, library: Optional[str], collection: Optional
           ) -> Iterator[Tuple[CopyFacts, Dict[str, Any]]]:
     bags = without_withdrawn(catalog, catalog.bags(library, collection, bag))   # K4: withdrawn = not held
     facts = {r["bag_id"]: r for r in bags.select(["bag_id", "policy", "byte_count", "file_count"]).to_pylist()}
-    copies, _ = scan_copies(catalog, bag_id=bag)
+    copies = scan_copies(catalog, bag_id=bag)
     for key in sorted(copies):
         c = copies[key]
         info = facts.get(c.bag_id)
@@ -390,5 +355,5 @@ def _total(targets: List[TargetCoverage]) -> TargetCoverage:
                           cadences=tuple(p for i, p in enumerate(parts) if p not in parts[:i]))
 
 
-__all__ = ["WINDOWS", "Coverage", "CopyCoverage", "CopyFacts", "Finding", "TargetCoverage", "WindowFigures",
-           "copy_coverage", "coverage", "pct", "scan_copies", "target_findings", "tier_of"]
+__all__ = ["WINDOWS", "Coverage", "CopyCoverage", "CopyFacts", "TargetCoverage", "WindowFigures",
+           "copy_coverage", "coverage", "pct", "scan_copies", "tier_of"]

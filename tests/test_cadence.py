@@ -102,6 +102,23 @@ def test_a_clean_history_never_relaxes_below_the_policy(tmp_path):
     assert h.deep_due()[(fresh, "site-b")]["deep_due_at"] == days(30) + 90 * DAY
 
 
+def test_a_later_finding_never_pushes_back_an_earlier_one(tmp_path):
+    h = Hist(tmp_path / "a")
+    x, y, z = _bags(h, 3)
+    h.record(x, "site-b", "damaged", days(9), kind="deep", outcome="failure")
+    h.record(z, "site-b", "verified", days(2), kind="quick", outcome="inconclusive")
+    rows = h.deep_due()
+    assert rows[(y, "site-b")]["deep_due_at"] == days(9) + 7 * DAY and rows[(y, "site-b")]["overdue_deep"]
+    assert x in rows[(y, "site-b")]["early_reason"]
+    # z's own finding does not count for z; x's earlier one does.
+    assert rows[(z, "site-b")]["deep_due_at"] == days(9) + 7 * DAY
+    # Deep-verified after the first finding: the second one (z's, 2 days ago) sets its due date.
+    h.record(y, "site-b", "verified", days(5), kind="deep", outcome="success", verified_at=days(5))
+    rows = h.deep_due()
+    assert rows[(y, "site-b")]["deep_due_at"] == days(2) + 7 * DAY and not rows[(y, "site-b")]["overdue_deep"]
+    assert z in rows[(y, "site-b")]["early_reason"] and "inconclusive finding" in rows[(y, "site-b")]["early_reason"]
+
+
 def test_after_finding_off(tmp_path):
     h = Hist(tmp_path / "a", policy_fixity="deep_every: 90d, after_finding: off")
     x, y = _bags(h, 2)
