@@ -5,6 +5,7 @@ with 10,000 pending tasks, and a synthetic collection of up to a million files.
     python bench/bench_scale.py workers [--files 6000] [--procs 1,2,4]  processes on one luigid
     python bench/bench_scale.py pending [--tasks 10000]                 luigid's answers, loaded
     python bench/bench_scale.py million [--files 100000,300000,1000000] deposit, status, audit --due, report
+    python bench/bench_scale.py catalog [--files 100000,300000,1000000] status, --due selection only
 
 Every archive has two folder targets, the catalog in a folder, virus_check off, and bags of at
 most --bag-files files (so a big deposit is split per policy); sources are generated on the fly
@@ -74,10 +75,8 @@ def timed(cfg: Path, *argv, ok=(0,)) -> tuple:
     if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
                          f"{proc.stderr[-3000:]}")
-    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
-    h, m, s = (float(x or 0) for x in wall.groups())
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return h * 3600 + m * 60 + s, rss / 1024, proc.stdout
+    return _wall(proc.stderr), rss / 1024, proc.stdout
 
 
 def spawn(cfg: Path, *argv) -> subprocess.Popen:
@@ -184,9 +183,52 @@ def million(args, work: Path) -> None:
         shutil.rmtree(work / f"archive-{n}")
 
 
+DUE = """
+import sys, time
+from catalog.access import open_catalog
+from fixity import due
+from policies.config import load_config
+config = load_config(sys.argv[1])
+began = time.monotonic()
+selection = due.select(config, open_catalog(config, must_exist=True), mode="due")
+print(len(selection.chosen), len(selection.deferred), round(time.monotonic() - began, 2))
+"""
+
+
+def catalog(args, work: Path) -> None:
+    """status and the audit --due selection over a catalog of N files built through the catalog's
+    API (bench/bench_reports.py's builder: no storage behind it), for sizes a deposit on this
+    machine cannot reach in an evening."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_reports import build
+
+    print("| files | bags | built in | status --json | its RSS | audit --due selection | its RSS | chosen / deferred |\n"
+          "|---|---|---|---|---|---|---|---|", flush=True)
+    for n in [int(x) for x in args.files.split(",")]:
+        root = work / f"catalog-{n}"
+        began = time.monotonic()
+        built = build(root, n, args.bag_files, 10_000, 1_000)
+        made = time.monotonic() - began
+        cfg = root / "strongroom.yaml"
+        st, st_rss, _ = timed(cfg, "--json", "status", ok=(0, 1))
+        proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", DUE, str(cfg)], cwd=REPO, env=ENV,
+                              capture_output=True, text=True, check=True)
+        chosen, deferred, seconds = proc.stdout.split()
+        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)) / 1024
+        print(f"| {n:,} | {built['bags']} | {made:.0f} s | {st:.1f} s | {st_rss:.0f} MiB | {seconds} s (process "
+              f"{_wall(proc.stderr):.1f} s) | {rss:.0f} MiB | {chosen} / {deferred} |", flush=True)
+        shutil.rmtree(root)
+
+
+def _wall(time_v: str) -> float:
+    h, m, s = (float(x or 0) for x in re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)",
+                                                 time_v).groups())
+    return h * 3600 + m * 60 + s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["ratio", "workers", "pending", "million"])
+    ap.add_argument("what", choices=["ratio", "workers", "pending", "million", "catalog"])
     ap.add_argument("--files", default=None, help="files per source (million: a comma list)")
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--procs", default="1,2,4")
@@ -195,15 +237,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     defaults = {"ratio": ("3034", 1000), "workers": ("6000", 1000), "pending": ("0", 1000),
-                "million": ("100000,300000,1000000", 100000)}[args.what]
+                "million": ("100000,300000,1000000", 100000), "catalog": ("100000,300000,1000000", 10000)}[args.what]
     args.files = args.files or defaults[0]
-    if args.what != "million":
+    if args.what not in ("million", "catalog"):
         args.files = int(args.files)
     args.bag_files = args.bag_files or defaults[1]
     work = args.work or Path(tempfile.mkdtemp(prefix=f"sr-bench-scale-{args.what}-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        {"ratio": ratio, "workers": workers, "pending": pending, "million": million}[args.what](args, work)
+        {"ratio": ratio, "workers": workers, "pending": pending, "million": million,
+         "catalog": catalog}[args.what](args, work)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
