@@ -2,7 +2,7 @@
 against them, and restoring the events from them (issue 17 part 1; format: catalog.checkpoints).
 
 * `anchor_all` runs after every command that moved the ledger head (one call site,
-  pipelines/cli.py): each target gets one new checkpoint covering every segment since the
+  pipelines/cli.py): each target a policy stores copies on gets one new checkpoint covering every segment since the
   newest checkpoint it holds (so a target that could not be written catches up at the next
   command that records events).
   A checkpoint never blesses a divergent catalog: if the catalog's chain does not continue the
@@ -66,7 +66,7 @@ def open_for_records(config, target):
 @dataclass
 class TargetAnchor:
     """What anchoring did on one target: written, current (already held the head), failed, or
-    skipped (a folder target holding no bag)."""
+    skipped (no policy stores copies there, or a folder target holding no bag)."""
 
     target: str
     state: str
@@ -156,7 +156,11 @@ def anchor_all(config, store: Store, *, now: Optional[_dt.datetime] = None) -> A
         report.skipped = True
         return report
     segments = _Segments(store, segs)
+    used = {name for policy in config.policies.values() for name in policy.replicas}
     for target in config.storage.values():
+        if target.name not in used:  # holds no copy any policy asks for: nothing to vouch for
+            report.targets.append(TargetAnchor(target.name, SKIPPED, message="no policy stores copies there"))
+            continue
         try:
             adapter = open_for_records(config, target)
             if target.type == "filesystem" and next(iter(adapter.list_bags()), None) is None:

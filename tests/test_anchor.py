@@ -319,6 +319,81 @@ storage:
     assert seaweed.secret_key not in caught.out + caught.err
 
 
+def test_targets_holding_nothing_to_vouch_for_get_no_checkpoint(capsys, arch, monkeypatch):
+    """A folder no bag is on may be a mount point whose volume is not mounted: nothing is written
+    into it. A target no policy stores copies on is not anchored (nor a warning)."""
+    empty = arch.root / "not-mounted"
+    empty.mkdir()
+    monkeypatch.delenv("SR_UNSET_KEY", raising=False)
+    text = arch.config.read_text("utf-8")
+    arch.config.write_text(text.replace("\nstorage:\n", f"\nstorage:\n  site-z: {{type: filesystem, root: {empty}, "
+                                                      f"site: elsewhere}}\n  s3-unused:\n    type: s3\n"
+                                                      f"    endpoint: http://127.0.0.1:9\n    bucket: unused\n"
+                                                      f"    site: nowhere\n    credentials: {{access_key_env: "
+                                                      f"SR_UNSET_KEY, secret_key_env: SR_UNSET_KEY}}\n", 1), "utf-8")
+    (arch.config.parent / "policies" / "spare.yaml").write_text(
+        "name: spare\nchecksums: [sha256]\nreplicas: [site-z]\nvirus_check: off\n", encoding="utf-8")
+    run = cli(capsys, "--config", arch.config, "--json", "audit", "--all", "--quick")
+    assert run.code == 0, run.err
+    assert "ledger checkpoint not written" not in run.err and "could not be anchored" not in run.err
+    assert list(empty.iterdir()) == []
+    assert len(snapshot(arch)["site-a"]) >= 2  # the others were anchored
+
+
+# --------------------------------------------------------------------------------------------
+# K2 on SeaweedFS: a locked S3 target through the CLI
+
+KEY_ENV, SECRET_ENV = "SR_ANCHOR_S3_KEY", "SR_ANCHOR_S3_SECRET"
+
+
+def test_an_s3_target_gets_locked_checkpoints_and_witnesses_a_rewrite(seaweed, locked_bucket, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv(KEY_ENV, seaweed.access_key)
+    monkeypatch.setenv(SECRET_ENV, seaweed.secret_key)
+    prefix = "anchor-" + uuid.uuid4().hex[:6]
+    folder = tmp_path / "archive"
+    (folder / "policies").mkdir(parents=True)
+    (folder / "replicas" / "local").mkdir(parents=True)
+    (folder / "strongroom.yaml").write_text(f"""\
+storage:
+  local: {{type: filesystem, root: ./replicas/local, site: beijing}}
+  vault:
+    type: s3
+    endpoint: {seaweed.endpoint}
+    bucket: {locked_bucket}
+    prefix: {prefix}
+    object_lock: true
+    site: shanghai
+    credentials: {{access_key_env: {KEY_ENV}, secret_key_env: {SECRET_ENV}}}
+""", encoding="utf-8")
+    (folder / "policies" / "kept.yaml").write_text(
+        "name: kept\nchecksums: [sha256]\nreplicas: [local, vault]\nvirus_check: off\n"
+        "retention: {mode: governance, years: 1}\n", encoding="utf-8")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"kept for ever\n")
+    cfg = folder / "strongroom.yaml"
+    run = cli(capsys, "--config", cfg, "--json", "deposit", tmp_path / "src", "--library", "PKU", "--collection",
+              "KEPT", "--type", "self-built", "--policy", "kept")
+    assert run.code == 0, run.out + run.err
+
+    raw = seaweed.client()
+    listed = raw.list_objects_v2(Bucket=locked_bucket, Prefix=f"{prefix}/.strongroom/ledger/checkpoints/")
+    (obj,) = listed["Contents"]
+    head = raw.head_object(Bucket=locked_bucket, Key=obj["Key"])
+    assert head.get("ObjectLockMode") == "GOVERNANCE"   # the policy's retention, on the checkpoint too
+    cp = parse(obj["Key"][len(prefix) + len("/.strongroom/"):],
+               raw.get_object(Bucket=locked_bucket, Key=obj["Key"])["Body"].read())
+    assert cp.target == "vault" and cp.first_seq == 0
+
+    arch = types.SimpleNamespace(config=cfg)
+    install_chain(arch, rewritten_chain(arch, 0))
+    caught = verify(capsys, arch)
+    assert caught.code == 1
+    assert any(p.startswith(f"vault: {cp.key}: seg-000000000000.parquet") for p in
+               caught.data["against_storage"]["problems"])
+    assert seaweed.secret_key not in caught.out + caught.err
+
+
 def test_a_folder_target_holding_no_bag_gets_no_checkpoint(capsys, arch):
     """It may be a mount point whose volume is not mounted: nothing is written into it."""
     empty = arch.root / "not-mounted"
