@@ -55,6 +55,7 @@ class Report:
     """What one run found: problems fail the check, warnings do not."""
     problems: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
     checked_files: int = 0
     checked_bytes: int = 0
 
@@ -509,64 +510,103 @@ def _check_segment(where: str, seg: dict, expected_seq: int, expected_prev: str,
     return file_sha
 
 
-def verify_ledger(root: str, report: Report, heads: Optional[Dict[int, str]] = None) -> int:
-    """Re-check the checkpoint chain in root/.strongroom/ledger/checkpoints; returns how many.
+def _load_checkpoint(root: str, name: str, report: Report) -> Optional[Tuple[dict, str]]:
+    where = "/".join(CHECKPOINTS + (name,))
+    try:
+        raw = _read_small(os.path.join(root, *CHECKPOINTS, name), 1 << 30)
+        doc = json.loads(raw.decode("utf-8"))
+        if not (isinstance(doc["head"]["sha256"], str) and isinstance(doc["first_seq"], int)
+                and isinstance(doc["last_seq"], int) and doc["segments"]):
+            raise ValueError("head, first_seq, last_seq or segments missing")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        report.problem(where, f"cannot be read as a checkpoint ({exc})")
+        return None
+    if doc.get("format") != "strongroom-ledger-checkpoint/1":
+        report.problem(where, f"unknown format {doc.get('format')!r}")
+        return None
+    return doc, hashlib.sha256(raw).hexdigest()
 
-    `heads` (seq -> segment sha256) collects what every target said about each segment, so that
-    several targets can be compared: two targets that disagree on a segment cannot both be right.
+
+def verify_ledger(root: str, report: Report, heads: Optional[Dict[int, str]] = None) -> int:
+    """Re-check the checkpoints in root/.strongroom/ledger/checkpoints; returns how many.
+
+    Each checkpoint is checked by itself (its segments' bytes and events hash as recorded, each
+    chained onto the one before, its name matching its head) and against the one it names as its
+    previous (present, with that very hash, ending just before it starts). Two commands that
+    finished at the same moment may both have continued the same checkpoint, so checkpoints may
+    overlap: that is fine as long as every checkpoint that carries a segment carries the same
+    one. Together they must cover the ledger from segment 0 without a gap, each segment chained
+    onto the one before. `heads` (seq -> segment sha256) collects what every target said about
+    each segment, so several targets can be compared the same way.
     """
-    keys = _checkpoint_keys(root, report)
-    previous: Optional[Tuple[str, str, dict]] = None   # key, sha256 of its bytes, parsed
-    next_seq, prev_file = 0, GENESIS
-    for name in keys:
-        key = "ledger/checkpoints/" + name
-        where = "/".join(CHECKPOINTS + (name,))
-        try:
-            raw = _read_small(os.path.join(root, *CHECKPOINTS, name), 1 << 30)
-            doc = json.loads(raw.decode("utf-8"))
-            head, first, last, segments = doc["head"], doc["first_seq"], doc["last_seq"], doc["segments"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            report.problem(where, f"cannot be read as a checkpoint ({exc})")
-            return len(keys)
-        if doc.get("format") != "strongroom-ledger-checkpoint/1":
-            report.problem(where, f"unknown format {doc.get('format')!r}")
-            return len(keys)
-        match = _CHECKPOINT_NAME.match(name)
+    names = _checkpoint_keys(root, report)
+    loaded: Dict[str, Tuple[dict, str]] = {}
+    for name in names:
+        got = _load_checkpoint(root, name, report)
+        if got is not None:
+            loaded["ledger/checkpoints/" + name] = got
+    said: Dict[int, Tuple[str, str, str]] = {}   # seq -> (file sha256, prev sha256, where first seen)
+    for key, (doc, _) in sorted(loaded.items()):
+        where = "/".join((RESERVED, key))
+        first, last, head, segments = doc["first_seq"], doc["last_seq"], doc["head"], doc["segments"]
+        match = _CHECKPOINT_NAME.match(key.rsplit("/", 1)[1])
         if int(match.group(1)) != last or match.group(2) != head.get("sha256") or head.get("seq") != last:
             report.problem(where, "its name does not match the head it records")
         link = doc.get("previous")
-        if previous is None:
-            if link is not None:
-                report.problem(where, f"names a previous checkpoint {link.get('key')!r} that this target does not hold")
-        elif link is None:
-            report.problem(where, f"names no previous checkpoint, but {previous[0]} comes before it")
-        elif (link.get("key"), link.get("sha256")) != (previous[0], previous[1]):
-            report.problem(where, f"its previous checkpoint is recorded as {link.get('key')!r} with another hash "
-                                  f"than {previous[0]} has (a checkpoint was replaced or removed)")
-        if first != next_seq:
-            report.problem(where, f"covers segments from {first}, but the chain so far ends at {next_seq - 1}")
-        if not segments or segments[-1].get("seq") != last or segments[0].get("seq") != first:
+        if link is None:
+            expected_prev = GENESIS
+            if first != 0:
+                report.problem(where, f"names no previous checkpoint but starts at segment {first}, not 0")
+        else:
+            expected_prev = link.get("head_sha256", "")
+            before = loaded.get(link.get("key"))
+            if before is None:
+                report.problem(where, f"names a previous checkpoint {link.get('key')!r} that this target does not hold "
+                                      f"(a checkpoint was removed)")
+            elif before[1] != link.get("sha256"):
+                report.problem(where, f"its previous checkpoint {link.get('key')!r} has another hash than it recorded "
+                                      f"(a checkpoint was replaced)")
+            elif (before[0]["last_seq"] + 1, before[0]["head"]["sha256"]) != (first, expected_prev):
+                report.problem(where, f"does not continue its previous checkpoint {link.get('key')!r}")
+        if segments[0].get("seq") != first or segments[-1].get("seq") != last:
             report.problem(where, "its segment list does not run from first_seq to last_seq")
-        total = 0
+        total, prev_file = 0, expected_prev
         for offset, seg in enumerate(segments):
             file_sha = _check_segment(where, seg, first + offset, prev_file, report)
             if file_sha is None:
-                return len(keys)
-            if heads is not None:
-                said = heads.setdefault(seg["seq"], file_sha)
-                if said != file_sha:
-                    report.problem(where, f"segment {seg['seq']} differs from what another target holds for it")
+                break
+            seq = seg["seq"]
+            earlier = said.setdefault(seq, (file_sha, seg["prev_sha256"], where))
+            if earlier[0] != file_sha:
+                report.problem(where, f"segment {seq} differs from the one {earlier[2]} carries")
+            if heads is not None and heads.setdefault(seq, file_sha) != file_sha:
+                report.problem(where, f"segment {seq} differs from what another target holds for it")
             prev_file = file_sha
-            total += seg.get("events", 0) if isinstance(seg.get("events"), int) else 0
-        if segments and head.get("sha256") != segments[-1].get("file_sha256"):
+            total += seg["events"] if isinstance(seg.get("events"), int) else 0
+        if head.get("sha256") != segments[-1].get("file_sha256"):
             report.problem(where, "its head is not the newest segment it carries")
         if doc.get("events") != total:
             report.problem(where, f"says {doc.get('events')} event(s) but its segments hold {total}")
-        next_seq = last + 1
-        previous = (key, hashlib.sha256(raw).hexdigest(), doc)
-    if previous is not None:
-        print(f"ledger head on {root}: segment {previous[2]['last_seq']} sha256 {previous[2]['head']['sha256']}")
-    return len(keys)
+    if said:
+        newest = max(said)
+        gaps = [seq for seq in range(newest + 1) if seq not in said]
+        if gaps:
+            report.problem("/".join(CHECKPOINTS), f"no checkpoint carries segment(s) {_ranges(gaps)} "
+                                                  f"(the ledger has a hole)")
+        for seq in range(1, newest + 1):
+            if seq in said and seq - 1 in said and said[seq][1] != said[seq - 1][0]:
+                report.problem(said[seq][2], f"segment {seq} is not chained onto segment {seq - 1}")
+        report.notes.append(f"ledger head on {root}: segment {newest} sha256 {said[newest][0]}")
+    return len(names)
+
+
+def _ranges(numbers: List[int]) -> str:
+    out, start = [], numbers[0]
+    for a, b in zip(numbers, numbers[1:] + [None]):
+        if b != a + 1:
+            out.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(out)
 
 
 # ----------------------------------------------------------------------------- a whole target
@@ -590,6 +630,8 @@ def iter_bags(root: str) -> Iterator[str]:
 
 
 def _print(report: Report, quiet: bool) -> None:
+    for line in report.notes:
+        print(line)
     for line in report.problems:
         print(f"PROBLEM {line}")
     if not quiet:

@@ -214,3 +214,27 @@ def test_two_targets_compared(deposited, tmp_path):
     assert done.returncode == 0, done.stdout
     heads = [line.rsplit(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("ledger head on")]
     assert len(heads) == 2 and heads[0] == heads[1]
+
+
+def test_overlapping_checkpoints_of_two_commands_that_finished_at_once_are_fine(copy_of_target, tmp_path):
+    """Two commands that both continued the same (here: no) checkpoint leave overlapping ones;
+    the verifier accepts that while every checkpoint carrying a segment carries the same one."""
+    root, _ = copy_of_target
+    first, second = _checkpoints(root)[:2]
+    one, two = (json.loads(p.read_text(encoding="utf-8")) for p in (first, second))
+
+    def merged(doc):
+        doc["segments"] = one["segments"] + two["segments"]
+        doc["first_seq"], doc["previous"] = 0, None
+        doc["events"] = one["events"] + two["events"]
+    _rewrite(second, merged)
+    done = run_bare("ledger", str(root), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+
+    def other_segment_zero(doc):
+        seg = doc["segments"][0]
+        seg["canonical_events"] = seg["canonical_events"].replace('"success"', '"warning"', 1)
+        seg["content_sha256"] = hashlib.sha256(seg["canonical_events"].encode("utf-8")).hexdigest()
+    _rewrite(second, other_segment_zero)
+    done = run_bare("ledger", str(root), cwd=tmp_path)
+    assert done.returncode == 1 and "segment 0" in done.stdout, done.stdout
