@@ -20,6 +20,7 @@ against them, and restoring the events from them (issue 17 part 1; format: catal
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -163,9 +164,11 @@ def anchor_all(config, store: Store, *, now: Optional[_dt.datetime] = None) -> A
             continue
         try:
             adapter = open_for_records(config, target)
-            if target.type == "filesystem" and next(iter(adapter.list_bags()), None) is None:
-                # A folder holding no bag may be a mount point whose volume is not mounted: as
-                # audits and deposits, write nothing there (it would land on the local disk).
+            if target.type == "filesystem" and (not os.path.isdir(target.root)
+                                                or next(iter(adapter.list_bags()), None) is None):
+                # A folder holding no bag (or none at all) may be a mount point whose volume is
+                # not mounted: as audits and deposits, write nothing there (it would land on the
+                # local disk); audits and status report such a target.
                 report.targets.append(TargetAnchor(target.name, SKIPPED, message="holds no bag"))
                 continue
             report.targets.append(anchor_target(adapter, segments, head_seq, head_sha, now))

@@ -81,7 +81,7 @@ storage:
     endpoint: {server.endpoint}
     bucket: {BUCKETS['service']}
     region: us-east-1
-    prefix: preservation
+    prefix: preservation-{tmp_path.name}
     addressing_style: path
     site: shanghai
     credentials: {{access_key_env: {ENV['service'][0]}, secret_key_env: {ENV['service'][1]}}}
@@ -190,7 +190,7 @@ def test_receive_preserves_a_batch_once_with_only_that_librarys_keys(server, arc
     assert "Preserved" in done["en"] and "已保存" in done["zh"]
     assert keys_in(server, BUCKETS["THU"]) == thu_before      # nothing read away, nothing written
     assert catalog_bags(archive, "rare-books") == batch["bags"]
-    assert any(k.startswith("preservation/PKU/rare-books/") for k in keys_in(server, BUCKETS["service"]))
+    assert any(k.startswith(f"preservation-{archive.name}/PKU/rare-books/") for k in keys_in(server, BUCKETS["service"]))
     # again: nothing to do, nothing deposited twice
     code, out = receive(capsys, archive, "--library", "PKU")
     assert code == 0 and out["batches"] == []
