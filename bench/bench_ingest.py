@@ -165,10 +165,12 @@ def corpus_stats(root: Path):
 VIRUS_CHECK = "off"  # set by main() from --virus-check
 
 
-def fresh_archive(base: Path) -> Path:
-    """A default `strongroom init` archive (two filesystem replicas), virus_check per --virus-check."""
+def fresh_archive(base: Path, env: Optional[dict] = None) -> Path:
+    """A default `strongroom init` archive (two filesystem replicas), virus_check per --virus-check;
+    `env` runs another checkout's init (--before: its defaults are the ones it reads)."""
     shutil.rmtree(base, ignore_errors=True)
-    subprocess.run([BIN / "strongroom", "init", base], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([BIN / "strongroom", "init", base], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, env=env)
     if VIRUS_CHECK != "required":
         for p in (base / "policies").glob("*.yaml"):
             p.write_text(p.read_text("utf-8").replace("virus_check: required", f"virus_check: {VIRUS_CHECK}"),
@@ -183,8 +185,8 @@ def strongroom_cmd(cfg: Path, corpus: Path, name: str) -> List:
 
 def run_strongroom(name: str, corpus: Path, work: Path, code: Optional[str] = None) -> Run:
     """One deposit; `code`: a checkout of another Strongroom version to run instead (--before)."""
-    cfg = fresh_archive(work / f"{name}-archive")
     env = dict(os.environ, PYTHONPATH=code) if code else None
+    cfg = fresh_archive(work / f"{name}-archive", env)
     return measure(strongroom_cmd(cfg, corpus, name), env=env)
 
 
