@@ -140,7 +140,8 @@ def test_three_workers_deposit_and_audit_each_task_once(luigid, setup, tmp_path)
     families = collections.Counter(t.split("(", 1)[0] for t in ran)
     assert families == {"Deposit": 1, "BuildBags": 1, "ValidateBag": 2, "Replicate": 4, "Verify": 4,
                         "Register": 2}, families
-    assert sum(1 for _, _, err in results if done_tasks(err)) >= 2  # the work was shared out
+    # Which process runs which task is luigid's choice: on a loaded machine one process may take
+    # them all before the others ask (seen under pytest-xdist), so only 'exactly once' is asserted.
 
     procs = [cli(cfg, env, "--scheduler-url", luigid.url, "-v", "--json", "audit", "--all", "--deep", wait=False)
              for _ in range(2)]
