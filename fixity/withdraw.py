@@ -164,6 +164,7 @@ def execute_withdraw(config, catalog, request, approvals) -> ExecutionResult:
                 continue
             problems += [f"{bag_id}: {p}" for p in found.blockers(now, bypass_governance=may_bypass)]
         plans.append(plan)
+    problems += _fetched_by_others(config, catalog, request, existing)
     if problems:
         raise WithdrawalRefused(f"withdrawal {request.id} refused, nothing was removed anywhere: {problems[0]}"
                                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
@@ -177,6 +178,53 @@ def execute_withdraw(config, catalog, request, approvals) -> ExecutionResult:
         details[plan.bag_id] = _withdraw_one(catalog, request, plan, adapters_of[plan.bag_id])
     names = ", ".join(p.bag_id for p in plans) or "nothing left to do"
     return ExecutionResult(summary=f"withdrawn ({request.id}): {names}", details={"withdrawn": details})
+
+
+def _fetched_by_others(config, catalog, request, existing: Dict[str, Tombstone]) -> List[str]:
+    """Why the withdrawal would break a bag it does not cover: a later version of the collection
+    lists files in its fetch.txt as held by a bag being withdrawn (docs/versions.md), so removing
+    that bag would take the version's unchanged files with it. Read from the copies (the catalog
+    does not index fetch.txt); a version bag whose fetch.txt no copy can give is a doubt, and a
+    doubt refuses too."""
+    from ingest.fetch import FETCH_TXT, parse_fetch
+
+    going = set(request.bag_ids)
+    problems: List[str] = []
+    for lib, coll in sorted({tuple(b.split("/")[:2]) for b in going}):
+        for other in catalog.bags(library=lib, collection=coll).column("bag_id").to_pylist():
+            if other in going or other in existing:
+                continue
+            raw, where, bag = None, other, BagId.parse(other)
+            for adapter in _adapters(config, catalog, other):
+                try:
+                    with adapter.open_file(bag, FETCH_TXT) as fh:
+                        raw, where = fh.read(), adapter.location(bag, FETCH_TXT)
+                    break
+                except NotFound:
+                    try:
+                        if adapter.has_bag(bag):   # the bag is there, without fetch.txt: an ordinary bag
+                            raw = b""
+                            break
+                    except StorageError:
+                        pass
+                except StorageError:
+                    continue
+            try:
+                entries = [] if raw is None or not raw else parse_fetch(raw, where)
+            except PreservationError as exc:      # a damaged fetch.txt (TagFileError)
+                entries, raw = [], None
+                where = f"{where}: {exc}"
+            if raw is None:
+                problems.append(f"{other}: no copy's fetch.txt can be read ({where}) to tell whether it fetches files "
+                                f"from the bags being withdrawn")
+                continue
+            sources = sorted({e.bag_id for e in entries} & going)
+            if sources:
+                problems.append(f"{other} is a later version that fetches unchanged files from {', '.join(sources)} "
+                                f"(its fetch.txt); withdrawing {'it' if len(sources) == 1 else 'them'} would take "
+                                f"those files from {other} too: request the withdrawal of {other} as well "
+                                f"(e.g. `strongroom request withdraw {lib}/{coll}`)")
+    return problems
 
 
 def _withdraw_one(catalog, request, plan: _Plan, adapters: Sequence[StorageAdapter]) -> Dict[str, Any]:

@@ -345,9 +345,11 @@ def earlier_bags(catalog: Catalog, library: str, collection: str):
     deposit is compared with to find a duplicate or the files a new version need not store."""
     import pyarrow as pa
 
+    from catalog.tombstones import without_withdrawn
     from ingest.versions import Earlier
 
-    bags = catalog.bags(library=library, collection=collection)
+    # A withdrawn bag holds nothing any more: never a duplicate's original, never a fetch source.
+    bags = without_withdrawn(catalog, catalog.bags(library=library, collection=collection))
     ids = bags.column("bag_id").to_pylist()
     files = pa.concat_tables([catalog.files(b) for b in ids]) if ids else catalog.files("")
     return Earlier.from_tables(bags, files)
