@@ -134,6 +134,19 @@ def _record(gov: Governance, catalog: Catalog, req: Request, sig_path: str) -> s
 
 
 def _execute(config, catalog: Catalog, req: Request, outcome: ApproveOutcome) -> None:
+    """Carry the request out once: under its execution claim (catalog.execution_claims), and not
+    again if a run that held the claim before finished it."""
+    from catalog.execution_claims import execution_claim
+
+    with execution_claim(catalog, req.id):
+        done = execution(catalog, req.id)
+        if done is not None:
+            outcome.already_executed = done
+            return
+        _execute_claimed(config, catalog, req, outcome)
+
+
+def _execute_claimed(config, catalog: Catalog, req: Request, outcome: ApproveOutcome) -> None:
     stored = [a for a in approvals(catalog, req.id) if a.principal in outcome.counted]
     try:
         if req.kind == "trigger":

@@ -89,3 +89,55 @@ def test_withdrawing_a_bag_a_later_version_fetches_from_is_refused_unless_the_re
     withdraw(cfg, first, version["id"])                              # both in one request: allowed
     assert set(withdrawn_bags(open_catalog(config))) == {first, version["id"]}
     assert not site_a(cfg, first).exists() and not site_a(cfg, version["id"]).exists()
+
+
+# ------------------------------------------------------------------ one execution at a time
+
+def _claims(catalog):
+    from catalog.execution_claims import CLAIMS
+    return sorted(catalog.store.names(CLAIMS))
+
+
+def test_a_request_is_carried_out_by_one_run_at_a_time_and_once(arch, capsys, monkeypatch):
+    import json as _json
+    import subprocess
+    import sys
+
+    from catalog.execution_claims import CLAIMS, ExecutionBusy, _claim, execution_claim
+    from fixity import withdraw as withdraw_mod
+    from pipelines import governance
+
+    cfg, src = arch
+    bag = deposit(capsys, cfg, src)["bags"][0]["id"]
+    config = load_config(cfg)
+    catalog = open_catalog(config)
+    req = request("withdraw", bag)
+    calls = []
+    real = withdraw_mod.execute_withdraw
+    monkeypatch.setattr(withdraw_mod, "execute_withdraw", lambda *a: calls.append(1) or real(*a))
+    outcome = governance.ApproveOutcome(req, quorum=2, counted=["alice", "bob"])
+
+    with execution_claim(catalog, req.id):               # another run holds it (a live process here)
+        with pytest.raises(ExecutionBusy, match=f"request {req.id} is being carried out by"):
+            governance._execute(config, catalog, req, outcome)
+    assert calls == [] and withdrawn_bags(catalog) == {}
+
+    governance._execute(config, catalog, req, outcome)   # that run released it: this one executes
+    assert calls == [1] and outcome.executed_now and bag in withdrawn_bags(catalog)
+    again = governance.ApproveOutcome(req, quorum=2, counted=["alice", "bob"])
+    governance._execute(config, catalog, req, again)     # done once: never again
+    assert calls == [1] and again.already_executed and not again.executed_now
+
+    # A claim whose process died (kill -9 on this host) is superseded by the next run's.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+    stale = {"host": socket.gethostname(), "pid": dead.pid, "at": "2026-01-01T00:00:00+00:00"}
+    catalog.store.create_exclusive(CLAIMS, "REQ-20260101T000000Z-0000dead.000001.json", _json.dumps(stale).encode())
+    assert _claim(catalog, "REQ-20260101T000000Z-0000dead").endswith(".000002.json")
+    # ... but a fresh claim of another host is never taken over on a guess.
+    fresh = {"host": "elsewhere.example", "pid": 1, "at": "2999-01-01T00:00:00+00:00"}
+    catalog.store.create_exclusive(CLAIMS, "REQ-20260101T000000Z-0000beef.000001.json", _json.dumps(fresh).encode())
+    with pytest.raises(ExecutionBusy, match="elsewhere.example"):
+        _claim(catalog, "REQ-20260101T000000Z-0000beef")
+    assert any(n.endswith(".released") for n in _claims(catalog))
