@@ -76,6 +76,7 @@ from .fs_common import (  # noqa: F401  (re-exported: TEMP_SUFFIX, temp_name, is
     _STAMP,
     TEMP_SUFFIX,
     is_temp_name,
+    WriteInProgress,
     temp_name,
     what_is,
 )
@@ -390,7 +391,7 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
     def _create_temp(self, dfd: int, name: str, loc: str) -> Tuple[str, int]:
         """Create and lock this file's temp file; a crash's unlocked leftover is removed first."""
         tmp = temp_name(name)
-        busy = StorageError("is being written by another process right now (its temporary file is locked); "
+        busy = WriteInProgress("is being written by another process right now (its temporary file is locked); "
                             "try again when that process has finished", target=self.name, location=loc)
         for _ in range(2):
             try:

@@ -11,6 +11,8 @@ import os
 import re
 import stat
 
+from .base import StorageError
+
 TEMP_SUFFIX = ".strongroom-part"
 NAME_MAX = 255
 _STAMP = re.compile(r"^[0-9]{8}T[0-9]{6}([0-9]{0,6})Z\Z")
@@ -59,3 +61,9 @@ def what_is(mode: int) -> str:
 
 
 __all__ = ["TEMP_SUFFIX", "NAME_MAX", "temp_name", "is_temp_name", "what_is"]
+
+
+class WriteInProgress(StorageError):
+    """Another live process holds this name's locked temporary file: it is writing the same name
+    right now. Nothing was written; the caller may wait for it (a record: catalog checkpoints of two
+    commands that ended at once) or say so."""

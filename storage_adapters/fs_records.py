@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from typing import Iterator, Tuple
 
 from .base import RESERVED, NotFound, PutOutcome, UnsafePath, check_record_key, checked_record_prefix
-from .fs_common import TEMP_SUFFIX, is_temp_name
+from .fs_common import TEMP_SUFFIX, WriteInProgress, is_temp_name
+
+#: How long a record's writer waits for another process writing the same record (they are small).
+RECORD_WAIT = 10.0
 
 
 class StoredRecords:
@@ -36,10 +40,20 @@ class StoredRecords:
         return (RESERVED,) + segments[:-1], segments[-1], loc
 
     def put_record(self, key: str, data: bytes) -> PutOutcome:
+        """As StorageAdapter.put_record. Two commands that ended at once may write the same record
+        (the same ledger checkpoint) at the same moment: the later one waits, up to RECORD_WAIT
+        seconds, for the other to finish, then compares what is stored as for any existing record."""
         dirs, name, loc = self._record_key(key)
         digests = {"sha256": hashlib.sha256(data).hexdigest()}
-        with self._dir(dirs, create=True) as dfd:
-            return self._store(dfd, name, loc, io.BytesIO(data), len(data), digests, None, replace=False)
+        deadline = time.monotonic() + RECORD_WAIT
+        while True:
+            try:
+                with self._dir(dirs, create=True) as dfd:
+                    return self._store(dfd, name, loc, io.BytesIO(data), len(data), digests, None, replace=False)
+            except WriteInProgress:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def read_record(self, key: str) -> bytes:
         dirs, name, loc = self._record_key(key)

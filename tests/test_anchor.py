@@ -338,3 +338,34 @@ def test_targets_holding_nothing_to_vouch_for_get_no_checkpoint(capsys, arch, mo
     assert "ledger checkpoint not written" not in run.err and "could not be anchored" not in run.err
     assert list(empty.iterdir()) == []
     assert len(snapshot(arch)["site-a"]) >= 2  # the others were anchored
+
+
+def test_a_record_another_process_is_writing_right_now_is_waited_for(tmp_path):
+    """Two commands that ended at once anchor the same checkpoint at the same moment: the later
+    one waits for the other's write (its locked temp file) instead of failing the target."""
+    import fcntl
+    import os as _os
+    import threading
+
+    from storage_adapters.fs_common import temp_name
+
+    (tmp_path / "root").mkdir()
+    a = FilesystemAdapter("site-a", "beijing", str(tmp_path / "root"))
+    folder = tmp_path / "root" / ".strongroom" / "ledger"
+    folder.mkdir(parents=True)
+    data = b'{"same": "checkpoint"}\n'
+    tmp = folder / temp_name("cp.json")
+    fd = _os.open(tmp, _os.O_WRONLY | _os.O_CREAT | _os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)                      # the other writer, mid-write
+
+    def finish():
+        (folder / "cp.json").write_bytes(data)
+        tmp.unlink()
+        _os.close(fd)
+    timer = threading.Timer(0.5, finish)
+    timer.start()
+    try:
+        assert a.put_record("ledger/cp.json", data) == PutOutcome.ALREADY_PRESENT
+    finally:
+        timer.cancel()
+    assert a.read_record("ledger/cp.json") == data
