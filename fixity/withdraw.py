@@ -190,12 +190,15 @@ def _fetched_by_others(config, catalog, request, existing: Dict[str, Tombstone])
 
     going = set(request.bag_ids)
     problems: List[str] = []
+    readers: Optional[List[StorageAdapter]] = None   # opened once, and only if there is a bag to read
     for lib, coll in sorted({tuple(b.split("/")[:2]) for b in going}):
         for other in catalog.bags(library=lib, collection=coll).column("bag_id").to_pylist():
             if other in going or other in existing:
                 continue
             raw, where, bag = None, other, BagId.parse(other)
-            for adapter in _adapters(config, catalog, other):
+            if readers is None:   # reading fetch.txt needs no retention: one set of targets serves every bag
+                readers = [open_target(t) for _, t in sorted(config.storage.items())]
+            for adapter in readers:
                 try:
                     with adapter.open_file(bag, FETCH_TXT) as fh:
                         raw, where = fh.read(), adapter.location(bag, FETCH_TXT)
