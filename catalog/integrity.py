@@ -71,6 +71,12 @@ COLUMNS: Dict[str, List[str]] = {
 # Read as dictionaries: the files table repeats one `_batch` per bag on every file row, and
 # decoding 200k such strings costs several times more than decoding their dictionary indices.
 DICTIONARY_COLUMNS: Dict[str, List[str]] = {"files": [BATCH]}
+# The files table is read in batches of at most this many rows and each file kept only as its
+# per-batch sums (`_file_sums`): what the check holds does not grow with a bag's file count.
+SCAN_BATCH_ROWS = 16384
+# What is kept of a files/ table file: one row per `_batch` (file rows and their bytes).
+FILE_SUMS = pa.schema([pa.field(BATCH, pa.string(), nullable=False), pa.field("count", pa.int64(), nullable=False),
+                       pa.field("size", pa.int64(), nullable=False)])
 REGISTRATION_EVENTS = ("ingestion", "metadata extraction")
 COPY_EVENTS = ("replication", "fixity check")
 LOST_EVENT = "metadata extraction"  # with outcome failure: a rebuild could not register the bag
@@ -203,16 +209,40 @@ def _probe(store: Store, table: str, f: StoredFile, columns: List[str]) -> Tuple
             if wrong:
                 return None, (f"{where}: not a {table} table file (column {wrong[0]} is "
                               f"{have.field(wrong[0]).type}, not {schema.field(wrong[0]).type})")
-            data = pq.ParquetFile(fh, read_dictionary=DICTIONARY_COLUMNS.get(table)).read(
-                columns=columns, use_threads=False)
+            wanted = _wanted_schema(table, columns)
+            reader = pq.ParquetFile(fh, read_dictionary=DICTIONARY_COLUMNS.get(table))
+            parts: List[pa.Table] = []
+            for rb in reader.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=columns, use_threads=False):
+                nulls = [c for c in columns if not schema.field(c).nullable and rb.column(c).null_count]
+                if nulls:
+                    return None, (f"{where}: {rb.column(nulls[0]).null_count} row(s) without {nulls[0]}: "
+                                  f"not a {table} table file")
+                part = pa.Table.from_batches([rb]).cast(wanted)
+                parts.append(_file_sums(part) if table == "files" else part)
     except FileNotFoundError:
         return None, None  # removed since the listing (a compaction): not damage
     except (OSError, pa.ArrowException, ValueError) as exc:
         return None, f"{where}: not a readable Parquet file ({_short(exc)})"
-    nulls = [c for c in columns if not schema.field(c).nullable and data.column(c).null_count]
-    if nulls:
-        return None, f"{where}: {data.column(nulls[0]).null_count} row(s) without {nulls[0]}: not a {table} table file"
-    return data.cast(_wanted_schema(table, columns)), None
+    if table == "files":
+        return _file_sums(pa.concat_tables(parts) if parts else FILE_SUMS.empty_table()), None
+    return (pa.concat_tables(parts) if parts else wanted.empty_table()), None
+
+
+def _file_sums(part: pa.Table) -> pa.Table:
+    """Rows of a files/ table file (or sums already made of some of them) as FILE_SUMS: how many
+    rows and bytes each `_batch` has. All the bag-sum check needs, and what is kept per file."""
+    if part.num_rows == 0:
+        return FILE_SUMS.empty_table()
+    if "count" in part.column_names:
+        agg = part.group_by(BATCH).aggregate([("count", "sum"), ("size", "sum")])
+        count, size = agg.column("count_sum"), agg.column("size_sum")
+    else:
+        if pa.types.is_dictionary(part.schema.field(BATCH).type):
+            part = part.unify_dictionaries()
+        agg = part.group_by(BATCH).aggregate([("size", "count"), ("size", "sum")])
+        count, size = agg.column("size_count"), agg.column("size_sum")
+    return pa.table([agg.column(BATCH).cast(pa.string()), count.cast(pa.int64()), size.cast(pa.int64())],
+                    schema=FILE_SUMS)
 
 
 def _short(exc: BaseException) -> str:
@@ -270,44 +300,55 @@ def _read_files(store: Store, table: str, files: List[StoredFile], sigs: Dict[st
         fast = _scan(store, table, todo, columns, schema)
         if fast is not None:
             for f in todo:
-                data = fast.get(f.path, schema.empty_table())
+                data = fast.get(f.path, FILE_SUMS.empty_table() if table == "files" else schema.empty_table())
                 _memo_put(store, table, f.path, sigs.get(f.name, (0, 0)), data)
                 parts.append(data)
         else:
             for f in todo:
                 probe(f)
     if not parts:
-        return schema.empty_table()
+        return FILE_SUMS.empty_table() if table == "files" else schema.empty_table()
     return pa.concat_tables(parts)
 
 
 def _scan(store: Store, table: str, files: List[StoredFile], columns: List[str],
           schema: pa.Schema, filter=None) -> Optional[Dict[str, pa.Table]]:
     """The fast path: one dataset scan of all `files`, split by file; None if any file fails
-    (unreadable, foreign: a required column null), so the caller probes them one by one."""
+    (unreadable, foreign: a required column null), so the caller probes them one by one.
+
+    Batch by batch (at most SCAN_BATCH_ROWS rows, each with its file name, held at a time); a
+    files/ file is kept only as its sums (`_file_sums`), so a table of a million file rows costs
+    what one batch does, not a column of a million file names sorted."""
     dictionary = [c for c in DICTIONARY_COLUMNS.get(table, []) if c in columns]
     full = TABLE_SCHEMAS[table]
     if dictionary:
         full = pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f for f in full])
     fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=dictionary)) \
         if dictionary else "parquet"
+    sums = table == "files"
+    found: Dict[str, List[pa.Table]] = {}
     try:
         dataset = ds.dataset([f.path for f in files], schema=full, format=fmt, filesystem=store.fs)
-        scanned = dataset.to_table(columns=columns + ["__filename"], filter=filter)
+        batches = dataset.to_batches(columns=columns + ["__filename"], filter=filter, batch_size=SCAN_BATCH_ROWS)
+        for rb in batches:
+            if any(rb.column(c).null_count for c in columns if not schema.field(c).nullable):
+                return None
+            if rb.num_rows == 0:
+                continue
+            scanned = pa.Table.from_batches([rb]).sort_by("__filename")
+            runs = pc.run_end_encode(scanned.column("__filename").combine_chunks())
+            data = scanned.drop_columns(["__filename"]).cast(schema)
+            start = 0
+            for path, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+                part = data.slice(start, end - start)
+                found.setdefault(path, []).append(_file_sums(part) if sums else part)
+                start = end
     except (OSError, pa.ArrowException, ValueError):
         return None
-    if any(scanned.column(c).null_count for c in columns if not schema.field(c).nullable):
-        return None
     out: Dict[str, pa.Table] = {}
-    if scanned.num_rows == 0:
-        return out
-    scanned = scanned.sort_by("__filename")
-    runs = pc.run_end_encode(scanned.column("__filename").combine_chunks())
-    data = scanned.drop_columns(["__filename"]).cast(schema)
-    start = 0
-    for path, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
-        out[path] = data.slice(start, end - start)
-        start = end
+    for path, parts in found.items():
+        joined = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        out[path] = _file_sums(joined) if sums and len(parts) > 1 else joined
     return out
 
 
@@ -345,12 +386,11 @@ def _first_per_bag(bags: pa.Table) -> pa.Table:
 
 
 def _check_bag_sums(bags: pa.Table, files: pa.Table, health: CatalogHealth) -> None:
-    """Every committed bag's file rows add up to its file count and bytes (vectorised)."""
+    """Every committed bag's file rows add up to its file count and bytes (vectorised; `files`
+    holds each files/ file's FILE_SUMS)."""
     committed = _first_per_bag(bags)
-    if pa.types.is_dictionary(files.schema.field(BATCH).type):
-        files = files.unify_dictionaries()
-    sums = files.group_by(BATCH).aggregate([("size", "count"), ("size", "sum")])
-    sums = sums.set_column(sums.schema.get_field_index(BATCH), BATCH, sums.column(BATCH).cast(pa.string()))
+    sums = files.group_by(BATCH).aggregate([("count", "sum"), ("size", "sum")])
+    sums = sums.rename_columns([{"count_sum": "size_count"}.get(n, n) for n in sums.column_names])
     joined = committed.join(sums, keys=BATCH, join_type="left outer")
     count = pc.fill_null(joined.column("size_count"), 0)
     total = pc.fill_null(joined.column("size_sum"), 0)
@@ -489,7 +529,8 @@ def check_catalog(catalog, *, ledger: bool = True) -> CatalogHealth:
         health.problems += trial.problems
         health.unreadable += trial.unreadable
         health.counts[f"{table}_files"] = len(files)
-        health.counts[f"{table}_rows"] = tables[table].num_rows
+        health.counts[f"{table}_rows"] = (pc.sum(tables[table].column("count")).as_py() or 0) if table == "files" \
+            else tables[table].num_rows
     _check_bag_sums(tables["bags"], tables["files"], health)
     if mentions is not None:
         registered, pairs, gave_up = mentions
