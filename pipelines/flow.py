@@ -450,6 +450,8 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
     retention = config.policy(state.policy).retention
     try:
         adapter = open_target(target, retention=retention)
+        if target_name == placing_target(config, state, bag):
+            adapter.place_from = Path(bag["path"])
         result = replicate_bag(adapter, bag["path"], bag_id, progress=progress, inventory=inventory)
         # A run killed between naming a file and removing its temp name leaves that temp behind;
         # the file itself is whole, so the rerun skips it and nothing else would remove the temp.
@@ -458,6 +460,31 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
         _record_failure(config, catalog, state, bag_id, target, "replication", str(exc))
         raise
     return result
+
+
+def placing_target(config, state: DepositState, bag: dict) -> Optional[str]:
+    """The one target that may place the staged files (`storage_adapters.fs_place`) instead of
+    copying them: the policy's first folder target on the staged bag's file system, or None.
+
+    Why one: a placed file shares its inode with the staged copy, and two targets sharing one
+    inode would not be two independent copies; every other target gets a copy. The choice is
+    made again on every run, so it needs no state: a rerun whose config changed may pick
+    another target, and fs_place then copies every staged file already placed elsewhere.
+    """
+    try:
+        dev = os.stat(bag["path"]).st_dev
+    except OSError:
+        return None
+    for name in config.policy(state.policy).replicas:
+        target = config.target(name)
+        if target.type != "filesystem" or target.root is None:
+            continue
+        try:
+            if os.stat(target.root).st_dev == dev:
+                return name
+        except OSError:
+            continue
+    return None
 
 
 def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progress=None, inventory=None):
@@ -544,7 +571,10 @@ def register(config, state: DepositState, bag: dict) -> None:
 
 
 def finish(config, state: DepositState, bags: List[dict]) -> dict:
-    """All bags preserved: drop the staged copies (the verified replicas are the archive)."""
+    """All bags preserved: drop the staged copies (the verified replicas are the archive).
+
+    Files one target placed (`placing_target`) lose only their staged name here: their inode is
+    that target's verified copy."""
     for bag in bags:
         remove_tree(bag["path"])  # not shutil.rmtree: it recurses, and bags may be 1,000+ folders deep
     summary = {"deposit": state.key, "bags": [b["id"] for b in bags],

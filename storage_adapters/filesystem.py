@@ -117,6 +117,9 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
     #: put_files flushes at least this often (files, bytes): bounds dirty memory and open files
     batch_files = 1000
     batch_bytes = 1 << 30
+    #: A staged bag's folder whose files put_files may place (hard-link, `fs_place`) instead of
+    #: copying; None: copy everything. Set by the deposit for at most one target per bag.
+    place_from: Optional[Path] = None
 
     def __init__(self, name: str, site: str, root):
         super().__init__(name, site)
@@ -472,6 +475,10 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
                 if reader.hasher.size > size:
                     break  # longer than announced: stop filling the disk, check() says so
             reader.check(size, digests, target=self.name, location=loc)
+        self._seal(fd, mtime, loc, durable=durable)
+
+    def _seal(self, fd: int, mtime: Optional[float], loc: str, *, durable: bool) -> None:
+        """A checked temp file made read-only, given the staged mtime, and fsynced if `durable`."""
         try:
             os.fchmod(fd, 0o444)  # a preservation copy is not edited in place
             if mtime is not None:

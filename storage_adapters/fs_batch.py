@@ -2,7 +2,9 @@
 
 `put_files` writes many files as `put_file` does (`filesystem`), with the flushes shared (a flush
 per file costs milliseconds; thousands of small files took minutes):
-  1. each file is written and checked under its locked temp name as by put_file, without fsync;
+  1. each file is written and checked under its locked temp name as by put_file, without fsync
+     (or, from a staged bag the deposit lets this target place, hard-linked there and checked:
+     `fs_place`);
   2. ONE flush makes all of them durable: syncfs() of their file system where that is known to
      write back every dirty file and to report write-back errors (`fs_durability`); elsewhere
      each file is fsynced, as by put_file;
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Set, Tuple
 
 from .base import PutItem, PutOutcome, StorageError
+from .fs_place import check_placed, place_temp, placeable
 
 if TYPE_CHECKING:
     from .filesystem import FilesystemAdapter
@@ -109,10 +112,15 @@ class _Batch:
             self.present.add(dirs)  # fsynced at commit: a crashed run may have linked it but not synced the folder
             report(index, PutOutcome.ALREADY_PRESENT)
             return
-        tmp, fd = adapter._create_temp(dfd, name, loc)
+        src = placeable(adapter, item)
+        placed = place_temp(adapter, dfd, name, loc, src, item.size) if src is not None else None
+        tmp, fd = placed if placed is not None else adapter._create_temp(dfd, name, loc)
         self.pending.append(_Pending(index, dirs, name, loc, tmp, fd, item.size, digests))
         self.open_files += 1
-        adapter._fill(fd, item.src, item.size, digests, item.mtime, loc, durable=False)
+        if placed is not None:
+            check_placed(adapter, fd, item.size, digests, item.mtime, loc, durable=False)
+        else:
+            adapter._fill(fd, item.src, item.size, digests, item.mtime, loc, durable=False)
         self.bytes += item.size
 
     def commit(self, report: Callable[[int, PutOutcome], None]) -> None:
