@@ -173,7 +173,7 @@ class Catalog:
             flt = ds.field(BATCH).isin(batches.combine_chunks() if isinstance(batches, pa.ChunkedArray) else batches)
             order = ["bag_id", "path"]
         read = list(dict.fromkeys(order + wanted))
-        table = self._read("files", bag_id, filter=flt, columns=read)
+        table = self._read("files", bag_id, filter=flt, columns=read, batched=True)
         if not _is_sorted(table, order):  # compacted files already are: skip a copy
             table = table.sort_by([(c, "ascending") for c in order])
         return table.select(wanted)

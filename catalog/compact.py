@@ -44,7 +44,12 @@ KEY_TABLE = b"strongroom.table"
 KEY_VERSION = b"strongroom.schema_version"
 LOCK_NAME = "_compact.lock"
 COMPACTED_TABLES = ("bags", "files", "replicas")
-ROW_GROUP_ROWS = 32768
+# Row groups of at most this many rows, in every table file written (add_bag's files/ file of a
+# 200,000-file bag as well as compacted files): a reader decodes one row group's column chunks
+# at a time, so its memory is bounded by this, not by a bag's file count (issues 11, 16).
+ROW_GROUP_ROWS = 16384
+# Batches that batched reads (`read_files(..., batched=True)`) hold at a time.
+READ_BATCH_ROWS = 16384
 # A compacted file is merged again only into new data at least 1/TIER_FACTOR of its size, and
 # never into a result over MAX_MERGE_ROWS rows: each row is rewritten O(log n) times and a
 # compaction holds at most about that many rows in memory (plus the new small files).
@@ -69,7 +74,8 @@ def bag_file_prefix(bag_id: str) -> str:
 
 
 def table_bytes(table: pa.Table, name: str, extra_meta: Optional[Dict[bytes, bytes]] = None,
-                row_group_rows: Optional[int] = None) -> bytes:
+                row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
+    """The Parquet bytes of a table file (zstd, row groups of at most `row_group_rows`)."""
     meta = {KEY_TABLE: name.encode(), KEY_VERSION: SCHEMA_VERSION.encode(), **(extra_meta or {})}
     sink = pa.BufferOutputStream()
     pq.write_table(table.replace_schema_metadata(meta), sink, compression="zstd",
@@ -123,13 +129,19 @@ def live_files(store: Store, table: str, bag_id: Optional[str] = None,
     return [StoredFile(n, f"{base}/{n}") for n in names if n not in replaced]
 
 
-def read_files(store: Store, table: str, files: List[StoredFile], **scan) -> pa.Table:
+def read_files(store: Store, table: str, files: List[StoredFile], batched: bool = False, **scan) -> pa.Table:
+    """The rows of `files` (`scan`: columns, filter). `batched`: filtered batch by batch (at most
+    READ_BATCH_ROWS rows decoded at a time, also in older files written as one big row group),
+    for reads that keep few of the rows or few columns of many (one bag of a compacted table)."""
     schema = TABLE_SCHEMAS[table]
     if not files:
         empty = schema.empty_table()
         return empty.select(scan["columns"]) if scan.get("columns") else empty
     try:
         dataset = ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=store.fs)
+        if batched:
+            scanner = dataset.scanner(batch_size=READ_BATCH_ROWS, use_threads=False, **scan)
+            return pa.Table.from_batches([b for b in scanner.to_batches() if b.num_rows], schema=scanner.projected_schema)
         return dataset.to_table(**scan)
     except FileNotFoundError:
         raise  # removed by a compaction since the listing: the caller lists again

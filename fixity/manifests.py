@@ -48,38 +48,83 @@ def parse_manifest(data: bytes, version: str, algorithm: str, file: Optional[str
     return pa.table({"path": pa.concat_arrays(paths), "digest": pa.concat_arrays(digests)}), errors
 
 
-def manifest_matches(raw: bytes, expected: ExpectedBag, algorithm: str, version: str) -> bool:
-    """True when a payload manifest says exactly what the catalog says, checked without parsing
-    it line by line: its lines, sorted, equal the lines Strongroom writes for the catalog's
-    entries (`<digest>  <encoded path>`). Anything else (other spacing, upper-case digests,
-    invalid UTF-8, a real difference) is left to the full parse. Vectorised and lean: a
-    manifest of 200,000 lines costs tens of milliseconds, and besides the manifest's own lines
-    and the expected ones only sort indices and one slice at a time are held."""
-    start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
-    body = memoryview(raw)[start:]
-    offsets = pa.array([0, len(body)], pa.int64()).buffers()[1]
-    whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(body)])  # no copy
-    lines = pc.list_flatten(pc.split_pattern(whole, b"\n"))
-    if len(lines) and not lines[len(lines) - 1].as_py():
-        lines = lines.slice(0, len(lines) - 1)            # what follows the last line end
-    if raw.find(b"\r", start) >= 0:                       # CRLF line ends
-        try:
-            lines = pc.utf8_rtrim(lines.cast(pa.large_string()), characters="\r").cast(pa.large_binary())
-        except pa.ArrowInvalid:                            # not UTF-8: the full parse says so
-            return False
-    if len(lines) != expected.files.num_rows:
-        return False
-    if len(lines) == 0:
-        return True
-    paths = expected.files.column("path")
+#: The in-order comparison splits at most about this many manifest bytes into lines at a time.
+WINDOW_BYTES = 4 << 20
+
+
+def _expected_lines(expected: ExpectedBag, algorithm: str, version: str, offset: int = 0,
+                    length: Optional[int] = None) -> pa.Array:
+    """The lines Strongroom writes for rows [offset, offset + length) of the catalog's entries
+    (`<digest>  <encoded path>`, no line end), as large_binary."""
+    rows = expected.files.slice(offset, length)
+    paths = rows.column("path")
     pairs = ([("%", "%25")] if bagit_spec.is_v1(version) else []) + [("\n", "%0A"), ("\r", "%0D")]
     for old, new in pairs:
         if pc.any(pc.match_substring(paths, old)).as_py():
             paths = pc.replace_substring(paths, old, new)
-    wanted = pc.binary_join_element_wise(expected.files.column(algorithm).cast(pa.large_binary()),
+    wanted = pc.binary_join_element_wise(rows.column(algorithm).cast(pa.large_binary()),
                                          paths.cast(pa.large_binary()), pa.scalar(b"  ", pa.large_binary()))
-    if isinstance(wanted, pa.ChunkedArray):
-        wanted = wanted.combine_chunks()
+    return wanted.combine_chunks() if isinstance(wanted, pa.ChunkedArray) else wanted
+
+
+def _split(body: memoryview, crlf: bool) -> Optional[pa.Array]:
+    """`body`'s lines split at LF (what follows the last line end dropped when empty), a CR
+    before each LF removed when `crlf`; None for bytes that are not UTF-8 (the full parse says)."""
+    offsets = pa.array([0, len(body)], pa.int64()).buffers()[1]
+    whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(body)])  # no copy
+    lines = pc.list_flatten(pc.split_pattern(whole, b"\n"))
+    if len(lines) and not lines[len(lines) - 1].as_py():
+        lines = lines.slice(0, len(lines) - 1)
+    if crlf:
+        try:
+            lines = pc.utf8_rtrim(lines.cast(pa.large_string()), characters="\r").cast(pa.large_binary())
+        except pa.ArrowInvalid:
+            return None
+    return lines
+
+
+def manifest_matches(raw: bytes, expected: ExpectedBag, algorithm: str, version: str) -> bool:
+    """True when a payload manifest says exactly what the catalog says, checked without parsing
+    it line by line: its lines, as a multiset, equal the lines Strongroom writes for the
+    catalog's entries (`<digest>  <encoded path>`). Anything else (other spacing, upper-case
+    digests, invalid UTF-8, a real difference) is left to the full parse.
+
+    Exact either way, and lean where it can be: Strongroom writes manifests sorted by path, the
+    order of the catalog's rows, so they are first compared line for line in that order, a
+    window of the manifest (WINDOW_BYTES) against the same rows at a time: memory does not grow
+    with the bag's file count. A manifest in another order (another tool's bag) is compared as
+    sorted lines instead (`_matches_unordered`), which holds all its lines and sort indices."""
+    start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    body = memoryview(raw)[start:]
+    crlf = raw.find(b"\r", start) >= 0
+    size = len(body)
+    count = raw.count(b"\n", start) + (0 if size == 0 or raw.endswith(b"\n") else 1)
+    if count != expected.files.num_rows:
+        return False
+    pos = row = 0
+    while pos < size:
+        cut = raw.rfind(b"\n", start + pos, start + min(size, pos + WINDOW_BYTES))
+        end = size if cut < 0 or pos + WINDOW_BYTES >= size else cut - start + 1
+        lines = _split(body[pos:end], crlf)
+        if lines is None:
+            return False
+        wanted = _expected_lines(expected, algorithm, version, row, len(lines))
+        if not pc.all(pc.equal(lines, wanted)).as_py():
+            return _matches_unordered(body, crlf, expected, algorithm, version)
+        row += len(lines)
+        pos = end
+    return row == count
+
+
+def _matches_unordered(body: memoryview, crlf: bool, expected: ExpectedBag, algorithm: str, version: str) -> bool:
+    """`manifest_matches` for a manifest whose lines are not in the catalog's order: the sorted
+    lines compared with the sorted expected lines, a slice at a time."""
+    lines = _split(body, crlf)
+    if lines is None or len(lines) != expected.files.num_rows:
+        return False
+    if len(lines) == 0:
+        return True
+    wanted = _expected_lines(expected, algorithm, version)
     ours, theirs = pc.array_sort_indices(lines), pc.array_sort_indices(wanted)
     step = 65536
     for offset in range(0, len(lines), step):
