@@ -64,9 +64,12 @@ class _AuditTask(ArchiveTask):
         return Path(self.config.staging) / AUDIT_DIR
 
     def write_output(self, data) -> None:
-        from pipelines.flow import write_json_atomic
+        """Atomically (an output is there whole or not at all: a rerun redoes only what is
+        missing). Outputs live under `<staging>/.audit`, not a deposit's state folder, so the
+        plain durable write is the whole story (and the deposit workflow is not imported)."""
+        from strongroom.durable import atomic_write_json
 
-        write_json_atomic(Path(self.output().path), data)
+        atomic_write_json(Path(self.output().path), data)
 
     def failure_path(self) -> Path:
         return failure_path(self.audit_dir(), self.task_id)
