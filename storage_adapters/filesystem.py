@@ -124,6 +124,7 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
     def __init__(self, name: str, site: str, root):
         super().__init__(name, site)
         self.root = Path(os.path.abspath(os.fspath(root)))
+        self._bag_prefixes: Dict[BagId, Tuple[Tuple[str, ...], str]] = {}  # _key's per-bag part
 
     # ------------------------------------------------------------------ where things are
 
@@ -139,16 +140,24 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
 
     def _key(self, bag_id: BagId, relpath: str) -> Tuple[Tuple[str, ...], str, str]:
         """(folders below the root, file name, location for messages); UnsafePath for a bad path."""
-        loc = self.location(bag_id, relpath)
+        # Called for every file stored or read (4 times per file of a deposit with two targets):
+        # the bag's folders and location prefix are worked out once per bag, not once per file.
+        known = self._bag_prefixes.get(bag_id)
+        if known is None:
+            known = (bag_segments(bag_id), self.location(bag_id))
+            if len(self._bag_prefixes) < 256:
+                self._bag_prefixes[bag_id] = known
+        bag_dirs, prefix = known
+        loc = f"{prefix}/{relpath}" if relpath else prefix
         try:
             segments = check_relpath(relpath)
         except ValueError as exc:
             raise UnsafePath(f"refused bag path: {exc}", target=self.name, location=loc) from None
-        for seg in segments:
+        for seg in segments if TEMP_SUFFIX in relpath else ():
             if is_temp_name(seg):
                 raise UnsafePath(f"refused bag path: {seg!r} has the form Strongroom reserves for its "
                                  f"temporary files (.NAME{TEMP_SUFFIX})", target=self.name, location=loc)
-        return bag_segments(bag_id) + segments[:-1], segments[-1], loc
+        return bag_dirs + segments[:-1], segments[-1], loc
 
     # ------------------------------------------------------------------ errors
 
