@@ -172,8 +172,12 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int,
                     tail = bytes(chunk[n - keep:])
                 else:
                     tail = (tail + bytes(chunk))[-keep:] if keep else b""
-            closed = True
             try:
+                # Through the descriptor, not the path: two lookups of a deep path less per file.
+                copied = os.fstat(out)
+                if copied.st_size == src.size:
+                    os.utime(out, ns=(src.mtime_ns, src.mtime_ns))
+                closed = True
                 os.close(out)  # a delayed write error (NFS, quota) may first show here
             except OSError as exc:
                 raise StagingWriteFailure(src.relpath, exc)
@@ -189,12 +193,6 @@ def copy_with_digests(task: StageTask, algorithms: Sequence[str], keep: int,
             f"{hasher.size} bytes read, now {after.st_size}); deposit it again once it is stable"
         )
     _check_unchanged(src, after, "while being staged")
-    try:
-        copied = os.stat(task.dest)
-        if copied.st_size == src.size:
-            os.utime(task.dest, ns=(src.mtime_ns, src.mtime_ns))
-    except OSError as exc:
-        raise StagingWriteFailure(src.relpath, exc)
     if copied.st_size != src.size:
         raise StageFailure(f"{src.relpath}: staged copy has {copied.st_size} bytes, source {src.size}")
     return hasher.size, hasher.hexdigests(), head, tail
