@@ -140,7 +140,8 @@ def read_files(store: Store, table: str, files: List[StoredFile], batched: bool 
     try:
         dataset = ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=store.fs)
         if batched:
-            scanner = dataset.scanner(batch_size=READ_BATCH_ROWS, use_threads=False, **scan)
+            scanner = dataset.scanner(batch_size=READ_BATCH_ROWS, batch_readahead=1, fragment_readahead=1,
+                                      use_threads=False, **scan)
             return pa.Table.from_batches([b for b in scanner.to_batches() if b.num_rows], schema=scanner.projected_schema)
         return dataset.to_table(**scan)
     except FileNotFoundError:

@@ -66,77 +66,63 @@ def tag_algorithms(expected: ExpectedBag, tag_paths: Iterable[str]) -> List[str]
 
 def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, tag_paths: List[str],
                 check: ReplicaCheck, retry: Retry) -> None:
-    """Read every tag file of the copy; parse bagit.txt, bag-info.txt and the (tag) manifests."""
+    """Read every tag file of the copy; parse bagit.txt, bag-info.txt and the (tag) manifests.
+
+    bagit.txt is read first (it says how every manifest is read), and each payload manifest is
+    compared with the catalog as soon as it is read and then let go: a bag's manifests are its
+    biggest tag files (about 100 bytes a file each), and holding all of them at once made the
+    audit's memory grow with the file count. Findings keep the order they always had."""
     algs = tag_algorithms(expected, tag_paths)
     kept: Dict[str, bytes] = {}
-    for path in tag_paths:
+    payload_manifests = {f"manifest-{alg}.txt": alg for alg in expected.algorithms}
+    read_findings: Dict[str, Finding] = {}
+    manifest_findings: List[Finding] = []
+    version = bagit_spec.BAGIT_VERSION
+    check.bagit_ok = False
+    for path in sorted(tag_paths, key=lambda p: p != bagit_spec.BAGIT_TXT):
         keep = _needs_parsing(path)
         try:
             copy, data = read_tag_file(adapter, bag_id, path, algs, retry, keep, check.linked)
         except NotFound:
             continue  # removed between listing and reading: it is simply not there
         except UnsafePath as exc:
-            check.findings.append(Finding(NOT_A_FILE, check.target, path, exc.message))
+            read_findings[path] = Finding(NOT_A_FILE, check.target, path, exc.message)
             continue
         except Exception as exc:
             if not is_transient(exc):
                 raise
             check.tag_unreadable[path] = describe(exc)
-            check.findings.append(Finding(UNREADABLE, check.target, path,
+            read_findings[path] = Finding(UNREADABLE, check.target, path,
                                           f"tag file cannot be read after {retry.attempts} attempts "
-                                          f"({describe(exc)}); inconclusive, not damage"))
+                                          f"({describe(exc)}); inconclusive, not damage")
             continue
         check.tag_copies[path] = copy
         check.tag_bytes += copy.size
-        if data is not None:
+        if data is None:
+            continue
+        if path == bagit_spec.BAGIT_TXT:
+            decl = bagit_spec.parse_bagit_txt(data)
+            check.bagit_ok = decl.rules is not None and decl.encoding is not None and \
+                not any(i.error for i in decl.issues)
+            version = decl.rules or version
+        elif path in payload_manifests:
+            _judge_manifest(data, path, payload_manifests[path], version, expected, check, manifest_findings)
+        else:
             kept[path] = data
-
-    version = bagit_spec.BAGIT_VERSION
-    raw = kept.get(bagit_spec.BAGIT_TXT)
-    if raw is not None:
-        decl = bagit_spec.parse_bagit_txt(raw)
-        check.bagit_ok = decl.rules is not None and decl.encoding is not None and \
-            not any(i.error for i in decl.issues)
-        version = decl.rules or version
-    else:
-        check.bagit_ok = False
+    check.tag_copies = {p: check.tag_copies[p] for p in tag_paths if p in check.tag_copies}  # listing order
+    check.findings.extend(read_findings[p] for p in tag_paths if p in read_findings)
     check.bag_version = version
 
     raw = kept.get("bag-info.txt")
     if raw is not None:
         check.bag_info_issues = _bag_info_issues(raw, version, expected)
 
+    judged = dict(check.manifest_state)
+    check.manifest_state.clear()
     for alg in expected.algorithms:
         name = f"manifest-{alg}.txt"
-        raw = kept.pop(name, None)
-        if raw is None:
-            check.manifest_state[alg] = "unreadable" if name in check.tag_unreadable else "missing"
-            continue
-        if manifest_matches(raw, expected, alg, version):
-            check.manifest_state[alg] = "agrees"
-            continue
-        try:
-            table, errors = parse_manifest(raw, version, alg, name)
-        except bagit_spec.TagFileError as exc:
-            table, errors = None, [exc.message]
-        if errors:
-            check.manifest_state[alg] = "invalid: " + "; ".join(errors[:5])
-            continue
-        diff = compare_manifest(expected, table, alg)
-        check.manifest_state[alg] = "disagrees" if diff else "agrees"
-        if diff:
-            check.manifest_differences[alg] = diff
-            listed = pa.array(list(diff), pa.string())
-            in_catalog = set(pc.filter(listed, pc.is_in(listed, value_set=expected.files.column("path"))).to_pylist())
-            for path, digest in list(sorted(diff.items()))[:MAX_LISTED]:
-                catalog_has = path in in_catalog
-                if digest is None:
-                    what = f"{name} does not list {path}, which the catalog holds"
-                elif not catalog_has:
-                    what = f"{name} lists {path} ({alg} {digest}), which is not in the catalog"
-                else:
-                    what = f"{name} gives {alg} {digest} for {path}; the catalog has another digest"
-                check.findings.append(Finding(MANIFEST_DISAGREES, check.target, path, what))
+        check.manifest_state[alg] = judged.get(alg) or ("unreadable" if name in check.tag_unreadable else "missing")
+    check.findings.extend(manifest_findings)
 
     for path in list(kept):
         m = bagit_spec.TAGMANIFEST_RE.match(path)
@@ -155,6 +141,37 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
             check.tag_manifest_errors[alg] = "lists a tag file twice"
             continue
         check.tag_manifests[alg] = entries
+
+
+def _judge_manifest(raw: bytes, name: str, alg: str, version: str, expected: ExpectedBag, check: ReplicaCheck,
+                    findings: List[Finding]) -> None:
+    """`manifest_state[alg]` of one payload manifest read from the copy (agrees, disagrees,
+    invalid), its differences and their findings (added to `findings`)."""
+    if manifest_matches(raw, expected, alg, version):
+        check.manifest_state[alg] = "agrees"
+        return
+    try:
+        table, errors = parse_manifest(raw, version, alg, name)
+    except bagit_spec.TagFileError as exc:
+        table, errors = None, [exc.message]
+    if errors:
+        check.manifest_state[alg] = "invalid: " + "; ".join(errors[:5])
+        return
+    diff = compare_manifest(expected, table, alg)
+    check.manifest_state[alg] = "disagrees" if diff else "agrees"
+    if diff:
+        check.manifest_differences[alg] = diff
+        listed = pa.array(list(diff), pa.string())
+        in_catalog = set(pc.filter(listed, pc.is_in(listed, value_set=expected.files.column("path"))).to_pylist())
+        for path, digest in list(sorted(diff.items()))[:MAX_LISTED]:
+            catalog_has = path in in_catalog
+            if digest is None:
+                what = f"{name} does not list {path}, which the catalog holds"
+            elif not catalog_has:
+                what = f"{name} lists {path} ({alg} {digest}), which is not in the catalog"
+            else:
+                what = f"{name} gives {alg} {digest} for {path}; the catalog has another digest"
+            findings.append(Finding(MANIFEST_DISAGREES, check.target, path, what))
 
 
 def _bag_info_issues(raw: bytes, version: str, expected: ExpectedBag) -> List[str]:
