@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -25,7 +25,7 @@ from strongroom.bag_id import BagId, check_code, check_title
 
 from .naming import CLAIMS_DIR, claim_stamp
 from .scan import ScanResult, scan_source
-from .split import plan_parts
+from .split import count_parts, iter_parts
 from .versions import Duplicate, Earlier, staged_listing
 from .stage import StagedFile, StageTask, StagingProblem, make_parent_dirs, staging_error, stage_files
 
@@ -76,7 +76,10 @@ def work_dir_prefix(library: str, collection: str, stamp: str) -> str:
 
 
 def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = None) -> DepositResult:
-    """Scan, stage, check supplied checksums, bag and validate. Returns the bags built."""
+    """Scan, stage, check supplied checksums, bag and validate. Returns the bags built.
+
+    The bags are built one after the other (stage a part, bag it, let go of it): memory stays
+    flat however many files and bags the deposit has."""
     check_code(req.library, "library")
     check_code(req.collection, "collection")
     check_title(req.title)
@@ -104,13 +107,14 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
         # From here on the source is read only by stage_files (which reports its problems per
         # file): any OSError that escapes is one of writing staging (full, read-only, failing).
         stamp = req.stamp or _free_stamp(staging, req.library, req.collection, now)
-        parts = plan_parts(scan.files, max_bytes=policy.bag.max_bytes, max_files=policy.bag.max_files)
-        bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(len(parts))]
+        limits = {"max_bytes": policy.bag.max_bytes, "max_files": policy.bag.max_files}
+        count = count_parts(scan.files, **limits)
+        bag_ids = [BagId(req.library, req.collection, stamp, i + 1) for i in range(count)]
         work_root = staging / INCOMPLETE
         make_dirs(work_root)
         prefix = work_dir_prefix(req.library, req.collection, stamp)
-        work_dirs = [work_root / f"{prefix}{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(len(parts))]
-        return _build(req, scan, parts, bag_ids, work_dirs, identifier, staging, now)
+        work_dirs = [work_root / f"{prefix}{i + 1}-{uuid.uuid4().hex[:8]}" for i in range(count)]
+        return _build(req, scan, limits, bag_ids, work_dirs, identifier, staging, now)
     except OSError as exc:
         raise staging_error(staging, exc.errno or 0, exc.strerror or str(exc),
                             f"writing {os.fsdecode(exc.filename)}" if isinstance(exc.filename, (str, bytes)) else ""
@@ -120,40 +124,83 @@ def ingest(req: DepositRequest, identifier=None, scan: Optional[ScanResult] = No
             discard(w)
 
 
-def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now: datetime) -> DepositResult:
+@dataclass
+class _Notes:
+    """What a deposit reports about all of its files, kept as counts and a few names (never a
+    list of every file), as its bags are built one after the other."""
+
+    warnings: List[str] = field(default_factory=list)     # the virus check's, one line each
+    counts: Dict[str, int] = field(default_factory=dict)  # kind -> files
+    names: Dict[str, List[str]] = field(default_factory=dict)  # kind -> the first ten
+    at_risk: List[str] = field(default_factory=list)
+
+    def note(self, kind: str, rel: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        shown = self.names.setdefault(kind, [])
+        if len(shown) < 10:
+            shown.append(rel)
+
+    def listed(self, kind: str) -> str:
+        return ", ".join(self.names.get(kind, [])) + (" ..." if self.counts.get(kind, 0) > 10 else "")
+
+    def virus_lines(self) -> List[str]:
+        out = list(self.warnings)
+        if self.counts.get("unscanned"):
+            out.append(f"{self.counts['unscanned']} file(s) not virus-checked (clamd failed; virus_check: warn): "
+                       + self.listed("unscanned"))
+        if self.counts.get("skipped"):
+            out.append(f"{self.counts['skipped']} file(s) not virus-checked, longer than clamd's stream limit "
+                       f"(large_files: skip-and-record): " + self.listed("skipped"))
+        return out
+
+    def all_lines(self) -> List[str]:
+        out = self.virus_lines()
+        if self.counts.get("unidentified"):
+            out.append(f"{self.counts['unidentified']} file(s) in no format FIDO knows: " + self.listed("unidentified"))
+        return out + self.at_risk
+
+
+@dataclass
+class _Part:
+    """One part of the deposit, staged, waiting to be bagged."""
+
+    index: int
+    files: List[StagedFile]     # in walk order
+    dests: Dict[str, bytes]     # relpath -> its staged copy
+
+
+def _build(req, scan, limits, bag_ids, work_dirs, identifier, staging: Path, now: datetime) -> DepositResult:
     policy = req.policy
-    tasks: Dict[str, StageTask] = {}
-    part_of: Dict[str, int] = {}
-    for i, (files, work) in enumerate(zip(parts, work_dirs)):
-        data = os.fsencode(work / "data")
-        for f in files:
-            tasks[f.relpath] = StageTask(f, data + b"/" + f.relpath.encode("utf-8"))
-            part_of[f.relpath] = i
     virus = req.virus
     scanner = virus.scanner if virus is not None else None
     if virus is not None:
         from .virus import refuse_large
 
         refuse_large(virus, scan.files)  # large_files: refuse -- before any byte is staged
-    make_parent_dirs(tasks.values())
     for w in work_dirs:
         make_dirs(w / "data")
 
+    def task(f, i: int) -> StageTask:
+        return StageTask(f, os.fsencode(work_dirs[i] / "data") + b"/" + f.relpath.encode("utf-8"))
+
     # 1. Checksum files the depositor supplied: stage them first, then read the staged copies,
     #    so we know which extra algorithms to compute without reading any source byte twice.
+    first = {f.relpath: task(f, i) for i, files in enumerate(iter_parts(scan.files, **limits))
+             for f in files if supplied_mod.may_hold_checksums(f.relpath)}
+
     def read_staged(rel: str) -> bytes:
-        with open(tasks[rel].dest, "rb") as fh:
+        with open(first[rel].dest, "rb") as fh:
             return fh.read()
 
-    first = [t for rel, t in tasks.items() if supplied_mod.may_hold_checksums(rel)]
-    first_rel = {t.source.relpath for t in first}
     algorithms = list(policy.checksums)
-    staged_first, problems = stage_files(first, algorithms, identifier=identifier, workers=1, scanner=scanner)
+    make_parent_dirs(first.values())
+    staged_first, problems = stage_files(list(first.values()), algorithms, identifier=identifier, workers=1,
+                                         scanner=scanner)
     _stop_if_staging_failed(problems, staging)
     _stop_if_scanner_failed(problems, scan.root)
     if problems:
         raise InputError("could not stage the source", path=str(scan.root), problems=problems)
-    checksum_specs = supplied_mod.find_checksum_files(first_rel, read_staged)
+    checksum_specs = supplied_mod.find_checksum_files(first, read_staged)
     supplied: List[supplied_mod.SuppliedDigest] = []
     parse_problems: List[str] = []
     for spec in checksum_specs:
@@ -165,86 +212,134 @@ def _build(req, scan, parts, bag_ids, work_dirs, identifier, staging: Path, now:
     extra = [a for a in supplied_mod.algorithms_needed(supplied) if a not in algorithms]
     if extra and staged_first:
         # The checksum files themselves may be listed in another checksum file: rare; hash those few again.
-        staged_first = _rehash(staged_first, tasks, algorithms + extra)
+        staged_first = _rehash(staged_first, first, algorithms + extra)
+    early: Dict[str, StagedFile] = {s.relpath: s for s in staged_first}
+    listed = {s.path for s in supplied}
+    supplied_part = {f.relpath: i for i, files in enumerate(iter_parts(scan.files, **limits))
+                     for f in files if f.relpath in listed} if supplied else {}
 
-    # 2. Everything else, one read per byte, spread over the workers.
-    rest = [t for rel, t in tasks.items() if rel not in first_rel]
-    staged_rest, problems = stage_files(rest, algorithms + extra, identifier=identifier,
-                                        workers=req.workers, progress=req.progress, scanner=scanner)
-    _stop_if_staging_failed(problems, staging)
-    _stop_if_scanner_failed(problems, scan.root)
-    if problems:
-        raise InputError(f"could not stage {len(problems)} file(s) of the source", path=str(scan.root),
-                         problems=problems)
-    staged: Dict[str, StagedFile] = {s.relpath: s for s in staged_first + staged_rest}
-    virus_warnings = _virus_verdicts(virus, staged, tasks) if virus is not None else []
+    # 2. One part after the other: stage it (one read per byte, spread over the workers), check
+    #    it, bag it. An earlier bag group of the collection with the same files is a duplicate
+    #    and stores nothing: while the parts so far may still be one, they wait unbagged.
+    notes = _Notes(warnings=list(virus.warnings) if virus is not None else [])
+    earlier = req.earlier
+    candidates = earlier.duplicate_candidates(len(scan.files), scan.total_bytes) \
+        if earlier is not None and not req.new_version else []
+    waiting: List[_Part] = []
+    builder = _Bagger(req, scan, bag_ids, work_dirs, identifier, now, algorithms + extra, supplied, supplied_part)
+    done_files = done_bytes = 0
+    try:
+        for i, files in enumerate(iter_parts(scan.files, **limits)):
+            rest = [task(f, i) for f in files if f.relpath not in early]
+            make_parent_dirs(rest)
 
-    # 3. Supplied checksums must match the bytes received.
-    mismatches = supplied_mod.verify_supplied(supplied, {k: v.digests for k, v in staged.items()})
+            def progress(n: int, nbytes: int, before=(done_files, done_bytes)) -> None:
+                if req.progress is not None:
+                    req.progress(before[0] + n, before[1] + nbytes)
+
+            staged_rest, problems = stage_files(rest, algorithms + extra, identifier=identifier,
+                                                workers=req.workers, progress=progress, scanner=scanner)
+            _stop_if_staging_failed(problems, staging)
+            _stop_if_scanner_failed(problems, scan.root)
+            if problems:
+                raise InputError(f"could not stage {len(problems)} file(s) of the source", path=str(scan.root),
+                                 problems=problems)
+            done_files += len(staged_rest)
+            done_bytes += sum(s.size for s in staged_rest)
+            by_rel = {s.relpath: s for s in staged_rest}
+            part = _Part(i, [early.get(f.relpath) or by_rel[f.relpath] for f in files],
+                         {t.source.relpath: t.dest for t in rest})
+            part.dests.update((f.relpath, first[f.relpath].dest) for f in files if f.relpath in early)
+            del by_rel, staged_rest, rest
+            # Checksum files first, as the deposit staged them (the order warnings name files in).
+            checked = [s for s in part.files if s.relpath in early] + [s for s in part.files if s.relpath not in early]
+            _virus_verdicts(virus, checked, part.dests, notes)
+
+            # 3. Supplied checksums must match the bytes received.
+            _check_supplied(builder.supplied_of(i, first_part=i == 0), part.files, scan.root)
+
+            # 4. Bag the part (or keep it waiting while the deposit may still be a duplicate).
+            if candidates:
+                candidates = earlier.still_equal(candidates, staged_listing(part.files))
+            if candidates:
+                waiting.append(part)
+                continue
+            for held in waiting + [part]:
+                builder.bag(held, notes)
+            waiting = []
+        if candidates:
+            return DepositResult([], scan, notes.virus_lines(), {}, duplicate=earlier.duplicate(candidates))
+    except BaseException:
+        for d in builder.final_dirs:  # a deposit is all of its parts or nothing
+            discard(d)
+        raise
+    return DepositResult(builder.built, scan, notes.all_lines(), builder.virus_records)
+
+
+def _check_supplied(supplied: List[supplied_mod.SuppliedDigest], files: List[StagedFile], root) -> None:
+    """Supplied checksums must match the bytes received (those of one part at a time)."""
+    mismatches = supplied_mod.verify_supplied(supplied, {s.relpath: s.digests for s in files}) if supplied else []
     if mismatches:
         raise PreservationError(
             f"{len(mismatches)} file(s) do not match the checksums supplied with the deposit; nothing was kept. "
             f"Fix the source: replace the damaged file(s) with good copies, or correct the supplied checksum "
             f"file if it is the one in error (Strongroom never changes the source)",
-            path=str(scan.root), problems=mismatches,
+            path=str(root), problems=mismatches,
         )
 
-    # 4. An earlier bag group of the collection with the same files: a duplicate stores nothing;
-    #    a new version references the unchanged files instead of storing them again.
-    listing = staged_listing(staged.values())
-    if req.earlier is not None and not req.new_version:
-        duplicate = req.earlier.duplicate_of(listing)
-        if duplicate is not None:
-            return DepositResult([], scan, list(virus_warnings), {}, duplicate=duplicate)
-    fetch = req.earlier.fetchable(listing) if req.earlier is not None and req.new_version else {}
-    for path in fetch:
-        _unstage(tasks[path[len("data/"):]].dest, work_dirs[part_of[path[len("data/"):]]] / "data")
 
-    warnings = list(virus_warnings)
-    unidentified = [rel for rel, s in staged.items() if not getattr(s.identification, "puid", "")]
-    if unidentified:
-        message = f"{len(unidentified)} file(s) in no format FIDO knows: " + ", ".join(unidentified[:10]) + (
-            " ..." if len(unidentified) > 10 else "")
-        if policy.formats.unidentified == "fail":
-            raise PreservationError(f"policy {policy.name} refuses unidentified formats", path=str(scan.root),
+class _Bagger:
+    """Turns staged parts into bags, one at a time; keeps only what every bag needs."""
+
+    def __init__(self, req, scan, bag_ids, work_dirs, identifier, now, algorithms, supplied, supplied_part) -> None:
+        self.req, self.scan, self.bag_ids, self.work_dirs = req, scan, bag_ids, work_dirs
+        self.algorithms = tuple(algorithms)
+        self.supplied, self.supplied_part = supplied, supplied_part
+        self.provenance = Provenance(req.library, identifier.fido_version, identifier.signature_version, now)
+        self.info = {"Strongroom-Collection-Type": req.collection_type, "Strongroom-Policy": req.policy.name}
+        if req.title:
+            self.info["External-Description"] = req.title
+            self.info["Strongroom-Collection-Title"] = req.title
+        self.built: List[BuiltBag] = []
+        self.final_dirs: List[Path] = []
+        self.virus_records: Dict[str, dict] = {}
+        self.at_risk = set(req.policy.formats.at_risk)
+
+    def supplied_of(self, i: int, first_part: bool) -> List[supplied_mod.SuppliedDigest]:
+        """The supplied digests of part i's files (the first part also gets those naming a file
+        the source does not hold, so that they are reported at once)."""
+        return [s for s in self.supplied
+                if self.supplied_part.get(s.path, 0 if first_part else -1) == i]
+
+    def bag(self, part: _Part, notes: _Notes) -> None:
+        """5. Bag one part, validated before it gets its final name; its file list is let go."""
+        req, policy, i = self.req, self.req.policy, part.index
+        # A new version references the unchanged files instead of storing them again.
+        fetch = req.earlier.fetchable(staged_listing(part.files)) if req.earlier is not None and req.new_version else {}
+        for path in fetch:
+            _unstage(part.dests[path[len("data/"):]], self.work_dirs[i] / "data")
+        unidentified = [s.relpath for s in part.files if not getattr(s.identification, "puid", "")]
+        if unidentified and policy.formats.unidentified == "fail":
+            raise PreservationError(f"policy {policy.name} refuses unidentified formats", path=str(self.scan.root),
                                     problems=[f"{rel}: format not identified" for rel in unidentified])
-        warnings.append(message)
-    at_risk = [f"{rel}: {s.identification.puid} is listed as at risk by policy {policy.name}"
-               for rel, s in staged.items() if getattr(s.identification, "puid", "") in set(policy.formats.at_risk)]
-    warnings.extend(at_risk)
-
-    # 5. One bag per part, each validated before it gets its final name.
-    provenance = Provenance(req.library, identifier.fido_version, identifier.signature_version, now)
-    info = {
-        "Strongroom-Collection-Type": req.collection_type,
-        "Strongroom-Policy": policy.name,
-    }
-    if req.title:
-        info["External-Description"] = req.title
-        info["Strongroom-Collection-Title"] = req.title
-    built: List[BuiltBag] = []
-    final_dirs = []
-    virus_records: Dict[str, dict] = {}
-    try:
-        for i, (files, work, bag_id) in enumerate(zip(parts, work_dirs, bag_ids)):
-            in_part = [staged[f.relpath] for f in files]
-            plan = BagPlan(
-                bag_id=bag_id, work_dir=work, files=in_part, algorithms=tuple(algorithms + extra),
-                part_count=len(parts), external_id=str(uuid.uuid4()), info=dict(info),
-                empty_dirs=list(scan.empty_dirs) if i == 0 else [],
-                supplied=[s for s in supplied if part_of.get(s.path) == i],
-                virus=_bag_virus(virus_records, str(bag_id), virus, in_part),
-                fetch=[fetch[p] for p in ("data/" + f.relpath for f in files) if p in fetch],
-                version_of=req.earlier.latest if req.earlier is not None and req.new_version else None,
-            )
-            final = staging / bag_id.library / bag_id.collection / bag_id.name
-            built.append(finish_bag(plan, provenance, final))
-            final_dirs.append(final)
-    except BaseException:
-        for d in final_dirs:  # a deposit is all of its parts or nothing
-            discard(d)
-        raise
-    return DepositResult(built, scan, warnings, virus_records)
+        for rel in unidentified:
+            notes.note("unidentified", rel)
+        notes.at_risk.extend(f"{s.relpath}: {s.identification.puid} is listed as at risk by policy {policy.name}"
+                             for s in part.files if getattr(s.identification, "puid", "") in self.at_risk)
+        bag_id = self.bag_ids[i]
+        plan = BagPlan(
+            bag_id=bag_id, work_dir=self.work_dirs[i], files=part.files, algorithms=self.algorithms,
+            part_count=len(self.bag_ids), external_id=str(uuid.uuid4()), info=dict(self.info),
+            empty_dirs=list(self.scan.empty_dirs) if i == 0 else [],
+            supplied=[s for s in self.supplied if self.supplied_part.get(s.path) == i],
+            virus=_bag_virus(self.virus_records, str(bag_id), req.virus, part.files),
+            fetch=[fetch[p] for p in ("data/" + f.relpath for f in part.files) if p in fetch],
+            version_of=req.earlier.latest if req.earlier is not None and req.new_version else None,
+        )
+        final = req.staging / bag_id.library / bag_id.collection / bag_id.name
+        built = finish_bag(plan, self.provenance, final)
+        self.final_dirs.append(final)
+        self.built.append(replace(built, files=()))  # the bag's own files describe it from here on
 
 
 def _unstage(dest: bytes, data_dir: Path) -> None:
@@ -294,30 +389,26 @@ def _stop_if_scanner_failed(problems: List[str], root) -> None:
                                 f"command again", path=str(root), problems=failed[:50], rerun_helps=True)
 
 
-def _virus_verdicts(virus, staged: Dict[str, StagedFile], tasks: Dict[str, StageTask]) -> List[str]:
-    """Infected files: quarantined and the deposit stopped (required), or warnings (warn)."""
+def _virus_verdicts(virus, staged: List[StagedFile], dests: Dict[str, bytes], notes: _Notes) -> None:
+    """Infected files of one part: quarantined and the deposit stopped (required), or warnings (warn)."""
+    if virus is None:
+        return
     from .virus import infected_error, quarantine
 
-    warnings = list(virus.warnings)
-    found = [(rel, s) for rel, s in sorted(staged.items()) if getattr(s.virus, "status", "") == "infected"]
+    found = sorted((s.relpath, s) for s in staged if getattr(s.virus, "status", "") == "infected")
     if found and virus.mode == "required":
-        folder = quarantine(virus, [(rel, tasks[rel].dest, s.virus.signature, s.size, dict(s.digests))
+        folder = quarantine(virus, [(rel, dests[rel], s.virus.signature, s.size, dict(s.digests))
                                     for rel, s in found])
         raise infected_error(virus, [(rel, s.virus.signature) for rel, s in found], folder)
     for rel, s in found:
-        warnings.append(f"{rel}: infected ({s.virus.signature}); kept because policy says virus_check: warn")
-    unscanned = [rel for rel, s in staged.items() if getattr(s.virus, "status", "") == "unscanned"]
-    if unscanned:
-        warnings.append(f"{len(unscanned)} file(s) not virus-checked (clamd failed; virus_check: warn): "
-                        + ", ".join(unscanned[:10]) + (" ..." if len(unscanned) > 10 else ""))
-    skipped = [rel for rel, s in staged.items() if getattr(s.virus, "status", "") == "skipped"]
-    if skipped:
-        warnings.append(f"{len(skipped)} file(s) not virus-checked, longer than clamd's stream limit "
-                        f"(large_files: skip-and-record): " + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
-    return warnings
+        notes.warnings.append(f"{rel}: infected ({s.virus.signature}); kept because policy says virus_check: warn")
+    for s in staged:
+        status = getattr(s.virus, "status", "")
+        if status in ("unscanned", "skipped"):
+            notes.note(status, s.relpath)
 
 
-def _rehash(staged: List[StagedFile], tasks, algorithms) -> List[StagedFile]:
+def _rehash(staged: List[StagedFile], tasks: Dict[str, StageTask], algorithms) -> List[StagedFile]:
     from strongroom.checksums import hash_file
 
     out = []

@@ -104,11 +104,10 @@ def too_deep(scan: ScanResult, limit: Optional[int] = None) -> List[str]:
 def archive_bags_in(scan: ScanResult) -> List[str]:
     """The bags of a Strongroom archive found in the source (a copied replica root), one line each."""
     found = []
-    by_rel = {f.relpath: f for f in scan.files}
-    for rel in sorted(by_rel):
+    # Only the few files that can tell (the list streams from disk: no map of every file).
+    by_rel = {f.relpath: f for f in scan.files if f.relpath.endswith("bag-info.txt")}
+    for rel in sorted(f.relpath for f in scan.files if _ARCHIVE_BAG.search(f.relpath)):
         m = _ARCHIVE_BAG.search(rel)
-        if not m:
-            continue
         info = by_rel.get(rel[: -len("bagit.txt")] + "bag-info.txt")
         if info is None or info.size > _BAG_INFO_LIMIT:
             continue

@@ -16,14 +16,17 @@ instead of failing half way through a copy:
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from strongroom.errors import InputError
+
+from .spill import SpilledFiles
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,16 @@ class SourceFile:
 
 @dataclass
 class ScanResult:
+    """What the walk found. `files` is on disk (`ingest.spill.SpilledFiles`, walk order): iterate
+    it, never index it, so a million-file source costs no more memory than a small one."""
+
     root: Path
-    files: List[SourceFile] = field(default_factory=list)
+    files: SpilledFiles
     empty_dirs: List[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
+        return self.files.total_bytes
 
 
 def describe_name(raw: bytes) -> str:
@@ -54,8 +60,11 @@ def describe_name(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
-    """List the source's files, or raise InputError listing every problem found."""
+def scan_source(root, *, follow_internal_links: bool = False, spill_dir: Optional[str] = None) -> ScanResult:
+    """List the source's files, or raise InputError listing every problem found.
+
+    The list is written to an unlinked temporary file in `spill_dir` (the system's temporary
+    folder when None) as the walk goes: memory stays flat however many files the source holds."""
     root_path = Path(root)
     if not root_path.exists() and not root_path.is_symlink():
         raise InputError("source does not exist", path=str(root_path))
@@ -65,7 +74,8 @@ def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
         raise InputError("source is not a folder (deposit a folder of files)", path=str(root_path))
     root_bytes = os.fsencode(os.path.abspath(root_path))
     real_root = os.path.realpath(root_bytes)
-    result = ScanResult(root=Path(os.fsdecode(root_bytes)))
+    result = ScanResult(root=Path(os.fsdecode(root_bytes)), files=SpilledFiles(root_bytes, spill_dir))
+    odd: Dict[str, str] = {}  # NFC form -> first name not in NFC (only those can clash, see below)
     problems: List[str] = []
 
     def rel(raw_rel: bytes) -> str:
@@ -83,6 +93,7 @@ def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
             return None
         if not entries and dir_rel:
             result.empty_dirs.append(rel(dir_rel))
+            _note_odd(odd, result.empty_dirs[-1])
         return entries
 
     # Depth first, names sorted at each level, a folder's contents right after its own entry
@@ -114,29 +125,33 @@ def scan_source(root, *, follow_internal_links: bool = False) -> ScanResult:
                         "symbolic links are refused (copy the real file into the source instead)"
                     problems.append(f"{shown}: symbolic link -> {describe_name(os.readlink(entry.path))}: {why}")
                     continue
-                _add_file(result, problems, raw_rel, target, os.stat(target))  # read the file itself
+                _add_file(result, problems, raw_rel, target, os.stat(target), odd)  # read the file itself
             elif stat.S_ISDIR(st.st_mode):
                 below = listing(entry.path, raw_rel)
                 if below is not None:
                     stack.append((raw_rel, iter(below)))
                     break  # descend now; this folder's remaining entries come after
             elif stat.S_ISREG(st.st_mode):
-                _add_file(result, problems, raw_rel, entry.path, st)
+                _add_file(result, problems, raw_rel, entry.path, st, odd)
             else:
                 problems.append(f"{shown}: {_kind(st.st_mode)} refused (only regular files can be deposited)")
         else:
             stack.pop()  # listing exhausted
 
-    problems.extend(_normalisation_clashes(result))
+    if odd:
+        problems.extend(_normalisation_clashes(result, set(odd)))
     if problems:
+        result.files.close()
         raise InputError(
             f"cannot deposit this source: {len(problems)} problem(s) found", path=str(root_path), problems=problems
         )
     return result
 
 
-def _add_file(result: ScanResult, problems: List[str], raw_rel: bytes, abspath: bytes, st: os.stat_result) -> None:
+def _add_file(result: ScanResult, problems: List[str], raw_rel: bytes, abspath: bytes, st: os.stat_result,
+              odd: Dict[str, str]) -> None:
     relpath = raw_rel.decode("utf-8")
+    _note_odd(odd, relpath)
     if not os.access(abspath, os.R_OK):
         problems.append(f"{relpath}: file cannot be read (permission denied)")
         return
@@ -175,12 +190,26 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def _normalisation_clashes(result: ScanResult) -> List[str]:
+def _note_odd(odd: Dict[str, str], name: str) -> None:
+    """Remember a name not in NFC. Two different names with one NFC form cannot both be in NFC
+    (each would then be that form): every clash involves such a name, and sources rarely hold
+    any, so the clash check needs no list of every name."""
+    key = unicodedata.normalize("NFC", name)
+    if key != name:
+        odd.setdefault(key, name)
+
+
+def _normalisation_clashes(result: ScanResult, keys: Set[str]) -> List[str]:
+    """The clashes among names whose NFC form is one of `keys` (a second pass over the spilled
+    list, only when some name is not in NFC); the same messages, in the same order, as comparing
+    every name with every other."""
     seen: Dict[str, str] = {}
     clashes = []
-    names = [f.relpath for f in result.files] + list(result.empty_dirs)
+    names = itertools.chain((f.relpath for f in result.files), result.empty_dirs)
     for name in names:
         key = unicodedata.normalize("NFC", name)
+        if key not in keys:
+            continue
         if key in seen and seen[key] != name:
             clashes.append(
                 f"{seen[key]!r} and {name!r}: names differ only in Unicode normalisation (NFC/NFD); "

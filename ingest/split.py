@@ -7,7 +7,7 @@ so related files stay together and the split is reproducible for the same source
 
 from __future__ import annotations
 
-from typing import List, Sequence, TypeVar
+from typing import Iterable, Iterator, List, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -17,15 +17,25 @@ def plan_parts(files: Sequence[T], *, max_bytes: int, max_files: int, size=lambd
 
     An empty deposit still gives one (empty) part, so its empty folders are recorded.
     """
-    parts: List[List[T]] = [[]]
+    return list(iter_parts(files, max_bytes=max_bytes, max_files=max_files, size=size))
+
+
+def iter_parts(files: Iterable[T], *, max_bytes: int, max_files: int, size=lambda f: f.size) -> Iterator[List[T]]:
+    """`plan_parts` one part at a time: only running totals and the current part are held, so a
+    deposit's files can stream from disk (`ingest.spill`) and be bagged part after part."""
+    current: List[T] = []
     used = 0
     for f in files:
         n = size(f)
-        current = parts[-1]
         if current and (used + n > max_bytes or len(current) >= max_files):
-            parts.append([])
-            current = parts[-1]
+            yield current
+            current = []
             used = 0
         current.append(f)
         used += n
-    return parts
+    yield current
+
+
+def count_parts(files: Iterable[T], *, max_bytes: int, max_files: int, size=lambda f: f.size) -> int:
+    """How many parts `iter_parts` gives, without holding any (each bag's Bag-Count needs it first)."""
+    return sum(1 for _ in iter_parts(files, max_bytes=max_bytes, max_files=max_files, size=size))

@@ -107,13 +107,15 @@ def version_problem(bagit_txt: str, version: str) -> Optional[str]:
 def check_bag_versions(scan) -> None:
     """Before any work: InputError (exit 2) naming every supplied bag whose bagit.txt declares a
     version its manifests cannot be read by. Reads only those small bagit.txt files."""
-    names = {f.relpath for f in scan.files}
+    # The folders holding a BagIt manifest (few): no set of every name (the list streams from disk).
+    with_manifest = {posixpath.dirname(f.relpath) for f in scan.files
+                     if _BAG_MANIFEST.match(posixpath.basename(f.relpath))}
     problems = []
     for f in scan.files:
         folder, name = posixpath.split(f.relpath)
         if name != "bagit.txt" or f.size > _BAGIT_TXT_LIMIT:
             continue
-        if not any(_BAG_MANIFEST.match(posixpath.basename(n)) and posixpath.dirname(n) == folder for n in names):
+        if folder not in with_manifest:
             continue  # no manifest beside it: nothing is read as a bag
         try:
             with open(f.abspath, "rb") as fh:

@@ -107,16 +107,32 @@ class Earlier:
 
     def duplicate_of(self, staged: Mapping[str, Tuple[int, Mapping[str, str]]]) -> Optional[Duplicate]:
         """The newest complete group whose listing equals `staged` (bag path -> (size, digests))."""
-        for group in reversed(self.groups):
-            listing = self.listings[group]
-            if not self.complete[group] or set(listing) != set(staged):
-                continue
-            if all(listing[p].same(*staged[p]) for p in staged):
-                stamp = group.rsplit("/", 1)[1]
-                when = f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]} UTC"
-                return Duplicate(group, tuple(self.bags[group]), when, len(listing),
-                                 sum(f.size for f in listing.values()))
-        return None
+        groups = self.duplicate_candidates(len(staged), sum(size for size, _ in staged.values()))
+        return self.duplicate(self.still_equal(groups, staged))
+
+    def duplicate_candidates(self, files: int, total_bytes: int) -> List[str]:
+        """Complete groups, newest first, of `files` files and `total_bytes` bytes: the only ones
+        a deposit of that many files and bytes can be a duplicate of (known from the scan, before
+        any byte is staged, so the deposit can be compared one bag's files at a time)."""
+        return [g for g in reversed(self.groups) if self.complete[g] and len(self.listings[g]) == files
+                and sum(f.size for f in self.listings[g].values()) == total_bytes]
+
+    def still_equal(self, groups: Sequence[str], staged: Mapping[str, Tuple[int, Mapping[str, str]]]) -> List[str]:
+        """The groups of `groups` holding every file of `staged` (some of a deposit's files) the
+        same. A group of the deposit's file count that holds all of its (distinct) paths the
+        same holds exactly them: its listing equals the deposit's."""
+        return [g for g in groups
+                if all(p in self.listings[g] and self.listings[g][p].same(*staged[p]) for p in staged)]
+
+    def duplicate(self, groups: Sequence[str]) -> Optional[Duplicate]:
+        """The Duplicate of the first of `groups` (newest first), or None when there is none."""
+        if not groups:
+            return None
+        group = groups[0]
+        listing = self.listings[group]
+        stamp = group.rsplit("/", 1)[1]
+        when = f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]} UTC"
+        return Duplicate(group, tuple(self.bags[group]), when, len(listing), sum(f.size for f in listing.values()))
 
     def fetchable(self, staged: Mapping[str, Tuple[int, Mapping[str, str]]]) -> Dict[str, FetchEntry]:
         """bag path -> fetch.txt entry for each staged file equal to one of an earlier bag

@@ -53,16 +53,15 @@ class _DepositTask(ArchiveTask):
         return "" if len(self.bags()) <= 1 else f" {bag_id.rsplit('/', 1)[-1]}"
 
     def inventory(self, bag: dict):
-        """The staged bag's inventory, as ValidateBag kept it (`flow.save_inventory`)."""
-        if not hasattr(self, "_inventory"):
-            path = Path(self.marker(f"{_safe(bag['id'])}.inventory.json").path)
-            self._inventory = flow.load_inventory(path, bag["path"])
-        return self._inventory
+        """The staged bag's inventory, as ValidateBag kept it (`flow.save_inventory`). Loaded per
+        run, never kept on the task: Luigi keeps every task object of a run, and one inventory
+        per bag x target kept would grow the worker by ~2 KiB per file deposited."""
+        return flow.load_inventory(Path(self.marker(f"{_safe(bag['id'])}.inventory.json").path), bag["path"])
 
-    def bag_totals(self, bag: dict):
+    @staticmethod
+    def totals(inventory):
         """(files, bytes) of every file of the staged bag that is copied and checked, tag files too."""
-        sizes = self.inventory(bag).sizes
-        return len(sizes), sum(sizes.values())
+        return len(inventory.sizes), sum(inventory.sizes.values())
 
     def failure_path(self) -> Path:
         return self.state.state_dir(self.config.staging) / "failures" / f"{self.task_id}.json"
@@ -83,10 +82,14 @@ class BuildBags(_DepositTask):
     def run(self):
         from ingest.scan import scan_source
 
-        scan = scan_source(self.state.source, follow_internal_links=self.state.follow_internal_links)
-        with self.progress("stage", scan.total_bytes, len(scan.files)) as update:
-            bags, warnings = flow.build_bags(self.config, self.state, workers=self.workers, progress=update,
-                                             scan=scan)
+        scan = scan_source(self.state.source, follow_internal_links=self.state.follow_internal_links,
+                           spill_dir=str(self.config.staging))
+        try:
+            with self.progress("stage", scan.total_bytes, len(scan.files)) as update:
+                bags, warnings = flow.build_bags(self.config, self.state, workers=self.workers, progress=update,
+                                                 scan=scan)
+        finally:
+            scan.files.close()
         self.write_marker({"bags": bags, "warnings": warnings})
 
 
@@ -124,10 +127,11 @@ class Replicate(_DepositTask):
 
     def run(self):
         bag = self.bag(self.bag_id)
-        files, nbytes = self.bag_totals(bag)
+        inventory = self.inventory(bag)
+        files, nbytes = self.totals(inventory)
         with self.progress(f"replicate {self.target}{self.bag_label(self.bag_id)}", nbytes, files) as update:
             result = flow.replicate_to(self.config, self.state, bag, self.target, progress=update,
-                                       inventory=self.inventory(bag))
+                                       inventory=inventory)
         self.write_marker({"bag": self.bag_id, "target": self.target, "files_written": result.files_written,
                            "files_already_present": result.files_already_present})
 
@@ -144,10 +148,11 @@ class Verify(_DepositTask):
 
     def run(self):
         bag = self.bag(self.bag_id)
-        files, nbytes = self.bag_totals(bag)
+        inventory = self.inventory(bag)
+        files, nbytes = self.totals(inventory)
         with self.progress(f"verify {self.target}{self.bag_label(self.bag_id)}", nbytes, files) as update:
             result = flow.verify_on(self.config, self.state, bag, self.target, progress=update,
-                                    inventory=self.inventory(bag))
+                                    inventory=inventory)
         self.write_marker({"bag": self.bag_id, "target": self.target, "files": result.files_checked,
                            "bytes": result.bytes_checked})
 

@@ -119,6 +119,7 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
                          f"--reason TEXT", problems=exc.problems) from None
     refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path))
     check_bag_versions(scan)
+    scan.files.close()  # its list on disk (ingest.spill): the deposit's BuildBags walks the source anew
     check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
     state = flow.open_deposit(config, source=source, library=library, collection=collection,
                               collection_type=collection_type, policy=policy.name, title=title,
