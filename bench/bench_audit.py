@@ -61,6 +61,10 @@ MIB = 1 << 20
 STRONGROOM = Path(sys.executable).with_name("strongroom")   # the console script users run
 GOAL_VS_BAGIT = 3.0      # files/s of the audit command over bagit.py --validate (issue 11)
 GOAL_FLAT = 1.20         # peak RSS at 200k (1M) files over the peak at 20k (issues 11, 16)
+# Commands run as an installed program runs: with its modules' bytecode cached (pip compiles it
+# at install). A PYTHONDONTWRITEBYTECODE shell would otherwise make every run compile ~140
+# modules again (0.2-0.3 s), which no user pays; the first, untimed pass writes the caches.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +219,7 @@ def command(cfg: Path, bag_id: str, workers: int, *extra: str) -> Tuple[float, d
     out, err = cfg.parent / "audit.out", cfg.parent / "audit.err"
     with open(out, "wb") as o, open(err, "wb") as e:
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=o, stderr=e, cwd=str(cfg.parent))
+        proc = subprocess.Popen(argv, stdout=o, stderr=e, cwd=str(cfg.parent), env=ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -230,7 +234,8 @@ def command(cfg: Path, bag_id: str, workers: int, *extra: str) -> Tuple[float, d
 def bagit_validate(bag_dir: Path) -> float:
     exe = Path(sys.executable).with_name("bagit.py")
     t = time.perf_counter()
-    proc = subprocess.run([str(exe), "--validate", "--processes", "2", str(bag_dir)], capture_output=True, text=True)
+    proc = subprocess.run([str(exe), "--validate", "--processes", "2", str(bag_dir)], capture_output=True, text=True,
+                          env=ENV)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"bagit.py --validate failed: {proc.stderr[-2000:]}")
@@ -256,6 +261,7 @@ def run_throughput(name: str, cfg: Path, bag_id: str, bag_dir: Path, workers: in
     n = len(files)
     total = sum(p.stat().st_size for p in files)
     hash_loop(files)                               # warm the page cache
+    command(cfg, bag_id, workers)                  # and the bytecode caches (untimed)
     measures = [
         (f"hashlib.sha256 loop, 1 thread (x{workers} = limit)", lambda: hash_loop(files)),
         (f"same loop in {workers} processes at once (what the machine gives now)",
@@ -285,8 +291,10 @@ def run_throughput(name: str, cfg: Path, bag_id: str, bag_dir: Path, workers: in
         out.append(f"Audit command vs bagit.py, files/s: {b / c:.2f}x (primary digest), {b / a:.2f}x (both digests); "
                    f"engine vs bagit.py: {b / e:.2f}x; per round (primary digest): "
                    + ", ".join(f"{x / y:.2f}x" for x, y in zip(bagit_runs, command_runs)))
-        out.append(f"Goal (command >= {GOAL_VS_BAGIT:.0f}x bagit.py, median of rounds): "
-                   f"{'met' if b / c >= GOAL_VS_BAGIT else 'NOT met'} ({b / c:.2f}x)")
+        per_round = statistics.median(x / y for x, y in zip(bagit_runs, command_runs))
+        met = min(b / c, per_round) >= GOAL_VS_BAGIT
+        out.append(f"Goal (command >= {GOAL_VS_BAGIT:.0f}x bagit.py, both as the ratio of the medians and as the "
+                   f"median of the per-round ratios): {'met' if met else 'NOT met'} ({b / c:.2f}x, {per_round:.2f}x)")
     out.append("")
     return out
 
