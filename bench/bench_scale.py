@@ -4,8 +4,9 @@ with 10,000 pending tasks, and a synthetic collection of up to a million files.
     python bench/bench_scale.py ratio   [--files 3034] [--pairs 2]      luigid vs local deposit
     python bench/bench_scale.py workers [--files 6000] [--procs 1,2,4]  processes on one luigid
     python bench/bench_scale.py pending [--tasks 10000]                 luigid's answers, loaded
-    python bench/bench_scale.py million [--files 100000,300000,1000000] deposit, status, audit --due, report
+    python bench/bench_scale.py million [--files 100000,300000,1000000] [--workers 2]  deposit, status, audit --due, report
     python bench/bench_scale.py catalog [--files 100000,300000,1000000] status, --due selection only
+    python bench/bench_scale.py rss     [--files 20000,200000] [--baseline DIR]  deposit peak RSS, ours vs DIR
 
 Every archive has two folder targets, the catalog in a folder, virus_check off, and bags of at
 most --bag-files files (so a big deposit is split per policy); sources are generated on the fly
@@ -172,7 +173,7 @@ def million(args, work: Path) -> None:
         make_source(src, n)
         made = time.monotonic() - began
         cfg = write_archive(work / f"archive-{n}", args.bag_files)
-        dep, rss, out = timed(cfg, "--json", *deposit_args(src, f"M{n}"))
+        dep, rss, out = timed(cfg, "--json", "--workers", args.workers, *deposit_args(src, f"M{n}"))
         bags = len(json.loads(out)["bags"])
         st, _, _ = timed(cfg, "--json", "status")
         due, _, _ = timed(cfg, "--json", "audit", "--due")
@@ -181,6 +182,66 @@ def million(args, work: Path) -> None:
               f"{rep_rss:.0f} |  (source made in {made:.0f} s)", flush=True)
         shutil.rmtree(src)
         shutil.rmtree(work / f"archive-{n}")
+
+
+def rss(args, work: Path) -> None:
+    """Peak RSS of `deposit --workers N` at each size, ours and a baseline tree interleaved.
+
+    The baseline is another checkout (`git archive <commit> | tar -x -C DIR`), run with the same
+    Python. Besides /usr/bin/time's peak (the largest process of the run), every process of the
+    run is sampled every 2 s, so the peak is split into before and after bags.json (the building
+    of the bags against replication, verification and registration)."""
+    repos = [("ours", REPO)] + ([("baseline", Path(args.baseline))] if args.baseline else [])
+    print("| files | bags | tree | deposit s | files/s | peak RSS MiB | sampled: building bags | after |\n"
+          "|---|---|---|---|---|---|---|---|", flush=True)
+    for n in [int(x) for x in args.files.split(",")]:
+        src = make_source(work / f"src-{n}", n)
+        for name, repo in repos:
+            cfg = write_archive(work / f"archive-{name}-{n}", args.bag_files)
+            seconds, peak, build, after, bags = _sampled(repo, cfg, src, n, args.workers)
+            print(f"| {n:,} | {bags} | {name} | {seconds:.0f} | {n / seconds:.0f} | {peak:.0f} | {build:.0f} | "
+                  f"{after:.0f} |", flush=True)
+            shutil.rmtree(work / f"archive-{name}-{n}")
+        shutil.rmtree(src)
+
+
+def _sampled(repo: Path, cfg: Path, src: Path, n: int, workers: int) -> tuple:
+    """(wall s, peak RSS MiB, sampled peak before / after bags.json, bags) of one deposit from `repo`."""
+    env = {**ENV, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(["/usr/bin/time", "-v", sys.executable, "-m", "pipelines", "--config", str(cfg),
+                             "--json", "--workers", str(workers), *deposit_args(src, f"M{n}")],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks = [0, 0]
+    state = cfg.parent / "staging" / ".state"
+    while proc.poll() is None:
+        phase = 1 if any(state.glob("*/bags.json")) else 0
+        peaks[phase] = max(peaks[phase], max(_tree_rss(proc.pid), default=0))
+        time.sleep(2)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"deposit from {repo} failed ({proc.returncode}):\n{err[-3000:]}")
+    peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) / 1024
+    return _wall(err), peak, peaks[0], peaks[1], len(json.loads(out)["bags"])
+
+
+def _tree_rss(top: int) -> List[float]:
+    """RSS (MiB) of every process below `top` (Luigi forks one per task with --workers > 1)."""
+    parent, rss_of = {}, {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        pid = int(status.parent.name)
+        parent[pid] = int(fields.get("PPid", "0"))
+        rss_of[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+    below, grew = {top}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in below and p not in below}
+        below |= new
+        grew = bool(new)
+    return [rss_of[p] for p in below if p in rss_of]
 
 
 DUE = """
@@ -228,25 +289,28 @@ def _wall(time_v: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["ratio", "workers", "pending", "million", "catalog"])
+    ap.add_argument("what", choices=["ratio", "workers", "pending", "million", "catalog", "rss"])
     ap.add_argument("--files", default=None, help="files per source (million: a comma list)")
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--procs", default="1,2,4")
     ap.add_argument("--tasks", type=int, default=10000)
     ap.add_argument("--bag-files", type=int, default=None, help="policy bag.max_files")
+    ap.add_argument("--workers", type=int, default=2, help="million, rss: the deposit's --workers")
+    ap.add_argument("--baseline", default=None, help="rss: a checkout of the baseline to interleave with ours")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     defaults = {"ratio": ("3034", 1000), "workers": ("6000", 1000), "pending": ("0", 1000),
-                "million": ("100000,300000,1000000", 100000), "catalog": ("100000,300000,1000000", 10000)}[args.what]
+                "million": ("100000,300000,1000000", 100000), "catalog": ("100000,300000,1000000", 10000),
+                "rss": ("20000,200000", 20000)}[args.what]
     args.files = args.files or defaults[0]
-    if args.what not in ("million", "catalog"):
+    if args.what not in ("million", "catalog", "rss"):
         args.files = int(args.files)
     args.bag_files = args.bag_files or defaults[1]
     work = args.work or Path(tempfile.mkdtemp(prefix=f"sr-bench-scale-{args.what}-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         {"ratio": ratio, "workers": workers, "pending": pending, "million": million,
-         "catalog": catalog}[args.what](args, work)
+         "catalog": catalog, "rss": rss}[args.what](args, work)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
