@@ -19,7 +19,7 @@ in the import order, so the pipeline reads them and hands them down.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
@@ -66,40 +66,60 @@ class Duplicate:
 
 @dataclass
 class Earlier:
-    """The registered bag groups of one library/collection, oldest first."""
+    """The registered bag groups of one library/collection, oldest first.
+
+    A group's files are read from the catalog only when needed (`listing`): a deposit compared
+    with a collection of a million earlier files holds none of them unless one group has its
+    exact file count and bytes (a duplicate), or it is a new version (which must look at all)."""
 
     groups: List[str] = field(default_factory=list)
-    listings: Dict[str, Dict[str, KnownFile]] = field(default_factory=dict)   # group -> path -> file
+    listings: Dict[str, Dict[str, KnownFile]] = field(default_factory=dict)   # group -> path -> file, once read
     bags: Dict[str, List[str]] = field(default_factory=dict)                  # group -> bag ids
     complete: Dict[str, bool] = field(default_factory=dict)                   # every part registered
+    totals: Dict[str, Tuple[int, int]] = field(default_factory=dict)          # group -> (files, bytes)
+    load: Optional[Callable[[List[str]], pa.Table]] = None                    # bag ids -> their `files` rows
 
     @classmethod
     def from_tables(cls, bags: pa.Table, files: pa.Table) -> "Earlier":
         """From the catalog's `bags` rows of the collection and their `files` rows."""
-        out = cls()
+        import pyarrow.compute as pc
+
+        return cls.from_bags(bags, lambda ids: files.filter(pc.is_in(files.column("bag_id"), pa.array(ids))))
+
+    @classmethod
+    def from_bags(cls, bags: pa.Table, load: Callable[[List[str]], pa.Table]) -> "Earlier":
+        """From the catalog's `bags` rows of the collection; `load(bag_ids)` reads their `files` rows."""
+        out = cls(load=load)
         parts: Dict[str, Tuple[int, set]] = {}
         for row in sorted(bags.to_pylist(), key=lambda r: r["bag_id"]):
             group = BagId.parse(row["bag_id"]).group
-            if group not in out.listings:
+            if group not in out.bags:
                 out.groups.append(group)
-                out.listings[group] = {}
                 out.bags[group] = []
+                out.totals[group] = (0, 0)
             out.bags[group].append(row["bag_id"])
+            files, nbytes = out.totals[group]
+            out.totals[group] = (files + row["file_count"], nbytes + row["byte_count"])
             count, seen = parts.setdefault(group, (row["part_count"], set()))
             seen.add(row["part"])
         out.groups.sort(key=lambda g: g.rsplit("/", 1)[1])      # by stamp: oldest first
         for group, (count, seen) in parts.items():
             out.complete[group] = seen == set(range(1, count + 1))
-        group_of = {b: g for g, ids in out.bags.items() for b in ids}
-        algs = [a for a in DIGESTS if a in files.column_names]
-        columns = {n: files.column(n).to_pylist() for n in ["bag_id", "path", "size"] + algs}
-        for i, bag_id in enumerate(columns["bag_id"]):
-            group = group_of.get(bag_id)
-            if group is None:
-                continue
-            digests = tuple((a, columns[a][i]) for a in algs if columns[a][i])
-            out.listings[group][columns["path"][i]] = KnownFile(bag_id, columns["size"][i], digests)
         return out
+
+    def listing(self, group: str) -> Dict[str, KnownFile]:
+        """path -> file of one group, read from the catalog the first time it is asked for."""
+        if group not in self.listings:
+            files = self.load(self.bags[group]) if self.load is not None else None
+            listing: Dict[str, KnownFile] = {}
+            if files is not None:
+                algs = [a for a in DIGESTS if a in files.column_names]
+                columns = {n: files.column(n).to_pylist() for n in ["bag_id", "path", "size"] + algs}
+                for i, bag_id in enumerate(columns["bag_id"]):
+                    digests = tuple((a, columns[a][i]) for a in algs if columns[a][i])
+                    listing[columns["path"][i]] = KnownFile(bag_id, columns["size"][i], digests)
+            self.listings[group] = listing
+        return self.listings[group]
 
     @property
     def latest(self) -> Optional[str]:
@@ -114,22 +134,21 @@ class Earlier:
         """Complete groups, newest first, of `files` files and `total_bytes` bytes: the only ones
         a deposit of that many files and bytes can be a duplicate of (known from the scan, before
         any byte is staged, so the deposit can be compared one bag's files at a time)."""
-        return [g for g in reversed(self.groups) if self.complete[g] and len(self.listings[g]) == files
-                and sum(f.size for f in self.listings[g].values()) == total_bytes]
+        return [g for g in reversed(self.groups) if self.complete[g] and self.totals[g] == (files, total_bytes)]
 
     def still_equal(self, groups: Sequence[str], staged: Mapping[str, Tuple[int, Mapping[str, str]]]) -> List[str]:
         """The groups of `groups` holding every file of `staged` (some of a deposit's files) the
         same. A group of the deposit's file count that holds all of its (distinct) paths the
         same holds exactly them: its listing equals the deposit's."""
         return [g for g in groups
-                if all(p in self.listings[g] and self.listings[g][p].same(*staged[p]) for p in staged)]
+                if all(p in self.listing(g) and self.listing(g)[p].same(*staged[p]) for p in staged)]
 
     def duplicate(self, groups: Sequence[str]) -> Optional[Duplicate]:
         """The Duplicate of the first of `groups` (newest first), or None when there is none."""
         if not groups:
             return None
         group = groups[0]
-        listing = self.listings[group]
+        listing = self.listing(group)
         stamp = group.rsplit("/", 1)[1]
         when = f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]} UTC"
         return Duplicate(group, tuple(self.bags[group]), when, len(listing), sum(f.size for f in listing.values()))
@@ -140,7 +159,7 @@ class Earlier:
         out: Dict[str, FetchEntry] = {}
         for path, (size, digests) in staged.items():
             for group in self.groups:
-                known = self.listings[group].get(path)
+                known = self.listing(group).get(path)
                 if known is not None and known.same(size, digests):
                     out[path] = FetchEntry(known.bag_id, path, size)
                     break

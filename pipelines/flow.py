@@ -341,8 +341,9 @@ def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, 
 
 
 def earlier_bags(catalog: Catalog, library: str, collection: str):
-    """The collection's registered bags and their files (`ingest.versions.Earlier`), what a new
-    deposit is compared with to find a duplicate or the files a new version need not store."""
+    """The collection's registered bags (`ingest.versions.Earlier`), what a new deposit is
+    compared with to find a duplicate or the files a new version need not store. Their files
+    are read per bag group when the comparison needs them, not all of the collection at once."""
     import pyarrow as pa
 
     from catalog.tombstones import without_withdrawn
@@ -350,9 +351,11 @@ def earlier_bags(catalog: Catalog, library: str, collection: str):
 
     # A withdrawn bag holds nothing any more: never a duplicate's original, never a fetch source.
     bags = without_withdrawn(catalog, catalog.bags(library=library, collection=collection))
-    ids = bags.column("bag_id").to_pylist()
-    files = pa.concat_tables([catalog.files(b) for b in ids]) if ids else catalog.files("")
-    return Earlier.from_tables(bags, files)
+
+    def load(ids):
+        return pa.concat_tables([catalog.files(b) for b in ids]) if ids else catalog.files("")
+
+    return Earlier.from_bags(bags, load)
 
 
 DUPLICATE = "duplicate.json"

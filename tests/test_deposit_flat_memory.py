@@ -221,3 +221,32 @@ def test_killed_while_a_later_part_is_staged_then_rerun(tmp_path, capsys):
     _check_after_kill(arch, source, "killed")
     data = _rerun_and_check(arch, source, "killed", capsys)
     assert len(data["bags"]) == -(-len(_walk_reference(source)) // 4) >= 3
+
+
+def test_a_deposit_reads_no_earlier_files_unless_a_group_may_be_its_duplicate(tmp_path, capsys, monkeypatch):
+    """earlier_bags: the collection's earlier files are read per group, and only for a group of
+    the deposit's exact file count and bytes (a collection of a million files is not loaded
+    into every later deposit's memory)."""
+    from catalog.catalog import Catalog
+
+    arch = make_archive(tmp_path)
+    _policy_with(arch, 4)
+    first = strongroom(capsys, *deposit_argv(arch, make_source(tmp_path / "a", small=10, small_size=512), "grow"))
+    assert first.code == 0, first.out + first.err
+    earlier = {b["id"] for b in first.data["bags"]}
+    read = []
+    real = Catalog.files
+
+    def files(self, bag_id, *args, **kwargs):
+        read.append(bag_id)
+        return real(self, bag_id, *args, **kwargs)
+
+    monkeypatch.setattr(Catalog, "files", files)
+    other = make_source(tmp_path / "b", small=6, small_size=700, seed="other")
+    second = strongroom(capsys, *deposit_argv(arch, other, "grow"))
+    assert second.code == 0, second.out + second.err
+    assert earlier.isdisjoint(read), read
+    again = strongroom(capsys, *deposit_argv(arch, other, "grow"))  # a duplicate of the second group
+    assert again.code == 0 and again.data["bags"] == [], again.out
+    assert earlier.isdisjoint(read), read
+    assert {b["id"] for b in second.data["bags"]} <= set(read)
