@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import functools
 import io
 import os
 import re
@@ -135,6 +136,7 @@ class LineIssue:
 # Versions
 
 
+@functools.lru_cache(maxsize=64)  # asked once per manifest line (decode_path -> is_v1); a bag declares one
 def parse_version(text: str) -> Tuple[int, int]:
     """'0.97' -> (0, 97). Only M.N with ASCII digits on both sides is a BagIt version ('.97' is not).
 
@@ -202,6 +204,8 @@ def decode_path(encoded: str, version: str) -> str:
     Escapes other than the ones `encode_path` writes (e.g. '%7E') are left as they are: they
     are literal characters of the name (see the conformance bag 'bag-with-encoded-names').
     """
+    if "%" not in encoded:
+        return encoded  # nothing escaped: the common case, one line of every manifest
     pattern = _DECODE_V1 if is_v1(version) else _DECODE_OLD
     return pattern.sub(lambda m: chr(int(m.group(1), 16)), encoded)
 
