@@ -403,8 +403,7 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
     def _create_temp(self, dfd: int, name: str, loc: str) -> Tuple[str, int]:
         """Create and lock this file's temp file; a crash's unlocked leftover is removed first."""
         tmp = temp_name(name)
-        busy = WriteInProgress("is being written by another process right now (its temporary file is locked); "
-                            "try again when that process has finished", target=self.name, location=loc)
+        busy = self._busy(loc)
         for _ in range(2):
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600,
@@ -415,19 +414,30 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
                 continue
             except OSError as exc:
                 raise self._failure(exc, loc, writing=True) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                # A cleaner may have removed the name between our create and our lock.
-                if os.stat(tmp, dir_fd=dfd, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
-                    raise BlockingIOError
-            except (BlockingIOError, FileNotFoundError):
-                os.close(fd)
-                raise busy from None
-            except BaseException:
-                os.close(fd)
-                raise
+            self._lock_temp(dfd, tmp, fd, busy)
             return tmp, fd
         raise busy
+
+    def _busy(self, loc: str) -> WriteInProgress:
+        return WriteInProgress("is being written by another process right now (its temporary file is locked); "
+                               "try again when that process has finished", target=self.name, location=loc)
+
+    def _lock_temp(self, dfd: int, tmp: str, fd: int, busy: WriteInProgress) -> os.stat_result:
+        """Lock a temp file just made (created or linked) and check its name is still ours (a
+        cleaner may have removed it between our create and our lock); its fstat. On failure
+        `fd` is closed and `busy` raised."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            mine = os.fstat(fd)
+            if os.stat(tmp, dir_fd=dfd, follow_symlinks=False).st_ino != mine.st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            raise busy from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return mine
 
     def _remove_if_stale(self, dfd: int, tmp: str, loc: str) -> bool:
         """Remove a temp file nobody holds locked (its writer died); False if a live writer has it."""

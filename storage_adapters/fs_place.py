@@ -24,13 +24,12 @@ Rules that keep the copies independent and the placed bytes untouched:
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 from typing import TYPE_CHECKING, Mapping, Optional, Tuple
 
 from .base import HashingReader, PutItem, read_buffer
-from .fs_common import _NO_HARDLINKS, _O_CLOEXEC, _O_NOFOLLOW, WriteInProgress, temp_name
+from .fs_common import _NO_HARDLINKS, _O_CLOEXEC, _O_NOFOLLOW, temp_name
 
 if TYPE_CHECKING:
     from .filesystem import FilesystemAdapter
@@ -53,8 +52,7 @@ def place_temp(adapter: FilesystemAdapter, dfd: int, name: str, loc: str, src: s
     """Link the staged file `src` to `name`'s temp name in folder `dfd`, locked as `_create_temp`
     leaves a temp file: (temp name, descriptor), or None when it must be copied instead."""
     tmp = temp_name(name)
-    busy = WriteInProgress("is being written by another process right now (its temporary file is locked); "
-                           "try again when that process has finished", target=adapter.name, location=loc)
+    busy = adapter._busy(loc)
     if not adapter._remove_if_stale(dfd, tmp, loc):
         raise busy
     try:
@@ -75,17 +73,10 @@ def place_temp(adapter: FilesystemAdapter, dfd: int, name: str, loc: str, src: s
         fd = os.open(tmp, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dfd)
     except OSError as exc:
         raise adapter._failure(exc, loc, writing=True) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        mine = os.fstat(fd)
-        if os.stat(tmp, dir_fd=dfd, follow_symlinks=False).st_ino != mine.st_ino or mine.st_ino != st.st_ino:
-            raise BlockingIOError  # a cleaner removed our name between link and lock; someone else's now
-    except (BlockingIOError, FileNotFoundError):
-        os.close(fd)
-        raise busy from None
-    except BaseException:
-        os.close(fd)
-        raise
+    mine = adapter._lock_temp(dfd, tmp, fd, busy)
+    if mine.st_ino != st.st_ino:
+        os.close(fd)  # our link was removed and the name is another writer's now
+        raise busy
     if mine.st_nlink != 2:
         # Another writer linked the same staged file at the same moment: neither may share it.
         os.unlink(tmp, dir_fd=dfd)
