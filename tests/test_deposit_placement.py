@@ -19,6 +19,7 @@ from typing import Dict
 
 import pytest
 
+from tests.test_deposit_crash import _kill_session
 from tests.test_deposit_pipeline import (LIB, REPO, TARGETS, TEMP_SUFFIX, check_preserved, deposit_argv, make_archive,
                                          make_source, strongroom)
 
@@ -176,10 +177,7 @@ def test_a_kill_during_placement_resumes(tmp_path, capsys, monkeypatch, point):
     try:
         proc.wait(timeout=300)  # a hang guard, not a timing assertion
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_session(proc)
     assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")
     site_a = arch.target_root("site-a") / LIB / "killed"
     left = [n for _, _, ns in os.walk(site_a) for n in ns]
