@@ -74,11 +74,9 @@ def place_temp(adapter: FilesystemAdapter, dfd: int, name: str, loc: str, src: s
     except OSError as exc:
         raise adapter._failure(exc, loc, writing=True) from None
     mine = adapter._lock_temp(dfd, tmp, fd, busy)
-    if mine.st_ino != st.st_ino:
-        os.close(fd)  # our link was removed and the name is another writer's now
-        raise busy
-    if mine.st_nlink != 2:
-        # Another writer linked the same staged file at the same moment: neither may share it.
+    if mine.st_ino != st.st_ino or mine.st_nlink != 2:
+        # The staged name was replaced after our look at it, or another writer linked the same
+        # staged file at the same moment (neither may share it): the name is ours and locked.
         os.unlink(tmp, dir_fd=dfd)
         os.close(fd)
         return None
