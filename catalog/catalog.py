@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import uuid
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from catalog.compact import (CompactResult, ReplacedCache, bag_file_prefix, compact_store, live_files,
-                             read_files, table_bytes)
+                             read_files, scan_files, table_bytes)
 from catalog.ledger import FOLDER as EVENTS_FOLDER, Ledger
 from catalog.schema import (BAGS_SCHEMA, BATCH, DIGEST_ALGORITHMS, EVENTS_SCHEMA, FILES_SCHEMA, RECORD_ID,
                             RECORDED, REPLICAS_SCHEMA, BagRecord, EventRecord, FileRecord, ReplicaRecord,
@@ -177,6 +177,37 @@ class Catalog:
         if not _is_sorted(table, order):  # compacted files already are: skip a copy
             table = table.sort_by([(c, "ascending") for c in order])
         return table.select(wanted)
+
+    def file_batches(self, bag_id: str, columns: Sequence[str], after: Optional[str] = None
+                     ) -> Iterator[pa.RecordBatch]:
+        """One bag's payload rows (`columns`, path first), a batch of at most
+        `compact.READ_BATCH_ROWS` rows at a time, in the order its files table holds them: sorted
+        by path, as add_bag and compaction write them (callers that rely on the order check it).
+
+        Why: a deep audit of a bag of a million files must not hold every row at once (issues 11,
+        16). Rows of one bag's registration live in one table file, read front to back. If a
+        compaction removes that file while it is read, the rows after the last path given are
+        read again from the file that replaced it (`after`: rows with a greater path only)."""
+        wanted = list(dict.fromkeys(["path", *columns]))
+        unknown = [c for c in wanted if c not in public_columns(FILES_SCHEMA)]
+        if unknown:
+            raise ValueError(f"not columns of the files table: {unknown}")
+        bags = self._committed_bags(bag_id)
+        if bags.num_rows == 0:
+            return
+        flt = (ds.field("bag_id") == bag_id) & (ds.field(BATCH) == bags.column(BATCH)[0].as_py())
+        for attempt in range(READ_ATTEMPTS):
+            scan = flt if after is None else flt & (ds.field("path") > after)
+            try:
+                for rb in scan_files(self.store, "files", live_files(self.store, "files", bag_id, self._replaced),
+                                     filter=scan, columns=wanted):
+                    yield rb
+                    after = rb.column(0)[rb.num_rows - 1].as_py()
+                return
+            except FileNotFoundError as exc:  # a compaction replaced the file being read
+                if attempt == READ_ATTEMPTS - 1:
+                    raise CatalogError(f"the files table kept changing while being read: {exc}",
+                                       path=self.store.path("files"))
 
     def replicas(self, bag_id: Optional[str] = None, current: bool = True) -> pa.Table:
         """Replica states sorted by bag_id, target: the newest per (bag, target) with `current`,

@@ -28,7 +28,7 @@ import socket
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -140,14 +140,37 @@ def read_files(store: Store, table: str, files: List[StoredFile], batched: bool 
     try:
         dataset = ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=store.fs)
         if batched:
-            scanner = dataset.scanner(batch_size=READ_BATCH_ROWS, batch_readahead=1, fragment_readahead=1,
-                                      use_threads=False, **scan)
+            scanner = _batch_scanner(dataset, scan)
             return pa.Table.from_batches([b for b in scanner.to_batches() if b.num_rows], schema=scanner.projected_schema)
         return dataset.to_table(**scan)
     except FileNotFoundError:
         raise  # removed by a compaction since the listing: the caller lists again
     except (pa.ArrowInvalid, OSError) as exc:
         raise CatalogError(f"the {table} table cannot be read: {exc}", path=store.path(table))
+
+
+def scan_files(store: Store, table: str, files: List[StoredFile], **scan) -> Iterator[pa.RecordBatch]:
+    """The rows of `files` (`scan`: columns, filter) as non-empty batches of at most
+    READ_BATCH_ROWS rows, one file after the other, each front to back: a reader that keeps no
+    more than a batch holds no more than that (`Catalog.file_batches`)."""
+    if not files:
+        return
+    try:
+        dataset = ds.dataset([f.path for f in files], schema=TABLE_SCHEMAS[table], format="parquet",
+                             filesystem=store.fs)
+        for rb in _batch_scanner(dataset, scan).to_batches():
+            if rb.num_rows:
+                yield rb
+    except FileNotFoundError:
+        raise  # removed by a compaction since the listing: the caller lists again
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CatalogError(f"the {table} table cannot be read: {exc}", path=store.path(table))
+
+
+def _batch_scanner(dataset: ds.Dataset, scan) -> ds.Scanner:
+    """Batches of at most READ_BATCH_ROWS rows, one at a time, files and rows in order."""
+    return dataset.scanner(batch_size=READ_BATCH_ROWS, batch_readahead=1, fragment_readahead=1, use_threads=False,
+                           **scan)
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ record of a bag), `retry`, `payload_check` (payload files, pools), `tag_check` (
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from strongroom import bagit_spec
 from strongroom.bag_id import BagId
@@ -76,6 +76,7 @@ from .check_records import (  # noqa: F401  (re-exported: fixity.audit is where 
     TagCopy,
 )
 from .expected_bag import _EXPECTED_CACHE, ExpectedBag  # noqa: F401
+from .path_merge import unshared
 from .manifests import _lines, compare_manifest, manifest_matches, parse_manifest  # noqa: F401
 from .payload_check import (  # noqa: F401
     CHUNK_BYTES,
@@ -105,20 +106,53 @@ def utcnow() -> _dt.datetime:
 # --------------------------------------------------------------------------------------------
 # Listing
 
+#: Stored paths per slice of the listing handed to the merge with the catalog's rows.
+LIST_SLICE = 65536
 
-def list_copy(adapter: StorageAdapter, bag_id: BagId, retry: Retry) -> pa.Array:
-    """Every stored path of the bag as an Arrow string array (built in chunks, compact)."""
-    def listing() -> pa.Array:
-        chunks: List[pa.Array] = []
-        batch: List[str] = []
-        for relpath in adapter.list_bag_files(bag_id):
-            batch.append(relpath)
-            if len(batch) >= 65536:
-                chunks.append(pa.array(batch, pa.string()))
-                batch = []
-        chunks.append(pa.array(batch, pa.string()))
-        return pa.concat_arrays(chunks)
-    return with_retry(retry, listing)
+
+def _slices(paths: Iterable[str], size: int = LIST_SLICE) -> Iterator[pa.Array]:
+    batch: List[str] = []
+    for relpath in paths:
+        batch.append(relpath)
+        if len(batch) >= size:
+            yield pa.array(batch, pa.string())
+            batch = []
+    if batch:
+        yield pa.array(batch, pa.string())
+
+
+@dataclass
+class Presence:
+    """A copy's listing set against the catalog's rows: how many paths are stored, the tag
+    files among them, and the payload paths on one side only (sorted)."""
+
+    stored: int
+    tag_paths: List[str]
+    not_stored: pa.Array      # catalog rows with no stored file of that path
+    not_in_catalog: pa.Array  # stored payload paths the catalog does not hold
+
+
+def presence(adapter: StorageAdapter, expected: ExpectedBag, retry: Retry) -> Presence:
+    """List the copy and merge its payload paths with the catalog's, a slice of each at a time
+    (`path_merge.unshared`): neither the listing nor the catalog's paths are held whole."""
+    bag_id = BagId.parse(expected.bag_id)
+
+    def run() -> Presence:
+        tags: List[str] = []
+        stored = 0
+
+        def payload() -> Iterator[str]:
+            nonlocal stored
+            for relpath in adapter.list_bag_files(bag_id):
+                stored += 1
+                if is_payload(relpath):
+                    yield relpath
+                else:
+                    tags.append(relpath)
+
+        merged = unshared((rb.column(0) for rb in expected.batches(["path"])), _slices(payload()))
+        return Presence(stored, sorted(tags), merged.only_left, merged.only_right)
+    return with_retry(retry, run)
 
 
 def is_payload(path: str) -> bool:
@@ -192,14 +226,14 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     algorithms = list(expected.algorithms if all_digests else (expected.primary,)) if kind == DEEP else []
     check.algorithms = algorithms
     try:
-        listing = list_copy(adapter, bag_id, retry)
+        seen = presence(adapter, expected, retry)
     except OddObject as exc:
         return _bag_not_a_folder(check, exc, clock)
     except Exception as exc:
         if not is_transient(exc):
             raise
         return mark_unreachable(check, f"the bag's files cannot be listed ({describe(exc)})", clock)
-    if len(listing) == 0:
+    if seen.stored == 0:
         return _bag_missing(adapter, check, retry, clock, empty_target_ok)
 
     try:
@@ -209,24 +243,22 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
             raise
         ident = None
     check.folder_identity = list(ident) if ident is not None else None
-    payload_mask = pc.starts_with(listing, bagit_spec.PAYLOAD_DIR + "/")
-    tag_paths = sorted(pc.filter(listing, pc.invert(payload_mask)).to_pylist())
+    tag_paths = seen.tag_paths
     _check_tags(adapter, bag_id, expected, tag_paths, check, retry)
     from .fetched import fetched_paths
 
     fetched = fetched_paths(adapter, bag_id, expected, tag_paths, check, retry)  # a version bag's (docs/versions.md)
 
     if kind != TAGS:
-        stored_payload = pc.filter(listing, payload_mask)
-        present = pc.is_in(expected.files.column("path"), value_set=stored_payload)
-        absent = [p for p in expected.files.filter(pc.invert(present)).column("path").to_pylist() if p not in fetched]
-        if fetched:   # (vectorised: no Python set of every stored path)
-            both = pc.filter(stored_payload, pc.is_in(stored_payload, value_set=pa.array(sorted(fetched), pa.string())))
-            for path in sorted(both.to_pylist()):
+        not_stored = seen.not_stored.to_pylist()
+        absent = [p for p in not_stored if p not in fetched]
+        extras = seen.not_in_catalog.to_pylist()
+        if fetched:   # stored (a catalog row that is not missing, or an extra file) and in fetch.txt too
+            gone, extra_set = set(not_stored), set(extras)
+            held = expected.digests_of(sorted(fetched))
+            for path in sorted(p for p in fetched if (p in held and p not in gone) or p in extra_set):
                 check.findings.append(Finding(FETCH_UNVERIFIED, adapter.name, path, "is stored in data/ and listed "
                                               "in fetch.txt too; a version bag holds a file or refers to it, never both"))
-        extra = pc.filter(stored_payload, pc.invert(pc.is_in(stored_payload, value_set=expected.files.column("path"))))
-        extras = sorted(extra.to_pylist())
         folders = _folders_in_place(absent, extras)
         for path in absent:
             if path in folders:
@@ -236,10 +268,11 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
                 _add_problem(check, FileProblem(path, MISSING, "missing: not stored on this target"))
         # What is stored inside such a folder goes aside with it: not extra files of their own.
         check.extra_payload = [p for p in extras if not any(p.startswith(f + "/") for f in _parents(p, folders))]
-        to_check = expected.files.filter(present)
-        big = to_check.num_rows >= POOL_MIN_FILES or (pc.sum(to_check.column("size")).as_py() or 0) >= POOL_MIN_BYTES
+        to_check = expected.file_count - len(not_stored)
+        big = to_check >= POOL_MIN_FILES or expected.byte_count >= POOL_MIN_BYTES
         files, nbytes, problems = check_payload(
-            adapter, expected.bag_id, expected.iter_files(to_check, algorithms=algorithms if kind == DEEP else None),
+            adapter, expected.bag_id,
+            expected.iter_files(seen.not_stored, algorithms=algorithms if kind == DEEP else None),
             deep=(kind == DEEP), algorithms=algorithms,
             retry=retry, workers=workers, open_adapter=open_adapter, progress=progress, use_pool=bool(big),
             linked=check.linked)
@@ -326,7 +359,7 @@ __all__ = [
     "TAG_MISSING", "BAG_MISSING", "MANIFEST_DISAGREES", "CATALOG_DISAGREES", "NO_GOOD_COPY", "TAG_IN_DOUBT",
     "UNREADABLE", "UNREACHABLE", "DAMAGE_KINDS", "INCONCLUSIVE_KINDS", "DEFAULT_RETRY", "Finding", "FileProblem",
     "TagCopy", "ReplicaCheck", "ExpectedBag", "Retry", "basis_of", "current_basis", "check_target", "FileChecker",
-    "is_transient", "describe", "with_retry", "CopyRead", "read_copy", "check_payload", "check_replica", "list_copy",
+    "is_transient", "describe", "with_retry", "CopyRead", "read_copy", "check_payload", "check_replica", "presence", "Presence",
     "is_payload", "tag_algorithms", "read_tag_file", "utcnow", "manifest_matches", "compare_manifest",
     "parse_manifest",
 ]

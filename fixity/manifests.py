@@ -1,6 +1,8 @@
 """A copy's payload manifests read against the catalog: split into lines (`_lines`), parsed
-(`parse_manifest`), compared fast when they agree (`manifest_matches`) and, when they do not,
-path by path (`compare_manifest`).
+(`parse_manifest`), compared line for line in the catalog's order while they are read
+(`InOrder`: a window of the manifest and a batch of catalog rows at a time), compared as
+sorted lines when that does not prove them equal (`manifest_matches`) and, when they do not
+agree, path by path (`compare_manifest`).
 """
 
 from __future__ import annotations
@@ -51,12 +53,12 @@ def parse_manifest(data: bytes, version: str, algorithm: str, file: Optional[str
 #: The in-order comparison splits at most about this many manifest bytes into lines at a time.
 WINDOW_BYTES = 4 << 20
 
+_BOM = b"\xef\xbb\xbf"
 
-def _expected_lines(expected: ExpectedBag, algorithm: str, version: str, offset: int = 0,
-                    length: Optional[int] = None) -> pa.Array:
-    """The lines Strongroom writes for rows [offset, offset + length) of the catalog's entries
-    (`<digest>  <encoded path>`, no line end), as large_binary."""
-    rows = expected.files.slice(offset, length)
+
+def _expected_lines(rows, algorithm: str, version: str) -> pa.Array:
+    """The lines Strongroom writes for catalog rows (a batch or table with path and `algorithm`:
+    `<digest>  <encoded path>`, no line end), as large_binary."""
     paths = rows.column("path")
     pairs = ([("%", "%25")] if bagit_spec.is_v1(version) else []) + [("\n", "%0A"), ("\r", "%0D")]
     for old, new in pairs:
@@ -67,7 +69,7 @@ def _expected_lines(expected: ExpectedBag, algorithm: str, version: str, offset:
     return wanted.combine_chunks() if isinstance(wanted, pa.ChunkedArray) else wanted
 
 
-def _split(body: memoryview, crlf: bool) -> Optional[pa.Array]:
+def _split(body, crlf: bool) -> Optional[pa.Array]:
     """`body`'s lines split at LF (what follows the last line end dropped when empty), a CR
     before each LF removed when `crlf`; None for bytes that are not UTF-8 (the full parse says)."""
     offsets = pa.array([0, len(body)], pa.int64()).buffers()[1]
@@ -83,6 +85,80 @@ def _split(body: memoryview, crlf: bool) -> Optional[pa.Array]:
     return lines
 
 
+class InOrder:
+    """A payload manifest fed as it is read (`feed`), compared line for line with the lines
+    Strongroom writes for the catalog's rows in the catalog's order (`ExpectedBag.batches`):
+    `finish()` is True when they are the same lines in the same order. Memory: a window of the
+    manifest and a batch of rows, whatever the bag's size.
+
+    False says only "not proven equal in this order": another order, other spacing, upper-case
+    digests, invalid UTF-8 or a real difference; the caller then compares exactly the slow way.
+    `start()` begins again (a read retried from the first byte)."""
+
+    def __init__(self, expected: ExpectedBag, algorithm: str, version: str):
+        self._expected, self._algorithm, self._version = expected, algorithm, version
+        self.start()
+
+    def start(self) -> None:
+        self._rows = self._expected.batches(["path", self._algorithm])
+        self._wanted: pa.Array = pa.array([], pa.large_binary())
+        self._rows_done = False
+        self._tail = b""
+        self._at_start = True
+        self.equal = True
+
+    def feed(self, chunk: bytes, final: bool = False) -> None:
+        if not self.equal:
+            return
+        data = self._tail + chunk if self._tail else chunk
+        if self._at_start:
+            if len(data) < len(_BOM) and not final:
+                self._tail = bytes(data)
+                return
+            if data.startswith(_BOM):
+                data = data[len(_BOM):]
+            self._at_start = False
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        self._tail = bytes(data[cut:])
+        if len(self._tail) > 4 * bagit_spec.MAX_LINE_CHARS:   # no line end for far too long: never a line of ours
+            self.equal = False
+            return
+        if cut:
+            self._compare(memoryview(data)[:cut], data.find(b"\r", 0, cut) >= 0)
+
+    def finish(self) -> bool:
+        self.feed(b"", final=True)
+        if self.equal and len(self._wanted) == 0:
+            self._more(1)
+        return self.equal and len(self._wanted) == 0
+
+    def _compare(self, body: memoryview, crlf: bool) -> None:
+        lines = _split(body, crlf)
+        if lines is None or not self._more(len(lines)):
+            self.equal = False
+            return
+        wanted = self._wanted.slice(0, len(lines))
+        self._wanted = self._wanted.slice(len(lines))
+        if len(lines) and not pc.all(pc.equal(lines, wanted)).as_py():
+            self.equal = False
+
+    def _more(self, n: int) -> bool:
+        """At least `n` expected lines pending (False: the catalog has fewer rows)."""
+        parts = [self._wanted]
+        have = len(self._wanted)
+        while have < n and not self._rows_done:
+            try:
+                rb = next(self._rows)
+            except StopIteration:
+                self._rows_done = True
+                break
+            parts.append(_expected_lines(rb, self._algorithm, self._version))
+            have += len(parts[-1])
+        if len(parts) > 1:
+            self._wanted = pa.concat_arrays([p for p in parts if len(p)]) if have else parts[0]
+        return have >= n
+
+
 def manifest_matches(raw: bytes, expected: ExpectedBag, algorithm: str, version: str) -> bool:
     """True when a payload manifest says exactly what the catalog says, checked without parsing
     it line by line: its lines, as a multiset, equal the lines Strongroom writes for the
@@ -90,41 +166,31 @@ def manifest_matches(raw: bytes, expected: ExpectedBag, algorithm: str, version:
     digests, invalid UTF-8, a real difference) is left to the full parse.
 
     Exact either way, and lean where it can be: Strongroom writes manifests sorted by path, the
-    order of the catalog's rows, so they are first compared line for line in that order, a
-    window of the manifest (WINDOW_BYTES) against the same rows at a time: memory does not grow
-    with the bag's file count. A manifest in another order (another tool's bag) is compared as
-    sorted lines instead (`_matches_unordered`), which holds all its lines and sort indices."""
-    start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
-    body = memoryview(raw)[start:]
-    crlf = raw.find(b"\r", start) >= 0
-    size = len(body)
-    count = raw.count(b"\n", start) + (0 if size == 0 or raw.endswith(b"\n") else 1)
-    if count != expected.files.num_rows:
-        return False
-    pos = row = 0
-    while pos < size:
-        cut = raw.rfind(b"\n", start + pos, start + min(size, pos + WINDOW_BYTES))
-        end = size if cut < 0 or pos + WINDOW_BYTES >= size else cut - start + 1
-        lines = _split(body[pos:end], crlf)
-        if lines is None:
-            return False
-        wanted = _expected_lines(expected, algorithm, version, row, len(lines))
-        if not pc.all(pc.equal(lines, wanted)).as_py():
-            return _matches_unordered(body, crlf, expected, algorithm, version)
-        row += len(lines)
-        pos = end
-    return row == count
+    order of the catalog's rows, so they are first compared line for line in that order (`InOrder`,
+    a window of WINDOW_BYTES at a time). A manifest in another order (another tool's bag) is
+    compared as sorted lines instead (`_matches_unordered`), which holds all its lines and sort
+    indices, and every catalog row."""
+    check = InOrder(expected, algorithm, version)
+    for pos in range(0, len(raw), WINDOW_BYTES):
+        check.feed(raw[pos:pos + WINDOW_BYTES])
+    if check.finish():
+        return True
+    start = 3 if raw.startswith(_BOM) else 0
+    return _matches_unordered(memoryview(raw)[start:], raw.find(b"\r", start) >= 0, expected, algorithm, version)
 
 
 def _matches_unordered(body: memoryview, crlf: bool, expected: ExpectedBag, algorithm: str, version: str) -> bool:
     """`manifest_matches` for a manifest whose lines are not in the catalog's order: the sorted
     lines compared with the sorted expected lines, a slice at a time."""
     lines = _split(body, crlf)
-    if lines is None or len(lines) != expected.files.num_rows:
+    if lines is None:
+        return False
+    rows = expected.table(["path", algorithm])
+    if len(lines) != rows.num_rows:
         return False
     if len(lines) == 0:
         return True
-    wanted = _expected_lines(expected, algorithm, version)
+    wanted = _expected_lines(rows, algorithm, version)
     ours, theirs = pc.array_sort_indices(lines), pc.array_sort_indices(wanted)
     step = 65536
     for offset in range(0, len(lines), step):
@@ -140,7 +206,7 @@ def compare_manifest(expected: ExpectedBag, manifest: pa.Table, algorithm: str
     """Paths where a payload manifest and the catalog disagree: path -> the manifest's digest
     (None: the manifest omits a file the catalog lists). A path listed twice counts as a
     disagreement if either line differs."""
-    cat = expected.files.select(["path", algorithm]).rename_columns(["path", "catalog"])
+    cat = expected.table(["path", algorithm]).rename_columns(["path", "catalog"])
     joined = cat.join(manifest, "path", join_type="full outer")
     same = pc.fill_null(pc.equal(joined.column("catalog"), joined.column("digest")), False)
     diff = joined.filter(pc.invert(same))

@@ -7,10 +7,9 @@ bag-info.txt and the (tag) manifests parsed, and the findings recorded in its Re
 from __future__ import annotations
 
 import io
+import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from strongroom import bagit_spec
 from strongroom.bag_id import BagId
@@ -19,7 +18,7 @@ from storage_adapters.base import CHUNK, NotFound, StorageAdapter, UnsafePath
 
 from .check_records import MANIFEST_DISAGREES, MAX_LISTED, NOT_A_FILE, UNREADABLE, Finding, ReplicaCheck, TagCopy
 from .expected_bag import ExpectedBag
-from .manifests import _lines, compare_manifest, manifest_matches, parse_manifest
+from .manifests import InOrder, _lines, compare_manifest, manifest_matches, parse_manifest
 from .payload_check import _CONSTRUCTORS
 from .retry import Retry, describe, is_transient, with_retry
 
@@ -30,11 +29,15 @@ def _needs_parsing(path: str) -> bool:
 
 
 def read_tag_file(adapter: StorageAdapter, bag_id: BagId, path: str, algorithms: Sequence[str], retry: Retry,
-                  keep: bool, linked: Optional[List[List[Any]]] = None) -> Tuple[TagCopy, Optional[bytes]]:
-    """Digest one tag file as a stream; its bytes too when `keep` (files that are parsed)."""
+                  keep: bool, linked: Optional[List[List[Any]]] = None, sink: Optional["ManifestSink"] = None
+                  ) -> Tuple[TagCopy, Optional[bytes]]:
+    """Digest one tag file as a stream; its bytes too when `keep` (files that are parsed), or
+    handed to `sink` chunk by chunk instead (started again when a read is retried)."""
     def read() -> Tuple[TagCopy, Optional[bytes]]:
         hashers = [_CONSTRUCTORS[a]() for a in algorithms]
         kept = io.BytesIO() if keep else None
+        if sink is not None:
+            sink.start()
         n = 0
         with adapter.open_file(bag_id, path) as fh:
             ident = adapter.stream_identity(fh)
@@ -48,10 +51,45 @@ def read_tag_file(adapter: StorageAdapter, bag_id: BagId, path: str, algorithms:
                     h.update(chunk)
                 if kept is not None:
                     kept.write(chunk)
+                if sink is not None:
+                    sink.feed(chunk)
                 n += len(chunk)
         return TagCopy(n, {a: h.hexdigest() for a, h in zip(algorithms, hashers)}), \
             (kept.getvalue() if kept is not None else None)
     return with_retry(retry, read)
+
+
+class ManifestSink:
+    """Where a payload manifest's bytes go while it is read: compared in order with the catalog
+    as they come (`manifests.InOrder`), and kept in an unlinked temporary file (nothing of it
+    outlives the process), not in memory, for the exact comparison should the in-order one not
+    prove them equal. A bag's manifests are its biggest tag files (about 100 bytes a file each):
+    held whole they made a deep audit's memory grow with the bag's file count (issues 11, 16)."""
+
+    def __init__(self, expected: ExpectedBag, algorithm: str, version: str):
+        self.in_order = InOrder(expected, algorithm, version)
+        self._file = tempfile.TemporaryFile(prefix=".strongroom-audit-manifest-")
+
+    def start(self) -> None:
+        self.in_order.start()
+        self._file.seek(0)
+        self._file.truncate()
+
+    def feed(self, chunk: bytes) -> None:
+        self.in_order.feed(chunk)
+        self._file.write(chunk)
+
+    def agrees(self) -> bool:
+        """True when the manifest read is, line for line, what Strongroom writes for the catalog."""
+        return self.in_order.finish()
+
+    def read_back(self) -> bytes:
+        """The whole manifest, for the exact comparison (a manifest not in the catalog's lines)."""
+        self._file.seek(0)
+        return self._file.read()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def tag_algorithms(expected: ExpectedBag, tag_paths: Iterable[str]) -> List[str]:
@@ -81,21 +119,29 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
     check.bagit_ok = False
     for path in sorted(tag_paths, key=lambda p: p != bagit_spec.BAGIT_TXT):
         keep = _needs_parsing(path)
+        sink = ManifestSink(expected, payload_manifests[path], version) if path in payload_manifests else None
         try:
-            copy, data = read_tag_file(adapter, bag_id, path, algs, retry, keep, check.linked)
-        except NotFound:
-            continue  # removed between listing and reading: it is simply not there
-        except UnsafePath as exc:
-            read_findings[path] = Finding(NOT_A_FILE, check.target, path, exc.message)
-            continue
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            check.tag_unreadable[path] = describe(exc)
-            read_findings[path] = Finding(UNREADABLE, check.target, path,
-                                          f"tag file cannot be read after {retry.attempts} attempts "
-                                          f"({describe(exc)}); inconclusive, not damage")
-            continue
+            try:
+                copy, data = read_tag_file(adapter, bag_id, path, algs, retry, keep and sink is None, check.linked,
+                                           sink)
+            except NotFound:
+                continue  # removed between listing and reading: it is simply not there
+            except UnsafePath as exc:
+                read_findings[path] = Finding(NOT_A_FILE, check.target, path, exc.message)
+                continue
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                check.tag_unreadable[path] = describe(exc)
+                read_findings[path] = Finding(UNREADABLE, check.target, path,
+                                              f"tag file cannot be read after {retry.attempts} attempts "
+                                              f"({describe(exc)}); inconclusive, not damage")
+                continue
+            if sink is not None:
+                _judge_manifest(sink, path, payload_manifests[path], version, expected, check, manifest_findings)
+        finally:
+            if sink is not None:
+                sink.close()
         check.tag_copies[path] = copy
         check.tag_bytes += copy.size
         if data is None:
@@ -105,8 +151,6 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
             check.bagit_ok = decl.rules is not None and decl.encoding is not None and \
                 not any(i.error for i in decl.issues)
             version = decl.rules or version
-        elif path in payload_manifests:
-            _judge_manifest(data, path, payload_manifests[path], version, expected, check, manifest_findings)
         else:
             kept[path] = data
     check.tag_copies = {p: check.tag_copies[p] for p in tag_paths if p in check.tag_copies}  # listing order
@@ -143,10 +187,16 @@ def _check_tags(adapter: StorageAdapter, bag_id: BagId, expected: ExpectedBag, t
         check.tag_manifests[alg] = entries
 
 
-def _judge_manifest(raw: bytes, name: str, alg: str, version: str, expected: ExpectedBag, check: ReplicaCheck,
-                    findings: List[Finding]) -> None:
+def _judge_manifest(sink: ManifestSink, name: str, alg: str, version: str, expected: ExpectedBag,
+                    check: ReplicaCheck, findings: List[Finding]) -> None:
     """`manifest_state[alg]` of one payload manifest read from the copy (agrees, disagrees,
-    invalid), its differences and their findings (added to `findings`)."""
+    invalid), its differences and their findings (added to `findings`). Proven equal in the
+    catalog's order as it was read, it is never held whole; otherwise it is compared exactly:
+    as sorted lines, then parsed and joined with the catalog's rows path by path."""
+    if sink.agrees():
+        check.manifest_state[alg] = "agrees"
+        return
+    raw = sink.read_back()
     if manifest_matches(raw, expected, alg, version):
         check.manifest_state[alg] = "agrees"
         return
@@ -161,8 +211,7 @@ def _judge_manifest(raw: bytes, name: str, alg: str, version: str, expected: Exp
     check.manifest_state[alg] = "disagrees" if diff else "agrees"
     if diff:
         check.manifest_differences[alg] = diff
-        listed = pa.array(list(diff), pa.string())
-        in_catalog = set(pc.filter(listed, pc.is_in(listed, value_set=expected.files.column("path"))).to_pylist())
+        in_catalog = set(expected.digests_of(diff))
         for path, digest in list(sorted(diff.items()))[:MAX_LISTED]:
             catalog_has = path in in_catalog
             if digest is None:

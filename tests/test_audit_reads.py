@@ -36,22 +36,27 @@ def test_files_with_columns_are_the_same_rows(cat):
 
 
 def test_expected_bag_reads_only_paths_sizes_and_digests(cat, monkeypatch):
-    read = []
-    real = Catalog._read
+    import catalog.catalog as C
 
-    def spy(self, table, bag_id, **scan):
+    read = []
+    real = C.scan_files
+
+    def spy(store, table, files, **scan):
         if table == "files":
             read.append(list(scan["columns"]))
-        return real(self, table, bag_id, **scan)
+        return real(store, table, files, **scan)
 
-    monkeypatch.setattr(Catalog, "_read", spy)
+    monkeypatch.setattr(C, "scan_files", spy)
     _EXPECTED_CACHE.clear()
     expected = ExpectedBag.from_catalog(cat, "PKU/maps/20240501T093000Z-1")
+    rows = expected.table()
     _EXPECTED_CACHE.clear()
     assert read and all(set(cols) <= {"path", "size", *DIGEST_ALGORITHMS} for cols in read)
     assert expected.algorithms == ("md5", "sha256")
-    assert expected.files.column_names == ["path", "size", "md5", "sha256"]
-    assert expected.files.num_rows == 5 and expected.file_count == 5
+    assert expected.files is None   # the rows stay in the catalog, read a batch at a time
+    assert rows.column_names == ["path", "size", "md5", "sha256"]
+    assert rows.num_rows == 5 and expected.file_count == 5
+    assert rows.equals(cat.files("PKU/maps/20240501T093000Z-1", columns=rows.column_names))
 
 
 def test_bag_segments_still_refuses_a_bag_id_built_by_hand():

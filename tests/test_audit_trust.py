@@ -152,7 +152,8 @@ def catalog_lost_rows(monkeypatch):
         drop = lost.get(bag_id)
         if drop is None:
             return exp
-        keep = exp.files.filter(pc.invert(pc.is_in(exp.files.column("path"), value_set=__import__("pyarrow").array(drop))))
+        rows = exp.table()
+        keep = rows.filter(pc.invert(pc.is_in(rows.column("path"), value_set=__import__("pyarrow").array(drop))))
         exp.files = keep
         return exp
 
