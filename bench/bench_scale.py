@@ -4,7 +4,7 @@ with 10,000 pending tasks, and a synthetic collection of up to a million files.
     python bench/bench_scale.py ratio   [--files 3034] [--pairs 2]      luigid vs local deposit
     python bench/bench_scale.py workers [--files 6000] [--procs 1,2,4]  processes on one luigid
     python bench/bench_scale.py pending [--tasks 10000]                 luigid's answers, loaded
-    python bench/bench_scale.py million [--files 100000,300000,1000000] [--workers 2]  deposit, status, audit --due, report
+    python bench/bench_scale.py million [--files 100000,300000,1000000] [--workers 2] [--trace F]  deposit, status, audit --due, report
     python bench/bench_scale.py catalog [--files 100000,300000,1000000] status, --due selection only
     python bench/bench_scale.py rss     [--files 20000,200000] [--baseline DIR]  deposit peak RSS, ours vs DIR
 
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -165,21 +165,21 @@ def pending(args, work: Path) -> None:
 
 def million(args, work: Path) -> None:
     """Deposit of N files split into bags, then status, audit --due selection and reports."""
-    print("| files | bags | deposit s | files/s | peak RSS MiB | status s | audit --due s | report s | "
-          "report RSS MiB |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| files | bags | deposit s | files/s | peak RSS MiB | sampled: building bags | after | status s | "
+          "audit --due s | report s | report RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for n in [int(x) for x in args.files.split(",")]:
         src = work / f"src-{n}"
         began = time.monotonic()
         make_source(src, n)
         made = time.monotonic() - began
         cfg = write_archive(work / f"archive-{n}", args.bag_files)
-        dep, rss, out = timed(cfg, "--json", "--workers", args.workers, *deposit_args(src, f"M{n}"))
-        bags = len(json.loads(out)["bags"])
+        trace = args.trace.with_name(f"{args.trace.stem}-{n}{args.trace.suffix}") if args.trace else None
+        dep, rss, build, after, bags = _sampled(REPO, cfg, src, n, args.workers, trace)
         st, _, _ = timed(cfg, "--json", "status")
         due, _, _ = timed(cfg, "--json", "audit", "--due")
         rep, rep_rss, _ = timed(cfg, "report", "fixity", "-o", work / f"report-{n}.html")
-        print(f"| {n:,} | {bags} | {dep:.0f} | {n / dep:.0f} | {rss:.0f} | {st:.1f} | {due:.1f} | {rep:.1f} | "
-              f"{rep_rss:.0f} |  (source made in {made:.0f} s)", flush=True)
+        print(f"| {n:,} | {bags} | {dep:.0f} | {n / dep:.0f} | {rss:.0f} | {build:.0f} | {after:.0f} | {st:.1f} | "
+              f"{due:.1f} | {rep:.1f} | {rep_rss:.0f} |  (source made in {made:.0f} s)", flush=True)
         shutil.rmtree(src)
         shutil.rmtree(work / f"archive-{n}")
 
@@ -205,18 +205,32 @@ def rss(args, work: Path) -> None:
         shutil.rmtree(src)
 
 
-def _sampled(repo: Path, cfg: Path, src: Path, n: int, workers: int) -> tuple:
-    """(wall s, peak RSS MiB, sampled peak before / after bags.json, bags) of one deposit from `repo`."""
+def _sampled(repo: Path, cfg: Path, src: Path, n: int, workers: int, trace: Optional[Path] = None) -> tuple:
+    """(wall s, peak RSS MiB, sampled peak before / after bags.json, bags) of one deposit from `repo`.
+
+    With `trace`, every sample is also a line there (seconds, phase, bags registered, the largest
+    process's and the main process's RSS), to show where a run's memory grows, not only its peak."""
     env = {**ENV, "PYTHONPATH": str(repo)}
     proc = subprocess.Popen(["/usr/bin/time", "-v", sys.executable, "-m", "pipelines", "--config", str(cfg),
                              "--json", "--workers", str(workers), *deposit_args(src, f"M{n}")],
                             cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks = [0, 0]
     state = cfg.parent / "staging" / ".state"
+    began = time.monotonic()
+    log = trace.open("w", encoding="utf-8") if trace else None
     while proc.poll() is None:
         phase = 1 if any(state.glob("*/bags.json")) else 0
-        peaks[phase] = max(peaks[phase], max(_tree_rss(proc.pid), default=0))
+        sizes = _tree_rss(proc.pid)
+        peaks[phase] = max(peaks[phase], max(sizes, default=0))
+        if log:
+            main = _tree_rss(proc.pid, below=False)
+            log.write(f"{time.monotonic() - began:.0f} {'after' if phase else 'build'} "
+                      f"{len(list(state.glob('*/*.registered.json')))} {max(sizes, default=0):.0f} "
+                      f"{max(main, default=0):.0f}\n")
+            log.flush()
         time.sleep(2)
+    if log:
+        log.close()
     out, err = proc.communicate()
     if proc.returncode:
         raise SystemExit(f"deposit from {repo} failed ({proc.returncode}):\n{err[-3000:]}")
@@ -224,8 +238,9 @@ def _sampled(repo: Path, cfg: Path, src: Path, n: int, workers: int) -> tuple:
     return _wall(err), peak, peaks[0], peaks[1], len(json.loads(out)["bags"])
 
 
-def _tree_rss(top: int) -> List[float]:
-    """RSS (MiB) of every process below `top` (Luigi forks one per task with --workers > 1)."""
+def _tree_rss(top: int, below: bool = True) -> List[float]:
+    """RSS (MiB) of every process below `top` (Luigi forks one per task with --workers > 1); with
+    below=False, of the strongroom process under /usr/bin/time (Luigi's worker and scheduler) only."""
     parent, rss_of = {}, {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -236,12 +251,14 @@ def _tree_rss(top: int) -> List[float]:
         pid = int(status.parent.name)
         parent[pid] = int(fields.get("PPid", "0"))
         rss_of[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
-    below, grew = {top}, True
+    if not below:
+        return [rss_of[p] for p, pp in parent.items() if pp == top and p in rss_of]
+    tree, grew = {top}, True
     while grew:
-        new = {p for p, pp in parent.items() if pp in below and p not in below}
-        below |= new
+        new = {p for p, pp in parent.items() if pp in tree and p not in tree}
+        tree |= new
         grew = bool(new)
-    return [rss_of[p] for p in below if p in rss_of]
+    return [rss_of[p] for p in tree if p in rss_of]
 
 
 DUE = """
@@ -298,6 +315,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="million, rss: the deposit's --workers")
     ap.add_argument("--baseline", default=None, help="rss: a checkout of the baseline to interleave with ours")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--trace", type=Path, default=None,
+                    help="million: write each deposit's RSS samples to TRACE-<files>.<ext> (one line per 2 s)")
     args = ap.parse_args()
     defaults = {"ratio": ("3034", 1000), "workers": ("6000", 1000), "pending": ("0", 1000),
                 "million": ("100000,300000,1000000", 100000), "catalog": ("100000,300000,1000000", 10000),
