@@ -107,7 +107,8 @@ def utcnow() -> _dt.datetime:
 # Listing
 
 #: Stored paths per slice of the listing handed to the merge with the catalog's rows.
-LIST_SLICE = 65536
+LIST_SLICE = 16384
+_NONE = pa.array([], pa.string())
 
 
 def _slices(paths: Iterable[str], size: int = LIST_SLICE) -> Iterator[pa.Array]:
@@ -132,16 +133,17 @@ class Presence:
     not_in_catalog: pa.Array  # stored payload paths the catalog does not hold
 
 
-def presence(adapter: StorageAdapter, expected: ExpectedBag, retry: Retry) -> Presence:
+def presence(adapter: StorageAdapter, expected: ExpectedBag, retry: Retry, payload: bool = True) -> Presence:
     """List the copy and merge its payload paths with the catalog's, a slice of each at a time
-    (`path_merge.unshared`): neither the listing nor the catalog's paths are held whole."""
+    (`path_merge.unshared`): neither the listing nor the catalog's paths are held whole.
+    Without `payload` (a look at the tag files only) the payload paths are only counted."""
     bag_id = BagId.parse(expected.bag_id)
 
     def run() -> Presence:
         tags: List[str] = []
         stored = 0
 
-        def payload() -> Iterator[str]:
+        def stored_payload() -> Iterator[str]:
             nonlocal stored
             for relpath in adapter.list_bag_files(bag_id):
                 stored += 1
@@ -150,7 +152,11 @@ def presence(adapter: StorageAdapter, expected: ExpectedBag, retry: Retry) -> Pr
                 else:
                     tags.append(relpath)
 
-        merged = unshared((rb.column(0) for rb in expected.batches(["path"])), _slices(payload()))
+        if not payload:
+            for _ in stored_payload():
+                pass
+            return Presence(stored, sorted(tags), _NONE, _NONE)
+        merged = unshared((rb.column(0) for rb in expected.batches(["path"])), _slices(stored_payload()))
         return Presence(stored, sorted(tags), merged.only_left, merged.only_right)
     return with_retry(retry, run)
 
@@ -226,7 +232,7 @@ def check_replica(adapter: StorageAdapter, expected: ExpectedBag, *, kind: str =
     algorithms = list(expected.algorithms if all_digests else (expected.primary,)) if kind == DEEP else []
     check.algorithms = algorithms
     try:
-        seen = presence(adapter, expected, retry)
+        seen = presence(adapter, expected, retry, payload=kind != TAGS)
     except OddObject as exc:
         return _bag_not_a_folder(check, exc, clock)
     except Exception as exc:
