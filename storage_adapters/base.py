@@ -357,6 +357,28 @@ def hash_stream(stream: BinaryIO, algorithms, chunk_size: int = CHUNK) -> Tuple[
 # The interface
 
 
+class BagReads:
+    """Files of one bag opened one after the other (`StorageAdapter.reading`): this default
+    opens each as `open_with_stat` does and keeps nothing between opens."""
+
+    def __init__(self, adapter: "StorageAdapter", bag_id: BagId):
+        self.adapter = adapter
+        self.bag_id = bag_id
+
+    def __enter__(self) -> "BagReads":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def open_with_stat(self, relpath: str) -> Optional[Tuple[FileStat, BinaryIO]]:
+        return self.adapter.open_with_stat(self.bag_id, relpath)
+
+    def problems(self) -> List[str]:
+        """What the kept state may have hidden, found once the reads are over; [] here."""
+        return []
+
+
 class StorageAdapter(abc.ABC):
     """One storage target (a folder, a bucket prefix) holding bags as one file/object per bag file.
 
@@ -472,6 +494,13 @@ class StorageAdapter(abc.ABC):
             return None
         return st, self.open_file(bag_id, relpath)
 
+    def reading(self, bag_id: BagId) -> "BagReads":
+        """A context manager for opening many files of one bag (a whole-bag check): its
+        `open_with_stat(relpath)` is this adapter's. A target may keep state for the context's
+        life to make each open cheaper (the folder target keeps folder descriptors); its
+        `problems()` after the context names anything that state hid (default: nothing)."""
+        return BagReads(self, bag_id)
+
     def find_aside(self, bag_id: BagId, key: str) -> List[str]:
         """Where earlier runs moved what was at `key` (`move_aside`), oldest first; [] if nowhere.
         Lets a rerun after a crash record a move whose record the crash prevented."""
@@ -543,7 +572,7 @@ class StorageAdapter(abc.ABC):
 
 __all__ = [
     "CHUNK", "Source", "StorageError", "NotFound", "ReplicaConflict", "UnsafePath", "OddObject", "SourceMismatch",
-    "PutOutcome", "PutItem", "ItemDone", "FileStat", "StorageAdapter", "HashingReader",
+    "PutOutcome", "PutItem", "ItemDone", "FileStat", "StorageAdapter", "BagReads", "HashingReader",
     "check_relpath", "bag_segments", "bag_key", "check_aside_key", "check_digests", "check_unique_relpaths", "open_source",
     "hash_stream", "read_buffer", "RESERVED", "check_record_key", "checked_record_prefix",
 ]

@@ -29,7 +29,7 @@ from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED, hash_file
 from strongroom.errors import PreservationError
 
-from .base import HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError, read_buffer
+from .base import BagReads, HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError, read_buffer
 
 Progress = Callable[[int, int], None]  # (files done, bytes done), as pipelines.progress.phase shows them
 
@@ -306,17 +306,18 @@ def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: 
 # Verification
 
 
-def _check_one(adapter: StorageAdapter, bag_id: BagId, relpath: str, expected: Mapping[str, str],
+def _check_one(adapter: StorageAdapter, reads: BagReads, bag_id: BagId, relpath: str, expected: Mapping[str, str],
                size: Optional[int], deep: bool, algorithms: Optional[Sequence[str]]
                ) -> Tuple[Optional[str], str, int]:
-    """(problem or None, kind: ok|missing|damaged, bytes read) for one listed file."""
+    """(problem or None, kind: ok|missing|damaged, bytes read) for one listed file; a deep check
+    opens it through `reads` (the adapter's `reading` context of the bag)."""
     wanted = [a for a in (algorithms or expected) if a in expected]
     if deep and not wanted:
         return f"{relpath}: no digest of a requested algorithm to check against", "damaged", 0
     stream = None
     try:
         if deep:
-            found = adapter.open_with_stat(bag_id, relpath)
+            found = reads.open_with_stat(relpath)
             st, stream = found if found is not None else (None, None)
         else:
             st = adapter.stat_file(bag_id, relpath)
@@ -394,8 +395,11 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
         else:
             to_check.append(relpath)
 
+    reads = adapter.reading(bag_id)
+
     def check(relpath: str):
-        return relpath, _check_one(adapter, bag_id, relpath, {a: d.lower() for a, d in manifests[relpath].items()},
+        return relpath, _check_one(adapter, reads, bag_id, relpath,
+                                   {a: d.lower() for a, d in manifests[relpath].items()},
                                    sizes.get(relpath), deep, algorithms)
 
     done = [len(outcomes), sum(sizes.get(p, 0) for p in outcomes)]
@@ -407,13 +411,16 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
             done[1] += sizes.get(relpath, 0)
             progress(done[0], done[1])
 
-    if workers > 1 and len(to_check) > 1:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{adapter.name}") as pool:
-            for relpath, outcome in pool.map(check, to_check):
-                settled(relpath, outcome)
-    else:
-        for relpath in to_check:
-            settled(relpath, check(relpath)[1])
+    with reads:
+        if workers > 1 and len(to_check) > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"verify-{adapter.name}") as pool:
+                for relpath, outcome in pool.map(check, to_check):
+                    settled(relpath, outcome)
+        else:
+            for relpath in to_check:
+                settled(relpath, check(relpath)[1])
+    # Whatever the reads' kept state may have hidden (a folder replaced while it was read).
+    problems.extend(reads.problems())
 
     files_checked = bytes_checked = 0
     for relpath in expected:
