@@ -183,3 +183,32 @@ def test_expected_bag_streams_the_rows_it_is_given_and_remembers_what_it_looked_
     assert expected.digests_of(["data/007", "data/nope"]) == {"data/007": (7, {"sha256": f"{7:064x}"})}
     skip = pa.array(["data/001", "data/002"], pa.string())
     assert [p for p, _, _ in expected.iter_files(skip)] == [f"data/{i:03d}" for i in range(50) if i not in (1, 2)]
+
+
+def test_the_audit_command_loads_arrow_with_its_allocator_returning_freed_pages(arch):
+    """MIMALLOC_PURGE_DELAY is read when pyarrow loads: the audit command must set it before
+    anything imports pyarrow (an import hook records the setting at that moment)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import os, sys
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyarrow":
+            print("AT-PYARROW", os.environ.get("MIMALLOC_PURGE_DELAY"), flush=True)
+            sys.meta_path.remove(self)
+        return None
+sys.meta_path.insert(0, Hook())
+from pipelines.entry import main
+main(["--config", {str(arch.cfg)!r}, "--json", "audit", "--bag", {arch.bag!r}, "--no-repair"])
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, rest = proc.stdout.split("\n", 1)
+    assert first == "AT-PYARROW 0"
+    assert json.loads(rest)["counts"]["success"] == 3

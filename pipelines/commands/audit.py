@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -67,7 +68,16 @@ def now() -> _dt.datetime:
     return audit.utcnow()
 
 
+#: Arrow's allocator (mimalloc) keeps pages freed by one batch for later ones, ~65 MB after one
+#: pass over a 200,000-file bag's catalog rows: the streamed check then peaked 1.3x higher at
+#: 200,000 files than at 20,000 although it holds no more. With no purge delay it gives them
+#: back at once (measured: 1.08-1.12x). Read by mimalloc when pyarrow loads, so set before that.
+ALLOCATOR_ENV = {"MIMALLOC_PURGE_DELAY": "0"}
+
+
 def run(args) -> int:
+    for name, value in ALLOCATOR_ENV.items():   # before pyarrow is imported; an operator's own setting wins
+        os.environ.setdefault(name, value)
     from catalog.access import open_catalog
     from policies.config import load_config
 
