@@ -16,7 +16,7 @@ csv.Error or OverflowError from deep inside.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from catalog.schema import DIGEST_ALGORITHMS, BagRecord, FileRecord
 from ingest import metadata
@@ -68,16 +68,7 @@ def read_bag_info_lines(read: Reader, where: str) -> Dict[str, Tuple[str, int]]:
     raw = read(BAG_INFO)
     if raw is None:
         raise PreservationError(f"{BAG_INFO} is missing", path=where)
-    numbered = list(_lines(raw, BAG_INFO, where))
-    items, issues = bagit_spec.parse_tag_lines(numbered, bagit_spec.BAGIT_VERSION)
-    errors = [i for i in issues if i.error]
-    if errors:
-        raise TagFileError(errors[0].message, file=BAG_INFO, line=errors[0].line, where=where)
-    starts = [n for n, line in numbered if line[:1] not in (" ", "\t") and line.strip()]
-    info: Dict[str, Tuple[str, int]] = {}
-    for (label, value), number in zip(items, starts):
-        info.setdefault(label, (value, number))
-    return info
+    return bagit_spec.bag_info_lines(raw, where)
 
 
 def read_bag_info(read: Reader, where: str) -> Dict[str, str]:
@@ -110,30 +101,29 @@ def read_payload_digests(read: Reader, where: str, version: str = bagit_spec.BAG
 def records_from_bag(read: Reader, bag_id: BagId, where: str) -> Tuple[BagRecord, List[FileRecord]]:
     """The bag's catalog rows, from its own tag files (`where` names it in errors)."""
     info_lines = read_bag_info_lines(read, where)
-    info = {label: value for label, (value, _) in info_lines.items()}
     digests = read_payload_digests(read, where, bag_version(read, where))
     raw = read(metadata.FORMATS_FILE)
     formats = metadata.read_formats(raw, where) if raw is not None else {}
     raw = read(metadata.ATTRIBUTES_FILE)
     attributes = metadata.read_file_attributes(raw, where) if raw is not None else {}
+    described = [metadata.describe_file(path, formats, attributes, where) for path in sorted(digests)]
+    return records_from_parts(info_lines, digests, described, bag_id, where)
+
+
+def records_from_parts(info_lines: Dict[str, Tuple[str, int]], digests: Dict[str, Dict[str, str]],
+                       described: Sequence[metadata.FileDescription], bag_id: BagId, where: str
+                       ) -> Tuple[BagRecord, List[FileRecord]]:
+    """The bag's catalog rows from its parsed tag files: bag-info.txt (label -> (value, line)),
+    the payload manifests (path -> {algorithm: digest}) and each listed file's description in
+    path order. `records_from_bag` parses them from the bag; a deposit hands on what its one
+    check of the staged bag parsed (`ingest.bag_check`), so both describe a bag alike."""
+    info = {label: value for label, (value, _) in info_lines.items()}
     files: List[FileRecord] = []
-    for path in sorted(digests):
-        fmt = formats.get(path)
-        attr = attributes.get(path)
-        size = attr.size if attr is not None else (fmt.size if fmt is not None else None)
-        if size is None:
-            raise PreservationError(f"{path}: size unknown ({metadata.ATTRIBUTES_FILE} lacks it)", path=where)
-        if attr is not None and fmt is not None and attr.size != fmt.size:
-            raise TagFileError(f"{path}: size {attr.size} disagrees with {metadata.FORMATS_FILE} line {fmt.line} "
-                               f"({fmt.size})", file=metadata.ATTRIBUTES_FILE, line=attr.line, where=where)
-        text = fmt.fields if fmt is not None else {}
+    for d in described:
         files.append(FileRecord(
-            bag_id=str(bag_id), path=path, size=size,
-            mtime_ns=attr.mtime_ns if attr is not None else None,
-            **{alg: d for alg, d in digests[path].items()},
-            puid=text.get("puid") or None, format_name=text.get("format_name") or None,
-            format_version=text.get("format_version") or None, mime=text.get("mime") or None,
-            identification_method=text.get("method") or None,
+            bag_id=str(bag_id), path=d.path, size=d.size, mtime_ns=d.mtime_ns,
+            **{alg: digest for alg, digest in digests[d.path].items() if alg in DIGEST_ALGORITHMS},
+            **d.identification,
         ))
     total = sum(f.size for f in files)
     try:

@@ -4,7 +4,9 @@ The payload digests were computed while copying, so this module writes manifests
 instead of re-hashing (the `bagit` library's `make_bag` would read every byte again). The
 bag is assembled in a hidden `.incomplete/` folder, checked (structure, completeness,
 Payload-Oxum, tag manifests) and only then renamed to its final name. A crash therefore never
-leaves a half bag that looks whole.
+leaves a half bag that looks whole. What that one check read (every file's digests and size,
+bag-info.txt, metadata/ parsed) is kept in the deposit's state before the rename
+(`ingest.bag_check`), so no later step checks or parses the bag again.
 
 The staged payload is not hashed again here (issue 11: that read and hash of every byte was
 ~5 s of a 20,000-file deposit): the staged copy is a work area, never a copy of record. Every
@@ -28,7 +30,7 @@ from strongroom.fstree import make_dirs, remove_tree
 
 from strongroom import bagit_spec
 
-from . import metadata, premis
+from . import bag_check, metadata, premis
 from .fetch import FETCH_TXT, FetchEntry, fetch_bytes
 from strongroom.bag_id import BagId
 from .stage import StagedFile
@@ -52,6 +54,7 @@ class BagPlan:
     virus: Optional[dict] = None  # ingest.virus.summarize(): the bag's virus check, for premis.xml
     fetch: List[FetchEntry] = field(default_factory=list)  # files of `files` not in data/ (a version bag)
     version_of: Optional[str] = None  # the bag group this bag is a new version of (Strongroom-Version-Of)
+    state_dir: Optional[Path] = None  # the deposit's state folder: the bag's check is kept there (bag_check)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
     premis.write_premis(pending_premis, objects, events, agents)
     os.replace(pending_premis, md / "premis.xml")
     bagit_spec.write_tag_manifests(work, plan.algorithms)
-    report = validate_bag(work, completeness_only=True, allow_fetched=bool(plan.fetch))
+    report = validate_bag(work, completeness_only=True, allow_fetched=bool(plan.fetch), keep=plan.state_dir is not None)
     if report.valid and report.fetched_files != len(plan.fetch):
         report.problems.append(Problem(FETCH_TXT, f"lists {len(plan.fetch)} file(s) but {report.fetched_files} were "
                                                   "found absent from data/"))
@@ -133,6 +136,10 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
             f"bag {plan.bag_id} failed validation in staging; nothing was kept",
             path=str(work), problems=[str(p) for p in report.problems],
         )
+    if report.contents is not None:
+        # What the check read is kept for the later steps (ValidateBag, Replicate, Verify,
+        # Register) before the bag gets its name: a bag with its final name always has it.
+        bag_check.keep(bag_check.from_contents(work, report.contents, str(plan.bag_id)), plan.state_dir)
     # No fsync of the staged files: staging is a work area, not a copy of record. Every byte is
     # checked against the manifests again while it is copied to a replica, and each replica is
     # re-read and verified before it counts, so a staged file damaged by a power cut can never

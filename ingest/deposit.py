@@ -50,6 +50,7 @@ class DepositRequest:
     virus: Optional[object] = None  # ingest.virus.VirusSetup; None: no virus check asked for
     earlier: Optional[Earlier] = None  # the collection's registered bags (ingest.versions); None: not compared
     new_version: bool = False  # --new-version: store what changed, reference the rest (fetch.txt)
+    state_dir: Optional[Path] = None  # the deposit's state folder: each bag's check is kept there (bag_check)
 
 
 @dataclass
@@ -335,6 +336,7 @@ class _Bagger:
             virus=_bag_virus(self.virus_records, str(bag_id), req.virus, part.files),
             fetch=[fetch[p] for p in ("data/" + f.relpath for f in part.files) if p in fetch],
             version_of=req.earlier.latest if req.earlier is not None and req.new_version else None,
+            state_dir=req.state_dir,
         )
         final = req.staging / bag_id.library / bag_id.collection / bag_id.name
         built = finish_bag(plan, self.provenance, final)

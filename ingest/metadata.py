@@ -205,6 +205,43 @@ def read_formats(raw: bytes, where: Optional[str] = None) -> Dict[str, FormatRow
     return out
 
 
+#: The formats.csv fields a file's catalog row holds, in FileRecord's names.
+RECORD_FORMAT_FIELDS = (("puid", "puid"), ("format_name", "format_name"), ("format_version", "format_version"),
+                        ("mime", "mime"), ("identification_method", "method"))
+
+
+@dataclass(frozen=True)
+class FileDescription:
+    """What a bag's metadata/ says of one payload file, as its catalog row takes it: the size
+    (file-attributes.csv, else formats.csv), the modification time and the identification
+    (FileRecord's field names; an empty field is None)."""
+
+    path: str
+    size: int
+    mtime_ns: Optional[int]
+    identification: Dict[str, Optional[str]]
+
+
+def describe_file(path: str, formats: Dict[str, FormatRow], attributes: Dict[str, FileAttributes],
+                  where: Optional[str] = None) -> FileDescription:
+    """One payload file's description from the parsed formats.csv and file-attributes.csv.
+
+    Raises PreservationError when neither gives its size, TagFileError when they disagree."""
+    from strongroom.errors import PreservationError
+
+    fmt = formats.get(path)
+    attr = attributes.get(path)
+    size = attr.size if attr is not None else (fmt.size if fmt is not None else None)
+    if size is None:
+        raise PreservationError(f"{path}: size unknown ({ATTRIBUTES_FILE} lacks it)", path=where)
+    if attr is not None and fmt is not None and attr.size != fmt.size:
+        raise TagFileError(f"{path}: size {attr.size} disagrees with {FORMATS_FILE} line {fmt.line} "
+                           f"({fmt.size})", file=ATTRIBUTES_FILE, line=attr.line, where=where)
+    text = fmt.fields if fmt is not None else {}
+    return FileDescription(path, size, attr.mtime_ns if attr is not None else None,
+                           {name: text.get(column) or None for name, column in RECORD_FORMAT_FIELDS})
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Who and what made the bag: recorded as PREMIS agents."""

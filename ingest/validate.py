@@ -70,6 +70,20 @@ class Problem:
 
 
 @dataclass
+class BagContents:
+    """What the check of a valid bag read, kept so that nothing after it parses the bag again
+    (`ingest.bag_check`): the manifests' digests matched to the files on disk, every file's
+    size, and a Strongroom bag's metadata/ as its strict readers parsed it."""
+
+    payload: Dict[str, Dict[str, str]]     # payload file on disk -> {algorithm: digest} (payload manifests)
+    tags: Dict[str, Dict[str, str]]        # tag file -> {algorithm: digest} (tag manifests; checked)
+    sizes: Dict[str, int]                  # every regular file of the bag, tag files too
+    rules: str                             # the BagIt rules the bag's manifests were read by
+    formats: Optional[dict] = None         # metadata.read_formats() of a Strongroom bag, else None
+    attributes: Optional[dict] = None      # metadata.read_file_attributes()
+
+
+@dataclass
 class ValidationReport:
     bag_dir: str
     version: Optional[str] = None          # BagIt-Version as declared (None if unreadable)
@@ -86,6 +100,7 @@ class ValidationReport:
     completeness_only: bool = False
     fetched_files: int = 0                 # absent, listed in a version bag's fetch.txt (allow_fetched)
     fetched_bytes: int = 0
+    contents: Optional["BagContents"] = None   # what was read, for a valid bag checked with keep=True
 
     @property
     def valid(self) -> bool:
@@ -111,7 +126,7 @@ def printable(path: str) -> str:
 
 
 def validate_bag(bag_dir: PathLike, *, completeness_only: bool = False, processes: int = 1,
-                 allow_fetched: bool = False) -> ValidationReport:
+                 allow_fetched: bool = False, keep: bool = False) -> ValidationReport:
     """Check a bag and return every problem found. Raises InputError if bag_dir is no folder.
 
     `allow_fetched`: the bag is a Strongroom version bag as built or stored (docs/versions.md):
@@ -119,13 +134,16 @@ def validate_bag(bag_dir: PathLike, *, completeness_only: bool = False, processe
     strongroom:// URL with its length; it counts for Payload-Oxum, which is of the complete bag.
     Whether the named earlier bag really holds it is the catalog's question (the audit asks
     it), never the network's: nothing is fetched.
+
+    `keep`: a valid bag's report also carries what was read (`BagContents`), so a deposit checks
+    its staged bag once and hands that on instead of parsing the bag again (`ingest.bag_check`).
     """
     root = Path(bag_dir)
     if not root.exists():
         raise InputError("does not exist", path=str(bag_dir))
     if not root.is_dir():
         raise InputError("is not a directory (a BagIt bag is a folder)", path=str(bag_dir))
-    return _Validator(root, completeness_only, max(1, int(processes)), allow_fetched).run()
+    return _Validator(root, completeness_only, max(1, int(processes)), allow_fetched, keep).run()
 
 
 def require_valid(bag_dir: PathLike, **kw) -> ValidationReport:
@@ -144,8 +162,11 @@ Expected = Dict[str, Dict[str, Tuple[str, str]]]   # file -> {algorithm: (digest
 
 
 class _Validator:
-    def __init__(self, root: Path, completeness_only: bool, processes: int, allow_fetched: bool = False):
+    def __init__(self, root: Path, completeness_only: bool, processes: int, allow_fetched: bool = False,
+                 keep: bool = False):
         self.root = root
+        self.keep = keep
+        self.metadata: Dict[str, dict] = {}      # metadata/ file -> its parse (Strongroom bags, kept with keep)
         self.allow_fetched = allow_fetched
         self.completeness_only = completeness_only
         self.processes = processes
@@ -193,6 +214,8 @@ class _Validator:
         self._verify_digests(jobs)
         r = self.report
         r.payload_files, r.payload_bytes, r.tag_files = len(self.payload), sum(self.payload.values()), len(self.tags)
+        if self.keep and r.valid:
+            r.contents = self._contents(tag_expected)
         r.problems.sort(key=lambda p: p.path)   # stable: grouped by file, check order kept within
         r.warnings.sort(key=lambda p: p.path)
         return r
@@ -424,7 +447,9 @@ class _Validator:
             if rel not in self.tags:
                 continue
             try:
-                parse((self.root / rel).read_bytes())
+                parsed = parse((self.root / rel).read_bytes())
+                if self.keep:
+                    self.metadata[rel] = parsed
             except spec.TagFileError as exc:
                 at = f"line {exc.line}: " if exc.line else ""
                 self.error(rel, f"{at}{exc.problem}; Strongroom could not rebuild its catalog from this bag")
@@ -583,6 +608,18 @@ class _Validator:
                     self.warn(path, "is not listed in any tag manifest, so damage to it would go unnoticed")
         return expected
 
+    def _contents(self, tag_expected: Expected) -> BagContents:
+        from . import metadata
+
+        listed: Dict[str, Dict[str, str]] = {}   # every file a payload manifest lists (fetched ones too)
+        for mrel, entries in self.payload_manifests.items():
+            alg = spec.manifest_algorithm(mrel)
+            for path, e in entries.items():
+                listed.setdefault(path, {})[alg] = e.digest
+        tags = {path: {alg: digest for alg, (digest, _) in want.items()} for path, want in tag_expected.items()}
+        return BagContents(listed, tags, {**self.tags, **self.payload}, self.rules,
+                           self.metadata.get(metadata.FORMATS_FILE), self.metadata.get(metadata.ATTRIBUTES_FILE))
+
     # -- checksums
     def _verify_digests(self, jobs: List[Tuple[str, Dict[str, Tuple[str, str]]]]) -> None:
         def work(job):
@@ -657,4 +694,4 @@ def _map_threads(fn, items: List, workers: int):
                 yield pending.pop(fut), fut.result()
 
 
-__all__ = ["Problem", "ValidationReport", "validate_bag", "require_valid", "printable"]
+__all__ = ["BagContents", "Problem", "ValidationReport", "validate_bag", "require_valid", "printable"]

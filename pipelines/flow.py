@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import uuid
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
-from catalog.bag_records import folder_reader, records_from_bag
+from catalog.bag_records import records_from_parts
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
@@ -327,6 +326,7 @@ def build_bags(config, state: DepositState, *, workers: int = 1, progress=None, 
         title=state.title, workers=workers, follow_internal_links=state.follow_internal_links,
         stamp=state.stamp, progress=progress, virus=scanning,
         earlier=earlier_bags(open_catalog(config), state.library, state.collection), new_version=state.new_version,
+        state_dir=state.state_dir(staging),
     )
     result = ingest(request, identifier=identifier, scan=scan)
     if result.duplicate is not None:
@@ -408,32 +408,32 @@ def append_once(catalog: Catalog, events: Sequence[EventRecord], journal: Path) 
     write_json_atomic(done, [e.event_id for e in events])
 
 
-def save_inventory(path: Path, bag_dir) -> "BagInventory":
-    """Take the staged bag's inventory (`bag_inventory`: every file's digests and size, from its
-    manifests) once, after the bag was validated, and keep it in the deposit's state.
+def keep_bag_check(state_dir: Path, bag: dict) -> bool:
+    """Make sure the staged bag's check is kept in the deposit's state (`ingest.bag_check`), for
+    Replicate, Verify (the inventory) and Register (the catalog rows). Returns True when the bag
+    had to be checked again: its kept result was missing, unreadable or of another build (a
+    bag staged by an older version, which kept none); a bag that fails raises PreservationError."""
+    from ingest import bag_check
 
-    Why: Replicate and Verify of every target need it; rebuilding it from the bag each time (a
-    walk, the manifests parsed, a stat per file, the tag manifests hashed) cost 0.55 s per call at
-    20,000 files, 8 calls per deposit with two targets. Nothing is trusted more for being kept:
-    every byte copied is still checked against these digests, and every replica re-read.
-    """
-    from storage_adapters.replicate import bag_inventory
-
-    inventory = bag_inventory(bag_dir)
-    # Compact ASCII JSON (names as \u escapes): ~3 MB for a 20,000-file bag.
-    data = json.dumps({"digests": inventory.digests, "sizes": inventory.sizes}, separators=(",", ":"))
-
-    def write() -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        durable.atomic_write_bytes(path, data.encode("ascii"))
-
-    _write_state(path, write)
-    return inventory
+    if bag_check.is_kept(state_dir, bag["id"], bag["external_identifier"]):
+        return False
+    check = bag_check.check_staged(Path(bag["path"]), bag["id"], allow_fetched=True)
+    if check.external_identifier != bag["external_identifier"]:
+        raise PreservationError(f"the staged bag {bag['id']} is not the one built (External-Identifier "
+                                f"{check.external_identifier}, built as {bag['external_identifier']})",
+                                path=bag["path"])
+    _write_state(bag_check.kept_paths(state_dir, bag["id"])[0], lambda: bag_check.keep(check, state_dir))
+    return True
 
 
 def load_inventory(path: Path, bag_dir) -> "BagInventory":
-    """The inventory `save_inventory` kept, or (a deposit validated by an older version, which
-    kept none) the one taken from the staged bag now."""
+    """The inventory the bag's check kept (`ingest.bag_check`), or (a deposit validated by an
+    older version, which kept none) the one taken from the staged bag now.
+
+    Why kept: Replicate and Verify of every target need it; rebuilding it from the bag each
+    time (a walk, the manifests parsed, a stat per file, the tag manifests hashed) cost 0.55 s
+    per call at 20,000 files. Nothing is trusted more for being kept: every byte copied is
+    still checked against these digests, and every replica re-read."""
     from storage_adapters.replicate import BagInventory, bag_inventory
 
     if not Path(path).exists():
@@ -547,10 +547,16 @@ def _record_failure(config, catalog: Catalog, state: DepositState, bag_id: BagId
 
 
 def register(config, state: DepositState, bag: dict) -> None:
-    """Record the bag and its files in the catalog once every policy replica is verified."""
+    """Record the bag and its files in the catalog once every policy replica is verified: the
+    rows of the bag as its one check read it (kept by `finish_bag` or ValidateBag), not parsed
+    from the staged bag again."""
+    from ingest import bag_check
+
     catalog = open_catalog(config)
     bag_id = BagId.parse(bag["id"])
-    record, files = records_from_bag(folder_reader(bag["path"]), bag_id, bag["path"])
+    info, digests, described = bag_check.load_records(state.state_dir(Path(config.staging)), bag["id"],
+                                                      bag["external_identifier"])
+    record, files = records_from_parts(info, digests, described, bag_id, bag["path"])
     record = type(record)(**{**asdict(record), "source_path": state.source})
     catalog.add_bag(record, files)
     policy = config.policy(state.policy)

@@ -53,7 +53,7 @@ class _DepositTask(ArchiveTask):
         return "" if len(self.bags()) <= 1 else f" {bag_id.rsplit('/', 1)[-1]}"
 
     def inventory(self, bag: dict):
-        """The staged bag's inventory, as ValidateBag kept it (`flow.save_inventory`). Loaded per
+        """The staged bag's inventory, as its one check kept it (`ingest.bag_check`). Loaded per
         run, never kept on the task: Luigi keeps every task object of a run, and one inventory
         per bag x target kept would grow the worker by ~2 KiB per file deposited."""
         return flow.load_inventory(Path(self.marker(f"{_safe(bag['id'])}.inventory.json").path), bag["path"])
@@ -94,8 +94,11 @@ class BuildBags(_DepositTask):
 
 
 class ValidateBag(_DepositTask):
-    """Ingest validated every digest while building; this re-checks the bag as it now sits in
-    staging (structure, completeness, Payload-Oxum, tag manifests) before anything is copied."""
+    """The staged bag as checked once: `finish_bag` checked it before its rename (structure,
+    completeness, Payload-Oxum, tag manifests) and kept what it read in the deposit's state
+    (`ingest.bag_check`); this confirms the kept result is this build's, or checks the staged
+    bag again and keeps that (a bag built by an older version, a kept file lost), before
+    anything is copied."""
 
     bag_id = luigi.Parameter()
 
@@ -106,13 +109,10 @@ class ValidateBag(_DepositTask):
         return self.marker(f"{_safe(self.bag_id)}.valid.json")
 
     def run(self):
-        from ingest.validate import require_valid
-
         bag = self.bag(self.bag_id)
         with self.progress(f"validate{self.bag_label(self.bag_id)}", 0, bag["files"]):
-            report = require_valid(bag["path"], completeness_only=True, allow_fetched=True)
-            flow.save_inventory(Path(self.marker(f"{_safe(self.bag_id)}.inventory.json").path), bag["path"])
-        self.write_marker({"bag": self.bag_id, "valid": True, "files": report.payload_files})
+            checked_again = flow.keep_bag_check(self.state.state_dir(self.config.staging), bag)
+        self.write_marker({"bag": self.bag_id, "valid": True, "files": bag["files"], "checked_again": checked_again})
 
 
 class Replicate(_DepositTask):

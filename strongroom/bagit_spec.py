@@ -605,6 +605,21 @@ def parse_tag_lines(lines: Iterable[Tuple[int, str]], version: str = BAGIT_VERSI
     return items, issues
 
 
+def bag_info_lines(raw: bytes, where: Optional[str] = None) -> Dict[str, Tuple[str, int]]:
+    """label -> (value, line number) of a Strongroom bag's bag-info.txt (UTF-8, read strictly as
+    registration reads it), the first occurrence of each label. TagFileError on the first bad line."""
+    numbered = list(split_lines(raw, "bag-info.txt", where))
+    items, issues = parse_tag_lines(numbered, BAGIT_VERSION)
+    errors = [i for i in issues if i.error]
+    if errors:
+        raise TagFileError(errors[0].message, file="bag-info.txt", line=errors[0].line, where=where)
+    starts = [n for n, line in numbered if line[:1] not in (" ", "\t") and line.strip()]
+    info: Dict[str, Tuple[str, int]] = {}
+    for (label, value), number in zip(items, starts):
+        info.setdefault(label, (value, number))
+    return info
+
+
 def read_tag_file(path: PathLike, encoding: str = TAG_ENCODING, version: str = BAGIT_VERSION
                   ) -> List[Tuple[str, str]]:
     """Elements of bag-info.txt (or any 'Label: value' tag file), in order; duplicates kept.

@@ -4,8 +4,9 @@ the bag inventory is taken once, and the guarantees the skipped work used to bac
 * The staged payload is not re-hashed by the validator in staging: every payload byte is hashed
   once from the source, once per replica as it is copied there (checked against the manifests
   before the file gets its name) and once per replica when it is re-read after being durable.
-* The inventory of the staged bag (`bag_inventory`) is taken once per bag, by ValidateBag, and
-  handed to Replicate and Verify of every target (it was rebuilt 8 times with two targets).
+* The inventory of the staged bag is never rebuilt (`bag_inventory`): the bag's one check keeps
+  it (`ingest.bag_check`, tests/test_deposit_check_once.py) for Replicate and Verify of every
+  target (it was rebuilt 8 times with two targets, then once by ValidateBag).
 * A staged file damaged after the bag was built is still never stored under its name: the copy
   to the replica refuses it, the deposit fails (exit 1), nothing of it is marked verified.
 """
@@ -59,7 +60,7 @@ def test_each_payload_byte_is_hashed_once_from_the_source_and_twice_per_replica(
     assert 1 + 2 * len(TARGETS) <= per_byte < 1 + 2 * len(TARGETS) + 0.5, per_byte
 
 
-def test_the_bag_inventory_is_taken_once_per_bag(tmp_path, capsys, monkeypatch):
+def test_the_bag_inventory_is_never_rebuilt(tmp_path, capsys, monkeypatch):
     import storage_adapters.replicate as replicate
 
     arch = make_archive(tmp_path)
@@ -75,21 +76,7 @@ def test_the_bag_inventory_is_taken_once_per_bag(tmp_path, capsys, monkeypatch):
     res = strongroom(capsys, *deposit_argv(arch, source, "inventory"))
     assert res.code == 0, res.err
     check_preserved(arch, source, res.data)
-    assert len(calls) == 1, calls
-
-
-def test_a_kept_inventory_reads_back_the_same_and_a_missing_one_is_taken_from_the_bag(tmp_path):
-    from pipelines import flow
-    from storage_adapters.replicate import bag_inventory
-    from tests.strategies import build_bag
-
-    bag = build_bag(tmp_path, {"a.txt": b"alpha", "古籍/名 100%.bin": b"\x00" * 10})
-    kept = tmp_path / "state" / "bag.inventory.json"
-    saved = flow.save_inventory(kept, bag)
-    assert saved == bag_inventory(bag)
-    assert kept.read_bytes().isascii()  # compact ASCII JSON, names as \\u escapes
-    assert flow.load_inventory(kept, bag) == saved
-    assert flow.load_inventory(tmp_path / "state" / "absent.json", bag) == saved
+    assert calls == [], calls
 
 
 def test_a_staged_file_damaged_after_building_is_never_stored_under_its_name(tmp_path, capsys, monkeypatch):
