@@ -403,29 +403,29 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
     def _create_temp(self, dfd: int, name: str, loc: str) -> Tuple[str, int]:
         """Create and lock this file's temp file; a crash's unlocked leftover is removed first."""
         tmp = temp_name(name)
-        busy = self._busy(loc)
         for _ in range(2):
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600,
                              dir_fd=dfd)
             except FileExistsError:
                 if not self._remove_if_stale(dfd, tmp, loc):
-                    raise busy from None
+                    raise self._busy(loc) from None
                 continue
             except OSError as exc:
                 raise self._failure(exc, loc, writing=True) from None
-            self._lock_temp(dfd, tmp, fd, busy)
+            self._lock_temp(dfd, tmp, fd, loc)
             return tmp, fd
-        raise busy
+        raise self._busy(loc)
 
     def _busy(self, loc: str) -> WriteInProgress:
         return WriteInProgress("is being written by another process right now (its temporary file is locked); "
                                "try again when that process has finished", target=self.name, location=loc)
 
-    def _lock_temp(self, dfd: int, tmp: str, fd: int, busy: WriteInProgress) -> os.stat_result:
+    def _lock_temp(self, dfd: int, tmp: str, fd: int, loc: str) -> os.stat_result:
         """Lock a temp file just made (created or linked) and check its name is still ours (a
         cleaner may have removed it between our create and our lock); its fstat. On failure
-        `fd` is closed and `busy` raised."""
+        `fd` is closed and `_busy(loc)` raised (built only then: an error object per file
+        stored cost more than the lock)."""
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             mine = os.fstat(fd)
@@ -433,7 +433,7 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
                 raise BlockingIOError
         except (BlockingIOError, FileNotFoundError):
             os.close(fd)
-            raise busy from None
+            raise self._busy(loc) from None
         except BaseException:
             os.close(fd)
             raise

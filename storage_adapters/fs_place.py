@@ -52,9 +52,8 @@ def place_temp(adapter: FilesystemAdapter, dfd: int, name: str, loc: str, src: s
     """Link the staged file `src` to `name`'s temp name in folder `dfd`, locked as `_create_temp`
     leaves a temp file: (temp name, descriptor), or None when it must be copied instead."""
     tmp = temp_name(name)
-    busy = adapter._busy(loc)
     if not adapter._remove_if_stale(dfd, tmp, loc):
-        raise busy
+        raise adapter._busy(loc)
     try:
         st = os.stat(src, follow_symlinks=False)
     except OSError:
@@ -64,7 +63,7 @@ def place_temp(adapter: FilesystemAdapter, dfd: int, name: str, loc: str, src: s
     try:
         os.link(src, tmp, dst_dir_fd=dfd, follow_symlinks=False)
     except FileExistsError:
-        raise busy from None
+        raise adapter._busy(loc) from None
     except OSError as exc:
         if exc.errno in _COPY_INSTEAD:
             return None
@@ -73,7 +72,7 @@ def place_temp(adapter: FilesystemAdapter, dfd: int, name: str, loc: str, src: s
         fd = os.open(tmp, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dfd)
     except OSError as exc:
         raise adapter._failure(exc, loc, writing=True) from None
-    mine = adapter._lock_temp(dfd, tmp, fd, busy)
+    mine = adapter._lock_temp(dfd, tmp, fd, loc)
     if mine.st_ino != st.st_ino or mine.st_nlink != 2:
         # The staged name was replaced after our look at it, or another writer linked the same
         # staged file at the same moment (neither may share it): the name is ours and locked.

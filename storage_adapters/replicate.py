@@ -244,13 +244,15 @@ def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: 
     files_done = bytes_done = written = bytes_written = present = 0
     lock = threading.Lock()
 
+    prefix = os.fspath(bag_dir) + "/"
+
     def item(relpath: str) -> PutItem:
-        src = bag_dir / relpath
+        src = prefix + relpath  # a str, not bag_dir / relpath: pathlib's join was ~0.4 s per 20,000 files
         try:
-            mtime = src.stat().st_mtime
+            mtime = os.stat(src).st_mtime
         except OSError as exc:
             raise StorageError(f"cannot read the staged file ({exc.strerror or exc})", target=adapter.name,
-                               location=str(src)) from None
+                               location=src) from None
         return PutItem(relpath, src, sizes[relpath], digests[relpath], mtime)
 
     def record(relpath: str, outcome: PutOutcome) -> None:
