@@ -17,13 +17,14 @@ name check is needed here; every value passes through the escapes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List
-from xml.sax.saxutils import escape, quoteattr
+from typing import Any, Callable, Dict, List
+from xml.sax.saxutils import quoteattr
 
 XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 _INDENT = "  "
-#: Text written per call of `write`: small enough to stream, big enough to keep calls few.
-_FLUSH_AT = 1 << 16
+#: Pieces of text gathered per call of `write` (~100 bytes each): small enough to stream, big
+#: enough to keep calls few. Counted in pieces, not characters: no length to add up per element.
+_FLUSH_AT = 256
 
 
 def emit_document(document: dict, write: Callable[[str], Any]) -> None:
@@ -31,27 +32,52 @@ def emit_document(document: dict, write: Callable[[str], Any]) -> None:
     trailing newline unparse does not write either."""
     (key, value), = document.items()
     out: List[str] = [XML_DECLARATION]
-    size = [0]
 
     def flush_if_big() -> None:
-        if size[0] >= _FLUSH_AT:
+        if len(out) >= _FLUSH_AT:
             write("".join(out))
             out.clear()
-            size[0] = 0
 
-    _element(key, value, 0, out, size, flush_if_big)
+    _element(key, value, 0, out, flush_if_big)
     write("".join(out))
 
 
-def _element(key: str, value: Any, depth: int, out: List[str], size: List[int], flush: Callable[[], None]) -> None:
+def _escape(text: str) -> str:
+    """xml.sax.saxutils.escape(text) (& < >), without its call overhead for text that has none."""
+    if "&" in text or "<" in text or ">" in text:
+        return text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+    return text
+
+
+#: quoteattr() of attribute values already seen: a bag's attributes are a few vocabulary URIs
+#: and names repeated for every file (~7 per file), so each is quoted once.
+_QUOTED: Dict[str, str] = {}
+
+
+def _quote(value: Any) -> str:
+    value = "" if value is None else value
+    quoted = _QUOTED.get(value)
+    if quoted is None:
+        quoted = quoteattr(value)
+        if len(_QUOTED) < 4096:
+            _QUOTED[value] = quoted
+    return quoted
+
+
+def _element(key: str, value: Any, depth: int, out: List[str], flush: Callable[[], None]) -> None:
     if isinstance(value, (str, dict)) or value is None or not hasattr(value, "__iter__"):
         value = (value,)
     pad = _INDENT * depth
+    inner = pad + _INDENT
+    newline = "\n" if depth else ""
     for item in value:
+        if isinstance(item, str):  # a text-only element: {"#text": item}
+            out.append(f"{pad}<{key}>{_escape(item)}</{key}>{newline}")
+            if depth == 1:
+                flush()
+            continue
         if item is None:
             item = {}
-        elif isinstance(item, str):
-            item = {"#text": item}
         elif not isinstance(item, dict):
             raise TypeError(f"PREMIS element {key}: unexpected value {type(item).__name__}")
         text = None
@@ -60,26 +86,23 @@ def _element(key: str, value: Any, depth: int, out: List[str], size: List[int], 
         for k, v in item.items():
             if k == "#text":
                 text = v
-            elif k.startswith("@"):
+            elif k[:1] == "@":
                 if k == "@xmlns" and isinstance(v, dict):
-                    attrs.extend(f" xmlns{':' + p if p else ''}={quoteattr('' if u is None else u)}"
-                                 for p, u in v.items())
+                    attrs.extend(f" xmlns{':' + p if p else ''}={_quote(u)}" for p, u in v.items())
                 else:
-                    attrs.append(f" {k[1:]}={quoteattr('' if v is None else v)}")
+                    attrs.append(f" {k[1:]}={_quote(v)}")
             elif not (isinstance(v, list) and not v):
                 children.append((k, v))
         head = f"{pad}<{key}{''.join(attrs)}>"
         if children:
             out.append(head + "\n")
-            size[0] += len(head)
             for child_key, child_value in children:
-                _element(child_key, child_value, depth + 1, out, size, flush)
-            tail = (escape(text) if text is not None else "") + f"{pad}</{key}>"
+                if depth and isinstance(child_value, str):  # the common leaf, written here (no flush due)
+                    out.append(f"{inner}<{child_key}>{_escape(child_value)}</{child_key}>\n")
+                else:
+                    _element(child_key, child_value, depth + 1, out, flush)
+            out.append((_escape(text) if text is not None else "") + f"{pad}</{key}>{newline}")
         else:
-            tail = head + (escape(text) if text is not None else "") + f"</{key}>"
-        if depth:
-            tail += "\n"
-        out.append(tail)
-        size[0] += len(tail)
+            out.append(head + (_escape(text) if text is not None else "") + f"</{key}>{newline}")
         if depth == 1:
             flush()

@@ -121,3 +121,17 @@ def test_big_documents_are_written_in_pieces():
     doc = {"r": {"o": [{"v": "x" * 1000} for _ in range(500)]}}
     emit_document(doc, pieces.append)
     assert len(pieces) > 3 and "".join(pieces) == reference(doc)
+
+
+def test_attribute_values_and_leaves_written_alike_past_the_quote_cache():
+    """Attribute values are quoted once and remembered (up to a bound); text leaves are written
+    inline: the same bytes either way, for values past the bound and for every escape."""
+    doc = {"r": {"o": [{"@a": f'v{i % 5000} "q" \'s\' &<>\n\t', "@b": None, "k": f"t&<>{i}", "e": [],
+                        "n": {"m": "x", "#text": "y"}} for i in range(6000)]}}
+    assert emit_document_text(doc) == reference(doc)
+
+
+def emit_document_text(doc: dict) -> str:
+    pieces: list = []
+    emit_document(doc, pieces.append)
+    return "".join(pieces)
