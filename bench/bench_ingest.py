@@ -220,13 +220,13 @@ def run_baseline(name: str, corpus: Path, work: Path, sync: bool) -> Run:
     return total
 
 
-def strace_counts(cmds: List[List]) -> Dict[str, int]:
+def strace_counts(cmds: List[List], env: Optional[dict] = None) -> Dict[str, int]:
     """Syscall counts of a sequence of commands, from `strace -f -c` (one untimed run)."""
     counts: Dict[str, int] = {}
     for cmd in cmds:
         with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
             subprocess.run(["strace", "-f", "-c", "-o", out.name] + [str(c) for c in cmd], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             for line in out.read().splitlines():
                 m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
                 if m and m.group(2) != "total":
@@ -293,6 +293,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--before", metavar="DIR", default=None,
                     help="also run the Strongroom of this checkout (e.g. `git archive` of an older commit), "
                          "interleaved like the others, as the side 'before'")
+    ap.add_argument("--ours", metavar="DIR", default=None,
+                    help="run the side 'strongroom' from this checkout (e.g. `git archive HEAD`: committed "
+                         "work only, when others edit the working tree) instead of the installed one")
     args = ap.parse_args(argv)
     global VIRUS_CHECK
     VIRUS_CHECK = args.virus_check
@@ -325,15 +328,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 order = sides if i % 2 == 0 else sides[::-1]
                 for side in order:
                     if side in ("strongroom", "before"):
-                        runs[side].append(run_strongroom(name, corpus, work, args.before if side == "before" else None))
+                        runs[side].append(run_strongroom(name, corpus, work,
+                                                         args.before if side == "before" else args.ours))
                     else:
                         runs[side].append(run_baseline(name, corpus, work, sync=side.endswith("sync")))
                     print(f"  round {i + 1} {name} {side}: {runs[side][-1].wall:.2f} s wall, "
                           f"{runs[side][-1].cpu:.2f} s CPU", flush=True)
             syscalls: Dict[str, Dict[str, int]] = {}
             if args.strace:
-                cfg = fresh_archive(work / f"{name}-archive")
-                syscalls["strongroom"] = strace_counts([strongroom_cmd(cfg, corpus, name)])
+                env = dict(os.environ, PYTHONPATH=args.ours) if args.ours else None
+                cfg = fresh_archive(work / f"{name}-archive", env)
+                syscalls["strongroom"] = strace_counts([strongroom_cmd(cfg, corpus, name)], env=env)
                 prepare_baseline(name, corpus, work)
                 syscalls["baseline"] = strace_counts(baseline_cmds(name, corpus, work, sync=False))
             report(name, files, nbytes, runs, syscalls)
