@@ -474,15 +474,16 @@ class _Validator:
         for mrel, entries in self.payload_manifests.items():
             for path, e in entries.items():
                 listed.setdefault(path, {})[mrel] = e
-        nfc_index = _index(self.payload, lambda s: unicodedata.normalize("NFC", s))
-        fold_index = _index(self.payload, lambda s: unicodedata.normalize("NFC", s).casefold())
+        nfc_index = _index(self.payload, _nfc)
+        fold_index = _index(self.payload, lambda s: _nfc(s).casefold())
+        algorithm = {mrel: spec.manifest_algorithm(mrel) for mrel in self.payload_manifests}
         expected: Expected = {}
         covered: Dict[str, Set[str]] = {}
 
         def cover(disk: str, listing: Dict[str, spec.ManifestEntry]) -> None:
             for mrel, e in listing.items():
                 covered.setdefault(disk, set()).add(mrel)
-                expected.setdefault(disk, {})[spec.manifest_algorithm(mrel)] = (e.digest, mrel)
+                expected.setdefault(disk, {})[algorithm[mrel]] = (e.digest, mrel)
 
         for path in sorted(listing_path for listing_path in listed):
             listing = listed[path]
@@ -660,8 +661,17 @@ def _spelled(name: str) -> str:
     return f"{ascii(name)[1:-1]} ({form})"
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _has_surrogates(name: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in name)
+    """A lone surrogate os.fsdecode made of a byte that is not UTF-8."""
+    return _SURROGATE.search(name) is not None
+
+
+def _nfc(name: str) -> str:
+    """unicodedata.normalize("NFC", name); an ASCII name is its own NFC form."""
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
 
 
 def _digest_file(path: Path, algorithms: List[str]) -> Tuple[int, Dict[str, str]]:

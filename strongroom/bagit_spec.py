@@ -244,11 +244,17 @@ def safe_relpath(path: str) -> bool:
 
 def canonical_path(path: str) -> str:
     """'./data//a/./b' -> 'data/a/b'. Only for paths `path_problem` accepted (no '..')."""
-    return "/".join(p for p in path.split("/") if p not in ("", "."))
+    parts = path.split("/")
+    if "" not in parts and "." not in parts:
+        return path  # already canonical: every manifest line of a bag Strongroom wrote
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+_PAYLOAD_PREFIX = PAYLOAD_DIR + "/"
 
 
 def is_payload_path(path: str) -> bool:
-    return path.startswith(PAYLOAD_DIR + "/") and len(path) > len(PAYLOAD_DIR) + 1
+    return path.startswith(_PAYLOAD_PREFIX) and len(path) > len(_PAYLOAD_PREFIX)
 
 
 def is_os_metadata(path: str) -> bool:
@@ -318,13 +324,16 @@ def _shown(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+
+
 def parse_int(text: str, what: str, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
     """A whole number written in ASCII digits, with an optional leading '-', within [minimum, maximum].
 
     Refused (FieldError): non-ASCII digits ('١٢٣', which int() accepts), '+', '_', spaces,
     an empty field, more than 19 digits. `what` names the field in the message.
     """
-    if not isinstance(text, str) or not re.fullmatch(r"-?[0-9]+", text[:64]) or len(text) > 64:
+    if not isinstance(text, str) or not _WHOLE_NUMBER.fullmatch(text[:64]) or len(text) > 64:
         raise FieldError(f"{what} {_shown(text)} is not a whole number in ASCII digits")
     value = int(text)  # at most 64 characters: cheap
     if not minimum <= value <= maximum:
