@@ -6,7 +6,8 @@ written here, next to the deposit's markers, before the rename:
 
   <bag>.inventory.json  every file's digests and size (`BagInventory`: Replicate and Verify)
   <bag>.records.json    bag-info.txt and each payload file's digests, size, time and format
-                        (`catalog.bag_records.records_from_parts`: Register)
+                        (`catalog.bag_records.records_from_parts`: Register; removed once
+                        the bag is registered)
 
 so ValidateBag no longer checks the bag a second time, nor do the inventory and Register parse
 its manifests again (~4 s of CPU of a 20,000-file deposit). Both files name the bag and its
@@ -30,7 +31,6 @@ from typing import Dict, List, Optional, Tuple
 
 from strongroom import bagit_spec, durable
 from strongroom.checksums import SUPPORTED, hash_file
-from strongroom.errors import PreservationError
 
 from . import metadata
 from .validate import BagContents, require_valid
@@ -132,15 +132,21 @@ def is_kept(state_dir: Path, bag_id: str, external_identifier: str) -> bool:
 
 
 def load_records(state_dir: Path, bag_id: str, external_identifier: str
-                 ) -> Tuple[Dict[str, Tuple[str, int]], Dict[str, Dict[str, str]], List[metadata.FileDescription]]:
-    """(bag-info lines, payload digests, file descriptions) as kept; PreservationError if the kept
-    records are missing or of another build (ValidateBag keeps them before Register runs)."""
-    path = kept_paths(state_dir, bag_id)[1]
-    data = _load(path, bag_id, external_identifier)
+                 ) -> Optional[Tuple[Dict[str, Tuple[str, int]], Dict[str, Dict[str, str]],
+                                     List[metadata.FileDescription]]]:
+    """(bag-info lines, payload digests, file descriptions) as kept, or None when the kept
+    records are missing or of another build."""
+    data = _load(kept_paths(state_dir, bag_id)[1], bag_id, external_identifier)
     if data is None:
-        raise PreservationError(f"the kept check of {bag_id} is missing or not of this bag; rerun the deposit "
-                                "(the bag is then checked again)", path=str(path), rerun_helps=True)
+        return None
     info = {label: (value, line) for label, (value, line) in data["bag_info"].items()}
     digests = {row[0]: row[4] for row in data["files"]}
     files = [metadata.FileDescription(path, size, mtime, ident) for path, size, mtime, ident, _ in data["files"]]
     return info, digests, files
+
+
+def drop_records(state_dir: Path, bag_id: str) -> None:
+    """Remove the kept records once the bag is registered (its marker written): the catalog holds
+    them now, and they are the larger of the two files (~300 bytes a file). The inventory stays
+    with the other markers, as before."""
+    kept_paths(state_dir, bag_id)[1].unlink(missing_ok=True)

@@ -554,8 +554,13 @@ def register(config, state: DepositState, bag: dict) -> None:
 
     catalog = open_catalog(config)
     bag_id = BagId.parse(bag["id"])
-    info, digests, described = bag_check.load_records(state.state_dir(Path(config.staging)), bag["id"],
-                                                      bag["external_identifier"])
+    state_dir = state.state_dir(Path(config.staging))
+    kept = bag_check.load_records(state_dir, bag["id"], bag["external_identifier"])
+    if kept is None:  # lost since ValidateBag: the staged bag (still there) is checked again
+        keep_bag_check(state_dir, bag)
+        kept = bag_check.load_records(state_dir, bag["id"], bag["external_identifier"])
+        assert kept is not None
+    info, digests, described = kept
     record, files = records_from_parts(info, digests, described, bag_id, bag["path"])
     record = type(record)(**{**asdict(record), "source_path": state.source})
     catalog.add_bag(record, files)

@@ -168,8 +168,11 @@ class Register(_DepositTask):
         return self.marker(f"{_safe(self.bag_id)}.registered.json")
 
     def run(self):
+        from ingest import bag_check
+
         flow.register(self.config, self.state, self.bag(self.bag_id))
         self.write_marker({"bag": self.bag_id, "registered": True})
+        bag_check.drop_records(self.state.state_dir(self.config.staging), self.bag_id)
 
 
 class Deposit(_DepositTask):

@@ -59,6 +59,9 @@ def test_the_staged_bag_is_checked_once_and_no_later_step_parses_it(tmp_path, ca
     # check, no inventory rebuilt, no registration parsing the manifests again.
     assert calls.count("validate_bag") == 1, calls
     assert calls.count("parse_manifest_lines") == 4, calls
+    # The kept records go once the bag is registered; the inventory stays with the markers.
+    assert not [p for d in arch.state_dirs() for p in d.glob("*.records.json")]
+    assert [p for d in arch.state_dirs() for p in d.glob("*.inventory.json")]
     # The rows registered from the kept check are those the bag itself gives when read back.
     catalog = arch.catalog()
     (bag_id,) = catalog.bags().column("bag_id").to_pylist()
@@ -227,3 +230,22 @@ def test_kill_9_around_the_kept_check_then_rerun(tmp_path, capsys, point):
     _check_after_kill(arch, source, "killed")
     data = _rerun_and_check(arch, source, "killed", capsys)
     assert data
+
+
+def test_kept_records_lost_before_register_are_taken_from_the_staged_bag_again(tmp_path, capsys, monkeypatch):
+    import pipelines.flow as flow
+    from ingest import bag_check
+
+    register = flow.register
+
+    def losing(config, state, bag):
+        bag_check.kept_paths(state.state_dir(Path(config.staging)), bag["id"])[1].unlink()
+        return register(config, state, bag)
+
+    monkeypatch.setattr(flow, "register", losing)
+    arch = make_archive(tmp_path)
+    source = make_source(tmp_path / "source", small=3)
+    res = strongroom(capsys, *deposit_argv(arch, source, "lost"))
+    assert res.code == 0, res.out + res.err
+    check_preserved(arch, source, res.data)
+    assert arch.catalog().files(res.data["bags"][0]["id"]).num_rows >= 3
