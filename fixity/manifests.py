@@ -7,7 +7,7 @@ agree, path by path (`compare_manifest`).
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from strongroom import bagit_spec
 
 from .expected_bag import ExpectedBag
+from .external_sort import SortedSpill, same_sequence
 
 
 def _lines(data: bytes, file: str = "tag file", where: Optional[str] = None) -> Iterator[Tuple[int, str]]:
@@ -85,6 +86,34 @@ def _split(body, crlf: bool) -> Optional[pa.Array]:
     return lines
 
 
+class _Lines:
+    """A manifest's bytes, fed a chunk at a time, cut into lines as `_split` cuts them (a UTF-8
+    BOM at the start dropped, CR before LF removed): what `feed` returns is the lines complete
+    so far (None: bytes that are not UTF-8, or no line end for far longer than a line may be)."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._at_start = True
+
+    def feed(self, chunk: bytes, final: bool = False) -> Optional[pa.Array]:
+        data = self._tail + chunk if self._tail else chunk
+        if self._at_start:
+            if len(data) < len(_BOM) and not final:
+                self._tail = bytes(data)
+                return _NO_LINES
+            if data.startswith(_BOM):
+                data = data[len(_BOM):]
+            self._at_start = False
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        self._tail = bytes(data[cut:])
+        if len(self._tail) > 4 * bagit_spec.MAX_LINE_CHARS:   # never a line Strongroom writes
+            return None
+        return _split(memoryview(data)[:cut], data.find(b"\r", 0, cut) >= 0) if cut else _NO_LINES
+
+
+_NO_LINES = pa.array([], pa.large_binary())
+
+
 class InOrder:
     """A payload manifest fed as it is read (`feed`), compared line for line with the lines
     Strongroom writes for the catalog's rows in the catalog's order (`ExpectedBag.batches`):
@@ -101,30 +130,14 @@ class InOrder:
 
     def start(self) -> None:
         self._rows = self._expected.batches(["path", self._algorithm])
-        self._wanted: pa.Array = pa.array([], pa.large_binary())
+        self._wanted: pa.Array = _NO_LINES
         self._rows_done = False
-        self._tail = b""
-        self._at_start = True
+        self._lines = _Lines()
         self.equal = True
 
     def feed(self, chunk: bytes, final: bool = False) -> None:
-        if not self.equal:
-            return
-        data = self._tail + chunk if self._tail else chunk
-        if self._at_start:
-            if len(data) < len(_BOM) and not final:
-                self._tail = bytes(data)
-                return
-            if data.startswith(_BOM):
-                data = data[len(_BOM):]
-            self._at_start = False
-        cut = len(data) if final else data.rfind(b"\n") + 1
-        self._tail = bytes(data[cut:])
-        if len(self._tail) > 4 * bagit_spec.MAX_LINE_CHARS:   # no line end for far too long: never a line of ours
-            self.equal = False
-            return
-        if cut:
-            self._compare(memoryview(data)[:cut], data.find(b"\r", 0, cut) >= 0)
+        if self.equal:
+            self._compare(self._lines.feed(chunk, final))
 
     def finish(self) -> bool:
         self.feed(b"", final=True)
@@ -132,8 +145,7 @@ class InOrder:
             self._more(1)
         return self.equal and len(self._wanted) == 0
 
-    def _compare(self, body: memoryview, crlf: bool) -> None:
-        lines = _split(body, crlf)
+    def _compare(self, lines: Optional[pa.Array]) -> None:
         if lines is None or not self._more(len(lines)):
             self.equal = False
             return
@@ -159,6 +171,26 @@ class InOrder:
         return have >= n
 
 
+def matches_sorted(chunks: Iterable[bytes], expected: ExpectedBag, algorithm: str, version: str) -> bool:
+    """`manifest_matches` for a manifest whose lines are not in the catalog's order: its lines
+    and the lines Strongroom writes for the catalog's rows, each sorted, are the same sequence.
+    Both are sorted outside memory when they are long (`external_sort.SortedSpill`)."""
+    split = _Lines()
+    ours, theirs = SortedSpill(), SortedSpill()
+    try:
+        for chunk in [*chunks, None]:
+            lines = split.feed(chunk or b"", final=chunk is None)
+            if lines is None:
+                return False
+            ours.add(lines)
+        for rb in expected.batches(["path", algorithm]):
+            theirs.add(_expected_lines(rb, algorithm, version))
+        return ours.total == theirs.total and same_sequence(ours.sorted(), theirs.sorted())
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def manifest_matches(raw: bytes, expected: ExpectedBag, algorithm: str, version: str) -> bool:
     """True when a payload manifest says exactly what the catalog says, checked without parsing
     it line by line: its lines, as a multiset, equal the lines Strongroom writes for the
@@ -168,37 +200,12 @@ def manifest_matches(raw: bytes, expected: ExpectedBag, algorithm: str, version:
     Exact either way, and lean where it can be: Strongroom writes manifests sorted by path, the
     order of the catalog's rows, so they are first compared line for line in that order (`InOrder`,
     a window of WINDOW_BYTES at a time). A manifest in another order (another tool's bag) is
-    compared as sorted lines instead (`_matches_unordered`), which holds all its lines and sort
-    indices, and every catalog row."""
+    compared as sorted lines instead (`matches_sorted`)."""
+    windows = [raw[pos:pos + WINDOW_BYTES] for pos in range(0, len(raw), WINDOW_BYTES)]
     check = InOrder(expected, algorithm, version)
-    for pos in range(0, len(raw), WINDOW_BYTES):
-        check.feed(raw[pos:pos + WINDOW_BYTES])
-    if check.finish():
-        return True
-    start = 3 if raw.startswith(_BOM) else 0
-    return _matches_unordered(memoryview(raw)[start:], raw.find(b"\r", start) >= 0, expected, algorithm, version)
-
-
-def _matches_unordered(body: memoryview, crlf: bool, expected: ExpectedBag, algorithm: str, version: str) -> bool:
-    """`manifest_matches` for a manifest whose lines are not in the catalog's order: the sorted
-    lines compared with the sorted expected lines, a slice at a time."""
-    lines = _split(body, crlf)
-    if lines is None:
-        return False
-    rows = expected.table(["path", algorithm])
-    if len(lines) != rows.num_rows:
-        return False
-    if len(lines) == 0:
-        return True
-    wanted = _expected_lines(rows, algorithm, version)
-    ours, theirs = pc.array_sort_indices(lines), pc.array_sort_indices(wanted)
-    step = 65536
-    for offset in range(0, len(lines), step):
-        a = pc.take(lines, ours.slice(offset, step))
-        b = pc.take(wanted, theirs.slice(offset, step))
-        if not pc.all(pc.equal(a, b)).as_py():
-            return False
-    return True
+    for window in windows:
+        check.feed(window)
+    return check.finish() or matches_sorted(windows, expected, algorithm, version)
 
 
 def compare_manifest(expected: ExpectedBag, manifest: pa.Table, algorithm: str

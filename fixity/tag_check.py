@@ -18,7 +18,7 @@ from storage_adapters.base import CHUNK, NotFound, StorageAdapter, UnsafePath
 
 from .check_records import MANIFEST_DISAGREES, MAX_LISTED, NOT_A_FILE, UNREADABLE, Finding, ReplicaCheck, TagCopy
 from .expected_bag import ExpectedBag
-from .manifests import InOrder, _lines, compare_manifest, manifest_matches, parse_manifest
+from .manifests import InOrder, _lines, compare_manifest, matches_sorted, parse_manifest
 from .payload_check import _CONSTRUCTORS
 from .retry import Retry, describe, is_transient, with_retry
 
@@ -68,6 +68,7 @@ class ManifestSink:
 
     def __init__(self, expected: ExpectedBag, algorithm: str, version: str):
         self.in_order = InOrder(expected, algorithm, version)
+        self._facts = (expected, algorithm, version)
         self._file = tempfile.TemporaryFile(prefix=".strongroom-audit-manifest-")
 
     def start(self) -> None:
@@ -82,6 +83,11 @@ class ManifestSink:
     def agrees(self) -> bool:
         """True when the manifest read is, line for line, what Strongroom writes for the catalog."""
         return self.in_order.finish()
+
+    def agrees_sorted(self) -> bool:
+        """True when the manifest's lines, sorted, are the catalog's (read back a chunk at a time)."""
+        self._file.seek(0)
+        return matches_sorted(iter(lambda: self._file.read(CHUNK), b""), *self._facts)
 
     def read_back(self) -> bytes:
         """The whole manifest, for the exact comparison (a manifest not in the catalog's lines)."""
@@ -191,15 +197,12 @@ def _judge_manifest(sink: ManifestSink, name: str, alg: str, version: str, expec
                     check: ReplicaCheck, findings: List[Finding]) -> None:
     """`manifest_state[alg]` of one payload manifest read from the copy (agrees, disagrees,
     invalid), its differences and their findings (added to `findings`). Proven equal in the
-    catalog's order as it was read, it is never held whole; otherwise it is compared exactly:
-    as sorted lines, then parsed and joined with the catalog's rows path by path."""
-    if sink.agrees():
+    catalog's order as it was read, or as sorted lines (sorted outside memory), it is never held
+    whole; otherwise it is parsed and joined with the catalog's rows path by path."""
+    if sink.agrees() or sink.agrees_sorted():
         check.manifest_state[alg] = "agrees"
         return
     raw = sink.read_back()
-    if manifest_matches(raw, expected, alg, version):
-        check.manifest_state[alg] = "agrees"
-        return
     try:
         table, errors = parse_manifest(raw, version, alg, name)
     except bagit_spec.TagFileError as exc:

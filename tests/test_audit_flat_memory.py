@@ -78,11 +78,11 @@ def test_a_manifest_in_the_catalogs_order_is_compared_without_holding_all_its_li
     def unordered(*args):
         raise AssertionError("a sorted manifest was compared by sorting all its lines")
 
-    monkeypatch.setattr(M, "_matches_unordered", unordered)
+    monkeypatch.setattr(M, "matches_sorted", unordered)
     assert M.manifest_matches(raw, expected, "sha256", "1.0")
     damaged = raw.replace(f"{7:064x}".encode(), f"{8:064x}".encode(), 1)
     with monkeypatch.context() as m:
-        m.setattr(M, "_matches_unordered", lambda *a: False)   # a difference falls back, and says no
+        m.setattr(M, "matches_sorted", lambda *a: False)   # a difference falls back, and says no
         assert not M.manifest_matches(damaged, expected, "sha256", "1.0")
 
 
