@@ -54,6 +54,11 @@ class SortedSpill:
         fh.seek(0)
         self._runs.append(fh)
 
+    @property
+    def on_disk(self) -> bool:
+        """True once a run was written to a temporary file."""
+        return bool(self._runs)
+
     def sorted(self) -> Iterator[pa.Array]:
         """Every value added, in ascending order, a slice at a time (once)."""
         if not self._runs:   # everything fits in one run: no file at all

@@ -13,9 +13,11 @@ was out of order there, or it truly is on one side only) is kept aside as unmatc
 the end a path kept aside on both sides is paired after all. Each side lists a path at most
 once (catalog paths are unique per bag, stored names per copy), so a path on both sides is
 either paired on the way or kept aside on both, never lost: `only_left` and `only_right` are
-exactly the set differences. Out-of-order input costs memory (the paths kept aside), never a
-wrong verdict; a slice found out of order is kept aside whole, so the merge always advances a
-whole slice per step.
+exactly the set differences. Out-of-order input costs the paths kept aside, never a wrong
+verdict; a slice found out of order is kept aside whole, so the merge always advances a whole
+slice per step. Many paths kept aside go to sorted runs in temporary files
+(`external_sort.SortedSpill`) and are paired at the end by the same merge of the two sorted
+streams, so even a listing in no order at all is compared in bounded memory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Iterable, Iterator, List, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .external_sort import SortedSpill
 
 _EMPTY = pa.array([], pa.string())
 
@@ -40,13 +44,15 @@ class Unshared:
 
 
 class _Side:
-    """One input: the paths not yet compared (a slice) and those kept aside."""
+    """One input: the paths not yet compared (a slice) and those kept aside (in memory, or in
+    sorted runs on disk once there are many: `external_sort.SortedSpill`)."""
 
-    def __init__(self, slices: Iterable[pa.Array]):
+    def __init__(self, slices: Iterable[pa.Array], spill: bool):
         self._slices: Iterator[pa.Array] = iter(slices)
         self.pending: pa.Array = _EMPTY
         self.done = False
         self.aside: List[pa.Array] = []
+        self.spill = SortedSpill(pa.string()) if spill else None
 
     def top_up(self) -> None:
         while not len(self.pending) and not self.done:
@@ -62,13 +68,17 @@ class _Side:
 
     def keep_aside(self, paths: pa.Array) -> None:
         if len(paths):
-            self.aside.append(paths)
+            (self.aside.append(paths) if self.spill is None else self.spill.add(paths))
 
 
-def unshared(left: Iterable[pa.Array], right: Iterable[pa.Array]) -> Unshared:
+def unshared(left: Iterable[pa.Array], right: Iterable[pa.Array], spill: bool = True) -> Unshared:
     """The paths of `left` not in `right` and of `right` not in `left` (string arrays, each
-    side's paths unique, given as slices in any order; sorted input keeps memory at a slice)."""
-    a, b = _Side(left), _Side(right)
+    side's paths unique, given as slices in any order; sorted input keeps memory at a slice).
+
+    The paths kept aside go to sorted runs on disk once there are many (`spill`): pairing them
+    is then a merge of the two sorted streams, whose own paths kept aside are only the
+    unshared ones (held, as the answer is)."""
+    a, b = _Side(left, spill), _Side(right, spill)
     out_of_order = False
     while True:
         a.top_up()
@@ -95,6 +105,11 @@ def unshared(left: Iterable[pa.Array], right: Iterable[pa.Array]) -> Unshared:
                 out_of_order = True
                 side.keep_aside(side.pending)
                 side.pending = _EMPTY
+    if a.spill is not None and b.spill is not None:
+        if a.spill.on_disk or b.spill.on_disk:
+            paired = unshared(a.spill.sorted(), b.spill.sorted(), spill=False)
+            return Unshared(paired.only_left, paired.only_right, out_of_order)
+        a.aside, b.aside = list(a.spill.sorted()), list(b.spill.sorted())
     only_left, only_right = _pair_aside(_concat(a.aside), _concat(b.aside))
     return Unshared(pc.take(only_left, pc.sort_indices(only_left)), pc.take(only_right, pc.sort_indices(only_right)),
                     out_of_order)

@@ -56,10 +56,22 @@ def _agrees(merge, left: List[str], right: List[str], cuts_l: List[int], cuts_r:
 @given(universe=st.sets(S.payload_paths(st.sampled_from(["a", "a-1", "a.b", "b", "ä", "z"]), 4), max_size=40),
        data=st.data(), order_l=st.sampled_from(ORDERS), order_r=st.sampled_from(ORDERS),
        cuts_l=st.lists(st.integers(1, 9), min_size=1, max_size=4),
-       cuts_r=st.lists(st.integers(1, 9), min_size=1, max_size=4), rnd=st.randoms(use_true_random=False))
-def test_streaming_merge_gives_the_whole_set_comparison(universe, data, order_l, order_r, cuts_l, cuts_r, rnd):
+       cuts_r=st.lists(st.integers(1, 9), min_size=1, max_size=4), rnd=st.randoms(use_true_random=False),
+       run=st.sampled_from([65536, 1, 3]))
+def test_streaming_merge_gives_the_whole_set_comparison(universe, data, order_l, order_r, cuts_l, cuts_r, rnd, run):
     """Random catalog rows, a copy missing some and holding extras, each side in any order and
-    cut in slices of any size: the paths on one side only are exactly the set differences."""
+    cut in slices of any size, the paths kept aside held or sorted on disk in runs of any size:
+    the paths on one side only are exactly the set differences."""
+    from fixity import external_sort as X
+
+    old, X.RUN_ROWS = X.RUN_ROWS, run
+    try:
+        _merge_property(universe, data, order_l, order_r, cuts_l, cuts_r, rnd)
+    finally:
+        X.RUN_ROWS = old
+
+
+def _merge_property(universe, data, order_l, order_r, cuts_l, cuts_r, rnd):
     catalog = data.draw(st.sets(st.sampled_from(sorted(universe)))) if universe else set()
     missing = data.draw(st.sets(st.sampled_from(sorted(catalog)))) if catalog else set()
     extra = data.draw(st.sets(st.sampled_from(sorted(universe - catalog)))) if universe - catalog else set()
