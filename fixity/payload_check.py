@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED
-from storage_adapters.base import CHUNK, NotFound, StorageAdapter, UnsafePath
+from storage_adapters.base import CHUNK, BagReads, NotFound, StorageAdapter, UnsafePath
 
 from .check_records import CORRUPTED, GROWN, MISSING, NOT_A_FILE, TRUNCATED, UNREADABLE, FileProblem
 from .retry import Retry, describe, is_transient, spent
@@ -60,6 +60,7 @@ class FileChecker:
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
         self.linked: List[List[Any]] = []   # [path, device, inode] of files with more than one link
+        self.reads: Optional[BagReads] = None   # while a chunk is checked: the bag's kept reads (`reading`)
 
     def check(self, path: str, size: int, expected: Mapping[str, str]) -> Tuple[Optional[FileProblem], int]:
         """(problem or None, bytes read) for one file the listing shows as present."""
@@ -86,7 +87,7 @@ class FileChecker:
         algorithms = [a for a in self.algorithms if a in expected] or [a for a in expected if a in SUPPORTED][:1]
         hashers = [_CONSTRUCTORS[a]() for a in algorithms]
         buf, view, n = self.buf, self.view, 0
-        with self.adapter.open_file(self.bag_id, path) as fh:
+        with self._open(path) as fh:
             ident = self.adapter.stream_identity(fh)
             if ident is not None and ident[2] > 1:
                 self.linked.append([path, ident[0], ident[1]])
@@ -121,6 +122,16 @@ class FileChecker:
             return FileProblem(path, CORRUPTED, "checksum mismatch (" + "; ".join(wrong) + ")", size=n,
                                digests=found), n
         return None, n
+
+    def _open(self, path: str):
+        """The stored file's stream: through the chunk's kept reads (a folder target opens it by
+        its one name in a folder descriptor kept open) or, outside a chunk, from the root."""
+        if self.reads is None:
+            return self.adapter.open_file(self.bag_id, path)
+        got = self.reads.open_with_stat(path)
+        if got is None:
+            raise NotFound("not stored here", target=self.adapter.name, location=path)
+        return got[1]
 
     def _quick(self, path: str, size: int, expected: Mapping[str, str]) -> Optional[FileProblem]:
         st = self.adapter.stat_file(self.bag_id, path)
@@ -177,8 +188,31 @@ def _init_worker(open_adapter: AdapterFactory, bag_id: str, deep: bool, algorith
 
 def _run_chunk(items: List[Tuple[str, int, Dict[str, str]]], checker: Optional[FileChecker] = None
                ) -> Tuple[int, int, List[FileProblem], List[List[Any]]]:
+    """Check one chunk; a deep check reads it through the adapter's `reading` (issue 11: on a
+    folder target one open per file by its single checked name, in folder descriptors kept
+    for the chunk, instead of the root opened and the whole path resolved per file).
+
+    A kept descriptor still reads a folder moved or replaced meanwhile: if the reads name such
+    a folder once the chunk is read, nothing read is taken for the stored bag and the chunk
+    is checked again from the root, file by file, so its verdicts are about what is stored."""
     checker = checker or _WORKER
     assert checker is not None
+    if not checker.deep:
+        return _check_items(items, checker)
+    with checker.adapter.reading(checker.bag_id) as reads:
+        checker.reads = reads
+        try:
+            result = _check_items(items, checker)
+        finally:
+            checker.reads = None
+    if reads.problems():
+        result = _check_items(items, checker)
+    return result
+
+
+def _check_items(items: List[Tuple[str, int, Dict[str, str]]], checker: FileChecker
+                 ) -> Tuple[int, int, List[FileProblem], List[List[Any]]]:
+    checker.linked = []
     files = nbytes = 0
     problems: List[FileProblem] = []
     for path, size, expected in items:

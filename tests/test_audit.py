@@ -25,6 +25,7 @@ from fixity import audit as A
 from pipelines.cli import main
 from policies.config import load_config
 from storage_adapters.filesystem import FilesystemAdapter
+from storage_adapters.fs_read import FolderReads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -352,25 +353,42 @@ class FlakyAdapter(FilesystemAdapter):
     """The real filesystem adapter, whose reads of chosen files fail like a flaky disk or server.
 
     `fail_opens[path]` opens of that path raise EIO before one succeeds (-1: always);
-    `fail_reads[path]`: the stream raises EIO after its first chunk, that many times.
+    `fail_reads[path]`: the stream raises EIO after its first chunk, that many times. Both
+    ways of opening fail alike: `open_file` (one file) and the kept reads of a whole-bag
+    check (`reading`, what a deep audit opens its payload files through).
     """
 
     fail_opens: Dict[str, int] = {}
     fail_reads: Dict[str, int] = {}
     opens: Dict[str, int] = {}
 
-    def open_file(self, bag_id, relpath):
+    @staticmethod
+    def flaky_open(relpath, really_open):
         FlakyAdapter.opens[relpath] = FlakyAdapter.opens.get(relpath, 0) + 1
         left = FlakyAdapter.fail_opens.get(relpath, 0)
         if left:
             FlakyAdapter.fail_opens[relpath] = left - 1 if left > 0 else left
             raise OSError(errno.EIO, "Input/output error")
-        stream = super().open_file(bag_id, relpath)
+        stream = really_open()
         left = FlakyAdapter.fail_reads.get(relpath, 0)
         if left:
             FlakyAdapter.fail_reads[relpath] = left - 1 if left > 0 else left
             return _FailingStream(stream)
         return stream
+
+    def open_file(self, bag_id, relpath):
+        return FlakyAdapter.flaky_open(relpath, lambda: super(FlakyAdapter, self).open_file(bag_id, relpath))
+
+    def reading(self, bag_id):
+        return _FlakyReads(self, bag_id)
+
+
+class _FlakyReads(FolderReads):
+    def open_with_stat(self, relpath):
+        got = super().open_with_stat(relpath)
+        if got is None:
+            return None
+        return got[0], FlakyAdapter.flaky_open(relpath, lambda: got[1])
 
 
 class _FailingStream:
@@ -512,15 +530,15 @@ _RUNNER = textwrap.dedent("""
             time.sleep(0.01)
         raise SystemExit(role + ": gave up waiting for " + name)
     if role == "first":
-        import storage_adapters.filesystem as fs
-        real = fs.FilesystemAdapter.open_file
-        def open_file(self, bag_id, relpath):
+        import storage_adapters.fs_read as fs_read
+        real = fs_read.FolderReads.open_with_stat   # how a deep audit opens each payload file
+        def open_with_stat(self, relpath):
             if relpath.startswith("data/") and not os.path.exists(os.path.join(flags, "first-checking")):
                 open(os.path.join(flags, "first-checking"), "w").close()
                 wait_for("second-planned")      # hold the first check until the second run has planned
                 time.sleep(0.3)
-            return real(self, bag_id, relpath)
-        fs.FilesystemAdapter.open_file = open_file
+            return real(self, relpath)
+        fs_read.FolderReads.open_with_stat = open_with_stat
     else:
         wait_for("first-checking")
         import fixity.due as due
