@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_deposit_crash import _check_after_kill, _kill_session, _rerun_and_check
-from tests.test_deposit_pipeline import (REPO, TARGETS, check_preserved, deposit_argv, make_archive, make_source,
+from tests.test_deposit_crash import _check_after_kill, _rerun_and_check, run_until_killed
+from tests.test_deposit_pipeline import (TARGETS, check_preserved, deposit_argv, make_archive, make_source,
                                          strongroom)
 
 
@@ -211,19 +208,7 @@ sys.exit(main(sys.argv[1:]))
 def test_kill_9_around_the_kept_check_then_rerun(tmp_path, capsys, point):
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "source", small=6)
-    script = tmp_path / "bootstrap.py"
-    script.write_text(BOOTSTRAP, "utf-8")
-    env = dict(os.environ, STRONGROOM_TEST_KILL_AT=point)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    log = tmp_path / "child.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script), *deposit_argv(arch, source, "killed", json_out=False)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        proc.wait(timeout=300)  # a hang guard, not a timing assertion
-    finally:
-        _kill_session(proc)
-    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")
+    run_until_killed(arch, source, "killed", tmp_path / "child.log", kill_at=point, bootstrap=BOOTSTRAP)
     state_dirs = arch.state_dirs()
     bags_recorded = any((d / "bags.json").exists() for d in state_dirs)
     assert bags_recorded == (point == "bags recorded, valid marker not written")

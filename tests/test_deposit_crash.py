@@ -193,12 +193,15 @@ def _evidence(arch: Archive, collection: str) -> Dict[str, bool]:
 # Helpers
 
 
-def _child(arch: Archive, source: Path, collection: str, log: Path, *, kill_at: str = "") -> subprocess.Popen:
+def _child(arch: Archive, source: Path, collection: str, log: Path, *, kill_at: str = "",
+           bootstrap: str = BOOTSTRAP) -> subprocess.Popen:
+    """A deposit in a child process of its own session; with kill_at, run through `bootstrap`,
+    a script that reads STRONGROOM_TEST_KILL_AT and kills that session at that point."""
     argv = deposit_argv(arch, source, collection, json_out=False)
     env = dict(os.environ)
     if kill_at:
         script = log.parent / "bootstrap.py"
-        script.write_text(BOOTSTRAP, "utf-8")
+        script.write_text(bootstrap, "utf-8")
         command = [sys.executable, str(script), *argv]
         env["STRONGROOM_TEST_KILL_AT"] = kill_at
     else:
@@ -207,6 +210,19 @@ def _child(arch: Archive, source: Path, collection: str, log: Path, *, kill_at: 
     with open(log, "wb") as out:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def run_until_killed(arch: Archive, source: Path, collection: str, log: Path, *, kill_at: str,
+                     bootstrap: str = BOOTSTRAP) -> None:
+    """Run a deposit that `bootstrap` kills (-9, its whole session) at `kill_at`; fails unless
+    the child really died of that kill (a kill point never reached proves nothing)."""
+    proc = _child(arch, source, collection, log, kill_at=kill_at, bootstrap=bootstrap)
+    try:
+        proc.wait(timeout=300)  # a hang guard, not a timing assertion
+    finally:
+        _kill_session(proc)
+    assert proc.returncode == -signal.SIGKILL, f"the child was not killed at {kill_at!r}: " + \
+        log.read_text(errors="replace")
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
@@ -332,13 +348,7 @@ def test_kill_9_at_an_exact_moment_then_rerun(tmp_path, capsys, point):
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "source", small=8, big=[3 * MiB])
     log = tmp_path / "child.log"
-    proc = _child(arch, source, "exact", log, kill_at=point)
-    try:
-        proc.wait(timeout=300)  # a hang guard, not a timing assertion
-    finally:
-        _kill_session(proc)
-    assert proc.returncode == -signal.SIGKILL, f"the child was not killed at {point!r}: " + \
-        log.read_text(errors="replace")
+    run_until_killed(arch, source, "exact", log, kill_at=point)
     assert _evidence(arch, "exact")[point], f"the archive does not show a kill at {point!r}"
     _check_after_kill(arch, source, "exact")
     _rerun_and_check(arch, source, "exact", capsys)

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 from typing import List
@@ -27,8 +24,8 @@ from ingest import deposit as deposit_mod
 from ingest.scan import scan_source
 from ingest.spill import SpilledFiles
 from strongroom.bagit_spec import decode_path
-from tests.test_deposit_crash import _check_after_kill, _kill_session, _rerun_and_check
-from tests.test_deposit_pipeline import LIB, REPO, deposit_argv, make_archive, make_source, strongroom
+from tests.test_deposit_crash import _check_after_kill, _rerun_and_check, run_until_killed
+from tests.test_deposit_pipeline import LIB, deposit_argv, make_archive, make_source, strongroom
 
 
 def _old_plan_parts(files, *, max_bytes: int, max_files: int) -> List[list]:
@@ -205,18 +202,8 @@ def test_killed_while_a_later_part_is_staged_then_rerun(tmp_path, capsys):
     arch = make_archive(tmp_path)
     _policy_with(arch, 4)
     source = make_source(tmp_path / "source", small=10, small_size=512)
-    log = tmp_path / "child.log"
-    script = tmp_path / "second_part.py"
-    script.write_text(BOOTSTRAP_SECOND_PART, "utf-8")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script), *deposit_argv(arch, source, "killed", json_out=False)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        proc.wait(timeout=300)  # a hang guard, not a timing assertion
-    finally:
-        _kill_session(proc)
-    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")
+    run_until_killed(arch, source, "killed", tmp_path / "child.log", kill_at="a later part staged",
+                     bootstrap=BOOTSTRAP_SECOND_PART)
     assert [p.name for p in (arch.staging / LIB / "killed").iterdir()][0].endswith("-1")  # bag 1 was built
     _check_after_kill(arch, source, "killed")
     data = _rerun_and_check(arch, source, "killed", capsys)

@@ -11,16 +11,13 @@ copying to the other, or between linking a temp name and naming it, resumes on t
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict
 
 import pytest
 
-from tests.test_deposit_crash import _kill_session
-from tests.test_deposit_pipeline import (LIB, REPO, TARGETS, TEMP_SUFFIX, check_preserved, deposit_argv, make_archive,
+from tests.test_deposit_crash import run_until_killed
+from tests.test_deposit_pipeline import (LIB, TARGETS, TEMP_SUFFIX, check_preserved, deposit_argv, make_archive,
                                          make_source, strongroom)
 
 
@@ -166,19 +163,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_kill_during_placement_resumes(tmp_path, capsys, monkeypatch, point):
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "source", small=8)
-    script = tmp_path / "bootstrap.py"
-    script.write_text(BOOTSTRAP, "utf-8")
-    env = dict(os.environ, STRONGROOM_TEST_KILL_AT=point,
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    log = tmp_path / "child.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script), *deposit_argv(arch, source, "killed", json_out=False)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        proc.wait(timeout=300)  # a hang guard, not a timing assertion
-    finally:
-        _kill_session(proc)
-    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")
+    run_until_killed(arch, source, "killed", tmp_path / "child.log", kill_at=point, bootstrap=BOOTSTRAP)
     site_a = arch.target_root("site-a") / LIB / "killed"
     left = [n for _, _, ns in os.walk(site_a) for n in ns]
     if point.startswith("placed temp"):
