@@ -56,7 +56,10 @@ class _DepositTask(ArchiveTask):
         """The staged bag's inventory, as its one check kept it (`ingest.bag_check`). Loaded per
         run, never kept on the task: Luigi keeps every task object of a run, and one inventory
         per bag x target kept would grow the worker by ~2 KiB per file deposited."""
-        return flow.load_inventory(Path(self.marker(f"{_safe(bag['id'])}.inventory.json").path), bag["path"])
+        from ingest.bag_check import kept_paths
+
+        inventory_path = kept_paths(self.state.state_dir(self.config.staging), bag["id"])[0]
+        return flow.load_inventory(inventory_path, bag["path"])
 
     @staticmethod
     def totals(inventory):
