@@ -462,7 +462,36 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
     except PreservationError as exc:
         _record_failure(config, catalog, state, bag_id, target, "replication", str(exc))
         raise
+    write_json_atomic(checked_path(state.state_dir(Path(config.staging)), bag["id"], target_name),
+                      {"bag": bag["id"], "target": target_name, "external_identifier": bag["external_identifier"],
+                       "stamps": result.checked})
     return result
+
+
+def checked_path(state_dir: Path, bag_id: str, target_name: str) -> Path:
+    """Where Replicate keeps the stamps of the files a target re-read and checked after they were
+    made durable (`ReplicateResult.checked`), for that target's Verify."""
+    return Path(state_dir) / f"{state_name(bag_id)}.{target_name}.checked.json"
+
+
+def state_name(bag_id: str) -> str:
+    """A bag id as one file name of the deposit's state (its markers, its kept stamps)."""
+    return bag_id.replace("/", "__")
+
+
+def load_checked(state_dir: Path, bag: dict, target_name: str) -> dict:
+    """The stamps Replicate kept for this build of the bag on this target, or {} (none kept, a
+    file of another build or target, unreadable): Verify then reads every file."""
+    from storage_adapters.base import CheckedStamp
+
+    try:
+        data = read_json(checked_path(state_dir, bag["id"], target_name))
+        if (data.get("bag"), data.get("target"), data.get("external_identifier")) != \
+                (bag["id"], target_name, bag["external_identifier"]):
+            return {}
+        return {relpath: CheckedStamp(*stamp) for relpath, stamp in data["stamps"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 def placing_target(config, state: DepositState, bag: dict) -> Optional[str]:
@@ -500,10 +529,11 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
     bag_id = BagId.parse(bag["id"])
     if inventory is None:
         inventory = bag_inventory(bag["path"])
+    checked = load_checked(state.state_dir(Path(config.staging)), bag, target_name)
     try:
         adapter = open_target(target)
         result = verify_replica(adapter, bag_id, inventory.digests, inventory.sizes, deep=True,
-                                workers=adapter.parallel_reads, progress=progress)
+                                workers=adapter.parallel_reads, progress=progress, checked=checked)
     except PreservationError as exc:
         _record_failure(config, catalog, state, bag_id, target, "fixity check", str(exc))
         raise
@@ -513,10 +543,11 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
         _record_failure(config, catalog, state, bag_id, target, "fixity check", detail)
         raise PreservationError(f"replica of {bag_id} on {target_name} failed verification after writing",
                                 path=adapter.location(bag_id), problems=result.problems)
+    reread = result.bytes_checked + result.bytes_unchanged
     catalog.record_replica(ReplicaRecord(
         bag_id=str(bag_id), target=target.name, site=target.site, state="verified", verified_at=now,
         last_audit_at=now, last_audit_kind="deep", last_audit_outcome="success",
-        detail=f"{result.files_checked} files, {result.bytes_checked} bytes re-read and matched",
+        detail=f"{result.files_checked} files, {reread} bytes re-read and matched",
     ))
     append_once(catalog, journal=state.state_dir(Path(config.staging)) / "events", events=[
         EventRecord(type="replication", outcome="success", agent=AGENT, object_type="replica",
@@ -525,10 +556,21 @@ def verify_on(config, state: DepositState, bag: dict, target_name: str, *, progr
                     event_id=event_id(state, bag["id"], target.name, "replication"), datetime=now),
         EventRecord(type="fixity check", outcome="success", agent=AGENT, object_type="replica",
                     bag_id=str(bag_id), target=target.name,
-                    detail=f"deep verification after writing: {result.files_checked} files matched their manifests",
+                    detail=f"deep verification after writing: {result.files_checked} files matched their manifests"
+                           + _how_verified(result),
                     event_id=event_id(state, bag["id"], target.name, "verify"), datetime=now),
     ])
     return result
+
+
+def _how_verified(result) -> str:
+    """How the files of a Verify were re-read, for its event: by Replicate, after their flush and
+    before their names (and unchanged since), or now."""
+    if not result.files_unchanged:
+        return ""
+    return (f" ({result.files_unchanged} re-read and checked after they were made durable, before they were "
+            f"named, and unchanged since (inode, size, times); {result.files_checked - result.files_unchanged} "
+            "re-read now)")
 
 
 def _record_failure(config, catalog: Catalog, state: DepositState, bag_id: BagId, target, kind: str,

@@ -157,7 +157,7 @@ class Verify(_DepositTask):
             result = flow.verify_on(self.config, self.state, bag, self.target, progress=update,
                                     inventory=inventory)
         self.write_marker({"bag": self.bag_id, "target": self.target, "files": result.files_checked,
-                           "bytes": result.bytes_checked})
+                           "bytes": result.bytes_checked, "unchanged_since_checked": result.files_unchanged})
 
 
 class Register(_DepositTask):
@@ -175,7 +175,10 @@ class Register(_DepositTask):
 
         flow.register(self.config, self.state, self.bag(self.bag_id))
         self.write_marker({"bag": self.bag_id, "registered": True})
-        bag_check.drop_records(self.state.state_dir(self.config.staging), self.bag_id)
+        state_dir = self.state.state_dir(self.config.staging)
+        bag_check.drop_records(state_dir, self.bag_id)
+        for target in self.config.policy(self.state.policy).replicas:
+            flow.checked_path(state_dir, self.bag_id, target).unlink(missing_ok=True)
 
 
 class Deposit(_DepositTask):
@@ -193,5 +196,4 @@ class Deposit(_DepositTask):
         flow.finish(self.config, self.state, bags)
 
 
-def _safe(bag_id: str) -> str:
-    return bag_id.replace("/", "__")
+_safe = flow.state_name

@@ -60,6 +60,9 @@ RULES: List[Tuple[str, Replacement]] = [
     # deposits (pipelines.flow)
     (r"^copied to (.+) \(([^()]+)\)$", r"已复制到 \1（\2）"),
     (r"\bdeep verification after writing: (\d+) files matched their manifests", r"写入后深度校验：\1 个文件与清单相符"),
+    (r" \((\d+) re-read and checked after they were made durable, before they were named, and unchanged since "
+     r"\(inode, size, times\); (\d+) re-read now\)",
+     r"（其中 \1 个在写入落盘后、命名前已重新读取并校验，此后未变（索引节点、大小、时间）；\2 个本次重新读取）"),
     # virus checks (ingest.virus.detail_text, at ingest and by `audit --virus`)
     (r"\bat ingest \(virus_check: (\w+)\): ", r"入库时病毒检查（virus_check: \1）："),
     (r"\baudit --virus of the copy on (\S+): ", r"病毒审计（\1 上的副本）："),

@@ -30,7 +30,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import IO, BinaryIO, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from strongroom import bagit_spec
 from strongroom.bag_id import BagId
@@ -128,6 +128,31 @@ class PutItem:
 
 #: put_files calls it as each file is settled: (index of the item, its outcome). For progress.
 ItemDone = Callable[[int, PutOutcome], None]
+
+
+class CheckedStamp(NamedTuple):
+    """What a stored file was when it was re-read and checked after it was made durable:
+    (device, inode, size, mtime and ctime in ns), taken once it had its name.
+
+    Why: a file whose stamp is unchanged was not written, truncated, replaced, renamed over or
+    relinked since that check (each moves its ctime, which no process can set back), so the
+    deposit's Verify compares stamps instead of reading every replica twice (issue 11). A file
+    whose stamp differs is simply re-read and checked again.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "CheckedStamp":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+#: put_files calls it for a new file re-read and checked after it was durable: (index, its stamp).
+ItemChecked = Callable[[int, CheckedStamp], None]
 
 
 @dataclass(frozen=True)
@@ -291,30 +316,40 @@ class HashingReader(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
-        readinto = getattr(self._stream, "readinto", None)
-        if readinto is not None:
-            n = readinto(view)
-            n = 0 if n is None else n
-        else:
-            data = self._stream.read(len(view))
-            n = len(data)
-            view[:n] = data
+        n = read_into(self._stream, view)
         if n:
             self.hasher.update(view[:n])
         return n
 
     def check(self, size: int, digests: Mapping[str, str], *, target: str, location: str) -> None:
         """SourceMismatch unless the bytes read so far have exactly this size and these digests."""
-        if self.hasher.size != size:
-            # A longer source is not read to its end (no point filling the disk): say "more than".
-            gave = f"more than {size}" if self.hasher.size > size else str(self.hasher.size)
-            raise SourceMismatch(f"the source gave {gave} bytes, not the expected {size}; "
-                                 "nothing was stored", target=target, location=location)
+        check_size(self.hasher.size, size, target=target, location=location)
         found = self.hasher.hexdigests()
         wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
         if wrong:
             raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); "
                                  "nothing was stored", target=target, location=location)
+
+
+def read_into(stream: BinaryIO, view: memoryview) -> int:
+    """Read what the stream gives into `view` (a file object, or anything with only `read`)."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        n = readinto(view)
+        return 0 if n is None else n
+    data = stream.read(len(view))
+    view[:len(data)] = data
+    return len(data)
+
+
+def check_size(got: int, size: int, *, target: str, location: str) -> None:
+    """SourceMismatch unless `got` bytes (of a source read to its end, or one byte past `size`)
+    are the expected `size`."""
+    if got != size:
+        # A longer source is not read to its end (no point filling the disk): say "more than".
+        gave = f"more than {size}" if got > size else str(got)
+        raise SourceMismatch(f"the source gave {gave} bytes, not the expected {size}; "
+                             "nothing was stored", target=target, location=location)
 
 
 @contextlib.contextmanager
@@ -374,6 +409,11 @@ class BagReads:
     def open_with_stat(self, relpath: str) -> Optional[Tuple[FileStat, BinaryIO]]:
         return self.adapter.open_with_stat(self.bag_id, relpath)
 
+    def stamp(self, relpath: str) -> "Optional[CheckedStamp]":
+        """The stored file's `CheckedStamp` now, or None where the target has none (here): its
+        file is then read and checked in full."""
+        return None
+
     def problems(self) -> List[str]:
         """What the kept state may have hidden, found once the reads are over; [] here."""
         return []
@@ -425,7 +465,7 @@ class StorageAdapter(abc.ABC):
         """
 
     def put_files(self, bag_id: BagId, items: Sequence[PutItem], *,
-                  on_done: Optional[ItemDone] = None) -> List[PutOutcome]:
+                  on_done: Optional[ItemDone] = None, on_checked: Optional[ItemChecked] = None) -> List[PutOutcome]:
         """Store several files of one bag, each exactly as `put_file` would; outcomes in item order.
 
         Why a batch: a target may make many files durable together far more cheaply than one
@@ -440,6 +480,11 @@ class StorageAdapter(abc.ABC):
         are not attempted), the items reported to `on_done` are stored and no other item of
         the call was given its key. ValueError, before anything is written, for a bag path
         given twice or malformed digests. This default stores the files one by one.
+
+        `on_checked(index, stamp)` is called, after its `on_done`, for each new file that was
+        re-read and checked after it was made durable, with its `CheckedStamp`; a target that
+        cannot tell (an object store, this default) never calls it, and its files are re-read
+        by the deposit's Verify.
         """
         check_unique_relpaths(items)
         for item in items:

@@ -17,7 +17,7 @@ removes it; a locked one belongs to a live writer and is left alone. Temp names 
 listed.
 
 `put_files` does the same for many files at once, with one flush per batch instead of one per
-file: `fs_batch`. Reading and listing: `fs_read`.
+file, and each file checked once, re-read after that flush and before its name: `fs_batch`. Reading and listing: `fs_read`.
 
 Every path below the root is opened without following any symbolic link, at any level, and
 without leaving the root: with one openat2(2) call (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
@@ -48,6 +48,7 @@ from . import safe_open
 from .base import (
     CHUNK,
     HashingReader,
+    ItemChecked,
     ItemDone,
     NotFound,
     OddObject,
@@ -61,11 +62,13 @@ from .base import (
     bag_segments,
     check_aside_key,
     check_digests,
+    check_size,
     check_relpath,
     check_unique_relpaths,
     hash_stream,
     open_source,
     read_buffer,
+    read_into,
 )
 from .fs_batch import _Batch
 from .fs_common import (  # noqa: F401  (re-exported: TEMP_SUFFIX, temp_name, is_temp_name, what_is)
@@ -271,8 +274,9 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
             return self._store(dfd, name, loc, src, size, digests, mtime, replace=True)
 
     def put_files(self, bag_id: BagId, items: Sequence[PutItem], *,
-                  on_done: Optional[ItemDone] = None) -> List[PutOutcome]:
-        """Batch put (see the module docstring): one flush per batch instead of one per file.
+                  on_done: Optional[ItemDone] = None, on_checked: Optional[ItemChecked] = None) -> List[PutOutcome]:
+        """Batch put (`fs_batch`): one flush per batch instead of one per file, each file re-read
+        and checked after that flush, before its name (its stamp then goes to `on_checked`).
 
         Every key and digest is checked before anything is written. A failure before the names
         are given (a bad source, a full disk, a conflict found up front, a failed flush)
@@ -298,10 +302,10 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
                 if batch.pending and (len(batch.pending) >= self.batch_files
                                       or batch.bytes + item.size > self.batch_bytes
                                       or batch.open_fds + len(dirs) + 2 > max_fds):
-                    batch.commit(report)
+                    batch.commit(report, on_checked)
                     batch.close()
                 batch.add(index, item, digests, dirs, name, loc, report)
-            batch.commit(report)
+            batch.commit(report, on_checked)
         finally:
             batch.close()
         return outcomes  # type: ignore[return-value]  # every item was reported
@@ -405,7 +409,7 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
         tmp = temp_name(name)
         for _ in range(2):
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600,
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600,
                              dir_fd=dfd)
             except FileExistsError:
                 if not self._remove_if_stale(dfd, tmp, loc):
@@ -469,17 +473,19 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
             if fd is not None:
                 os.close(fd)
 
-    def _fill(self, fd: int, src: Source, size: int, digests: Dict[str, str], mtime: Optional[float],
+    def _fill(self, fd: int, src: Source, size: int, digests: Optional[Dict[str, str]], mtime: Optional[float],
               loc: str, *, durable: bool = True) -> None:
-        """Copy the source into the temp file, digesting it; read-only when it returns, and
-        durable unless `durable` is False (put_files flushes a whole batch at once)."""
+        """Copy the source into the temp file, digesting it and checking it against `digests`
+        (None: its size only; put_files checks each file after its flush, `fs_batch`); read-only
+        when it returns, and durable unless `durable` is False (put_files flushes a batch at once)."""
         with open_source(src, target=self.name) as stream:
-            reader = HashingReader(stream, digests.keys())
+            reader = HashingReader(stream, digests.keys()) if digests is not None else None
             buf = read_buffer(size)
             view = memoryview(buf)
+            copied = 0
             while True:
                 try:
-                    n = reader.readinto(buf)
+                    n = reader.readinto(buf) if reader is not None else read_into(stream, view)
                 except StorageError:
                     raise
                 except OSError as exc:
@@ -491,9 +497,13 @@ class FilesystemAdapter(StoredReads, StoredRecords, StorageAdapter):
                     _write_all(fd, view[:n])
                 except OSError as exc:
                     raise self._failure(exc, loc, writing=True) from None
-                if reader.hasher.size > size:
-                    break  # longer than announced: stop filling the disk, check() says so
-            reader.check(size, digests, target=self.name, location=loc)
+                copied += n
+                if copied > size:
+                    break  # longer than announced: stop filling the disk, the check says so
+            if reader is not None:
+                reader.check(size, digests or {}, target=self.name, location=loc)
+            else:
+                check_size(copied, size, target=self.name, location=loc)
         self._seal(fd, mtime, loc, durable=durable)
 
     def _seal(self, fd: int, mtime: Optional[float], loc: str, *, durable: bool) -> None:

@@ -1,18 +1,26 @@
 """The state of one batch of `FilesystemAdapter.put_files`.
 
 `put_files` writes many files as `put_file` does (`filesystem`), with the flushes shared (a flush
-per file costs milliseconds; thousands of small files took minutes):
-  1. each file is written and checked under its locked temp name as by put_file, without fsync
-     (or, from a staged bag the deposit lets this target place, hard-linked there and checked:
+per file costs milliseconds; thousands of small files took minutes), and each file checked once,
+after it was made durable:
+  1. each file is copied to its locked temp name, sealed (0444, the staged mtime), not yet
+     flushed (or, from a staged bag the deposit lets this target place, hard-linked there:
      `fs_place`);
   2. ONE flush makes all of them durable: syncfs() of their file system where that is known to
      write back every dirty file and to report write-back errors (`fs_durability`); elsewhere
      each file is fsynced, as by put_file;
-  3. only then does each file get its final name by link() (never overwriting: same
-     ReplicaConflict/ALREADY_PRESENT rules), and each folder touched is fsynced once.
+  3. every file is then re-read through its own descriptor and checked against the manifests'
+     size and digests (a staged file that differs, or a copy that came out wrong, never gets
+     its name: nothing of the batch does);
+  4. only then does each file get its final name (renameat2 RENAME_NOREPLACE, never
+     overwriting: same ReplicaConflict/ALREADY_PRESENT rules), and each folder touched is
+     fsynced once. `on_checked` gets each named file's stamp (`CheckedStamp`): what the
+     deposit's Verify compares instead of reading the file a second time.
+Why the check comes after the flush (issue 11): it is then both the check before naming and
+the re-read after durability, one hashing pass per replica instead of two.
 A crash at any point leaves files that already have their names (complete, checked, durable)
-and unlocked temp files, never a partial or unflushed file under a final name; the next put
-removes the leftovers as usual. At most `batch_files` files / `batch_bytes` bytes
+and unlocked temp files, never a partial, unchecked or unflushed file under a final name; the
+next put removes the leftovers as usual. At most `batch_files` files / `batch_bytes` bytes
 (and a share of the open-file limit: each waiting file keeps its locked descriptor) wait for one
 flush; bigger calls are split.
 """
@@ -22,10 +30,10 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
-from .base import PutItem, PutOutcome, StorageError
-from .fs_place import check_placed, place_temp, placeable
+from .base import CheckedStamp, HashingReader, ItemChecked, PutItem, PutOutcome, StorageError, read_buffer
+from .fs_place import place_temp, placeable
 
 if TYPE_CHECKING:
     from .filesystem import FilesystemAdapter
@@ -44,6 +52,17 @@ class _Pending:
     size: int
     digests: Dict[str, str]
     open: bool = True
+
+
+def _named_stamp(fd: int, dfd: int, name: str) -> Optional[CheckedStamp]:
+    try:
+        mine = os.fstat(fd)
+        named = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except OSError:
+        return None
+    if (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
+        return None
+    return CheckedStamp.of(mine)
 
 
 class _Batch:
@@ -118,14 +137,17 @@ class _Batch:
         self.pending.append(_Pending(index, dirs, name, loc, tmp, fd, item.size, digests))
         self.open_files += 1
         if placed is not None:
-            check_placed(adapter, fd, item.size, digests, item.mtime, loc, durable=False)
+            adapter._seal(fd, item.mtime, loc, durable=False)
         else:
-            adapter._fill(fd, item.src, item.size, digests, item.mtime, loc, durable=False)
+            adapter._fill(fd, item.src, item.size, None, item.mtime, loc, durable=False)  # checked after the flush
         self.bytes += item.size
 
-    def commit(self, report: Callable[[int, PutOutcome], None]) -> None:
-        """Flush once, then give every waiting file its name, then fsync each folder touched once."""
+    def commit(self, report: Callable[[int, PutOutcome], None], checked: Optional[ItemChecked] = None) -> None:
+        """Flush once, re-read and check every waiting file, then give each its name, then fsync
+        each folder touched once."""
         self._make_durable()
+        for p in self.pending:
+            self._check(p)
         touched = set(self.present)
         try:
             for p in self.pending:
@@ -135,12 +157,30 @@ class _Batch:
                 except OSError as exc:
                     raise self.adapter._failure(exc, p.loc, writing=True) from None
                 touched.add(p.dirs)
-                self._release(p, unlink=not gone)
+                stamp = self._release(p, unlink=not gone, stamp=checked is not None and outcome is PutOutcome.WRITTEN)
                 report(p.index, outcome)
+                if stamp is not None:
+                    checked(p.index, stamp)  # type: ignore[misc]  # stamp is only taken when checked is given
         except BaseException:
             self._sync_folders(touched, strict=False)  # the names already given must survive a crash
             raise
         self._sync_folders(touched, strict=True)
+
+    def _check(self, p: _Pending) -> None:
+        """Re-read a flushed temp file through its own descriptor, from its first byte, and check
+        it against the manifests (SourceMismatch names it; the batch then names nothing)."""
+        adapter = self.adapter
+        try:
+            os.lseek(p.fd, 0, os.SEEK_SET)
+            with open(os.dup(p.fd), "rb", buffering=0) as stream:
+                reader = HashingReader(stream, p.digests.keys())
+                buf = read_buffer(p.size)
+                while reader.readinto(buf):
+                    if reader.hasher.size > p.size:
+                        break
+        except OSError as exc:
+            raise adapter._failure(exc, p.loc, writing=False) from None
+        reader.check(p.size, p.digests, target=adapter.name, location=p.loc)
 
     def _make_durable(self) -> None:
         by_dev: Dict[int, List[_Pending]] = {}
@@ -172,11 +212,17 @@ class _Batch:
                 if strict:
                     raise self.adapter._failure(exc, self.path(dirs), writing=True) from None
 
-    def _release(self, p: _Pending, *, unlink: bool) -> None:
+    def _release(self, p: _Pending, *, unlink: bool, stamp: bool = False) -> Optional[CheckedStamp]:
+        """Drop a file's temp name (unless renamed away) and close it; with `stamp`, the named
+        file's stamp, taken last (the rename and unlink change its ctime), or None when its name
+        no longer leads to the file checked."""
         try:
             if unlink:
                 with contextlib.suppress(OSError):
                     os.unlink(p.tmp, dir_fd=self.folders[p.dirs])
+            if stamp:
+                return _named_stamp(p.fd, self.folders[p.dirs], p.name)
+            return None
         finally:
             p.open = False
             self.open_files -= 1

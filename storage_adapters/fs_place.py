@@ -3,11 +3,10 @@
 Why: when staging and a folder target are on the same file system, copying a staged file to
 the target writes every payload byte a second time, only for the staged copy to be deleted
 minutes later (its blocks freed again). Placing hard-links the staged file to the target's
-locked temp name instead; from there it follows the copy's path exactly: its bytes are read
-and checked against the manifests before it may get its name (a staged file that differs is
-never stored under its name), it is made read-only, made durable with the batch's flush, and
-named with renameat2(RENAME_NOREPLACE). The deposit's Verify then re-reads it after it was
-made durable, as for a copy; finish() removes the staged name, which frees nothing.
+locked temp name instead; from there it follows the copy's path exactly (`fs_batch`): it is
+made read-only, made durable with the batch's flush, re-read and checked against the
+manifests (a staged file that differs is never stored under its name) and named with
+renameat2(RENAME_NOREPLACE); finish() removes the staged name, which frees nothing.
 
 Rules that keep the copies independent and the placed bytes untouched:
   * only a staged file whose inode has no other name (st_nlink == 1) is placed, checked again
@@ -26,9 +25,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
-from .base import HashingReader, PutItem, read_buffer
+from .base import PutItem
 from .fs_common import _NO_HARDLINKS, _O_CLOEXEC, _O_NOFOLLOW, temp_name
 
 if TYPE_CHECKING:
@@ -82,21 +81,4 @@ def place_temp(adapter: FilesystemAdapter, dfd: int, name: str, loc: str, src: s
     return tmp, fd
 
 
-def check_placed(adapter: FilesystemAdapter, fd: int, size: int, digests: Mapping[str, str],
-                 mtime: Optional[float], loc: str, *, durable: bool) -> None:
-    """Read the placed file back through its own descriptor and check it against the manifests
-    (as `_fill` checks the bytes it copies), then seal it like a copy (`_seal`)."""
-    with open(os.dup(fd), "rb", buffering=0) as stream:
-        reader = HashingReader(stream, digests.keys())
-        buf = read_buffer(size)
-        try:
-            while reader.readinto(buf):
-                if reader.hasher.size > size:
-                    break
-        except OSError as exc:
-            raise adapter._failure(exc, loc, writing=False) from None
-        reader.check(size, digests, target=adapter.name, location=loc)
-    adapter._seal(fd, mtime, loc, durable=durable)
-
-
-__all__ = ["placeable", "place_temp", "check_placed"]
+__all__ = ["placeable", "place_temp"]

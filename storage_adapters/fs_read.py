@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from strongroom.bag_id import BagId
 
 from . import safe_open
-from .base import CHUNK, BagReads, FileStat, NotFound, OddObject, StorageError, bag_segments
+from .base import CHUNK, BagReads, CheckedStamp, FileStat, NotFound, OddObject, StorageError, bag_segments
 from .fs_common import _BAG_NAME, _CODE, _O_CLOEXEC, _O_NOATIME, _O_NOFOLLOW, _O_PATH, is_temp_name, what_is
 
 
@@ -305,6 +305,18 @@ class FolderReads(BagReads):
             except NotFound:
                 return None
         return adapter._file_stat(st), _StoredFile(fd, st)
+
+    def stamp(self, relpath: str) -> Optional[CheckedStamp]:
+        """The stored file's stamp, looked up through its kept folder by its single name without
+        following a link; None when it is absent, not a regular file, or its folder cannot be
+        reached (the full check that follows then says what is wrong)."""
+        dirs, name, _ = self.adapter._key(self.bag_id, relpath)
+        with self._lock:
+            try:
+                st = os.stat(name, dir_fd=self._folder(dirs), follow_symlinks=False)
+            except (OSError, StorageError):
+                return None
+        return CheckedStamp.of(st) if stat.S_ISREG(st.st_mode) else None
 
     def problems(self) -> List[str]:
         out = []

@@ -29,7 +29,7 @@ from strongroom.bag_id import BagId
 from strongroom.checksums import SUPPORTED, hash_file
 from strongroom.errors import PreservationError
 
-from .base import BagReads, HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError, read_buffer
+from .base import BagReads, CheckedStamp, HashingReader, PutItem, PutOutcome, StorageAdapter, StorageError, read_buffer
 
 Progress = Callable[[int, int], None]  # (files done, bytes done), as pipelines.progress.phase shows them
 
@@ -56,6 +56,9 @@ class ReplicateResult:
     files_written: int
     bytes_written: int
     files_already_present: int
+    #: bag path -> stamp of each file the target re-read and checked after it was durable
+    #: (`CheckedStamp`; a folder target's new files): what Verify may compare instead of reading
+    checked: Dict[str, CheckedStamp] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,10 @@ class VerifyResult:
     missing: List[str] = field(default_factory=list)
     damaged: List[str] = field(default_factory=list)
     extra: List[str] = field(default_factory=list)
+    #: of files_checked, those taken as checked by their unchanged stamp (`verify_replica(checked=)`),
+    #: and their bytes (re-read when they were checked, not now, so not in bytes_checked)
+    files_unchanged: int = 0
+    bytes_unchanged: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,8 +237,9 @@ def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: 
                   inventory: Optional[BagInventory] = None, workers: int = 1) -> ReplicateResult:
     """Store every file of a staged bag on `adapter`, each atomically; skip identical ones.
 
-    Every byte is checked against the bag's manifests while it is copied (a bad staged copy is
-    never stored). Stops at the first failure and raises it (StorageError: ReplicaConflict if a
+    Every byte is checked against the bag's manifests before it gets its name (a bad staged copy
+    is never stored): while it is uploaded, or (a folder target) re-read after its flush, whose
+    stamps the result keeps (`checked`). Stops at the first failure and raises it (StorageError: ReplicaConflict if a
     different file is already stored under a key). Files go in batches through `put_files`;
     `workers` > 1 stores batches in parallel threads (useful for S3). `progress` is called once
     per file (files done, bytes done), from one thread at a time. `inventory` saves re-reading
@@ -242,6 +250,7 @@ def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: 
         inventory = bag_inventory(bag_dir)
     digests, sizes = inventory
     files_done = bytes_done = written = bytes_written = present = 0
+    checked: Dict[str, CheckedStamp] = {}
     lock = threading.Lock()
 
     prefix = os.fspath(bag_dir) + "/"
@@ -277,7 +286,11 @@ def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: 
                 reported[index] = True
                 record(batch[index], outcome)
 
-        outcomes = adapter.put_files(bag_id, items, on_done=done)
+        def stamped(index: int, stamp: CheckedStamp) -> None:
+            with lock:
+                checked[batch[index]] = stamp
+
+        outcomes = adapter.put_files(bag_id, items, on_done=done, on_checked=stamped)
         for index, outcome in enumerate(outcomes):
             done(index, outcome)  # an adapter that does not report as it goes is counted here
 
@@ -301,7 +314,7 @@ def replicate_bag(adapter: StorageAdapter, bag_dir, bag_id: BagId, *, progress: 
                         raise fut.exception()
     return ReplicateResult(target=adapter.name, bag_id=str(bag_id), files_total=len(digests),
                            bytes_total=sum(sizes.values()), files_written=written, bytes_written=bytes_written,
-                           files_already_present=present)
+                           files_already_present=present, checked=checked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +378,8 @@ def _stat_problem(relpath: str, st, expected: Mapping[str, str], size: Optional[
 
 def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[str, Mapping[str, str]],
                    sizes: Mapping[str, int], *, deep: bool = True, algorithms: Optional[Sequence[str]] = None,
-                   workers: int = 1, progress: Optional[Progress] = None) -> VerifyResult:
+                   workers: int = 1, progress: Optional[Progress] = None,
+                   checked: Optional[Mapping[str, CheckedStamp]] = None) -> VerifyResult:
     """Check a stored bag against what it should hold (`bag_inventory`, or the catalog).
 
     deep: every file is re-read as a stream and its digests recomputed (`algorithms` limits
@@ -374,6 +388,11 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
     and extra files the manifests do not list. Problems never stop the check: every file is
     looked at and named. `progress` is called as each file is done (files done, bytes of them
     by the manifests' sizes, missing ones included, so the counts end at the inventory's totals).
+
+    `checked`: stamps of files the target re-read and checked after they were made durable
+    (`ReplicateResult.checked`, the same deposit's Replicate, for these manifests). A deep
+    check takes a file whose stamp is still the same as checked (`files_unchanged`) instead of
+    reading it again; any other file, one changed since included, is read and checked in full.
     """
     for alg in algorithms or ():
         if alg not in SUPPORTED:
@@ -400,6 +419,8 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
     reads = adapter.reading(bag_id)
 
     def check(relpath: str):
+        if checked and deep and relpath in checked and reads.stamp(relpath) == tuple(checked[relpath]):
+            return relpath, (None, "unchanged", 0)
         return relpath, _check_one(adapter, reads, bag_id, relpath,
                                    {a: d.lower() for a, d in manifests[relpath].items()},
                                    sizes.get(relpath), deep, algorithms)
@@ -424,12 +445,15 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
     # Whatever the reads' kept state may have hidden (a folder replaced while it was read).
     problems.extend(reads.problems())
 
-    files_checked = bytes_checked = 0
+    files_checked = bytes_checked = files_unchanged = bytes_unchanged = 0
     for relpath in expected:
         problem, kind, n = outcomes[relpath]
         bytes_checked += n
         if kind != "missing":
             files_checked += 1
+        if kind == "unchanged":
+            files_unchanged += 1
+            bytes_unchanged += sizes.get(relpath, 0)
         if problem:
             problems.append(problem)
             (missing if kind == "missing" else damaged).append(relpath)
@@ -438,7 +462,8 @@ def verify_replica(adapter: StorageAdapter, bag_id: BagId, manifests: Mapping[st
         problems.append(f"{relpath}: extra file, not in the bag's manifests")
     return VerifyResult(ok=not problems, problems=problems, files_checked=files_checked,
                         bytes_checked=bytes_checked, target=adapter.name, bag_id=str(bag_id), deep=deep,
-                        missing=missing, damaged=damaged, extra=extra)
+                        missing=missing, damaged=damaged, extra=extra, files_unchanged=files_unchanged,
+                        bytes_unchanged=bytes_unchanged)
 
 
 __all__ = ["BATCH_FILES", "BATCH_BYTES", "BagInventory", "ReplicateResult", "VerifyResult", "bag_inventory",

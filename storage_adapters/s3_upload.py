@@ -123,8 +123,9 @@ class S3Uploads:
         return PutOutcome.WRITTEN
 
     def put_files(self, bag_id: BagId, items: Sequence[PutItem], *,
-                  on_done: Optional[ItemDone] = None) -> List[PutOutcome]:
+                  on_done: Optional[ItemDone] = None, on_checked=None) -> List[PutOutcome]:
         """Up to `concurrency` objects in flight, each stored and verified as put_file does.
+        (`on_checked` is never called: an object is not read back here, the deposit's Verify does.)
 
         Items go in runs of RUN_FILES: one listing of the run's key range (this bag's prefix
         only) says which keys exist (those get a HEAD and are compared, the others are PUT with

@@ -2,8 +2,9 @@
 the bag inventory is taken once, and the guarantees the skipped work used to back still hold.
 
 * The staged payload is not re-hashed by the validator in staging: every payload byte is hashed
-  once from the source, once per replica as it is copied there (checked against the manifests
-  before the file gets its name) and once per replica when it is re-read after being durable.
+  once from the source and once per replica, when a folder target re-reads it after its flush
+  (checked against the manifests before the file gets its name); Verify takes each file by its
+  stamp since that check (tests/test_checked_after_flush.py), never hashing it a second time.
 * The inventory of the staged bag is never rebuilt (`bag_inventory`): the bag's one check keeps
   it (`ingest.bag_check`, tests/test_deposit_check_once.py) for Replicate and Verify of every
   target (it was rebuilt 8 times with two targets, then once by ValidateBag).
@@ -44,7 +45,7 @@ def _hashed_bytes(monkeypatch):
     return counts, validator_paths
 
 
-def test_each_payload_byte_is_hashed_once_from_the_source_and_twice_per_replica(tmp_path, capsys, monkeypatch):
+def test_each_payload_byte_is_hashed_once_from_the_source_and_once_per_replica(tmp_path, capsys, monkeypatch):
     arch = make_archive(tmp_path)
     source = make_source(tmp_path / "source", small=6, small_size=200_000)
     payload = sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
@@ -56,8 +57,8 @@ def test_each_payload_byte_is_hashed_once_from_the_source_and_twice_per_replica(
     staged_payload = [p for p in validator_paths if "data" in p.parts]
     assert staged_payload == [], f"the validator re-hashed staged payload files: {staged_payload[:3]}"
     per_byte = counts["bytes"] / payload
-    # 1 (source) + 2 per target (copy check, re-read); tag files add a little on top.
-    assert 1 + 2 * len(TARGETS) <= per_byte < 1 + 2 * len(TARGETS) + 0.5, per_byte
+    # 1 (source) + 1 per target (the check after the flush); tag files add a little on top.
+    assert 1 + len(TARGETS) <= per_byte < 1 + len(TARGETS) + 0.5, per_byte
 
 
 def test_the_bag_inventory_is_never_rebuilt(tmp_path, capsys, monkeypatch):

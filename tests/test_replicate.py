@@ -264,9 +264,9 @@ class RecordingAdapter(FilesystemAdapter):
         super().__init__(*args)
         self.calls = []
 
-    def put_files(self, bag_id, items, *, on_done=None):
+    def put_files(self, bag_id, items, *, on_done=None, on_checked=None):
         self.calls.append([i.relpath for i in items])
-        return super().put_files(bag_id, items, on_done=on_done)
+        return super().put_files(bag_id, items, on_done=on_done, on_checked=on_checked)
 
 
 def test_replication_goes_in_batches_with_bagit_txt_last_and_alone(tmp_path, monkeypatch):
