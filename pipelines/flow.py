@@ -69,7 +69,7 @@ class DepositState:
         return Path(staging) / STATE_DIR / self.key
 
 
-def write_json_atomic(path, data) -> None:
+def write_json_atomic(path, data, *, compact: bool = False) -> None:
     """Write one record of a deposit's state (deposit.json, bags.json, a step's marker, the event
     journal, done.json) atomically; every state write of the workflow comes through here.
 
@@ -79,7 +79,7 @@ def write_json_atomic(path, data) -> None:
     naming the staging folder and what to do, rerun helps) instead of a raw OSError; the write
     being atomic, the state so far is intact and the same command resumes from it.
     """
-    _write_state(path, lambda: durable.atomic_write_json(path, data))
+    _write_state(path, lambda: durable.atomic_write_json(path, data, compact=compact))
 
 
 def _write_state(path, write) -> None:
@@ -464,7 +464,7 @@ def replicate_to(config, state: DepositState, bag: dict, target_name: str, *, pr
         raise
     write_json_atomic(checked_path(state.state_dir(Path(config.staging)), bag["id"], target_name),
                       {"bag": bag["id"], "target": target_name, "external_identifier": bag["external_identifier"],
-                       "stamps": result.checked})
+                       "stamps": result.checked}, compact=True)
     return result
 
 

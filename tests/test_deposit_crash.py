@@ -97,7 +97,7 @@ if POINT == "mid-staging":
     after(m, "copy_with_digests", nth(5))
 elif POINT == "bags built, not recorded":
     import pipelines.flow as m
-    before(m, "write_json_atomic", lambda path, data: os.path.basename(path) == "bags.json")
+    before(m, "write_json_atomic", lambda path, data, **kw: os.path.basename(path) == "bags.json")
 elif POINT == "half-written temp file":
     import storage_adapters.filesystem as m
     written = {}
@@ -133,7 +133,7 @@ elif POINT == "ingestion event appended, marker not written":
           lambda result, self, events: any(e.type == "ingestion" for e in events))
 elif POINT == "staged copies removed, done not written":
     import pipelines.flow as m
-    before(m, "write_json_atomic", lambda path, data: os.path.basename(path) == "done.json")
+    before(m, "write_json_atomic", lambda path, data, **kw: os.path.basename(path) == "done.json")
 else:
     raise SystemExit(f"unknown kill point {POINT}")
 
