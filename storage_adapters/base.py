@@ -323,12 +323,17 @@ class HashingReader(io.RawIOBase):
 
     def check(self, size: int, digests: Mapping[str, str], *, target: str, location: str) -> None:
         """SourceMismatch unless the bytes read so far have exactly this size and these digests."""
-        check_size(self.hasher.size, size, target=target, location=location)
-        found = self.hasher.hexdigests()
-        wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
-        if wrong:
-            raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); "
-                                 "nothing was stored", target=target, location=location)
+        check_hashed(self.hasher, size, digests, target=target, location=location)
+
+
+def check_hashed(hasher: MultiHasher, size: int, digests: Mapping[str, str], *, target: str, location: str) -> None:
+    """SourceMismatch unless the bytes `hasher` was fed have exactly this size and these digests."""
+    check_size(hasher.size, size, target=target, location=location)
+    found = hasher.hexdigests()
+    wrong = [f"{a} expected {digests[a]}, read {found[a]}" for a in digests if found[a] != digests[a]]
+    if wrong:
+        raise SourceMismatch(f"the source does not match its checksums ({'; '.join(wrong)}); "
+                             "nothing was stored", target=target, location=location)
 
 
 def read_into(stream: BinaryIO, view: memoryview) -> int:

@@ -32,7 +32,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
-from .base import CheckedStamp, HashingReader, ItemChecked, PutItem, PutOutcome, StorageError, read_buffer
+from strongroom.checksums import MultiHasher
+
+from .base import CHUNK, CheckedStamp, ItemChecked, PutItem, PutOutcome, StorageError, check_hashed
 from .fs_place import place_temp, placeable
 
 if TYPE_CHECKING:
@@ -167,20 +169,20 @@ class _Batch:
         self._sync_folders(touched, strict=True)
 
     def _check(self, p: _Pending) -> None:
-        """Re-read a flushed temp file through its own descriptor, from its first byte, and check
-        it against the manifests (SourceMismatch names it; the batch then names nothing)."""
-        adapter = self.adapter
+        """Re-read a flushed temp file through its own descriptor, from its first byte (pread: one
+        call for a small file, no stream objects), and check it against the manifests
+        (SourceMismatch names it; the batch then names nothing)."""
+        hasher = MultiHasher(p.digests.keys())
+        chunk = min(CHUNK, p.size + 1)
         try:
-            os.lseek(p.fd, 0, os.SEEK_SET)
-            with open(os.dup(p.fd), "rb", buffering=0) as stream:
-                reader = HashingReader(stream, p.digests.keys())
-                buf = read_buffer(p.size)
-                while reader.readinto(buf):
-                    if reader.hasher.size > p.size:
-                        break
+            while hasher.size <= p.size:
+                data = os.pread(p.fd, chunk, hasher.size)
+                if not data:
+                    break
+                hasher.update(data)
         except OSError as exc:
-            raise adapter._failure(exc, p.loc, writing=False) from None
-        reader.check(p.size, p.digests, target=adapter.name, location=p.loc)
+            raise self.adapter._failure(exc, p.loc, writing=False) from None
+        check_hashed(hasher, p.size, p.digests, target=self.adapter.name, location=p.loc)
 
     def _make_durable(self) -> None:
         by_dev: Dict[int, List[_Pending]] = {}
