@@ -79,12 +79,12 @@ def open_at_fixed_time(*a, **k):
     k.setdefault("now", fixed)
     return real_open(*a, **k)
 
-def slow_write(path, data):
+def slow_write(path, data, **kw):
     # Hold open the window between choosing a stamp and recording it, so that the two
     # processes are in it together (as two deposits started in the same second can be).
     if str(path).endswith("deposit.json"):
         time.sleep(1.0)
-    return real_write(path, data)
+    return real_write(path, data, **kw)
 
 flow.open_deposit, flow.write_json_atomic = open_at_fixed_time, slow_write
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
