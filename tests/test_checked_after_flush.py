@@ -27,6 +27,15 @@ from tests.test_storage_filesystem import BAG, batch_items, final_files, temp_le
 FILES = {f"data/{'x' if i % 2 else 'y'}/f{i}.bin": os.urandom(3000 + i) for i in range(6)}
 
 
+def _damage_in_place(path: Path, index: int = 0) -> None:
+    """Flip one byte of a stored (read-only) file, writing into the same inode."""
+    data = bytearray(path.read_bytes())
+    data[index] ^= 0xFF
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as fh:
+        fh.write(bytes(data))
+
+
 def test_bytes_changed_after_the_copy_and_before_the_flush_get_no_name(tmp_path, monkeypatch):
     root = tmp_path / "r"
     root.mkdir()
@@ -52,10 +61,7 @@ def _tampering(root: Path, real_syncfs, hurt):
     def syncfs(fd):
         if not hurt:
             victim = sorted(p for p in root.rglob("*" + TEMP_SUFFIX))[0]
-            data = bytearray(victim.read_bytes())
-            data[0] ^= 0xFF
-            os.chmod(victim, 0o644)
-            victim.write_bytes(bytes(data))
+            _damage_in_place(victim)
             hurt.append(victim)
         return real_syncfs(fd)
     return syncfs
@@ -78,26 +84,18 @@ def test_a_placed_staged_file_changed_before_the_flush_gets_no_name(tmp_path, mo
         if not hurt:  # the staged inode, linked to its temp name by now, altered in place
             victim = bag / "data" / "dir" / "b.bin"
             assert os.lstat(victim).st_nlink == 2, "the staged file was not placed"
-            data = bytearray(victim.read_bytes())
-            data[-1] ^= 0x01
-            os.chmod(victim, 0o644)
-            with open(victim, "r+b") as fh:
-                fh.write(bytes(data))
+            _damage_in_place(victim, -1)
             hurt.append(victim)
         return real_syncfs(fd)
 
     monkeypatch.setattr(fs_module, "syncfs_is_durable", lambda fd: True)
     monkeypatch.setattr(fs_module, "syncfs", syncfs)
     with pytest.raises(SourceMismatch):
-        replicate_bag(adapter, bag, bag_id, inventory=_inventory_before(bag))
+        replicate_bag(adapter, bag, bag_id, inventory=bag_inventory(bag))  # taken before the change
     assert hurt
     stored = Path(adapter.location(bag_id))
     assert not stored.exists() or not [p for p in stored.rglob("*") if p.is_file()], \
         "a file of the batch got its name after the placed inode changed"
-
-
-def _inventory_before(bag: Path):
-    return bag_inventory(bag)  # taken before the change, as the deposit's kept check is
 
 
 def test_new_files_get_the_stamp_of_their_named_file_and_present_ones_none(tmp_path):
@@ -138,12 +136,7 @@ def test_verify_takes_unchanged_stamps_and_reads_every_changed_file_again(tmp_pa
     assert ok.ok and ok.files_unchanged == len(inventory.digests) and ok.bytes_checked == 0
     assert ok.bytes_unchanged == sum(inventory.sizes.values())
 
-    in_place = stored / "data/d1/f1.bin"  # same size, other bytes, written in place
-    data = bytearray(in_place.read_bytes())
-    data[10] ^= 0x55
-    os.chmod(in_place, 0o644)
-    with open(in_place, "r+b") as fh:
-        fh.write(bytes(data))
+    _damage_in_place(stored / "data/d1/f1.bin", 10)  # same size, other bytes, written in place
     swapped = stored / "data/d2/f2.bin"  # replaced by another file of the same size
     other = stored / "data/d2/.other"
     other.write_bytes(os.urandom(swapped.stat().st_size))
@@ -185,11 +178,7 @@ def test_a_deposit_verifies_by_the_stamps_and_a_resumed_one_rereads_a_damaged_re
     bag_id = json.loads(copied[0].read_text())["bag"]
     site_b = arch.bag_folder("site-b", bag_id)
     victim = sorted(p for p in (site_b / "data").rglob("*") if p.is_file() and p.stat().st_size)[0]
-    data = bytearray(victim.read_bytes())
-    data[0] ^= 0xFF
-    os.chmod(victim, 0o644)
-    with open(victim, "r+b") as fh:
-        fh.write(bytes(data))
+    _damage_in_place(victim)
 
     monkeypatch.setattr(flow, "verify_on", real_verify)
     rerun = strongroom(capsys, *deposit_argv(arch, source, "stamps"))
