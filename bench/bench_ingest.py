@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -96,6 +97,60 @@ def measure(cmd: Sequence, **kw) -> Run:
     if proc.returncode or data.get("rc"):
         sys.exit(f"command failed ({' '.join(map(str, cmd))}):\n{output.decode(errors='replace')[-3000:]}")
     return Run(data["wall"], data["cpu"], data["rss_mib"], data["io"])
+
+
+# --- a quiet file system for every timed run ------------------------------------------------
+
+class Trash:
+    """Where the output of an earlier run goes (one rename) until the round is over.
+
+    Why: on a journal-less ext4 (this project's machines: `dmesg` says "mounted filesystem ...
+    without journal") a new inode is never one freed less than 60 s ago (300 s while its inode
+    table block is unwritten): `find_inode_bit` steps past each such inode, so for a minute after
+    `rm -rf` of tens of thousands of files every file created costs several times what it costs
+    on a quiet file system (docs/benchmarks.md, session 25). Deleting the last run's output right
+    before a timed run billed that to whichever side ran next. Here nothing is deleted inside a
+    round; between rounds the trash is emptied, `sync`ed, and the 61 s are waited out, so every
+    side starts on the same quiet file system. `keep=False` (the large corpus: a handful of
+    inodes, and no room on the disk for a second copy) deletes at once, as before.
+    """
+
+    QUIET_S = 61.0
+
+    def __init__(self, root: Path, keep: bool):
+        self.root, self.keep, self.count = root, keep, 0
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def retire(self, path: Path) -> None:
+        if not os.path.lexists(path):
+            return
+        if not self.keep:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        self.count += 1
+        os.rename(path, self.root / f"{os.getpid()}-{self.count}")
+
+    def empty(self, *, settle: bool) -> None:
+        """Delete everything retired; with `settle`, sync and wait until no freed inode is recent."""
+        had = any(self.root.iterdir())
+        for entry in list(self.root.iterdir()):
+            shutil.rmtree(entry, ignore_errors=True)
+        if settle and self.keep:
+            subprocess.run(["sync"], check=True)
+            if had:
+                print(f"  (waiting {self.QUIET_S:.0f} s: files just deleted make new ones slow on this "
+                      "file system, see class Trash)", flush=True)
+                time.sleep(self.QUIET_S)
+
+
+TRASH: Optional[Trash] = None  # set per corpus by main()
+
+
+def retire(path: Path) -> None:
+    if TRASH is not None:
+        TRASH.retire(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- corpora ---------------------------------------------------------------------------------
@@ -168,7 +223,7 @@ VIRUS_CHECK = "off"  # set by main() from --virus-check
 def fresh_archive(base: Path, env: Optional[dict] = None) -> Path:
     """A default `strongroom init` archive (two filesystem replicas), virus_check per --virus-check;
     `env` runs another checkout's init (--before: its defaults are the ones it reads)."""
-    shutil.rmtree(base, ignore_errors=True)
+    retire(base)
     subprocess.run([BIN / "strongroom", "init", base], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, env=env)
     if VIRUS_CHECK != "required":
@@ -205,10 +260,10 @@ def baseline_cmds(name: str, corpus: Path, work: Path, sync: bool) -> List[List]
 def prepare_baseline(name: str, corpus: Path, work: Path) -> None:
     """The copy bagit.py bags in place and the cp destinations: set up outside the timing."""
     copy = work / f"{name}-bagit"
-    shutil.rmtree(copy, ignore_errors=True)
+    retire(copy)
     shutil.copytree(corpus, copy)
     for site in ("a", "b"):
-        shutil.rmtree(work / f"{name}-cp-{site}", ignore_errors=True)
+        retire(work / f"{name}-cp-{site}")
     subprocess.run(["sync"], check=True)
 
 
@@ -318,9 +373,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         os.environ["STRONGROOM_CLAMAV"] = clamd.socket
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; "
           f"virus check: {VIRUS_CHECK}")
+    global TRASH
     try:
         for name, corpus in corpora.items():
             files, nbytes = corpus_stats(corpus)
+            TRASH = Trash(work / "trash", keep=name == "small")
+            TRASH.empty(settle=True)
             sides = ["strongroom", "baseline"] + (["baseline+sync"] if name == "large" else []) + (
                 ["before"] if args.before else [])
             runs: Dict[str, List[Run]] = {s: [] for s in sides}
@@ -334,6 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         runs[side].append(run_baseline(name, corpus, work, sync=side.endswith("sync")))
                     print(f"  round {i + 1} {name} {side}: {runs[side][-1].wall:.2f} s wall, "
                           f"{runs[side][-1].cpu:.2f} s CPU", flush=True)
+                TRASH.empty(settle=i + 1 < args.rounds or args.strace)
             syscalls: Dict[str, Dict[str, int]] = {}
             if args.strace:
                 env = dict(os.environ, PYTHONPATH=args.ours) if args.ours else None
@@ -342,6 +401,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 prepare_baseline(name, corpus, work)
                 syscalls["baseline"] = strace_counts(baseline_cmds(name, corpus, work, sync=False))
             report(name, files, nbytes, runs, syscalls)
+            TRASH.empty(settle=False)
     finally:
         if clamd is not None:
             clamd.stop()
