@@ -79,6 +79,16 @@ def test_premis_documents_are_byte_identical_to_xmltodict(objects, evs, ags):
     assert premis.premis_xml(objects, evs, ags) == expected
 
 
+@quick(200)
+@given(file_objects())
+def test_file_objects_rendered_directly_equal_their_dicts_as_written(obj):
+    """premis.file_text writes a file object without building its dict (issue 11): the same
+    bytes as the dict through xmltodict, and as the dict through premis_emit."""
+    direct = emitted({"premis": {"object": [premis.file_text(obj)]}})
+    assert direct == reference({"premis": {"object": [premis._file(obj)]}})
+    assert direct == emitted({"premis": {"object": [premis._file(obj)]}})
+
+
 def test_write_premis_writes_the_same_bytes(tmp_path):
     objects = [IntellectualEntity("strongroom-bag", "L/c/1"),
                FileObject("strongroom-path", "L/c/1/data/a&b<\"'>.txt", "a&b<\"'>.txt", 3, (("sha256", "ab"),))]
