@@ -1,8 +1,11 @@
 """PREMIS 3 XML: each bag's `metadata/premis.xml` now, PREMIS reports later.
 
 The document is built as plain dicts in xmltodict's layout and written by `premis_emit`, which
-writes exactly what `xmltodict.unparse` would (tested against it) in half the time; escaping of
-`&`, `<`, `>` and attribute quoting is xml.sax.saxutils' job, never ours. Element order inside each dict follows
+writes exactly what `xmltodict.unparse` would (tested against it) in half the time; the written
+documents take each file object, nearly all of a bag's premis.xml, straight as text
+(`file_text`, the same bytes as its dict: tested against both writers); escaping of
+`&`, `<`, `>` and attribute quoting are xml.sax.saxutils' rules, in one place (premis_emit's
+`escape_text` and `quote_attr`). Element order inside each dict follows
 the `xs:sequence` of the PREMIS 3.0 schema (loc.gov premis-v3-0.xsd); tests validate the
 output against it with lxml.
 
