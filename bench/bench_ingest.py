@@ -130,14 +130,16 @@ class Trash:
         self.count += 1
         os.rename(path, self.root / f"{os.getpid()}-{self.count}")
 
-    def empty(self, *, settle: bool) -> None:
-        """Delete everything retired; with `settle`, sync and wait until no freed inode is recent."""
+    def empty(self, *, settle: bool, always_wait: bool = False) -> None:
+        """Delete everything retired; with `settle`, sync and wait until no freed inode is recent
+        (`always_wait`: wait even if nothing was retired: before the first round, files deleted
+        by anything else in the last minute count too)."""
         had = any(self.root.iterdir())
         for entry in list(self.root.iterdir()):
             shutil.rmtree(entry, ignore_errors=True)
         if settle and self.keep:
             subprocess.run(["sync"], check=True)
-            if had:
+            if had or always_wait:
                 print(f"  (waiting {self.QUIET_S:.0f} s: files just deleted make new ones slow on this "
                       "file system, see class Trash)", flush=True)
                 time.sleep(self.QUIET_S)
@@ -378,7 +380,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for name, corpus in corpora.items():
             files, nbytes = corpus_stats(corpus)
             TRASH = Trash(work / "trash", keep=name == "small")
-            TRASH.empty(settle=True)
+            TRASH.empty(settle=True, always_wait=True)
             sides = ["strongroom", "baseline"] + (["baseline+sync"] if name == "large" else []) + (
                 ["before"] if args.before else [])
             runs: Dict[str, List[Run]] = {s: [] for s in sides}
