@@ -102,17 +102,20 @@ def measure(cmd: Sequence, **kw) -> Run:
 # --- a quiet file system for every timed run ------------------------------------------------
 
 class Trash:
-    """Where the output of an earlier run goes (one rename) until the round is over.
+    """Where the output of an earlier run goes (one rename) until every round is over.
 
     Why: on a journal-less ext4 (this project's machines: `dmesg` says "mounted filesystem ...
-    without journal") a new inode is never one freed less than 60 s ago (300 s while its inode
-    table block is unwritten): `find_inode_bit` steps past each such inode, so for a minute after
-    `rm -rf` of tens of thousands of files every file created costs several times what it costs
-    on a quiet file system (docs/benchmarks.md, session 25). Deleting the last run's output right
-    before a timed run billed that to whichever side ran next. Here nothing is deleted inside a
-    round; between rounds the trash is emptied, `sync`ed, and the 61 s are waited out, so every
-    side starts on the same quiet file system. `keep=False` (the large corpus: a handful of
-    inodes, and no room on the disk for a second copy) deletes at once, as before.
+    without journal") a new inode is never one freed less than 60 s ago, or 360 s ago once its
+    inode table block is dirty again, which the next create in that block makes it:
+    `find_inode_bit` steps past each such inode, so for minutes after `rm -rf` of tens of
+    thousands of files every file created costs several times what it costs on a quiet file
+    system (docs/benchmarks.md, session 25; bench/fs_create_recency.py). Deleting the last run's
+    output just before a timed run billed that to whichever side ran next. Here nothing is
+    deleted from the first round to the last: old output is renamed aside and deleted when the
+    corpus is done (a small corpus needs ~1.5 GB per round). Before the first round the bench
+    syncs and waits 61 s; files deleted by anything else in the minutes before it can still slow
+    both sides' creates. `keep=False` (the large corpus: a handful of inodes, and no room on the
+    disk for several copies) deletes at once, as before.
     """
 
     QUIET_S = 61.0
@@ -130,19 +133,18 @@ class Trash:
         self.count += 1
         os.rename(path, self.root / f"{os.getpid()}-{self.count}")
 
-    def empty(self, *, settle: bool, always_wait: bool = False) -> None:
-        """Delete everything retired; with `settle`, sync and wait until no freed inode is recent
-        (`always_wait`: wait even if nothing was retired: before the first round, files deleted
-        by anything else in the last minute count too)."""
-        had = any(self.root.iterdir())
+    def empty(self) -> None:
         for entry in list(self.root.iterdir()):
             shutil.rmtree(entry, ignore_errors=True)
-        if settle and self.keep:
+
+    def settle(self) -> None:
+        """Before the first round: leftovers of an interrupted run deleted, sync, a quiet minute."""
+        self.empty()
+        if self.keep:
             subprocess.run(["sync"], check=True)
-            if had or always_wait:
-                print(f"  (waiting {self.QUIET_S:.0f} s: files just deleted make new ones slow on this "
-                      "file system, see class Trash)", flush=True)
-                time.sleep(self.QUIET_S)
+            print(f"  (waiting {self.QUIET_S:.0f} s: files deleted in the last minute make new ones slow "
+                  "on this file system, see class Trash)", flush=True)
+            time.sleep(self.QUIET_S)
 
 
 TRASH: Optional[Trash] = None  # set per corpus by main()
@@ -380,7 +382,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for name, corpus in corpora.items():
             files, nbytes = corpus_stats(corpus)
             TRASH = Trash(work / "trash", keep=name == "small")
-            TRASH.empty(settle=True, always_wait=True)
+            TRASH.settle()
             sides = ["strongroom", "baseline"] + (["baseline+sync"] if name == "large" else []) + (
                 ["before"] if args.before else [])
             runs: Dict[str, List[Run]] = {s: [] for s in sides}
@@ -394,7 +396,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         runs[side].append(run_baseline(name, corpus, work, sync=side.endswith("sync")))
                     print(f"  round {i + 1} {name} {side}: {runs[side][-1].wall:.2f} s wall, "
                           f"{runs[side][-1].cpu:.2f} s CPU", flush=True)
-                TRASH.empty(settle=i + 1 < args.rounds or args.strace)
             syscalls: Dict[str, Dict[str, int]] = {}
             if args.strace:
                 env = dict(os.environ, PYTHONPATH=args.ours) if args.ours else None
@@ -403,7 +404,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 prepare_baseline(name, corpus, work)
                 syscalls["baseline"] = strace_counts(baseline_cmds(name, corpus, work, sync=False))
             report(name, files, nbytes, runs, syscalls)
-            TRASH.empty(settle=False)
+            TRASH.empty()
     finally:
         if clamd is not None:
             clamd.stop()
