@@ -219,6 +219,30 @@ def corpus_stats(root: Path):
     return files, total
 
 
+def check_room(name: str, work: Path, nbytes: int, rounds: int, before: bool) -> None:
+    """Exit 2 up front, naming the folder and the figures, when the corpus's runs cannot fit:
+    a disk filled mid-run fails one side's `cp` and wastes the rounds before it.
+
+    Each Strongroom run stores the payload twice (two replicas; staging's copy becomes one of
+    them), the baseline three times (the bag, two `cp -r`). The small corpus keeps every run's
+    output until it is done (class Trash); the large one deletes the last output of each side
+    before its next run, so at most one output per side is held, and what is already there
+    from an earlier bench will be freed."""
+    per_round = (2 + 3 + (2 if before else 0)) * nbytes
+    if name == "small":
+        needed, freed = per_round * rounds, 0
+    else:
+        needed = per_round
+        freed = sum(corpus_stats(work / f"{name}-{part}")[1]
+                    for part in ("archive", "bagit", "cp-a", "cp-b") if (work / f"{name}-{part}").exists())
+    free = shutil.disk_usage(work).free
+    if free + freed < needed * 1.05:
+        print(f"bench_ingest: {work} has {free / 2**30:.1f} GiB free ({freed / 2**30:.1f} GiB more to be freed "
+                 f"as it goes); the {name} corpus needs about {needed / 2**30:.1f} GiB for {rounds} round(s): "
+                 "free space, or fewer rounds", file=sys.stderr)
+        sys.exit(2)
+
+
 # --- the two sides ---------------------------------------------------------------------------
 
 VIRUS_CHECK = "off"  # set by main() from --virus-check
@@ -381,6 +405,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         for name, corpus in corpora.items():
             files, nbytes = corpus_stats(corpus)
+            check_room(name, work, nbytes, args.rounds, bool(args.before))
             TRASH = Trash(work / "trash", keep=name == "small")
             TRASH.settle()
             sides = ["strongroom", "baseline"] + (["baseline+sync"] if name == "large" else []) + (
