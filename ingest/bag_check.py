@@ -33,6 +33,7 @@ from strongroom import bagit_spec, durable
 from strongroom.checksums import SUPPORTED, hash_file
 
 from . import metadata
+from .deposit_states import state_name
 from .validate import BagContents, require_valid
 
 #: Version of the kept files' layout: another one is not used (the bag is checked again).
@@ -54,7 +55,7 @@ class BagCheck:
 
 def kept_paths(state_dir: Path, bag_id: str) -> Tuple[Path, Path]:
     """(inventory, records) of a bag in the deposit's state folder (names as the task markers')."""
-    safe = bag_id.replace("/", "__")
+    safe = state_name(bag_id)
     return Path(state_dir) / f"{safe}.inventory.json", Path(state_dir) / f"{safe}.records.json"
 
 

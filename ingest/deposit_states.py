@@ -21,6 +21,12 @@ STATE_DIR = ".state"               # staging/.state/<deposit key>/: one folder p
 ABANDONED = "abandoned.json"       # written by `deposit --abandon`: why, when, by whom
 
 
+def state_name(bag_id: str) -> str:
+    """A bag id as one file name of a deposit's state folder (its markers, kept check, stamps):
+    the one spelling every writer and reader of those files uses."""
+    return bag_id.replace("/", "__")
+
+
 def read_json(path: Path):
     """One state file's JSON (OSError / ValueError to the caller, who names the file)."""
     with open(path, encoding="utf-8") as fh:
@@ -99,7 +105,7 @@ def _deposit_status(folder: Path, read_json) -> DepositStatus:
     if built is not None:
         stage = "replicating"
         for b in built.get("bags", []):
-            safe = str(b["id"]).replace("/", "__")
+            safe = state_name(str(b["id"]))
             verified = sorted(p.name[len(safe) + 1:-len(".verified.json")]
                               for p in folder.glob(f"{safe}.*.verified.json"))
             bags.append({"id": b["id"], "registered": (folder / f"{safe}.registered.json").exists(),

@@ -31,7 +31,7 @@ from catalog.bag_records import records_from_parts
 from catalog.access import open_catalog
 from catalog.catalog import Catalog
 from catalog.schema import EventRecord, ReplicaRecord
-from ingest.deposit_states import ABANDONED, STATE_DIR, read_json
+from ingest.deposit_states import ABANDONED, STATE_DIR, read_json, state_name
 from strongroom.bag_id import BagId
 from ingest.naming import CLAIMS_DIR, claim_owner, claim_stamp, take_claim
 from pipelines.admission import admit_deposit
@@ -472,11 +472,6 @@ def checked_path(state_dir: Path, bag_id: str, target_name: str) -> Path:
     """Where Replicate keeps the stamps of the files a target re-read and checked after they were
     made durable (`ReplicateResult.checked`), for that target's Verify."""
     return Path(state_dir) / f"{state_name(bag_id)}.{target_name}.checked.json"
-
-
-def state_name(bag_id: str) -> str:
-    """A bag id as one file name of the deposit's state (its markers, its kept stamps)."""
-    return bag_id.replace("/", "__")
 
 
 def load_checked(state_dir: Path, bag: dict, target_name: str) -> dict:

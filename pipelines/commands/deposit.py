@@ -171,7 +171,7 @@ def gather(config, state, policy, run) -> dict:
         current = {r["target"]: r for r in catalog.replicas(bag_id=bag["id"]).to_pylist()}
         for target in policy.replicas:
             rec = current.get(target, {})
-            verified = (state_dir / f"{bag['id'].replace('/', '__')}.{target}.verified.json").exists()
+            verified = (state_dir / f"{flow.state_name(bag['id'])}.{target}.verified.json").exists()
             replicas[target] = {"state": "verified" if verified else rec.get("state") or "pending",
                                 "site": config.target(target).site,
                                 "detail": None if verified else rec.get("detail")}
