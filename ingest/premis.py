@@ -50,7 +50,7 @@ from urllib.parse import unquote_to_bytes
 
 from strongroom.durable import fsync_dir, unlink_quietly
 
-from .premis_emit import Rendered, emit_document, escape_text, quote_attr
+from .premis_emit import Rendered, emit_document, escape_text, render_element
 
 __all__ = [
     "PREMIS_NS", "XSI_NS", "PREMIS_XSD_URL", "PREMIS_VERSION",
@@ -355,13 +355,7 @@ def _algorithm_line(algorithm: str) -> str:
     """<messageDigestAlgorithm> of one algorithm, as written inside <fixity> (a bag has two or three)."""
     line = _ALGORITHM_LINES.get(algorithm)
     if line is None:
-        name = _fixity(algorithm, "")["messageDigestAlgorithm"]
-        pad = "        "
-        if isinstance(name, dict):
-            attrs = "".join(f" {k[1:]}={quote_attr(v)}" for k, v in name.items() if k[:1] == "@")
-            line = f"{pad}<messageDigestAlgorithm{attrs}>{escape_text(name['#text'])}</messageDigestAlgorithm>\n"
-        else:
-            line = _leaf(pad, "messageDigestAlgorithm", name)
+        line = render_element("messageDigestAlgorithm", _fixity(algorithm, "")["messageDigestAlgorithm"], 4)
         if len(_ALGORITHM_LINES) < 64:
             _ALGORITHM_LINES[algorithm] = line
     return line

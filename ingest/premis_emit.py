@@ -49,6 +49,14 @@ def emit_document(document: dict, write: Callable[[str], Any]) -> None:
     write("".join(out))
 
 
+def render_element(key: str, value: Any, depth: int) -> str:
+    """One element as `emit_document` writes it at `depth` (what premis.file_text reuses for the
+    pieces it does not spell out itself)."""
+    out: List[str] = []
+    _element(key, value, depth, out, lambda: None)
+    return "".join(out)
+
+
 def escape_text(text: str) -> str:
     """xml.sax.saxutils.escape(text) (& < >), without its call overhead for text that has none."""
     if "&" in text or "<" in text or ">" in text:
