@@ -238,8 +238,8 @@ def check_room(name: str, work: Path, nbytes: int, rounds: int, before: bool) ->
     free = shutil.disk_usage(work).free
     if free + freed < needed * 1.05:
         print(f"bench_ingest: {work} has {free / 2**30:.1f} GiB free ({freed / 2**30:.1f} GiB more to be freed "
-                 f"as it goes); the {name} corpus needs about {needed / 2**30:.1f} GiB for {rounds} round(s): "
-                 "free space, or fewer rounds", file=sys.stderr)
+              f"as it goes); the {name} corpus needs about {needed / 2**30:.1f} GiB for {rounds} round(s): "
+              "free space, or fewer rounds", file=sys.stderr)
         sys.exit(2)
 
 
