@@ -29,7 +29,8 @@ from strongroom.bagit_spec import decode_path, safe_relpath
 _HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 _SUMS_NAME = re.compile(r"^(md5|sha1|sha256|sha512)sums?$", re.IGNORECASE)
 _SUFFIX_NAME = re.compile(r"^.+\.(md5|sha1|sha256|sha512)$", re.IGNORECASE)
-_BAG_MANIFEST = re.compile(r"^(?:tag)?manifest-(md5|sha1|sha256|sha512)\.txt$")
+#: A BagIt (tag) manifest's file name, the algorithm as group 1.
+BAG_MANIFEST = re.compile(r"^(?:tag)?manifest-(md5|sha1|sha256|sha512)\.txt$")
 _GNU_LINE = re.compile(r"^\\?([0-9a-fA-F]{32,128})[ \t]+\*?(.+)$")
 _BSD_LINE = re.compile(r"^(MD5|SHA1|SHA256|SHA512) ?\((.+)\) ?= ?([0-9a-fA-F]{32,128})$", re.IGNORECASE)
 
@@ -54,7 +55,7 @@ class SuppliedDigest:
 def may_hold_checksums(relpath: str) -> bool:
     """Files to stage (and so read) first: checksum files and the `bagit.txt` that dates a bag."""
     name = posixpath.basename(relpath)
-    return bool(name == "bagit.txt" or _BAG_MANIFEST.match(name) or _SUMS_NAME.match(name) or _SUFFIX_NAME.match(name))
+    return bool(name == "bagit.txt" or BAG_MANIFEST.match(name) or _SUMS_NAME.match(name) or _SUFFIX_NAME.match(name))
 
 
 def find_checksum_files(relpaths: Iterable[str], read_small) -> List[SuppliedChecksumFile]:
@@ -63,7 +64,7 @@ def find_checksum_files(relpaths: Iterable[str], read_small) -> List[SuppliedChe
     found = []
     for rel in sorted(relset):
         folder, name = posixpath.split(rel)
-        m = _BAG_MANIFEST.match(name)
+        m = BAG_MANIFEST.match(name)
         bagit_txt = posixpath.join(folder, "bagit.txt")
         if m and bagit_txt in relset:
             version = _bag_version(read_small(bagit_txt))
@@ -104,14 +105,17 @@ def version_problem(bagit_txt: str, version: str) -> Optional[str]:
     return None
 
 
-def check_bag_versions(scan) -> None:
+def check_bag_versions(scan, files: Optional[Sequence] = None) -> None:
     """Before any work: InputError (exit 2) naming every supplied bag whose bagit.txt declares a
-    version its manifests cannot be read by. Reads only those small bagit.txt files."""
+    version its manifests cannot be read by. Reads only those small bagit.txt files.
+    `files`: the scan's files, or a part holding every bagit.txt and BagIt manifest among them
+    (`preflight.telling_files`)."""
+    files = scan.files if files is None else files
     # The folders holding a BagIt manifest (few): no set of every name (the list streams from disk).
-    with_manifest = {posixpath.dirname(f.relpath) for f in scan.files
-                     if _BAG_MANIFEST.match(posixpath.basename(f.relpath))}
+    with_manifest = {posixpath.dirname(f.relpath) for f in files
+                     if BAG_MANIFEST.match(posixpath.basename(f.relpath))}
     problems = []
-    for f in scan.files:
+    for f in files:
         folder, name = posixpath.split(f.relpath)
         if name != "bagit.txt" or f.size > _BAGIT_TXT_LIMIT:
             continue

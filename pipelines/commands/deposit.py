@@ -102,7 +102,7 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
             follow_internal_links=False, no_virus_check=False, new_version=False) -> dict:
     """Run a deposit through Luigi and gather what happened (also used by `demo`)."""
     from strongroom.bag_id import check_code, check_title
-    from ingest.preflight import refuse_impossible
+    from ingest.preflight import refuse_impossible, telling_files
     from ingest.scan import scan_source
     from ingest.supplied import check_bag_versions
     from pipelines import flow
@@ -128,8 +128,9 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
         raise InputError(f"{exc}; an unfinished deposit of this source ({key}) waits for it: put the source back "
                          f"as it was to resume, or give the deposit up with: strongroom deposit --abandon {key} "
                          f"--reason TEXT", problems=exc.problems) from None
-    refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path))
-    check_bag_versions(scan)
+    telling = telling_files(scan)  # one pass over the list for both checks
+    refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path), telling=telling)
+    check_bag_versions(scan, telling)
     scan.files.close()  # its list on disk (ingest.spill): the deposit's BuildBags walks the source anew
     check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
     state = flow.open_deposit(config, source=source, library=library, collection=collection,
