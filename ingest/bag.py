@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 from strongroom import NAME, __version__
 from strongroom.durable import atomic_write_bytes, fsync_dir
 from strongroom.errors import PreservationError
+from strongroom.forked import Forked
 from strongroom.fstree import make_dirs, remove_tree
 
 from strongroom import bagit_spec
@@ -96,35 +97,21 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
     work = plan.work_dir
     make_dirs(work / "data")
     make_dirs(work / "metadata")
-    bagit_spec.write_bagit_txt(work)
-    for alg in plan.algorithms:
-        bagit_spec.write_manifest(
-            work / f"manifest-{alg}.txt", (("data/" + f.relpath, f.digests[alg]) for f in plan.files)
-        )
-    bagit_spec.write_tag_file(work / "bag-info.txt", _info(plan, provenance))
-    if plan.fetch:
-        atomic_write_bytes(work / FETCH_TXT, fetch_bytes(plan.fetch))
-    md = work / "metadata"
-    atomic_write_bytes(md / "formats.csv", metadata.formats_csv(plan.files))
-    atomic_write_bytes(md / "file-attributes.csv", metadata.file_attributes_csv(plan.files))
-    if plan.empty_dirs:
-        atomic_write_bytes(md / "empty-directories.txt", metadata.empty_dirs_txt(plan.empty_dirs))
-    if plan.supplied:
-        atomic_write_bytes(md / "supplied-checksums.csv", metadata.supplied_csv(plan.supplied))
-
-    # premis.xml is written outside the bag and moved in with the tag manifests; then the bag as
-    # staged is checked once (structure, completeness, Payload-Oxum, tag manifests; its payload
-    # is not hashed again, see the module doc) before it gets its final name.
+    # premis.xml needs nothing written below: a forked child writes it outside the bag meanwhile
+    # (strongroom.forked; about 0.5 s of a 20,000-file bag off the one core this runs on). It is
+    # moved in with the tag manifests; then the bag as staged is checked once (structure,
+    # completeness, Payload-Oxum, tag manifests; its payload is not hashed again, see the module
+    # doc) before it gets its final name.
     started = datetime.now(timezone.utc)
-    unidentified = sum(1 for f in plan.files if not getattr(f.identification, "puid", ""))
     pending_premis = pending_premis_path(work)
-    objects, events, agents = metadata.premis_for_bag(
-        str(plan.bag_id), plan.files, plan.algorithms, provenance,
-        supplied_count=len(plan.supplied), validated_at=started, unidentified=unidentified,
-        title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
-        virus=plan.virus,
-    )
-    premis.write_premis(pending_premis, objects, events, agents)
+    writer = _premis_writer(plan, provenance, started, pending_premis)
+    try:
+        _write_tag_files(plan, provenance)
+    except BaseException:
+        writer.stop()
+        raise
+    writer.wait()
+    md = work / "metadata"
     os.replace(pending_premis, md / "premis.xml")
     bagit_spec.write_tag_manifests(work, plan.algorithms)
     report = validate_bag(work, completeness_only=True, allow_fetched=bool(plan.fetch), keep=plan.state_dir is not None)
@@ -149,6 +136,44 @@ def finish_bag(plan: BagPlan, provenance: metadata.Provenance, final_dir: Path) 
     fsync_dir(final_dir.parent)
     return BuiltBag(plan.bag_id, final_dir, plan.external_id, len(plan.files),
                     sum(f.size for f in plan.files), plan.files, len(plan.fetch), sum(e.length for e in plan.fetch))
+
+
+def _write_tag_files(plan: BagPlan, provenance: metadata.Provenance) -> None:
+    """Every tag file but premis.xml and the tag manifests."""
+    work = plan.work_dir
+    bagit_spec.write_bagit_txt(work)
+    for alg in plan.algorithms:
+        bagit_spec.write_manifest(
+            work / f"manifest-{alg}.txt", (("data/" + f.relpath, f.digests[alg]) for f in plan.files)
+        )
+    bagit_spec.write_tag_file(work / "bag-info.txt", _info(plan, provenance))
+    if plan.fetch:
+        atomic_write_bytes(work / FETCH_TXT, fetch_bytes(plan.fetch))
+    md = work / "metadata"
+    atomic_write_bytes(md / "formats.csv", metadata.formats_csv(plan.files))
+    atomic_write_bytes(md / "file-attributes.csv", metadata.file_attributes_csv(plan.files))
+    if plan.empty_dirs:
+        atomic_write_bytes(md / "empty-directories.txt", metadata.empty_dirs_txt(plan.empty_dirs))
+    if plan.supplied:
+        atomic_write_bytes(md / "supplied-checksums.csv", metadata.supplied_csv(plan.supplied))
+
+
+#: Below this many files a bag's premis.xml is written inline: a fork (~10 ms) would cost more.
+PREMIS_FORK_FILES = 2000
+
+
+def _premis_writer(plan: BagPlan, provenance: metadata.Provenance, started: datetime, path: Path) -> Forked:
+    def write() -> None:
+        objects, events, agents = metadata.premis_for_bag(
+            str(plan.bag_id), plan.files, plan.algorithms, provenance,
+            supplied_count=len(plan.supplied), validated_at=started,
+            unidentified=sum(1 for f in plan.files if not getattr(f.identification, "puid", "")),
+            title=plan.info.get("Strongroom-Collection-Title", ""), external_id=plan.external_id,
+            virus=plan.virus,
+        )
+        premis.write_premis(path, objects, events, agents)
+
+    return Forked.start(f"writing {path}", write, inline=len(plan.files) < PREMIS_FORK_FILES)
 
 
 def _info(plan: BagPlan, provenance: metadata.Provenance) -> List[tuple]:

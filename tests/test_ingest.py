@@ -122,6 +122,30 @@ def test_formats_csv_and_premis(archive, awkward_source, identifier):
     assert "善本 第1卷.tif" in text
 
 
+def test_premis_written_by_a_forked_child_is_the_inline_document(archive, awkward_source, identifier, monkeypatch):
+    """Big bags have premis.xml written by a forked child while the other tag files are written
+    (ingest.bag.PREMIS_FORK_FILES): the same document as inline, but for the bag's own ids and times."""
+    import re
+
+    from ingest import bag as bag_mod
+    from tests.schema import assert_valid
+
+    def premis_of(fork_from: int) -> str:
+        monkeypatch.setattr(bag_mod, "PREMIS_FORK_FILES", fork_from)
+        built = ingest(request(archive, awkward_source), identifier=identifier).bags[0]
+        assert validate_bag(built.path).valid
+        path = built.path / "metadata" / "premis.xml"
+        assert_valid(path, "premis")
+        text = path.read_text("utf-8")
+        text = text.replace(str(built.bag_id), "BAG").replace(built.external_id, "EXTERNAL")
+        text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", text)
+        return re.sub(r"\d{4}-\d\d-\d\dT[0-9:.]+(?:Z|[+-]\d\d:\d\d)", "TIME", text)
+
+    forked, inline = premis_of(0), premis_of(10 ** 9)
+    assert forked == inline
+    assert forked.count("<object ") >= 7 and "善本 第1卷.tif" in forked
+
+
 def test_unicode_normalisation_twins_are_refused(archive, tmp_path, identifier):
     src = tmp_path / "src"
     nfc = unicodedata.normalize("NFC", "café.txt")

@@ -121,3 +121,34 @@ def test_a_staging_problem_survives_the_trip_from_a_worker_process():
     assert isinstance(q, stage.StagingProblem)
     assert (q.relpath, q.errno, q.strerror, str(q)) == (p.relpath, p.errno, p.strerror, str(p))
     assert "no space left under staging /s (EDQUOT)" in str(stage.staging_error("/s", q.errno, q.strerror))
+
+
+@pytest.mark.parametrize("forked", [True, False])
+def test_enospc_writing_premis_is_the_same_staging_error_forked_or_not(tmp_path, monkeypatch, forked):
+    """premis.xml is written by a forked child (strongroom.forked) for big bags: its failure
+    reaches the deposit exactly as the inline write's does, and nothing is left behind."""
+    from ingest import bag, premis
+
+    monkeypatch.setattr(bag, "PREMIS_FORK_FILES", 0 if forked else 10 ** 9)
+    parent = os.getpid()
+    writers = []
+
+    def write_premis(path, *args, **kwargs):
+        writers.append(os.getpid())  # seen by the test only inline: a child's list is its own
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(premis, "write_premis", write_premis)
+    arch = fk.new_archive(tmp_path / "archive")
+    source = fk.make_files(tmp_path / "source", 3, 4 * KiB)
+    res = _deposit(arch, source)
+    assert res.code == 1, res.text[-2000:]
+    assert f"no space left under staging {os.path.abspath(arch.staging)} (ENOSPC)" in res.text, res.text[-2000:]
+    assert "Traceback" not in res.text
+    assert res.data["rerun_helps"] is True
+    assert writers == ([] if forked else [parent])
+    assert _left_in_staging(arch) == []
+
+    monkeypatch.undo()
+    rerun = _deposit(arch, source)
+    assert rerun.code == 0, rerun.text[-2000:]
+    assert fk.health_problems(arch, deep=False) == []
