@@ -152,3 +152,21 @@ def test_enospc_writing_premis_is_the_same_staging_error_forked_or_not(tmp_path,
     rerun = _deposit(arch, source)
     assert rerun.code == 0, rerun.text[-2000:]
     assert fk.health_problems(arch, deep=False) == []
+
+
+def _tasks(sizes):
+    from ingest.scan import SourceFile
+
+    return [stage.StageTask(SourceFile(f"f{i}", b"/src/f%d" % i, size, 0, 0o644, (1, i)), b"/dst/f%d" % i)
+            for i, size in enumerate(sizes)]
+
+
+def test_chunks_of_staging_work_are_big_for_small_files_and_single_for_large_ones():
+    """Small files go to the workers in big chunks (each chunk costs the parent ~1.4 ms), large
+    ones one at a time (a worker's last chunk is work the other may wait for)."""
+    assert stage.chunk_size(_tasks([16 * KiB] * 20000), 2) == stage.MAX_CHUNK_FILES
+    assert stage.chunk_size(_tasks([16 * KiB] * 1000), 2) == 1000 // 16  # an eighth of each worker's share
+    assert stage.chunk_size(_tasks([1 << 20] * 20000), 2) == 8  # ~CHUNK_BYTES of reading
+    assert stage.chunk_size(_tasks([512 << 20] * 40), 2) == 1
+    assert stage.chunk_size(_tasks([0] * 2000), 2) == 2000 // 16  # empty files: no division by zero
+    assert stage.chunk_size(_tasks([1]), 4) == 1 and stage.chunk_size([], 2) == 1
