@@ -58,6 +58,15 @@ def _outcome(work: Callable[[], None]) -> bytes:
         return pickle.dumps(("error", type(exc).__name__, str(exc)))
 
 
+def _reap(pid: int) -> Optional[int]:
+    """The child's wait status, or None where it was reaped already (SIGCHLD ignored): the
+    outcome read from the pipe is what counts, the status only says how a silent child ended."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
 class Forked:
     """Work running in a forked child (or already done inline); `wait()` once for its outcome."""
 
@@ -102,7 +111,7 @@ class Forked:
         except ProcessLookupError:
             pass
         os.close(self._reader)
-        os.waitpid(self._pid, 0)
+        _reap(self._pid)
         self._pid = None
 
     def wait(self) -> None:
@@ -121,15 +130,19 @@ class Forked:
                 chunks.append(chunk)
         finally:
             os.close(self._reader)
-            _, status = os.waitpid(self._pid, 0)
+            status = _reap(self._pid)
             self._pid = None
         try:
             outcome = pickle.loads(b"".join(chunks))
         except Exception:
             outcome = None
         if not outcome:
-            how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                   else f"ended with exit status {os.waitstatus_to_exitcode(status)}")
+            if status is None:
+                how = "ended"
+            elif os.WIFSIGNALED(status):
+                how = f"was killed by signal {os.WTERMSIG(status)}"
+            else:
+                how = f"ended with exit status {os.waitstatus_to_exitcode(status)}"
             raise ForkedFailure(f"{self.what}: the process doing it {how} before it said it was done",
                                 rerun_helps=True)
         if outcome[0] == "oserror":

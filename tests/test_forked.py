@@ -139,3 +139,19 @@ def test_the_child_dies_with_its_parent(tmp_path):
         assert not late.exists()
     finally:
         parent.kill()
+
+
+def test_outcomes_still_arrive_where_sigchld_is_ignored(tmp_path):
+    """With SIGCHLD ignored the kernel reaps children itself (waitpid: ECHILD): the outcome
+    read from the pipe still decides, and a silent child is still a failure."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        out = tmp_path / "done"
+        Forked.start("writing", lambda: out.write_text("yes")).wait()
+        assert out.read_text() == "yes"
+        with pytest.raises(FileNotFoundError):
+            Forked.start("reading", lambda: (tmp_path / "missing").read_bytes()).wait()
+        with pytest.raises(ForkedFailure, match="before it said it was done"):
+            Forked.start("writing", lambda: os._exit(0)).wait()
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
