@@ -76,6 +76,23 @@ class _DepositTask(ArchiveTask):
         return next(b for b in self.bags() if b["id"] == bag_id)
 
 
+#: Scans the deposit command made just before Luigi started, by deposit key (`hand_over_scan`).
+_handed_scans: dict = {}
+
+
+def hand_over_scan(state: flow.DepositState, scan, *, follow_internal_links: bool) -> bool:
+    """Let this deposit's BuildBags take the scan the command already made, instead of walking
+    the source a second time (~0.3 s per 20,000 files): in this process, or in a worker process
+    Luigi forks from it, which inherits it. Anywhere else (a luigid worker on another machine, a
+    later run) BuildBags scans as before. Only a scan of exactly the folder the deposit records
+    (its real path, as BuildBags would scan it) with the deposit's --follow-internal-links is
+    handed over; the caller closes it once the tasks have run. Returns whether it was."""
+    if state.follow_internal_links != follow_internal_links or str(scan.root) != state.source:
+        return False
+    _handed_scans[state.key] = scan
+    return True
+
+
 class BuildBags(_DepositTask):
     workers = luigi.IntParameter(default=1, significant=False)
 
@@ -85,8 +102,11 @@ class BuildBags(_DepositTask):
     def run(self):
         from ingest.scan import scan_source
 
-        scan = scan_source(self.state.source, follow_internal_links=self.state.follow_internal_links,
-                           spill_dir=str(self.config.staging))
+        # The command's scan, made moments ago (a file changed since is refused while it is
+        # staged, as after any scan), or a scan of our own.
+        scan = _handed_scans.pop(self.deposit_key, None) or scan_source(
+            self.state.source, follow_internal_links=self.state.follow_internal_links,
+            spill_dir=str(self.config.staging))
         try:
             with self.progress("stage", scan.total_bytes, len(scan.files)) as update:
                 bags, warnings = flow.build_bags(self.config, self.state, workers=self.workers, progress=update,

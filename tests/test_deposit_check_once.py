@@ -234,3 +234,28 @@ def test_kept_records_lost_before_register_are_taken_from_the_staged_bag_again(t
     assert res.code == 0, res.out + res.err
     check_preserved(arch, source, res.data)
     assert arch.catalog().files(res.data["bags"][0]["id"]).num_rows >= 3
+
+
+def test_the_source_is_walked_once_when_the_command_runs_the_tasks(tmp_path, capsys, monkeypatch):
+    """The deposit command's own scan (made before any work, for its checks) is handed to
+    BuildBags (`tasks.hand_over_scan`) instead of a second walk of the source; a scan of another
+    path than the one the deposit records (through a symbolic link to a parent folder) is not,
+    and BuildBags walks the source itself. Either way the deposit is the same."""
+    import ingest.scan as scan_mod
+
+    arch = make_archive(tmp_path)
+    source = make_source(tmp_path / "source", small=5)
+    walks: list = []
+    _count(monkeypatch, scan_mod, "scan_source", walks)
+    res = strongroom(capsys, *deposit_argv(arch, source, "walked"))
+    assert res.code == 0, res.err
+    check_preserved(arch, source, res.data)
+    assert walks == ["scan_source"]
+
+    again = make_source(tmp_path / "real" / "again", small=3)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    walks.clear()
+    res = strongroom(capsys, *deposit_argv(arch, tmp_path / "link" / "again", "linked"))
+    assert res.code == 0, res.err
+    check_preserved(arch, again, res.data)
+    assert walks == ["scan_source", "scan_source"]

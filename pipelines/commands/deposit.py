@@ -107,7 +107,7 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     from ingest.supplied import check_bag_versions
     from pipelines import flow
     from pipelines.runner import run_tasks
-    from pipelines.tasks import Deposit
+    from pipelines.tasks import Deposit, hand_over_scan
     from strongroom.errors import InputError
 
     policy = config.policy_for_type(collection_type, policy_name)
@@ -131,14 +131,17 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
     telling = telling_files(scan)  # one pass over the list for both checks
     refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path), telling=telling)
     check_bag_versions(scan, telling)
-    scan.files.close()  # its list on disk (ingest.spill): the deposit's BuildBags walks the source anew
-    check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
-    state = flow.open_deposit(config, source=source, library=library, collection=collection,
-                              collection_type=collection_type, policy=policy.name, title=title,
-                              follow_internal_links=follow_internal_links, no_virus_check=no_virus_check,
-                              new_version=new_version)
-    run = run_tasks([Deposit(str(config.path), state.key, workers=args.workers)], workers=args.workers,
-                    scheduler_url=args.scheduler_url, verbose=args.verbose)
+    try:
+        check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
+        state = flow.open_deposit(config, source=source, library=library, collection=collection,
+                                  collection_type=collection_type, policy=policy.name, title=title,
+                                  follow_internal_links=follow_internal_links, no_virus_check=no_virus_check,
+                                  new_version=new_version)
+        hand_over_scan(state, scan, follow_internal_links=follow_internal_links)  # BuildBags need not walk again
+        run = run_tasks([Deposit(str(config.path), state.key, workers=args.workers)], workers=args.workers,
+                        scheduler_url=args.scheduler_url, verbose=args.verbose)
+    finally:
+        scan.files.close()  # its list on disk (ingest.spill)
     return gather(config, state, policy, run)
 
 
