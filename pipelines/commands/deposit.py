@@ -128,16 +128,18 @@ def deposit(config, args, *, source, library, collection, collection_type, polic
         raise InputError(f"{exc}; an unfinished deposit of this source ({key}) waits for it: put the source back "
                          f"as it was to resume, or give the deposit up with: strongroom deposit --abandon {key} "
                          f"--reason TEXT", problems=exc.problems) from None
-    telling = telling_files(scan)  # one pass over the list for both checks
-    refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path), telling=telling)
-    check_bag_versions(scan, telling)
     try:
+        telling = telling_files(scan)  # one pass over the list for both checks
+        refuse_impossible(source, scan, archive_places(config, policy), config_path=str(config.path),
+                          telling=telling)
+        check_bag_versions(scan, telling)
         check_retention(config.replicas_for(policy), policy.retention)  # refuse before any upload
         state = flow.open_deposit(config, source=source, library=library, collection=collection,
                                   collection_type=collection_type, policy=policy.name, title=title,
                                   follow_internal_links=follow_internal_links, no_virus_check=no_virus_check,
                                   new_version=new_version)
-        hand_over_scan(state, scan, follow_internal_links=follow_internal_links)  # BuildBags need not walk again
+        if not hand_over_scan(state, scan, follow_internal_links=follow_internal_links):  # BuildBags need not walk
+            scan.files.close()  # its list on disk (ingest.spill), for a million files ~100 MB: not kept for nothing
         run = run_tasks([Deposit(str(config.path), state.key, workers=args.workers)], workers=args.workers,
                         scheduler_url=args.scheduler_url, verbose=args.verbose)
     finally:
