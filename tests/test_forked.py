@@ -117,7 +117,7 @@ def test_the_child_dies_with_its_parent(tmp_path):
 
         def work():
             open({str(pid_file)!r}, "w").write(str(os.getpid()))
-            time.sleep(3)
+            time.sleep(1.5)
             open({str(late)!r}, "w").write("the orphan wrote")
 
         Forked.start("orphan test", work)
@@ -135,7 +135,7 @@ def test_the_child_dies_with_its_parent(tmp_path):
         while not _gone_or_zombie(child) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _gone_or_zombie(child)
-        time.sleep(3.5)
+        time.sleep(2)
         assert not late.exists()
     finally:
         parent.kill()
