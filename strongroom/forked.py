@@ -83,7 +83,7 @@ class Forked:
         if inline or not hasattr(os, "fork"):
             try:
                 work()
-            except BaseException as exc:
+            except Exception as exc:  # kept for wait(); an interrupt (Ctrl-C) stops the caller at once
                 return cls(what, None, None, exc)
             return cls(what, None, None)
         reader, writer = os.pipe()

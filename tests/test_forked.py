@@ -43,6 +43,14 @@ def test_inline_work_runs_here_and_keeps_its_error_for_wait(tmp_path):
     assert caught.value.filename == str(tmp_path / "x")
 
 
+def test_an_interrupt_of_inline_work_stops_the_caller_at_once():
+    def work():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Forked.start("writing x", work, inline=True)
+
+
 def test_an_oserror_in_the_child_is_raised_in_the_parent_with_its_errno_and_file(tmp_path):
     missing = tmp_path / "no" / "such" / "file"
 
